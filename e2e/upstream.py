@@ -1,0 +1,265 @@
+#!/usr/bin/env python3
+"""Fake LLM upstream speaking the OpenAI chat-completions and Anthropic messages wire formats.
+
+Stdlib only, so it runs anywhere python3 does:
+
+    python3 e2e/upstream.py --host 127.0.0.1 --port 0 --id backend-a [--record requests.jsonl]
+
+Every reply says "Hello from <id>" and carries an `x-upstream-id: <id>` header, which lets
+tests and demos see which backend the gateway routed to.
+"""
+
+import argparse
+import json
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def count_tokens(messages, system=None):
+    """Whitespace word count of all text in the prompt; deterministic, good enough for usage."""
+    texts = [system] if isinstance(system, str) else []
+    for part in system if isinstance(system, list) else []:
+        if isinstance(part, dict) and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+    for message in messages if isinstance(messages, list) else []:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            texts.append(content)
+        elif isinstance(content, list):
+            texts.extend(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return max(1, sum(len(t.split()) for t in texts))
+
+
+def reply_pieces(upstream_id):
+    """The reply text split into the deltas that a streaming response sends."""
+    return ["Hello", " from", f" {upstream_id}"]
+
+
+class Handler(BaseHTTPRequestHandler):
+    # HTTP/1.1 keeps connections alive, as Envoy expects from its upstreams.
+    protocol_version = "HTTP/1.1"
+    server_version = "fake-llm-upstream"
+
+    def do_GET(self):
+        self.read_body()
+        self.record(None)
+        if self.path == "/health":
+            self.send_bytes(200, "text/plain", b"ok")
+        else:
+            self.send_error_json(404, f"no route for GET {self.path}", "not_found_error")
+
+    def do_POST(self):
+        raw = self.read_body()
+        try:
+            body = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            self.record(None)
+            self.send_error_json(400, f"request body is not valid JSON: {err}")
+            return
+        self.record(body)
+        if not isinstance(body, dict):
+            self.send_error_json(400, "request body must be a JSON object")
+        elif self.path == "/v1/chat/completions":
+            self.chat_completions(body)
+        elif self.path == "/v1/messages":
+            self.messages(body)
+        else:
+            self.send_error_json(404, f"no route for POST {self.path}", "not_found_error")
+
+    def chat_completions(self, body):
+        model = body.get("model", "unknown")
+        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+        pieces = reply_pieces(self.server.upstream_id)
+        prompt_tokens = count_tokens(body.get("messages"))
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": len(pieces),
+            "total_tokens": prompt_tokens + len(pieces),
+        }
+        if not body.get("stream"):
+            self.send_json(200, {
+                "id": completion_id,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": [{
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "".join(pieces)},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }],
+                "usage": usage,
+            })
+            return
+
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+        def chunk(delta, finish_reason=None):
+            data = {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+            }
+            # OpenAI sends `usage: null` on every chunk when usage was requested.
+            if include_usage:
+                data["usage"] = None
+            return data
+
+        self.start_sse()
+        self.send_sse(chunk({"role": "assistant", "content": ""}))
+        for piece in pieces:
+            self.send_sse(chunk({"content": piece}))
+        self.send_sse(chunk({}, "stop"))
+        if include_usage:
+            final = chunk({})
+            final["choices"] = []
+            final["usage"] = usage
+            self.send_sse(final)
+        self.send_sse_raw("[DONE]")
+        self.end_sse()
+
+    def messages(self, body):
+        model = body.get("model", "unknown")
+        message_id = f"msg_{uuid.uuid4().hex}"
+        pieces = reply_pieces(self.server.upstream_id)
+        input_tokens = count_tokens(body.get("messages"), body.get("system"))
+        if not body.get("stream"):
+            self.send_json(200, {
+                "id": message_id,
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [{"type": "text", "text": "".join(pieces)}],
+                "stop_reason": "end_turn",
+                "stop_sequence": None,
+                "usage": {"input_tokens": input_tokens, "output_tokens": len(pieces)},
+            })
+            return
+
+        self.start_sse()
+        self.send_sse({
+            "type": "message_start",
+            "message": {
+                "id": message_id,
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [],
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": {"input_tokens": input_tokens, "output_tokens": 1},
+            },
+        }, event="message_start")
+        self.send_sse({
+            "type": "content_block_start",
+            "index": 0,
+            "content_block": {"type": "text", "text": ""},
+        }, event="content_block_start")
+        for piece in pieces:
+            self.send_sse({
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": piece},
+            }, event="content_block_delta")
+        self.send_sse({"type": "content_block_stop", "index": 0}, event="content_block_stop")
+        self.send_sse({
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            "usage": {"output_tokens": len(pieces)},
+        }, event="message_delta")
+        self.send_sse({"type": "message_stop"}, event="message_stop")
+        self.end_sse()
+
+    def read_body(self):
+        # Envoy forwards bodies it has rewritten (e.g. via ext_proc) with chunked encoding.
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            body = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return body
+                body += self.rfile.read(size)
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def record(self, body):
+        if self.server.record_path is None:
+            return
+        line = json.dumps({
+            "method": self.command,
+            "path": self.path,
+            "headers": {k.lower(): v for k, v in self.headers.items()},
+            "body": body,
+        })
+        with self.server.record_lock, open(self.server.record_path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+    def send_bytes(self, status, content_type, payload):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("x-upstream-id", self.server.upstream_id)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def send_json(self, status, obj):
+        self.send_bytes(status, "application/json", json.dumps(obj).encode())
+
+    def send_error_json(self, status, message, error_type="invalid_request_error"):
+        self.send_json(status, {"error": {"message": message, "type": error_type, "param": None, "code": None}})
+
+    def start_sse(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("x-upstream-id", self.server.upstream_id)
+        self.end_headers()
+
+    def send_sse(self, obj, event=None):
+        self.send_sse_raw(json.dumps(obj), event)
+
+    def send_sse_raw(self, data, event=None):
+        frame = (f"event: {event}\n" if event else "") + f"data: {data}\n\n"
+        self.write_chunk(frame.encode())
+
+    def end_sse(self):
+        self.write_chunk(b"")
+
+    def write_chunk(self, payload):
+        self.wfile.write(f"{len(payload):x}\r\n".encode() + payload + b"\r\n")
+        self.wfile.flush()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--id", required=True, help="name reported in replies and x-upstream-id")
+    parser.add_argument("--record", metavar="FILE", help="append one JSON line per request to FILE")
+    args = parser.parse_args()
+
+    server = ThreadingHTTPServer((args.host, args.port), Handler)
+    server.daemon_threads = True
+    server.upstream_id = args.id
+    server.record_path = args.record
+    server.record_lock = threading.Lock()
+    host, port = server.server_address[:2]
+    print(f"listening on {host}:{port}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+//! Gateway API `Gateway` and `GatewayClass`: where Envoy listens.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(group = "gateway.networking.k8s.io", version = "v1", kind = "Gateway", namespaced)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewaySpec {
+    #[serde(default)]
+    pub gateway_class_name: String,
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Listener {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    pub port: u16,
+    pub protocol: String,
+}
+
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(group = "gateway.networking.k8s.io", version = "v1", kind = "GatewayClass")]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayClassSpec {
+    #[serde(default)]
+    pub controller_name: String,
+}
+
+impl GatewaySpec {
+    pub fn validate(&self) -> Result<(), String> {
+        for l in &self.listeners {
+            if !matches!(l.protocol.as_str(), "HTTP" | "HTTPS") {
+                return Err(format!(
+                    "listener {:?} has protocol {}: aixds serves HTTP and HTTPS listeners",
+                    l.name, l.protocol
+                ));
+            }
+        }
+        Ok(())
+    }
+}

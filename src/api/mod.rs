@@ -1,0 +1,325 @@
+//! The objects users write, as typed Rust values that know nothing of Envoy.
+//!
+//! Takes: one YAML/JSON document (from a manifest file or a Kubernetes watch).
+//! Gives: an [`Object`] with a typed [`ObjectKey`], or a [`ParseOutcome::Skipped`] for kinds aixds
+//! does not read, or an error naming the field that is wrong.
+//!
+//! Field names follow the upstream manifests (Envoy AI Gateway, Envoy Gateway, Gateway API and the
+//! Gateway API Inference Extension) so existing YAML applies unchanged. Unknown fields are ignored,
+//! as the Kubernetes API server prunes them, so newer upstream fields never break parsing.
+
+mod ai_gateway_route;
+mod ai_service_backend;
+mod backend;
+mod backend_security_policy;
+mod core;
+mod gateway;
+mod inference_pool;
+mod refs;
+
+pub use ai_gateway_route::*;
+pub use ai_service_backend::*;
+pub use backend::*;
+pub use backend_security_policy::*;
+pub use core::*;
+pub use gateway::*;
+pub use inference_pool::*;
+pub use refs::*;
+
+use std::fmt;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::Deserialize;
+
+/// The kinds aixds reads. Group and kind together identify one; versions are accepted as listed in
+/// [`Kind::from_api_version`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum Kind {
+    AIGatewayRoute,
+    AIServiceBackend,
+    BackendSecurityPolicy,
+    Backend,
+    InferencePool,
+    Gateway,
+    GatewayClass,
+    Secret,
+    Service,
+    Pod,
+}
+
+pub const AIGATEWAY_GROUP: &str = "aigateway.envoyproxy.io";
+pub const ENVOY_GATEWAY_GROUP: &str = "gateway.envoyproxy.io";
+pub const INFERENCE_GROUP: &str = "inference.networking.k8s.io";
+pub const GATEWAY_API_GROUP: &str = "gateway.networking.k8s.io";
+
+impl Kind {
+    pub const ALL: [Kind; 10] = [
+        Kind::AIGatewayRoute,
+        Kind::AIServiceBackend,
+        Kind::BackendSecurityPolicy,
+        Kind::Backend,
+        Kind::InferencePool,
+        Kind::Gateway,
+        Kind::GatewayClass,
+        Kind::Secret,
+        Kind::Service,
+        Kind::Pod,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::AIGatewayRoute => "AIGatewayRoute",
+            Kind::AIServiceBackend => "AIServiceBackend",
+            Kind::BackendSecurityPolicy => "BackendSecurityPolicy",
+            Kind::Backend => "Backend",
+            Kind::InferencePool => "InferencePool",
+            Kind::Gateway => "Gateway",
+            Kind::GatewayClass => "GatewayClass",
+            Kind::Secret => "Secret",
+            Kind::Service => "Service",
+            Kind::Pod => "Pod",
+        }
+    }
+
+    /// The API group ("" for core).
+    pub fn group(self) -> &'static str {
+        match self {
+            Kind::AIGatewayRoute | Kind::AIServiceBackend | Kind::BackendSecurityPolicy => {
+                AIGATEWAY_GROUP
+            }
+            Kind::Backend => ENVOY_GATEWAY_GROUP,
+            Kind::InferencePool => INFERENCE_GROUP,
+            Kind::Gateway | Kind::GatewayClass => GATEWAY_API_GROUP,
+            Kind::Secret | Kind::Service | Kind::Pod => "",
+        }
+    }
+
+    pub fn namespaced(self) -> bool {
+        self != Kind::GatewayClass
+    }
+
+    /// Resolves a document's `apiVersion` and `kind`. `None` means aixds does not read it.
+    pub fn from_api_version(api_version: &str, kind: &str) -> Option<Kind> {
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let k = Kind::ALL.into_iter().find(|k| k.as_str() == kind && k.group() == group)?;
+        let accepted: &[&str] = match k {
+            Kind::AIGatewayRoute | Kind::AIServiceBackend | Kind::BackendSecurityPolicy => {
+                &["v1beta1", "v1alpha1"]
+            }
+            Kind::Backend => &["v1alpha1"],
+            Kind::InferencePool => &["v1"],
+            Kind::Gateway | Kind::GatewayClass => &["v1", "v1beta1"],
+            Kind::Secret | Kind::Service | Kind::Pod => &["v1"],
+        };
+        accepted.contains(&version).then_some(k)
+    }
+
+    /// Parses a kind name as used on the command line and in references (case-insensitive).
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str().eq_ignore_ascii_case(s))
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Identity of one object. Cluster-scoped kinds have an empty namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectKey {
+    pub fn new(kind: Kind, namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        let namespace = if kind.namespaced() { namespace.into() } else { String::new() };
+        ObjectKey { kind, namespace, name: name.into() }
+    }
+
+    /// Parses `Kind/namespace/name` (or `Kind/name` for cluster-scoped kinds).
+    pub fn parse(s: &str) -> Option<ObjectKey> {
+        let mut parts = s.splitn(3, '/');
+        let kind = Kind::parse(parts.next()?)?;
+        match (parts.next(), parts.next()) {
+            (Some(ns), Some(name)) if kind.namespaced() => Some(ObjectKey::new(kind, ns, name)),
+            (Some(name), None) if !kind.namespaced() => Some(ObjectKey::new(kind, "", name)),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{}/{}", self.kind, self.name)
+        } else {
+            write!(f, "{}/{}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+impl serde::Serialize for ObjectKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// The typed content of an object.
+#[derive(Debug, Clone)]
+pub enum Spec {
+    AIGatewayRoute(AIGatewayRouteSpec),
+    AIServiceBackend(AIServiceBackendSpec),
+    BackendSecurityPolicy(BackendSecurityPolicySpec),
+    Backend(BackendSpec),
+    InferencePool(InferencePoolSpec),
+    Gateway(GatewaySpec),
+    GatewayClass(GatewayClassSpec),
+    Secret(SecretData),
+    Service(ServiceSpec),
+    Pod(PodInfo),
+}
+
+/// One object as the graph holds it.
+#[derive(Debug, Clone)]
+pub struct Object {
+    pub key: ObjectKey,
+    pub generation: i64,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub annotations: std::collections::BTreeMap<String, String>,
+    pub spec: Spec,
+    /// Hash of the document's canonical JSON: equal hashes mean identical definitions.
+    pub content_hash: u64,
+}
+
+/// What parsing one document gave.
+#[derive(Debug)]
+pub enum ParseOutcome {
+    Object(Box<Object>),
+    /// A kind aixds does not read: `apiVersion`, `kind`, `namespace/name`.
+    Skipped {
+        api_version: String,
+        kind: String,
+        name: String,
+    },
+    /// A document with no content (only comments, or an empty `---`).
+    Empty,
+}
+
+/// Why a document could not be turned into an object.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error("{message}")]
+    Invalid { message: String, line: Option<usize> },
+}
+
+impl ParseError {
+    /// The 1-based line within the document, when the parser knows it.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            ParseError::Invalid { line, .. } => *line,
+        }
+    }
+}
+
+impl From<serde_yaml::Error> for ParseError {
+    fn from(e: serde_yaml::Error) -> Self {
+        let line = e.location().map(|l| l.line());
+        let message = e.to_string();
+        // serde_yaml appends " at line L column C"; the caller reports the line itself.
+        let message = match message.find(" at line ") {
+            Some(i) => message[..i].to_string(),
+            None => message,
+        };
+        ParseError::Invalid { message, line }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TypeMeta {
+    api_version: Option<String>,
+    kind: Option<String>,
+    #[serde(default)]
+    metadata: Option<ObjectMeta>,
+}
+
+/// The namespace an object gets when its manifest names none, as `kubectl apply` would do.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// Parses one YAML document.
+pub fn parse_document(doc: &str) -> Result<ParseOutcome, ParseError> {
+    let value: serde_yaml::Value = serde_yaml::from_str(doc)?;
+    if value.is_null() {
+        return Ok(ParseOutcome::Empty);
+    }
+    let meta: TypeMeta = serde_yaml::from_str(doc)?;
+    let (Some(api_version), Some(kind_name)) = (meta.api_version, meta.kind) else {
+        return Err(ParseError::Invalid {
+            message: "document has no apiVersion and kind".into(),
+            line: Some(1),
+        });
+    };
+    let metadata = meta.metadata.unwrap_or_default();
+    let Some(kind) = Kind::from_api_version(&api_version, &kind_name) else {
+        let name = match &metadata.namespace {
+            Some(ns) => format!("{ns}/{}", metadata.name.clone().unwrap_or_default()),
+            None => metadata.name.clone().unwrap_or_default(),
+        };
+        return Ok(ParseOutcome::Skipped { api_version, kind: kind_name, name });
+    };
+    let Some(name) = metadata.name.filter(|n| !n.is_empty()) else {
+        return Err(ParseError::Invalid {
+            message: format!("{kind_name} has no metadata.name"),
+            line: Some(1),
+        });
+    };
+    let namespace = metadata.namespace.unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+    let spec = parse_spec(kind, doc)?;
+    let json = serde_json::to_vec(&value).unwrap_or_default();
+    Ok(ParseOutcome::Object(Box::new(Object {
+        key: ObjectKey::new(kind, namespace, name),
+        generation: metadata.generation.unwrap_or(1),
+        labels: metadata.labels.unwrap_or_default(),
+        annotations: metadata.annotations.unwrap_or_default(),
+        spec,
+        content_hash: hash_bytes(&json),
+    })))
+}
+
+fn parse_spec(kind: Kind, doc: &str) -> Result<Spec, ParseError> {
+    #[derive(Deserialize)]
+    struct WithSpec<T> {
+        #[serde(default = "Option::default")]
+        spec: Option<T>,
+    }
+    fn spec<T: for<'de> Deserialize<'de> + Default>(doc: &str) -> Result<T, ParseError> {
+        let w: WithSpec<T> = serde_yaml::from_str(doc)?;
+        Ok(w.spec.unwrap_or_default())
+    }
+    Ok(match kind {
+        Kind::AIGatewayRoute => Spec::AIGatewayRoute(spec(doc)?),
+        Kind::AIServiceBackend => Spec::AIServiceBackend(spec(doc)?),
+        Kind::BackendSecurityPolicy => Spec::BackendSecurityPolicy(spec(doc)?),
+        Kind::Backend => Spec::Backend(spec(doc)?),
+        Kind::InferencePool => Spec::InferencePool(spec(doc)?),
+        Kind::Gateway => Spec::Gateway(spec(doc)?),
+        Kind::GatewayClass => Spec::GatewayClass(spec(doc)?),
+        Kind::Service => Spec::Service(spec(doc)?),
+        Kind::Secret => Spec::Secret(serde_yaml::from_str(doc)?),
+        Kind::Pod => Spec::Pod(serde_yaml::from_str(doc)?),
+    })
+}
+
+/// A stable 64-bit FNV-1a hash: the same bytes give the same hash in every build and process.
+pub fn hash_bytes(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}

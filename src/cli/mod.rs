@@ -1,0 +1,153 @@
+//! The `aixds` command line: argument parsing and one function per subcommand.
+
+mod validate;
+
+pub use validate::{Loaded, Report, load};
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "aixds",
+    version,
+    about = "xDS control plane for Envoy-based AI gateways",
+    long_about = "aixds reads Envoy AI Gateway objects (AIGatewayRoute, AIServiceBackend, \
+BackendSecurityPolicy), Envoy Gateway Backends, Gateway API Gateways, Inference Extension \
+InferencePools and core Secrets, Services and Pods, keeps them in a dependency graph and reports \
+what is wrong with each object.\n\nStart with `aixds validate examples/`."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Check manifests: print every object with its conditions; exit 1 if any object is not
+    /// accepted or a file does not parse.
+    ///
+    /// PATHs are YAML/JSON files or directories (read recursively). Kinds aixds does not read
+    /// (Deployments, ConfigMaps, ...) are skipped with one warning each. References may cross
+    /// files and namespaces; a reference without a namespace means the referrer's.
+    Validate {
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+    /// Print the dependency graph of the objects in PATHs: nodes with their conditions,
+    /// placeholders for missing references, and edges labelled with the referencing field.
+    ///
+    /// Render DOT with `aixds graph examples/ --format dot | dot -Tsvg > graph.svg`.
+    Graph {
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        #[arg(long, short, value_enum, default_value_t = GraphFormat::Json)]
+        format: GraphFormat,
+    },
+    /// Print the CustomResourceDefinitions for the kinds aixds reads, generated from its types.
+    ///
+    /// With --out-dir, write one file per CRD instead (the chart keeps them in
+    /// charts/aixds/crds/).
+    Crds {
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GraphFormat {
+    Json,
+    Dot,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AIXDS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Validate { paths, output } => {
+            let loaded = load(paths)?;
+            let report = Report::new(&loaded);
+            let mut stdout = std::io::stdout().lock();
+            match output {
+                OutputFormat::Text => {
+                    stdout.write_all(report.text().as_bytes())?;
+                }
+                OutputFormat::Json => {
+                    serde_json::to_writer_pretty(&mut stdout, &report.json())?;
+                    writeln!(stdout)?;
+                }
+            }
+            Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Graph { paths, format } => {
+            let loaded = load(paths)?;
+            for warning in validate::file_messages(&loaded.source) {
+                eprintln!("{warning}");
+            }
+            let mut stdout = std::io::stdout().lock();
+            match format {
+                GraphFormat::Json => {
+                    serde_json::to_writer_pretty(
+                        &mut stdout,
+                        &crate::graph::export::to_json(&loaded.graph),
+                    )?;
+                    writeln!(stdout)?;
+                }
+                GraphFormat::Dot => {
+                    stdout.write_all(crate::graph::export::to_dot(&loaded.graph).as_bytes())?
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Crds { out_dir } => {
+            let crds = crate::crds::all();
+            match out_dir {
+                Some(dir) => {
+                    std::fs::create_dir_all(&dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
+                    for (file, crd) in &crds {
+                        let path = dir.join(file);
+                        std::fs::write(&path, crate::crds::to_yaml(crd))
+                            .with_context(|| format!("writing {}", path.display()))?;
+                    }
+                }
+                None => {
+                    let docs: Vec<String> =
+                        crds.iter().map(|(_, crd)| crate::crds::to_yaml(crd)).collect();
+                    print!("{}", docs.join("---\n"));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! `aixds validate`: load manifests into a graph and report every object's conditions.
+
+use std::fmt::Write;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::graph::{Graph, export};
+use crate::source::{Location, ManifestSource, RootError};
+
+/// Manifests read from disk and the graph built from them.
+pub struct Loaded {
+    pub source: ManifestSource,
+    pub graph: Graph,
+}
+
+/// Reads every manifest under `paths` into a new graph.
+pub fn load(paths: Vec<PathBuf>) -> Result<Loaded, RootError> {
+    let mut source = ManifestSource::new(paths);
+    let mut graph = Graph::new();
+    for change in source.reload()? {
+        change.apply_to(&mut graph);
+    }
+    Ok(Loaded { source, graph })
+}
+
+/// Warnings for skipped documents and errors for files that did not parse, one line each.
+pub fn file_messages(source: &ManifestSource) -> Vec<String> {
+    let set = source.set();
+    set.skipped()
+        .map(|s| format!("warning: {s}"))
+        .chain(set.errors().map(|e| format!("error: {e}")))
+        .collect()
+}
+
+pub struct Report<'a> {
+    loaded: &'a Loaded,
+}
+
+#[derive(Serialize)]
+struct ObjectJson<'a> {
+    #[serde(flatten)]
+    node: export::NodeJson<'a>,
+    locations: Vec<String>,
+}
+
+impl<'a> Report<'a> {
+    pub fn new(loaded: &'a Loaded) -> Self {
+        Report { loaded }
+    }
+
+    /// True when every object is accepted and every file parsed.
+    pub fn ok(&self) -> bool {
+        let l = self.loaded;
+        l.source.set().errors().next().is_none()
+            && l.graph.objects().all(|o| l.graph.node(&o.key).is_some_and(|n| n.accepted()))
+    }
+
+    pub fn text(&self) -> String {
+        let (source, graph) = (&self.loaded.source, &self.loaded.graph);
+        let mut out = String::new();
+        let (mut total, mut rejected, mut unresolved) = (0, 0, 0);
+        for node in graph.nodes().into_iter().filter(|n| !n.is_placeholder()) {
+            total += 1;
+            rejected += usize::from(!node.accepted());
+            unresolved += usize::from(!node.resolved());
+            let places: Vec<String> =
+                source.locations(&node.key).iter().map(Location::to_string).collect();
+            let _ = writeln!(out, "{} ({})", node.key, places.join(", "));
+            for c in node.conditions() {
+                let status = if c.status { "True" } else { "False" };
+                if c.message.is_empty() {
+                    let _ = writeln!(out, "  {:?}={status}", c.type_);
+                } else {
+                    let _ = writeln!(out, "  {:?}={status} {:?}: {}", c.type_, c.reason, c.message);
+                }
+            }
+        }
+        for line in file_messages(source) {
+            let _ = writeln!(out, "{line}");
+        }
+        let skipped = source.set().skipped().count();
+        let errors = source.set().errors().count();
+        let _ = writeln!(
+            out,
+            "{total} objects: {rejected} not accepted, {unresolved} with unresolved references; \
+             {skipped} documents skipped; {errors} file errors"
+        );
+        out
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        let (source, graph) = (&self.loaded.source, &self.loaded.graph);
+        let objects: Vec<ObjectJson> = graph
+            .nodes()
+            .into_iter()
+            .filter(|n| !n.is_placeholder())
+            .map(|n| ObjectJson {
+                node: export::node_json(n),
+                locations: source.locations(&n.key).iter().map(Location::to_string).collect(),
+            })
+            .collect();
+        serde_json::json!({
+            "ok": self.ok(),
+            "objects": objects,
+            "skipped": source.set().skipped().map(|s| s.to_string()).collect::<Vec<_>>(),
+            "errors": source.set().errors().map(|e| e.to_string()).collect::<Vec<_>>(),
+        })
+    }
+}

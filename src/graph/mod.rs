@@ -1,0 +1,389 @@
+//! The dependency graph: every object, every reference between them, and the conditions that
+//! follow.
+//!
+//! Takes: [`Graph::apply`] and [`Graph::delete`] per object, from any source.
+//! Gives: per-object [`Condition`]s and, for each change, the [`Affected`] set of objects whose
+//! compiled output may differ. That set is found by walking reverse edges from the changed node,
+//! so its cost is proportional to the set, not to the graph.
+//!
+//! Nodes are objects keyed by [`ObjectKey`]. A reference to an object that does not exist yet is
+//! an edge to a *placeholder* node; when the object appears, the placeholder fills in and its
+//! referrers are in the affected set, so their conditions flip with no other change. A placeholder
+//! that nothing references any more is removed.
+//!
+//! Edges point from referrer to target and carry the [`RefKind`] (the field that made them).
+//! Two kinds are walked forward as well when computing the affected set: a policy's `targetRef`
+//! (the policy changes its target's output) and a route's `parentRef` (the route's Gateway
+//! output, without expanding to the Gateway's other routes).
+//!
+//! An InferencePool selects Pods by labels in its namespace. Pods are indexed by label so that a
+//! pool change finds its pods without scanning the namespace, and pools by namespace so that a pod
+//! change finds the pools that may select it.
+
+mod conditions;
+pub mod export;
+mod refs;
+
+pub use conditions::{Condition, ConditionType, Issue, Reason};
+pub use refs::RefKind;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use petgraph::Direction;
+use petgraph::stable_graph::{EdgeIndex, NodeIndex, StableDiGraph};
+use petgraph::visit::{EdgeRef, IntoEdgeReferences};
+
+use crate::api::{Kind, Object, ObjectKey, Spec};
+
+/// One node: an object, or a placeholder for one that is referenced but not (yet) there.
+#[derive(Debug)]
+pub struct Node {
+    pub key: ObjectKey,
+    pub object: Option<Arc<Object>>,
+    /// Problems found in the object itself, e.g. an unsupported type; set by [`Graph::apply`].
+    issues: Vec<Issue>,
+    /// Set by the source when two definitions of this object disagree.
+    conflict: Option<String>,
+    conditions: Vec<Condition>,
+}
+
+impl Node {
+    pub fn is_placeholder(&self) -> bool {
+        self.object.is_none()
+    }
+
+    pub fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+
+    /// Accepted unless a condition says otherwise; placeholders are never accepted.
+    pub fn accepted(&self) -> bool {
+        self.object.is_some()
+            && self.conditions.iter().all(|c| c.type_ != ConditionType::Accepted || c.status)
+    }
+
+    pub fn resolved(&self) -> bool {
+        self.conditions.iter().all(|c| c.type_ != ConditionType::ResolvedRefs || c.status)
+    }
+}
+
+/// Objects whose compiled output may have changed, the changed object first.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Affected {
+    pub keys: Vec<ObjectKey>,
+}
+
+impl Affected {
+    pub fn contains(&self, key: &ObjectKey) -> bool {
+        self.keys.contains(key)
+    }
+}
+
+#[derive(Default)]
+pub struct Graph {
+    g: StableDiGraph<Node, RefKind>,
+    index: HashMap<ObjectKey, NodeIndex>,
+    /// (namespace, label key, label value) → pods carrying that label.
+    pods_by_label: HashMap<(String, String, String), HashSet<NodeIndex>>,
+    /// namespace → InferencePools in it.
+    pools_by_namespace: HashMap<String, HashSet<NodeIndex>>,
+}
+
+impl Graph {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds or replaces an object and returns what it affects.
+    pub fn apply(&mut self, object: Object) -> Affected {
+        self.apply_with_conflict(object, None)
+    }
+
+    /// As [`Graph::apply`], recording that the source holds conflicting definitions of the object
+    /// (`conflict` says where). The object is kept, so its dependents stay wired, but it is not
+    /// accepted.
+    pub fn apply_with_conflict(&mut self, object: Object, conflict: Option<String>) -> Affected {
+        let idx = self.ensure_node(&object.key);
+        let old_pools = self.unindex(idx);
+        let (targets, issues) = refs::references(&object);
+        self.g[idx].object = Some(Arc::new(object));
+        self.g[idx].issues = issues;
+        self.g[idx].conflict = conflict;
+        self.set_outgoing(idx, targets);
+        self.index_selection(idx);
+        let affected = self.affected_from(idx, &old_pools);
+        self.recompute_conditions(&affected);
+        self.to_keys(&affected)
+    }
+
+    /// Removes an object. If others still reference it, it stays as a placeholder so that they
+    /// report the missing reference.
+    pub fn delete(&mut self, key: &ObjectKey) -> Affected {
+        let Some(&idx) = self.index.get(key) else { return Affected::default() };
+        if self.g[idx].object.is_none() {
+            return Affected::default();
+        }
+        let old_pools = self.unindex(idx);
+        let affected = self.affected_from(idx, &old_pools);
+        self.g[idx].object = None;
+        self.g[idx].issues.clear();
+        self.g[idx].conflict = None;
+        self.set_outgoing(idx, Vec::new());
+        let keys = self.to_keys(&affected);
+        self.remove_if_orphan(idx);
+        let live: Vec<NodeIndex> =
+            affected.into_iter().filter(|i| self.g.contains_node(*i)).collect();
+        self.recompute_conditions(&live);
+        keys
+    }
+
+    pub fn node(&self, key: &ObjectKey) -> Option<&Node> {
+        self.index.get(key).map(|i| &self.g[*i])
+    }
+
+    pub fn object(&self, key: &ObjectKey) -> Option<&Arc<Object>> {
+        self.node(key).and_then(|n| n.object.as_ref())
+    }
+
+    /// All nodes (objects and placeholders), in key order.
+    pub fn nodes(&self) -> Vec<&Node> {
+        let mut nodes: Vec<&Node> = self.g.node_weights().collect();
+        nodes.sort_by(|a, b| a.key.cmp(&b.key));
+        nodes
+    }
+
+    /// Objects that are present (not placeholders), in key order.
+    pub fn objects(&self) -> impl Iterator<Item = &Arc<Object>> {
+        self.nodes().into_iter().filter_map(|n| n.object.as_ref())
+    }
+
+    pub fn len(&self) -> usize {
+        self.g.node_count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.g.node_count() == 0
+    }
+
+    /// What `key` references: (reference kind, target node).
+    pub fn references(&self, key: &ObjectKey) -> Vec<(RefKind, &Node)> {
+        self.neighbours(key, Direction::Outgoing)
+    }
+
+    /// What references `key`: (reference kind, referrer node).
+    pub fn referrers(&self, key: &ObjectKey) -> Vec<(RefKind, &Node)> {
+        self.neighbours(key, Direction::Incoming)
+    }
+
+    /// Every edge as (from, kind, to), in order.
+    pub fn edges(&self) -> Vec<(&ObjectKey, RefKind, &ObjectKey)> {
+        let mut edges: Vec<_> = self
+            .g
+            .edge_references()
+            .map(|e| (&self.g[e.source()].key, *e.weight(), &self.g[e.target()].key))
+            .collect();
+        edges.sort();
+        edges
+    }
+
+    fn neighbours(&self, key: &ObjectKey, dir: Direction) -> Vec<(RefKind, &Node)> {
+        let Some(&idx) = self.index.get(key) else { return Vec::new() };
+        let mut out: Vec<_> = self
+            .g
+            .edges_directed(idx, dir)
+            .map(|e| {
+                let other = if dir == Direction::Outgoing { e.target() } else { e.source() };
+                (*e.weight(), &self.g[other])
+            })
+            .collect();
+        out.sort_by(|a, b| (a.0, &a.1.key).cmp(&(b.0, &b.1.key)));
+        out
+    }
+
+    fn ensure_node(&mut self, key: &ObjectKey) -> NodeIndex {
+        if let Some(&idx) = self.index.get(key) {
+            return idx;
+        }
+        let idx = self.g.add_node(Node {
+            key: key.clone(),
+            object: None,
+            issues: Vec::new(),
+            conflict: None,
+            conditions: Vec::new(),
+        });
+        self.index.insert(key.clone(), idx);
+        idx
+    }
+
+    fn remove_if_orphan(&mut self, idx: NodeIndex) {
+        let node = &self.g[idx];
+        if node.object.is_none() && self.g.edges_directed(idx, Direction::Incoming).next().is_none()
+        {
+            let key = node.key.clone();
+            self.g.remove_node(idx);
+            self.index.remove(&key);
+        }
+    }
+
+    /// Replaces the node's declared references (all but pod selection) with `targets`.
+    fn set_outgoing(&mut self, idx: NodeIndex, targets: Vec<(RefKind, ObjectKey)>) {
+        let old: Vec<(EdgeIndex, NodeIndex)> = self
+            .g
+            .edges_directed(idx, Direction::Outgoing)
+            .filter(|e| *e.weight() != RefKind::Selects)
+            .map(|e| (e.id(), e.target()))
+            .collect();
+        for (edge, _) in &old {
+            self.g.remove_edge(*edge);
+        }
+        for (kind, key) in targets {
+            let target = self.ensure_node(&key);
+            if self.g.find_edge(idx, target).is_none_or(|e| self.g[e] != kind) {
+                self.g.add_edge(idx, target, kind);
+            }
+        }
+        for (_, target) in old {
+            if target != idx {
+                self.remove_if_orphan(target);
+            }
+        }
+    }
+
+    /// Takes a Pod or InferencePool out of the selection indexes and drops its selection edges.
+    /// Returns the pools that selected the node (for a Pod), which are affected by its change.
+    fn unindex(&mut self, idx: NodeIndex) -> Vec<NodeIndex> {
+        let Some(object) = self.g[idx].object.clone() else { return Vec::new() };
+        let ns = &object.key.namespace;
+        match &object.spec {
+            Spec::Pod(_) => {
+                for (k, v) in &object.labels {
+                    let entry = (ns.clone(), k.clone(), v.clone());
+                    if let Some(set) = self.pods_by_label.get_mut(&entry) {
+                        set.remove(&idx);
+                        if set.is_empty() {
+                            self.pods_by_label.remove(&entry);
+                        }
+                    }
+                }
+                let edges: Vec<(EdgeIndex, NodeIndex)> = self
+                    .g
+                    .edges_directed(idx, Direction::Incoming)
+                    .filter(|e| *e.weight() == RefKind::Selects)
+                    .map(|e| (e.id(), e.source()))
+                    .collect();
+                edges
+                    .into_iter()
+                    .map(|(e, pool)| {
+                        self.g.remove_edge(e);
+                        pool
+                    })
+                    .collect()
+            }
+            Spec::InferencePool(_) => {
+                if let Some(set) = self.pools_by_namespace.get_mut(ns) {
+                    set.remove(&idx);
+                }
+                let edges: Vec<EdgeIndex> = self
+                    .g
+                    .edges_directed(idx, Direction::Outgoing)
+                    .filter(|e| *e.weight() == RefKind::Selects)
+                    .map(|e| e.id())
+                    .collect();
+                for e in edges {
+                    self.g.remove_edge(e);
+                }
+                Vec::new()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Indexes a Pod or InferencePool and wires pool → pod selection edges.
+    fn index_selection(&mut self, idx: NodeIndex) {
+        let Some(object) = self.g[idx].object.clone() else { return };
+        let ns = &object.key.namespace;
+        match &object.spec {
+            Spec::Pod(_) => {
+                for (k, v) in &object.labels {
+                    self.pods_by_label
+                        .entry((ns.clone(), k.clone(), v.clone()))
+                        .or_default()
+                        .insert(idx);
+                }
+                let pools: Vec<NodeIndex> = self
+                    .pools_by_namespace
+                    .get(ns)
+                    .into_iter()
+                    .flatten()
+                    .copied()
+                    .filter(|p| match self.g[*p].object.as_deref().map(|o| &o.spec) {
+                        Some(Spec::InferencePool(pool)) => pool.selects(&object.labels),
+                        _ => false,
+                    })
+                    .collect();
+                for pool in pools {
+                    self.g.add_edge(pool, idx, RefKind::Selects);
+                }
+            }
+            Spec::InferencePool(pool) => {
+                self.pools_by_namespace.entry(ns.clone()).or_default().insert(idx);
+                // Candidates carry the first selector label; the rest are checked per pod.
+                let Some((k, v)) = pool.selector.match_labels.iter().next() else { return };
+                let pods: Vec<NodeIndex> = self
+                    .pods_by_label
+                    .get(&(ns.clone(), k.clone(), v.clone()))
+                    .into_iter()
+                    .flatten()
+                    .copied()
+                    .filter(|p| self.g[*p].object.as_ref().is_some_and(|o| pool.selects(&o.labels)))
+                    .collect();
+                for pod in pods {
+                    self.g.add_edge(idx, pod, RefKind::Selects);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The changed node, everything that transitively references it, the targets of policies
+    /// among those, and the parents of routes among those (not expanded further).
+    fn affected_from(&self, start: NodeIndex, extra: &[NodeIndex]) -> Vec<NodeIndex> {
+        let mut seen: HashSet<NodeIndex> = HashSet::new();
+        let mut order = Vec::new();
+        let mut stack: Vec<NodeIndex> = Vec::with_capacity(8);
+        stack.push(start);
+        stack.extend(extra.iter().copied().filter(|i| self.g.contains_node(*i)));
+        while let Some(idx) = stack.pop() {
+            if !seen.insert(idx) {
+                continue;
+            }
+            order.push(idx);
+            for e in self.g.edges_directed(idx, Direction::Incoming) {
+                stack.push(e.source());
+            }
+            for e in self.g.edges_directed(idx, Direction::Outgoing) {
+                match e.weight() {
+                    RefKind::TargetRef => stack.push(e.target()),
+                    RefKind::ParentRef if seen.insert(e.target()) => order.push(e.target()),
+                    _ => {}
+                }
+            }
+        }
+        order
+    }
+
+    fn to_keys(&self, nodes: &[NodeIndex]) -> Affected {
+        Affected { keys: nodes.iter().map(|i| self.g[*i].key.clone()).collect() }
+    }
+
+    fn recompute_conditions(&mut self, nodes: &[NodeIndex]) {
+        // Backends first: a route's conditions read its backends' resolution.
+        let (backends, rest): (Vec<NodeIndex>, Vec<NodeIndex>) =
+            nodes.iter().partition(|i| self.g[**i].key.kind != Kind::AIGatewayRoute);
+        for idx in backends.into_iter().chain(rest) {
+            let conditions = refs::conditions(self, idx);
+            self.g[idx].conditions = conditions;
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! Per kind: which references an object declares, what is wrong with it on its own, and the
+//! conditions that follow once its references are looked up in the graph.
+
+use petgraph::Direction;
+use petgraph::stable_graph::NodeIndex;
+use petgraph::visit::EdgeRef;
+use serde::Serialize;
+
+use super::{Condition, ConditionType, Graph, Issue, Reason};
+use crate::api::{
+    AIGATEWAY_GROUP, API_KEY_SECRET_KEY, BackendTarget, GATEWAY_API_GROUP, INFERENCE_GROUP, Kind,
+    Object, ObjectKey, SecurityPolicyType, Spec,
+};
+
+/// The field a reference comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RefKind {
+    /// AIGatewayRoute → Gateway.
+    ParentRef,
+    /// AIGatewayRoute → AIServiceBackend or InferencePool; AIServiceBackend → Backend or
+    /// InferencePool.
+    BackendRef,
+    /// BackendSecurityPolicy → AIServiceBackend or InferencePool.
+    TargetRef,
+    /// BackendSecurityPolicy → Secret.
+    SecretRef,
+    /// InferencePool → endpoint picker Service.
+    EndpointPickerRef,
+    /// InferencePool → Pod, by label selector.
+    Selects,
+}
+
+impl RefKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefKind::ParentRef => "parentRef",
+            RefKind::BackendRef => "backendRef",
+            RefKind::TargetRef => "targetRef",
+            RefKind::SecretRef => "secretRef",
+            RefKind::EndpointPickerRef => "endpointPickerRef",
+            RefKind::Selects => "selects",
+        }
+    }
+}
+
+fn accepted_issue(reason: Reason, message: impl Into<String>) -> Issue {
+    Issue { type_: ConditionType::Accepted, reason, message: message.into() }
+}
+
+fn refs_issue(reason: Reason, message: impl Into<String>) -> Issue {
+    Issue { type_: ConditionType::ResolvedRefs, reason, message: message.into() }
+}
+
+/// The references `object` declares and the problems it has on its own.
+pub(super) fn references(object: &Object) -> (Vec<(RefKind, ObjectKey)>, Vec<Issue>) {
+    let ns = object.key.namespace.as_str();
+    let in_ns = |kind: Kind, namespace: &Option<String>, name: &str| {
+        ObjectKey::new(kind, namespace.as_deref().unwrap_or(ns), name)
+    };
+    let mut refs = Vec::new();
+    let mut issues = Vec::new();
+    match &object.spec {
+        Spec::AIGatewayRoute(route) => {
+            for (i, p) in route.parent_refs.iter().enumerate() {
+                let group = p.group.as_deref().unwrap_or(GATEWAY_API_GROUP);
+                let kind = p.kind.as_deref().unwrap_or("Gateway");
+                if (group, kind) == (GATEWAY_API_GROUP, "Gateway") {
+                    refs.push((RefKind::ParentRef, in_ns(Kind::Gateway, &p.namespace, &p.name)));
+                } else {
+                    issues.push(refs_issue(
+                        Reason::InvalidKind,
+                        format!("parentRefs[{i}]: a route attaches to a Gateway, not {kind}"),
+                    ));
+                }
+            }
+            for (r, rule) in route.rules.iter().enumerate() {
+                if rule.backend_refs.is_empty() {
+                    issues.push(accepted_issue(
+                        Reason::Invalid,
+                        format!("rules[{r}] has no backendRefs"),
+                    ));
+                }
+                for m in rule.matches.iter().flat_map(|m| &m.headers) {
+                    if m.name.is_empty() {
+                        issues.push(accepted_issue(
+                            Reason::Invalid,
+                            format!("rules[{r}] has a header match with no name"),
+                        ));
+                    }
+                }
+                for (b, backend) in rule.backend_refs.iter().enumerate() {
+                    let group = backend.group.as_deref().unwrap_or(AIGATEWAY_GROUP);
+                    let kind = backend.kind.as_deref().unwrap_or("AIServiceBackend");
+                    let target = match (group, kind) {
+                        (AIGATEWAY_GROUP, "AIServiceBackend") => Kind::AIServiceBackend,
+                        (INFERENCE_GROUP, "InferencePool") => Kind::InferencePool,
+                        _ => {
+                            issues.push(refs_issue(
+                                Reason::InvalidKind,
+                                format!(
+                                    "rules[{r}].backendRefs[{b}]: {kind}.{group} {:?} is not an \
+                                     AIServiceBackend or InferencePool",
+                                    backend.name
+                                ),
+                            ));
+                            continue;
+                        }
+                    };
+                    refs.push((
+                        RefKind::BackendRef,
+                        in_ns(target, &backend.namespace, &backend.name),
+                    ));
+                }
+            }
+        }
+        Spec::AIServiceBackend(backend) => {
+            if !backend.schema.name.supported() {
+                issues.push(accepted_issue(
+                    Reason::Unsupported,
+                    format!("schema {:?} is not supported yet", backend.schema.name),
+                ));
+            }
+            let r = &backend.backend_ref;
+            match backend.backend_target() {
+                Ok(BackendTarget::Backend) => {
+                    refs.push((RefKind::BackendRef, in_ns(Kind::Backend, &r.namespace, &r.name)))
+                }
+                Ok(BackendTarget::InferencePool) => refs
+                    .push((RefKind::BackendRef, in_ns(Kind::InferencePool, &r.namespace, &r.name))),
+                Err(message) => {
+                    issues.push(accepted_issue(Reason::InvalidKind, message.clone()));
+                    issues.push(refs_issue(Reason::InvalidKind, message));
+                }
+            }
+        }
+        Spec::BackendSecurityPolicy(policy) => {
+            for (i, t) in policy.target_refs.iter().enumerate() {
+                match (t.group.as_str(), t.kind.as_str()) {
+                    (AIGATEWAY_GROUP, "AIServiceBackend") => refs.push((
+                        RefKind::TargetRef,
+                        ObjectKey::new(Kind::AIServiceBackend, ns, &t.name),
+                    )),
+                    (INFERENCE_GROUP, "InferencePool") => refs.push((
+                        RefKind::TargetRef,
+                        ObjectKey::new(Kind::InferencePool, ns, &t.name),
+                    )),
+                    (group, kind) => issues.push(refs_issue(
+                        Reason::InvalidKind,
+                        format!(
+                            "targetRefs[{i}]: {kind}.{group} {:?} is not an AIServiceBackend or \
+                             InferencePool",
+                            t.name
+                        ),
+                    )),
+                }
+            }
+            match policy.policy_type {
+                SecurityPolicyType::AzureCredentials
+                | SecurityPolicyType::AWSCredentials
+                | SecurityPolicyType::GCPCredentials => issues.push(accepted_issue(
+                    Reason::Unsupported,
+                    format!("type {} is not supported yet", policy.policy_type),
+                )),
+                _ => match policy.secret_ref() {
+                    Ok(secret) => refs.push((
+                        RefKind::SecretRef,
+                        in_ns(Kind::Secret, &secret.namespace, &secret.name),
+                    )),
+                    Err(message) => issues.push(accepted_issue(Reason::Invalid, message)),
+                },
+            }
+        }
+        Spec::Backend(backend) => {
+            if let Err(message) = backend.validate() {
+                issues.push(accepted_issue(Reason::Invalid, message));
+            }
+        }
+        Spec::InferencePool(pool) => {
+            if let Err(message) = pool.validate() {
+                issues.push(accepted_issue(Reason::Invalid, message));
+            }
+            if let Some(epp) = &pool.endpoint_picker_ref {
+                refs.push((
+                    RefKind::EndpointPickerRef,
+                    ObjectKey::new(Kind::Service, ns, &epp.name),
+                ));
+            }
+        }
+        Spec::Gateway(gateway) => {
+            if let Err(message) = gateway.validate() {
+                issues.push(accepted_issue(Reason::Invalid, message));
+            }
+        }
+        Spec::GatewayClass(_) | Spec::Secret(_) | Spec::Service(_) | Spec::Pod(_) => {}
+    }
+    (refs, issues)
+}
+
+/// Conditions for one node, from its own issues and the state of what it references.
+pub(super) fn conditions(graph: &Graph, idx: NodeIndex) -> Vec<Condition> {
+    let node = &graph.g[idx];
+    let Some(object) = &node.object else { return Vec::new() };
+    if matches!(object.key.kind, Kind::Secret | Kind::Service | Kind::Pod | Kind::GatewayClass) {
+        return Vec::new();
+    }
+    let accepted =
+        match (&node.conflict, node.issues.iter().find(|i| i.type_ == ConditionType::Accepted)) {
+            (Some(conflict), _) => {
+                Condition::failed(ConditionType::Accepted, Reason::Conflict, conflict)
+            }
+            (None, Some(issue)) => {
+                Condition::failed(ConditionType::Accepted, issue.reason, issue.message.clone())
+            }
+            (None, None) => Condition::ok(ConditionType::Accepted),
+        };
+
+    let mut problems: Vec<(Reason, String)> = node
+        .issues
+        .iter()
+        .filter(|i| i.type_ == ConditionType::ResolvedRefs)
+        .map(|i| (i.reason, i.message.clone()))
+        .collect();
+    let mut edges: Vec<_> = graph
+        .g
+        .edges_directed(idx, Direction::Outgoing)
+        .filter(|e| *e.weight() != RefKind::Selects)
+        .map(|e| (*e.weight(), &graph.g[e.target()]))
+        .collect();
+    edges.sort_by(|a, b| (a.0, &a.1.key).cmp(&(b.0, &b.1.key)));
+    for (kind, target) in edges {
+        if let Some(problem) = reference_problem(object, kind, target) {
+            problems.push(problem);
+        }
+    }
+    let resolved = match problems.first() {
+        None => Condition::ok(ConditionType::ResolvedRefs),
+        Some((reason, _)) => {
+            let message: Vec<&str> = problems.iter().map(|(_, m)| m.as_str()).collect();
+            Condition::failed(ConditionType::ResolvedRefs, *reason, message.join("; "))
+        }
+    };
+    vec![accepted, resolved]
+}
+
+fn reference_problem(
+    referrer: &Object,
+    kind: RefKind,
+    target: &super::Node,
+) -> Option<(Reason, String)> {
+    let key = &target.key;
+    let Some(found) = &target.object else {
+        let reason = match kind {
+            RefKind::ParentRef => Reason::NoMatchingParent,
+            RefKind::BackendRef => Reason::BackendNotFound,
+            RefKind::TargetRef => Reason::TargetNotFound,
+            RefKind::SecretRef => Reason::SecretNotFound,
+            RefKind::EndpointPickerRef => Reason::InvalidExtensionRef,
+            RefKind::Selects => return None,
+        };
+        let what = if kind == RefKind::EndpointPickerRef { "endpoint picker " } else { "" };
+        return Some((
+            reason,
+            format!("{what}{} {}/{} not found", key.kind, key.namespace, key.name),
+        ));
+    };
+    match (&referrer.spec, &found.spec) {
+        // A route relies on its AIServiceBackends resolving in turn.
+        (Spec::AIGatewayRoute(_), _) if key.kind == Kind::AIServiceBackend => {
+            let failed = target.conditions.iter().find(|c| !c.status)?;
+            Some((Reason::BackendNotResolved, format!("{key}: {}", failed.message)))
+        }
+        (Spec::BackendSecurityPolicy(_), Spec::Secret(secret))
+            if !secret.values.contains_key(API_KEY_SECRET_KEY) =>
+        {
+            Some((
+                Reason::SecretNotFound,
+                format!("Secret {}/{} has no {API_KEY_SECRET_KEY:?} key", key.namespace, key.name),
+            ))
+        }
+        (Spec::InferencePool(pool), Spec::Service(service)) => {
+            let port = pool.endpoint_picker_ref.as_ref()?.port.as_ref()?.number;
+            (!service.ports.iter().any(|p| p.port == port)).then(|| {
+                (
+                    Reason::InvalidExtensionRef,
+                    format!(
+                        "endpoint picker Service {}/{} has no port {port}",
+                        key.namespace, key.name
+                    ),
+                )
+            })
+        }
+        _ => None,
+    }
+}

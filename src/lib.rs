@@ -1,0 +1,8 @@
+//! aixds: an xDS control plane for Envoy-based AI gateways.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod cli;
+pub mod crds;
+pub mod graph;
+pub mod source;

@@ -1,0 +1,244 @@
+//! Manifest files: multi-document YAML (or JSON) read into objects, with the location of each.
+//!
+//! [`ManifestSet`] holds what each file last gave and merges the files into one view: an object
+//! defined identically in several files is one object; defined differently, it is a conflict
+//! that names every file. A file that fails to parse keeps the objects of its last good read;
+//! the error is reported with file and line.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::api::{self, Object, ObjectKey, ParseOutcome};
+
+/// A place in a manifest file (1-based line).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Location {
+    pub path: PathBuf,
+    pub line: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.path.display(), self.line)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileError {
+    pub location: Location,
+    pub message: String,
+}
+
+impl fmt::Display for FileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.location, self.message)
+    }
+}
+
+/// A document of a kind aixds does not read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub location: Location,
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+}
+
+impl fmt::Display for Skipped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: skipping {} {} {}: aixds does not read this kind",
+            self.location, self.api_version, self.kind, self.name
+        )
+    }
+}
+
+#[derive(Debug, Default)]
+struct FileState {
+    content_hash: u64,
+    /// Objects of the last read without errors.
+    objects: Vec<(Object, Location)>,
+    skipped: Vec<Skipped>,
+    errors: Vec<FileError>,
+}
+
+/// One object as the files define it.
+#[derive(Debug, Clone)]
+pub struct Merged {
+    pub object: Object,
+    pub locations: Vec<Location>,
+    /// Set when the files disagree about the object.
+    pub conflict: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct ManifestSet {
+    files: BTreeMap<PathBuf, FileState>,
+}
+
+impl ManifestSet {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Reads `text` as the new content of `path`. Returns false when the content is unchanged.
+    pub fn update(&mut self, path: &Path, text: &str) -> bool {
+        let hash = api::hash_bytes(text.as_bytes());
+        if self.files.get(path).is_some_and(|f| f.content_hash == hash && !f.objects.is_empty()) {
+            return false;
+        }
+        let parsed = parse_file(path, text);
+        let state = self.files.entry(path.to_path_buf()).or_default();
+        state.content_hash = hash;
+        state.skipped = parsed.skipped;
+        state.errors = parsed.errors;
+        // A broken edit keeps the last good objects; a first read keeps what did parse.
+        if state.errors.is_empty() || state.objects.is_empty() {
+            state.objects = parsed.objects;
+        }
+        true
+    }
+
+    /// Records that `path` could not be read; its last objects stay.
+    pub fn unreadable(&mut self, path: &Path, message: String) {
+        let state = self.files.entry(path.to_path_buf()).or_default();
+        state.content_hash = 0;
+        let location = Location { path: path.to_path_buf(), line: 1 };
+        state.errors = vec![FileError { location, message }];
+    }
+
+    /// Forgets a file that was removed.
+    pub fn remove(&mut self, path: &Path) -> bool {
+        self.files.remove(path).is_some()
+    }
+
+    pub fn paths(&self) -> impl Iterator<Item = &Path> {
+        self.files.keys().map(PathBuf::as_path)
+    }
+
+    pub fn errors(&self) -> impl Iterator<Item = &FileError> {
+        self.files.values().flat_map(|f| &f.errors)
+    }
+
+    pub fn skipped(&self) -> impl Iterator<Item = &Skipped> {
+        self.files.values().flat_map(|f| &f.skipped)
+    }
+
+    /// Every object across the files, merged by key.
+    pub fn merged(&self) -> BTreeMap<ObjectKey, Merged> {
+        let mut out: BTreeMap<ObjectKey, Merged> = BTreeMap::new();
+        for (object, location) in self.files.values().flat_map(|f| &f.objects) {
+            match out.get_mut(&object.key) {
+                None => {
+                    out.insert(
+                        object.key.clone(),
+                        Merged {
+                            object: object.clone(),
+                            locations: vec![location.clone()],
+                            conflict: None,
+                        },
+                    );
+                }
+                Some(merged) => {
+                    if merged.object.content_hash != object.content_hash {
+                        merged.conflict = Some(String::new());
+                    }
+                    merged.locations.push(location.clone());
+                }
+            }
+        }
+        for merged in out.values_mut() {
+            if merged.conflict.is_some() {
+                let places: Vec<String> = merged.locations.iter().map(|l| l.to_string()).collect();
+                merged.conflict = Some(format!(
+                    "defined differently in {}; using the first",
+                    places.join(" and ")
+                ));
+            }
+        }
+        out
+    }
+}
+
+struct ParsedFile {
+    objects: Vec<(Object, Location)>,
+    skipped: Vec<Skipped>,
+    errors: Vec<FileError>,
+}
+
+fn parse_file(path: &Path, text: &str) -> ParsedFile {
+    let mut parsed = ParsedFile { objects: Vec::new(), skipped: Vec::new(), errors: Vec::new() };
+    for (start_line, doc) in split_documents(text) {
+        let at = |line: usize| Location { path: path.to_path_buf(), line: start_line + line - 1 };
+        // An object is located at its first line of content, past leading comments.
+        let first = doc
+            .lines()
+            .position(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+            .map_or(1, |i| i + 1);
+        match api::parse_document(&doc) {
+            Ok(ParseOutcome::Object(object)) => parsed.objects.push((*object, at(first))),
+            Ok(ParseOutcome::Skipped { api_version, kind, name }) => {
+                parsed.skipped.push(Skipped { location: at(first), api_version, kind, name })
+            }
+            Ok(ParseOutcome::Empty) => {}
+            Err(e) => parsed
+                .errors
+                .push(FileError { location: at(e.line().unwrap_or(1)), message: e.to_string() }),
+        }
+    }
+    parsed
+}
+
+/// Splits YAML text at `---` lines. Yields (1-based line where the document starts, text). Lines
+/// before a document's first line are kept blank so that parser line numbers stay exact.
+fn split_documents(text: &str) -> Vec<(usize, String)> {
+    let mut docs = Vec::new();
+    let mut current = String::new();
+    let mut start = 1;
+    for (i, line) in text.lines().enumerate() {
+        let line_no = i + 1;
+        let marker = line
+            .strip_prefix("---")
+            .filter(|rest| rest.is_empty() || rest.starts_with([' ', '\t']));
+        if let Some(rest) = marker {
+            docs.push((start, std::mem::take(&mut current)));
+            start = line_no;
+            // Content after the marker (`--- |`, `--- !tag`) belongs to the new document.
+            current.push_str(&" ".repeat(3));
+            current.push_str(rest);
+            current.push('\n');
+        } else if line == "..." {
+            docs.push((start, std::mem::take(&mut current)));
+            start = line_no + 1;
+        } else {
+            current.push_str(line);
+            current.push('\n');
+        }
+    }
+    docs.push((start, current));
+    docs.retain(|(_, d)| !d.trim().is_empty());
+    docs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_at_markers_and_keeps_lines() {
+        let docs = split_documents("a: 1\n---\nb: 2\n--- # c\n\nc: 3\n");
+        assert_eq!(docs.iter().map(|d| d.0).collect::<Vec<_>>(), vec![1, 2, 4]);
+        assert_eq!(docs[2].1.lines().position(|l| l == "c: 3"), Some(2));
+    }
+
+    #[test]
+    fn error_line_is_the_file_line() {
+        let text = "apiVersion: v1\nkind: Secret\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: b}\nspec:\n  ports: [{port: x}]\n";
+        let parsed = parse_file(Path::new("f.yaml"), text);
+        assert_eq!(parsed.objects.len(), 1);
+        assert_eq!(parsed.errors.len(), 1, "{:?}", parsed.errors);
+        assert_eq!(parsed.errors[0].location.line, 9, "{}", parsed.errors[0]);
+    }
+}
