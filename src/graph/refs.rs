@@ -268,7 +268,10 @@ fn reference_problem(
         // A route relies on its AIServiceBackends resolving in turn.
         (Spec::AIGatewayRoute(_), _) if key.kind == Kind::AIServiceBackend => {
             let failed = target.conditions.iter().find(|c| !c.status)?;
-            Some((Reason::BackendNotResolved, format!("{key}: {}", failed.message)))
+            Some((
+                Reason::BackendNotResolved,
+                format!("{} {}/{}: {}", key.kind, key.namespace, key.name, failed.message),
+            ))
         }
         (Spec::BackendSecurityPolicy(_), Spec::Secret(secret))
             if !secret.values.contains_key(API_KEY_SECRET_KEY) =>

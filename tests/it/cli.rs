@@ -1,0 +1,73 @@
+//! The `aixds` binary as a user runs it.
+
+use std::process::Command;
+
+fn aixds(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_aixds"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run aixds");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn validate_examples_succeeds() {
+    let (code, stdout, _) = aixds(&["validate", "examples/"]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("AIGatewayRoute/default/quickstart (examples/quickstart.yaml:15)"));
+    assert!(stdout.ends_with(
+        "0 not accepted, 0 with unresolved references; 0 documents skipped; 0 file errors\n"
+    ));
+}
+
+#[test]
+fn validate_fails_on_a_rejected_object_and_reports_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIServiceBackend\nmetadata: {name: b}\nspec:\n  backendRef: {name: svc}\n",
+    )
+    .unwrap();
+    let (code, stdout, _) = aixds(&["validate", "-o", "json", file.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["ok"], false);
+    let condition = &json["objects"][0]["conditions"][0];
+    assert_eq!(condition["status"], "False");
+    assert_eq!(condition["reason"], "InvalidKind");
+}
+
+#[test]
+fn validate_reports_missing_paths_clearly() {
+    let (code, _, stderr) = aixds(&["validate", "no/such/dir"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("no/such/dir: No such file or directory"), "{stderr}");
+}
+
+#[test]
+fn graph_formats() {
+    let (code, dot, _) = aixds(&["graph", "examples/", "--format", "dot"]);
+    assert_eq!(code, 0);
+    assert!(dot.starts_with("digraph aixds {"));
+    assert!(dot.contains(
+        "\"AIGatewayRoute/default/quickstart\" -> \"AIServiceBackend/default/upstream-a\" [label=\"backendRef\"];"
+    ));
+    let (code, json, _) = aixds(&["graph", "examples/"]);
+    assert_eq!(code, 0);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["nodes"].as_array().unwrap().len(), 6);
+    assert_eq!(json["edges"].as_array().unwrap().len(), 5);
+}
+
+#[test]
+fn crds_print_every_definition() {
+    let (code, yaml, _) = aixds(&["crds"]);
+    assert_eq!(code, 0);
+    assert_eq!(yaml.matches("kind: CustomResourceDefinition").count(), 5);
+}

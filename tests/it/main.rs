@@ -1,0 +1,8 @@
+//! Integration tests: one binary, one module per area.
+
+mod builders;
+mod cli;
+mod compat;
+mod crds;
+mod graph;
+mod source;

@@ -1,0 +1,150 @@
+//! The manifest source: only differences are handed out, broken edits keep the last good
+//! objects, conflicts name both files, and the watcher wakes on edits.
+
+use std::path::Path;
+use std::time::Duration;
+
+use aixds::api::{Kind, ObjectKey};
+use aixds::graph::{Graph, Reason};
+use aixds::source::{Change, ManifestSource};
+
+const POOL: &str = "apiVersion: inference.networking.k8s.io/v1
+kind: InferencePool
+metadata:
+  name: llama
+spec:
+  selector:
+    matchLabels: {app: llama}
+  targetPorts: [{number: 8000}]
+";
+
+const BACKEND: &str = "apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIServiceBackend
+metadata:
+  name: b
+  namespace: default
+spec:
+  schema: {name: OpenAI}
+  backendRef: {name: llama, group: inference.networking.k8s.io, kind: InferencePool}
+";
+
+fn sync(source: &mut ManifestSource, graph: &mut Graph) -> Vec<String> {
+    let changes = source.reload().expect("roots exist");
+    let mut described: Vec<String> = changes
+        .iter()
+        .map(|c| match c {
+            Change::Apply { object, .. } => format!("apply {}", object.key),
+            Change::Delete(key) => format!("delete {key}"),
+        })
+        .collect();
+    for change in changes {
+        change.apply_to(graph);
+    }
+    described.sort();
+    described
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn only_differences_are_applied_and_broken_edits_keep_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.yaml");
+    write(&a, &format!("{BACKEND}---\n{POOL}"));
+    let mut source = ManifestSource::new(vec![dir.path().to_path_buf()]);
+    let mut graph = Graph::new();
+    assert_eq!(
+        sync(&mut source, &mut graph),
+        ["apply AIServiceBackend/default/b", "apply InferencePool/default/llama"]
+    );
+    assert!(sync(&mut source, &mut graph).is_empty(), "nothing changed on disk");
+
+    // Break the YAML on line 17 (inside the pool's selector): nothing is removed, the error says where.
+    write(
+        &a,
+        &format!("{BACKEND}---\n{}", POOL.replace("    matchLabels", "  matchLabels:\n - x")),
+    );
+    assert!(sync(&mut source, &mut graph).is_empty());
+    let errors: Vec<String> = source.set().errors().map(|e| e.to_string()).collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].starts_with(&format!("{}:17: ", a.display())), "{errors:?}");
+    assert!(graph.object(&ObjectKey::new(Kind::InferencePool, "default", "llama")).is_some());
+
+    // Fix it with a change to the pool only.
+    write(&a, &format!("{BACKEND}---\n{}", POOL.replace("8000", "8001")));
+    assert_eq!(sync(&mut source, &mut graph), ["apply InferencePool/default/llama"]);
+    assert_eq!(source.set().errors().count(), 0);
+
+    std::fs::remove_file(&a).unwrap();
+    assert_eq!(
+        sync(&mut source, &mut graph),
+        ["delete AIServiceBackend/default/b", "delete InferencePool/default/llama"]
+    );
+    assert!(graph.is_empty());
+}
+
+#[test]
+fn a_pool_in_a_later_file_resolves_the_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("backend.yaml"), BACKEND);
+    let mut source = ManifestSource::new(vec![dir.path().to_path_buf()]);
+    let mut graph = Graph::new();
+    sync(&mut source, &mut graph);
+    let b = ObjectKey::new(Kind::AIServiceBackend, "default", "b");
+    assert!(!graph.node(&b).unwrap().resolved());
+    write(&dir.path().join("pool.yaml"), POOL);
+    assert_eq!(sync(&mut source, &mut graph), ["apply InferencePool/default/llama"]);
+    assert!(graph.node(&b).unwrap().resolved(), "{:?}", graph.node(&b).unwrap().conditions());
+}
+
+#[test]
+fn different_definitions_are_a_conflict_naming_both_files() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("one.yaml"), POOL);
+    write(&dir.path().join("two.yaml"), &POOL.replace("8000", "9000"));
+    let mut source = ManifestSource::new(vec![dir.path().to_path_buf()]);
+    let mut graph = Graph::new();
+    sync(&mut source, &mut graph);
+    let node = graph.node(&ObjectKey::new(Kind::InferencePool, "default", "llama")).unwrap();
+    assert!(!node.accepted());
+    let c = &node.conditions()[0];
+    assert_eq!(c.reason, Reason::Conflict);
+    let d = dir.path().display();
+    assert_eq!(
+        c.message,
+        format!("defined differently in {d}/one.yaml:1 and {d}/two.yaml:1; using the first")
+    );
+
+    // Making them identical resolves the conflict.
+    write(&dir.path().join("two.yaml"), POOL);
+    assert_eq!(sync(&mut source, &mut graph), ["apply InferencePool/default/llama"]);
+    let node = graph.node(&ObjectKey::new(Kind::InferencePool, "default", "llama")).unwrap();
+    assert!(node.conditions().iter().all(|c| c.reason != Reason::Conflict));
+}
+
+#[test]
+fn missing_root_is_an_error() {
+    let mut source = ManifestSource::new(vec!["/nonexistent/aixds".into()]);
+    let err = source.reload().unwrap_err().to_string();
+    assert!(err.starts_with("/nonexistent/aixds: "), "{err}");
+}
+
+#[tokio::test]
+async fn watcher_wakes_on_edit() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a.yaml");
+    write(&file, POOL);
+    let (_watcher, mut rx) = aixds::source::watch(
+        std::slice::from_ref(&file),
+        Duration::from_millis(20),
+        Duration::from_millis(200),
+    )
+    .unwrap();
+    write(&file, &POOL.replace("8000", "8001"));
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("a wake-up after the edit")
+        .expect("channel open");
+}
