@@ -6,3 +6,4 @@ pub mod cli;
 pub mod crds;
 pub mod graph;
 pub mod source;
+pub mod xds;

@@ -1,0 +1,100 @@
+//! Serving compiled Envoy resources over ADS.
+//!
+//! Takes: [`Update`]s from the compiler. Gives: a versioned [`Snapshot`] published with
+//! `ArcSwap`, a log of which names changed at each revision (so that each stream sends only
+//! those), and the ADS gRPC service (delta and state-of-the-world).
+
+mod snapshot;
+
+pub use snapshot::{Snapshot, SnapshotStore};
+
+use std::fmt;
+
+use envoy_types::pb::google::protobuf::Any;
+
+use crate::api::ObjectKey;
+
+/// The resource types aixds serves, in the order a push sends them: clusters before their
+/// endpoints, listeners before their routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum TypeUrl {
+    Cluster,
+    ClusterLoadAssignment,
+    Listener,
+    RouteConfiguration,
+}
+
+impl TypeUrl {
+    pub const ALL: [TypeUrl; 4] = [
+        TypeUrl::Cluster,
+        TypeUrl::ClusterLoadAssignment,
+        TypeUrl::Listener,
+        TypeUrl::RouteConfiguration,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TypeUrl::Cluster => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+            TypeUrl::ClusterLoadAssignment => {
+                "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+            }
+            TypeUrl::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
+            TypeUrl::RouteConfiguration => {
+                "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+            }
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TypeUrl> {
+        TypeUrl::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Whether Envoy subscribes to every resource of this type (wildcard) rather than by name.
+    pub fn wildcard_by_default(self) -> bool {
+        matches!(self, TypeUrl::Cluster | TypeUrl::Listener)
+    }
+}
+
+impl fmt::Display for TypeUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let short = match self {
+            TypeUrl::Cluster => "Cluster",
+            TypeUrl::ClusterLoadAssignment => "ClusterLoadAssignment",
+            TypeUrl::Listener => "Listener",
+            TypeUrl::RouteConfiguration => "RouteConfiguration",
+        };
+        f.write_str(short)
+    }
+}
+
+/// One compiled Envoy resource.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resource {
+    pub name: String,
+    /// Hash of the encoded bytes: equal versions mean identical resources.
+    pub version: String,
+    pub body: Any,
+    /// The objects it was compiled from, so that Envoy's errors can be traced back to them.
+    pub sources: Vec<ObjectKey>,
+}
+
+impl Resource {
+    /// Encodes `message` and versions it by the hash of its bytes.
+    pub fn new<M: prost::Name>(name: String, message: &M, sources: Vec<ObjectKey>) -> Resource {
+        let value = message.encode_to_vec();
+        let version = format!("{:016x}", crate::api::hash_bytes(&value));
+        Resource { name, version, body: Any { type_url: M::type_url(), value }, sources }
+    }
+}
+
+/// A change to one resource: `resource: None` removes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Update {
+    pub type_url: TypeUrl,
+    pub name: String,
+    pub resource: Option<Resource>,
+}

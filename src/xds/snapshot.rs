@@ -1,0 +1,130 @@
+//! The published resource set and the log of what changed at each revision.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+use super::{Resource, TypeUrl, Update};
+
+/// An immutable view of every resource, per type, at one revision.
+#[derive(Debug, Default, Clone)]
+pub struct Snapshot {
+    pub revision: u64,
+    resources: [BTreeMap<String, Arc<Resource>>; 4],
+}
+
+impl Snapshot {
+    pub fn resources(&self, type_url: TypeUrl) -> &BTreeMap<String, Arc<Resource>> {
+        &self.resources[type_url.index()]
+    }
+
+    pub fn get(&self, type_url: TypeUrl, name: &str) -> Option<&Arc<Resource>> {
+        self.resources[type_url.index()].get(name)
+    }
+}
+
+/// How many revisions of change log are kept; a stream further behind compares whole types.
+const LOG_REVISIONS: usize = 1024;
+
+/// Publishes snapshots and wakes the streams.
+pub struct SnapshotStore {
+    current: ArcSwap<Snapshot>,
+    /// (revision, names changed by it), oldest first.
+    log: Mutex<VecDeque<(u64, Arc<Vec<(TypeUrl, String)>>)>>,
+    tx: watch::Sender<u64>,
+}
+
+impl Default for SnapshotStore {
+    fn default() -> Self {
+        SnapshotStore {
+            current: ArcSwap::from_pointee(Snapshot::default()),
+            log: Mutex::new(VecDeque::new()),
+            tx: watch::channel(0).0,
+        }
+    }
+}
+
+impl SnapshotStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Wakes with the new revision after each publish that changed something.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.tx.subscribe()
+    }
+
+    /// Applies `updates`, dropping those that change nothing (same version, or removing what is
+    /// not there). Returns the names that changed; when there are none, no new revision is made
+    /// and no stream wakes.
+    pub fn publish(&self, updates: Vec<Update>) -> Vec<(TypeUrl, String)> {
+        // Holding the log lock for the whole publish serialises publishers.
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.current.load_full();
+        let mut next: Option<Snapshot> = None;
+        let mut changed = Vec::new();
+        for u in updates {
+            let existing = old.get(u.type_url, &u.name);
+            let same = match (&u.resource, existing) {
+                (Some(new), Some(old)) => new.version == old.version,
+                (None, None) => true,
+                _ => false,
+            };
+            if same {
+                continue;
+            }
+            let snap = next.get_or_insert_with(|| (*old).clone());
+            let map = &mut snap.resources[u.type_url.index()];
+            match u.resource {
+                Some(r) => {
+                    map.insert(u.name.clone(), Arc::new(r));
+                }
+                None => {
+                    map.remove(&u.name);
+                }
+            }
+            changed.push((u.type_url, u.name));
+        }
+        let Some(mut snap) = next else { return changed };
+        changed.sort();
+        changed.dedup();
+        snap.revision = old.revision + 1;
+        let revision = snap.revision;
+        log.push_back((revision, Arc::new(changed.clone())));
+        while log.len() > LOG_REVISIONS {
+            log.pop_front();
+        }
+        self.current.store(Arc::new(snap));
+        drop(log);
+        self.tx.send_replace(revision);
+        changed
+    }
+
+    /// Names changed after revision `since` up to the current one, or `None` when the log no
+    /// longer reaches back that far (the caller then compares whole types).
+    pub fn changed_since(&self, since: u64) -> Option<Vec<(TypeUrl, String)>> {
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.current.load().revision;
+        if since >= current {
+            return Some(Vec::new());
+        }
+        let first = log.front()?.0;
+        if since + 1 < first {
+            return None;
+        }
+        let mut names: Vec<(TypeUrl, String)> = log
+            .iter()
+            .filter(|(rev, _)| *rev > since)
+            .flat_map(|(_, names)| names.iter().cloned())
+            .collect();
+        names.sort();
+        names.dedup();
+        Some(names)
+    }
+}
