@@ -4,8 +4,14 @@
 //! `ArcSwap`, a log of which names changed at each revision (so that each stream sends only
 //! those), and the ADS gRPC service (delta and state-of-the-world).
 
+mod ack;
+mod clients;
+mod delta;
 mod snapshot;
 
+pub use ack::{Answer, Nack, UnknownType};
+pub use clients::{ClientInfo, Clients, PUSH_LOG_LEN, PushLog, PushRecord, StreamKind, TypeInfo};
+pub use delta::DeltaState;
 pub use snapshot::{Snapshot, SnapshotStore};
 
 use std::fmt;
