@@ -7,12 +7,14 @@
 mod ack;
 mod clients;
 mod delta;
+mod server;
 mod snapshot;
 mod sotw;
 
 pub use ack::{Answer, Nack, UnknownType};
 pub use clients::{ClientInfo, Clients, PUSH_LOG_LEN, PushLog, PushRecord, StreamKind, TypeInfo};
 pub use delta::DeltaState;
+pub use server::AdsServer;
 pub use snapshot::{Snapshot, SnapshotStore};
 pub use sotw::SotwState;
 

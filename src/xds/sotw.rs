@@ -163,6 +163,12 @@ impl SotwState {
         out
     }
 
+    /// Names in the last response sent for `type_url`.
+    pub fn sent_names(&self, type_url: TypeUrl) -> Vec<String> {
+        let sent = self.types[type_url.index()].sent.as_ref();
+        sent.map(|s| s.resources.keys().cloned().collect()).unwrap_or_default()
+    }
+
     /// A summary of every requested type, in [`TypeUrl`] order.
     pub fn info(&self) -> Vec<TypeInfo> {
         TypeUrl::ALL
