@@ -158,6 +158,28 @@ mod tests {
     }
 
     #[test]
+    fn client_list_serializes_for_a_debug_endpoint() {
+        let clients = Arc::new(Clients::default());
+        let stream = clients.register("envoy-1".into(), StreamKind::Delta);
+        stream.update(vec![TypeInfo {
+            type_url: TypeUrl::Cluster,
+            wildcard: true,
+            subscribed: Vec::new(),
+            sent_version: Some("3".into()),
+            sent_nonce: Some("7".into()),
+            acked_version: None,
+            acked_nonce: None,
+            acked: BTreeMap::new(),
+            last_nack: Some(Nack { nonce: "7".into(), error: "bad".into() }),
+        }]);
+        let json = serde_json::to_value(clients.list()).expect("serializable");
+        assert_eq!(json[0]["node_id"], "envoy-1");
+        assert_eq!(json[0]["kind"], "Delta");
+        assert_eq!(json[0]["types"][0]["type_url"], "Cluster");
+        assert_eq!(json[0]["types"][0]["last_nack"]["error"], "bad");
+    }
+
+    #[test]
     fn push_log_keeps_the_newest() {
         let log = PushLog::default();
         for revision in 0..(PUSH_LOG_LEN as u64 + 5) {

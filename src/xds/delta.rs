@@ -107,12 +107,12 @@ impl DeltaState {
                 let subscribed = &st.subscribed;
                 st.held.retain(|n, _| subscribed.contains(n));
             } else {
+                // Envoy drops what it unsubscribes from; if the wildcard still covers the name,
+                // Envoy expects it to be sent again.
                 st.subscribed.remove(name);
-                // Still wanted through the wildcard: Envoy expects its state again.
                 st.forget(name);
-                st.dirty.remove(name);
-                if st.wildcard {
-                    st.dirty.insert(name.clone());
+                if !st.wildcard {
+                    st.dirty.remove(name);
                 }
             }
         }

@@ -246,7 +246,7 @@ impl<S: Protocol> Stream<S> {
                 },
                 woke = self.wake.changed() => match woke {
                     Ok(()) => self.push().await,
-                    // The store is gone: the server is shutting down.
+                    // Cannot happen while this stream holds the store; ending beats spinning.
                     Err(_) => Err(Closed),
                 },
                 () = self.tx.closed() => Err(Closed),
