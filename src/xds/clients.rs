@@ -1,11 +1,12 @@
 //! Who is connected, what each stream holds, and what was pushed.
 //!
-//! Takes: a summary per type from each ADS stream after every request and push, and one record
-//! per response sent. Gives: a serializable [`ClientInfo`] per open stream (for a debug
+//! Takes: each ADS stream's protocol state (read only when the registry is listed, so streams
+//! copy nothing per event), and one record per response sent. Gives: a serializable [`ClientInfo`] per open stream (for a debug
 //! endpoint) and the last [`PUSH_LOG_LEN`] [`PushRecord`]s, oldest first (for tests asserting
 //! that a change pushed exactly the resources it should).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -50,30 +51,66 @@ pub struct ClientInfo {
     pub types: Vec<TypeInfo>,
 }
 
+/// A stream's protocol state, summarised when the registry is listed.
+pub(super) trait Summary: Send {
+    fn info(&self) -> Vec<TypeInfo>;
+}
+
+/// The state of one stream, shared between its task and the registry.
+pub(super) type SharedState = Arc<Mutex<dyn Summary>>;
+
+struct Entry {
+    node_id: String,
+    kind: StreamKind,
+    state: SharedState,
+}
+
 /// The registry of open streams.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Clients {
     next_id: AtomicU64,
-    streams: Mutex<BTreeMap<u64, ClientInfo>>,
+    streams: Mutex<BTreeMap<u64, Entry>>,
 }
 
 impl Clients {
     /// Open streams, oldest first.
     pub fn list(&self) -> Vec<ClientInfo> {
-        self.lock().values().cloned().collect()
+        let streams: Vec<_> = self
+            .lock()
+            .iter()
+            .map(|(id, e)| (*id, e.node_id.clone(), e.kind, Arc::clone(&e.state)))
+            .collect();
+        // Each state is locked alone, after the registry lock is released.
+        streams
+            .into_iter()
+            .map(|(stream_id, node_id, kind, state)| {
+                let types = state.lock().unwrap_or_else(|e| e.into_inner()).info();
+                ClientInfo { stream_id, node_id, kind, types }
+            })
+            .collect()
     }
 
     /// Adds a stream; it stays listed until the returned registration is dropped.
-    pub(super) fn register(self: &Arc<Self>, node_id: String, kind: StreamKind) -> Registration {
+    pub(super) fn register(
+        self: &Arc<Self>,
+        node_id: String,
+        kind: StreamKind,
+        state: SharedState,
+    ) -> Registration {
         let stream_id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let info = ClientInfo { stream_id, node_id, kind, types: Vec::new() };
-        self.lock().insert(stream_id, info);
+        self.lock().insert(stream_id, Entry { node_id, kind, state });
         Registration { clients: Arc::clone(self), stream_id }
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, ClientInfo>> {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, Entry>> {
         // The map stays consistent even if a holder panicked: every write is one insert/remove.
         self.streams.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl fmt::Debug for Clients {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.list()).finish()
     }
 }
 
@@ -81,14 +118,6 @@ impl Clients {
 pub(super) struct Registration {
     clients: Arc<Clients>,
     stream_id: u64,
-}
-
-impl Registration {
-    pub(super) fn update(&self, types: Vec<TypeInfo>) {
-        if let Some(info) = self.clients.lock().get_mut(&self.stream_id) {
-            info.types = types;
-        }
-    }
 }
 
 impl Drop for Registration {
@@ -144,11 +173,23 @@ impl PushLog {
 mod tests {
     use super::*;
 
+    struct Fixed(Vec<TypeInfo>);
+
+    impl Summary for Fixed {
+        fn info(&self) -> Vec<TypeInfo> {
+            self.0.clone()
+        }
+    }
+
+    fn state(types: Vec<TypeInfo>) -> SharedState {
+        Arc::new(Mutex::new(Fixed(types)))
+    }
+
     #[test]
     fn registration_lists_until_dropped() {
         let clients = Arc::new(Clients::default());
-        let a = clients.register("a".into(), StreamKind::Delta);
-        let b = clients.register("b".into(), StreamKind::Sotw);
+        let a = clients.register("a".into(), StreamKind::Delta, state(vec![]));
+        let b = clients.register("b".into(), StreamKind::Sotw, state(vec![]));
         assert_ne!(clients.list()[0].stream_id, clients.list()[1].stream_id);
         drop(a);
         let left: Vec<_> = clients.list().into_iter().map(|c| c.node_id).collect();
@@ -160,8 +201,7 @@ mod tests {
     #[test]
     fn client_list_serializes_for_a_debug_endpoint() {
         let clients = Arc::new(Clients::default());
-        let stream = clients.register("envoy-1".into(), StreamKind::Delta);
-        stream.update(vec![TypeInfo {
+        let info = TypeInfo {
             type_url: TypeUrl::Cluster,
             wildcard: true,
             subscribed: Vec::new(),
@@ -171,7 +211,8 @@ mod tests {
             acked_nonce: None,
             acked: BTreeMap::new(),
             last_nack: Some(Nack { nonce: "7".into(), error: "bad".into() }),
-        }]);
+        };
+        let _stream = clients.register("envoy-1".into(), StreamKind::Delta, state(vec![info]));
         let json = serde_json::to_value(clients.list()).expect("serializable");
         assert_eq!(json[0]["node_id"], "envoy-1");
         assert_eq!(json[0]["kind"], "Delta");

@@ -17,7 +17,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 };
 
 use super::ack::{Answer, Nack, UnknownType};
-use super::clients::TypeInfo;
+use super::clients::{Summary, TypeInfo};
 use super::{Snapshot, TypeUrl};
 
 /// Envoy's name for "every resource of the type".
@@ -311,6 +311,12 @@ impl TypeState {
                 }
             }
         }
+    }
+}
+
+impl Summary for DeltaState {
+    fn info(&self) -> Vec<TypeInfo> {
+        DeltaState::info(self)
     }
 }
 

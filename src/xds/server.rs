@@ -5,7 +5,7 @@
 //! (each stream hands only the names changed since its last push to its state); the [`Clients`]
 //! registry of open streams and the [`PushLog`] of every response sent.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
@@ -18,7 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::ack::{Answer, UnknownType};
-use super::clients::{Clients, PushLog, PushRecord, Registration, StreamKind, TypeInfo};
+use super::clients::{Clients, PushLog, PushRecord, Registration, StreamKind, Summary};
 use super::{DeltaState, Snapshot, SnapshotStore, SotwState, TypeUrl};
 
 /// Large route tables and many clusters make big responses; Envoy accepts these sizes too.
@@ -88,7 +88,7 @@ impl AggregatedDiscoveryService for AdsServer {
 }
 
 /// What the stream loop needs from a flavour of ADS.
-trait Protocol: Default + Send + 'static {
+trait Protocol: Summary + Default + Send + 'static {
     type Request: Send + 'static;
     type Response: Send + 'static;
     const KIND: StreamKind;
@@ -100,7 +100,6 @@ trait Protocol: Default + Send + 'static {
         snapshot: &Snapshot,
         changed: Option<&[(TypeUrl, String)]>,
     ) -> Vec<Self::Response>;
-    fn info(&self) -> Vec<TypeInfo>;
     /// (type, resource names, removed names, nonce) of a response just built, for the log.
     fn describe(
         &self,
@@ -127,10 +126,6 @@ impl Protocol for DeltaState {
         changed: Option<&[(TypeUrl, String)]>,
     ) -> Vec<Self::Response> {
         DeltaState::responses(self, snapshot, changed)
-    }
-
-    fn info(&self) -> Vec<TypeInfo> {
-        DeltaState::info(self)
     }
 
     fn describe(
@@ -162,10 +157,6 @@ impl Protocol for SotwState {
         changed: Option<&[(TypeUrl, String)]>,
     ) -> Vec<Self::Response> {
         SotwState::responses(self, snapshot, changed)
-    }
-
-    fn info(&self) -> Vec<TypeInfo> {
-        SotwState::info(self)
     }
 
     fn describe(
@@ -208,9 +199,10 @@ async fn serve_stream<S: Protocol>(
     // Subscribed before the first snapshot is read, so no publish after it is missed.
     let wake = server.store.subscribe();
     let revision = server.store.load().revision;
-    let registration = server.clients.register(node_id.clone(), S::KIND);
+    let state = Arc::new(Mutex::new(S::default()));
+    let registration = server.clients.register(node_id.clone(), S::KIND, state.clone());
     let mut stream =
-        Stream { server, node_id, state: S::default(), revision, registration, tx, wake };
+        Stream { server, node_id, state, revision, _registration: registration, tx, wake };
     if stream.on_request(first).await.is_ok() {
         stream.run(requests).await;
     }
@@ -223,11 +215,12 @@ struct Closed;
 struct Stream<S: Protocol> {
     server: AdsServer,
     node_id: String,
-    state: S,
+    /// Shared with the registry, which reads it when listed; never locked across an await.
+    state: Arc<Mutex<S>>,
     /// The snapshot revision the state was last brought up to.
     revision: u64,
     /// Listed in [`Clients`] while the stream lives.
-    registration: Registration,
+    _registration: Registration,
     tx: mpsc::Sender<Result<S::Response, Status>>,
     wake: watch::Receiver<u64>,
 }
@@ -259,7 +252,8 @@ impl<S: Protocol> Stream<S> {
 
     async fn on_request(&mut self, request: S::Request) -> Result<(), Closed> {
         let node_id = &self.node_id;
-        match self.state.on_request(&request) {
+        let answer = self.state().on_request(&request);
+        match answer {
             Ok((type_url, Answer::Nack { nonce, error })) => {
                 tracing::warn!(node_id, %type_url, nonce, error, "Envoy rejected a response (NACK)");
             }
@@ -269,8 +263,12 @@ impl<S: Protocol> Stream<S> {
             Ok((_, Answer::Request | Answer::Ack { .. })) => {}
             Err(e) => tracing::warn!(node_id, error = %e, "ignoring request"),
         }
-        self.registration.update(self.state.info());
         self.push().await
+    }
+
+    fn state(&self) -> MutexGuard<'_, S> {
+        // A panic mid-update ends the stream's task, so a poisoned state is never used again.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Sends whatever brings Envoy up to the current snapshot.
@@ -282,26 +280,26 @@ impl<S: Protocol> Stream<S> {
         } else {
             self.server.store.changed_since(self.revision)
         };
-        let responses = self.state.responses(&snapshot, changed.as_deref());
-        self.revision = snapshot.revision;
-        if responses.is_empty() {
-            return Ok(());
-        }
-        for response in &responses {
-            let (type_url, names, removed, nonce) = self.state.describe(response);
-            if let Some(type_url) = type_url {
-                self.server.push_log.record(PushRecord {
-                    node_id: self.node_id.clone(),
-                    kind: S::KIND,
-                    type_url,
-                    names,
-                    removed,
-                    nonce,
-                    revision: snapshot.revision,
-                });
+        let responses = {
+            let mut state = self.state();
+            let responses = state.responses(&snapshot, changed.as_deref());
+            for response in &responses {
+                let (type_url, names, removed, nonce) = state.describe(response);
+                if let Some(type_url) = type_url {
+                    self.server.push_log.record(PushRecord {
+                        node_id: self.node_id.clone(),
+                        kind: S::KIND,
+                        type_url,
+                        names,
+                        removed,
+                        nonce,
+                        revision: snapshot.revision,
+                    });
+                }
             }
-        }
-        self.registration.update(self.state.info());
+            responses
+        };
+        self.revision = snapshot.revision;
         for response in responses {
             self.tx.send(Ok(response)).await.map_err(|_| Closed)?;
         }

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 
 use super::ack::{Answer, Nack, UnknownType};
-use super::clients::TypeInfo;
+use super::clients::{Summary, TypeInfo};
 use super::{Snapshot, TypeUrl};
 
 /// Envoy's name for "every resource of the type".
@@ -202,6 +202,12 @@ fn version_info(listed: &BTreeMap<String, String>) -> String {
         bytes.push(0);
     }
     format!("{:016x}", crate::api::hash_bytes(&bytes))
+}
+
+impl Summary for SotwState {
+    fn info(&self) -> Vec<TypeInfo> {
+        SotwState::info(self)
+    }
 }
 
 #[cfg(test)]
