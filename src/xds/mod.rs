@@ -2,7 +2,8 @@
 //!
 //! Takes: [`Update`]s from the compiler. Gives: a versioned [`Snapshot`] published with
 //! `ArcSwap`, a log of which names changed at each revision (so that each stream sends only
-//! those), and the ADS gRPC service (delta and state-of-the-world).
+//! those), and the ADS gRPC service (delta and state-of-the-world) with a registry of connected
+//! Envoys and a log of what each push sent.
 
 mod ack;
 mod clients;
