@@ -2,11 +2,22 @@
 //!
 //! Takes: [`Update`]s from the compiler. Gives: a versioned [`Snapshot`] published with
 //! `ArcSwap`, a log of which names changed at each revision (so that each stream sends only
-//! those), and the ADS gRPC service (delta and state-of-the-world).
+//! those), and the ADS gRPC service (delta and state-of-the-world) with a registry of connected
+//! Envoys and a log of what each push sent.
 
+mod ack;
+mod clients;
+mod delta;
+mod server;
 mod snapshot;
+mod sotw;
 
+pub use ack::{Answer, Nack, UnknownType};
+pub use clients::{ClientInfo, Clients, PUSH_LOG_LEN, PushLog, PushRecord, StreamKind, TypeInfo};
+pub use delta::DeltaState;
+pub use server::AdsServer;
 pub use snapshot::{Snapshot, SnapshotStore};
+pub use sotw::SotwState;
 
 use std::fmt;
 

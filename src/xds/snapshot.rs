@@ -28,11 +28,14 @@ impl Snapshot {
 /// How many revisions of change log are kept; a stream further behind compares whole types.
 const LOG_REVISIONS: usize = 1024;
 
+/// The names one revision changed.
+type ChangedNames = Arc<Vec<(TypeUrl, String)>>;
+
 /// Publishes snapshots and wakes the streams.
 pub struct SnapshotStore {
     current: ArcSwap<Snapshot>,
     /// (revision, names changed by it), oldest first.
-    log: Mutex<VecDeque<(u64, Arc<Vec<(TypeUrl, String)>>)>>,
+    log: Mutex<VecDeque<(u64, ChangedNames)>>,
     tx: watch::Sender<u64>,
 }
 
