@@ -3,6 +3,7 @@
 mod builders;
 mod cli;
 mod compat;
+mod compile;
 mod crds;
 mod graph;
 mod source;
