@@ -22,26 +22,33 @@ pub(super) fn name(port: u16) -> String {
     format!("listener-{port}")
 }
 
-/// Port → the accepted Gateways listening on it. With no Gateway object at all, the default
-/// port alone, so that a manifest of routes and backends still serves.
-pub(super) fn ports(graph: &Graph, opts: &CompileOptions) -> BTreeMap<u16, Vec<ObjectKey>> {
-    let mut ports: BTreeMap<u16, Vec<ObjectKey>> = BTreeMap::new();
-    let mut any_gateway = false;
-    for object in graph.objects() {
-        let Spec::Gateway(gateway) = &object.spec else { continue };
-        any_gateway = true;
-        if !graph.node(&object.key).is_some_and(|n| n.accepted()) {
-            continue;
-        }
-        for l in &gateway.listeners {
-            let gateways = ports.entry(l.port).or_default();
-            if !gateways.contains(&object.key) {
-                gateways.push(object.key.clone());
-            }
-        }
+/// The listener ports `key` contributes: `None` when there is no such Gateway, empty when it is
+/// not accepted (it still counts as a Gateway, so there is no default listener).
+pub(super) fn gateway(graph: &Graph, key: &ObjectKey) -> Option<Vec<u16>> {
+    let Spec::Gateway(spec) = &graph.object(key)?.spec else { return None };
+    if !graph.node(key).is_some_and(|n| n.accepted()) {
+        return Some(Vec::new());
     }
-    if !any_gateway {
-        ports.insert(opts.default_port, Vec::new());
+    let mut ports: Vec<u16> = spec.listeners.iter().map(|l| l.port).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    Some(ports)
+}
+
+/// Port → the Gateways listening on it. With no Gateway object at all, the default port alone,
+/// so that a manifest of routes and backends still serves.
+pub(super) fn ports(
+    gateways: &BTreeMap<ObjectKey, Vec<u16>>,
+    opts: &CompileOptions,
+) -> BTreeMap<u16, Vec<ObjectKey>> {
+    if gateways.is_empty() {
+        return BTreeMap::from([(opts.default_port, Vec::new())]);
+    }
+    let mut ports: BTreeMap<u16, Vec<ObjectKey>> = BTreeMap::new();
+    for (key, gateway_ports) in gateways {
+        for port in gateway_ports {
+            ports.entry(*port).or_default().push(key.clone());
+        }
     }
     ports
 }

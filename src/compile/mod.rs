@@ -53,6 +53,8 @@ impl Default for CompileOptions {
 #[derive(Debug, Default)]
 pub struct Compiler {
     opts: CompileOptions,
+    /// Every Gateway present → the listener ports it contributes (none when not accepted).
+    gateways: BTreeMap<ObjectKey, Vec<u16>>,
     /// Listener port → the Gateways that declare it (empty for the default listener).
     ports: BTreeMap<u16, Vec<ObjectKey>>,
     /// One entry per AIGatewayRoute present in the graph, accepted or not.
@@ -73,7 +75,11 @@ impl Compiler {
         self.fragments.clear();
         let mut out = Vec::new();
 
-        self.ports = listener::ports(graph, &self.opts);
+        self.gateways = graph
+            .objects()
+            .filter_map(|o| Some((o.key.clone(), listener::gateway(graph, &o.key)?)))
+            .collect();
+        self.ports = listener::ports(&self.gateways, &self.opts);
         self.refresh_listeners(&mut out);
         let mut pools = BTreeSet::new();
         for object in graph.objects() {
@@ -114,15 +120,31 @@ impl Compiler {
         // to check come from the route's old fragment as well as from the affected set.
         let mut pools: BTreeSet<ObjectKey> = BTreeSet::new();
 
-        if affected.iter().any(|k| k.kind == Kind::Gateway) {
-            dirty_ports.extend(self.ports.keys());
-            self.ports = listener::ports(graph, &self.opts);
-            dirty_ports.extend(self.ports.keys());
-            self.refresh_listeners(&mut out);
-            // Routes without parentRefs attach to every port, and no change to them would tell.
-            for (key, fragment) in self.fragments.iter_mut() {
-                fragment.ports = route::attached_ports(graph, key, &self.ports);
+        // The graph lists a route's Gateways among what the route affects, so a Gateway here
+        // has not necessarily changed: compare what it contributes before redoing listeners.
+        let mut gateways_changed = false;
+        for key in affected.iter().filter(|k| k.kind == Kind::Gateway) {
+            let now = listener::gateway(graph, key);
+            if now.as_ref() != self.gateways.get(key) {
+                gateways_changed = true;
+                match now {
+                    Some(ports) => self.gateways.insert(key.clone(), ports),
+                    None => self.gateways.remove(key),
+                };
             }
+        }
+        if gateways_changed {
+            let ports = listener::ports(&self.gateways, &self.opts);
+            if !ports.keys().eq(self.ports.keys()) {
+                // Routes without parentRefs attach to every port, and nothing else would tell
+                // them the ports changed.
+                dirty_ports.extend(self.ports.keys().chain(ports.keys()));
+                for (key, fragment) in self.fragments.iter_mut() {
+                    fragment.ports = route::attached_ports(graph, key, &ports);
+                }
+            }
+            self.ports = ports;
+            self.refresh_listeners(&mut out);
         }
         for key in affected {
             match key.kind {
@@ -139,9 +161,16 @@ impl Compiler {
                         Some(new) => self.fragments.insert(key.clone(), new),
                         None => self.fragments.remove(key),
                     };
-                    for fragment in old.iter().chain(self.fragments.get(key)) {
-                        dirty_ports.extend(&fragment.ports);
+                    let new = self.fragments.get(key);
+                    for fragment in old.iter().chain(new) {
+                        // Whether a pool's cluster exists depends on the route's acceptance,
+                        // which an unchanged fragment does not show.
                         pools.extend(fragment.pools.iter().cloned());
+                    }
+                    if old.as_ref() != new {
+                        for fragment in old.iter().chain(new) {
+                            dirty_ports.extend(&fragment.ports);
+                        }
                     }
                 }
                 _ => {}

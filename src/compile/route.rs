@@ -115,11 +115,13 @@ fn compile_rules(graph: &Graph, key: &ObjectKey, spec: &AIGatewayRouteSpec) -> V
         let all = [AIRouteMatch::default()];
         let matches = if rule.matches.is_empty() { &all[..] } else { &rule.matches[..] };
         for (j, m) in matches.iter().enumerate() {
+            // Envoy rejects a whole RouteConfiguration over one bad regex: leave the match out.
+            let Some(headers) = m.headers.iter().map(header_matcher).collect() else { continue };
             routes.push(Route {
                 name: format!("{}/{}/rule/{i}/match/{j}", key.namespace, key.name),
                 r#match: Some(RouteMatch {
                     path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
-                    headers: m.headers.iter().map(header_matcher).collect(),
+                    headers,
                     ..Default::default()
                 }),
                 action: Some(route::Action::Route(action.clone())),
@@ -130,23 +132,27 @@ fn compile_rules(graph: &Graph, key: &ObjectKey, spec: &AIGatewayRouteSpec) -> V
     routes
 }
 
-fn header_matcher(h: &crate::api::HeaderMatch) -> HeaderMatcher {
+/// The Envoy header matcher, or `None` for a regular expression that does not parse. The check
+/// uses Rust's regex syntax, which is close to RE2's; they differ only on rare features (class
+/// set operations, `\Q…\E`), where Envoy may still reject or this may leave a match out.
+fn header_matcher(h: &crate::api::HeaderMatch) -> Option<HeaderMatcher> {
     let pattern = match h.match_type {
         HeaderMatchType::Exact => string_matcher::MatchPattern::Exact(h.value.clone()),
         HeaderMatchType::RegularExpression => {
+            regex_syntax::Parser::new().parse(&h.value).ok()?;
             string_matcher::MatchPattern::SafeRegex(RegexMatcher {
                 regex: h.value.clone(),
                 ..Default::default()
             })
         }
     };
-    HeaderMatcher {
+    Some(HeaderMatcher {
         name: h.name.clone(),
         header_match_specifier: Some(header_matcher::HeaderMatchSpecifier::StringMatch(
             StringMatcher { match_pattern: Some(pattern), ..Default::default() },
         )),
         ..Default::default()
-    }
+    })
 }
 
 /// Weighted clusters over the rule's usable backends of the lowest priority value, or `None`

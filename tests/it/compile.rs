@@ -289,7 +289,7 @@ fn envoy_accepts_every_kind_of_backend_and_match() {
     let mut graph = Graph::new();
     for o in [
         parse(
-            "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIGatewayRoute\nmetadata: {name: r, namespace: ns}\nspec:\n  rules:\n  - matches:\n    - headers: [{type: RegularExpression, name: x-ai-eg-model, value: 'llama-.*'}]\n    - headers: [{name: x-ai-eg-model, value: a}, {name: Authorization, value: k}]\n    timeouts: {request: 1m30s}\n    backendRefs:\n    - {name: ip, weight: 3}\n    - {name: dns}\n    - {name: unix, priority: 1}\n  - backendRefs: [{name: pool, group: inference.networking.k8s.io, kind: InferencePool}]\n",
+            "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIGatewayRoute\nmetadata: {name: r, namespace: ns}\nspec:\n  rules:\n  - matches:\n    - headers: [{type: RegularExpression, name: x-ai-eg-model, value: 'llama-.*'}]\n    - headers: [{name: x-ai-eg-model, value: a}, {name: Authorization, value: k}]\n    - headers: [{type: RegularExpression, name: x-ai-eg-model, value: 'llama-('}]\n    timeouts: {request: 1m30s}\n    backendRefs:\n    - {name: ip, weight: 3}\n    - {name: dns}\n    - {name: unix, priority: 1}\n  - backendRefs: [{name: pool, group: inference.networking.k8s.io, kind: InferencePool}]\n",
         ),
         backend_to_backend("ns", "ip", "ip"),
         envoy_backend("ns", "ip", "10.1.2.3"),
@@ -316,6 +316,12 @@ fn envoy_accepts_every_kind_of_backend_and_match() {
     let routes: BTreeMap<String, RouteConfiguration> =
         decoded(&updates, TypeUrl::RouteConfiguration);
     let vh = &routes["route-1975"].virtual_hosts[0];
+    let route_names: Vec<&str> = vh.routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        route_names,
+        ["ns/r/rule/0/match/0", "ns/r/rule/0/match/1", "ns/r/rule/1/match/0", "not-found"],
+        "the match with an invalid regex is left out"
+    );
     let first = &vh.routes[0];
     assert_eq!(first.name, "ns/r/rule/0/match/0");
     let Some(route::Action::Route(action)) = &first.action else { panic!("{first:?}") };
@@ -398,6 +404,16 @@ impl Harness {
         self.store.publish(self.compiler.update(&self.graph, &affected.keys))
     }
 
+    /// Applies `object` and returns what the compiler emitted, before the store drops the
+    /// unchanged.
+    fn apply_unfiltered(&mut self, object: aixds::api::Object) -> Vec<(TypeUrl, String)> {
+        let affected = self.graph.apply(object);
+        let updates = self.compiler.update(&self.graph, &affected.keys);
+        let names = updates.iter().map(|u| (u.type_url, u.name.clone())).collect();
+        self.store.publish(updates);
+        names
+    }
+
     fn delete(&mut self, key: &ObjectKey) -> Vec<(TypeUrl, String)> {
         let affected = self.graph.delete(key);
         self.store.publish(self.compiler.update(&self.graph, &affected.keys))
@@ -477,8 +493,9 @@ fn route_change_updates_only_its_route_configuration() {
     ]);
     let mut h = Harness::new(objects);
     assert_eq!(h.names(TypeUrl::Listener), ["listener-80", "listener-81"]);
-    let changed = h.apply(attached_route("r1", "g1", "other-model"));
-    assert_eq!(changed, [(TypeUrl::RouteConfiguration, "route-80".to_string())]);
+    // Not only does the store see one change: the compiler re-assembles no other port.
+    let emitted = h.apply_unfiltered(attached_route("r1", "g1", "other-model"));
+    assert_eq!(emitted, [(TypeUrl::RouteConfiguration, "route-80".to_string())]);
     h.assert_matches_full();
 
     // Moving the route to the other Gateway re-assembles both ports.
@@ -500,6 +517,29 @@ fn route_change_updates_only_its_route_configuration() {
         "{changed:?}"
     );
     assert_eq!(h.names(TypeUrl::Listener), ["listener-81"]);
+    h.assert_matches_full();
+}
+
+#[test]
+fn the_default_listener_gives_way_to_gateways_and_returns() {
+    let mut h = Harness::new(simple());
+    assert_eq!(h.names(TypeUrl::Listener), ["listener-1975"]);
+    h.apply(gateway("g1", 80));
+    assert_eq!(h.names(TypeUrl::Listener), ["listener-80"]);
+    assert_eq!(h.names(TypeUrl::RouteConfiguration), ["route-80"]);
+    h.assert_matches_full();
+
+    // A Gateway that is not accepted still counts: no default listener, and no listener of its own.
+    h.apply(parse(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g1, namespace: ns}\nspec:\n  listeners: [{name: udp, protocol: UDP, port: 80}]\n",
+    ));
+    assert_eq!(h.names(TypeUrl::Listener), Vec::<String>::new());
+    assert_eq!(h.names(TypeUrl::RouteConfiguration), Vec::<String>::new());
+    h.assert_matches_full();
+
+    h.delete(&key(Kind::Gateway, "ns", "g1"));
+    assert_eq!(h.names(TypeUrl::Listener), ["listener-1975"]);
+    assert_eq!(h.names(TypeUrl::RouteConfiguration), ["route-1975"]);
     h.assert_matches_full();
 }
 
