@@ -152,11 +152,13 @@ fn envoy_backend(
     let port =
         |e: &BackendEndpoint| e.fqdn.as_ref().map(|f| f.port).or(e.ip.as_ref().map(|i| i.port));
     if spec.endpoints.iter().any(|e| port(e) == Some(443)) {
-        let hostnames: Vec<&str> = spec
+        let mut hostnames: Vec<&str> = spec
             .endpoints
             .iter()
             .filter_map(|e| e.fqdn.as_ref().map(|f| f.hostname.as_str()))
+            .filter(|h| !h.is_empty())
             .collect();
+        hostnames.dedup();
         cluster.transport_socket = Some(upstream_tls(&hostnames));
     }
     let load_assignment =

@@ -112,7 +112,8 @@ impl Compiler {
     }
 
     /// Only the outputs that depend on `affected` (from `Graph::apply`/`Graph::delete`),
-    /// including removals of outputs no longer produced.
+    /// including removals of outputs no longer produced. Builds on the state [`Compiler::full`]
+    /// leaves, so that comes first.
     pub fn update(&mut self, graph: &Graph, affected: &[ObjectKey]) -> Vec<Update> {
         let mut out = Vec::new();
         let mut dirty_ports: BTreeSet<u16> = BTreeSet::new();

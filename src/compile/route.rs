@@ -30,6 +30,10 @@ use crate::xds::Resource;
 /// show their usual error.
 pub const NOT_FOUND_BODY: &str = r#"{"error":{"message":"No route matches the requested model.","type":"invalid_request_error","param":"model","code":"model_not_found"}}"#;
 
+/// Gateway API's largest backendRef weight. Envoy rejects weights that sum past `u32::MAX`, which
+/// weights within this bound cannot reach with any realistic number of backends.
+const MAX_WEIGHT: u32 = 1_000_000;
+
 /// One AIGatewayRoute, compiled.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub(super) struct Fragment {
@@ -165,7 +169,7 @@ fn route_action(graph: &Graph, key: &ObjectKey, rule: &RouteRule) -> Option<Rout
         .filter_map(|b| {
             let target = backend_key(key, b)?;
             let cluster = cluster::cluster_for(graph, &target)?;
-            Some((b.priority.unwrap_or(0), cluster, b.weight.unwrap_or(1)))
+            Some((b.priority.unwrap_or(0), cluster, b.weight.unwrap_or(1).min(MAX_WEIGHT)))
         })
         .collect();
     let top = usable.iter().map(|(p, _, _)| *p).min()?;
