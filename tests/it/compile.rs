@@ -642,3 +642,59 @@ fn backend_metadata_names_schema_and_backend() {
     assert_eq!(text("schema"), "OpenAI");
     assert_eq!(text("backend"), "default/upstream-a");
 }
+
+#[test]
+fn any_sequence_of_changes_matches_a_full_compile() {
+    // Variants of a few objects, so that steps change, break, fix and remove them.
+    let routes = [
+        route("ns", "r1").backend("b1").pool("p1").build(),
+        route("ns", "r1").backend("b2").build(),
+        attached_route("r2", "g1", "m"),
+        attached_route("r2", "g2", "m"),
+        route("ns", "r3").pool("p1").backend("b3").build(),
+    ];
+    let others = [
+        backend_to_backend("ns", "b1", "e1"),
+        backend_to_pool("ns", "b1", "p1"),
+        backend_to_backend("ns", "b2", "e2"),
+        backend_to_backend("ns", "b3", "e1"),
+        service_backend("ns", "b3", "", "Service", "svc"),
+        envoy_backend("ns", "e1", "10.0.0.1"),
+        envoy_backend("ns", "e1", "10.0.0.2"),
+        envoy_backend("ns", "e2", "10.0.0.3"),
+        pool("ns", "p1", "llm"),
+        pod("ns", "pod-0", "llm", "10.0.1.1"),
+        pod("ns", "pod-0", "other", "10.0.1.1"),
+        pod("ns", "pod-1", "llm", "10.0.1.2"),
+        gateway("g1", 80),
+        gateway("g1", 81),
+        gateway("g2", 81),
+    ];
+    let candidates: Vec<aixds::api::Object> = routes.into_iter().chain(others).collect();
+    let mut h = Harness::new(Vec::new());
+    let mut seed: u64 = 0x5eed;
+    for _ in 0..400 {
+        // xorshift: deterministic, so a failure reproduces.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let object = &candidates[(seed % candidates.len() as u64) as usize];
+        if (seed >> 32).is_multiple_of(3) {
+            h.delete(&object.key);
+        } else {
+            h.apply(object.clone());
+        }
+        h.assert_matches_full();
+    }
+    let snapshot = h.store.load();
+    let updates: Vec<Update> = TypeUrl::ALL
+        .into_iter()
+        .flat_map(|t| snapshot.resources(t).values())
+        .map(|r| Update {
+            type_url: TypeUrl::parse(&r.body.type_url).unwrap(),
+            name: r.name.clone(),
+            resource: Some((**r).clone()),
+        })
+        .collect();
+    envoy_validates(&updates);
+}
