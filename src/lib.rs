@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod compile;
 pub mod crds;
 pub mod graph;
 pub mod source;

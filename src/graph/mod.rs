@@ -126,11 +126,13 @@ impl Graph {
         }
         let old_pools = self.unindex(idx);
         let affected = self.affected_from(idx, &old_pools);
+        // Before the edges go: dropping them removes orphaned placeholders, which the affected
+        // set may hold (a route's missing Gateway).
+        let keys = self.to_keys(&affected);
         self.g[idx].object = None;
         self.g[idx].issues.clear();
         self.g[idx].conflict = None;
         self.set_outgoing(idx, Vec::new());
-        let keys = self.to_keys(&affected);
         self.remove_if_orphan(idx);
         let live: Vec<NodeIndex> =
             affected.into_iter().filter(|i| self.g.contains_node(*i)).collect();

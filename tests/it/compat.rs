@@ -10,7 +10,7 @@ fn compat_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/compat/envoy-ai-gateway")
 }
 
-fn load_compat(files: &[&str]) -> Loaded {
+pub fn load_compat(files: &[&str]) -> Loaded {
     let dir = compat_dir();
     let mut paths: Vec<PathBuf> = files.iter().map(|f| dir.join(f)).collect();
     if files == ["basic-*.yaml"] {

@@ -247,3 +247,18 @@ fn every_kind_parses_from_upstream_style_yaml() {
         assert_eq!(o.key.namespace, expected_ns, "{kind}");
     }
 }
+
+#[test]
+fn deleting_a_route_to_a_missing_gateway_drops_the_placeholder() {
+    let mut graph = Graph::new();
+    graph.apply(parse(
+        "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIGatewayRoute\nmetadata: {name: r, namespace: ns}\nspec:\n  parentRefs: [{name: gone}]\n  rules: [{backendRefs: [{name: b}]}]\n",
+    ));
+    let gone = key(Kind::Gateway, "ns", "gone");
+    assert!(graph.node(&gone).is_some_and(|n| n.is_placeholder()));
+    let route = key(Kind::AIGatewayRoute, "ns", "r");
+    let affected = graph.delete(&route);
+    assert_eq!(affected.keys, [route, gone.clone()]);
+    assert!(graph.node(&gone).is_none());
+    assert!(graph.is_empty(), "{:?}", graph.nodes());
+}

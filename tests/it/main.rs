@@ -4,6 +4,7 @@ mod ads;
 mod builders;
 mod cli;
 mod compat;
+mod compile;
 mod crds;
 mod graph;
 mod source;

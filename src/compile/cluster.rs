@@ -1,0 +1,304 @@
+//! Clusters: one per usable AIServiceBackend, and one per InferencePool a route names directly.
+//!
+//! Takes: an AIServiceBackend (with the Backend or InferencePool it names) or an InferencePool.
+//! Gives: the Envoy Cluster and, when the cluster uses EDS, its ClusterLoadAssignment of the same
+//! name (so that an address change re-sends only the assignment).
+//!
+//! - Backend with DNS names: STRICT_DNS with the endpoints inline.
+//! - Backend with IPs: EDS.
+//! - Backend with a unix socket: STATIC with the endpoints inline (EDS would serve the same
+//!   addresses, but pipes are rare enough that one resource is simpler to read).
+//! - InferencePool: EDS over its ready pods.
+//!
+//! A Backend on port 443 gets upstream TLS, verified against the system CAs and the hostname.
+
+use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
+use envoy_types::pb::envoy::config::core::v3::{
+    DataSource, TransportSocket, data_source, transport_socket,
+};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CertificateValidationContext, CommonTlsContext, SubjectAltNameMatcher, UpstreamTlsContext,
+    common_tls_context, subject_alt_name_matcher,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
+use envoy_types::pb::google::protobuf::{Duration, Value, value};
+use envoy_types::util::pack_any;
+use prost::{Message, Name};
+
+use super::{ads_config_source, endpoint, resource_from_bytes};
+use crate::api::{BackendEndpoint, BackendSpec, Kind, ObjectKey, Spec};
+use crate::graph::{Graph, Node, RefKind};
+use crate::xds::Resource;
+
+/// The filter metadata namespace the AI gateway's ext_proc reads a cluster's backend from.
+const METADATA_NAMESPACE: &str = "aixds";
+const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+const CONNECT_TIMEOUT_SECONDS: i64 = 10;
+
+/// A compiled cluster and, for EDS clusters, its load assignment.
+pub(super) struct Compiled {
+    pub cluster: Resource,
+    pub load_assignment: Option<Resource>,
+}
+
+pub(super) fn backend_cluster_name(key: &ObjectKey) -> String {
+    format!("aisb/{}/{}", key.namespace, key.name)
+}
+
+pub(super) fn pool_cluster_name(key: &ObjectKey) -> String {
+    format!("pool/{}/{}", key.namespace, key.name)
+}
+
+/// The cluster a route's backendRef to `target` uses, if that target compiles to one.
+pub(super) fn cluster_for(graph: &Graph, target: &ObjectKey) -> Option<String> {
+    match target.kind {
+        Kind::AIServiceBackend => {
+            backend_target(graph, target).map(|_| backend_cluster_name(target))
+        }
+        Kind::InferencePool => accepted(graph, target).then(|| pool_cluster_name(target)),
+        _ => None,
+    }
+}
+
+fn accepted(graph: &Graph, key: &ObjectKey) -> bool {
+    graph.node(key).is_some_and(Node::accepted)
+}
+
+/// The accepted Backend or InferencePool behind an accepted AIServiceBackend.
+fn backend_target<'g>(graph: &'g Graph, key: &ObjectKey) -> Option<&'g Node> {
+    if !accepted(graph, key) {
+        return None;
+    }
+    graph
+        .references(key)
+        .into_iter()
+        .find(|(kind, node)| {
+            *kind == RefKind::BackendRef
+                && matches!(node.key.kind, Kind::Backend | Kind::InferencePool)
+        })
+        .map(|(_, node)| node)
+        .filter(|node| node.accepted())
+}
+
+pub(super) fn backend(graph: &Graph, key: &ObjectKey) -> Option<Compiled> {
+    let object = graph.object(key)?;
+    let Spec::AIServiceBackend(asb) = &object.spec else { return None };
+    let target = backend_target(graph, key)?;
+    let name = backend_cluster_name(key);
+    let schema = match serde_json::to_value(asb.schema.name) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => format!("{:?}", asb.schema.name),
+    };
+    let metadata = [("backend", format!("{}/{}", key.namespace, key.name)), ("schema", schema)];
+    let sources = vec![key.clone(), target.key.clone()];
+    match target.object.as_deref().map(|o| &o.spec) {
+        Some(Spec::Backend(spec)) => Some(envoy_backend(name, spec, &metadata, sources)),
+        Some(Spec::InferencePool(pool)) => {
+            let (cla, pods) = endpoint::pool(&name, graph, &target.key, pool);
+            let cla_sources = sources.iter().cloned().chain(pods).collect();
+            let cluster = eds_cluster(&name);
+            Some(Compiled {
+                cluster: encode(name.clone(), &cluster, &metadata, sources),
+                load_assignment: Some(Resource::new(name, &cla, cla_sources)),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The cluster of an InferencePool named directly by an accepted route.
+pub(super) fn pool(graph: &Graph, key: &ObjectKey) -> Option<Compiled> {
+    let Spec::InferencePool(pool) = &graph.object(key)?.spec else { return None };
+    let used = graph.referrers(key).into_iter().any(|(kind, node)| {
+        kind == RefKind::BackendRef && node.key.kind == Kind::AIGatewayRoute && node.accepted()
+    });
+    if !used || !accepted(graph, key) {
+        return None;
+    }
+    let name = pool_cluster_name(key);
+    let (cla, pods) = endpoint::pool(&name, graph, key, pool);
+    let cla_sources = std::iter::once(key.clone()).chain(pods).collect();
+    Some(Compiled {
+        cluster: encode(name.clone(), &eds_cluster(&name), &[], vec![key.clone()]),
+        load_assignment: Some(Resource::new(name, &cla, cla_sources)),
+    })
+}
+
+fn envoy_backend(
+    name: String,
+    spec: &BackendSpec,
+    metadata: &[(&str, String)],
+    sources: Vec<ObjectKey>,
+) -> Compiled {
+    let cla = endpoint::backend(&name, spec);
+    let dns = spec.endpoints.iter().all(|e| e.fqdn.is_some());
+    let pipe = spec.endpoints.iter().any(|e| e.unix.is_some());
+    let mut cluster = if dns || pipe {
+        let discovery =
+            if dns { cluster::DiscoveryType::StrictDns } else { cluster::DiscoveryType::Static };
+        Cluster {
+            name: name.clone(),
+            connect_timeout: Some(connect_timeout()),
+            cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(discovery as i32)),
+            load_assignment: Some(cla.clone()),
+            ..Default::default()
+        }
+    } else {
+        eds_cluster(&name)
+    };
+    if dns {
+        cluster.dns_lookup_family = cluster::DnsLookupFamily::V4Only as i32;
+    }
+    let port =
+        |e: &BackendEndpoint| e.fqdn.as_ref().map(|f| f.port).or(e.ip.as_ref().map(|i| i.port));
+    if spec.endpoints.iter().any(|e| port(e) == Some(443)) {
+        let mut hostnames: Vec<&str> = spec
+            .endpoints
+            .iter()
+            .filter_map(|e| e.fqdn.as_ref().map(|f| f.hostname.as_str()))
+            .filter(|h| !h.is_empty())
+            .collect();
+        hostnames.dedup();
+        cluster.transport_socket = Some(upstream_tls(&hostnames));
+    }
+    let load_assignment =
+        (!dns && !pipe).then(|| Resource::new(name.clone(), &cla, sources.clone()));
+    Compiled { cluster: encode(name, &cluster, metadata, sources), load_assignment }
+}
+
+fn connect_timeout() -> Duration {
+    Duration { seconds: CONNECT_TIMEOUT_SECONDS, nanos: 0 }
+}
+
+fn eds_cluster(name: &str) -> Cluster {
+    Cluster {
+        name: name.to_string(),
+        connect_timeout: Some(connect_timeout()),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Eds as i32,
+        )),
+        eds_cluster_config: Some(cluster::EdsClusterConfig {
+            eds_config: Some(ads_config_source()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// TLS to the upstream, with SNI and certificate check against the first hostname (an IP-only
+/// backend on 443 is checked against the CAs alone).
+fn upstream_tls(hostnames: &[&str]) -> TransportSocket {
+    let san = hostnames
+        .iter()
+        .map(|h| SubjectAltNameMatcher {
+            san_type: subject_alt_name_matcher::SanType::Dns as i32,
+            matcher: Some(StringMatcher {
+                match_pattern: Some(string_matcher::MatchPattern::Exact(h.to_string())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect();
+    let tls = UpstreamTlsContext {
+        sni: hostnames.first().map(|h| h.to_string()).unwrap_or_default(),
+        common_tls_context: Some(CommonTlsContext {
+            validation_context_type: Some(
+                common_tls_context::ValidationContextType::ValidationContext(
+                    CertificateValidationContext {
+                        trusted_ca: Some(DataSource {
+                            specifier: Some(data_source::Specifier::Filename(
+                                SYSTEM_CA_BUNDLE.into(),
+                            )),
+                            ..Default::default()
+                        }),
+                        match_typed_subject_alt_names: san,
+                        ..Default::default()
+                    },
+                ),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(pack_any(tls))),
+    }
+}
+
+/// Encodes `cluster` with `metadata` under [`METADATA_NAMESPACE`].
+///
+/// Cluster metadata is a protobuf map, which prost holds in a `HashMap` and encodes in its
+/// random iteration order: the same cluster would get a new version on every compile and be
+/// re-sent for nothing. So the metadata is encoded here with its keys sorted and appended as
+/// field 25 (`metadata`); protobuf reads fields in any order, so Envoy sees the same message.
+fn encode(
+    name: String,
+    cluster: &Cluster,
+    metadata: &[(&str, String)],
+    sources: Vec<ObjectKey>,
+) -> Resource {
+    debug_assert!(cluster.metadata.is_none(), "metadata is encoded separately");
+    let mut bytes = cluster.encode_to_vec();
+    if !metadata.is_empty() {
+        let mut fields: Vec<MapEntry> = metadata
+            .iter()
+            .map(|(k, v)| MapEntry {
+                key: k.to_string(),
+                value: Value { kind: Some(value::Kind::StringValue(v.clone())) }.encode_to_vec(),
+            })
+            .collect();
+        fields.sort_by(|a, b| a.key.cmp(&b.key));
+        let structure = Map { entries: fields }.encode_to_vec();
+        let filter_metadata =
+            Map { entries: vec![MapEntry { key: METADATA_NAMESPACE.into(), value: structure }] };
+        ClusterMetadata { metadata: filter_metadata.encode_to_vec() }.encode_raw(&mut bytes);
+    }
+    resource_from_bytes(name, Cluster::type_url(), bytes, sources)
+}
+
+/// A protobuf map entry whose value is already encoded (a message and `bytes` share a wire type).
+#[derive(Clone, PartialEq, prost::Message)]
+struct MapEntry {
+    #[prost(string, tag = "1")]
+    key: String,
+    #[prost(bytes = "vec", tag = "2")]
+    value: Vec<u8>,
+}
+
+/// `google.protobuf.Struct.fields` and `envoy.config.core.v3.Metadata.filter_metadata`: both a
+/// map at field 1.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Map {
+    #[prost(message, repeated, tag = "1")]
+    entries: Vec<MapEntry>,
+}
+
+/// `envoy.config.cluster.v3.Cluster.metadata`, already encoded.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ClusterMetadata {
+    #[prost(bytes = "vec", tag = "25")]
+    metadata: Vec<u8>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_encoding_is_stable_and_decodes() {
+        let cluster = eds_cluster("c");
+        let metadata = [("schema", "OpenAI".to_string()), ("backend", "ns/b".to_string())];
+        let a = encode("c".into(), &cluster, &metadata, Vec::new());
+        let b = encode("c".into(), &cluster, &metadata, Vec::new());
+        assert_eq!(a.version, b.version);
+        let decoded = Cluster::decode(a.body.value.as_slice()).unwrap();
+        let fields = &decoded.metadata.unwrap().filter_metadata[METADATA_NAMESPACE].fields;
+        let s = |k: &str| match &fields[k].kind {
+            Some(value::Kind::StringValue(s)) => s.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!((s("schema"), s("backend")), ("OpenAI".into(), "ns/b".into()));
+        assert_eq!(decoded.name, "c");
+    }
+}

@@ -1,0 +1,112 @@
+//! Listeners: one per distinct port across the accepted Gateways' listeners.
+//!
+//! Takes: the Gateways in the graph. Gives: the port set, and per port an Envoy Listener whose
+//! HTTP connection manager fetches RouteConfiguration `route-{port}` over ADS.
+
+use std::collections::BTreeMap;
+
+use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
+use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
+};
+use envoy_types::util::pack_any;
+
+use super::{CompileOptions, ads_config_source, route};
+use crate::api::{Kind, ObjectKey, Spec};
+use crate::graph::Graph;
+use crate::xds::Resource;
+
+pub(super) fn name(port: u16) -> String {
+    format!("listener-{port}")
+}
+
+/// The listener ports `key` contributes: `None` when there is no such Gateway, empty when it is
+/// not accepted (it still counts as a Gateway, so there is no default listener).
+pub(super) fn gateway(graph: &Graph, key: &ObjectKey) -> Option<Vec<u16>> {
+    let Spec::Gateway(spec) = &graph.object(key)?.spec else { return None };
+    if !graph.node(key).is_some_and(|n| n.accepted()) {
+        return Some(Vec::new());
+    }
+    let mut ports: Vec<u16> = spec.listeners.iter().map(|l| l.port).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    Some(ports)
+}
+
+/// Port → the Gateways listening on it. With no Gateway object at all, the default port alone,
+/// so that a manifest of routes and backends still serves.
+pub(super) fn ports(
+    gateways: &BTreeMap<ObjectKey, Vec<u16>>,
+    opts: &CompileOptions,
+) -> BTreeMap<u16, Vec<ObjectKey>> {
+    if gateways.is_empty() {
+        return BTreeMap::from([(opts.default_port, Vec::new())]);
+    }
+    let mut ports: BTreeMap<u16, Vec<ObjectKey>> = BTreeMap::new();
+    for (key, gateway_ports) in gateways {
+        for port in gateway_ports {
+            ports.entry(*port).or_default().push(key.clone());
+        }
+    }
+    ports
+}
+
+/// The ports of `gateway` (all of them, or the one `section`/`port` picks) that have a listener.
+pub(super) fn gateway_ports(
+    graph: &Graph,
+    gateway: &ObjectKey,
+    section: Option<&str>,
+    port: Option<i32>,
+) -> Vec<u16> {
+    if gateway.kind != Kind::Gateway || !graph.node(gateway).is_some_and(|n| n.accepted()) {
+        return Vec::new();
+    }
+    let Some(Spec::Gateway(spec)) = graph.object(gateway).map(|o| &o.spec) else {
+        return Vec::new();
+    };
+    spec.listeners
+        .iter()
+        .filter(|l| section.is_none_or(|s| s == l.name))
+        .filter(|l| port.is_none_or(|p| p == i32::from(l.port)))
+        .map(|l| l.port)
+        .collect()
+}
+
+pub(super) fn compile(opts: &CompileOptions, port: u16, gateways: &[ObjectKey]) -> Resource {
+    let name = name(port);
+    let hcm = HttpConnectionManager {
+        stat_prefix: name.clone(),
+        codec_type: http_connection_manager::CodecType::Auto as i32,
+        route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
+            config_source: Some(ads_config_source()),
+            route_config_name: route::config_name(port),
+        })),
+        http_filters: vec![HttpFilter {
+            name: "envoy.filters.http.router".into(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(Router::default()))),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let listener = Listener {
+        name: name.clone(),
+        address: Some(Address {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: opts.listener_address.clone(),
+                port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(port))),
+                ..Default::default()
+            })),
+        }),
+        filter_chains: vec![FilterChain {
+            filters: vec![Filter {
+                name: "envoy.filters.network.http_connection_manager".into(),
+                config_type: Some(filter::ConfigType::TypedConfig(pack_any(hcm))),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    Resource::new(name, &listener, gateways.to_vec())
+}

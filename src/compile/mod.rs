@@ -1,0 +1,280 @@
+//! The compiler: from the graph's objects to the Envoy resources served over ADS.
+//!
+//! Takes: the [`Graph`], and after each change the [`Affected`](crate::graph::Affected) keys.
+//! Gives: [`Update`]s for Listeners, RouteConfigurations, Clusters and ClusterLoadAssignments,
+//! removals included. Each resource type has its own file of pure functions; this module only
+//! decides what to recompile and remembers what it has emitted.
+//!
+//! What depends on what:
+//! - a Listener per port of the accepted Gateways (or one default listener when there is no
+//!   Gateway at all), each with a RouteConfiguration `route-{port}`;
+//! - a RouteConfiguration is assembled from cached per-route fragments, so a route change
+//!   recompiles that route and re-assembles only the ports it was or is attached to;
+//! - a Cluster (and, when it uses EDS, a ClusterLoadAssignment of the same name) per usable
+//!   AIServiceBackend, and per InferencePool that a route names directly.
+//!
+//! Objects that are not accepted, or whose references do not resolve, produce nothing; whatever
+//! referred to them leaves them out, and everything else compiles as usual.
+
+mod cluster;
+mod endpoint;
+mod listener;
+mod route;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use envoy_types::pb::envoy::config::core::v3::{
+    AggregatedConfigSource, ApiVersion, ConfigSource, config_source::ConfigSourceSpecifier,
+};
+use envoy_types::pb::google::protobuf::Any;
+
+use crate::api::{Kind, ObjectKey};
+use crate::graph::Graph;
+use crate::xds::{Resource, TypeUrl, Update};
+
+pub use route::NOT_FOUND_BODY;
+
+/// Settings that are not in any object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompileOptions {
+    /// The address every listener binds.
+    pub listener_address: String,
+    /// The port of the listener made when there is no Gateway.
+    pub default_port: u16,
+}
+
+impl Default for CompileOptions {
+    fn default() -> Self {
+        CompileOptions { listener_address: "0.0.0.0".into(), default_port: 1975 }
+    }
+}
+
+/// Compiles the graph, remembering enough to recompile only what a change affects.
+#[derive(Debug, Default)]
+pub struct Compiler {
+    opts: CompileOptions,
+    /// Every Gateway present → the listener ports it contributes (none when not accepted).
+    gateways: BTreeMap<ObjectKey, Vec<u16>>,
+    /// Listener port → the Gateways that declare it (empty for the default listener).
+    ports: BTreeMap<u16, Vec<ObjectKey>>,
+    /// One entry per AIGatewayRoute present in the graph, accepted or not.
+    fragments: BTreeMap<ObjectKey, route::Fragment>,
+    /// Names of the resources last emitted, per type, so that removals are sent only for what
+    /// Envoy was given.
+    emitted: [BTreeSet<String>; 4],
+}
+
+impl Compiler {
+    pub fn new(opts: CompileOptions) -> Self {
+        Compiler { opts, ..Default::default() }
+    }
+
+    /// Everything, for startup. Called again, it also removes what is no longer produced.
+    pub fn full(&mut self, graph: &Graph) -> Vec<Update> {
+        let stale = std::mem::take(&mut self.emitted);
+        self.fragments.clear();
+        let mut out = Vec::new();
+
+        self.gateways = graph
+            .objects()
+            .filter_map(|o| Some((o.key.clone(), listener::gateway(graph, &o.key)?)))
+            .collect();
+        self.ports = listener::ports(&self.gateways, &self.opts);
+        self.refresh_listeners(&mut out);
+        let mut pools = BTreeSet::new();
+        for object in graph.objects() {
+            match object.key.kind {
+                Kind::AIGatewayRoute => {
+                    let fragment = route::fragment(graph, &object.key, &self.ports);
+                    self.fragments.insert(object.key.clone(), fragment);
+                }
+                Kind::AIServiceBackend => self.compile_backend(graph, &object.key, &mut out),
+                Kind::InferencePool => {
+                    pools.insert(object.key.clone());
+                }
+                _ => {}
+            }
+        }
+        for pool in &pools {
+            self.compile_pool(graph, pool, &mut out);
+        }
+        let ports: BTreeSet<u16> = self.ports.keys().copied().collect();
+        self.assemble_routes(&ports, &mut out);
+
+        for type_url in TypeUrl::ALL {
+            for name in &stale[type_url.index()] {
+                if !self.emitted[type_url.index()].contains(name) {
+                    out.push(Update { type_url, name: name.clone(), resource: None });
+                }
+            }
+        }
+        out
+    }
+
+    /// Only the outputs that depend on `affected` (from `Graph::apply`/`Graph::delete`),
+    /// including removals of outputs no longer produced. Builds on the state [`Compiler::full`]
+    /// leaves, so that comes first.
+    pub fn update(&mut self, graph: &Graph, affected: &[ObjectKey]) -> Vec<Update> {
+        let mut out = Vec::new();
+        let mut dirty_ports: BTreeSet<u16> = BTreeSet::new();
+        // A route that stops naming a pool is no longer its referrer in the graph, so the pools
+        // to check come from the route's old fragment as well as from the affected set.
+        let mut pools: BTreeSet<ObjectKey> = BTreeSet::new();
+
+        // The graph lists a route's Gateways among what the route affects, so a Gateway here
+        // has not necessarily changed: compare what it contributes before redoing listeners.
+        let mut gateways_changed = false;
+        for key in affected.iter().filter(|k| k.kind == Kind::Gateway) {
+            let now = listener::gateway(graph, key);
+            if now.as_ref() != self.gateways.get(key) {
+                gateways_changed = true;
+                match now {
+                    Some(ports) => self.gateways.insert(key.clone(), ports),
+                    None => self.gateways.remove(key),
+                };
+            }
+        }
+        if gateways_changed {
+            let ports = listener::ports(&self.gateways, &self.opts);
+            if !ports.keys().eq(self.ports.keys()) {
+                // Routes without parentRefs attach to every port, and nothing else would tell
+                // them the ports changed.
+                dirty_ports.extend(self.ports.keys().chain(ports.keys()));
+                for (key, fragment) in self.fragments.iter_mut() {
+                    fragment.ports = route::attached_ports(graph, key, &ports);
+                }
+            }
+            self.ports = ports;
+            self.refresh_listeners(&mut out);
+        }
+        for key in affected {
+            match key.kind {
+                Kind::AIServiceBackend => self.compile_backend(graph, key, &mut out),
+                Kind::InferencePool => {
+                    pools.insert(key.clone());
+                }
+                Kind::AIGatewayRoute => {
+                    let new = graph
+                        .object(key)
+                        .is_some()
+                        .then(|| route::fragment(graph, key, &self.ports));
+                    let old = match new {
+                        Some(new) => self.fragments.insert(key.clone(), new),
+                        None => self.fragments.remove(key),
+                    };
+                    let new = self.fragments.get(key);
+                    for fragment in old.iter().chain(new) {
+                        // Whether a pool's cluster exists depends on the route's acceptance,
+                        // which an unchanged fragment does not show.
+                        pools.extend(fragment.pools.iter().cloned());
+                    }
+                    if old.as_ref() != new {
+                        for fragment in old.iter().chain(new) {
+                            dirty_ports.extend(&fragment.ports);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        for pool in &pools {
+            self.compile_pool(graph, pool, &mut out);
+        }
+        self.assemble_routes(&dirty_ports, &mut out);
+        out
+    }
+
+    fn refresh_listeners(&mut self, out: &mut Vec<Update>) {
+        let names: BTreeSet<String> = self.ports.keys().map(|p| listener::name(*p)).collect();
+        let gone: Vec<String> = self.emitted[TypeUrl::Listener.index()]
+            .iter()
+            .filter(|n| !names.contains(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.remove(out, TypeUrl::Listener, name);
+        }
+        let listeners: Vec<Resource> =
+            self.ports.iter().map(|(p, gws)| listener::compile(&self.opts, *p, gws)).collect();
+        for resource in listeners {
+            self.put(out, TypeUrl::Listener, resource);
+        }
+    }
+
+    /// Re-assembles the RouteConfigurations of `ports`, removing those of ports no longer
+    /// listened on.
+    fn assemble_routes(&mut self, ports: &BTreeSet<u16>, out: &mut Vec<Update>) {
+        for port in ports {
+            if self.ports.contains_key(port) {
+                let resource = route::assemble(*port, &self.fragments);
+                self.put(out, TypeUrl::RouteConfiguration, resource);
+            } else {
+                self.remove(out, TypeUrl::RouteConfiguration, route::config_name(*port));
+            }
+        }
+    }
+
+    /// The Cluster and, for EDS, the ClusterLoadAssignment of one AIServiceBackend.
+    fn compile_backend(&mut self, graph: &Graph, key: &ObjectKey, out: &mut Vec<Update>) {
+        let name = cluster::backend_cluster_name(key);
+        match cluster::backend(graph, key) {
+            Some(compiled) => self.put_cluster(out, name, compiled),
+            None => self.remove_cluster(out, name),
+        }
+    }
+
+    /// The Cluster and ClusterLoadAssignment of an InferencePool that a route names directly.
+    fn compile_pool(&mut self, graph: &Graph, key: &ObjectKey, out: &mut Vec<Update>) {
+        let name = cluster::pool_cluster_name(key);
+        match cluster::pool(graph, key) {
+            Some(compiled) => self.put_cluster(out, name, compiled),
+            None => self.remove_cluster(out, name),
+        }
+    }
+
+    fn put_cluster(&mut self, out: &mut Vec<Update>, name: String, compiled: cluster::Compiled) {
+        self.put(out, TypeUrl::Cluster, compiled.cluster);
+        match compiled.load_assignment {
+            Some(cla) => self.put(out, TypeUrl::ClusterLoadAssignment, cla),
+            // The backend may have moved from IPs to a DNS name.
+            None => self.remove(out, TypeUrl::ClusterLoadAssignment, name),
+        }
+    }
+
+    fn remove_cluster(&mut self, out: &mut Vec<Update>, name: String) {
+        self.remove(out, TypeUrl::Cluster, name.clone());
+        self.remove(out, TypeUrl::ClusterLoadAssignment, name);
+    }
+
+    fn put(&mut self, out: &mut Vec<Update>, type_url: TypeUrl, resource: Resource) {
+        self.emitted[type_url.index()].insert(resource.name.clone());
+        out.push(Update { type_url, name: resource.name.clone(), resource: Some(resource) });
+    }
+
+    fn remove(&mut self, out: &mut Vec<Update>, type_url: TypeUrl, name: String) {
+        if self.emitted[type_url.index()].remove(&name) {
+            out.push(Update { type_url, name, resource: None });
+        }
+    }
+}
+
+/// Where every dynamic resource comes from: the ADS stream Envoy already has.
+fn ads_config_source() -> ConfigSource {
+    ConfigSource {
+        resource_api_version: ApiVersion::V3 as i32,
+        config_source_specifier: Some(ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
+        ..Default::default()
+    }
+}
+
+/// A resource from bytes encoded here rather than by prost, versioned as
+/// [`Resource::new`] versions: by the hash of the bytes.
+fn resource_from_bytes(
+    name: String,
+    type_url: String,
+    value: Vec<u8>,
+    sources: Vec<ObjectKey>,
+) -> Resource {
+    let version = format!("{:016x}", crate::api::hash_bytes(&value));
+    Resource { name, version, body: Any { type_url, value }, sources }
+}

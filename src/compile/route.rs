@@ -1,0 +1,313 @@
+//! RouteConfigurations: the model routing of the AIGatewayRoutes attached to one port.
+//!
+//! Takes: one AIGatewayRoute and the graph's view of its backends. Gives: a [`Fragment`] with its
+//! Envoy routes, and per port a RouteConfiguration `route-{port}` assembled from the fragments
+//! attached there, in route key order, ending in a catch-all that answers 404 in the OpenAI error
+//! format.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use envoy_types::pb::envoy::config::core::v3::{
+    DataSource, HeaderValue, HeaderValueOption, data_source, header_value_option,
+};
+use envoy_types::pb::envoy::config::route::v3::{
+    DirectResponseAction, HeaderMatcher, Route, RouteAction, RouteConfiguration, RouteMatch,
+    VirtualHost, WeightedCluster, header_matcher, route, route_action, route_match,
+    weighted_cluster,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::{RegexMatcher, StringMatcher, string_matcher};
+use envoy_types::pb::google::protobuf::{Duration, UInt32Value};
+
+use super::{cluster, listener};
+use crate::api::{
+    AIGATEWAY_GROUP, AIGatewayRouteSpec, GATEWAY_API_GROUP, HeaderMatchType, INFERENCE_GROUP, Kind,
+    ObjectKey, RouteMatch as AIRouteMatch, RouteRule, Spec, group_kind,
+};
+use crate::graph::Graph;
+use crate::xds::Resource;
+
+/// The body of the catch-all's 404: what OpenAI answers for an unknown model, so that clients
+/// show their usual error.
+pub const NOT_FOUND_BODY: &str = r#"{"error":{"message":"No route matches the requested model.","type":"invalid_request_error","param":"model","code":"model_not_found"}}"#;
+
+/// Gateway API's largest backendRef weight. Envoy rejects weights that sum past `u32::MAX`, which
+/// weights within this bound cannot reach with any realistic number of backends.
+const MAX_WEIGHT: u32 = 1_000_000;
+
+/// One AIGatewayRoute, compiled.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(super) struct Fragment {
+    /// The listener ports it attaches to.
+    pub ports: BTreeSet<u16>,
+    /// Empty when the route is not accepted or none of its rules has a usable backend.
+    pub routes: Vec<Route>,
+    /// Every InferencePool its backendRefs name, usable or not: their clusters exist because of
+    /// routes like this one.
+    pub pools: BTreeSet<ObjectKey>,
+}
+
+pub(super) fn config_name(port: u16) -> String {
+    format!("route-{port}")
+}
+
+pub(super) fn fragment(
+    graph: &Graph,
+    key: &ObjectKey,
+    ports: &BTreeMap<u16, Vec<ObjectKey>>,
+) -> Fragment {
+    let Some(Spec::AIGatewayRoute(spec)) = graph.object(key).map(|o| &o.spec) else {
+        return Fragment::default();
+    };
+    let pools = spec
+        .rules
+        .iter()
+        .flat_map(|r| &r.backend_refs)
+        .filter_map(|b| match backend_key(key, b) {
+            Some(k) if k.kind == Kind::InferencePool => Some(k),
+            _ => None,
+        })
+        .collect();
+    let accepted = graph.node(key).is_some_and(|n| n.accepted());
+    let routes = if accepted { compile_rules(graph, key, spec) } else { Vec::new() };
+    Fragment { ports: attached_ports(graph, key, ports), routes, pools }
+}
+
+/// The ports the route attaches to: those of the Gateways in its parentRefs, or every port when
+/// it names none.
+pub(super) fn attached_ports(
+    graph: &Graph,
+    key: &ObjectKey,
+    ports: &BTreeMap<u16, Vec<ObjectKey>>,
+) -> BTreeSet<u16> {
+    let Some(Spec::AIGatewayRoute(spec)) = graph.object(key).map(|o| &o.spec) else {
+        return BTreeSet::new();
+    };
+    if spec.parent_refs.is_empty() {
+        return ports.keys().copied().collect();
+    }
+    spec.parent_refs
+        .iter()
+        .filter(|p| {
+            group_kind(&p.group, &p.kind, GATEWAY_API_GROUP, "Gateway")
+                == (GATEWAY_API_GROUP, "Gateway")
+        })
+        .flat_map(|p| {
+            let ns = p.namespace.as_deref().unwrap_or(&key.namespace);
+            let gateway = ObjectKey::new(Kind::Gateway, ns, &p.name);
+            listener::gateway_ports(graph, &gateway, p.section_name.as_deref(), p.port)
+        })
+        .filter(|port| ports.contains_key(port))
+        .collect()
+}
+
+/// The AIServiceBackend or InferencePool a backendRef names, as the graph keys it.
+fn backend_key(route: &ObjectKey, b: &crate::api::RouteBackendRef) -> Option<ObjectKey> {
+    let kind = match group_kind(&b.group, &b.kind, AIGATEWAY_GROUP, "AIServiceBackend") {
+        (AIGATEWAY_GROUP, "AIServiceBackend") => Kind::AIServiceBackend,
+        (INFERENCE_GROUP, "InferencePool") => Kind::InferencePool,
+        _ => return None,
+    };
+    let ns = b.namespace.as_deref().unwrap_or(&route.namespace);
+    Some(ObjectKey::new(kind, ns, &b.name))
+}
+
+fn compile_rules(graph: &Graph, key: &ObjectKey, spec: &AIGatewayRouteSpec) -> Vec<Route> {
+    let mut routes = Vec::new();
+    for (i, rule) in spec.rules.iter().enumerate() {
+        let Some(action) = route_action(graph, key, rule) else { continue };
+        // A rule without matches matches every request, as in Gateway API.
+        let all = [AIRouteMatch::default()];
+        let matches = if rule.matches.is_empty() { &all[..] } else { &rule.matches[..] };
+        for (j, m) in matches.iter().enumerate() {
+            // Envoy rejects a whole RouteConfiguration over one bad regex: leave the match out.
+            let Some(headers) = m.headers.iter().map(header_matcher).collect() else { continue };
+            routes.push(Route {
+                name: format!("{}/{}/rule/{i}/match/{j}", key.namespace, key.name),
+                r#match: Some(RouteMatch {
+                    path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
+                    headers,
+                    ..Default::default()
+                }),
+                action: Some(route::Action::Route(action.clone())),
+                ..Default::default()
+            });
+        }
+    }
+    routes
+}
+
+/// The Envoy header matcher, or `None` for a regular expression that does not parse. The check
+/// uses Rust's regex syntax, which is close to RE2's; they differ only on rare features (class
+/// set operations, `\Q…\E`), where Envoy may still reject or this may leave a match out.
+fn header_matcher(h: &crate::api::HeaderMatch) -> Option<HeaderMatcher> {
+    let pattern = match h.match_type {
+        HeaderMatchType::Exact => string_matcher::MatchPattern::Exact(h.value.clone()),
+        HeaderMatchType::RegularExpression => {
+            regex_syntax::Parser::new().parse(&h.value).ok()?;
+            string_matcher::MatchPattern::SafeRegex(RegexMatcher {
+                regex: h.value.clone(),
+                ..Default::default()
+            })
+        }
+    };
+    Some(HeaderMatcher {
+        name: h.name.clone(),
+        header_match_specifier: Some(header_matcher::HeaderMatchSpecifier::StringMatch(
+            StringMatcher { match_pattern: Some(pattern), ..Default::default() },
+        )),
+        ..Default::default()
+    })
+}
+
+/// Weighted clusters over the rule's usable backends of the lowest priority value, or `None`
+/// when it has none (the rule is then left out rather than routing to a cluster Envoy lacks).
+fn route_action(graph: &Graph, key: &ObjectKey, rule: &RouteRule) -> Option<RouteAction> {
+    // (priority, cluster, weight) of every backendRef that compiles to a cluster.
+    let usable: Vec<(u32, String, u32)> = rule
+        .backend_refs
+        .iter()
+        .filter_map(|b| {
+            let target = backend_key(key, b)?;
+            let cluster = cluster::cluster_for(graph, &target)?;
+            Some((b.priority.unwrap_or(0), cluster, b.weight.unwrap_or(1).min(MAX_WEIGHT)))
+        })
+        .collect();
+    let top = usable.iter().map(|(p, _, _)| *p).min()?;
+    // Envoy rejects a weighted cluster list naming a cluster twice, or summing to zero.
+    let mut weights: BTreeMap<String, u32> = BTreeMap::new();
+    for (_, cluster, weight) in usable.into_iter().filter(|(p, _, w)| *p == top && *w > 0) {
+        let w = weights.entry(cluster).or_default();
+        *w = w.saturating_add(weight);
+    }
+    if weights.is_empty() {
+        return None;
+    }
+    let clusters = weights
+        .into_iter()
+        .map(|(name, weight)| weighted_cluster::ClusterWeight {
+            name,
+            weight: Some(UInt32Value { value: weight }),
+            ..Default::default()
+        })
+        .collect();
+    let timeout =
+        rule.timeouts.as_ref().and_then(|t| t.request.as_deref()).and_then(parse_duration);
+    Some(RouteAction {
+        cluster_specifier: Some(route_action::ClusterSpecifier::WeightedClusters(
+            WeightedCluster { clusters, ..Default::default() },
+        )),
+        timeout,
+        ..Default::default()
+    })
+}
+
+/// A Gateway API duration (`1h`, `90s`, `1m30s`, `500ms`): one to four number-unit pairs.
+/// Anything else is `None`, and the route keeps Envoy's default timeout.
+pub(super) fn parse_duration(s: &str) -> Option<Duration> {
+    let mut rest = s;
+    let mut millis: u64 = 0;
+    let mut parts = 0;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 || digits > 5 {
+            return None;
+        }
+        let n: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit, len) = if rest.starts_with("ms") {
+            (1, 2)
+        } else if rest.starts_with('s') {
+            (1_000, 1)
+        } else if rest.starts_with('m') {
+            (60_000, 1)
+        } else if rest.starts_with('h') {
+            (3_600_000, 1)
+        } else {
+            return None;
+        };
+        rest = &rest[len..];
+        millis += n * unit;
+        parts += 1;
+    }
+    if parts == 0 || parts > 4 {
+        return None;
+    }
+    Some(Duration {
+        seconds: i64::try_from(millis / 1000).ok()?,
+        nanos: i32::try_from((millis % 1000) * 1_000_000).ok()?,
+    })
+}
+
+/// The RouteConfiguration of `port`: the routes of every fragment attached there, then the 404.
+pub(super) fn assemble(port: u16, fragments: &BTreeMap<ObjectKey, Fragment>) -> Resource {
+    let attached: Vec<(&ObjectKey, &Fragment)> =
+        fragments.iter().filter(|(_, f)| f.ports.contains(&port) && !f.routes.is_empty()).collect();
+    let mut routes: Vec<Route> =
+        attached.iter().flat_map(|(_, f)| f.routes.iter().cloned()).collect();
+    routes.push(not_found());
+    let name = config_name(port);
+    let config = RouteConfiguration {
+        name: name.clone(),
+        virtual_hosts: vec![VirtualHost {
+            name: "*".into(),
+            domains: vec!["*".into()],
+            routes,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    Resource::new(name, &config, attached.into_iter().map(|(k, _)| k.clone()).collect())
+}
+
+fn not_found() -> Route {
+    Route {
+        name: "not-found".into(),
+        r#match: Some(RouteMatch {
+            path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
+            ..Default::default()
+        }),
+        action: Some(route::Action::DirectResponse(DirectResponseAction {
+            status: 404,
+            body: Some(DataSource {
+                specifier: Some(data_source::Specifier::InlineString(NOT_FOUND_BODY.into())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })),
+        response_headers_to_add: vec![HeaderValueOption {
+            header: Some(HeaderValue {
+                key: "content-type".into(),
+                value: "application/json".into(),
+                ..Default::default()
+            }),
+            // Replaces the text/plain Envoy gives a direct response body.
+            append_action: header_value_option::HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let d = |s| parse_duration(s).map(|d| (d.seconds, d.nanos));
+        assert_eq!(d("60s"), Some((60, 0)));
+        assert_eq!(d("1m"), Some((60, 0)));
+        assert_eq!(d("500ms"), Some((0, 500_000_000)));
+        assert_eq!(d("1h30m5s250ms"), Some((5405, 250_000_000)));
+        for bad in ["", "s", "10", "1.5s", "10x", "123456s", "1h1m1s1ms1s", "-1s"] {
+            assert_eq!(d(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn not_found_body_is_openai_error_json() {
+        let v: serde_json::Value = serde_json::from_str(NOT_FOUND_BODY).unwrap();
+        assert_eq!(v["error"]["code"], "model_not_found");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+    }
+}

@@ -1,0 +1,700 @@
+//! The compiler: golden output for the examples, a real Envoy accepting that output, and
+//! incremental updates that touch only what a change affects.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use aixds::api::{Kind, ObjectKey};
+use aixds::compile::{CompileOptions, Compiler, NOT_FOUND_BODY};
+use aixds::graph::Graph;
+use aixds::xds::{SnapshotStore, TypeUrl, Update};
+use envoy_types::pb::envoy::config::bootstrap::v3::{Bootstrap, bootstrap::StaticResources};
+use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
+use envoy_types::pb::envoy::config::core::v3::{data_source, transport_socket};
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::{Listener, filter};
+use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, route, route_action};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, http_connection_manager,
+};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext;
+use envoy_types::pb::google::protobuf::{Any, value};
+use envoy_types::util::pack_any;
+use prost::Message;
+
+use crate::builders::*;
+use crate::compat::{golden, load_compat};
+
+fn quickstart() -> Graph {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart.yaml");
+    aixds::cli::load(vec![path]).expect("quickstart loads").graph
+}
+
+fn basic() -> Graph {
+    load_compat(&["basic-*.yaml"]).graph
+}
+
+fn inference_pool() -> Graph {
+    load_compat(&["inference-pool-base.yaml", "inference-pool-aigwroute.yaml"]).graph
+}
+
+fn full(graph: &Graph) -> Vec<Update> {
+    Compiler::new(CompileOptions::default()).full(graph)
+}
+
+/// The compiled resources of one type, decoded, by name.
+fn decoded<M: Message + Default>(updates: &[Update], type_url: TypeUrl) -> BTreeMap<String, M> {
+    updates
+        .iter()
+        .filter(|u| u.type_url == type_url)
+        .filter_map(|u| u.resource.as_ref())
+        .map(|r| (r.name.clone(), M::decode(r.body.value.as_slice()).unwrap()))
+        .collect()
+}
+
+fn names(updates: &[Update], type_url: TypeUrl) -> Vec<String> {
+    let mut names: Vec<String> =
+        updates.iter().filter(|u| u.type_url == type_url).map(|u| u.name.clone()).collect();
+    names.sort();
+    names
+}
+
+fn hcm(listener: &Listener) -> HttpConnectionManager {
+    let filter = &listener.filter_chains[0].filters[0];
+    let Some(filter::ConfigType::TypedConfig(any)) = &filter.config_type else {
+        panic!("no typed config in {filter:?}")
+    };
+    HttpConnectionManager::decode(any.value.as_slice()).unwrap()
+}
+
+// ---- golden dump ----
+
+/// `{:#?}` without the fields left at their defaults, so the dump shows what was set.
+fn debug_dump(value: &impl std::fmt::Debug) -> String {
+    let defaults = ["None", "0", "false", "[]", "{}", "\"\""];
+    format!("{value:#?}")
+        .lines()
+        .filter(|line| match line.trim_end_matches(',').split_once(": ") {
+            Some((_, v)) => !defaults.contains(&v),
+            None => true,
+        })
+        .map(|line| format!("{line}\n"))
+        .collect()
+}
+
+/// An `Any` with its bytes dropped: the decoded message is dumped next to it instead.
+fn emptied(any: &Any) -> Any {
+    Any { type_url: any.type_url.clone(), value: Vec::new() }
+}
+
+fn dump(updates: &[Update]) -> String {
+    let mut sorted: Vec<&Update> = updates.iter().collect();
+    sorted.sort_by(|a, b| (a.type_url, &a.name).cmp(&(b.type_url, &b.name)));
+    let mut out = String::new();
+    for u in sorted {
+        let Some(r) = &u.resource else {
+            out.push_str(&format!("=== remove {} {}\n", u.type_url, u.name));
+            continue;
+        };
+        let sources: Vec<String> = r.sources.iter().map(ToString::to_string).collect();
+        out.push_str(&format!("=== {} {}\nsources: {}\n", u.type_url, u.name, sources.join(", ")));
+        let bytes = r.body.value.as_slice();
+        match u.type_url {
+            TypeUrl::Listener => {
+                let mut listener = Listener::decode(bytes).unwrap();
+                let hcm = hcm(&listener);
+                if let Some(filter::ConfigType::TypedConfig(any)) =
+                    &mut listener.filter_chains[0].filters[0].config_type
+                {
+                    *any = emptied(any);
+                }
+                out.push_str(&debug_dump(&listener));
+                out.push_str("http_connection_manager: ");
+                out.push_str(&debug_dump(&hcm));
+            }
+            TypeUrl::RouteConfiguration => {
+                out.push_str(&debug_dump(&RouteConfiguration::decode(bytes).unwrap()))
+            }
+            TypeUrl::ClusterLoadAssignment => {
+                out.push_str(&debug_dump(&ClusterLoadAssignment::decode(bytes).unwrap()))
+            }
+            TypeUrl::Cluster => {
+                let mut cluster = Cluster::decode(bytes).unwrap();
+                // Metadata is a HashMap: printed sorted, apart.
+                let metadata = cluster.metadata.take();
+                let tls =
+                    cluster.transport_socket.as_mut().and_then(|t| match &mut t.config_type {
+                        Some(transport_socket::ConfigType::TypedConfig(any)) => {
+                            let tls = UpstreamTlsContext::decode(any.value.as_slice()).unwrap();
+                            *any = emptied(any);
+                            Some(tls)
+                        }
+                        None => None,
+                    });
+                out.push_str(&debug_dump(&cluster));
+                if let Some(tls) = tls {
+                    out.push_str("upstream_tls_context: ");
+                    out.push_str(&debug_dump(&tls));
+                }
+                for (namespace, s) in metadata.iter().flat_map(|m| &m.filter_metadata) {
+                    let fields: BTreeMap<_, _> = s.fields.iter().collect();
+                    for (k, v) in fields {
+                        out.push_str(&format!("metadata {namespace}.{k}: {:?}\n", v.kind));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn golden_quickstart() {
+    golden("compile-quickstart.txt", &dump(&full(&quickstart())));
+}
+
+#[test]
+fn golden_compat_basic() {
+    golden("compile-basic.txt", &dump(&full(&basic())));
+}
+
+#[test]
+fn golden_compat_inference_pool() {
+    golden("compile-inference-pool.txt", &dump(&full(&inference_pool())));
+}
+
+// ---- the real check: Envoy accepts the compiled config ----
+
+fn envoy_bin() -> PathBuf {
+    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/envoy");
+    if local.exists() {
+        return local;
+    }
+    match std::env::var_os("ENVOY_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        None => panic!("no envoy at {}: run hack/install.sh or set ENVOY_BIN", local.display()),
+    }
+}
+
+/// A static bootstrap holding the compiled resources as Envoy would assemble them from ADS:
+/// route configurations inline in their listeners, load assignments inline in their clusters.
+fn static_bootstrap(updates: &[Update]) -> Bootstrap {
+    let routes: BTreeMap<String, RouteConfiguration> =
+        decoded(updates, TypeUrl::RouteConfiguration);
+    let mut assignments: BTreeMap<String, ClusterLoadAssignment> =
+        decoded(updates, TypeUrl::ClusterLoadAssignment);
+    let listeners = decoded::<Listener>(updates, TypeUrl::Listener)
+        .into_values()
+        .map(|mut listener| {
+            let mut hcm = hcm(&listener);
+            let Some(http_connection_manager::RouteSpecifier::Rds(rds)) = &hcm.route_specifier
+            else {
+                panic!("{} does not use RDS", listener.name)
+            };
+            let config = routes[&rds.route_config_name].clone();
+            hcm.route_specifier =
+                Some(http_connection_manager::RouteSpecifier::RouteConfig(config));
+            listener.filter_chains[0].filters[0].config_type =
+                Some(filter::ConfigType::TypedConfig(pack_any(hcm)));
+            listener
+        })
+        .collect();
+    let clusters = decoded::<Cluster>(updates, TypeUrl::Cluster)
+        .into_values()
+        .map(|mut cluster| {
+            if cluster.eds_cluster_config.take().is_some() {
+                let cla = assignments.remove(&cluster.name).expect("an EDS cluster has a CLA");
+                cluster.load_assignment = Some(cla);
+                cluster.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
+                    cluster::DiscoveryType::Static as i32,
+                ));
+            }
+            cluster
+        })
+        .collect();
+    assert!(assignments.is_empty(), "CLAs without an EDS cluster: {:?}", assignments.keys());
+    Bootstrap {
+        static_resources: Some(StaticResources { listeners, clusters, ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+/// Runs `envoy --mode validate` on the bootstrap; returns its output when it rejects it.
+fn envoy_validate(updates: &[Update]) -> Result<(), String> {
+    let dir = tempfile::tempdir().unwrap();
+    // Envoy reads a `.pb` config as binary protobuf: no second encoding to get wrong.
+    let path = dir.path().join("bootstrap.pb");
+    std::fs::write(&path, static_bootstrap(updates).encode_to_vec()).unwrap();
+    let output = Command::new(envoy_bin())
+        .args(["--mode", "validate", "--log-level", "warn", "-c"])
+        .arg(&path)
+        .output()
+        .expect("envoy runs");
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    ))
+}
+
+fn envoy_validates(updates: &[Update]) {
+    if let Err(output) = envoy_validate(updates) {
+        panic!("envoy rejected the config:\n{output}\n{}", dump(updates));
+    }
+}
+
+#[test]
+fn envoy_check_rejects_a_route_to_a_missing_cluster() {
+    // The check is only worth having if it bites: without its cluster, the route is invalid.
+    let updates: Vec<Update> = full(&quickstart())
+        .into_iter()
+        .filter(|u| !(u.type_url == TypeUrl::Cluster && u.name == "aisb/default/upstream-a"))
+        .filter(|u| {
+            u.type_url != TypeUrl::ClusterLoadAssignment || u.name != "aisb/default/upstream-a"
+        })
+        .collect();
+    let output = envoy_validate(&updates).expect_err("envoy accepted a route to a missing cluster");
+    assert!(output.contains("aisb/default/upstream-a"), "{output}");
+}
+
+#[test]
+fn envoy_accepts_quickstart() {
+    envoy_validates(&full(&quickstart()));
+}
+
+#[test]
+fn envoy_accepts_compat_basic() {
+    envoy_validates(&full(&basic()));
+}
+
+#[test]
+fn envoy_accepts_compat_inference_pool() {
+    let mut graph = inference_pool();
+    // The examples' pods come from a Deployment; two hand-written ones give the pool endpoints.
+    graph.apply(pod("default", "mistral-0", "mistral-upstream", "10.0.0.10"));
+    graph.apply(pod("default", "mistral-1", "mistral-upstream", "10.0.0.11"));
+    let updates = full(&graph);
+    let cla: BTreeMap<String, ClusterLoadAssignment> =
+        decoded(&updates, TypeUrl::ClusterLoadAssignment);
+    assert_eq!(cla["pool/default/mistral"].endpoints[0].lb_endpoints.len(), 2);
+    envoy_validates(&updates);
+}
+
+#[test]
+fn envoy_accepts_every_kind_of_backend_and_match() {
+    let mut graph = Graph::new();
+    for o in [
+        parse(
+            "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIGatewayRoute\nmetadata: {name: r, namespace: ns}\nspec:\n  rules:\n  - matches:\n    - headers: [{type: RegularExpression, name: x-ai-eg-model, value: 'llama-.*'}]\n    - headers: [{name: x-ai-eg-model, value: a}, {name: Authorization, value: k}]\n    - headers: [{type: RegularExpression, name: x-ai-eg-model, value: 'llama-('}]\n    timeouts: {request: 1m30s}\n    backendRefs:\n    - {name: ip, weight: 3}\n    - {name: dns}\n    - {name: unix, priority: 1}\n  - backendRefs: [{name: pool, group: inference.networking.k8s.io, kind: InferencePool}]\n",
+        ),
+        backend_to_backend("ns", "ip", "ip"),
+        envoy_backend("ns", "ip", "10.1.2.3"),
+        backend_to_backend("ns", "dns", "dns"),
+        parse(
+            "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: Backend\nmetadata: {name: dns, namespace: ns}\nspec:\n  endpoints: [{fqdn: {hostname: api.example.com, port: 443}}]\n",
+        ),
+        backend_to_backend("ns", "unix", "unix"),
+        parse(
+            "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: Backend\nmetadata: {name: unix, namespace: ns}\nspec:\n  endpoints: [{unix: {path: /run/llm.sock}}]\n",
+        ),
+        pool("ns", "pool", "llm"),
+        service("ns", "pool-epp", 9002),
+        pod("ns", "p0", "llm", "10.0.0.1"),
+        pod("ns", "p1", "llm", "not-an-ip"),
+    ] {
+        graph.apply(o);
+    }
+    let updates = full(&graph);
+    assert_eq!(
+        names(&updates, TypeUrl::Cluster),
+        ["aisb/ns/dns", "aisb/ns/ip", "aisb/ns/unix", "pool/ns/pool"]
+    );
+    let routes: BTreeMap<String, RouteConfiguration> =
+        decoded(&updates, TypeUrl::RouteConfiguration);
+    let vh = &routes["route-1975"].virtual_hosts[0];
+    let route_names: Vec<&str> = vh.routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        route_names,
+        ["ns/r/rule/0/match/0", "ns/r/rule/0/match/1", "ns/r/rule/1/match/0", "not-found"],
+        "the match with an invalid regex is left out"
+    );
+    let first = &vh.routes[0];
+    assert_eq!(first.name, "ns/r/rule/0/match/0");
+    let Some(route::Action::Route(action)) = &first.action else { panic!("{first:?}") };
+    assert_eq!(action.timeout.map(|d| d.seconds), Some(90));
+    let Some(route_action::ClusterSpecifier::WeightedClusters(wc)) = &action.cluster_specifier
+    else {
+        panic!("{action:?}")
+    };
+    let weights: Vec<(&str, u32)> = wc
+        .clusters
+        .iter()
+        .map(|c| (c.name.as_str(), c.weight.map(|w| w.value).unwrap_or(0)))
+        .collect();
+    assert_eq!(weights, [("aisb/ns/dns", 1), ("aisb/ns/ip", 3)], "priority 1 is fallback");
+    let cla: BTreeMap<String, ClusterLoadAssignment> =
+        decoded(&updates, TypeUrl::ClusterLoadAssignment);
+    assert_eq!(cla["pool/ns/pool"].endpoints[0].lb_endpoints.len(), 1, "the bad IP is left out");
+    envoy_validates(&updates);
+}
+
+// ---- the 404 catch-all ----
+
+#[test]
+fn catch_all_answers_404_in_openai_error_format() {
+    let updates = full(&quickstart());
+    let routes: BTreeMap<String, RouteConfiguration> =
+        decoded(&updates, TypeUrl::RouteConfiguration);
+    let last = routes["route-1975"].virtual_hosts[0].routes.last().unwrap().clone();
+    let Some(route::Action::DirectResponse(response)) = last.action else {
+        panic!("last route is not a direct response: {last:?}")
+    };
+    assert_eq!(response.status, 404);
+    let Some(data_source::Specifier::InlineString(body)) = response.body.and_then(|b| b.specifier)
+    else {
+        panic!("no inline body")
+    };
+    assert_eq!(body, NOT_FOUND_BODY);
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"error": {
+            "message": "No route matches the requested model.",
+            "type": "invalid_request_error",
+            "param": "model",
+            "code": "model_not_found"
+        }})
+    );
+    let header = last.response_headers_to_add[0].header.clone().unwrap();
+    assert_eq!((header.key.as_str(), header.value.as_str()), ("content-type", "application/json"));
+}
+
+// ---- incremental updates ----
+
+fn key(kind: Kind, ns: &str, name: &str) -> ObjectKey {
+    ObjectKey::new(kind, ns, name)
+}
+
+/// A graph, a compiler and a store kept in step, as the server will run them.
+struct Harness {
+    graph: Graph,
+    compiler: Compiler,
+    store: SnapshotStore,
+}
+
+impl Harness {
+    fn new(objects: Vec<aixds::api::Object>) -> Harness {
+        let mut graph = Graph::new();
+        for o in objects {
+            graph.apply(o);
+        }
+        let mut compiler = Compiler::new(CompileOptions::default());
+        let store = SnapshotStore::new();
+        store.publish(compiler.full(&graph));
+        Harness { graph, compiler, store }
+    }
+
+    /// Applies `object` and returns what the store saw change.
+    fn apply(&mut self, object: aixds::api::Object) -> Vec<(TypeUrl, String)> {
+        let affected = self.graph.apply(object);
+        self.store.publish(self.compiler.update(&self.graph, &affected.keys))
+    }
+
+    /// Applies `object` and returns what the compiler emitted, before the store drops the
+    /// unchanged.
+    fn apply_unfiltered(&mut self, object: aixds::api::Object) -> Vec<(TypeUrl, String)> {
+        let affected = self.graph.apply(object);
+        let updates = self.compiler.update(&self.graph, &affected.keys);
+        let names = updates.iter().map(|u| (u.type_url, u.name.clone())).collect();
+        self.store.publish(updates);
+        names
+    }
+
+    fn delete(&mut self, key: &ObjectKey) -> Vec<(TypeUrl, String)> {
+        let affected = self.graph.delete(key);
+        self.store.publish(self.compiler.update(&self.graph, &affected.keys))
+    }
+
+    fn names(&self, type_url: TypeUrl) -> Vec<String> {
+        self.store.load().resources(type_url).keys().cloned().collect()
+    }
+
+    /// The store holds exactly what a fresh full compile of the graph gives.
+    fn assert_matches_full(&self) {
+        let fresh = SnapshotStore::new();
+        fresh.publish(full(&self.graph));
+        for t in TypeUrl::ALL {
+            let versions = |s: &SnapshotStore| -> Vec<(String, String)> {
+                s.load()
+                    .resources(t)
+                    .values()
+                    .map(|r| (r.name.clone(), r.version.clone()))
+                    .collect()
+            };
+            assert_eq!(versions(&self.store), versions(&fresh), "{t} differs from a full compile");
+        }
+    }
+}
+
+fn simple() -> Vec<aixds::api::Object> {
+    vec![
+        route("ns", "r").backend("b").backend("c").build(),
+        backend_to_backend("ns", "b", "eb"),
+        envoy_backend("ns", "eb", "10.0.0.1"),
+        backend_to_backend("ns", "c", "ec"),
+        envoy_backend("ns", "ec", "10.0.0.2"),
+    ]
+}
+
+#[test]
+fn backend_ip_change_updates_only_its_load_assignment() {
+    let mut h = Harness::new(simple());
+    let changed = h.apply(envoy_backend("ns", "eb", "10.0.0.9"));
+    assert_eq!(changed, [(TypeUrl::ClusterLoadAssignment, "aisb/ns/b".to_string())]);
+    let cla = h.store.load().get(TypeUrl::ClusterLoadAssignment, "aisb/ns/b").unwrap().clone();
+    assert_eq!(
+        cla.sources,
+        [key(Kind::AIServiceBackend, "ns", "b"), key(Kind::Backend, "ns", "eb")]
+    );
+    h.assert_matches_full();
+}
+
+#[test]
+fn unchanged_reapply_changes_nothing() {
+    let mut h = Harness::new(simple());
+    assert_eq!(h.apply(envoy_backend("ns", "eb", "10.0.0.1")), []);
+    assert_eq!(h.apply(route("ns", "r").backend("b").backend("c").build()), []);
+}
+
+fn gateway(name: &str, port: u16) -> aixds::api::Object {
+    parse(&format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: {name}, namespace: ns}}\nspec:\n  gatewayClassName: aixds\n  listeners: [{{name: http, protocol: HTTP, port: {port}}}]\n"
+    ))
+}
+
+fn attached_route(name: &str, gateway: &str, model: &str) -> aixds::api::Object {
+    parse(&format!(
+        "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIGatewayRoute\nmetadata: {{name: {name}, namespace: ns}}\nspec:\n  parentRefs: [{{name: {gateway}}}]\n  rules:\n  - matches: [{{headers: [{{name: x-ai-eg-model, value: {model}}}]}}]\n    backendRefs: [{{name: b}}]\n"
+    ))
+}
+
+#[test]
+fn route_change_updates_only_its_route_configuration() {
+    let mut objects = simple();
+    objects.extend([
+        gateway("g1", 80),
+        gateway("g2", 81),
+        attached_route("r1", "g1", "m1"),
+        attached_route("r2", "g2", "m2"),
+    ]);
+    let mut h = Harness::new(objects);
+    assert_eq!(h.names(TypeUrl::Listener), ["listener-80", "listener-81"]);
+    // Not only does the store see one change: the compiler re-assembles no other port.
+    let emitted = h.apply_unfiltered(attached_route("r1", "g1", "other-model"));
+    assert_eq!(emitted, [(TypeUrl::RouteConfiguration, "route-80".to_string())]);
+    h.assert_matches_full();
+
+    // Moving the route to the other Gateway re-assembles both ports.
+    let changed = h.apply(attached_route("r1", "g2", "other-model"));
+    assert_eq!(
+        changed,
+        [
+            (TypeUrl::RouteConfiguration, "route-80".to_string()),
+            (TypeUrl::RouteConfiguration, "route-81".to_string())
+        ]
+    );
+    h.assert_matches_full();
+
+    // A Gateway going away takes its listener and route configuration with it.
+    let changed = h.delete(&key(Kind::Gateway, "ns", "g1"));
+    assert!(changed.contains(&(TypeUrl::Listener, "listener-80".to_string())), "{changed:?}");
+    assert!(
+        changed.contains(&(TypeUrl::RouteConfiguration, "route-80".to_string())),
+        "{changed:?}"
+    );
+    assert_eq!(h.names(TypeUrl::Listener), ["listener-81"]);
+    h.assert_matches_full();
+}
+
+#[test]
+fn the_default_listener_gives_way_to_gateways_and_returns() {
+    let mut h = Harness::new(simple());
+    assert_eq!(h.names(TypeUrl::Listener), ["listener-1975"]);
+    h.apply(gateway("g1", 80));
+    assert_eq!(h.names(TypeUrl::Listener), ["listener-80"]);
+    assert_eq!(h.names(TypeUrl::RouteConfiguration), ["route-80"]);
+    h.assert_matches_full();
+
+    // A Gateway that is not accepted still counts: no default listener, and no listener of its own.
+    h.apply(parse(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g1, namespace: ns}\nspec:\n  listeners: [{name: udp, protocol: UDP, port: 80}]\n",
+    ));
+    assert_eq!(h.names(TypeUrl::Listener), Vec::<String>::new());
+    assert_eq!(h.names(TypeUrl::RouteConfiguration), Vec::<String>::new());
+    h.assert_matches_full();
+
+    h.delete(&key(Kind::Gateway, "ns", "g1"));
+    assert_eq!(h.names(TypeUrl::Listener), ["listener-1975"]);
+    assert_eq!(h.names(TypeUrl::RouteConfiguration), ["route-1975"]);
+    h.assert_matches_full();
+}
+
+#[test]
+fn deleting_a_backend_removes_its_cluster_and_load_assignment() {
+    let mut h = Harness::new(simple());
+    let changed = h.delete(&key(Kind::AIServiceBackend, "ns", "b"));
+    assert_eq!(
+        changed,
+        [
+            (TypeUrl::Cluster, "aisb/ns/b".to_string()),
+            (TypeUrl::ClusterLoadAssignment, "aisb/ns/b".to_string()),
+            (TypeUrl::RouteConfiguration, "route-1975".to_string()),
+        ]
+    );
+    assert_eq!(h.names(TypeUrl::Cluster), ["aisb/ns/c"]);
+    h.assert_matches_full();
+
+    // And it comes back when the backend does.
+    h.apply(backend_to_backend("ns", "b", "eb"));
+    assert_eq!(h.names(TypeUrl::Cluster), ["aisb/ns/b", "aisb/ns/c"]);
+    h.assert_matches_full();
+}
+
+#[test]
+fn invalid_backend_compiles_nothing_and_the_rest_compiles() {
+    let mut objects = simple();
+    objects.push(route("ns", "bad-route").backend("bad").backend("c").build());
+    objects.push(service_backend("ns", "bad", "", "Service", "svc"));
+    let updates = full(&Harness::new(objects).graph);
+    assert_eq!(names(&updates, TypeUrl::Cluster), ["aisb/ns/b", "aisb/ns/c"]);
+    let routes: BTreeMap<String, RouteConfiguration> =
+        decoded(&updates, TypeUrl::RouteConfiguration);
+    let route_names: Vec<&str> =
+        routes["route-1975"].virtual_hosts[0].routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        route_names,
+        ["ns/bad-route/rule/1/match/0", "ns/r/rule/0/match/0", "ns/r/rule/1/match/0", "not-found"]
+    );
+}
+
+#[test]
+fn route_to_missing_pool_omits_that_rule_until_the_pool_appears() {
+    let mut h = Harness::new(vec![
+        route("ns", "r").pool("llama").backend("b").build(),
+        backend_to_backend("ns", "b", "eb"),
+        envoy_backend("ns", "eb", "10.0.0.1"),
+    ]);
+    let route_names = |h: &Harness| -> Vec<String> {
+        let snapshot = h.store.load();
+        let r = snapshot.get(TypeUrl::RouteConfiguration, "route-1975").unwrap();
+        RouteConfiguration::decode(r.body.value.as_slice()).unwrap().virtual_hosts[0]
+            .routes
+            .iter()
+            .map(|r| r.name.clone())
+            .collect()
+    };
+    assert_eq!(route_names(&h), ["ns/r/rule/1/match/0", "not-found"]);
+    assert_eq!(h.names(TypeUrl::Cluster), ["aisb/ns/b"]);
+
+    let changed = h.apply(pool("ns", "llama", "llama"));
+    assert_eq!(
+        changed,
+        [
+            (TypeUrl::Cluster, "pool/ns/llama".to_string()),
+            (TypeUrl::ClusterLoadAssignment, "pool/ns/llama".to_string()),
+            (TypeUrl::RouteConfiguration, "route-1975".to_string()),
+        ]
+    );
+    assert_eq!(route_names(&h), ["ns/r/rule/0/match/0", "ns/r/rule/1/match/0", "not-found"]);
+
+    // A pod joining the pool changes its load assignment alone.
+    let changed = h.apply(pod("ns", "llama-0", "llama", "10.0.1.1"));
+    assert_eq!(changed, [(TypeUrl::ClusterLoadAssignment, "pool/ns/llama".to_string())]);
+    let cla = h.store.load().get(TypeUrl::ClusterLoadAssignment, "pool/ns/llama").unwrap().clone();
+    assert_eq!(
+        cla.sources,
+        [key(Kind::InferencePool, "ns", "llama"), key(Kind::Pod, "ns", "llama-0")]
+    );
+    h.assert_matches_full();
+
+    // The route dropping the pool drops its cluster too.
+    let changed = h.apply(route("ns", "r").backend("b").build());
+    assert!(changed.contains(&(TypeUrl::Cluster, "pool/ns/llama".to_string())), "{changed:?}");
+    assert_eq!(h.names(TypeUrl::Cluster), ["aisb/ns/b"]);
+    h.assert_matches_full();
+}
+
+#[test]
+fn backend_metadata_names_schema_and_backend() {
+    let updates = full(&quickstart());
+    let clusters: BTreeMap<String, Cluster> = decoded(&updates, TypeUrl::Cluster);
+    let fields =
+        &clusters["aisb/default/upstream-a"].metadata.as_ref().unwrap().filter_metadata["aixds"]
+            .fields;
+    let text = |k: &str| match &fields[k].kind {
+        Some(value::Kind::StringValue(s)) => s.clone(),
+        other => panic!("{k}: {other:?}"),
+    };
+    assert_eq!(text("schema"), "OpenAI");
+    assert_eq!(text("backend"), "default/upstream-a");
+}
+
+#[test]
+fn any_sequence_of_changes_matches_a_full_compile() {
+    // Variants of a few objects, so that steps change, break, fix and remove them.
+    let routes = [
+        route("ns", "r1").backend("b1").pool("p1").build(),
+        route("ns", "r1").backend("b2").build(),
+        attached_route("r2", "g1", "m"),
+        attached_route("r2", "g2", "m"),
+        route("ns", "r3").pool("p1").backend("b3").build(),
+    ];
+    let others = [
+        backend_to_backend("ns", "b1", "e1"),
+        backend_to_pool("ns", "b1", "p1"),
+        backend_to_backend("ns", "b2", "e2"),
+        backend_to_backend("ns", "b3", "e1"),
+        service_backend("ns", "b3", "", "Service", "svc"),
+        envoy_backend("ns", "e1", "10.0.0.1"),
+        envoy_backend("ns", "e1", "10.0.0.2"),
+        envoy_backend("ns", "e2", "10.0.0.3"),
+        pool("ns", "p1", "llm"),
+        pod("ns", "pod-0", "llm", "10.0.1.1"),
+        pod("ns", "pod-0", "other", "10.0.1.1"),
+        pod("ns", "pod-1", "llm", "10.0.1.2"),
+        gateway("g1", 80),
+        gateway("g1", 81),
+        gateway("g2", 81),
+    ];
+    let candidates: Vec<aixds::api::Object> = routes.into_iter().chain(others).collect();
+    let mut h = Harness::new(Vec::new());
+    let mut seed: u64 = 0x5eed;
+    for _ in 0..400 {
+        // xorshift: deterministic, so a failure reproduces.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let object = &candidates[(seed % candidates.len() as u64) as usize];
+        if (seed >> 32).is_multiple_of(3) {
+            h.delete(&object.key);
+        } else {
+            h.apply(object.clone());
+        }
+        h.assert_matches_full();
+    }
+    let snapshot = h.store.load();
+    let updates: Vec<Update> = TypeUrl::ALL
+        .into_iter()
+        .flat_map(|t| snapshot.resources(t).values())
+        .map(|r| Update {
+            type_url: TypeUrl::parse(&r.body.type_url).unwrap(),
+            name: r.name.clone(),
+            resource: Some((**r).clone()),
+        })
+        .collect();
+    envoy_validates(&updates);
+}
