@@ -2,9 +2,11 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod bootstrap;
 pub mod cli;
 pub mod compile;
 pub mod crds;
 pub mod graph;
+pub mod run;
 pub mod source;
 pub mod xds;

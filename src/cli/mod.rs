@@ -54,6 +54,43 @@ pub enum Command {
         #[arg(long, short, value_enum, default_value_t = GraphFormat::Json)]
         format: GraphFormat,
     },
+    /// Run the gateway: load and watch manifests, serve xDS, and start Envoy pointed at it.
+    ///
+    /// Edits to the manifests apply without a restart: only the affected Envoy resources are
+    /// recompiled and pushed. Envoy is found via --envoy, $ENVOY_BIN, .venv/bin/envoy (installed
+    /// by hack/install.sh) or PATH; its logs appear under the `envoy` target. Stop with Ctrl-C.
+    Run {
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// Address to serve xDS on (ADS, delta and state-of-the-world).
+        #[arg(long, default_value = "127.0.0.1:18000")]
+        xds_address: std::net::SocketAddr,
+        /// Address the Envoy listeners bind to.
+        #[arg(long, default_value = "0.0.0.0")]
+        listener_address: String,
+        /// Listener port when the manifests define no Gateway.
+        #[arg(long, default_value_t = 1975)]
+        default_port: u16,
+        /// Only serve xDS; start no Envoy.
+        #[arg(long)]
+        no_envoy: bool,
+        /// The Envoy binary.
+        #[arg(long, value_name = "PATH")]
+        envoy: Option<PathBuf>,
+        #[command(flatten)]
+        envoy_node: EnvoyNodeArgs,
+        /// Envoy's log level.
+        #[arg(long, default_value = "warning")]
+        envoy_log_level: String,
+    },
+    /// Print an Envoy bootstrap (YAML) that points an Envoy at aixds over ADS.
+    Bootstrap {
+        /// Where aixds serves xDS, as Envoy reaches it (an IP or a DNS name, with port).
+        #[arg(long, default_value = "127.0.0.1:18000")]
+        xds_address: String,
+        #[command(flatten)]
+        envoy_node: EnvoyNodeArgs,
+    },
     /// Print the CustomResourceDefinitions for the kinds aixds reads, generated from its types.
     ///
     /// With --out-dir, write one file per CRD instead (the chart keeps them in
@@ -62,6 +99,31 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
     },
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct EnvoyNodeArgs {
+    /// Envoy's node id, as aixds logs and reports it.
+    #[arg(long, default_value = "envoy")]
+    pub node_id: String,
+    /// Port of Envoy's admin interface (on 127.0.0.1).
+    #[arg(long, default_value_t = 9901)]
+    pub envoy_admin_port: u16,
+    /// Use state-of-the-world ADS instead of delta.
+    #[arg(long)]
+    pub sotw: bool,
+}
+
+impl EnvoyNodeArgs {
+    fn bootstrap(&self, xds_address: String) -> crate::bootstrap::BootstrapOptions {
+        crate::bootstrap::BootstrapOptions {
+            xds_address,
+            node_id: self.node_id.clone(),
+            admin_port: self.envoy_admin_port,
+            sotw: self.sotw,
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,6 +189,42 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     stdout.write_all(crate::graph::export::to_dot(&loaded.graph).as_bytes())?
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run {
+            paths,
+            xds_address,
+            listener_address,
+            default_port,
+            no_envoy,
+            envoy,
+            envoy_node,
+            envoy_log_level,
+        } => {
+            let envoy = match no_envoy {
+                true => None,
+                false => Some(crate::run::EnvoyOptions {
+                    binary: crate::run::find_envoy(envoy)?,
+                    bootstrap: envoy_node.bootstrap(xds_address.to_string()),
+                    log_level: envoy_log_level,
+                    concurrency: None,
+                }),
+            };
+            let opts = crate::run::RunOptions {
+                paths,
+                xds_listen: xds_address,
+                compile: crate::compile::CompileOptions { listener_address, default_port },
+                envoy,
+                debounce: std::time::Duration::from_millis(20),
+                max_delay: std::time::Duration::from_millis(200),
+            };
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(async { crate::run::start(opts).await?.wait().await })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bootstrap { xds_address, envoy_node } => {
+            let b = crate::bootstrap::bootstrap(&envoy_node.bootstrap(xds_address))?;
+            print!("{}", serde_yaml::to_string(&b)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Crds { out_dir } => {

@@ -6,5 +6,7 @@ mod cli;
 mod compat;
 mod compile;
 mod crds;
+mod envoy;
 mod graph;
+mod harness;
 mod source;

@@ -1,0 +1,106 @@
+//! Envoy as a child process: found, started with a bootstrap that points at this aixds, its
+//! logs forwarded to ours, stopped with us.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use anyhow::Context;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::bootstrap::{BootstrapOptions, bootstrap};
+
+#[derive(Debug, Clone)]
+pub struct EnvoyOptions {
+    pub binary: PathBuf,
+    /// `xds_address` is replaced by the address aixds actually listens on.
+    pub bootstrap: BootstrapOptions,
+    pub log_level: String,
+    /// Worker threads (`--concurrency`); `None` lets Envoy use one per core.
+    pub concurrency: Option<u32>,
+}
+
+/// The Envoy binary: `explicit` (`--envoy`), else `$ENVOY_BIN`, else `.venv/bin/envoy` (what
+/// `hack/install.sh` installs), else `envoy` on PATH.
+pub fn find_envoy(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = explicit.or_else(|| std::env::var_os("ENVOY_BIN").map(PathBuf::from)) {
+        return Ok(path);
+    }
+    let venv = Path::new(".venv/bin/envoy");
+    if venv.exists() {
+        return Ok(venv.to_path_buf());
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join("envoy"))
+        .find(|p| p.is_file())
+        .context(
+            "no envoy binary: pass --envoy, set ENVOY_BIN, run `bash hack/install.sh` \
+             (installs .venv/bin/envoy), or use --no-envoy",
+        )
+}
+
+pub(super) struct EnvoyProcess {
+    child: Child,
+    pub admin: SocketAddr,
+    // Kept so that the bootstrap file lives as long as Envoy.
+    _bootstrap: tempfile::NamedTempFile,
+}
+
+impl EnvoyProcess {
+    pub async fn start(opts: &EnvoyOptions, xds_addr: SocketAddr) -> anyhow::Result<Self> {
+        let mut b = opts.bootstrap.clone();
+        b.xds_address = xds_addr.to_string();
+        let file = tempfile::Builder::new().prefix("aixds-envoy-").suffix(".json").tempfile()?;
+        std::fs::write(file.path(), serde_json::to_vec_pretty(&bootstrap(&b)?)?)?;
+        let mut cmd = Command::new(&opts.binary);
+        cmd.arg("-c")
+            .arg(file.path())
+            .args(["--log-level", &opts.log_level])
+            // Several Envoys may run on one machine (tests, side by side setups).
+            .arg("--disable-hot-restart")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(n) = opts.concurrency {
+            cmd.args(["--concurrency", &n.to_string()]);
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting envoy from {}", opts.binary.display()))?;
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(forward(out));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(forward(err));
+        }
+        let admin: SocketAddr = format!("{}:{}", b.admin_address, b.admin_port)
+            .parse()
+            .context("Envoy admin address")?;
+        tracing::info!(pid = child.id(), %admin, "started envoy");
+        Ok(EnvoyProcess { child, admin, _bootstrap: file })
+    }
+
+    pub async fn wait(&mut self) -> String {
+        match self.child.wait().await {
+            Ok(status) => status.to_string(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}
+
+/// Envoy's log lines become ours, under the `envoy` target.
+async fn forward<R: tokio::io::AsyncRead + Unpin>(reader: R) {
+    let mut lines = BufReader::new(reader).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::info!(target: "envoy", "{line}");
+    }
+}

@@ -1,0 +1,349 @@
+//! aixds driving a real Envoy: routing by model, weights, live edits, delta pushes as recorded by
+//! the server, state-of-the-world, and Envoy surviving an aixds restart.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use aixds::bootstrap::BootstrapOptions;
+use aixds::compile::CompileOptions;
+use aixds::run::{EnvoyOptions, RunOptions, Running};
+use aixds::xds::TypeUrl;
+
+use crate::harness::*;
+
+/// A model and the backends serving it: (upstream name, address, weight).
+type Rule<'a> = (&'a str, Vec<(&'a str, SocketAddr, u32)>);
+
+/// A gateway on `port` with one rule per model.
+fn manifests(port: u16, rules: &[Rule]) -> String {
+    let mut out = format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw}}\n\
+         spec: {{gatewayClassName: aixds, listeners: [{{name: http, protocol: HTTP, port: {port}}}]}}\n"
+    );
+    let mut route = String::from(
+        "---\napiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIGatewayRoute\nmetadata: {name: r}\n\
+         spec:\n  parentRefs: [{name: gw}]\n  rules:\n",
+    );
+    let mut seen = std::collections::BTreeMap::new();
+    for (model, backends) in rules {
+        let refs: Vec<String> =
+            backends.iter().map(|(n, _, w)| format!("{{name: {n}, weight: {w}}}")).collect();
+        route.push_str(&format!(
+            "  - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: {model}}}]}}]\n    backendRefs: [{}]\n",
+            refs.join(", ")
+        ));
+        for (name, addr, _) in backends {
+            seen.insert(*name, *addr);
+        }
+    }
+    out.push_str(&route);
+    for (name, addr) in seen {
+        out.push_str(&backend_yaml(name, addr));
+    }
+    out
+}
+
+fn backend_yaml(name: &str, addr: SocketAddr) -> String {
+    format!(
+        "---\napiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIServiceBackend\nmetadata: {{name: {name}}}\n\
+         spec: {{schema: {{name: OpenAI}}, backendRef: {{name: {name}, group: gateway.envoyproxy.io, kind: Backend}}}}\n\
+         ---\napiVersion: gateway.envoyproxy.io/v1alpha1\nkind: Backend\nmetadata: {{name: {name}}}\n\
+         spec: {{endpoints: [{{ip: {{address: \"{}\", port: {}}}}}]}}\n",
+        addr.ip(),
+        addr.port()
+    )
+}
+
+struct Gateway {
+    running: Running,
+    port: u16,
+    admin: u16,
+}
+
+async fn start_gateway(dir: &Path, port: u16, sotw: bool, node_id: &str) -> Gateway {
+    let admin = free_port();
+    let running = aixds::run::start(RunOptions {
+        paths: vec![dir.to_path_buf()],
+        xds_listen: "127.0.0.1:0".parse().unwrap(),
+        compile: CompileOptions { listener_address: "127.0.0.1".into(), default_port: port },
+        envoy: Some(EnvoyOptions {
+            binary: envoy_bin(),
+            bootstrap: BootstrapOptions {
+                node_id: node_id.into(),
+                admin_port: admin,
+                sotw,
+                ..Default::default()
+            },
+            log_level: "warning".into(),
+            concurrency: Some(1),
+        }),
+        debounce: Duration::from_millis(10),
+        max_delay: Duration::from_millis(100),
+    })
+    .await
+    .expect("aixds starts");
+    Gateway { running, port, admin }
+}
+
+/// Writes `text` to `path` and waits until the control loop applied it.
+async fn edit(gw: &mut Gateway, path: &Path, text: &str) {
+    let before = *gw.running.batches.borrow();
+    std::fs::write(path, text).unwrap();
+    let batches = &mut gw.running.batches;
+    tokio::time::timeout(Duration::from_secs(10), batches.wait_for(|n| *n > before))
+        .await
+        .expect("the edit is applied")
+        .unwrap();
+}
+
+async fn routes_and_edits(sotw: bool) {
+    let (a, b) = (Upstream::start("A").await, Upstream::start("B").await);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.yaml");
+    let port = free_port();
+    std::fs::write(
+        &file,
+        manifests(
+            port,
+            &[("model-a", vec![("a", a.addr, 1)]), ("model-b", vec![("b", b.addr, 1)])],
+        ),
+    )
+    .unwrap();
+    let mut gw = start_gateway(dir.path(), port, sotw, if sotw { "sotw" } else { "delta" }).await;
+
+    eventually(30, "model-a served by A", || async {
+        (served_by(gw.port, "model-a").await == Ok("A".into())).then_some(())
+    })
+    .await;
+    assert_eq!(served_by(gw.port, "model-b").await, Ok("B".into()));
+
+    let unknown = chat(gw.port, "no-such-model").await.unwrap();
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.headers.get("content-type").map(String::as_str), Some("application/json"));
+    assert_eq!(unknown.json()["error"]["code"], "model_not_found");
+
+    // Point model-a at B: routing changes with no restart.
+    edit(
+        &mut gw,
+        &file,
+        &manifests(
+            port,
+            &[("model-a", vec![("b", b.addr, 1)]), ("model-b", vec![("b", b.addr, 1)])],
+        ),
+    )
+    .await;
+    eventually(10, "model-a moves to B", || async {
+        (served_by(gw.port, "model-a").await == Ok("B".into())).then_some(())
+    })
+    .await;
+
+    // Drop the model-a rule: it 404s, model-b still works.
+    edit(&mut gw, &file, &manifests(port, &[("model-b", vec![("b", b.addr, 1)])])).await;
+    eventually(10, "model-a 404s", || async {
+        (served_by(gw.port, "model-a").await == Err(404)).then_some(())
+    })
+    .await;
+    assert_eq!(served_by(gw.port, "model-b").await, Ok("B".into()));
+
+    let dump = admin_get(gw.admin, "/config_dump").await;
+    assert!(dump.contains("aisb/default/b"), "cluster for backend b in config_dump");
+    assert!(!dump.contains("aisb/default/a\""), "cluster for the removed backend a is gone");
+    assert_eq!(rejected_updates(gw.admin).await, 0, "Envoy rejected no config");
+    gw.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_routes_models_and_applies_edits() {
+    routes_and_edits(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sotw_routes_models_and_applies_edits() {
+    routes_and_edits(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_split_traffic() {
+    let (a, b) = (Upstream::start("A").await, Upstream::start("B").await);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::write(
+        dir.path().join("gateway.yaml"),
+        manifests(port, &[("m", vec![("a", a.addr, 3), ("b", b.addr, 1)])]),
+    )
+    .unwrap();
+    let gw = start_gateway(dir.path(), port, false, "weights").await;
+    eventually(30, "m served", || async { served_by(gw.port, "m").await.ok() }).await;
+    let mut to_a = 0;
+    for _ in 0..200 {
+        if served_by(gw.port, "m").await == Ok("A".into()) {
+            to_a += 1;
+        }
+    }
+    // 3:1 means 150 of 200 expected; the bound is wide enough to never flake (p < 1e-6).
+    assert!((115..=185).contains(&to_a), "A served {to_a} of 200 with weight 3:1");
+    gw.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_pushes_only_what_changed() {
+    let (a, b) = (Upstream::start("A").await, Upstream::start("B").await);
+    let a2 = Upstream::start_on("127.0.0.2", "A2").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.yaml");
+    let port = free_port();
+    let rules = |a_addr| {
+        manifests(port, &[("model-a", vec![("a", a_addr, 1)]), ("model-b", vec![("b", b.addr, 1)])])
+    };
+    std::fs::write(&file, rules(a.addr)).unwrap();
+    let mut gw = start_gateway(dir.path(), port, false, "pushes").await;
+    eventually(30, "model-a served", || async {
+        (served_by(gw.port, "model-a").await == Ok("A".into())).then_some(())
+    })
+    .await;
+
+    // A new address for backend a: only its endpoints are pushed.
+    let mark = gw.running.push_log.records().len();
+    edit(&mut gw, &file, &rules(a2.addr)).await;
+    eventually(10, "model-a served by A2", || async {
+        (served_by(gw.port, "model-a").await == Ok("A2".into())).then_some(())
+    })
+    .await;
+    let pushes = gw.running.push_log.records().split_off(mark);
+    let pushed: Vec<(TypeUrl, Vec<String>)> =
+        pushes.iter().map(|p| (p.type_url, p.names.clone())).collect();
+    assert_eq!(pushed, [(TypeUrl::ClusterLoadAssignment, vec!["aisb/default/a".to_string()])]);
+
+    // A route change: only the RouteConfiguration.
+    let mark = gw.running.push_log.records().len();
+    let swapped = manifests(
+        port,
+        &[("model-a", vec![("a", a2.addr, 1)]), ("model-c", vec![("b", b.addr, 1)])],
+    );
+    edit(&mut gw, &file, &swapped).await;
+    eventually(10, "model-c served", || async {
+        (served_by(gw.port, "model-c").await == Ok("B".into())).then_some(())
+    })
+    .await;
+    let pushed: Vec<TypeUrl> =
+        gw.running.push_log.records().split_off(mark).iter().map(|p| p.type_url).collect();
+    assert_eq!(pushed, [TypeUrl::RouteConfiguration]);
+    assert_eq!(rejected_updates(gw.admin).await, 0);
+    gw.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_keeps_serving_while_aixds_restarts() {
+    let (a, b) = (Upstream::start("A").await, Upstream::start("B").await);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.yaml");
+    let port = free_port();
+    std::fs::write(&file, manifests(port, &[("m", vec![("a", a.addr, 1)])])).unwrap();
+    let xds_port = free_port();
+    let aixds = |dir: &Path| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_aixds"))
+            .args(["run", "--no-envoy", "--listener-address", "127.0.0.1"])
+            .args(["--xds-address", &format!("127.0.0.1:{xds_port}")])
+            .arg(dir)
+            .env("AIXDS_LOG", "warn")
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let mut control = aixds(dir.path());
+    let admin = free_port();
+    let bootstrap = aixds::bootstrap::bootstrap(&BootstrapOptions {
+        xds_address: format!("127.0.0.1:{xds_port}"),
+        node_id: "restart".into(),
+        admin_port: admin,
+        ..Default::default()
+    })
+    .unwrap();
+    let bootstrap_file = dir.path().join("bootstrap.json.envoy");
+    std::fs::write(&bootstrap_file, bootstrap.to_string()).unwrap();
+    let _envoy = tokio::process::Command::new(envoy_bin())
+        .arg("-c")
+        .arg(&bootstrap_file)
+        .args(["--disable-hot-restart", "--concurrency", "1", "--log-level", "error"])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    eventually(30, "m served by A", || async {
+        (served_by(port, "m").await == Ok("A".into())).then_some(())
+    })
+    .await;
+
+    control.kill().await.unwrap();
+    std::fs::write(&file, manifests(port, &[("m", vec![("b", b.addr, 1)])])).unwrap();
+    for _ in 0..10 {
+        assert_eq!(served_by(port, "m").await, Ok("A".into()), "Envoy keeps its last config");
+    }
+
+    let mut control = aixds(dir.path());
+    eventually(30, "m moves to B after aixds returns", || async {
+        (served_by(port, "m").await == Ok("B".into())).then_some(())
+    })
+    .await;
+    assert_eq!(rejected_updates(admin).await, 0);
+    control.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_object_never_reaches_envoy() {
+    let a = Upstream::start("A").await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let bad_ip: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let text = manifests(port, &[("m", vec![("a", a.addr, 1)]), ("bad", vec![("bad", bad_ip, 1)])])
+        .replace("address: \"127.0.0.1\", port: 1}", "address: \"not-an-ip\", port: 1}");
+    assert!(text.contains("not-an-ip"));
+    std::fs::write(dir.path().join("gateway.yaml"), text).unwrap();
+    let gw = start_gateway(dir.path(), port, false, "invalid").await;
+    eventually(30, "m served", || async { served_by(gw.port, "m").await.ok() }).await;
+    assert_eq!(
+        served_by(gw.port, "bad").await,
+        Err(404),
+        "the rule with no valid backend is left out"
+    );
+    let dump = admin_get(gw.admin, "/config_dump").await;
+    assert!(dump.contains("aisb/default/a") && !dump.contains("aisb/default/bad"));
+    assert_eq!(rejected_updates(gw.admin).await, 0);
+    gw.running.shutdown().await;
+}
+
+/// The upstream examples as their authors wrote them (Gateways on port 80) are accepted by a
+/// live Envoy: every resource type is ACKed and nothing is rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compat_examples_are_accepted_by_envoy() {
+    let compat = repo().join("../shared/compat/envoy-ai-gateway");
+    let sets: [&[&str]; 2] = [
+        &[
+            "basic-basic.yaml",
+            "basic-openai.yaml",
+            "basic-anthropic.yaml",
+            "basic-azure_openai.yaml",
+            "basic-anthropic-openai-local.yaml",
+        ],
+        &["inference-pool-base.yaml", "inference-pool-aigwroute.yaml"],
+    ];
+    for (i, files) in sets.into_iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in files {
+            std::fs::copy(compat.join(f), dir.path().join(f)).unwrap();
+        }
+        let gw = start_gateway(dir.path(), 0, false, &format!("compat-{i}")).await;
+        let expected = gw.running.store.load();
+        eventually(30, "Envoy has every listener and cluster", || async {
+            let dump = admin_get(gw.admin, "/config_dump?include_eds").await;
+            let all = TypeUrl::ALL.iter().all(|t| {
+                expected.resources(*t).keys().all(|name| dump.contains(&format!("\"{name}\"")))
+            });
+            all.then_some(())
+        })
+        .await;
+        assert!(!expected.resources(TypeUrl::Cluster).is_empty());
+        assert_eq!(rejected_updates(gw.admin).await, 0, "set {files:?}");
+        gw.running.shutdown().await;
+    }
+}

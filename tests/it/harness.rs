@@ -1,0 +1,198 @@
+//! Real processes for end-to-end tests: upstream simulators (`e2e/upstream.py`), Envoy from the
+//! project's virtualenv, free loopback ports, and a small HTTP/1.1 client.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Envoy from `$ENVOY_BIN` or the virtualenv `hack/install.sh` makes.
+pub fn envoy_bin() -> PathBuf {
+    std::env::var_os("ENVOY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv/bin/envoy"))
+}
+
+fn python() -> PathBuf {
+    repo().join(".venv/bin/python")
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One `e2e/upstream.py` process.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    _child: Child,
+}
+
+impl Upstream {
+    pub async fn start(id: &str) -> Upstream {
+        Self::start_on("127.0.0.1", id).await
+    }
+
+    pub async fn start_on(host: &str, id: &str) -> Upstream {
+        let mut child = Command::new(python())
+            .arg(repo().join("e2e/upstream.py"))
+            .args(["--host", host, "--port", "0", "--id", id])
+            .stdout(Stdio::piped())
+            // One access-log line per request would drown the test output.
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start e2e/upstream.py (run hack/install.sh)");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("upstream starts")
+            .unwrap()
+            .unwrap();
+        let addr = line.strip_prefix("listening on ").unwrap().parse().unwrap();
+        Upstream { addr, _child: child }
+    }
+}
+
+pub struct Response {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: String,
+}
+
+impl Response {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+/// POSTs a small chat completion for `model`, routed by the `x-ai-eg-model` header.
+pub async fn chat(port: u16, model: &str) -> std::io::Result<Response> {
+    let body = serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+    request(port, "POST", "/v1/chat/completions", &[("x-ai-eg-model", model)], &body.to_string())
+        .await
+}
+
+/// One HTTP/1.1 request on a fresh connection to 127.0.0.1:`port`. The response is read by its
+/// framing (content-length or chunked), not to connection close: Envoy answers a direct response
+/// before reading the request body, and closing with unread input would reset the connection.
+pub async fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<Response> {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    head.push_str(body);
+    stream.write_all(head.as_bytes()).await?;
+    tokio::time::timeout(Duration::from_secs(20), read_response(&mut stream))
+        .await
+        .map_err(|_| std::io::Error::other("response timed out"))?
+}
+
+async fn read_response(stream: &mut tokio::net::TcpStream) -> std::io::Result<Response> {
+    let malformed = || std::io::Error::other("malformed HTTP response");
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        if let Some(response) = parse_response(&raw) {
+            return Ok(response);
+        }
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return parse_response(&raw).ok_or_else(malformed);
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// The response in `raw`, once all of it has arrived.
+fn parse_response(raw: &[u8]) -> Option<Response> {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&raw[..split]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers: HashMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let rest = &raw[split + 4..];
+    let body = if headers.get("transfer-encoding").is_some_and(|t| t == "chunked") {
+        dechunk(rest)?
+    } else {
+        let len: usize = headers.get("content-length").and_then(|l| l.parse().ok()).unwrap_or(0);
+        rest.get(..len)?.to_vec()
+    };
+    Some(Response { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
+}
+
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&data[..line_end]).ok()?.trim(), 16).ok()?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(data.get(..size)?);
+        data = data.get(size + 2..)?;
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, for at most `secs` seconds.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Which upstream served `model`, or the status when none did.
+pub async fn served_by(port: u16, model: &str) -> Result<String, u16> {
+    match chat(port, model).await {
+        Ok(r) if r.status == 200 => Ok(r.headers.get("x-upstream-id").cloned().unwrap_or_default()),
+        Ok(r) => Err(r.status),
+        Err(_) => Err(0),
+    }
+}
+
+/// Envoy's admin `GET path` (e.g. `/stats?filter=update_rejected`).
+pub async fn admin_get(admin_port: u16, path: &str) -> String {
+    request(admin_port, "GET", path, &[], "").await.map(|r| r.body).unwrap_or_default()
+}
+
+/// The sum of every `*update_rejected` counter Envoy reports: 0 means no config was NACKed.
+pub async fn rejected_updates(admin_port: u16) -> u64 {
+    admin_get(admin_port, "/stats?filter=update_rejected")
+        .await
+        .lines()
+        .filter_map(|l| l.rsplit_once(": ").and_then(|(_, v)| v.trim().parse::<u64>().ok()))
+        .sum()
+}
