@@ -78,9 +78,12 @@ pub fn bootstrap(opts: &BootstrapOptions) -> Result<serde_json::Value, AddressEr
                     "address": host, "port_value": port } } } }] }]
             }
         }] },
-        "layered_runtime": { "layers": [{ "name": "static", "static_layer": {
-            // AI request bodies are large; the default overload limits are not the issue here.
-            "overload": { "global_downstream_max_connections": 50000 } } }] }
+        // A connection limit, so that Envoy does not warn that it has none.
+        "overload_manager": { "resource_monitors": [{
+            "name": "envoy.resource_monitors.global_downstream_max_connections",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+                "max_active_downstream_connections": 50000 } }] }
     }))
 }
 

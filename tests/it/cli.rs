@@ -71,3 +71,21 @@ fn crds_print_every_definition() {
     assert_eq!(code, 0);
     assert_eq!(yaml.matches("kind: CustomResourceDefinition").count(), 5);
 }
+
+#[test]
+fn bootstrap_is_accepted_by_envoy() {
+    for extra in [&[][..], &["--sotw"][..], &["--xds-address", "aixds.aixds-system.svc:18000"][..]]
+    {
+        let (code, yaml, stderr) = aixds(&[&["bootstrap"][..], extra].concat());
+        assert_eq!(code, 0, "{stderr}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bootstrap.yaml");
+        std::fs::write(&file, &yaml).unwrap();
+        let out = Command::new(crate::harness::envoy_bin())
+            .args(["--mode", "validate", "--disable-hot-restart", "-c"])
+            .arg(&file)
+            .output()
+            .expect("run envoy (bash hack/install.sh)");
+        assert!(out.status.success(), "{extra:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
