@@ -11,6 +11,8 @@ mod delta;
 mod server;
 mod snapshot;
 mod sotw;
+#[cfg(test)]
+mod test_support;
 
 pub use ack::{Answer, Nack, UnknownType};
 pub use clients::{ClientInfo, Clients, PUSH_LOG_LEN, PushLog, PushRecord, StreamKind, TypeInfo};

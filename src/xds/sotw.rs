@@ -212,36 +212,13 @@ impl Summary for SotwState {
 
 #[cfg(test)]
 mod tests {
-    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
-    use envoy_types::pb::envoy::config::endpoint::v3::{
-        ClusterLoadAssignment, LocalityLbEndpoints,
-    };
     use envoy_types::pb::google::rpc::Status;
 
     use super::*;
-    use crate::xds::{Resource, SnapshotStore, Update};
+    use crate::xds::test_support::{cla, cluster, delete};
+    use crate::xds::{SnapshotStore, Update};
 
     use TypeUrl::{Cluster as CDS, ClusterLoadAssignment as EDS};
-
-    fn cluster(name: &str, tag: &str) -> Update {
-        let c = Cluster { name: name.into(), alt_stat_name: tag.into(), ..Default::default() };
-        put(CDS, Resource::new(name.into(), &c, vec![]))
-    }
-
-    fn cla(name: &str, priority: u32) -> Update {
-        let endpoints = vec![LocalityLbEndpoints { priority, ..Default::default() }];
-        let c =
-            ClusterLoadAssignment { cluster_name: name.into(), endpoints, ..Default::default() };
-        put(EDS, Resource::new(name.into(), &c, vec![]))
-    }
-
-    fn put(type_url: TypeUrl, resource: Resource) -> Update {
-        Update { type_url, name: resource.name.clone(), resource: Some(resource) }
-    }
-
-    fn delete(type_url: TypeUrl, name: &str) -> Update {
-        Update { type_url, name: name.into(), resource: None }
-    }
 
     fn req(type_url: TypeUrl, names: &[&str]) -> DiscoveryRequest {
         DiscoveryRequest {
