@@ -90,9 +90,14 @@ pub(super) fn backend(graph: &Graph, key: &ObjectKey) -> Option<Compiled> {
         _ => format!("{:?}", asb.schema.name),
     };
     let metadata = [("backend", format!("{}/{}", key.namespace, key.name)), ("schema", schema)];
-    let sources = vec![key.clone(), target.key.clone()];
+    let mut sources = vec![key.clone(), target.key.clone()];
     match target.object.as_deref().map(|o| &o.spec) {
-        Some(Spec::Backend(spec)) => Some(envoy_backend(name, spec, &metadata, sources)),
+        Some(Spec::Backend(spec)) => {
+            let tls = tls_policy(graph, &target.key);
+            sources.extend(tls.map(|(policy, _)| policy.clone()));
+            let sni = tls.map(|(_, hostname)| hostname);
+            Some(envoy_backend(name, spec, sni, &metadata, sources))
+        }
         Some(Spec::InferencePool(pool)) => {
             let (cla, pods) = endpoint::pool(&name, graph, &target.key, pool);
             let cla_sources = sources.iter().cloned().chain(pods).collect();
@@ -124,9 +129,23 @@ pub(super) fn pool(graph: &Graph, key: &ObjectKey) -> Option<Compiled> {
     })
 }
 
+/// The accepted BackendTLSPolicy that targets `backend`, with the hostname it asks for.
+fn tls_policy<'g>(graph: &'g Graph, backend: &ObjectKey) -> Option<(&'g ObjectKey, &'g str)> {
+    graph.referrers(backend).into_iter().find_map(|(kind, node)| {
+        let Some(Spec::BackendTLSPolicy(policy)) = node.object.as_deref().map(|o| &o.spec) else {
+            return None;
+        };
+        (kind == RefKind::TargetRef && node.accepted())
+            .then_some((&node.key, policy.validation.hostname.as_str()))
+    })
+}
+
+/// A Backend's cluster. TLS is used when a BackendTLSPolicy asks for it (`sni`: its hostname)
+/// or when the Backend listens on 443.
 fn envoy_backend(
     name: String,
     spec: &BackendSpec,
+    sni: Option<&str>,
     metadata: &[(&str, String)],
     sources: Vec<ObjectKey>,
 ) -> Compiled {
@@ -151,7 +170,9 @@ fn envoy_backend(
     }
     let port =
         |e: &BackendEndpoint| e.fqdn.as_ref().map(|f| f.port).or(e.ip.as_ref().map(|i| i.port));
-    if spec.endpoints.iter().any(|e| port(e) == Some(443)) {
+    if let Some(hostname) = sni {
+        cluster.transport_socket = Some(upstream_tls(&[hostname]));
+    } else if spec.endpoints.iter().any(|e| port(e) == Some(443)) {
         let mut hostnames: Vec<&str> = spec
             .endpoints
             .iter()
