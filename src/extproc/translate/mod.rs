@@ -241,4 +241,3 @@ fn percent_encode(s: &str) -> String {
     }
     out
 }
-

@@ -160,7 +160,9 @@ fn user_content(content: Option<&Value>, i: usize) -> Result<Value, TranslateErr
         Some(Value::String(s)) => return Ok(Value::String(s.clone())),
         Some(Value::Array(parts)) => parts,
         _ => {
-            return Err(invalid(format!("messages[{i}]: \"content\" must be a string or an array")));
+            return Err(invalid(format!(
+                "messages[{i}]: \"content\" must be a string or an array"
+            )));
         }
     };
     let mut blocks = Vec::with_capacity(parts.len());
@@ -400,7 +402,9 @@ fn user_to_openai(
         }
         Some(Value::Array(blocks)) => blocks,
         _ => {
-            return Err(invalid(format!("messages[{i}]: \"content\" must be a string or an array")));
+            return Err(invalid(format!(
+                "messages[{i}]: \"content\" must be a string or an array"
+            )));
         }
     };
     let mut parts = Vec::new();
@@ -493,7 +497,9 @@ fn assistant_to_openai(content: Option<&Value>, i: usize) -> Result<Value, Trans
         Some(Value::String(s)) => return Ok(json!({"role": "assistant", "content": s})),
         Some(Value::Array(blocks)) => blocks,
         _ => {
-            return Err(invalid(format!("messages[{i}]: \"content\" must be a string or an array")));
+            return Err(invalid(format!(
+                "messages[{i}]: \"content\" must be a string or an array"
+            )));
         }
     };
     let mut text = String::new();

@@ -133,8 +133,11 @@ impl AnthropicToChat {
                     }
                     Some("input_json_delta") => {
                         let block = v.get("index").and_then(Value::as_u64).unwrap_or_default();
-                        if let Some(&index) = self.tools.get(&block) {
-                            let call = json!({"index": index, "function": {"arguments": str_at(delta, "/partial_json")}});
+                        let partial = str_at(delta, "/partial_json");
+                        if let Some(&index) = self.tools.get(&block)
+                            && !partial.is_empty()
+                        {
+                            let call = json!({"index": index, "function": {"arguments": partial}});
                             write_openai(
                                 out,
                                 &self.chunk(json!({"tool_calls": [call]}), Value::Null),
