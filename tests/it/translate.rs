@@ -308,6 +308,7 @@ fn openai_chat_content_anthropic_cannot_take_is_refused() {
         ),
         (json!({"model": "c", "messages": [], "tools": [{"type": "web_search"}]}), 422),
         (json!({"model": "c", "messages": [], "n": 3}), 422),
+        (json!({"model": "c", "messages": [], "response_format": {"type": "json_object"}}), 422),
     ];
     for (body, status) in cases {
         let req = parse(Endpoint::ChatCompletions, &body);
@@ -607,6 +608,33 @@ fn openai_stream_to_anthropic_events() {
     ];
     assert_eq!(sse(&out), want);
     assert_eq!(t.usage(), Usage { input: 30, output: 20, cached_input: 8, total: 50 });
+}
+
+#[test]
+fn openai_stream_parallel_calls_sharing_an_index_stay_apart() {
+    let chunk = |call: Value| {
+        let c = json!({"id": "c", "model": "g", "choices": [{"index": 0, "delta": {"tool_calls": [call]}}]});
+        format!("data: {c}\n\n")
+    };
+    let input = [
+        chunk(json!({"index": 0, "id": "call_a", "function": {"name": "a", "arguments": "{}"}})),
+        chunk(json!({"index": 0, "id": "call_b", "function": {"name": "b", "arguments": "{}"}})),
+        "data: [DONE]\n\n".to_string(),
+    ]
+    .concat();
+    let mut t = translator(Endpoint::Messages, APISchema::OpenAI, true);
+    let starts: Vec<Value> = sse(&feed_whole(&mut t, input.as_bytes()))
+        .into_iter()
+        .filter(|(name, _)| name.as_deref() == Some("content_block_start"))
+        .map(|(_, data)| data)
+        .collect();
+    assert_eq!(
+        starts,
+        vec![
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": "call_a", "name": "a", "input": {}}}),
+            json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "call_b", "name": "b", "input": {}}}),
+        ]
+    );
 }
 
 #[test]

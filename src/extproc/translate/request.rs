@@ -126,6 +126,13 @@ pub(super) fn chat_to_messages(
     if let Some(c) = choice {
         out.insert("tool_choice".into(), c);
     }
+    // Dropping these would silently change what the client gets back.
+    let format = body.get("response_format").and_then(|f| f.get("type")).and_then(Value::as_str);
+    if let Some(kind @ ("json_object" | "json_schema")) = format {
+        return Err(unsupported(format!(
+            "response_format {kind:?} cannot be sent to an Anthropic backend; describe the format in the prompt or use a tool"
+        )));
+    }
     if let Some(n) = body.get("n").and_then(Value::as_u64)
         && n > 1
     {

@@ -52,14 +52,22 @@ pub fn response_translator(
 ) -> ResponseTranslator {
     let created =
         SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
-    ResponseTranslator {
-        mode: Mode::JsonPassthrough { anthropic: false, body: Vec::new() },
-        stream,
-        include_usage: false,
-        created,
-        usage: Usage::default(),
-    }
-    .with_mode(endpoint, backend)
+    let anthropic_backend = backend == APISchema::Anthropic;
+    let mode = match (endpoint, anthropic_backend, stream) {
+        (Endpoint::ChatCompletions, true, false) => Mode::JsonMessagesToChat { body: Vec::new() },
+        (Endpoint::ChatCompletions, true, true) => {
+            Mode::SseMessagesToChat(SseParser::default(), Box::new(AnthropicToChat::new()))
+        }
+        (Endpoint::Messages, false, false) => Mode::JsonChatToMessages { body: Vec::new() },
+        (Endpoint::Messages, false, true) => {
+            Mode::SseChatToMessages(SseParser::default(), Box::new(ChatToAnthropic::new()))
+        }
+        (_, anthropic, false) => Mode::JsonPassthrough { anthropic, body: Vec::new() },
+        (_, anthropic, true) => {
+            Mode::SsePassthrough(SseParser::default(), Passthrough::new(anthropic))
+        }
+    };
+    ResponseTranslator { mode, stream, include_usage: false, created, usage: Usage::default() }
 }
 
 impl ResponseTranslator {
@@ -67,47 +75,12 @@ impl ResponseTranslator {
     /// ([`super::ParsedRequest::include_usage`]); without it that chunk is withheld.
     pub fn include_usage(mut self, include: bool) -> Self {
         self.include_usage = include;
-        self.rebuild()
+        self
     }
 
     /// Sets the `created` timestamp of generated OpenAI objects (now, by default).
     pub fn with_created(mut self, created: u64) -> Self {
         self.created = created;
-        self.rebuild()
-    }
-
-    fn with_mode(mut self, endpoint: Endpoint, backend: APISchema) -> Self {
-        let anthropic_backend = backend == APISchema::Anthropic;
-        self.mode = match (endpoint, anthropic_backend, self.stream) {
-            (Endpoint::ChatCompletions, true, false) => {
-                Mode::JsonMessagesToChat { body: Vec::new() }
-            }
-            (Endpoint::ChatCompletions, true, true) => Mode::SseMessagesToChat(
-                SseParser::default(),
-                Box::new(AnthropicToChat::new(self.created, self.include_usage)),
-            ),
-            (Endpoint::Messages, false, false) => Mode::JsonChatToMessages { body: Vec::new() },
-            (Endpoint::Messages, false, true) => {
-                Mode::SseChatToMessages(SseParser::default(), Box::new(ChatToAnthropic::new()))
-            }
-            (_, anthropic, false) => Mode::JsonPassthrough { anthropic, body: Vec::new() },
-            (_, anthropic, true) => Mode::SsePassthrough(
-                SseParser::default(),
-                Passthrough::new(anthropic, !self.include_usage),
-            ),
-        };
-        self
-    }
-
-    /// Builders run before any byte is fed, so rebuilding the stream state loses nothing.
-    fn rebuild(mut self) -> Self {
-        match &mut self.mode {
-            Mode::SseMessagesToChat(_, t) => {
-                **t = AnthropicToChat::new(self.created, self.include_usage)
-            }
-            Mode::SsePassthrough(_, p) => p.set_strip_usage_chunk(!self.include_usage),
-            _ => {}
-        }
         self
     }
 
@@ -145,13 +118,13 @@ impl ResponseTranslator {
             }
             Mode::SsePassthrough(parser, p) => {
                 for ev in parser.feed(chunk, end_of_stream)? {
-                    p.event(&ev, &mut out);
+                    p.event(&ev, !self.include_usage, &mut out);
                 }
                 self.usage = p.usage();
             }
             Mode::SseMessagesToChat(parser, t) => {
                 for ev in parser.feed(chunk, end_of_stream)? {
-                    t.event(&ev, &mut out)?;
+                    t.event(&ev, self.created, self.include_usage, &mut out)?;
                 }
                 self.usage = t.usage();
             }

@@ -43,8 +43,6 @@ fn str_at<'a>(v: &'a Value, ptr: &str) -> &'a str {
 pub(super) struct AnthropicToChat {
     id: String,
     model: String,
-    created: u64,
-    include_usage: bool,
     counts: AnthropicCounts,
     /// Anthropic content block index → OpenAI tool call index.
     tools: HashMap<u64, u64>,
@@ -52,12 +50,10 @@ pub(super) struct AnthropicToChat {
 }
 
 impl AnthropicToChat {
-    pub(super) fn new(created: u64, include_usage: bool) -> Self {
+    pub(super) fn new() -> Self {
         AnthropicToChat {
             id: String::new(),
             model: String::new(),
-            created,
-            include_usage,
             counts: AnthropicCounts::default(),
             tools: HashMap::new(),
             done: false,
@@ -68,17 +64,25 @@ impl AnthropicToChat {
         self.counts.usage()
     }
 
-    fn chunk(&self, delta: Value, finish: Value) -> Value {
+    fn chunk(&self, created: u64, delta: Value, finish: Value) -> Value {
         json!({
             "id": self.id,
             "object": "chat.completion.chunk",
-            "created": self.created,
+            "created": created,
             "model": self.model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
         })
     }
 
-    pub(super) fn event(&mut self, ev: &SseEvent, out: &mut Vec<u8>) -> Result<(), TranslateError> {
+    /// Translates one event; `created` stamps the chunks, `include_usage` asks for the final
+    /// usage-only chunk.
+    pub(super) fn event(
+        &mut self,
+        ev: &SseEvent,
+        created: u64,
+        include_usage: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<(), TranslateError> {
         if !ev.has_data || self.done {
             return Ok(());
         }
@@ -92,7 +96,7 @@ impl AnthropicToChat {
                 }
                 write_openai(
                     out,
-                    &self.chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+                    &self.chunk(created, json!({"role": "assistant", "content": ""}), Value::Null),
                 );
             }
             "content_block_start" => {
@@ -110,12 +114,18 @@ impl AnthropicToChat {
                             "type": "function",
                             "function": {"name": str_at(block, "/name"), "arguments": ""},
                         });
-                        write_openai(out, &self.chunk(json!({"tool_calls": [call]}), Value::Null));
+                        write_openai(
+                            out,
+                            &self.chunk(created, json!({"tool_calls": [call]}), Value::Null),
+                        );
                     }
                     Some("text") => {
                         let text = str_at(block, "/text");
                         if !text.is_empty() {
-                            write_openai(out, &self.chunk(json!({"content": text}), Value::Null));
+                            write_openai(
+                                out,
+                                &self.chunk(created, json!({"content": text}), Value::Null),
+                            );
                         }
                     }
                     // Thinking and server tool blocks have no OpenAI chunk.
@@ -128,7 +138,11 @@ impl AnthropicToChat {
                     Some("text_delta") => {
                         write_openai(
                             out,
-                            &self.chunk(json!({"content": str_at(delta, "/text")}), Value::Null),
+                            &self.chunk(
+                                created,
+                                json!({"content": str_at(delta, "/text")}),
+                                Value::Null,
+                            ),
                         );
                     }
                     Some("input_json_delta") => {
@@ -140,7 +154,7 @@ impl AnthropicToChat {
                             let call = json!({"index": index, "function": {"arguments": partial}});
                             write_openai(
                                 out,
-                                &self.chunk(json!({"tool_calls": [call]}), Value::Null),
+                                &self.chunk(created, json!({"tool_calls": [call]}), Value::Null),
                             );
                         }
                     }
@@ -155,11 +169,11 @@ impl AnthropicToChat {
                     .pointer("/delta/stop_reason")
                     .and_then(Value::as_str)
                     .map(openai_finish_reason);
-                write_openai(out, &self.chunk(json!({}), json!(finish)));
+                write_openai(out, &self.chunk(created, json!({}), json!(finish)));
             }
             "message_stop" => {
-                if self.include_usage {
-                    let mut last = self.chunk(json!({}), Value::Null);
+                if include_usage {
+                    let mut last = self.chunk(created, json!({}), Value::Null);
                     last["choices"] = json!([]);
                     last["usage"] = self.usage().to_openai();
                     write_openai(out, &last);
@@ -197,6 +211,8 @@ enum Block {
 pub(super) struct ChatToAnthropic {
     started: bool,
     block: Block,
+    /// The id of the open tool call: some servers reuse one index for parallel calls.
+    tool_id: String,
     /// Index of the next Anthropic content block.
     next_block: u64,
     stop_reason: Option<&'static str>,
@@ -209,6 +225,7 @@ impl ChatToAnthropic {
         ChatToAnthropic {
             started: false,
             block: Block::None,
+            tool_id: String::new(),
             next_block: 0,
             stop_reason: None,
             usage: Usage::default(),
@@ -260,10 +277,13 @@ impl ChatToAnthropic {
         if let Some(calls) = delta.get("tool_calls").and_then(Value::as_array) {
             for (pos, call) in calls.iter().enumerate() {
                 let openai_index = call.get("index").and_then(Value::as_u64).unwrap_or(pos as u64);
-                if self.block != (Block::Tool { openai_index }) {
+                let id = str_at(call, "/id");
+                let new_id = !id.is_empty() && id != self.tool_id;
+                if new_id || self.block != (Block::Tool { openai_index }) {
+                    self.tool_id = id.to_string();
                     let block = json!({
                         "type": "tool_use",
-                        "id": str_at(call, "/id"),
+                        "id": id,
                         "name": str_at(call, "/function/name"),
                         "input": {},
                     });
@@ -358,31 +378,22 @@ impl ChatToAnthropic {
 #[derive(Debug)]
 pub(super) struct Passthrough {
     anthropic: bool,
-    /// Drop OpenAI's usage-only chunk, which the gateway asked for and the client did not.
-    strip_usage_chunk: bool,
     counts: AnthropicCounts,
     usage: Usage,
 }
 
 impl Passthrough {
-    pub(super) fn new(anthropic: bool, strip_usage_chunk: bool) -> Self {
-        Passthrough {
-            anthropic,
-            strip_usage_chunk,
-            counts: AnthropicCounts::default(),
-            usage: Usage::default(),
-        }
-    }
-
-    pub(super) fn set_strip_usage_chunk(&mut self, strip: bool) {
-        self.strip_usage_chunk = strip;
+    pub(super) fn new(anthropic: bool) -> Self {
+        Passthrough { anthropic, counts: AnthropicCounts::default(), usage: Usage::default() }
     }
 
     pub(super) fn usage(&self) -> Usage {
         if self.anthropic { self.counts.usage() } else { self.usage }
     }
 
-    pub(super) fn event(&mut self, ev: &SseEvent, out: &mut Vec<u8>) {
+    /// Passes one event on; `strip_usage_chunk` drops OpenAI's usage-only chunk, which the
+    /// gateway asked for and the client did not.
+    pub(super) fn event(&mut self, ev: &SseEvent, strip_usage_chunk: bool, out: &mut Vec<u8>) {
         // What cannot be read is still the client's to see; only usage counting misses it.
         let v = if ev.has_data { serde_json::from_str::<Value>(&ev.data).ok() } else { None };
         if let Some(v) = v {
@@ -394,7 +405,7 @@ impl Passthrough {
                 self.usage = Usage::from_openai(u);
                 let no_choices =
                     v.get("choices").and_then(Value::as_array).is_some_and(Vec::is_empty);
-                if self.strip_usage_chunk && no_choices {
+                if strip_usage_chunk && no_choices {
                     return;
                 }
             }
