@@ -932,3 +932,28 @@ fn nothing_panics_on_random_input() {
         }
     }
 }
+
+/// OpenAI → Anthropic → OpenAI keeps a multi-turn tool conversation's messages.
+#[test]
+fn chat_messages_survive_a_round_trip_through_anthropic() {
+    let messages = json!([
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Weather in Paris and Rome?"},
+        {"role": "assistant", "content": "Checking.", "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},
+            {"id": "call_2", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Rome\"}"}}
+        ]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "18°C"},
+        {"role": "tool", "tool_call_id": "call_2", "content": "24°C"},
+        {"role": "assistant", "content": "Paris 18°C, Rome 24°C."},
+        {"role": "user", "content": [{"type": "text", "text": "日本?"}, {"type": "image_url", "image_url": {"url": "data:image/gif;base64,R0lG"}}]}
+    ]);
+    let (_, anthropic) = translate(
+        Endpoint::ChatCompletions,
+        json!({"model": "m", "messages": messages.clone(), "max_tokens": 9}),
+        APISchema::Anthropic,
+    );
+    let (_, back) = translate(Endpoint::Messages, anthropic, APISchema::OpenAI);
+    assert_eq!(back["messages"], messages);
+    assert_eq!(back["max_completion_tokens"], json!(9));
+}

@@ -1,9 +1,11 @@
 //! Request bodies between OpenAI chat completions and Anthropic messages.
 //!
-//! Takes the client's JSON object (model already set) and gives the backend's. Fields with no
-//! counterpart (`n`, penalties, `seed`, `top_k`, ...) are dropped; content the other side cannot
-//! carry (audio, files, server tools) is an [`TranslateError::Unsupported`] error, never silently
-//! lost.
+//! Takes the client's JSON object (model already set) and gives the backend's. Tuning fields
+//! with no counterpart (penalties, `seed`, `logprobs`, `top_k`, `thinking`, ...) are dropped;
+//! what would change the answer's shape or content if dropped (audio, files, server tools, `n`
+//! above 1, JSON response formats) is an [`TranslateError::Unsupported`] error instead. Values
+//! are passed as given: e.g. an OpenAI `temperature` above 1 reaches Anthropic, which rejects it
+//! with an error the client sees.
 
 use serde_json::{Map, Value, json};
 
