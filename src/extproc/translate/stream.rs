@@ -213,7 +213,7 @@ pub(super) struct ChatToAnthropic {
     block: Block,
     /// The id of the open tool call: some servers reuse one index for parallel calls.
     tool_id: String,
-    /// Index of the next Anthropic content block.
+    /// Index of the open content block, or of the next one when none is open.
     next_block: u64,
     stop_reason: Option<&'static str>,
     usage: Usage,
@@ -246,7 +246,7 @@ impl ChatToAnthropic {
             return Ok(());
         }
         let v = parse(ev)?;
-        if let Some(err) = v.get("error") {
+        if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
             let message = err
                 .get("message")
                 .and_then(Value::as_str)
