@@ -85,7 +85,10 @@ impl ResponseTranslator {
     }
 
     /// Feeds upstream response body bytes as they arrive (SSE or JSON) and returns the bytes to
-    /// send to the client now. Chunks may split anywhere.
+    /// send to the client now. Chunks may split anywhere. Streams go out event by event as each
+    /// event completes; a JSON body that needs translating goes out whole at `end_of_stream`,
+    /// one that does not goes out as it comes. An error means the upstream sent something that
+    /// cannot be translated ([`TranslateError::Upstream`], 502); the response cannot continue.
     pub fn feed(&mut self, chunk: &[u8], end_of_stream: bool) -> Result<Vec<u8>, TranslateError> {
         let mut out = Vec::new();
         match &mut self.mode {
