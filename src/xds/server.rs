@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::ack::{Answer, UnknownType};
 use super::clients::{Clients, PushLog, PushRecord, Registration, StreamKind, Summary};
-use super::{DeltaState, Snapshot, SnapshotStore, SotwState, TypeUrl};
+use super::{DeltaState, Snapshot, SnapshotStore, SotwState, TypeUrl, XdsStats};
 
 /// Large route tables and many clusters make big responses; Envoy accepts these sizes too.
 const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
@@ -33,11 +33,22 @@ pub struct AdsServer {
     store: Arc<SnapshotStore>,
     clients: Arc<Clients>,
     push_log: Arc<PushLog>,
+    stats: Arc<XdsStats>,
 }
 
 impl AdsServer {
     pub fn new(store: Arc<SnapshotStore>) -> Self {
-        AdsServer { store, clients: Arc::default(), push_log: Arc::default() }
+        AdsServer {
+            store,
+            clients: Arc::default(),
+            push_log: Arc::default(),
+            stats: Arc::default(),
+        }
+    }
+
+    /// Counters of pushes and NACKs per type.
+    pub fn stats(&self) -> Arc<XdsStats> {
+        Arc::clone(&self.stats)
     }
 
     /// The open streams.
@@ -255,6 +266,7 @@ impl<S: Protocol> Stream<S> {
         let answer = self.state().on_request(&request);
         match answer {
             Ok((type_url, Answer::Nack { nonce, error })) => {
+                self.server.stats.nacked(type_url);
                 tracing::warn!(node_id, %type_url, nonce, error, "Envoy rejected a response (NACK)");
             }
             Ok((type_url, Answer::Stale { nonce })) => {
@@ -286,6 +298,7 @@ impl<S: Protocol> Stream<S> {
             for response in &responses {
                 let (type_url, names, removed, nonce) = state.describe(response);
                 if let Some(type_url) = type_url {
+                    self.server.stats.pushed(type_url, names.len());
                     self.server.push_log.record(PushRecord {
                         node_id: self.node_id.clone(),
                         kind: S::KIND,

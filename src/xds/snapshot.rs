@@ -7,6 +7,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use super::{Resource, TypeUrl, Update};
+use crate::api::ObjectKey;
 
 /// An immutable view of every resource, per type, at one revision.
 #[derive(Debug, Default, Clone)]
@@ -22,6 +23,16 @@ impl Snapshot {
 
     pub fn get(&self, type_url: TypeUrl, name: &str) -> Option<&Arc<Resource>> {
         self.resources[type_url.index()].get(name)
+    }
+
+    /// Every resource with its type, in [`TypeUrl`] then name order.
+    pub fn all(&self) -> impl Iterator<Item = (TypeUrl, &Arc<Resource>)> {
+        TypeUrl::ALL.into_iter().flat_map(|t| self.resources(t).values().map(move |r| (t, r)))
+    }
+
+    /// The resources compiled from `key`.
+    pub fn produced_by(&self, key: &ObjectKey) -> Vec<(TypeUrl, &Arc<Resource>)> {
+        self.all().filter(|(_, r)| r.sources.contains(key)).collect()
     }
 }
 

@@ -66,6 +66,7 @@ async fn start_gateway(dir: &Path, port: u16, sotw: bool, node_id: &str) -> Gate
     let running = aixds::run::start(RunOptions {
         paths: vec![dir.to_path_buf()],
         xds_listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: Some("127.0.0.1:0".parse().unwrap()),
         compile: CompileOptions { listener_address: "127.0.0.1".into(), default_port: port },
         envoy: Some(EnvoyOptions {
             binary: envoy_bin(),
@@ -244,6 +245,7 @@ async fn envoy_keeps_serving_while_aixds_restarts() {
     let aixds = |dir: &Path| {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_aixds"))
             .args(["run", "--no-envoy", "--listener-address", "127.0.0.1"])
+            .args(["--admin-address", "127.0.0.1:0"])
             .args(["--xds-address", &format!("127.0.0.1:{xds_port}")])
             .arg(dir)
             .env("AIXDS_LOG", "warn")
