@@ -1,28 +1,35 @@
 //! `/metrics` in the Prometheus text exposition format (version 0.0.4).
 //!
 //! Takes: [`RunMetrics`] (filled by the run loop), the xDS counters and registry, the graph and
-//! the snapshot. Gives: the page. Counters are atomics bumped where things happen; gauges (graph
-//! size, connected Envoys) are read when scraped, so nothing has to keep them in sync.
+//! the snapshot. Gives: the page. Counters and histograms are atomics bumped where things happen;
+//! gauges (graph size, connected Envoys) are read when scraped, so nothing keeps them in sync.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::graph::Graph;
-use crate::xds::{ClientInfo, Snapshot, StreamKind, TypeUrl, XdsStats};
+use crate::xds::{ClientInfo, Histogram, HistogramValues, Snapshot, StreamKind, TypeUrl, XdsStats};
 
 /// Upper bounds of the compile-time histogram buckets, in seconds.
-const COMPILE_BUCKETS: [f64; 10] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5];
+const COMPILE_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5];
 
 /// What the run loop reports: batches, compile time, readiness.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RunMetrics {
     ready: AtomicBool,
     batches: AtomicU64,
-    /// Per bucket (not cumulative), plus one for +Inf.
-    compile_buckets: [AtomicU64; COMPILE_BUCKETS.len() + 1],
-    compile_micros: AtomicU64,
-    compile_count: AtomicU64,
+    compile: Histogram,
+}
+
+impl Default for RunMetrics {
+    fn default() -> Self {
+        RunMetrics {
+            ready: AtomicBool::new(false),
+            batches: AtomicU64::new(0),
+            compile: Histogram::new(COMPILE_BUCKETS),
+        }
+    }
 }
 
 impl RunMetrics {
@@ -37,12 +44,7 @@ impl RunMetrics {
 
     /// One compile (the initial full one, or a batch's incremental one).
     pub fn compiled(&self, took: Duration) {
-        let secs = took.as_secs_f64();
-        let bucket =
-            COMPILE_BUCKETS.iter().position(|b| secs <= *b).unwrap_or(COMPILE_BUCKETS.len());
-        self.compile_buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        self.compile_micros.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
-        self.compile_count.fetch_add(1, Ordering::Relaxed);
+        self.compile.observe(took);
     }
 
     /// One batch of source changes applied after the initial load.
@@ -81,6 +83,26 @@ pub fn render(i: &Inputs) -> String {
     per_type(w, "aixds_xds_nacks_total", "counter", "ADS responses Envoy rejected.", |t| {
         i.xds.nacks(t)
     });
+    header(
+        w,
+        "aixds_xds_push_latency_seconds",
+        "histogram",
+        "Snapshot publish to ADS response sent, for responses carrying a new snapshot.",
+    );
+    for t in TypeUrl::ALL {
+        let labels = format!("type=\"{t}\",");
+        histogram(w, "aixds_xds_push_latency_seconds", &labels, &i.xds.push_latency(t));
+    }
+    header(
+        w,
+        "aixds_xds_ack_latency_seconds",
+        "histogram",
+        "Snapshot publish to Envoy's ACK of the response carrying it.",
+    );
+    for t in TypeUrl::ALL {
+        let labels = format!("type=\"{t}\",");
+        histogram(w, "aixds_xds_ack_latency_seconds", &labels, &i.xds.ack_latency(t));
+    }
     per_type(w, "aixds_snapshot_resources", "gauge", "Resources in the current snapshot.", |t| {
         i.snapshot.resources(t).len() as u64
     });
@@ -108,19 +130,8 @@ pub fn render(i: &Inputs) -> String {
     let _ = writeln!(w, "aixds_graph_edges {}", i.graph.edge_count());
     header(w, "aixds_batches_applied_total", "counter", "Batches of source changes applied.");
     let _ = writeln!(w, "aixds_batches_applied_total {}", i.run.batches());
-
     header(w, "aixds_compile_seconds", "histogram", "Time to compile the affected outputs.");
-    let mut cumulative = 0;
-    for (n, bound) in COMPILE_BUCKETS.iter().enumerate() {
-        cumulative += i.run.compile_buckets[n].load(Ordering::Relaxed);
-        let _ = writeln!(w, "aixds_compile_seconds_bucket{{le=\"{bound}\"}} {cumulative}");
-    }
-    cumulative += i.run.compile_buckets[COMPILE_BUCKETS.len()].load(Ordering::Relaxed);
-    let _ = writeln!(w, "aixds_compile_seconds_bucket{{le=\"+Inf\"}} {cumulative}");
-    let sum = i.run.compile_micros.load(Ordering::Relaxed) as f64 / 1e6;
-    let _ = writeln!(w, "aixds_compile_seconds_sum {sum}");
-    let _ =
-        writeln!(w, "aixds_compile_seconds_count {}", i.run.compile_count.load(Ordering::Relaxed));
+    histogram(w, "aixds_compile_seconds", "", &i.run.compile.values());
     out
 }
 
@@ -133,4 +144,16 @@ fn per_type(w: &mut String, name: &str, kind: &str, help: &str, value: impl Fn(T
     for t in TypeUrl::ALL {
         let _ = writeln!(w, "{name}{{type=\"{t}\"}} {}", value(t));
     }
+}
+
+/// The samples of one histogram; `labels` is empty or ends with a comma.
+fn histogram(w: &mut String, name: &str, labels: &str, v: &HistogramValues) {
+    for (bound, count) in &v.buckets {
+        let le = if bound.is_infinite() { "+Inf".to_string() } else { bound.to_string() };
+        let _ = writeln!(w, "{name}_bucket{{{labels}le=\"{le}\"}} {count}");
+    }
+    let plain = labels.trim_end_matches(',');
+    let braces = if plain.is_empty() { String::new() } else { format!("{{{plain}}}") };
+    let _ = writeln!(w, "{name}_sum{braces} {}", v.sum_seconds);
+    let _ = writeln!(w, "{name}_count{braces} {}", v.count);
 }

@@ -161,6 +161,9 @@ async fn start_admin(
     Ok(admin_addr)
 }
 
+/// One batch: reload → apply to the graph → compile the affected outputs → publish (the streams
+/// then push). A `batch` span carries the counts; `apply`, `compile` and `publish` spans inside
+/// it time the stages.
 fn apply_batch(
     source: &mut ManifestSource,
     graph: &mut Graph,
@@ -168,6 +171,9 @@ fn apply_batch(
     store: &SnapshotStore,
     metrics: &RunMetrics,
 ) {
+    use tracing::field::Empty;
+    let span = tracing::info_span!("batch", changes = Empty, affected = Empty, resources = Empty);
+    let _batch = span.enter();
     let started = Instant::now();
     let changes = match source.reload() {
         Ok(changes) => changes,
@@ -177,24 +183,23 @@ fn apply_batch(
         }
     };
     report_files(source);
-    let count = changes.len();
+    span.record("changes", changes.len());
     let mut affected = Vec::new();
-    for change in changes {
-        affected.extend(change.apply_to(graph).keys);
-    }
-    affected.sort();
-    affected.dedup();
+    tracing::info_span!("apply").in_scope(|| {
+        for change in changes {
+            affected.extend(change.apply_to(graph).keys);
+        }
+        affected.sort();
+        affected.dedup();
+    });
+    span.record("affected", affected.len());
     let compile_started = Instant::now();
-    let updates = compiler.update(graph, &affected);
+    let updates = tracing::info_span!("compile").in_scope(|| compiler.update(graph, &affected));
     metrics.compiled(compile_started.elapsed());
-    let changed = store.publish(updates);
+    let changed = tracing::info_span!("publish").in_scope(|| store.publish(updates));
     metrics.batch_applied();
-    let _span = tracing::info_span!("batch", changes = count, affected = affected.len()).entered();
-    tracing::info!(
-        resources = changed.len(),
-        micros = started.elapsed().as_micros() as u64,
-        "applied manifest changes"
-    );
+    span.record("resources", changed.len());
+    tracing::info!(micros = started.elapsed().as_micros() as u64, "applied manifest changes");
 }
 
 fn report_files(source: &ManifestSource) {

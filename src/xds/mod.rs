@@ -21,7 +21,7 @@ pub use delta::DeltaState;
 pub use server::AdsServer;
 pub use snapshot::{Snapshot, SnapshotStore};
 pub use sotw::SotwState;
-pub use stats::XdsStats;
+pub use stats::{Histogram, HistogramValues, LATENCY_BUCKETS, XdsStats};
 
 use std::fmt;
 

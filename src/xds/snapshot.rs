@@ -13,6 +13,8 @@ use crate::api::ObjectKey;
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
     pub revision: u64,
+    /// When this revision was published (`None` for the empty initial snapshot).
+    pub published_at: Option<std::time::Instant>,
     resources: [BTreeMap<String, Arc<Resource>>; 4],
 }
 
@@ -109,6 +111,7 @@ impl SnapshotStore {
         changed.sort();
         changed.dedup();
         snap.revision = old.revision + 1;
+        snap.published_at = Some(std::time::Instant::now());
         let revision = snap.revision;
         log.push_back((revision, Arc::new(changed.clone())));
         while log.len() > LOG_REVISIONS {

@@ -259,16 +259,24 @@ fn parse_prometheus(text: &str) -> Result<Vec<Sample>, String> {
         if t != "histogram" {
             continue;
         }
-        let buckets: Vec<&Sample> =
-            samples.iter().filter(|s| s.name == format!("{family}_bucket")).collect();
-        if !buckets.windows(2).all(|w| w[0].value <= w[1].value) {
-            return Err(format!("{family}: buckets are not cumulative"));
+        // One series per label set (less `le`), each cumulative and ending with +Inf = _count.
+        let mut series: BTreeMap<BTreeMap<String, String>, Vec<&Sample>> = BTreeMap::new();
+        for s in samples.iter().filter(|s| s.name == format!("{family}_bucket")) {
+            let mut labels = s.labels.clone();
+            labels.remove("le").ok_or_else(|| format!("{family}: bucket without le"))?;
+            series.entry(labels).or_default().push(s);
         }
-        let inf = buckets.last().filter(|b| b.labels.get("le").is_some_and(|l| l == "+Inf"));
-        let count = samples.iter().find(|s| s.name == format!("{family}_count"));
-        match (inf, count) {
-            (Some(inf), Some(count)) if inf.value == count.value => {}
-            _ => return Err(format!("{family}: +Inf bucket missing or not equal to _count")),
+        for (labels, buckets) in series {
+            if !buckets.windows(2).all(|w| w[0].value <= w[1].value) {
+                return Err(format!("{family}{labels:?}: buckets are not cumulative"));
+            }
+            let inf = buckets.last().filter(|b| b.labels.get("le").is_some_and(|l| l == "+Inf"));
+            let count =
+                samples.iter().find(|s| s.name == format!("{family}_count") && s.labels == labels);
+            match (inf, count) {
+                (Some(inf), Some(count)) if inf.value == count.value => {}
+                _ => return Err(format!("{family}{labels:?}: +Inf bucket missing or not _count")),
+            }
         }
     }
     Ok(samples)
@@ -448,6 +456,14 @@ async fn nack_traced(sotw: bool) {
     .await;
     let graph = get(admin, "/debug/graph").await.body;
     assert!(!graph.contains("RejectedByEnvoy"));
+    // The good version was ACKed before, so "Acked" may show before Envoy answers the push.
+    let cluster = [("type", "Cluster")];
+    let last = eventually(10, "the fix's ACK is timed", || async {
+        let m = scrape(admin).await;
+        (metric(&m, "aixds_xds_ack_latency_seconds_count", &cluster) >= 1.0).then_some(m)
+    })
+    .await;
+    assert!(metric(&last, "aixds_xds_push_latency_seconds_count", &cluster) >= 2.0);
     gw.running.shutdown().await;
 }
 
