@@ -549,3 +549,42 @@ async fn html_page_works_in_headless_chromium() {
     .await;
     assert!(std::fs::metadata(&shot).map(|m| m.len() > 1000).unwrap_or(false), "screenshot saved");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_endpoint_serves_a_secret_value() {
+    const SECRET: &str = "sk-test-SECRET-VALUE-123";
+    let compat = repo().join("../shared/compat/envoy-ai-gateway/basic-openai.yaml");
+    let text = std::fs::read_to_string(compat).unwrap().replace("OPENAI_API_KEY", SECRET);
+    assert!(text.contains(SECRET));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("openai.yaml"), text).unwrap();
+    let running = start_plain(dir.path()).await;
+    let admin = running.admin_addr.unwrap();
+
+    let graph = get_json(admin, "/debug/graph").await;
+    let mut paths: Vec<String> =
+        ["/metrics", "/debug/graph", "/debug/graph?format=dot", "/debug/graph?format=html"]
+            .map(String::from)
+            .to_vec();
+    paths.push("/debug/xds".into());
+    for node in graph["nodes"].as_array().unwrap() {
+        paths.push(format!("/debug/explain?object={}", node["key"].as_str().unwrap()));
+    }
+    let xds = get_json(admin, "/debug/xds").await;
+    for t in xds["types"].as_array().unwrap() {
+        for r in t["resources"].as_array().unwrap() {
+            paths.push(format!(
+                "/debug/xds?type={}&name={}",
+                t["type_url"].as_str().unwrap(),
+                r["name"].as_str().unwrap()
+            ));
+        }
+    }
+    assert!(paths.len() > 10, "{paths:?}");
+    for path in paths {
+        let r = get(admin, &path).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        assert!(!r.body.contains(SECRET), "{path} serves the secret");
+    }
+    running.shutdown().await;
+}
