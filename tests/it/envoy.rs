@@ -13,10 +13,10 @@ use aixds::xds::TypeUrl;
 use crate::harness::*;
 
 /// A model and the backends serving it: (upstream name, address, weight).
-pub type Rule<'a> = (&'a str, Vec<(&'a str, SocketAddr, u32)>);
+pub(crate) type Rule<'a> = (&'a str, Vec<(&'a str, SocketAddr, u32)>);
 
 /// A gateway on `port` with one rule per model.
-pub fn manifests(port: u16, rules: &[Rule]) -> String {
+pub(crate) fn manifests(port: u16, rules: &[Rule]) -> String {
     let mut out = format!(
         "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw}}\n\
          spec: {{gatewayClassName: aixds, listeners: [{{name: http, protocol: HTTP, port: {port}}}]}}\n"
@@ -55,13 +55,13 @@ fn backend_yaml(name: &str, addr: SocketAddr) -> String {
     )
 }
 
-pub struct Gateway {
+pub(crate) struct Gateway {
     pub running: Running,
     pub port: u16,
     pub admin: u16,
 }
 
-pub async fn start_gateway(dir: &Path, port: u16, sotw: bool, node_id: &str) -> Gateway {
+pub(crate) async fn start_gateway(dir: &Path, port: u16, sotw: bool, node_id: &str) -> Gateway {
     let admin = free_port();
     let running = aixds::run::start(RunOptions {
         paths: vec![dir.to_path_buf()],
@@ -88,7 +88,7 @@ pub async fn start_gateway(dir: &Path, port: u16, sotw: bool, node_id: &str) -> 
 }
 
 /// Writes `text` to `path` and waits until the control loop applied it.
-pub async fn edit(gw: &mut Gateway, path: &Path, text: &str) {
+pub(crate) async fn edit(gw: &mut Gateway, path: &Path, text: &str) {
     let before = *gw.running.batches.borrow();
     std::fs::write(path, text).unwrap();
     let batches = &mut gw.running.batches;
