@@ -4,9 +4,7 @@
 //! Gives: a [`Running`] handle. One task owns the graph and the compiler: each burst of file
 //! events becomes one batch — reload, apply the changes to the graph, recompile only the
 //! affected outputs, publish. The ADS server serves whatever is published; Envoy, when started
-//! here, is a child process whose logs are forwarded and which stops with aixds. The admin HTTP
-//! server (when an address is given) reads the graph the loop writes; see [`crate::admin`] for
-//! why that is an `Arc<RwLock<Graph>>`.
+//! here, is a child process whose logs are forwarded and which stops with aixds.
 
 mod envoy;
 
@@ -141,6 +139,8 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
     Ok(Running { store, clients, push_log, xds_addr, admin_addr, metrics, batches, envoy, stop })
 }
 
+/// Serves the admin HTTP endpoints, which read the graph the loop writes (see [`crate::admin`]
+/// for why that is an `Arc<RwLock<Graph>>`), until `stopped`.
 async fn start_admin(
     addr: SocketAddr,
     state: AdminState,

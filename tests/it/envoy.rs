@@ -13,7 +13,7 @@ use aixds::xds::TypeUrl;
 use crate::harness::*;
 
 /// A model and the backends serving it: (upstream name, address, weight).
-pub(crate) type Rule<'a> = (&'a str, Vec<(&'a str, SocketAddr, u32)>);
+type Rule<'a> = (&'a str, Vec<(&'a str, SocketAddr, u32)>);
 
 /// A gateway on `port` with one rule per model.
 pub(crate) fn manifests(port: u16, rules: &[Rule]) -> String {
@@ -88,7 +88,7 @@ pub(crate) async fn start_gateway(dir: &Path, port: u16, sotw: bool, node_id: &s
 }
 
 /// Writes `text` to `path` and waits until the control loop applied it.
-pub(crate) async fn edit(gw: &mut Gateway, path: &Path, text: &str) {
+async fn edit(gw: &mut Gateway, path: &Path, text: &str) {
     let before = *gw.running.batches.borrow();
     std::fs::write(path, text).unwrap();
     let batches = &mut gw.running.batches;
