@@ -68,7 +68,8 @@ class Gateway:
         self.port = port
         self.admin_port = free_port()
         self.write(manifests)
-        self.log = open(tmp_path / "aixds.log", "w")
+        self.log_path = tmp_path / "aixds.log"
+        self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [aixds_bin(), "run", str(self.dir),
              "--xds-address", f"127.0.0.1:{free_port()}",
