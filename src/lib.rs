@@ -6,6 +6,7 @@ pub mod bootstrap;
 pub mod cli;
 pub mod compile;
 pub mod crds;
+pub mod extproc;
 pub mod graph;
 pub mod run;
 pub mod source;
