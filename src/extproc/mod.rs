@@ -18,7 +18,16 @@
 //! leaves Envoy. Which backend an attempt goes to comes from the gRPC metadata the cluster's
 //! filter sends ([`BACKEND_METADATA`]).
 
+mod router;
 pub mod runtime;
+mod service;
+pub mod translate;
+mod upstream;
+
+pub use runtime::{RuntimeConfig, SharedRuntime};
+pub use service::{DEFAULT_MAX_BODY_BYTES, ExtProcOptions, ExtProcService};
+
+use translate::Endpoint;
 
 /// Set on each weighted cluster of a route: `{route ns}/{route name}/{rule}/{backendRef}`, the
 /// backendRef this attempt was routed by (model override, mutations, request costs).
@@ -34,3 +43,14 @@ pub const INTERNAL_HEADER_PREFIX: &str = "x-aixds-";
 pub const BACKEND_METADATA: &str = "x-aixds-backend";
 /// The dynamic metadata namespace token usage is written to, as Envoy AI Gateway does.
 pub const METADATA_NAMESPACE: &str = "io.envoy.ai_gateway";
+
+/// How [`ENDPOINT_HEADER`] names an endpoint: its canonical path, which
+/// [`Endpoint::from_path`] reads back.
+pub fn endpoint_path(endpoint: Endpoint) -> &'static str {
+    match endpoint {
+        Endpoint::ChatCompletions => "/v1/chat/completions",
+        Endpoint::Completions => "/v1/completions",
+        Endpoint::Embeddings => "/v1/embeddings",
+        Endpoint::Messages => "/v1/messages",
+    }
+}

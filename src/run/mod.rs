@@ -3,7 +3,8 @@
 //! Takes: [`RunOptions`] (manifest paths, the xDS address, compile options, how to start Envoy).
 //! Gives: a [`Running`] handle. One task owns the graph and the compiler: each burst of file
 //! events becomes one batch — reload, apply the changes to the graph, recompile only the
-//! affected outputs, publish. The ADS server serves whatever is published; Envoy, when started
+//! affected outputs, publish (the Envoy resources, and the runtime config the translation
+//! ext_proc reads). One gRPC server serves ADS and the ext_proc; Envoy, when started
 //! here, is a child process whose logs are forwarded and which stops with aixds.
 
 mod envoy;
@@ -20,6 +21,7 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::compile::{CompileOptions, Compiler};
+use crate::extproc::{ExtProcOptions, ExtProcService, RuntimeConfig, SharedRuntime};
 use crate::graph::Graph;
 use crate::source::{self, ManifestSource};
 use crate::xds::{AdsServer, Clients, PushLog, SnapshotStore};
@@ -32,6 +34,8 @@ pub struct RunOptions {
     pub compile: CompileOptions,
     /// Envoy to start as a child process; `None` only serves xDS.
     pub envoy: Option<EnvoyOptions>,
+    /// The translation ext_proc, served next to xDS.
+    pub extproc: ExtProcOptions,
     /// A burst of file events ends after this long without events...
     pub debounce: Duration,
     /// ...or this long after its first event, whichever comes first.
@@ -43,6 +47,8 @@ pub struct Running {
     pub store: Arc<SnapshotStore>,
     pub clients: Arc<Clients>,
     pub push_log: Arc<PushLog>,
+    /// What the translation ext_proc serves from.
+    pub runtime: SharedRuntime,
     pub xds_addr: SocketAddr,
     /// Counts batches applied after the initial load; tests wait on it after editing a file.
     pub batches: watch::Receiver<u64>,
@@ -60,11 +66,15 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
         change.apply_to(&mut graph);
     }
     report_files(&source);
+    let runtime = RuntimeConfig::shared();
+    RuntimeConfig::publish(&runtime, &graph);
     let store = Arc::new(SnapshotStore::new());
     store.publish(compiler.full(&graph));
     tracing::info!(objects = graph.len(), "initial snapshot published");
 
     let ads = AdsServer::new(store.clone());
+    let extproc = ExtProcService::new(runtime.clone(), opts.extproc.clone());
+    let shared_runtime = runtime.clone();
     let (clients, push_log) = (ads.clients(), ads.push_log());
     let listener = tokio::net::TcpListener::bind(opts.xds_listen)
         .await
@@ -75,6 +85,7 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
     tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
             .add_service(ads.into_service())
+            .add_service(extproc.into_service())
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
                 let _ = stop_server.wait_for(|s| *s).await;
             })
@@ -83,7 +94,7 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
             tracing::error!("xDS server failed: {e}");
         }
     });
-    tracing::info!(%xds_addr, "serving xDS (delta and state-of-the-world ADS)");
+    tracing::info!(%xds_addr, "serving xDS (delta and state-of-the-world ADS) and the translation ext_proc");
 
     let (_watcher, mut wakeups) = source::watch(&opts.paths, opts.debounce, opts.max_delay)
         .context("watching the manifest paths")?;
@@ -98,7 +109,7 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
                 wake = wakeups.recv() => if wake.is_none() { return },
                 _ = loop_stopped.wait_for(|s| *s) => return,
             }
-            apply_batch(&mut source, &mut graph, &mut compiler, &loop_store);
+            apply_batch(&mut source, &mut graph, &mut compiler, &loop_store, &runtime);
             batch_tx.send_modify(|n| *n += 1);
         }
     });
@@ -107,7 +118,16 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
         Some(envoy_opts) => Some(envoy::EnvoyProcess::start(envoy_opts, xds_addr).await?),
         None => None,
     };
-    Ok(Running { store, clients, push_log, xds_addr, batches, envoy, stop })
+    Ok(Running {
+        store,
+        clients,
+        push_log,
+        runtime: shared_runtime,
+        xds_addr,
+        batches,
+        envoy,
+        stop,
+    })
 }
 
 fn apply_batch(
@@ -115,6 +135,7 @@ fn apply_batch(
     graph: &mut Graph,
     compiler: &mut Compiler,
     store: &SnapshotStore,
+    runtime: &SharedRuntime,
 ) {
     let started = Instant::now();
     let changes = match source.reload() {
@@ -133,6 +154,8 @@ fn apply_batch(
     affected.sort();
     affected.dedup();
     let updates = compiler.update(graph, &affected);
+    // Before Envoy hears of a new backend, the ext_proc knows it.
+    RuntimeConfig::publish(runtime, graph);
     let changed = store.publish(updates);
     let _span = tracing::info_span!("batch", changes = count, affected = affected.len()).entered();
     tracing::info!(
