@@ -12,6 +12,7 @@ mod ai_gateway_route;
 mod ai_service_backend;
 mod backend;
 mod backend_security_policy;
+mod backend_tls_policy;
 mod core;
 mod gateway;
 mod inference_pool;
@@ -21,6 +22,7 @@ pub use ai_gateway_route::*;
 pub use ai_service_backend::*;
 pub use backend::*;
 pub use backend_security_policy::*;
+pub use backend_tls_policy::*;
 pub use core::*;
 pub use gateway::*;
 pub use inference_pool::*;
@@ -39,6 +41,7 @@ pub enum Kind {
     AIServiceBackend,
     BackendSecurityPolicy,
     Backend,
+    BackendTLSPolicy,
     InferencePool,
     Gateway,
     GatewayClass,
@@ -53,11 +56,12 @@ pub const INFERENCE_GROUP: &str = "inference.networking.k8s.io";
 pub const GATEWAY_API_GROUP: &str = "gateway.networking.k8s.io";
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::AIGatewayRoute,
         Kind::AIServiceBackend,
         Kind::BackendSecurityPolicy,
         Kind::Backend,
+        Kind::BackendTLSPolicy,
         Kind::InferencePool,
         Kind::Gateway,
         Kind::GatewayClass,
@@ -72,6 +76,7 @@ impl Kind {
             Kind::AIServiceBackend => "AIServiceBackend",
             Kind::BackendSecurityPolicy => "BackendSecurityPolicy",
             Kind::Backend => "Backend",
+            Kind::BackendTLSPolicy => "BackendTLSPolicy",
             Kind::InferencePool => "InferencePool",
             Kind::Gateway => "Gateway",
             Kind::GatewayClass => "GatewayClass",
@@ -89,7 +94,7 @@ impl Kind {
             }
             Kind::Backend => ENVOY_GATEWAY_GROUP,
             Kind::InferencePool => INFERENCE_GROUP,
-            Kind::Gateway | Kind::GatewayClass => GATEWAY_API_GROUP,
+            Kind::Gateway | Kind::GatewayClass | Kind::BackendTLSPolicy => GATEWAY_API_GROUP,
             Kind::Secret | Kind::Service | Kind::Pod => "",
         }
     }
@@ -109,6 +114,7 @@ impl Kind {
             Kind::Backend => &["v1alpha1"],
             Kind::InferencePool => &["v1"],
             Kind::Gateway | Kind::GatewayClass => &["v1", "v1beta1"],
+            Kind::BackendTLSPolicy => &["v1", "v1alpha3"],
             Kind::Secret | Kind::Service | Kind::Pod => &["v1"],
         };
         accepted.contains(&version).then_some(k)
@@ -175,6 +181,7 @@ pub enum Spec {
     AIServiceBackend(AIServiceBackendSpec),
     BackendSecurityPolicy(BackendSecurityPolicySpec),
     Backend(BackendSpec),
+    BackendTLSPolicy(BackendTLSPolicySpec),
     InferencePool(InferencePoolSpec),
     Gateway(GatewaySpec),
     GatewayClass(GatewayClassSpec),
@@ -305,6 +312,7 @@ fn parse_spec(kind: Kind, doc: &str) -> Result<Spec, ParseError> {
         Kind::AIServiceBackend => Spec::AIServiceBackend(spec(doc)?),
         Kind::BackendSecurityPolicy => Spec::BackendSecurityPolicy(spec(doc)?),
         Kind::Backend => Spec::Backend(spec(doc)?),
+        Kind::BackendTLSPolicy => Spec::BackendTLSPolicy(spec(doc)?),
         Kind::InferencePool => Spec::InferencePool(spec(doc)?),
         Kind::Gateway => Spec::Gateway(spec(doc)?),
         Kind::GatewayClass => Spec::GatewayClass(spec(doc)?),

@@ -96,10 +96,13 @@ pub(super) fn backend(graph: &Graph, key: &ObjectKey) -> Option<Compiled> {
         _ => format!("{:?}", asb.schema.name),
     };
     let metadata = [("backend", format!("{}/{}", key.namespace, key.name)), ("schema", schema)];
-    let sources = vec![key.clone(), target.key.clone()];
+    let mut sources = vec![key.clone(), target.key.clone()];
     let (mut cluster, cla, cla_sources) = match target.object.as_deref().map(|o| &o.spec) {
         Some(Spec::Backend(spec)) => {
-            let (cluster, cla) = envoy_backend(&name, spec);
+            let tls = tls_policy(graph, &target.key);
+            sources.extend(tls.map(|(policy, _)| policy.clone()));
+            let sni = tls.map(|(_, hostname)| hostname);
+            let (cluster, cla) = envoy_backend(&name, spec, sni);
             (cluster, cla, sources.clone())
         }
         Some(Spec::InferencePool(pool)) => {
@@ -139,8 +142,24 @@ pub(super) fn pool(graph: &Graph, key: &ObjectKey) -> Option<Compiled> {
     })
 }
 
-/// The cluster of a Backend and, when it uses EDS, its load assignment.
-fn envoy_backend(name: &str, spec: &BackendSpec) -> (Cluster, Option<ClusterLoadAssignment>) {
+/// The accepted BackendTLSPolicy that targets `backend`, with the hostname it asks for.
+fn tls_policy<'g>(graph: &'g Graph, backend: &ObjectKey) -> Option<(&'g ObjectKey, &'g str)> {
+    graph.referrers(backend).into_iter().find_map(|(kind, node)| {
+        let Some(Spec::BackendTLSPolicy(policy)) = node.object.as_deref().map(|o| &o.spec) else {
+            return None;
+        };
+        (kind == RefKind::TargetRef && node.accepted())
+            .then_some((&node.key, policy.validation.hostname.as_str()))
+    })
+}
+
+/// A Backend's cluster and, when it uses EDS, its load assignment. TLS is used when a
+/// BackendTLSPolicy asks for it (`sni`: its hostname) or when the Backend listens on 443.
+fn envoy_backend(
+    name: &str,
+    spec: &BackendSpec,
+    sni: Option<&str>,
+) -> (Cluster, Option<ClusterLoadAssignment>) {
     let cla = endpoint::backend(name, spec);
     let dns = spec.endpoints.iter().all(|e| e.fqdn.is_some());
     let pipe = spec.endpoints.iter().any(|e| e.unix.is_some());
@@ -162,7 +181,9 @@ fn envoy_backend(name: &str, spec: &BackendSpec) -> (Cluster, Option<ClusterLoad
     }
     let port =
         |e: &BackendEndpoint| e.fqdn.as_ref().map(|f| f.port).or(e.ip.as_ref().map(|i| i.port));
-    if spec.endpoints.iter().any(|e| port(e) == Some(443)) {
+    if let Some(hostname) = sni {
+        cluster.transport_socket = Some(upstream_tls(&[hostname]));
+    } else if spec.endpoints.iter().any(|e| port(e) == Some(443)) {
         let mut hostnames: Vec<&str> = spec
             .endpoints
             .iter()

@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use super::{Condition, ConditionType, Graph, Issue, Reason};
 use crate::api::{
-    AIGATEWAY_GROUP, API_KEY_SECRET_KEY, BackendTarget, GATEWAY_API_GROUP, INFERENCE_GROUP, Kind,
-    Object, ObjectKey, SecurityPolicyType, Spec,
+    AIGATEWAY_GROUP, API_KEY_SECRET_KEY, BackendTarget, ENVOY_GATEWAY_GROUP, GATEWAY_API_GROUP,
+    INFERENCE_GROUP, Kind, Object, ObjectKey, SecurityPolicyType, Spec,
 };
 
 /// The field a reference comes from.
@@ -21,7 +21,7 @@ pub enum RefKind {
     /// AIGatewayRoute → AIServiceBackend or InferencePool; AIServiceBackend → Backend or
     /// InferencePool.
     BackendRef,
-    /// BackendSecurityPolicy → AIServiceBackend or InferencePool.
+    /// BackendSecurityPolicy → AIServiceBackend or InferencePool; BackendTLSPolicy → Backend.
     TargetRef,
     /// BackendSecurityPolicy → Secret.
     SecretRef,
@@ -169,6 +169,24 @@ pub(super) fn references(object: &Object) -> (Vec<(RefKind, ObjectKey)>, Vec<Iss
                     )),
                     Err(message) => issues.push(accepted_issue(Reason::Invalid, message)),
                 },
+            }
+        }
+        Spec::BackendTLSPolicy(policy) => {
+            if let Err(message) = policy.validate() {
+                issues.push(accepted_issue(Reason::Invalid, message));
+            }
+            for (i, t) in policy.target_refs.iter().enumerate() {
+                if (t.group.as_str(), t.kind.as_str()) == (ENVOY_GATEWAY_GROUP, "Backend") {
+                    refs.push((RefKind::TargetRef, ObjectKey::new(Kind::Backend, ns, &t.name)));
+                } else {
+                    issues.push(refs_issue(
+                        Reason::InvalidKind,
+                        format!(
+                            "targetRefs[{i}]: {}.{} {:?} is not a gateway.envoyproxy.io Backend",
+                            t.kind, t.group, t.name
+                        ),
+                    ));
+                }
             }
         }
         Spec::Backend(backend) => {

@@ -800,3 +800,36 @@ fn any_sequence_of_changes_matches_a_full_compile() {
         .collect();
     envoy_validates(&updates);
 }
+
+fn tls_policy(ns: &str, backend: &str, hostname: &str) -> aixds::api::Object {
+    parse(&format!(
+        "apiVersion: gateway.networking.k8s.io/v1alpha3\nkind: BackendTLSPolicy\n\
+         metadata: {{name: {backend}-tls, namespace: {ns}}}\nspec:\n  targetRefs: [{{group: \
+         gateway.envoyproxy.io, kind: Backend, name: {backend}}}]\n  validation: {{hostname: \
+         {hostname}, wellKnownCACertificates: System}}\n"
+    ))
+}
+
+#[test]
+fn backend_tls_policy_turns_on_tls_with_its_hostname() {
+    let mut h = Harness::new(simple());
+    let changed = h.apply(tls_policy("ns", "eb", "llm.internal"));
+    assert_eq!(changed, [(TypeUrl::Cluster, "aisb/ns/b".to_string())], "only b's cluster");
+    let snapshot = h.store.load();
+    let resource = snapshot.get(TypeUrl::Cluster, "aisb/ns/b").unwrap();
+    let cluster = Cluster::decode(resource.body.value.as_slice()).unwrap();
+    let socket = cluster.transport_socket.expect("TLS transport socket");
+    assert_eq!(socket.name, "envoy.transport_sockets.tls");
+    let Some(transport_socket::ConfigType::TypedConfig(any)) = socket.config_type else {
+        panic!("typed TLS config")
+    };
+    let tls = UpstreamTlsContext::decode(any.value.as_slice()).unwrap();
+    assert_eq!(tls.sni, "llm.internal");
+    assert!(resource.sources.contains(&key(Kind::BackendTLSPolicy, "ns", "eb-tls")));
+    envoy_validates(&full(&h.graph));
+
+    h.delete(&key(Kind::BackendTLSPolicy, "ns", "eb-tls"));
+    let cluster = h.store.load().get(TypeUrl::Cluster, "aisb/ns/b").unwrap().clone();
+    assert!(Cluster::decode(cluster.body.value.as_slice()).unwrap().transport_socket.is_none());
+    h.assert_matches_full();
+}

@@ -10,3 +10,4 @@ mod envoy;
 mod graph;
 mod harness;
 mod source;
+mod translate;

@@ -1,0 +1,169 @@
+"""Shared fixtures for the end-to-end tests: upstream simulators and a running gateway
+(`aixds run` with a real Envoy), each on its own loopback ports."""
+
+import json
+import os
+import select
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+E2E = Path(__file__).parent
+REPO = E2E.parent
+UPSTREAM = E2E / "upstream.py"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def aixds_bin():
+    env = os.environ.get("AIXDS_BIN")
+    if env:
+        return env
+    target = os.environ.get("CARGO_TARGET_DIR", str(REPO / "target"))
+    return str(Path(target) / "debug" / "aixds")
+
+
+class Upstream:
+    """One e2e/upstream.py process that records what it receives."""
+
+    def __init__(self, upstream_id, tmp_path, host="127.0.0.1"):
+        self.id = upstream_id
+        self.record_path = tmp_path / f"{upstream_id}.jsonl"
+        self.proc = subprocess.Popen(
+            [sys.executable, str(UPSTREAM), "--host", host, "--port", "0",
+             "--id", upstream_id, "--record", str(self.record_path)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+        ready, _, _ = select.select([self.proc.stdout], [], [], 15)
+        line = self.proc.stdout.readline() if ready else ""
+        assert line.startswith("listening on "), f"upstream did not start: {line!r}"
+        self.host, port = line.split()[-1].rsplit(":", 1)
+        self.port = int(port)
+
+    def recorded(self):
+        if not self.record_path.exists():
+            return []
+        return [json.loads(line) for line in self.record_path.read_text().splitlines()]
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+class Gateway:
+    """`aixds run` on a manifest directory, with Envoy listening on 127.0.0.1:`port`."""
+
+    def __init__(self, tmp_path, manifests, port):
+        self.dir = tmp_path / "manifests"
+        self.dir.mkdir()
+        self.port = port
+        self.admin_port = free_port()
+        self.write(manifests)
+        self.log = open(tmp_path / "aixds.log", "w")
+        self.proc = subprocess.Popen(
+            [aixds_bin(), "run", str(self.dir),
+             "--xds-address", f"127.0.0.1:{free_port()}",
+             "--listener-address", "127.0.0.1", "--default-port", str(port),
+             "--envoy-admin-port", str(self.admin_port), "--node-id", tmp_path.name],
+            cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        self.base_url = f"http://127.0.0.1:{port}"
+
+    def write(self, manifests):
+        (self.dir / "gateway.yaml").write_text(manifests)
+
+    def wait_serving(self, model, timeout=30):
+        """Blocks until `model` is routed (any answer but Envoy's 404 or a refused connection)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, "aixds exited; see aixds.log"
+            try:
+                r = requests.post(f"{self.base_url}/v1/chat/completions",
+                                  headers={"x-ai-eg-model": model},
+                                  json={"model": model, "messages": []}, timeout=5)
+                if r.status_code != 404:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"{model} not served within {timeout}s")
+
+    def rejected_updates(self):
+        stats = requests.get(f"http://127.0.0.1:{self.admin_port}/stats?filter=update_rejected",
+                             timeout=5).text
+        return sum(int(line.rsplit(": ", 1)[1]) for line in stats.splitlines() if ": " in line)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=15)
+        self.log.close()
+
+
+@pytest.fixture
+def upstreams(tmp_path):
+    started = []
+
+    def start(upstream_id, host="127.0.0.1"):
+        u = Upstream(upstream_id, tmp_path, host)
+        started.append(u)
+        return u
+
+    yield start
+    for u in started:
+        u.stop()
+
+
+@pytest.fixture
+def gateway(tmp_path):
+    started = []
+
+    def start(manifests, port=None):
+        g = Gateway(tmp_path, manifests, port or free_port())
+        started.append(g)
+        return g
+
+    yield start
+    for g in started:
+        g.stop()
+
+
+def openai_backend(name, upstream, schema="OpenAI"):
+    """An AIServiceBackend and its Backend at the upstream's address."""
+    return f"""---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIServiceBackend
+metadata: {{name: {name}, namespace: default}}
+spec:
+  schema: {{name: {schema}}}
+  backendRef: {{name: {name}, group: gateway.envoyproxy.io, kind: Backend}}
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {{name: {name}, namespace: default}}
+spec:
+  endpoints: [{{ip: {{address: "{upstream.host}", port: {upstream.port}}}}}]
+"""
+
+
+def route(rules):
+    """An AIGatewayRoute with one rule per (model, backend name)."""
+    body = "".join(
+        f"""  - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: "{model}"}}]}}]
+    backendRefs: [{{name: {backend}}}]
+""" for model, backend in rules)
+    return f"""---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIGatewayRoute
+metadata: {{name: route, namespace: default}}
+spec:
+  rules:
+{body}"""
