@@ -186,14 +186,21 @@ impl RuntimeConfig {
     }
 }
 
-/// The DNS name of the Backend behind an AIServiceBackend, if it has one.
+/// The DNS name of the Backend behind an AIServiceBackend: its first FQDN endpoint, or else the
+/// hostname an accepted BackendTLSPolicy verifies it by.
 fn hostname(graph: &Graph, backend: &ObjectKey) -> Option<String> {
-    graph.references(backend).into_iter().find_map(|(kind, node)| {
-        let Spec::Backend(spec) = &node.object.as_deref()?.spec else { return None };
-        if kind != RefKind::BackendRef {
-            return None;
-        }
-        spec.endpoints.iter().find_map(|e| e.fqdn.as_ref()).map(|f| f.hostname.clone())
+    let (_, target) = graph
+        .references(backend)
+        .into_iter()
+        .find(|(kind, node)| *kind == RefKind::BackendRef && node.key.kind == Kind::Backend)?;
+    let Spec::Backend(spec) = &target.object.as_deref()?.spec else { return None };
+    if let Some(fqdn) = spec.endpoints.iter().find_map(|e| e.fqdn.as_ref()) {
+        return Some(fqdn.hostname.clone());
+    }
+    graph.referrers(&target.key).into_iter().find_map(|(kind, node)| {
+        let Spec::BackendTLSPolicy(policy) = &node.object.as_deref()?.spec else { return None };
+        (kind == RefKind::TargetRef && node.accepted() && !policy.validation.hostname.is_empty())
+            .then(|| policy.validation.hostname.clone())
     })
 }
 
