@@ -55,13 +55,13 @@ fn backend_yaml(name: &str, addr: SocketAddr) -> String {
     )
 }
 
-struct Gateway {
-    running: Running,
-    port: u16,
-    admin: u16,
+pub(crate) struct Gateway {
+    pub running: Running,
+    pub port: u16,
+    pub admin: u16,
 }
 
-async fn start_gateway(dir: &Path, port: u16, sotw: bool, node_id: &str) -> Gateway {
+pub(crate) async fn start_gateway(dir: &Path, port: u16, sotw: bool, node_id: &str) -> Gateway {
     let admin = free_port();
     let running = aixds::run::start(RunOptions {
         paths: vec![dir.to_path_buf()],

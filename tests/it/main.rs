@@ -7,6 +7,7 @@ mod compat;
 mod compile;
 mod crds;
 mod envoy;
+mod envoy_translate;
 mod extproc;
 mod graph;
 mod harness;
