@@ -532,3 +532,49 @@ async fn upstream_answers_for_a_backend_it_does_not_know() {
     assert_eq!(status, 503);
     assert_eq!(error["type"], "error", "in the Anthropic client's format: {error}");
 }
+
+// ---- runtime config ----
+
+#[test]
+fn runtime_config_keys_backends_by_cluster_and_refs_by_rule() {
+    let (runtime, _) = runtime(1);
+    let config = runtime.load();
+    let anthropic = &config.backends["aisb/default/anthropic"];
+    assert_eq!(anthropic.hostname.as_deref(), Some("api.anthropic.com"));
+    assert_eq!(config.backends["aisb/default/openai"].hostname, None);
+    let route_ref = &config.route_backends["default/r/0/0"];
+    assert_eq!(route_ref.model_name_override.as_deref(), Some("claude-sonnet-4-5"));
+    assert_eq!(route_ref.costs.len(), 4);
+    assert!(config.route_backends.contains_key("default/r/2/0"));
+    let printed = format!("{config:?}");
+    assert!(!printed.contains("sk-ant-test") && !printed.contains("sk-openai-test"), "{printed}");
+}
+
+#[test]
+fn runtime_config_credentials_per_policy_type_and_only_when_resolved() {
+    use aixds::extproc::runtime::Credential;
+    let mut graph = Graph::new();
+    for doc in OBJECTS.split("\n---\n") {
+        graph.apply(parse(doc));
+    }
+    graph.apply(parse(
+        "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: BackendSecurityPolicy\nmetadata: {name: openai-key}\nspec:\n  targetRefs: [{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: openai}]\n  type: AzureAPIKey\n  azureAPIKey: {secretRef: {name: openai-key}}\n",
+    ));
+    let config = RuntimeConfig::from_graph(&graph);
+    let azure = config.backends["aisb/default/openai"].credential.clone().unwrap();
+    assert!(matches!(azure, Credential::Azure(_)));
+    assert_eq!(azure.headers(false), [("api-key", "sk-openai-test".to_string())]);
+
+    // Without its Secret the policy injects nothing (and the client's own key is kept).
+    graph.delete(&aixds::api::ObjectKey::new(aixds::api::Kind::Secret, "default", "openai-key"));
+    let config = RuntimeConfig::from_graph(&graph);
+    assert!(config.backends["aisb/default/openai"].credential.is_none());
+
+    // A backend that is not accepted is not served.
+    graph.apply(parse(
+        "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIServiceBackend\nmetadata: {name: openai}\nspec:\n  schema: {name: AWSBedrock}\n  backendRef: {name: openai, group: gateway.envoyproxy.io, kind: Backend}\n",
+    ));
+    let config = RuntimeConfig::from_graph(&graph);
+    assert!(!config.backends.contains_key("aisb/default/openai"));
+    assert!(config.backends.contains_key("aisb/default/anthropic"));
+}
