@@ -111,6 +111,8 @@ async fn openai_client_reaches_an_anthropic_backend() {
     assert_eq!(sent["body"]["system"], "Be brief.");
     assert!(sent["body"]["max_tokens"].is_u64());
     assert_clean(&sent);
+    let length = serde_json::to_vec(&sent["body"]).unwrap().len().to_string();
+    assert_eq!(sent["headers"]["content-length"], length, "framed by length, not chunked");
     assert!(recorded(&s.openai_record).is_empty());
 
     // Streaming: Anthropic events become OpenAI chunks.
