@@ -36,7 +36,7 @@ fn manifests(port: u16, anthropic: SocketAddr, openai: SocketAddr) -> String {
          ---\napiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIGatewayRoute\nmetadata: {{name: r}}\n\
          spec:\n  parentRefs: [{{name: gw}}]\n  rules:\n\
          \x20 - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: claude}}]}}]\n    backendRefs: [{{name: anth}}]\n\
-         \x20 - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: gpt}}]}}]\n    backendRefs: [{{name: oai}}]\n{}{}",
+         \x20 - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: gpt}}]}}]\n    backendRefs: [{{name: oai}}]\n  llmRequestCosts: [{{metadataKey: in, type: InputToken}}, {{metadataKey: out, type: OutputToken}}]\n{}{}",
         backend("anth", "Anthropic", anthropic, "AnthropicAPIKey", "sk-ant-e2e"),
         backend("oai", "OpenAI", openai, "APIKey", "sk-openai-e2e"),
     )
@@ -188,5 +188,17 @@ async fn the_gateway_answers_models_and_bad_requests_itself() {
         request(s.gw.port, "POST", "/v1/chat/completions", &[], &body.to_string()).await.unwrap();
     assert_eq!((r.status, r.json()["error"]["code"].as_str()), (404, Some("model_not_found")));
     assert!(recorded(&s.anthropic_record).is_empty() && recorded(&s.openai_record).is_empty());
+    s.gw.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_pass_both_phases() {
+    let s = setup("translate-large").await;
+    // Past Envoy's default 1 MiB buffers, which both phases would otherwise hit.
+    let prompt = "word ".repeat(1_000_000);
+    let body = json!({"model": "gpt", "max_tokens": 10, "messages": [{"role": "user", "content": prompt}]});
+    let r = request(s.gw.port, "POST", "/v1/messages", &[], &body.to_string()).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["usage"]["input_tokens"], 1_000_000);
     s.gw.running.shutdown().await;
 }
