@@ -38,7 +38,7 @@ use crate::graph::Graph;
 use crate::xds::{Resource, TypeUrl, Update};
 
 pub use cluster::backend_cluster_name;
-pub use route::{NOT_FOUND_BODY, route_backend_id};
+pub use route::{NOT_FOUND_ANTHROPIC_BODY, NOT_FOUND_BODY, route_backend_id};
 
 /// How much of one request or response Envoy holds per connection. The ext_proc phases buffer
 /// whole request bodies, and AI request bodies (long prompts, images) are large.

@@ -2,8 +2,8 @@
 //!
 //! Takes: one AIGatewayRoute and the graph's view of its backends. Gives: a [`Fragment`] with its
 //! Envoy routes, and per port a RouteConfiguration `route-{port}` assembled from the fragments
-//! attached there, in route key order, ending in a catch-all that answers 404 in the OpenAI error
-//! format.
+//! attached there, in route key order, ending in catch-alls that answer 404 in the client's error
+//! format (Anthropic's on its endpoints, OpenAI's elsewhere).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -30,6 +30,9 @@ use crate::xds::Resource;
 /// The body of the catch-all's 404: what OpenAI answers for an unknown model, so that clients
 /// show their usual error.
 pub const NOT_FOUND_BODY: &str = r#"{"error":{"message":"No route matches the requested model.","type":"invalid_request_error","param":"model","code":"model_not_found"}}"#;
+
+/// [`NOT_FOUND_BODY`] for Anthropic clients, in the shape Anthropic's API answers errors.
+pub const NOT_FOUND_ANTHROPIC_BODY: &str = r#"{"type":"error","error":{"type":"not_found_error","message":"No route matches the requested model."}}"#;
 
 /// Gateway API's largest backendRef weight. Envoy rejects weights that sum past `u32::MAX`, which
 /// weights within this bound cannot reach with any realistic number of backends.
@@ -283,7 +286,7 @@ pub(super) fn assemble(port: u16, fragments: &BTreeMap<ObjectKey, Fragment>) -> 
         fragments.iter().filter(|(_, f)| f.ports.contains(&port) && !f.routes.is_empty()).collect();
     let mut routes: Vec<Route> =
         attached.iter().flat_map(|(_, f)| f.routes.iter().cloned()).collect();
-    routes.push(not_found());
+    routes.extend(not_found());
     let name = config_name(port);
     let config = RouteConfiguration {
         name: name.clone(),
@@ -298,17 +301,28 @@ pub(super) fn assemble(port: u16, fragments: &BTreeMap<ObjectKey, Fragment>) -> 
     Resource::new(name, &config, attached.into_iter().map(|(k, _)| k.clone()).collect())
 }
 
-fn not_found() -> Route {
+/// The 404s for requests no route matched: in Anthropic's error format on the Anthropic
+/// endpoints (the path, without its query, is one the translation ext_proc let through), in
+/// OpenAI's everywhere else.
+fn not_found() -> [Route; 2] {
+    let anthropic = route_match::PathSpecifier::SafeRegex(RegexMatcher {
+        regex: "(/anthropic)?/v1/messages/?".into(),
+        ..Default::default()
+    });
+    [
+        direct_404("not-found-anthropic", anthropic, NOT_FOUND_ANTHROPIC_BODY),
+        direct_404("not-found", route_match::PathSpecifier::Prefix("/".into()), NOT_FOUND_BODY),
+    ]
+}
+
+fn direct_404(name: &str, path: route_match::PathSpecifier, body: &str) -> Route {
     Route {
-        name: "not-found".into(),
-        r#match: Some(RouteMatch {
-            path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
-            ..Default::default()
-        }),
+        name: name.into(),
+        r#match: Some(RouteMatch { path_specifier: Some(path), ..Default::default() }),
         action: Some(route::Action::DirectResponse(DirectResponseAction {
             status: 404,
             body: Some(DataSource {
-                specifier: Some(data_source::Specifier::InlineString(NOT_FOUND_BODY.into())),
+                specifier: Some(data_source::Specifier::InlineString(body.into())),
                 ..Default::default()
             }),
             ..Default::default()

@@ -421,7 +421,13 @@ fn envoy_accepts_every_kind_of_backend_and_match() {
     let route_names: Vec<&str> = vh.routes.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(
         route_names,
-        ["ns/r/rule/0/match/0", "ns/r/rule/0/match/1", "ns/r/rule/1/match/0", "not-found"],
+        [
+            "ns/r/rule/0/match/0",
+            "ns/r/rule/0/match/1",
+            "ns/r/rule/1/match/0",
+            "not-found-anthropic",
+            "not-found"
+        ],
         "the match with an invalid regex is left out"
     );
     let first = &vh.routes[0];
@@ -473,6 +479,22 @@ fn catch_all_answers_404_in_openai_error_format() {
     );
     let header = last.response_headers_to_add[0].header.clone().unwrap();
     assert_eq!((header.key.as_str(), header.value.as_str()), ("content-type", "application/json"));
+
+    // Anthropic clients get Anthropic's error shape.
+    let routes = &routes["route-1975"].virtual_hosts[0].routes;
+    let anthropic = &routes[routes.len() - 2];
+    assert_eq!(anthropic.name, "not-found-anthropic");
+    let Some(route::Action::DirectResponse(response)) = &anthropic.action else { panic!() };
+    let Some(data_source::Specifier::InlineString(body)) =
+        response.body.as_ref().and_then(|b| b.specifier.clone())
+    else {
+        panic!("no inline body")
+    };
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (json["type"].as_str(), json["error"]["type"].as_str()),
+        (Some("error"), Some("not_found_error"))
+    );
 }
 
 // ---- incremental updates ----
@@ -679,7 +701,13 @@ fn invalid_backend_compiles_nothing_and_the_rest_compiles() {
         routes["route-1975"].virtual_hosts[0].routes.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(
         route_names,
-        ["ns/bad-route/rule/1/match/0", "ns/r/rule/0/match/0", "ns/r/rule/1/match/0", "not-found"]
+        [
+            "ns/bad-route/rule/1/match/0",
+            "ns/r/rule/0/match/0",
+            "ns/r/rule/1/match/0",
+            "not-found-anthropic",
+            "not-found"
+        ]
     );
 }
 
@@ -699,7 +727,7 @@ fn route_to_missing_pool_omits_that_rule_until_the_pool_appears() {
             .map(|r| r.name.clone())
             .collect()
     };
-    assert_eq!(route_names(&h), ["ns/r/rule/1/match/0", "not-found"]);
+    assert_eq!(route_names(&h), ["ns/r/rule/1/match/0", "not-found-anthropic", "not-found"]);
     assert_eq!(h.names(TypeUrl::Cluster), ["aisb/ns/b"]);
 
     let changed = h.apply(pool("ns", "llama", "llama"));
@@ -711,7 +739,10 @@ fn route_to_missing_pool_omits_that_rule_until_the_pool_appears() {
             (TypeUrl::RouteConfiguration, "route-1975".to_string()),
         ]
     );
-    assert_eq!(route_names(&h), ["ns/r/rule/0/match/0", "ns/r/rule/1/match/0", "not-found"]);
+    assert_eq!(
+        route_names(&h),
+        ["ns/r/rule/0/match/0", "ns/r/rule/1/match/0", "not-found-anthropic", "not-found"]
+    );
 
     // A pod joining the pool changes its load assignment alone.
     let changed = h.apply(pod("ns", "llama-0", "llama", "10.0.1.1"));

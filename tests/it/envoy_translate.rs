@@ -187,6 +187,10 @@ async fn the_gateway_answers_models_and_bad_requests_itself() {
     let r =
         request(s.gw.port, "POST", "/v1/chat/completions", &[], &body.to_string()).await.unwrap();
     assert_eq!((r.status, r.json()["error"]["code"].as_str()), (404, Some("model_not_found")));
+    let body = json!({"model": "nope", "max_tokens": 5, "messages": []});
+    let r =
+        request(s.gw.port, "POST", "/v1/messages?beta=true", &[], &body.to_string()).await.unwrap();
+    assert_eq!((r.status, r.json()["error"]["type"].as_str()), (404, Some("not_found_error")));
     assert!(recorded(&s.anthropic_record).is_empty() && recorded(&s.openai_record).is_empty());
     s.gw.running.shutdown().await;
 }
