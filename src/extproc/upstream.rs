@@ -27,8 +27,10 @@ use super::translate::{
     response_translator, translate_error, translate_request,
 };
 use super::{ENDPOINT_HEADER, INTERNAL_HEADER_PREFIX, METADATA_NAMESPACE, ROUTE_BACKEND_HEADER};
-use crate::api::LLMRequestCostType;
-use crate::api::{APISchema, BodyMutation, HeaderMutation as ApiHeaderMutation, LLMRequestCost};
+use crate::api::{
+    APISchema, BodyMutation, HeaderMutation as ApiHeaderMutation, LLMRequestCost,
+    LLMRequestCostType,
+};
 
 /// How much of an upstream error body is kept to translate; error bodies are small, and one
 /// that is not should not fill memory.
@@ -372,4 +374,52 @@ fn usage_metadata(costs: &[LLMRequestCost], usage: Usage) -> Option<Struct> {
     }
     let namespace = Value { kind: Some(value::Kind::StructValue(Struct { fields })) };
     Some(Struct { fields: [(METADATA_NAMESPACE.to_string(), namespace)].into() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::BodyField;
+
+    #[test]
+    fn body_mutations_apply_in_order_and_keep_non_json_values_as_text() {
+        let backend = BodyMutation {
+            set: vec![
+                BodyField { path: "temperature".into(), value: "0.1".into() },
+                BodyField { path: "tag".into(), value: "plain text".into() },
+            ],
+            remove: vec!["seed".into()],
+        };
+        let route = BodyMutation {
+            set: vec![BodyField { path: "temperature".into(), value: "0.7".into() }],
+            remove: Vec::new(),
+        };
+        let body = br#"{"model":"m","seed":1}"#.to_vec();
+        let out = mutate_body(body, [&backend, &route].into_iter());
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v, serde_json::json!({"model": "m", "temperature": 0.7, "tag": "plain text"}));
+        assert_eq!(mutate_body(b"[1]".to_vec(), [&backend].into_iter()), b"[1]");
+    }
+
+    #[test]
+    fn usage_metadata_only_for_configured_costs() {
+        let usage = Usage { input: 10, output: 5, cached_input: 2, total: 15 };
+        assert_eq!(usage_metadata(&[], usage), None);
+        let cost = |key: &str, cost_type| LLMRequestCost {
+            metadata_key: key.into(),
+            cost_type,
+            cel: None,
+        };
+        let costs = [
+            cost("cached", LLMRequestCostType::CachedInputToken),
+            cost("total", LLMRequestCostType::TotalToken),
+        ];
+        let metadata = usage_metadata(&costs, usage).unwrap();
+        let Some(value::Kind::StructValue(s)) = &metadata.fields[METADATA_NAMESPACE].kind else {
+            panic!("{metadata:?}")
+        };
+        let n = |k: &str| s.fields[k].kind.clone();
+        assert_eq!(n("cached"), Some(value::Kind::NumberValue(2.0)));
+        assert_eq!(n("total"), Some(value::Kind::NumberValue(15.0)));
+    }
 }
