@@ -160,3 +160,39 @@ def test_record_captures_requests_with_auth(upstream, openai_client, anthropic_c
     assert "anthropic-version" in message["headers"]
     assert message["body"]["model"] == "claude-haiku-4-5"
     assert message["body"]["messages"] == MESSAGES
+
+
+WEATHER_OPENAI = [{"type": "function", "function": {
+    "name": "get_weather", "description": "Weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+WEATHER_ANTHROPIC = [{"name": "get_weather", "description": "Weather in a city",
+                      "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+
+
+def test_tools_get_a_call_in_each_format(openai_client, anthropic_client):
+    reply = openai_client.chat.completions.create(model="m", messages=MESSAGES, tools=WEATHER_OPENAI)
+    call = reply.choices[0].message.tool_calls[0]
+    assert (reply.choices[0].finish_reason, call.function.name) == ("tool_calls", "get_weather")
+    assert json.loads(call.function.arguments) == {"city": "Paris"}
+    chunks = list(openai_client.chat.completions.create(
+        model="m", messages=MESSAGES, tools=WEATHER_OPENAI, stream=True))
+    args = "".join(tc.function.arguments or "" for c in chunks if c.choices
+                   for tc in c.choices[0].delta.tool_calls or [])
+    assert json.loads(args) == {"city": "Paris"}
+
+    message = anthropic_client.messages.create(
+        model="m", max_tokens=64, messages=MESSAGES, tools=WEATHER_ANTHROPIC)
+    assert message.stop_reason == "tool_use"
+    assert (message.content[0].name, message.content[0].input) == ("get_weather", {"city": "Paris"})
+    with anthropic_client.messages.stream(
+            model="m", max_tokens=64, messages=MESSAGES, tools=WEATHER_ANTHROPIC) as stream:
+        final = stream.get_final_message()
+    assert final.content[0].input == {"city": "Paris"}
+
+
+def test_failures_in_each_format(openai_client, anthropic_client):
+    with pytest.raises(openai.RateLimitError):
+        openai_client.chat.completions.create(model="fail-429", messages=MESSAGES)
+    with pytest.raises(anthropic.InternalServerError) as err:
+        anthropic_client.messages.create(model="fail-500", max_tokens=8, messages=MESSAGES)
+    assert err.value.body["error"]["type"] == "api_error"

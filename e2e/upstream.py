@@ -6,11 +6,15 @@ Stdlib only, so it runs anywhere python3 does:
     python3 e2e/upstream.py --host 127.0.0.1 --port 0 --id backend-a [--record requests.jsonl]
 
 Every reply says "Hello from <id>" and carries an `x-upstream-id: <id>` header, which lets
-tests and demos see which backend the gateway routed to.
+tests and demos see which backend the gateway routed to. A request that offers tools gets a
+call to the first tool (arguments {"city": "Paris"}) until it carries a tool result. For
+failure tests: `--fail-status N` (or `fail-NNN` in the model name) answers with that error in
+the API's own format, and `cut` in the model name ends a stream after its first event.
 """
 
 import argparse
 import json
+import re
 import threading
 import time
 import uuid
@@ -61,12 +65,50 @@ class Handler(BaseHTTPRequestHandler):
         self.record(body)
         if not isinstance(body, dict):
             self.send_error_json(400, "request body must be a JSON object")
+        elif self.failure(body) is not None:
+            self.send_failure(self.failure(body))
         elif self.path == "/v1/chat/completions":
             self.chat_completions(body)
         elif self.path == "/v1/messages":
             self.messages(body)
         else:
             self.send_error_json(404, f"no route for POST {self.path}", "not_found_error")
+
+    def failure(self, body):
+        """The status to fail with: --fail-status, or `fail-NNN` in the model name."""
+        if self.server.fail_status:
+            return self.server.fail_status
+        match = re.search(r"fail-(\d{3})", str(body.get("model", "")))
+        return int(match.group(1)) if match else None
+
+    def send_failure(self, status):
+        message = f"simulated failure {status} from {self.server.upstream_id}"
+        if self.path == "/v1/messages":
+            kind = {429: "rate_limit_error", 529: "overloaded_error"}.get(status, "api_error")
+            self.send_json(status, {"type": "error", "error": {"type": kind, "message": message}})
+        else:
+            kind = "rate_limit_exceeded" if status == 429 else "server_error"
+            self.send_error_json(status, message, kind)
+
+    def tool_call(self, body):
+        """(name, arguments) of a tool to call: the first tool offered, unless the last message
+        already carries a tool result."""
+        tools = body.get("tools") or []
+        messages = body.get("messages") or []
+        if not tools or not messages:
+            return None
+        last = messages[-1]
+        content = last.get("content") if isinstance(last, dict) else None
+        if last.get("role") == "tool" or (isinstance(content, list) and any(
+                isinstance(p, dict) and p.get("type") == "tool_result" for p in content)):
+            return None
+        tool = tools[0]
+        name = (tool.get("function") or {}).get("name") or tool.get("name")
+        return (name, {"city": "Paris"}) if name else None
+
+    def cut_stream(self, body):
+        """A streamed reply that stops after its first event: `cut` in the model name."""
+        return "cut" in str(body.get("model", ""))
 
     def chat_completions(self, body):
         model = body.get("model", "unknown")
@@ -79,7 +121,14 @@ class Handler(BaseHTTPRequestHandler):
             "completion_tokens": len(pieces),
             "total_tokens": prompt_tokens + len(pieces),
         }
+        call = self.tool_call(body)
+        call_id = f"call_{uuid.uuid4().hex[:12]}"
         if not body.get("stream"):
+            message = {"role": "assistant", "content": "".join(pieces)}
+            if call:
+                message = {"role": "assistant", "content": None, "tool_calls": [{
+                    "id": call_id, "type": "function",
+                    "function": {"name": call[0], "arguments": json.dumps(call[1])}}]}
             self.send_json(200, {
                 "id": completion_id,
                 "object": "chat.completion",
@@ -87,9 +136,9 @@ class Handler(BaseHTTPRequestHandler):
                 "model": model,
                 "choices": [{
                     "index": 0,
-                    "message": {"role": "assistant", "content": "".join(pieces)},
+                    "message": message,
                     "logprobs": None,
-                    "finish_reason": "stop",
+                    "finish_reason": "tool_calls" if call else "stop",
                 }],
                 "usage": usage,
             })
@@ -112,9 +161,21 @@ class Handler(BaseHTTPRequestHandler):
 
         self.start_sse()
         self.send_sse(chunk({"role": "assistant", "content": ""}))
-        for piece in pieces:
-            self.send_sse(chunk({"content": piece}))
-        self.send_sse(chunk({}, "stop"))
+        if self.cut_stream(body):
+            self.close_connection = True
+            return
+        if call:
+            arguments = json.dumps(call[1])
+            half = len(arguments) // 2
+            self.send_sse(chunk({"tool_calls": [{"index": 0, "id": call_id, "type": "function",
+                                                 "function": {"name": call[0], "arguments": ""}}]}))
+            for part in (arguments[:half], arguments[half:]):
+                self.send_sse(chunk({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}))
+            self.send_sse(chunk({}, "tool_calls"))
+        else:
+            for piece in pieces:
+                self.send_sse(chunk({"content": piece}))
+            self.send_sse(chunk({}, "stop"))
         if include_usage:
             final = chunk({})
             final["choices"] = []
@@ -128,14 +189,19 @@ class Handler(BaseHTTPRequestHandler):
         message_id = f"msg_{uuid.uuid4().hex}"
         pieces = reply_pieces(self.server.upstream_id)
         input_tokens = count_tokens(body.get("messages"), body.get("system"))
+        call = self.tool_call(body)
+        call_id = f"toolu_{uuid.uuid4().hex[:12]}"
         if not body.get("stream"):
+            content = [{"type": "text", "text": "".join(pieces)}]
+            if call:
+                content = [{"type": "tool_use", "id": call_id, "name": call[0], "input": call[1]}]
             self.send_json(200, {
                 "id": message_id,
                 "type": "message",
                 "role": "assistant",
                 "model": model,
-                "content": [{"type": "text", "text": "".join(pieces)}],
-                "stop_reason": "end_turn",
+                "content": content,
+                "stop_reason": "tool_use" if call else "end_turn",
                 "stop_sequence": None,
                 "usage": {"input_tokens": input_tokens, "output_tokens": len(pieces)},
             })
@@ -155,21 +221,39 @@ class Handler(BaseHTTPRequestHandler):
                 "usage": {"input_tokens": input_tokens, "output_tokens": 1},
             },
         }, event="message_start")
-        self.send_sse({
-            "type": "content_block_start",
-            "index": 0,
-            "content_block": {"type": "text", "text": ""},
-        }, event="content_block_start")
-        for piece in pieces:
+        if self.cut_stream(body):
+            self.close_connection = True
+            return
+        if call:
+            arguments = json.dumps(call[1])
+            half = len(arguments) // 2
             self.send_sse({
-                "type": "content_block_delta",
+                "type": "content_block_start",
                 "index": 0,
-                "delta": {"type": "text_delta", "text": piece},
-            }, event="content_block_delta")
+                "content_block": {"type": "tool_use", "id": call_id, "name": call[0], "input": {}},
+            }, event="content_block_start")
+            for part in (arguments[:half], arguments[half:]):
+                self.send_sse({
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "input_json_delta", "partial_json": part},
+                }, event="content_block_delta")
+        else:
+            self.send_sse({
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            }, event="content_block_start")
+            for piece in pieces:
+                self.send_sse({
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": piece},
+                }, event="content_block_delta")
         self.send_sse({"type": "content_block_stop", "index": 0}, event="content_block_stop")
         self.send_sse({
             "type": "message_delta",
-            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            "delta": {"stop_reason": "tool_use" if call else "end_turn", "stop_sequence": None},
             "usage": {"output_tokens": len(pieces)},
         }, event="message_delta")
         self.send_sse({"type": "message_stop"}, event="message_stop")
@@ -244,12 +328,15 @@ def main():
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--id", required=True, help="name reported in replies and x-upstream-id")
     parser.add_argument("--record", metavar="FILE", help="append one JSON line per request to FILE")
+    parser.add_argument("--fail-status", type=int, metavar="N",
+                        help="answer every POST with this error status, in the API's own format")
     args = parser.parse_args()
 
     server = ThreadingHTTPServer((args.host, args.port), Handler)
     server.daemon_threads = True
     server.upstream_id = args.id
     server.record_path = args.record
+    server.fail_status = args.fail_status
     server.record_lock = threading.Lock()
     host, port = server.server_address[:2]
     print(f"listening on {host}:{port}", flush=True)
