@@ -36,7 +36,9 @@ fn manifests(port: u16, anthropic: SocketAddr, openai: SocketAddr) -> String {
          ---\napiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIGatewayRoute\nmetadata: {{name: r}}\n\
          spec:\n  parentRefs: [{{name: gw}}]\n  rules:\n\
          \x20 - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: claude}}]}}]\n    backendRefs: [{{name: anth}}]\n\
-         \x20 - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: gpt}}]}}]\n    backendRefs: [{{name: oai}}]\n  llmRequestCosts: [{{metadataKey: in, type: InputToken}}, {{metadataKey: out, type: OutputToken}}]\n{}{}",
+         \x20 - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: gpt}}]}}]\n    backendRefs: [{{name: oai}}]\n\
+         \x20 - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: claude-fail-429}}]}}]\n    backendRefs: [{{name: anth}}]\n\
+         \x20 - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: gpt-fail-503}}]}}]\n    backendRefs: [{{name: oai}}]\n  llmRequestCosts: [{{metadataKey: in, type: InputToken}}, {{metadataKey: out, type: OutputToken}}]\n{}{}",
         backend("anth", "Anthropic", anthropic, "AnthropicAPIKey", "sk-ant-e2e"),
         backend("oai", "OpenAI", openai, "APIKey", "sk-openai-e2e"),
     )
@@ -168,7 +170,10 @@ async fn the_gateway_answers_models_and_bad_requests_itself() {
     let r = request(s.gw.port, "GET", "/v1/models", &[], "").await.unwrap();
     let ids: Vec<Value> =
         r.json()["data"].as_array().unwrap().iter().map(|m| m["id"].clone()).collect();
-    assert_eq!(ids, [json!("claude"), json!("gpt")]);
+    assert_eq!(
+        ids,
+        [json!("claude"), json!("claude-fail-429"), json!("gpt"), json!("gpt-fail-503")]
+    );
 
     let r = request(s.gw.port, "POST", "/v1/chat/completions", &[], "{oops").await.unwrap();
     assert_eq!(r.status, 400);
@@ -204,5 +209,30 @@ async fn large_bodies_pass_both_phases() {
     let r = request(s.gw.port, "POST", "/v1/messages", &[], &body.to_string()).await.unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["usage"]["input_tokens"], 1_000_000);
+    s.gw.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_errors_come_back_in_the_clients_format() {
+    let s = setup("translate-upstream-errors").await;
+    let body = json!({"model": "claude-fail-429", "messages": [{"role": "user", "content": "hi"}]});
+    let r =
+        request(s.gw.port, "POST", "/v1/chat/completions", &[], &body.to_string()).await.unwrap();
+    assert_eq!(r.status, 429);
+    let error = r.json();
+    assert!(
+        error["error"]["message"].as_str().unwrap().contains("simulated failure 429"),
+        "{error}"
+    );
+    assert_eq!(error["error"]["type"], "rate_limit_error", "OpenAI's shape: {error}");
+    assert_eq!(last(&s.anthropic_record)["path"], "/v1/messages");
+
+    let body = json!({"model": "gpt-fail-503", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+    let r = request(s.gw.port, "POST", "/v1/messages", &[], &body.to_string()).await.unwrap();
+    assert_eq!(r.status, 503);
+    let error = r.json();
+    assert_eq!(error["type"], "error", "Anthropic's shape: {error}");
+    assert_eq!(error["error"]["type"], "overloaded_error");
+    assert!(error["error"]["message"].as_str().unwrap().contains("simulated failure 503"));
     s.gw.running.shutdown().await;
 }
