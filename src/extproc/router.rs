@@ -60,10 +60,14 @@ impl RouterPhase {
         let path = find(&headers, ":path").unwrap_or_default();
         let method = find(&headers, ":method").unwrap_or_default();
         let bare = path.split(['?', '#']).next().unwrap_or_default();
-        if bare.trim_end_matches('/') == "/v1/models" {
-            return match method {
-                "GET" | "HEAD" => immediate(200, self.models(), "aixds_models"),
-                _ => method_not_allowed(ClientSchema::OpenAI, method, path),
+        let bare = bare.trim_end_matches('/');
+        if bare == "/v1/models" || bare.starts_with("/v1/models/") {
+            if !matches!(method, "GET" | "HEAD") {
+                return method_not_allowed(ClientSchema::OpenAI, method, path);
+            }
+            return match bare.strip_prefix("/v1/models/") {
+                None => immediate(200, self.models(), "aixds_models"),
+                Some(id) => self.model(id),
             };
         }
         let Some(endpoint) = Endpoint::from_path(path) else {
@@ -141,15 +145,22 @@ impl RouterPhase {
 
     /// The OpenAI model list of every model a route matches exactly.
     fn models(&self) -> Vec<u8> {
-        let data: Vec<serde_json::Value> = self
-            .runtime
-            .models
-            .iter()
-            .map(|id| {
-                json!({"id": id, "object": "model", "created": self.runtime.created, "owned_by": "aixds"})
-            })
-            .collect();
+        let data: Vec<serde_json::Value> =
+            self.runtime.models.iter().map(|id| self.model_object(id)).collect();
         json!({"object": "list", "data": data}).to_string().into_bytes()
+    }
+
+    /// `GET /v1/models/{id}`: one model, or OpenAI's 404 for a model no route serves.
+    fn model(&self, id: &str) -> ProcessingResponse {
+        if self.runtime.models.iter().any(|m| m == id) {
+            let body = self.model_object(id).to_string().into_bytes();
+            return immediate(200, body, "aixds_models");
+        }
+        immediate(404, crate::compile::NOT_FOUND_BODY.as_bytes().to_vec(), "aixds_no_model")
+    }
+
+    fn model_object(&self, id: &str) -> serde_json::Value {
+        json!({"id": id, "object": "model", "created": self.runtime.created, "owned_by": "aixds"})
     }
 }
 

@@ -271,6 +271,15 @@ async fn router_lists_models_and_refuses_unknown_paths() {
     assert_eq!(list["data"][0]["object"], "model");
 
     let mut stream = Stream::router(&mut client).await;
+    let get = headers(&[(":method", "GET"), (":path", "/v1/models/gpt")], true);
+    let (status, model, _) = immediate(stream.send(In::RequestHeaders(get)).await);
+    assert_eq!((status, model["id"].as_str()), (200, Some("gpt")));
+    let mut stream = Stream::router(&mut client).await;
+    let get = headers(&[(":method", "GET"), (":path", "/v1/models/llama-3")], true);
+    let (status, error, _) = immediate(stream.send(In::RequestHeaders(get)).await);
+    assert_eq!((status, error["error"]["code"].as_str()), (404, Some("model_not_found")));
+
+    let mut stream = Stream::router(&mut client).await;
     let (status, error, _) = immediate(stream.send(post("/v1/nope", &[])).await);
     assert_eq!(status, 404);
     assert!(error["error"]["message"].as_str().unwrap().contains("/v1/nope"), "{error}");
