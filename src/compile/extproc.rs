@@ -22,7 +22,7 @@ use envoy_types::pb::google::protobuf::{Any, BoolValue, Duration};
 use envoy_types::util::pack_any;
 
 use crate::bootstrap::XDS_CLUSTER;
-use crate::extproc::{BACKEND_METADATA, METADATA_NAMESPACE};
+use crate::extproc::{ATTEMPT_METADATA_NAMESPACE, BACKEND_METADATA, METADATA_NAMESPACE};
 
 pub(super) const EXT_PROC_FILTER: &str = "envoy.filters.http.ext_proc";
 /// The key of [`upstream_protocol_options`] in a cluster's `typed_extension_protocol_options`.
@@ -77,10 +77,15 @@ pub(super) fn upstream_protocol_options(cluster: &str) -> Any {
             allow_all_routing: Some(BoolValue { value: true }),
             ..Default::default()
         }),
-        // Token usage, written at the end of the response.
+        // Token usage, written at the end of the response; and what a retry of the request
+        // needs from its first attempt, which is handed back to the next.
         metadata_options: Some(MetadataOptions {
+            forwarding_namespaces: Some(metadata_options::MetadataNamespaces {
+                untyped: vec![ATTEMPT_METADATA_NAMESPACE.into()],
+                ..Default::default()
+            }),
             receiving_namespaces: Some(metadata_options::MetadataNamespaces {
-                untyped: vec![METADATA_NAMESPACE.into()],
+                untyped: vec![METADATA_NAMESPACE.into(), ATTEMPT_METADATA_NAMESPACE.into()],
                 ..Default::default()
             }),
             ..Default::default()

@@ -41,6 +41,10 @@ pub const INTERNAL_HEADER_PREFIX: &str = "x-aixds-";
 /// gRPC metadata the upstream-phase filter of a cluster sends: the cluster name. Its presence
 /// marks a stream as the upstream phase.
 pub const BACKEND_METADATA: &str = "x-aixds-backend";
+/// The dynamic metadata namespace where the upstream phase keeps [`ENDPOINT_HEADER`] and
+/// [`ROUTE_BACKEND_HEADER`] (`endpoint`, `route_backend`) for later attempts of the same request:
+/// it removes the headers, and Envoy gives a retry the header map the first attempt left.
+pub const ATTEMPT_METADATA_NAMESPACE: &str = "aixds.request";
 /// The dynamic metadata namespace token usage is written to, as Envoy AI Gateway does.
 pub const METADATA_NAMESPACE: &str = "io.envoy.ai_gateway";
 

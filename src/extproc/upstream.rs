@@ -26,7 +26,10 @@ use super::translate::{
     ClientSchema, Endpoint, ResponseTranslator, Usage, error_body, parse_request,
     response_translator, translate_error, translate_request,
 };
-use super::{ENDPOINT_HEADER, INTERNAL_HEADER_PREFIX, METADATA_NAMESPACE, ROUTE_BACKEND_HEADER};
+use super::{
+    ATTEMPT_METADATA_NAMESPACE, ENDPOINT_HEADER, INTERNAL_HEADER_PREFIX, METADATA_NAMESPACE,
+    ROUTE_BACKEND_HEADER,
+};
 use crate::api::{
     APISchema, BodyMutation, HeaderMutation as ApiHeaderMutation, LLMRequestCost,
     LLMRequestCostType,
@@ -41,6 +44,11 @@ pub(super) struct UpstreamPhase {
     /// The cluster this attempt goes to, from the filter's gRPC metadata.
     cluster: String,
     headers: Vec<(String, String)>,
+    /// The client's endpoint path and the route backendRef id: from the internal headers on a
+    /// first attempt, from what that attempt kept in dynamic metadata on a retry (the first
+    /// attempt removed the headers, and Envoy hands every attempt the same header map).
+    endpoint: Option<String>,
+    route_backend: Option<String>,
     /// Set once the request was translated: how to translate the response.
     response: Option<ResponseState>,
 }
@@ -59,7 +67,14 @@ struct ResponseState {
 
 impl UpstreamPhase {
     pub(super) fn new(runtime: Arc<RuntimeConfig>, cluster: String) -> Self {
-        UpstreamPhase { runtime, cluster, headers: Vec::new(), response: None }
+        UpstreamPhase {
+            runtime,
+            cluster,
+            headers: Vec::new(),
+            endpoint: None,
+            route_backend: None,
+            response: None,
+        }
     }
 
     pub(super) fn on_message(
@@ -67,7 +82,14 @@ impl UpstreamPhase {
         request: ProcessingRequest,
     ) -> Result<ProcessingResponse, Status> {
         let response = match request.request {
-            Some(In::RequestHeaders(headers)) => return Ok(self.on_request_headers(&headers)),
+            Some(In::RequestHeaders(headers)) => {
+                let kept = request
+                    .metadata_context
+                    .as_ref()
+                    .and_then(|m| m.filter_metadata.get(ATTEMPT_METADATA_NAMESPACE));
+                let kept = kept.map(|s| (text(s, "endpoint"), text(s, "route_backend")));
+                return Ok(self.on_request_headers(&headers, kept.unwrap_or_default()));
+            }
             Some(In::RequestBody(body)) => return Ok(self.on_request_body(&body.body)),
             Some(In::ResponseHeaders(headers)) => {
                 Out::ResponseHeaders(self.on_response_headers(&headers))
@@ -92,11 +114,18 @@ impl UpstreamPhase {
     }
 
     fn route_backend(&self) -> Option<&RouteBackendRuntime> {
-        find(&self.headers, ROUTE_BACKEND_HEADER).and_then(|id| self.runtime.route_backends.get(id))
+        self.route_backend.as_ref().and_then(|id| self.runtime.route_backends.get(id))
     }
 
-    fn on_request_headers(&mut self, message: &HttpHeaders) -> ProcessingResponse {
+    fn on_request_headers(
+        &mut self,
+        message: &HttpHeaders,
+        kept: (Option<String>, Option<String>),
+    ) -> ProcessingResponse {
         self.headers = header_pairs(message);
+        let header = |name| find(&self.headers, name).map(str::to_string);
+        self.endpoint = header(ENDPOINT_HEADER).or(kept.0);
+        self.route_backend = header(ROUTE_BACKEND_HEADER).or(kept.1);
         let mut response = HeadersResponse::default();
         if message.end_of_stream {
             // No body to translate (the router phase lets none through to a known endpoint):
@@ -112,9 +141,7 @@ impl UpstreamPhase {
     }
 
     fn on_request_body(&mut self, body: &[u8]) -> ProcessingResponse {
-        let endpoint = find(&self.headers, ENDPOINT_HEADER)
-            .or_else(|| find(&self.headers, ":path"))
-            .and_then(Endpoint::from_path);
+        let endpoint = self.endpoint.as_deref().and_then(Endpoint::from_path);
         let Some(endpoint) = endpoint else {
             let message = "no LLM API is served at this path";
             return immediate(404, error_body(ClientSchema::OpenAI, 404, message), "aixds_no_api");
@@ -168,6 +195,12 @@ impl UpstreamPhase {
             error_body: Vec::new(),
             failed: None,
         });
+        let kept =
+            [("endpoint", self.endpoint.clone()), ("route_backend", self.route_backend.clone())]
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.to_string(), text_value(v?))))
+                .collect();
+        let kept = Value { kind: Some(value::Kind::StructValue(Struct { fields: kept })) };
         ProcessingResponse {
             response: Some(Out::RequestBody(BodyResponse {
                 response: Some(CommonResponse {
@@ -178,6 +211,10 @@ impl UpstreamPhase {
                     ..Default::default()
                 }),
             })),
+            // For a retry of this request, which will find the internal headers gone.
+            dynamic_metadata: Some(Struct {
+                fields: [(ATTEMPT_METADATA_NAMESPACE.to_string(), kept)].into(),
+            }),
             ..Default::default()
         }
     }
@@ -316,6 +353,17 @@ impl UpstreamPhase {
             ..Default::default()
         }
     }
+}
+
+fn text(s: &Struct, key: &str) -> Option<String> {
+    match &s.fields.get(key)?.kind {
+        Some(value::Kind::StringValue(v)) => Some(v.clone()),
+        _ => None,
+    }
+}
+
+fn text_value(s: String) -> Value {
+    Value { kind: Some(value::Kind::StringValue(s)) }
 }
 
 fn apply_header_mutation(ops: &mut BTreeMap<String, Option<String>>, m: &ApiHeaderMutation) {

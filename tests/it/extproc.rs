@@ -587,3 +587,38 @@ fn runtime_config_credentials_per_policy_type_and_only_when_resolved() {
     assert!(!config.backends.contains_key("aisb/default/openai"));
     assert!(config.backends.contains_key("aisb/default/anthropic"));
 }
+
+#[tokio::test]
+async fn a_retry_uses_what_the_first_attempt_kept_in_metadata() {
+    use envoy_types::pb::envoy::config::core::v3::Metadata;
+    let mut client = client().await;
+    let request = json!({"model": "claude", "messages": [{"role": "user", "content": "hi"}]});
+
+    let mut first = Stream::upstream(&mut client, "aisb/default/anthropic").await;
+    first.send(routed("/v1/chat/completions", "default/r/0/0", &[])).await;
+    let out = first.send_full(body(request.to_string().as_bytes())).await;
+    let kept = out.dynamic_metadata.expect("kept for a retry").fields["aixds.request"].clone();
+    let Some(value::Kind::StructValue(kept)) = kept.kind else { panic!("{kept:?}") };
+
+    // The retry: the same header map, as the first attempt left it, and the metadata.
+    let mut retry = Stream::upstream(&mut client, "aisb/default/anthropic").await;
+    let left = headers(
+        &[(":method", "POST"), (":path", "/v1/messages"), ("x-api-key", "sk-ant-test")],
+        false,
+    );
+    let message = ProcessingRequest {
+        request: Some(In::RequestHeaders(left)),
+        metadata_context: Some(Metadata {
+            filter_metadata: [("aixds.request".to_string(), kept)].into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    retry.tx.send(message).await.unwrap();
+    retry.rx.message().await.unwrap().unwrap();
+    let out = retry.send(body(request.to_string().as_bytes())).await;
+    let sent: Value = serde_json::from_slice(&new_body(&out)).unwrap();
+    assert_eq!(sent["model"], "claude-sonnet-4-5", "the backendRef's override still applies");
+    assert!(sent["max_tokens"].is_u64(), "translated from chat again: {sent}");
+    assert_eq!(mutation(&out).0[":path"], "/v1/messages");
+}
