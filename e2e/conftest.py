@@ -72,6 +72,7 @@ class Gateway:
         self.proc = subprocess.Popen(
             [aixds_bin(), "run", str(self.dir),
              "--xds-address", f"127.0.0.1:{free_port()}",
+             "--admin-address", f"127.0.0.1:{free_port()}",
              "--listener-address", "127.0.0.1", "--default-port", str(port),
              "--envoy-admin-port", str(self.admin_port), "--node-id", tmp_path.name],
             cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT,

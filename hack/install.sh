@@ -29,3 +29,16 @@ if ! version="$("$venv/bin/envoy" --version 2>&1)"; then
   exit 1
 fi
 grep -m1 -i 'version' <<<"$version" || echo "$version"
+
+# Headless Chromium for the /debug/graph HTML page test (tests/it/admin.rs). Debian's package;
+# installed only when missing and when this script may use apt-get.
+if command -v chromium >/dev/null 2>&1; then
+  chromium --version
+elif [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing chromium"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  chromium --version
+else
+  echo "warning: chromium is missing; install it (apt-get install chromium) for the HTML page test" >&2
+fi

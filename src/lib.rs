@@ -1,6 +1,7 @@
 //! aixds: an xDS control plane for Envoy-based AI gateways.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod api;
 pub mod bootstrap;
 pub mod cli;
@@ -10,4 +11,5 @@ pub mod extproc;
 pub mod graph;
 pub mod run;
 pub mod source;
+pub mod status;
 pub mod xds;

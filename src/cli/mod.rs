@@ -1,5 +1,6 @@
 //! The `aixds` command line: argument parsing and one function per subcommand.
 
+mod explain;
 mod validate;
 
 pub use validate::{Loaded, Report, load};
@@ -53,6 +54,27 @@ pub enum Command {
         paths: Vec<PathBuf>,
         #[arg(long, short, value_enum, default_value_t = GraphFormat::Json)]
         format: GraphFormat,
+        /// Only this object's neighbourhood: `Kind/namespace/name` (or `Kind/name`).
+        #[arg(long, value_name = "OBJECT", value_parser = parse_key)]
+        focus: Option<crate::api::ObjectKey>,
+        /// How many references away from --focus to go, both directions.
+        #[arg(long, default_value_t = crate::admin::DEFAULT_DEPTH, requires = "focus")]
+        depth: usize,
+    },
+    /// Explain why one object is or is not serving: its conditions, its references and whether
+    /// each resolves, what refers to it, and the Envoy resources compiled from it.
+    ///
+    /// With PATHs, loads and compiles them here. With --admin, asks a running aixds instead,
+    /// which also knows whether each Envoy ACKed or rejected those resources.
+    Explain {
+        /// `Kind/namespace/name` (or `Kind/name`), e.g. `AIGatewayRoute/default/quickstart`.
+        #[arg(value_name = "OBJECT", value_parser = parse_key)]
+        object: crate::api::ObjectKey,
+        #[arg(value_name = "PATH", required_unless_present = "admin")]
+        paths: Vec<PathBuf>,
+        /// The admin address of a running aixds, e.g. 127.0.0.1:19000.
+        #[arg(long, value_name = "ADDRESS", conflicts_with = "paths")]
+        admin: Option<String>,
     },
     /// Run the gateway: load and watch manifests, serve xDS, and start Envoy pointed at it.
     ///
@@ -65,6 +87,10 @@ pub enum Command {
         /// Address to serve xDS on (ADS, delta and state-of-the-world).
         #[arg(long, default_value = "127.0.0.1:18000")]
         xds_address: std::net::SocketAddr,
+        /// Address of the admin HTTP server (/healthz, /readyz, /metrics, /debug/graph,
+        /// /debug/xds); keep it on loopback unless the network is trusted.
+        #[arg(long, default_value = "127.0.0.1:19000")]
+        admin_address: std::net::SocketAddr,
         /// Address the Envoy listeners bind to.
         #[arg(long, default_value = "0.0.0.0")]
         listener_address: String,
@@ -147,6 +173,12 @@ pub enum LogFormat {
     Json,
 }
 
+fn parse_key(s: &str) -> Result<crate::api::ObjectKey, String> {
+    crate::api::ObjectKey::parse(s).ok_or_else(|| {
+        format!("{s:?} is not Kind/namespace/name (or Kind/name for cluster-scoped kinds)")
+    })
+}
+
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AIXDS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -174,29 +206,33 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        Command::Graph { paths, format } => {
+        Command::Graph { paths, format, focus, depth } => {
+            use crate::graph::export::{View, to_dot_view, to_json_view};
             let loaded = load(paths)?;
             for warning in validate::file_messages(&loaded.source) {
                 eprintln!("{warning}");
             }
+            let view = match &focus {
+                Some(key) => View::focus(&loaded.graph, key, depth)?,
+                None => View::default(),
+            };
             let mut stdout = std::io::stdout().lock();
             match format {
                 GraphFormat::Json => {
-                    serde_json::to_writer_pretty(
-                        &mut stdout,
-                        &crate::graph::export::to_json(&loaded.graph),
-                    )?;
+                    serde_json::to_writer_pretty(&mut stdout, &to_json_view(&loaded.graph, &view))?;
                     writeln!(stdout)?;
                 }
                 GraphFormat::Dot => {
-                    stdout.write_all(crate::graph::export::to_dot(&loaded.graph).as_bytes())?
+                    stdout.write_all(to_dot_view(&loaded.graph, &view).as_bytes())?
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Explain { object, paths, admin } => explain::run(&object, paths, admin),
         Command::Run {
             paths,
             xds_address,
+            admin_address,
             listener_address,
             default_port,
             no_envoy,
@@ -217,6 +253,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let opts = crate::run::RunOptions {
                 paths,
                 xds_listen: xds_address,
+                admin_listen: Some(admin_address),
                 compile: crate::compile::CompileOptions { listener_address, default_port },
                 envoy,
                 extproc: crate::extproc::ExtProcOptions { max_body_bytes: max_request_body },

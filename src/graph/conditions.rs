@@ -28,6 +28,9 @@ pub enum Reason {
     InvalidExtensionRef,
     /// A backend the rule relies on is itself unresolved or rejected.
     BackendNotResolved,
+    /// An Envoy rejected (NACKed) a resource compiled from the object; the message is
+    /// "<node id>: <Envoy's error>".
+    RejectedByEnvoy,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -164,6 +164,10 @@ impl Graph {
         self.g.node_count()
     }
 
+    pub fn edge_count(&self) -> usize {
+        self.g.edge_count()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.g.node_count() == 0
     }

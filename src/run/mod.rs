@@ -13,13 +13,14 @@ pub use envoy::{EnvoyOptions, find_envoy};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use crate::admin::{AdminState, RunMetrics};
 use crate::compile::{CompileOptions, Compiler};
 use crate::extproc::{ExtProcOptions, ExtProcService, RuntimeConfig, SharedRuntime};
 use crate::graph::Graph;
@@ -31,6 +32,9 @@ pub struct RunOptions {
     pub paths: Vec<PathBuf>,
     /// Where to serve xDS; port 0 picks a free port (see [`Running::xds_addr`]).
     pub xds_listen: SocketAddr,
+    /// Where to serve the admin HTTP endpoints; port 0 picks a free port (see
+    /// [`Running::admin_addr`]); `None` serves none.
+    pub admin_listen: Option<SocketAddr>,
     pub compile: CompileOptions,
     /// Envoy to start as a child process; `None` only serves xDS.
     pub envoy: Option<EnvoyOptions>,
@@ -50,6 +54,8 @@ pub struct Running {
     /// What the translation ext_proc serves from.
     pub runtime: SharedRuntime,
     pub xds_addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
+    pub metrics: Arc<RunMetrics>,
     /// Counts batches applied after the initial load; tests wait on it after editing a file.
     pub batches: watch::Receiver<u64>,
     envoy: Option<envoy::EnvoyProcess>,
@@ -62,6 +68,7 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
     let mut source = ManifestSource::new(opts.paths.clone());
     let mut graph = Graph::new();
     let mut compiler = Compiler::new(opts.compile.clone());
+    let metrics = Arc::new(RunMetrics::default());
     for change in source.reload()? {
         change.apply_to(&mut graph);
     }
@@ -69,18 +76,36 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
     let runtime = RuntimeConfig::shared();
     RuntimeConfig::publish(&runtime, &graph);
     let store = Arc::new(SnapshotStore::new());
-    store.publish(compiler.full(&graph));
+    let started = Instant::now();
+    let initial = compiler.full(&graph);
+    metrics.compiled(started.elapsed());
+    store.publish(initial);
+    metrics.set_ready();
     tracing::info!(objects = graph.len(), "initial snapshot published");
+    let graph = Arc::new(RwLock::new(graph));
 
     let ads = AdsServer::new(store.clone());
     let extproc = ExtProcService::new(runtime.clone(), opts.extproc.clone());
     let shared_runtime = runtime.clone();
     let (clients, push_log) = (ads.clients(), ads.push_log());
+    let (stop, stopped) = watch::channel(false);
+    let admin_addr = match opts.admin_listen {
+        None => None,
+        Some(addr) => {
+            let state = AdminState {
+                graph: graph.clone(),
+                store: store.clone(),
+                clients: clients.clone(),
+                xds: ads.stats(),
+                run: metrics.clone(),
+            };
+            Some(start_admin(addr, state, stopped.clone()).await?)
+        }
+    };
     let listener = tokio::net::TcpListener::bind(opts.xds_listen)
         .await
         .with_context(|| format!("binding the xDS address {}", opts.xds_listen))?;
     let xds_addr = listener.local_addr()?;
-    let (stop, stopped) = watch::channel(false);
     let mut stop_server = stopped.clone();
     tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
@@ -100,6 +125,7 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
         .context("watching the manifest paths")?;
     let (batch_tx, batches) = watch::channel(0u64);
     let loop_store = store.clone();
+    let loop_metrics = metrics.clone();
     let mut loop_stopped = stopped.clone();
     tokio::spawn(async move {
         // The watcher lives as long as the loop.
@@ -109,7 +135,17 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
                 wake = wakeups.recv() => if wake.is_none() { return },
                 _ = loop_stopped.wait_for(|s| *s) => return,
             }
-            apply_batch(&mut source, &mut graph, &mut compiler, &loop_store, &runtime);
+            {
+                let mut graph = graph.write().unwrap_or_else(|e| e.into_inner());
+                apply_batch(
+                    &mut source,
+                    &mut graph,
+                    &mut compiler,
+                    &loop_store,
+                    &loop_metrics,
+                    &runtime,
+                );
+            }
             batch_tx.send_modify(|n| *n += 1);
         }
     });
@@ -124,19 +160,50 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
         push_log,
         runtime: shared_runtime,
         xds_addr,
+        admin_addr,
+        metrics,
         batches,
         envoy,
         stop,
     })
 }
 
+/// Serves the admin HTTP endpoints, which read the graph the loop writes (see [`crate::admin`]
+/// for why that is an `Arc<RwLock<Graph>>`), until `stopped`.
+async fn start_admin(
+    addr: SocketAddr,
+    state: AdminState,
+    mut stopped: watch::Receiver<bool>,
+) -> anyhow::Result<SocketAddr> {
+    let (listener, admin_addr) = crate::admin::bind(addr)
+        .await
+        .with_context(|| format!("binding the admin address {addr}"))?;
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        if let Err(e) = crate::admin::serve_until(listener, state, shutdown).await {
+            tracing::error!("admin server failed: {e}");
+        }
+    });
+    tracing::info!(%admin_addr, "serving admin HTTP (/healthz, /readyz, /metrics, /debug/graph, /debug/xds)");
+    Ok(admin_addr)
+}
+
+/// One batch: reload → apply to the graph → compile the affected outputs → publish (the streams
+/// then push). A `batch` span carries the counts; `apply`, `compile` and `publish` spans inside
+/// it time the stages.
 fn apply_batch(
     source: &mut ManifestSource,
     graph: &mut Graph,
     compiler: &mut Compiler,
     store: &SnapshotStore,
+    metrics: &RunMetrics,
     runtime: &SharedRuntime,
 ) {
+    use tracing::field::Empty;
+    let span = tracing::info_span!("batch", changes = Empty, affected = Empty, resources = Empty);
+    let _batch = span.enter();
     let started = Instant::now();
     let changes = match source.reload() {
         Ok(changes) => changes,
@@ -146,23 +213,27 @@ fn apply_batch(
         }
     };
     report_files(source);
-    let count = changes.len();
+    span.record("changes", changes.len());
     let mut affected = Vec::new();
-    for change in changes {
-        affected.extend(change.apply_to(graph).keys);
-    }
-    affected.sort();
-    affected.dedup();
-    let updates = compiler.update(graph, &affected);
+    tracing::info_span!("apply").in_scope(|| {
+        for change in changes {
+            affected.extend(change.apply_to(graph).keys);
+        }
+        affected.sort();
+        affected.dedup();
+    });
+    span.record("affected", affected.len());
+    let compile_started = Instant::now();
+    let updates = tracing::info_span!("compile").in_scope(|| compiler.update(graph, &affected));
+    metrics.compiled(compile_started.elapsed());
     // Before Envoy hears of a new backend, the ext_proc knows it.
-    RuntimeConfig::publish(runtime, graph);
-    let changed = store.publish(updates);
-    let _span = tracing::info_span!("batch", changes = count, affected = affected.len()).entered();
-    tracing::info!(
-        resources = changed.len(),
-        micros = started.elapsed().as_micros() as u64,
-        "applied manifest changes"
-    );
+    let changed = tracing::info_span!("publish").in_scope(|| {
+        RuntimeConfig::publish(runtime, graph);
+        store.publish(updates)
+    });
+    metrics.batch_applied();
+    span.record("resources", changed.len());
+    tracing::info!(micros = started.elapsed().as_micros() as u64, "applied manifest changes");
 }
 
 fn report_files(source: &ManifestSource) {

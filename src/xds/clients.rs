@@ -210,7 +210,7 @@ mod tests {
             acked_version: None,
             acked_nonce: None,
             acked: BTreeMap::new(),
-            last_nack: Some(Nack { nonce: "7".into(), error: "bad".into() }),
+            last_nack: Some(Nack::new("7".into(), "bad".into(), [])),
         };
         let _stream = clients.register("envoy-1".into(), StreamKind::Delta, state(vec![info]));
         let json = serde_json::to_value(clients.list()).expect("serializable");

@@ -239,7 +239,8 @@ impl TypeState {
             }
             Some(error) => {
                 // `held` keeps the rejected versions: sending them again would be rejected again.
-                let nack = Nack { nonce: nonce.to_string(), error: error.clone() };
+                let sent = answered.resources.iter().map(|(n, v)| (n, v));
+                let nack = Nack::new(nonce.to_string(), error.clone(), sent);
                 self.last_nack = Some(nack);
                 Answer::Nack { nonce: nonce.to_string(), error }
             }

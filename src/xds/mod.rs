@@ -11,6 +11,7 @@ mod delta;
 mod server;
 mod snapshot;
 mod sotw;
+mod stats;
 #[cfg(test)]
 mod test_support;
 
@@ -20,6 +21,7 @@ pub use delta::DeltaState;
 pub use server::AdsServer;
 pub use snapshot::{Snapshot, SnapshotStore};
 pub use sotw::SotwState;
+pub use stats::{Histogram, HistogramValues, LATENCY_BUCKETS, XdsStats};
 
 use std::fmt;
 
@@ -60,6 +62,11 @@ impl TypeUrl {
 
     pub fn parse(s: &str) -> Option<TypeUrl> {
         TypeUrl::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// Parses the short name (`Cluster`) or the full type URL.
+    pub fn parse_any(s: &str) -> Option<TypeUrl> {
+        TypeUrl::ALL.into_iter().find(|t| t.as_str() == s || t.to_string().eq_ignore_ascii_case(s))
     }
 
     pub fn index(self) -> usize {

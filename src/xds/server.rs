@@ -19,7 +19,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::ack::{Answer, UnknownType};
 use super::clients::{Clients, PushLog, PushRecord, Registration, StreamKind, Summary};
-use super::{DeltaState, Snapshot, SnapshotStore, SotwState, TypeUrl};
+use super::stats::Timings;
+use super::{DeltaState, Snapshot, SnapshotStore, SotwState, TypeUrl, XdsStats};
 
 /// Large route tables and many clusters make big responses; Envoy accepts these sizes too.
 const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
@@ -33,11 +34,22 @@ pub struct AdsServer {
     store: Arc<SnapshotStore>,
     clients: Arc<Clients>,
     push_log: Arc<PushLog>,
+    stats: Arc<XdsStats>,
 }
 
 impl AdsServer {
     pub fn new(store: Arc<SnapshotStore>) -> Self {
-        AdsServer { store, clients: Arc::default(), push_log: Arc::default() }
+        AdsServer {
+            store,
+            clients: Arc::default(),
+            push_log: Arc::default(),
+            stats: Arc::default(),
+        }
+    }
+
+    /// Counters of pushes and NACKs per type.
+    pub fn stats(&self) -> Arc<XdsStats> {
+        Arc::clone(&self.stats)
     }
 
     /// The open streams.
@@ -201,8 +213,16 @@ async fn serve_stream<S: Protocol>(
     let revision = server.store.load().revision;
     let state = Arc::new(Mutex::new(S::default()));
     let registration = server.clients.register(node_id.clone(), S::KIND, state.clone());
-    let mut stream =
-        Stream { server, node_id, state, revision, _registration: registration, tx, wake };
+    let mut stream = Stream {
+        server,
+        node_id,
+        state,
+        revision,
+        _registration: registration,
+        tx,
+        wake,
+        timings: Timings::default(),
+    };
     if stream.on_request(first).await.is_ok() {
         stream.run(requests).await;
     }
@@ -223,6 +243,8 @@ struct Stream<S: Protocol> {
     _registration: Registration,
     tx: mpsc::Sender<Result<S::Response, Status>>,
     wake: watch::Receiver<u64>,
+    /// Responses awaiting Envoy's answer, for the latency histograms.
+    timings: Timings,
 }
 
 impl<S: Protocol> Stream<S> {
@@ -255,12 +277,17 @@ impl<S: Protocol> Stream<S> {
         let answer = self.state().on_request(&request);
         match answer {
             Ok((type_url, Answer::Nack { nonce, error })) => {
+                self.server.stats.nacked(type_url);
+                self.timings.answered(&self.server.stats, &nonce, false);
                 tracing::warn!(node_id, %type_url, nonce, error, "Envoy rejected a response (NACK)");
             }
             Ok((type_url, Answer::Stale { nonce })) => {
                 tracing::debug!(node_id, %type_url, nonce, "ignoring an answer to an old response");
             }
-            Ok((_, Answer::Request | Answer::Ack { .. })) => {}
+            Ok((_, Answer::Ack { nonce })) => {
+                self.timings.answered(&self.server.stats, &nonce, true);
+            }
+            Ok((_, Answer::Request)) => {}
             Err(e) => tracing::warn!(node_id, error = %e, "ignoring request"),
         }
         self.push().await
@@ -280,12 +307,19 @@ impl<S: Protocol> Stream<S> {
         } else {
             self.server.store.changed_since(self.revision)
         };
+        // Only responses that bring a newer snapshot are propagation, and timed.
+        let published = snapshot.published_at.filter(|_| snapshot.revision > self.revision);
+        let mut timed = Vec::new();
         let responses = {
             let mut state = self.state();
             let responses = state.responses(&snapshot, changed.as_deref());
             for response in &responses {
                 let (type_url, names, removed, nonce) = state.describe(response);
                 if let Some(type_url) = type_url {
+                    self.server.stats.pushed(type_url, names.len());
+                    if let Some(published) = published {
+                        timed.push((type_url, nonce.clone(), published));
+                    }
                     self.server.push_log.record(PushRecord {
                         node_id: self.node_id.clone(),
                         kind: S::KIND,
@@ -299,6 +333,9 @@ impl<S: Protocol> Stream<S> {
             }
             responses
         };
+        for (type_url, nonce, published) in timed {
+            self.timings.sent(&self.server.stats, type_url, nonce, published);
+        }
         self.revision = snapshot.revision;
         for response in responses {
             self.tx.send(Ok(response)).await.map_err(|_| Closed)?;

@@ -7,11 +7,14 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use super::{Resource, TypeUrl, Update};
+use crate::api::ObjectKey;
 
 /// An immutable view of every resource, per type, at one revision.
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
     pub revision: u64,
+    /// When this revision was published (`None` for the empty initial snapshot).
+    pub published_at: Option<std::time::Instant>,
     resources: [BTreeMap<String, Arc<Resource>>; 4],
 }
 
@@ -22,6 +25,16 @@ impl Snapshot {
 
     pub fn get(&self, type_url: TypeUrl, name: &str) -> Option<&Arc<Resource>> {
         self.resources[type_url.index()].get(name)
+    }
+
+    /// Every resource with its type, in [`TypeUrl`] then name order.
+    pub fn all(&self) -> impl Iterator<Item = (TypeUrl, &Arc<Resource>)> {
+        TypeUrl::ALL.into_iter().flat_map(|t| self.resources(t).values().map(move |r| (t, r)))
+    }
+
+    /// The resources compiled from `key`.
+    pub fn produced_by(&self, key: &ObjectKey) -> Vec<(TypeUrl, &Arc<Resource>)> {
+        self.all().filter(|(_, r)| r.sources.contains(key)).collect()
     }
 }
 
@@ -98,6 +111,7 @@ impl SnapshotStore {
         changed.sort();
         changed.dedup();
         snap.revision = old.revision + 1;
+        snap.published_at = Some(std::time::Instant::now());
         let revision = snap.revision;
         log.push_back((revision, Arc::new(changed.clone())));
         while log.len() > LOG_REVISIONS {

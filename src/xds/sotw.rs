@@ -78,7 +78,7 @@ impl SotwState {
                 Some(status) => {
                     // `sent` stays: the same version is not offered again.
                     let error = status.message.clone();
-                    st.last_nack = Some(Nack { nonce: nonce.clone(), error: error.clone() });
+                    st.last_nack = Some(Nack::new(nonce.clone(), error.clone(), &sent.resources));
                     Answer::Nack { nonce, error }
                 }
             }

@@ -89,3 +89,69 @@ fn bootstrap_is_accepted_by_envoy() {
         assert!(out.status.success(), "{extra:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+#[test]
+fn graph_focus_narrows_the_output() {
+    let (code, json, stderr) = aixds(&[
+        "graph",
+        "examples/",
+        "--focus",
+        "AIServiceBackend/default/upstream-a",
+        "--depth",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let keys: Vec<&str> =
+        json["nodes"].as_array().unwrap().iter().map(|n| n["key"].as_str().unwrap()).collect();
+    assert_eq!(
+        keys,
+        [
+            "AIGatewayRoute/default/quickstart",
+            "AIServiceBackend/default/upstream-a",
+            "Backend/default/upstream-a"
+        ]
+    );
+    let (code, _, stderr) = aixds(&["graph", "examples/", "--focus", "Backend/default/nope"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("Backend/default/nope is not in the graph"), "{stderr}");
+    let (code, _, stderr) = aixds(&["graph", "examples/", "--focus", "nonsense"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("is not Kind/namespace/name"), "{stderr}");
+}
+
+#[test]
+fn explain_prints_conditions_references_and_resources() {
+    let (code, text, stderr) =
+        aixds(&["explain", "AIServiceBackend/default/upstream-a", "examples/"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        text.starts_with("AIServiceBackend/default/upstream-a (examples/quickstart.yaml:"),
+        "{text}"
+    );
+    for line in [
+        "  Accepted=True\n",
+        "References (0 unresolved):\n  backendRef -> Backend/default/upstream-a [ok]\n",
+        "Referred to by:\n  AIGatewayRoute/default/quickstart (backendRef) [ok]\n",
+        "  Cluster aisb/default/upstream-a (version ",
+        "  ClusterLoadAssignment aisb/default/upstream-a (version ",
+    ] {
+        assert!(text.contains(line), "{line:?} missing from\n{text}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("r.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIGatewayRoute\nmetadata: {name: r}\nspec:\n  rules:\n  - backendRefs: [{name: gone}]\n",
+    )
+    .unwrap();
+    let (code, text, _) = aixds(&["explain", "AIGatewayRoute/default/r", file.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(
+        text.contains(
+            "References (1 unresolved):\n  backendRef -> AIServiceBackend/default/gone [missing]"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("ResolvedRefs=False BackendNotFound"), "{text}");
+}

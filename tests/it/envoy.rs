@@ -16,7 +16,7 @@ use crate::harness::*;
 type Rule<'a> = (&'a str, Vec<(&'a str, SocketAddr, u32)>);
 
 /// A gateway on `port` with one rule per model.
-fn manifests(port: u16, rules: &[Rule]) -> String {
+pub(crate) fn manifests(port: u16, rules: &[Rule]) -> String {
     let mut out = format!(
         "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw}}\n\
          spec: {{gatewayClassName: aixds, listeners: [{{name: http, protocol: HTTP, port: {port}}}]}}\n"
@@ -66,6 +66,7 @@ pub(crate) async fn start_gateway(dir: &Path, port: u16, sotw: bool, node_id: &s
     let running = aixds::run::start(RunOptions {
         paths: vec![dir.to_path_buf()],
         xds_listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: Some("127.0.0.1:0".parse().unwrap()),
         compile: CompileOptions { listener_address: "127.0.0.1".into(), default_port: port },
         envoy: Some(EnvoyOptions {
             binary: envoy_bin(),
@@ -245,6 +246,7 @@ async fn envoy_keeps_serving_while_aixds_restarts() {
     let aixds = |dir: &Path| {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_aixds"))
             .args(["run", "--no-envoy", "--listener-address", "127.0.0.1"])
+            .args(["--admin-address", "127.0.0.1:0"])
             .args(["--xds-address", &format!("127.0.0.1:{xds_port}")])
             .arg(dir)
             .env("AIXDS_LOG", "warn")
