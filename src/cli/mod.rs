@@ -108,6 +108,9 @@ pub enum Command {
         /// Envoy's log level.
         #[arg(long, default_value = "warning")]
         envoy_log_level: String,
+        /// Largest request body the translation ext_proc accepts, in bytes; larger ones get 413.
+        #[arg(long, default_value_t = crate::extproc::DEFAULT_MAX_BODY_BYTES)]
+        max_request_body: usize,
     },
     /// Print an Envoy bootstrap (YAML) that points an Envoy at aixds over ADS.
     Bootstrap {
@@ -236,6 +239,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             envoy,
             envoy_node,
             envoy_log_level,
+            max_request_body,
         } => {
             let envoy = match no_envoy {
                 true => None,
@@ -252,6 +256,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 admin_listen: Some(admin_address),
                 compile: crate::compile::CompileOptions { listener_address, default_port },
                 envoy,
+                extproc: crate::extproc::ExtProcOptions { max_body_bytes: max_request_body },
                 debounce: std::time::Duration::from_millis(20),
                 max_delay: std::time::Duration::from_millis(200),
             };

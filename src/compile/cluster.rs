@@ -11,21 +11,26 @@
 //! - InferencePool: EDS over its ready pods.
 //!
 //! A Backend on port 443 gets upstream TLS, verified against the system CAs and the hostname.
+//! An AIServiceBackend's cluster speaks HTTP/1.1 through the translation ext_proc's upstream
+//! phase (see [`super::extproc`]).
+
+use std::collections::HashMap;
 
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::{
     DataSource, TransportSocket, data_source, transport_socket,
 };
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, CommonTlsContext, SubjectAltNameMatcher, UpstreamTlsContext,
     common_tls_context, subject_alt_name_matcher,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
-use envoy_types::pb::google::protobuf::{Duration, Value, value};
+use envoy_types::pb::google::protobuf::{Duration, UInt32Value, Value, value};
 use envoy_types::util::pack_any;
 use prost::{Message, Name};
 
-use super::{ads_config_source, endpoint, resource_from_bytes};
+use super::{BODY_BUFFER_LIMIT, ads_config_source, endpoint, extproc, resource_from_bytes};
 use crate::api::{BackendEndpoint, BackendSpec, Kind, ObjectKey, Spec};
 use crate::graph::{Graph, Node, RefKind};
 use crate::xds::Resource;
@@ -41,7 +46,8 @@ pub(super) struct Compiled {
     pub load_assignment: Option<Resource>,
 }
 
-pub(super) fn backend_cluster_name(key: &ObjectKey) -> String {
+/// The cluster of an AIServiceBackend: `aisb/{namespace}/{name}`.
+pub fn backend_cluster_name(key: &ObjectKey) -> String {
     format!("aisb/{}/{}", key.namespace, key.name)
 }
 
@@ -91,24 +97,31 @@ pub(super) fn backend(graph: &Graph, key: &ObjectKey) -> Option<Compiled> {
     };
     let metadata = [("backend", format!("{}/{}", key.namespace, key.name)), ("schema", schema)];
     let mut sources = vec![key.clone(), target.key.clone()];
-    match target.object.as_deref().map(|o| &o.spec) {
+    let (mut cluster, cla, cla_sources) = match target.object.as_deref().map(|o| &o.spec) {
         Some(Spec::Backend(spec)) => {
             let tls = tls_policy(graph, &target.key);
             sources.extend(tls.map(|(policy, _)| policy.clone()));
             let sni = tls.map(|(_, hostname)| hostname);
-            Some(envoy_backend(name, spec, sni, &metadata, sources))
+            let (cluster, cla) = envoy_backend(&name, spec, sni);
+            (cluster, cla, sources.clone())
         }
         Some(Spec::InferencePool(pool)) => {
             let (cla, pods) = endpoint::pool(&name, graph, &target.key, pool);
             let cla_sources = sources.iter().cloned().chain(pods).collect();
-            let cluster = eds_cluster(&name);
-            Some(Compiled {
-                cluster: encode(name.clone(), &cluster, &metadata, sources),
-                load_assignment: Some(Resource::new(name, &cla, cla_sources)),
-            })
+            (eds_cluster(&name), Some(cla), cla_sources)
         }
-        _ => None,
-    }
+        _ => return None,
+    };
+    // Every attempt to this backend passes the translation ext_proc's upstream phase.
+    cluster.typed_extension_protocol_options = HashMap::from([(
+        extproc::HTTP_PROTOCOL_OPTIONS.to_string(),
+        extproc::upstream_protocol_options(&name),
+    )]);
+    cluster.per_connection_buffer_limit_bytes = Some(UInt32Value { value: BODY_BUFFER_LIMIT });
+    Some(Compiled {
+        cluster: encode(name.clone(), &cluster, &metadata, sources),
+        load_assignment: cla.map(|cla| Resource::new(name, &cla, cla_sources)),
+    })
 }
 
 /// The cluster of an InferencePool named directly by an accepted route.
@@ -140,30 +153,28 @@ fn tls_policy<'g>(graph: &'g Graph, backend: &ObjectKey) -> Option<(&'g ObjectKe
     })
 }
 
-/// A Backend's cluster. TLS is used when a BackendTLSPolicy asks for it (`sni`: its hostname)
-/// or when the Backend listens on 443.
+/// A Backend's cluster and, when it uses EDS, its load assignment. TLS is used when a
+/// BackendTLSPolicy asks for it (`sni`: its hostname) or when the Backend listens on 443.
 fn envoy_backend(
-    name: String,
+    name: &str,
     spec: &BackendSpec,
     sni: Option<&str>,
-    metadata: &[(&str, String)],
-    sources: Vec<ObjectKey>,
-) -> Compiled {
-    let cla = endpoint::backend(&name, spec);
+) -> (Cluster, Option<ClusterLoadAssignment>) {
+    let cla = endpoint::backend(name, spec);
     let dns = spec.endpoints.iter().all(|e| e.fqdn.is_some());
     let pipe = spec.endpoints.iter().any(|e| e.unix.is_some());
     let mut cluster = if dns || pipe {
         let discovery =
             if dns { cluster::DiscoveryType::StrictDns } else { cluster::DiscoveryType::Static };
         Cluster {
-            name: name.clone(),
+            name: name.to_string(),
             connect_timeout: Some(connect_timeout()),
             cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(discovery as i32)),
             load_assignment: Some(cla.clone()),
             ..Default::default()
         }
     } else {
-        eds_cluster(&name)
+        eds_cluster(name)
     };
     if dns {
         cluster.dns_lookup_family = cluster::DnsLookupFamily::V4Only as i32;
@@ -182,9 +193,7 @@ fn envoy_backend(
         hostnames.dedup();
         cluster.transport_socket = Some(upstream_tls(&hostnames));
     }
-    let load_assignment =
-        (!dns && !pipe).then(|| Resource::new(name.clone(), &cla, sources.clone()));
-    Compiled { cluster: encode(name, &cluster, metadata, sources), load_assignment }
+    (cluster, (!dns && !pipe).then_some(cla))
 }
 
 fn connect_timeout() -> Duration {

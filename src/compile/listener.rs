@@ -1,7 +1,8 @@
 //! Listeners: one per distinct port across the accepted Gateways' listeners.
 //!
 //! Takes: the Gateways in the graph. Gives: the port set, and per port an Envoy Listener whose
-//! HTTP connection manager fetches RouteConfiguration `route-{port}` over ADS.
+//! HTTP connection manager fetches RouteConfiguration `route-{port}` over ADS and runs the
+//! translation ext_proc's router phase before the router.
 
 use std::collections::BTreeMap;
 
@@ -11,9 +12,10 @@ use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
 };
+use envoy_types::pb::google::protobuf::UInt32Value;
 use envoy_types::util::pack_any;
 
-use super::{CompileOptions, ads_config_source, route};
+use super::{BODY_BUFFER_LIMIT, CompileOptions, ads_config_source, extproc, route};
 use crate::api::{Kind, ObjectKey, Spec};
 use crate::graph::Graph;
 use crate::xds::Resource;
@@ -83,11 +85,17 @@ pub(super) fn compile(opts: &CompileOptions, port: u16, gateways: &[ObjectKey]) 
             config_source: Some(ads_config_source()),
             route_config_name: route::config_name(port),
         })),
-        http_filters: vec![HttpFilter {
-            name: "envoy.filters.http.router".into(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(Router::default()))),
-            ..Default::default()
-        }],
+        // The router phase sets the model header the routes match on, so it runs first.
+        http_filters: vec![
+            extproc::router_filter(),
+            HttpFilter {
+                name: "envoy.filters.http.router".into(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(
+                    pack_any(Router::default()),
+                )),
+                ..Default::default()
+            },
+        ],
         ..Default::default()
     };
     let listener = Listener {
@@ -99,6 +107,7 @@ pub(super) fn compile(opts: &CompileOptions, port: u16, gateways: &[ObjectKey]) 
                 ..Default::default()
             })),
         }),
+        per_connection_buffer_limit_bytes: Some(UInt32Value { value: BODY_BUFFER_LIMIT }),
         filter_chains: vec![FilterChain {
             filters: vec![Filter {
                 name: "envoy.filters.network.http_connection_manager".into(),

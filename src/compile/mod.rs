@@ -13,11 +13,16 @@
 //! - a Cluster (and, when it uses EDS, a ClusterLoadAssignment of the same name) per usable
 //!   AIServiceBackend, and per InferencePool that a route names directly.
 //!
+//! Every listener runs the translation ext_proc's router phase before the router, and every
+//! AIServiceBackend cluster its upstream phase (`extproc.rs`); both call aixds over the
+//! bootstrap's `aixds-xds` cluster.
+//!
 //! Objects that are not accepted, or whose references do not resolve, produce nothing; whatever
 //! referred to them leaves them out, and everything else compiles as usual.
 
 mod cluster;
 mod endpoint;
+mod extproc;
 mod listener;
 mod route;
 
@@ -32,7 +37,12 @@ use crate::api::{Kind, ObjectKey};
 use crate::graph::Graph;
 use crate::xds::{Resource, TypeUrl, Update};
 
-pub use route::NOT_FOUND_BODY;
+pub use cluster::backend_cluster_name;
+pub use route::{NOT_FOUND_ANTHROPIC_BODY, NOT_FOUND_BODY, route_backend_id};
+
+/// How much of one request or response Envoy holds per connection. The ext_proc phases buffer
+/// whole request bodies, and AI request bodies (long prompts, images) are large.
+const BODY_BUFFER_LIMIT: u32 = 50 * 1024 * 1024;
 
 /// Settings that are not in any object.
 #[derive(Debug, Clone, PartialEq, Eq)]

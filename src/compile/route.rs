@@ -2,8 +2,8 @@
 //!
 //! Takes: one AIGatewayRoute and the graph's view of its backends. Gives: a [`Fragment`] with its
 //! Envoy routes, and per port a RouteConfiguration `route-{port}` assembled from the fragments
-//! attached there, in route key order, ending in a catch-all that answers 404 in the OpenAI error
-//! format.
+//! attached there, in route key order, ending in catch-alls that answer 404 in the client's error
+//! format (Anthropic's on its endpoints, OpenAI's elsewhere).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -23,12 +23,16 @@ use crate::api::{
     AIGATEWAY_GROUP, AIGatewayRouteSpec, GATEWAY_API_GROUP, HeaderMatchType, INFERENCE_GROUP, Kind,
     ObjectKey, RouteMatch as AIRouteMatch, RouteRule, Spec, group_kind,
 };
+use crate::extproc::{ENDPOINT_HEADER, ROUTE_BACKEND_HEADER, STREAM_HEADER};
 use crate::graph::Graph;
 use crate::xds::Resource;
 
 /// The body of the catch-all's 404: what OpenAI answers for an unknown model, so that clients
 /// show their usual error.
 pub const NOT_FOUND_BODY: &str = r#"{"error":{"message":"No route matches the requested model.","type":"invalid_request_error","param":"model","code":"model_not_found"}}"#;
+
+/// [`NOT_FOUND_BODY`] for Anthropic clients, in the shape Anthropic's API answers errors.
+pub const NOT_FOUND_ANTHROPIC_BODY: &str = r#"{"type":"error","error":{"type":"not_found_error","message":"No route matches the requested model."}}"#;
 
 /// Gateway API's largest backendRef weight. Envoy rejects weights that sum past `u32::MAX`, which
 /// weights within this bound cannot reach with any realistic number of backends.
@@ -114,7 +118,7 @@ fn backend_key(route: &ObjectKey, b: &crate::api::RouteBackendRef) -> Option<Obj
 fn compile_rules(graph: &Graph, key: &ObjectKey, spec: &AIGatewayRouteSpec) -> Vec<Route> {
     let mut routes = Vec::new();
     for (i, rule) in spec.rules.iter().enumerate() {
-        let Some(action) = route_action(graph, key, rule) else { continue };
+        let Some(action) = route_action(graph, key, i, rule) else { continue };
         // A rule without matches matches every request, as in Gateway API.
         let all = [AIRouteMatch::default()];
         let matches = if rule.matches.is_empty() { &all[..] } else { &rule.matches[..] };
@@ -161,33 +165,65 @@ fn header_matcher(h: &crate::api::HeaderMatch) -> Option<HeaderMatcher> {
 
 /// Weighted clusters over the rule's usable backends of the lowest priority value, or `None`
 /// when it has none (the rule is then left out rather than routing to a cluster Envoy lacks).
-fn route_action(graph: &Graph, key: &ObjectKey, rule: &RouteRule) -> Option<RouteAction> {
-    // (priority, cluster, weight) of every backendRef that compiles to a cluster.
-    let usable: Vec<(u32, String, u32)> = rule
+///
+/// Each AIServiceBackend's cluster tells the translation ext_proc's upstream phase which
+/// backendRef it was picked by, in [`ROUTE_BACKEND_HEADER`]. InferencePools named directly have no
+/// upstream phase, so the router phase's internal headers are removed on the way to them.
+fn route_action(
+    graph: &Graph,
+    key: &ObjectKey,
+    rule_index: usize,
+    rule: &RouteRule,
+) -> Option<RouteAction> {
+    // (priority, cluster, weight, backendRef index, target kind) of every backendRef that
+    // compiles to a cluster.
+    let usable: Vec<(u32, String, u32, usize, Kind)> = rule
         .backend_refs
         .iter()
-        .filter_map(|b| {
+        .enumerate()
+        .filter_map(|(i, b)| {
             let target = backend_key(key, b)?;
             let cluster = cluster::cluster_for(graph, &target)?;
-            Some((b.priority.unwrap_or(0), cluster, b.weight.unwrap_or(1).min(MAX_WEIGHT)))
+            let weight = b.weight.unwrap_or(1).min(MAX_WEIGHT);
+            Some((b.priority.unwrap_or(0), cluster, weight, i, target.kind))
         })
         .collect();
-    let top = usable.iter().map(|(p, _, _)| *p).min()?;
-    // Envoy rejects a weighted cluster list naming a cluster twice, or summing to zero.
-    let mut weights: BTreeMap<String, u32> = BTreeMap::new();
-    for (_, cluster, weight) in usable.into_iter().filter(|(p, _, w)| *p == top && *w > 0) {
-        let w = weights.entry(cluster).or_default();
-        *w = w.saturating_add(weight);
+    let top = usable.iter().map(|u| u.0).min()?;
+    // Envoy rejects a weighted cluster list naming a cluster twice, or summing to zero. Two
+    // backendRefs to one backend share its weight and the first one's settings.
+    let mut weights: BTreeMap<String, (u32, usize, Kind)> = BTreeMap::new();
+    for (_, cluster, weight, i, kind) in usable.into_iter().filter(|u| u.0 == top && u.2 > 0) {
+        let w = weights.entry(cluster).or_insert((0, i, kind));
+        w.0 = w.0.saturating_add(weight);
     }
     if weights.is_empty() {
         return None;
     }
     let clusters = weights
         .into_iter()
-        .map(|(name, weight)| weighted_cluster::ClusterWeight {
-            name,
-            weight: Some(UInt32Value { value: weight }),
-            ..Default::default()
+        .map(|(name, (weight, i, kind))| {
+            let mut cw = weighted_cluster::ClusterWeight {
+                name,
+                weight: Some(UInt32Value { value: weight }),
+                ..Default::default()
+            };
+            if kind == Kind::AIServiceBackend {
+                cw.request_headers_to_add = vec![HeaderValueOption {
+                    header: Some(HeaderValue {
+                        key: ROUTE_BACKEND_HEADER.into(),
+                        value: route_backend_id(key, rule_index, i),
+                        ..Default::default()
+                    }),
+                    // A client's own value must not choose another backendRef's settings.
+                    append_action: header_value_option::HeaderAppendAction::OverwriteIfExistsOrAdd
+                        as i32,
+                    ..Default::default()
+                }];
+            } else {
+                cw.request_headers_to_remove =
+                    vec![ENDPOINT_HEADER.into(), STREAM_HEADER.into(), ROUTE_BACKEND_HEADER.into()];
+            }
+            cw
         })
         .collect();
     let timeout =
@@ -199,6 +235,12 @@ fn route_action(graph: &Graph, key: &ObjectKey, rule: &RouteRule) -> Option<Rout
         timeout,
         ..Default::default()
     })
+}
+
+/// The id of one backendRef, as [`ROUTE_BACKEND_HEADER`] carries it and the runtime config keys
+/// it: `{route namespace}/{route name}/{rule index}/{backendRef index}`.
+pub fn route_backend_id(route: &ObjectKey, rule: usize, backend_ref: usize) -> String {
+    format!("{}/{}/{rule}/{backend_ref}", route.namespace, route.name)
 }
 
 /// A Gateway API duration (`1h`, `90s`, `1m30s`, `500ms`): one to four number-unit pairs.
@@ -244,7 +286,7 @@ pub(super) fn assemble(port: u16, fragments: &BTreeMap<ObjectKey, Fragment>) -> 
         fragments.iter().filter(|(_, f)| f.ports.contains(&port) && !f.routes.is_empty()).collect();
     let mut routes: Vec<Route> =
         attached.iter().flat_map(|(_, f)| f.routes.iter().cloned()).collect();
-    routes.push(not_found());
+    routes.extend(not_found());
     let name = config_name(port);
     let config = RouteConfiguration {
         name: name.clone(),
@@ -259,17 +301,28 @@ pub(super) fn assemble(port: u16, fragments: &BTreeMap<ObjectKey, Fragment>) -> 
     Resource::new(name, &config, attached.into_iter().map(|(k, _)| k.clone()).collect())
 }
 
-fn not_found() -> Route {
+/// The 404s for requests no route matched: in Anthropic's error format on the Anthropic
+/// endpoints (the path, without its query, is one the translation ext_proc let through), in
+/// OpenAI's everywhere else.
+fn not_found() -> [Route; 2] {
+    let anthropic = route_match::PathSpecifier::SafeRegex(RegexMatcher {
+        regex: "(/anthropic)?/v1/messages/?".into(),
+        ..Default::default()
+    });
+    [
+        direct_404("not-found-anthropic", anthropic, NOT_FOUND_ANTHROPIC_BODY),
+        direct_404("not-found", route_match::PathSpecifier::Prefix("/".into()), NOT_FOUND_BODY),
+    ]
+}
+
+fn direct_404(name: &str, path: route_match::PathSpecifier, body: &str) -> Route {
     Route {
-        name: "not-found".into(),
-        r#match: Some(RouteMatch {
-            path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
-            ..Default::default()
-        }),
+        name: name.into(),
+        r#match: Some(RouteMatch { path_specifier: Some(path), ..Default::default() }),
         action: Some(route::Action::DirectResponse(DirectResponseAction {
             status: 404,
             body: Some(DataSource {
-                specifier: Some(data_source::Specifier::InlineString(NOT_FOUND_BODY.into())),
+                specifier: Some(data_source::Specifier::InlineString(body.into())),
                 ..Default::default()
             }),
             ..Default::default()

@@ -1,3 +1,60 @@
-//! The Envoy ext_proc side of aixds. [`translate`] is its pure core: request and response bodies
-//! in, translated bodies and token usage out.
+//! The translation ext_proc: the `envoy.service.ext_proc.v3.ExternalProcessor` gRPC service that
+//! the compiled Envoy config calls twice per request.
+//!
+//! Takes: the [`runtime::RuntimeConfig`] published after every batch, and Envoy's ext_proc
+//! streams. Gives: header and body mutations, immediate responses and token-usage metadata.
+//!
+//! - **Router phase** (an HCM filter before the router): recognises the endpoint by `:path`,
+//!   answers `GET /v1/models` and unknown paths itself, parses the buffered body, sets
+//!   [`MODEL_HEADER`](crate::api::MODEL_HEADER) from it and clears the route cache so the route
+//!   matches on the model.
+//! - **Upstream phase** (an upstream HTTP filter of each AIServiceBackend cluster, so once per
+//!   attempt): translates the request for the backend's schema, injects the credential, and
+//!   translates the response back, chunk by chunk.
+//!
+//! The two phases of one request may reach different aixds replicas, so nothing is kept between
+//! them: the router phase and the route pass what the upstream phase needs as request headers
+//! (the `x-aixds-*` contract below), and the upstream phase removes them before the request
+//! leaves Envoy. Which backend an attempt goes to comes from the gRPC metadata the cluster's
+//! filter sends ([`BACKEND_METADATA`]).
+
+mod router;
+pub mod runtime;
+mod service;
 pub mod translate;
+mod upstream;
+
+pub use runtime::{RuntimeConfig, SharedRuntime};
+pub use service::{DEFAULT_MAX_BODY_BYTES, ExtProcOptions, ExtProcService};
+
+use translate::Endpoint;
+
+/// Set on each weighted cluster of a route: `{route ns}/{route name}/{rule}/{backendRef}`, the
+/// backendRef this attempt was routed by (model override, mutations, request costs).
+pub const ROUTE_BACKEND_HEADER: &str = "x-aixds-route-backend";
+/// Set by the router phase: the endpoint the client called (`chat_completions`, ...).
+pub const ENDPOINT_HEADER: &str = "x-aixds-endpoint";
+/// Set by the router phase: `true` when the client asked for a stream.
+pub const STREAM_HEADER: &str = "x-aixds-stream";
+/// Every internal header starts with this; none leaves Envoy.
+pub const INTERNAL_HEADER_PREFIX: &str = "x-aixds-";
+/// gRPC metadata the upstream-phase filter of a cluster sends: the cluster name. Its presence
+/// marks a stream as the upstream phase.
+pub const BACKEND_METADATA: &str = "x-aixds-backend";
+/// The dynamic metadata namespace where the upstream phase keeps [`ENDPOINT_HEADER`] and
+/// [`ROUTE_BACKEND_HEADER`] (`endpoint`, `route_backend`) for later attempts of the same request:
+/// it removes the headers, and Envoy gives a retry the header map the first attempt left.
+pub const ATTEMPT_METADATA_NAMESPACE: &str = "aixds.request";
+/// The dynamic metadata namespace token usage is written to, as Envoy AI Gateway does.
+pub const METADATA_NAMESPACE: &str = "io.envoy.ai_gateway";
+
+/// How [`ENDPOINT_HEADER`] names an endpoint: its canonical path, which
+/// [`Endpoint::from_path`] reads back.
+pub fn endpoint_path(endpoint: Endpoint) -> &'static str {
+    match endpoint {
+        Endpoint::ChatCompletions => "/v1/chat/completions",
+        Endpoint::Completions => "/v1/completions",
+        Endpoint::Embeddings => "/v1/embeddings",
+        Endpoint::Messages => "/v1/messages",
+    }
+}

@@ -3,7 +3,8 @@
 //! Takes: [`RunOptions`] (manifest paths, the xDS address, compile options, how to start Envoy).
 //! Gives: a [`Running`] handle. One task owns the graph and the compiler: each burst of file
 //! events becomes one batch — reload, apply the changes to the graph, recompile only the
-//! affected outputs, publish. The ADS server serves whatever is published; Envoy, when started
+//! affected outputs, publish (the Envoy resources, and the runtime config the translation
+//! ext_proc reads). One gRPC server serves ADS and the ext_proc; Envoy, when started
 //! here, is a child process whose logs are forwarded and which stops with aixds.
 
 mod envoy;
@@ -21,6 +22,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::admin::{AdminState, RunMetrics};
 use crate::compile::{CompileOptions, Compiler};
+use crate::extproc::{ExtProcOptions, ExtProcService, RuntimeConfig, SharedRuntime};
 use crate::graph::Graph;
 use crate::source::{self, ManifestSource};
 use crate::xds::{AdsServer, Clients, PushLog, SnapshotStore};
@@ -36,6 +38,8 @@ pub struct RunOptions {
     pub compile: CompileOptions,
     /// Envoy to start as a child process; `None` only serves xDS.
     pub envoy: Option<EnvoyOptions>,
+    /// The translation ext_proc, served next to xDS.
+    pub extproc: ExtProcOptions,
     /// A burst of file events ends after this long without events...
     pub debounce: Duration,
     /// ...or this long after its first event, whichever comes first.
@@ -47,6 +51,8 @@ pub struct Running {
     pub store: Arc<SnapshotStore>,
     pub clients: Arc<Clients>,
     pub push_log: Arc<PushLog>,
+    /// What the translation ext_proc serves from.
+    pub runtime: SharedRuntime,
     pub xds_addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,
     pub metrics: Arc<RunMetrics>,
@@ -67,6 +73,8 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
         change.apply_to(&mut graph);
     }
     report_files(&source);
+    let runtime = RuntimeConfig::shared();
+    RuntimeConfig::publish(&runtime, &graph);
     let store = Arc::new(SnapshotStore::new());
     let started = Instant::now();
     let initial = compiler.full(&graph);
@@ -77,6 +85,8 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
     let graph = Arc::new(RwLock::new(graph));
 
     let ads = AdsServer::new(store.clone());
+    let extproc = ExtProcService::new(runtime.clone(), opts.extproc.clone());
+    let shared_runtime = runtime.clone();
     let (clients, push_log) = (ads.clients(), ads.push_log());
     let (stop, stopped) = watch::channel(false);
     let admin_addr = match opts.admin_listen {
@@ -100,6 +110,7 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
     tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
             .add_service(ads.into_service())
+            .add_service(extproc.into_service())
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
                 let _ = stop_server.wait_for(|s| *s).await;
             })
@@ -108,7 +119,7 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
             tracing::error!("xDS server failed: {e}");
         }
     });
-    tracing::info!(%xds_addr, "serving xDS (delta and state-of-the-world ADS)");
+    tracing::info!(%xds_addr, "serving xDS (delta and state-of-the-world ADS) and the translation ext_proc");
 
     let (_watcher, mut wakeups) = source::watch(&opts.paths, opts.debounce, opts.max_delay)
         .context("watching the manifest paths")?;
@@ -126,7 +137,14 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
             }
             {
                 let mut graph = graph.write().unwrap_or_else(|e| e.into_inner());
-                apply_batch(&mut source, &mut graph, &mut compiler, &loop_store, &loop_metrics);
+                apply_batch(
+                    &mut source,
+                    &mut graph,
+                    &mut compiler,
+                    &loop_store,
+                    &loop_metrics,
+                    &runtime,
+                );
             }
             batch_tx.send_modify(|n| *n += 1);
         }
@@ -136,7 +154,18 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
         Some(envoy_opts) => Some(envoy::EnvoyProcess::start(envoy_opts, xds_addr).await?),
         None => None,
     };
-    Ok(Running { store, clients, push_log, xds_addr, admin_addr, metrics, batches, envoy, stop })
+    Ok(Running {
+        store,
+        clients,
+        push_log,
+        runtime: shared_runtime,
+        xds_addr,
+        admin_addr,
+        metrics,
+        batches,
+        envoy,
+        stop,
+    })
 }
 
 /// Serves the admin HTTP endpoints, which read the graph the loop writes (see [`crate::admin`]
@@ -170,6 +199,7 @@ fn apply_batch(
     compiler: &mut Compiler,
     store: &SnapshotStore,
     metrics: &RunMetrics,
+    runtime: &SharedRuntime,
 ) {
     use tracing::field::Empty;
     let span = tracing::info_span!("batch", changes = Empty, affected = Empty, resources = Empty);
@@ -196,7 +226,11 @@ fn apply_batch(
     let compile_started = Instant::now();
     let updates = tracing::info_span!("compile").in_scope(|| compiler.update(graph, &affected));
     metrics.compiled(compile_started.elapsed());
-    let changed = tracing::info_span!("publish").in_scope(|| store.publish(updates));
+    // Before Envoy hears of a new backend, the ext_proc knows it.
+    let changed = tracing::info_span!("publish").in_scope(|| {
+        RuntimeConfig::publish(runtime, graph);
+        store.publish(updates)
+    });
     metrics.batch_applied();
     span.record("resources", changed.len());
     tracing::info!(micros = started.elapsed().as_micros() as u64, "applied manifest changes");

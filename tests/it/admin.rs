@@ -110,6 +110,7 @@ async fn start_plain(dir: &Path) -> Running {
         admin_listen: Some("127.0.0.1:0".parse().unwrap()),
         compile: CompileOptions { listener_address: "127.0.0.1".into(), default_port: 1975 },
         envoy: None,
+        extproc: Default::default(),
         debounce: Duration::from_millis(10),
         max_delay: Duration::from_millis(100),
     })

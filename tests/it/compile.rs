@@ -11,14 +11,24 @@ use aixds::graph::Graph;
 use aixds::xds::{SnapshotStore, TypeUrl, Update};
 use envoy_types::pb::envoy::config::bootstrap::v3::{Bootstrap, bootstrap::StaticResources};
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
-use envoy_types::pb::envoy::config::core::v3::{data_source, transport_socket};
-use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::core::v3::{
+    Address, SocketAddress, address, data_source, socket_address, transport_socket,
+};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
+};
 use envoy_types::pb::envoy::config::listener::v3::{Listener, filter};
 use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, route, route_action};
+use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::ExternalProcessor;
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::http::upstream_codec::v3::UpstreamCodec;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    HttpConnectionManager, http_connection_manager,
+    HttpConnectionManager, HttpFilter, http_connection_manager, http_filter,
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+    HttpProtocolOptions, http_protocol_options,
+};
 use envoy_types::pb::google::protobuf::{Any, value};
 use envoy_types::util::pack_any;
 use prost::Message;
@@ -110,8 +120,10 @@ fn dump(updates: &[Update]) -> String {
                     *any = emptied(any);
                 }
                 out.push_str(&debug_dump(&listener));
+                let (hcm, filters) = take_filters(hcm);
                 out.push_str("http_connection_manager: ");
                 out.push_str(&debug_dump(&hcm));
+                out.push_str(&filters);
             }
             TypeUrl::RouteConfiguration => {
                 out.push_str(&debug_dump(&RouteConfiguration::decode(bytes).unwrap()))
@@ -132,7 +144,18 @@ fn dump(updates: &[Update]) -> String {
                         }
                         None => None,
                     });
+                let protocol_options =
+                    std::mem::take(&mut cluster.typed_extension_protocol_options);
                 out.push_str(&debug_dump(&cluster));
+                for (key, any) in protocol_options {
+                    assert_eq!(key, "envoy.extensions.upstreams.http.v3.HttpProtocolOptions");
+                    let mut options = HttpProtocolOptions::decode(any.value.as_slice()).unwrap();
+                    let (filters, dumped) = dump_filters(std::mem::take(&mut options.http_filters));
+                    options.http_filters = filters;
+                    out.push_str(&format!("typed_extension_protocol_options {key}: "));
+                    out.push_str(&debug_dump(&options));
+                    out.push_str(&dumped);
+                }
                 if let Some(tls) = tls {
                     out.push_str("upstream_tls_context: ");
                     out.push_str(&debug_dump(&tls));
@@ -147,6 +170,31 @@ fn dump(updates: &[Update]) -> String {
         }
     }
     out
+}
+
+/// The HCM with its filters' configs emptied, and those configs decoded.
+fn take_filters(mut hcm: HttpConnectionManager) -> (HttpConnectionManager, String) {
+    let (filters, dumped) = dump_filters(std::mem::take(&mut hcm.http_filters));
+    hcm.http_filters = filters;
+    (hcm, dumped)
+}
+
+/// HTTP filters with their typed configs emptied, and those configs decoded and dumped.
+fn dump_filters(mut filters: Vec<HttpFilter>) -> (Vec<HttpFilter>, String) {
+    let mut out = String::new();
+    for f in &mut filters {
+        let Some(http_filter::ConfigType::TypedConfig(any)) = &mut f.config_type else { continue };
+        let bytes = any.value.as_slice();
+        let decoded = match any.type_url.rsplit('.').next().unwrap_or_default() {
+            "ExternalProcessor" => debug_dump(&ExternalProcessor::decode(bytes).unwrap()),
+            "Router" => debug_dump(&Router::decode(bytes).unwrap()),
+            "UpstreamCodec" => debug_dump(&UpstreamCodec::decode(bytes).unwrap()),
+            other => panic!("no dump for filter config {other}"),
+        };
+        out.push_str(&format!("filter {}: {decoded}", f.name));
+        *any = emptied(any);
+    }
+    (filters, out)
 }
 
 #[test]
@@ -202,6 +250,7 @@ fn static_bootstrap(updates: &[Update]) -> Bootstrap {
         .collect();
     let clusters = decoded::<Cluster>(updates, TypeUrl::Cluster)
         .into_values()
+        .chain([xds_cluster()])
         .map(|mut cluster| {
             if cluster.eds_cluster_config.take().is_some() {
                 let cla = assignments.remove(&cluster.name).expect("an EDS cluster has a CLA");
@@ -216,6 +265,59 @@ fn static_bootstrap(updates: &[Update]) -> Bootstrap {
     assert!(assignments.is_empty(), "CLAs without an EDS cluster: {:?}", assignments.keys());
     Bootstrap {
         static_resources: Some(StaticResources { listeners, clusters, ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+/// The bootstrap's cluster that reaches aixds, which the ext_proc filters name.
+fn xds_cluster() -> Cluster {
+    let bootstrap = aixds::bootstrap::bootstrap(&Default::default()).unwrap();
+    let json = &bootstrap["static_resources"]["clusters"][0];
+    assert_eq!(json["name"], aixds::bootstrap::XDS_CLUSTER);
+    let address = SocketAddress {
+        address: "127.0.0.1".into(),
+        port_specifier: Some(socket_address::PortSpecifier::PortValue(18000)),
+        ..Default::default()
+    };
+    let endpoint = LbEndpoint {
+        host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+            address: Some(Address { address: Some(address::Address::SocketAddress(address)) }),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let http2 = HttpProtocolOptions {
+        upstream_protocol_options: Some(
+            http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
+                http_protocol_options::ExplicitHttpConfig {
+                    protocol_config: Some(
+                        http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
+                            Default::default(),
+                        ),
+                    ),
+                },
+            ),
+        ),
+        ..Default::default()
+    };
+    Cluster {
+        name: aixds::bootstrap::XDS_CLUSTER.into(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Static as i32,
+        )),
+        load_assignment: Some(ClusterLoadAssignment {
+            cluster_name: aixds::bootstrap::XDS_CLUSTER.into(),
+            endpoints: vec![LocalityLbEndpoints {
+                lb_endpoints: vec![endpoint],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        typed_extension_protocol_options: [(
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_string(),
+            pack_any(http2),
+        )]
+        .into(),
         ..Default::default()
     }
 }
@@ -319,7 +421,13 @@ fn envoy_accepts_every_kind_of_backend_and_match() {
     let route_names: Vec<&str> = vh.routes.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(
         route_names,
-        ["ns/r/rule/0/match/0", "ns/r/rule/0/match/1", "ns/r/rule/1/match/0", "not-found"],
+        [
+            "ns/r/rule/0/match/0",
+            "ns/r/rule/0/match/1",
+            "ns/r/rule/1/match/0",
+            "not-found-anthropic",
+            "not-found"
+        ],
         "the match with an invalid regex is left out"
     );
     let first = &vh.routes[0];
@@ -371,6 +479,22 @@ fn catch_all_answers_404_in_openai_error_format() {
     );
     let header = last.response_headers_to_add[0].header.clone().unwrap();
     assert_eq!((header.key.as_str(), header.value.as_str()), ("content-type", "application/json"));
+
+    // Anthropic clients get Anthropic's error shape.
+    let routes = &routes["route-1975"].virtual_hosts[0].routes;
+    let anthropic = &routes[routes.len() - 2];
+    assert_eq!(anthropic.name, "not-found-anthropic");
+    let Some(route::Action::DirectResponse(response)) = &anthropic.action else { panic!() };
+    let Some(data_source::Specifier::InlineString(body)) =
+        response.body.as_ref().and_then(|b| b.specifier.clone())
+    else {
+        panic!("no inline body")
+    };
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (json["type"].as_str(), json["error"]["type"].as_str()),
+        (Some("error"), Some("not_found_error"))
+    );
 }
 
 // ---- incremental updates ----
@@ -577,7 +701,13 @@ fn invalid_backend_compiles_nothing_and_the_rest_compiles() {
         routes["route-1975"].virtual_hosts[0].routes.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(
         route_names,
-        ["ns/bad-route/rule/1/match/0", "ns/r/rule/0/match/0", "ns/r/rule/1/match/0", "not-found"]
+        [
+            "ns/bad-route/rule/1/match/0",
+            "ns/r/rule/0/match/0",
+            "ns/r/rule/1/match/0",
+            "not-found-anthropic",
+            "not-found"
+        ]
     );
 }
 
@@ -597,7 +727,7 @@ fn route_to_missing_pool_omits_that_rule_until_the_pool_appears() {
             .map(|r| r.name.clone())
             .collect()
     };
-    assert_eq!(route_names(&h), ["ns/r/rule/1/match/0", "not-found"]);
+    assert_eq!(route_names(&h), ["ns/r/rule/1/match/0", "not-found-anthropic", "not-found"]);
     assert_eq!(h.names(TypeUrl::Cluster), ["aisb/ns/b"]);
 
     let changed = h.apply(pool("ns", "llama", "llama"));
@@ -609,7 +739,10 @@ fn route_to_missing_pool_omits_that_rule_until_the_pool_appears() {
             (TypeUrl::RouteConfiguration, "route-1975".to_string()),
         ]
     );
-    assert_eq!(route_names(&h), ["ns/r/rule/0/match/0", "ns/r/rule/1/match/0", "not-found"]);
+    assert_eq!(
+        route_names(&h),
+        ["ns/r/rule/0/match/0", "ns/r/rule/1/match/0", "not-found-anthropic", "not-found"]
+    );
 
     // A pod joining the pool changes its load assignment alone.
     let changed = h.apply(pod("ns", "llama-0", "llama", "10.0.1.1"));

@@ -79,6 +79,7 @@ pub(crate) async fn start_gateway(dir: &Path, port: u16, sotw: bool, node_id: &s
             log_level: "warning".into(),
             concurrency: Some(1),
         }),
+        extproc: Default::default(),
         debounce: Duration::from_millis(10),
         max_delay: Duration::from_millis(100),
     })
@@ -278,9 +279,11 @@ async fn envoy_keeps_serving_while_aixds_restarts() {
 
     control.kill().await.unwrap();
     std::fs::write(&file, manifests(port, &[("m", vec![("b", b.addr, 1)])])).unwrap();
-    for _ in 0..10 {
-        assert_eq!(served_by(port, "m").await, Ok("A".into()), "Envoy keeps its last config");
-    }
+    // Envoy keeps its last config. Requests fail closed meanwhile: the translation ext_proc is
+    // served by aixds too (a deployment runs several replicas for that).
+    let dump = admin_get(admin, "/config_dump").await;
+    assert!(dump.contains("aisb/default/a") && !dump.contains("aisb/default/b"));
+    assert_eq!(served_by(port, "m").await, Err(500), "no translation without aixds");
 
     let mut control = aixds(dir.path());
     eventually(30, "m moves to B after aixds returns", || async {

@@ -42,9 +42,24 @@ impl Upstream {
     }
 
     pub async fn start_on(host: &str, id: &str) -> Upstream {
-        let mut child = Command::new(python())
+        Self::spawn(host, id, None).await
+    }
+
+    /// An upstream that appends each request it receives (method, path, headers, JSON body) to
+    /// `record` as one JSON line; see [`recorded`].
+    pub async fn start_recording(id: &str, record: &Path) -> Upstream {
+        Self::spawn("127.0.0.1", id, Some(record)).await
+    }
+
+    async fn spawn(host: &str, id: &str, record: Option<&Path>) -> Upstream {
+        let mut command = Command::new(python());
+        command
             .arg(repo().join("e2e/upstream.py"))
-            .args(["--host", host, "--port", "0", "--id", id])
+            .args(["--host", host, "--port", "0", "--id", id]);
+        if let Some(record) = record {
+            command.arg("--record").arg(record);
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             // One access-log line per request would drown the test output.
             .stderr(Stdio::null())
@@ -60,6 +75,15 @@ impl Upstream {
         let addr = line.strip_prefix("listening on ").unwrap().parse().unwrap();
         Upstream { addr, _child: child }
     }
+}
+
+/// The requests an upstream started with [`Upstream::start_recording`] has received.
+pub fn recorded(record: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(record)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 pub struct Response {

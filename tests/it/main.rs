@@ -8,6 +8,8 @@ mod compat;
 mod compile;
 mod crds;
 mod envoy;
+mod envoy_translate;
+mod extproc;
 mod graph;
 mod harness;
 mod source;

@@ -1,0 +1,141 @@
+//! The two ext_proc filters that call aixds's translation service (see [`crate::extproc`]).
+//!
+//! Takes: nothing but a cluster name. Gives: the router-phase HTTP filter every listener runs
+//! before the router, and the protocol options that put the upstream-phase filter in front of
+//! each AIServiceBackend cluster's codec.
+
+use envoy_types::pb::envoy::config::common::mutation_rules::v3::HeaderMutationRules;
+use envoy_types::pb::envoy::config::core::v3::{
+    GrpcService, HeaderValue, Http1ProtocolOptions, grpc_service,
+};
+use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::{
+    ExternalProcessor, MetadataOptions, ProcessingMode, metadata_options, processing_mode,
+};
+use envoy_types::pb::envoy::extensions::filters::http::upstream_codec::v3::UpstreamCodec;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpFilter, http_filter,
+};
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+    HttpProtocolOptions, http_protocol_options,
+};
+use envoy_types::pb::google::protobuf::{Any, BoolValue, Duration};
+use envoy_types::util::pack_any;
+
+use crate::bootstrap::XDS_CLUSTER;
+use crate::extproc::{ATTEMPT_METADATA_NAMESPACE, BACKEND_METADATA, METADATA_NAMESPACE};
+
+pub(super) const EXT_PROC_FILTER: &str = "envoy.filters.http.ext_proc";
+/// The key of [`upstream_protocol_options`] in a cluster's `typed_extension_protocol_options`.
+pub(super) const HTTP_PROTOCOL_OPTIONS: &str =
+    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+const MESSAGE_TIMEOUT_SECONDS: i64 = 10;
+
+/// The router phase: request headers and the whole request body, nothing of the response.
+/// A failing service fails the request: unparsed, it would match no model anyway.
+pub(super) fn router_filter() -> HttpFilter {
+    let config = ExternalProcessor {
+        grpc_service: Some(grpc_service(Vec::new())),
+        processing_mode: Some(ProcessingMode {
+            request_header_mode: processing_mode::HeaderSendMode::Send as i32,
+            request_body_mode: processing_mode::BodySendMode::Buffered as i32,
+            response_header_mode: processing_mode::HeaderSendMode::Skip as i32,
+            response_body_mode: processing_mode::BodySendMode::None as i32,
+            ..Default::default()
+        }),
+        message_timeout: Some(message_timeout()),
+        failure_mode_allow: false,
+        ..Default::default()
+    };
+    HttpFilter {
+        name: EXT_PROC_FILTER.into(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(config))),
+        ..Default::default()
+    }
+}
+
+/// HTTP/1.1 to the backend, through the upstream-phase ext_proc: the request headers and whole
+/// body (translated per attempt), the response headers and the body as it streams.
+pub(super) fn upstream_protocol_options(cluster: &str) -> Any {
+    let metadata = vec![HeaderValue {
+        key: BACKEND_METADATA.into(),
+        value: cluster.into(),
+        ..Default::default()
+    }];
+    let config = ExternalProcessor {
+        grpc_service: Some(grpc_service(metadata)),
+        processing_mode: Some(ProcessingMode {
+            request_header_mode: processing_mode::HeaderSendMode::Send as i32,
+            request_body_mode: processing_mode::BodySendMode::Buffered as i32,
+            response_header_mode: processing_mode::HeaderSendMode::Send as i32,
+            response_body_mode: processing_mode::BodySendMode::Streamed as i32,
+            ..Default::default()
+        }),
+        message_timeout: Some(message_timeout()),
+        failure_mode_allow: false,
+        // The request goes to the backend's host, which Envoy guards by default.
+        mutation_rules: Some(HeaderMutationRules {
+            allow_all_routing: Some(BoolValue { value: true }),
+            ..Default::default()
+        }),
+        // Token usage, written at the end of the response; and what a retry of the request
+        // needs from its first attempt, which is handed back to the next.
+        metadata_options: Some(MetadataOptions {
+            forwarding_namespaces: Some(metadata_options::MetadataNamespaces {
+                untyped: vec![ATTEMPT_METADATA_NAMESPACE.into()],
+                ..Default::default()
+            }),
+            receiving_namespaces: Some(metadata_options::MetadataNamespaces {
+                untyped: vec![METADATA_NAMESPACE.into(), ATTEMPT_METADATA_NAMESPACE.into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let options = HttpProtocolOptions {
+        upstream_protocol_options: Some(
+            http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
+                http_protocol_options::ExplicitHttpConfig {
+                    protocol_config: Some(
+                        http_protocol_options::explicit_http_config::ProtocolConfig::HttpProtocolOptions(
+                            Http1ProtocolOptions::default(),
+                        ),
+                    ),
+                },
+            ),
+        ),
+        http_filters: vec![
+            HttpFilter {
+                name: EXT_PROC_FILTER.into(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(config))),
+                ..Default::default()
+            },
+            // Envoy requires the codec to end an upstream filter chain.
+            HttpFilter {
+                name: "envoy.filters.http.upstream_codec".into(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
+                    UpstreamCodec::default(),
+                ))),
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    };
+    pack_any(options)
+}
+
+/// aixds itself, over the bootstrap's HTTP/2 cluster that already carries ADS.
+fn grpc_service(initial_metadata: Vec<HeaderValue>) -> GrpcService {
+    GrpcService {
+        target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(grpc_service::EnvoyGrpc {
+            cluster_name: XDS_CLUSTER.into(),
+            ..Default::default()
+        })),
+        initial_metadata,
+        ..Default::default()
+    }
+}
+
+fn message_timeout() -> Duration {
+    Duration { seconds: MESSAGE_TIMEOUT_SECONDS, nanos: 0 }
+}

@@ -1,0 +1,170 @@
+//! The router phase: before Envoy picks a route, find the model in the body.
+//!
+//! Takes: the request headers and the whole request body. Gives: `GET /v1/models` and errors
+//! answered directly, in the client's own format; otherwise the model header the routes match
+//! on, the internal headers the upstream phase reads, and a cleared route cache.
+
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::service::ext_proc::v3::processing_request::Request as In;
+use envoy_types::pb::envoy::service::ext_proc::v3::processing_response::Response as Out;
+use envoy_types::pb::envoy::service::ext_proc::v3::{
+    BodyResponse, CommonResponse, HeadersResponse, HttpHeaders, ProcessingRequest,
+    ProcessingResponse, TrailersResponse,
+};
+use serde_json::json;
+use tonic::Status;
+
+use super::runtime::RuntimeConfig;
+use super::service::{describe, find, header_pairs, immediate, mutation};
+use super::translate::{ClientSchema, Endpoint, error_body, parse_request};
+use super::{ENDPOINT_HEADER, STREAM_HEADER, endpoint_path};
+use crate::api::MODEL_HEADER;
+
+pub(super) struct RouterPhase {
+    runtime: Arc<RuntimeConfig>,
+    max_body_bytes: usize,
+    /// Set once the headers named an endpoint.
+    endpoint: Option<Endpoint>,
+}
+
+impl RouterPhase {
+    pub(super) fn new(runtime: Arc<RuntimeConfig>, max_body_bytes: usize) -> Self {
+        RouterPhase { runtime, max_body_bytes, endpoint: None }
+    }
+
+    pub(super) fn on_message(
+        &mut self,
+        request: ProcessingRequest,
+    ) -> Result<ProcessingResponse, Status> {
+        let response = match request.request {
+            Some(In::RequestHeaders(headers)) => return Ok(self.on_headers(&headers)),
+            Some(In::RequestBody(body)) => return self.on_body(&body.body),
+            Some(In::RequestTrailers(_)) => Out::RequestTrailers(TrailersResponse::default()),
+            // Not asked for by the compiled config; let them through unchanged.
+            Some(In::ResponseHeaders(_)) => Out::ResponseHeaders(HeadersResponse::default()),
+            Some(In::ResponseBody(_)) => Out::ResponseBody(BodyResponse::default()),
+            Some(In::ResponseTrailers(_)) => Out::ResponseTrailers(TrailersResponse::default()),
+            None => {
+                return Err(Status::invalid_argument(format!(
+                    "router phase: unexpected {}",
+                    describe(&request)
+                )));
+            }
+        };
+        Ok(ProcessingResponse { response: Some(response), ..Default::default() })
+    }
+
+    fn on_headers(&mut self, message: &HttpHeaders) -> ProcessingResponse {
+        let headers = header_pairs(message);
+        let path = find(&headers, ":path").unwrap_or_default();
+        let method = find(&headers, ":method").unwrap_or_default();
+        let bare = path.split(['?', '#']).next().unwrap_or_default();
+        let bare = bare.trim_end_matches('/');
+        if bare == "/v1/models" || bare.starts_with("/v1/models/") {
+            if !matches!(method, "GET" | "HEAD") {
+                return method_not_allowed(ClientSchema::OpenAI, method, path);
+            }
+            return match bare.strip_prefix("/v1/models/") {
+                None => immediate(200, self.models(), "aixds_models"),
+                Some(id) => self.model(id),
+            };
+        }
+        let Some(endpoint) = Endpoint::from_path(path) else {
+            let message = format!(
+                "no LLM API is served at {path:?}; use /v1/chat/completions, /v1/completions, \
+                 /v1/embeddings, /v1/messages or /v1/models"
+            );
+            return immediate(404, error_body(ClientSchema::OpenAI, 404, &message), "aixds_no_api");
+        };
+        let client = endpoint.client_schema();
+        if method != "POST" {
+            return method_not_allowed(client, method, path);
+        }
+        self.endpoint = Some(endpoint);
+        if message.end_of_stream {
+            // No body is coming: the request is as malformed as one with an empty body.
+            return self.parse(endpoint, b"");
+        }
+        ProcessingResponse {
+            response: Some(Out::RequestHeaders(HeadersResponse::default())),
+            ..Default::default()
+        }
+    }
+
+    /// Envoy sends a buffered body whole, in one message (trailers may follow).
+    fn on_body(&mut self, body: &[u8]) -> Result<ProcessingResponse, Status> {
+        let endpoint = self
+            .endpoint
+            .ok_or_else(|| Status::failed_precondition("router phase: a body before headers"))?;
+        Ok(self.parse(endpoint, body))
+    }
+
+    fn parse(&self, endpoint: Endpoint, body: &[u8]) -> ProcessingResponse {
+        let client = endpoint.client_schema();
+        if body.len() > self.max_body_bytes {
+            let message = format!(
+                "request body is {} bytes, over this gateway's limit of {} bytes",
+                body.len(),
+                self.max_body_bytes
+            );
+            return immediate(413, error_body(client, 413, &message), "aixds_body_too_large");
+        }
+        let parsed = match parse_request(endpoint, body) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                let status = e.status();
+                return immediate(
+                    status,
+                    error_body(client, status, &e.to_string()),
+                    "aixds_invalid_request",
+                );
+            }
+        };
+        if parsed.model.is_empty() || parsed.model.chars().any(char::is_control) {
+            let message = "\"model\" must be a non-empty name without control characters";
+            return immediate(400, error_body(client, 400, message), "aixds_invalid_request");
+        }
+        let set = vec![
+            (MODEL_HEADER.to_string(), parsed.model),
+            (ENDPOINT_HEADER.to_string(), endpoint_path(endpoint).to_string()),
+            (STREAM_HEADER.to_string(), parsed.stream.to_string()),
+        ];
+        ProcessingResponse {
+            response: Some(Out::RequestBody(BodyResponse {
+                response: Some(CommonResponse {
+                    header_mutation: mutation(set, Vec::new()),
+                    // The route was picked before the model header existed.
+                    clear_route_cache: true,
+                    ..Default::default()
+                }),
+            })),
+            ..Default::default()
+        }
+    }
+
+    /// The OpenAI model list of every model a route matches exactly.
+    fn models(&self) -> Vec<u8> {
+        let data: Vec<serde_json::Value> =
+            self.runtime.models.iter().map(|id| self.model_object(id)).collect();
+        json!({"object": "list", "data": data}).to_string().into_bytes()
+    }
+
+    /// `GET /v1/models/{id}`: one model, or OpenAI's 404 for a model no route serves.
+    fn model(&self, id: &str) -> ProcessingResponse {
+        if self.runtime.models.iter().any(|m| m == id) {
+            let body = self.model_object(id).to_string().into_bytes();
+            return immediate(200, body, "aixds_models");
+        }
+        immediate(404, crate::compile::NOT_FOUND_BODY.as_bytes().to_vec(), "aixds_no_model")
+    }
+
+    fn model_object(&self, id: &str) -> serde_json::Value {
+        json!({"id": id, "object": "model", "created": self.runtime.created, "owned_by": "aixds"})
+    }
+}
+
+fn method_not_allowed(client: ClientSchema, method: &str, path: &str) -> ProcessingResponse {
+    let message = format!("method {method} is not allowed on {path}");
+    immediate(405, error_body(client, 405, &message), "aixds_method_not_allowed")
+}

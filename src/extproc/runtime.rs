@@ -1,0 +1,257 @@
+//! What the translation ext_proc needs to know about the objects, rebuilt from the graph after
+//! every batch and published with [`ArcSwap`] so that streams read it without locks.
+//!
+//! Takes: the [`Graph`]. Gives: a [`RuntimeConfig`] keyed the way requests arrive — by cluster
+//! name (what the upstream-phase filter sends in its gRPC metadata) and by route backendRef id
+//! (what the route sets in [`ROUTE_BACKEND_HEADER`](super::ROUTE_BACKEND_HEADER)).
+//!
+//! Only accepted objects contribute, as in the compiled Envoy config.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::api::{
+    API_KEY_SECRET_KEY, BodyMutation, HeaderMatchType, HeaderMutation, Kind, LLMRequestCost,
+    MODEL_HEADER, ObjectKey, SecurityPolicyType, Spec, VersionedAPISchema,
+};
+use crate::compile::{backend_cluster_name, route_backend_id};
+use crate::graph::{Graph, Node, RefKind};
+
+/// The runtime config as the service reads it; [`RuntimeConfig::publish`] replaces it.
+pub type SharedRuntime = Arc<ArcSwap<RuntimeConfig>>;
+
+/// Anthropic's API requires a version header; this one is what its SDKs send.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+#[derive(Debug, Default)]
+pub struct RuntimeConfig {
+    /// By cluster name (`aisb/{namespace}/{name}`).
+    pub backends: HashMap<String, BackendRuntime>,
+    /// By route backendRef id (`{route namespace}/{route name}/{rule}/{backendRef}`).
+    pub route_backends: HashMap<String, RouteBackendRuntime>,
+    /// Every model an accepted route matches exactly, sorted, for `GET /v1/models`.
+    pub models: Vec<String>,
+    /// When this config was built (Unix seconds): the `created` of the models listed.
+    pub created: u64,
+}
+
+/// One accepted AIServiceBackend.
+#[derive(Debug, Clone, Default)]
+pub struct BackendRuntime {
+    pub schema: VersionedAPISchema,
+    pub header_mutation: Option<HeaderMutation>,
+    pub body_mutation: Option<BodyMutation>,
+    /// The Backend's DNS name, sent as `:authority` (providers route and check certificates by
+    /// it); `None` for IP and socket backends and InferencePools.
+    pub hostname: Option<String>,
+    pub credential: Option<Credential>,
+}
+
+/// One backendRef of an accepted route.
+#[derive(Debug, Clone, Default)]
+pub struct RouteBackendRuntime {
+    pub model_name_override: Option<String>,
+    pub header_mutation: Option<HeaderMutation>,
+    pub body_mutation: Option<BodyMutation>,
+    /// The route's `llmRequestCosts`.
+    pub costs: Vec<LLMRequestCost>,
+}
+
+/// A string that is never printed: `Debug` and `Display` show `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The value, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// The credential a BackendSecurityPolicy injects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// `Authorization: Bearer <key>` (OpenAI and compatible APIs).
+    Bearer(Secret),
+    /// `x-api-key: <key>`, and `anthropic-version` when the client sent none.
+    Anthropic(Secret),
+    /// `api-key: <key>` (Azure OpenAI).
+    Azure(Secret),
+}
+
+impl Credential {
+    /// The headers to set. `has_anthropic_version` says whether the request already names an
+    /// Anthropic API version, which is then kept.
+    pub fn headers(&self, has_anthropic_version: bool) -> Vec<(&'static str, String)> {
+        match self {
+            Credential::Bearer(key) => {
+                vec![("authorization", format!("Bearer {}", key.expose()))]
+            }
+            Credential::Anthropic(key) => {
+                let mut headers = vec![("x-api-key", key.expose().to_string())];
+                if !has_anthropic_version {
+                    headers.push(("anthropic-version", ANTHROPIC_VERSION.to_string()));
+                }
+                headers
+            }
+            Credential::Azure(key) => vec![("api-key", key.expose().to_string())],
+        }
+    }
+}
+
+/// Client headers that carry a credential: removed when the gateway injects its own, so that a
+/// client's key never reaches a provider it was not meant for.
+pub const CLIENT_AUTH_HEADERS: [&str; 3] = ["authorization", "x-api-key", "api-key"];
+
+impl RuntimeConfig {
+    /// A shared, empty config.
+    pub fn shared() -> SharedRuntime {
+        Arc::new(ArcSwap::from_pointee(RuntimeConfig::default()))
+    }
+
+    /// Builds the config from `graph` and makes it the one streams read from now on.
+    pub fn publish(shared: &SharedRuntime, graph: &Graph) {
+        shared.store(Arc::new(RuntimeConfig::from_graph(graph)));
+    }
+
+    pub fn from_graph(graph: &Graph) -> RuntimeConfig {
+        let mut config = RuntimeConfig {
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default(),
+            ..Default::default()
+        };
+        let mut models = BTreeSet::new();
+        for object in graph.objects() {
+            if !graph.node(&object.key).is_some_and(Node::accepted) {
+                continue;
+            }
+            match &object.spec {
+                Spec::AIServiceBackend(spec) => {
+                    let backend = BackendRuntime {
+                        schema: spec.schema.clone(),
+                        header_mutation: spec.header_mutation.clone(),
+                        body_mutation: spec.body_mutation.clone(),
+                        hostname: hostname(graph, &object.key),
+                        credential: credential(graph, &object.key),
+                    };
+                    config.backends.insert(backend_cluster_name(&object.key), backend);
+                }
+                Spec::AIGatewayRoute(spec) => {
+                    for (r, rule) in spec.rules.iter().enumerate() {
+                        for (b, backend_ref) in rule.backend_refs.iter().enumerate() {
+                            config.route_backends.insert(
+                                route_backend_id(&object.key, r, b),
+                                RouteBackendRuntime {
+                                    model_name_override: backend_ref.model_name_override.clone(),
+                                    header_mutation: backend_ref.header_mutation.clone(),
+                                    body_mutation: backend_ref.body_mutation.clone(),
+                                    costs: spec.llm_request_costs.clone(),
+                                },
+                            );
+                        }
+                        let exact_models =
+                            rule.matches.iter().flat_map(|m| &m.headers).filter(|h| {
+                                h.match_type == HeaderMatchType::Exact
+                                    && h.name.eq_ignore_ascii_case(MODEL_HEADER)
+                            });
+                        models.extend(exact_models.map(|h| h.value.clone()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        config.models = models.into_iter().collect();
+        config
+    }
+}
+
+/// The DNS name of the Backend behind an AIServiceBackend: its first FQDN endpoint, or else the
+/// hostname an accepted BackendTLSPolicy verifies it by.
+fn hostname(graph: &Graph, backend: &ObjectKey) -> Option<String> {
+    let (_, target) = graph
+        .references(backend)
+        .into_iter()
+        .find(|(kind, node)| *kind == RefKind::BackendRef && node.key.kind == Kind::Backend)?;
+    let Spec::Backend(spec) = &target.object.as_deref()?.spec else { return None };
+    if let Some(fqdn) = spec.endpoints.iter().find_map(|e| e.fqdn.as_ref()) {
+        return Some(fqdn.hostname.clone());
+    }
+    graph.referrers(&target.key).into_iter().find_map(|(kind, node)| {
+        let Spec::BackendTLSPolicy(policy) = &node.object.as_deref()?.spec else { return None };
+        (kind == RefKind::TargetRef && node.accepted() && !policy.validation.hostname.is_empty())
+            .then(|| policy.validation.hostname.clone())
+    })
+}
+
+/// The credential of the first accepted BackendSecurityPolicy (by key) targeting `backend`
+/// whose Secret holds the key.
+fn credential(graph: &Graph, backend: &ObjectKey) -> Option<Credential> {
+    graph.referrers(backend).into_iter().find_map(|(kind, node)| {
+        if kind != RefKind::TargetRef || !node.accepted() {
+            return None;
+        }
+        let Spec::BackendSecurityPolicy(policy) = &node.object.as_deref()?.spec else {
+            return None;
+        };
+        let secret_ref = policy.secret_ref().ok()?;
+        let namespace = secret_ref.namespace.as_deref().unwrap_or(&node.key.namespace);
+        let secret = ObjectKey::new(Kind::Secret, namespace, &secret_ref.name);
+        let Spec::Secret(data) = &graph.object(&secret)?.spec else { return None };
+        let key = std::str::from_utf8(data.values.get(API_KEY_SECRET_KEY)?).ok()?;
+        // Secrets written with `echo` end in a newline, which no header may carry.
+        let key = Secret::new(key.trim());
+        match policy.policy_type {
+            SecurityPolicyType::APIKey => Some(Credential::Bearer(key)),
+            SecurityPolicyType::AnthropicAPIKey => Some(Credential::Anthropic(key)),
+            SecurityPolicyType::AzureAPIKey => Some(Credential::Azure(key)),
+            _ => None,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_print() {
+        let credential = Credential::Anthropic(Secret::new("sk-ant-secret"));
+        let printed = format!("{credential:?} {}", Secret::new("sk-ant-secret"));
+        assert!(!printed.contains("sk-ant"), "{printed}");
+        let backend = BackendRuntime { credential: Some(credential.clone()), ..Default::default() };
+        assert!(!format!("{backend:?}").contains("sk-ant"));
+        assert_eq!(
+            credential.headers(false),
+            [
+                ("x-api-key", "sk-ant-secret".into()),
+                ("anthropic-version", ANTHROPIC_VERSION.into())
+            ]
+        );
+        assert_eq!(credential.headers(true), [("x-api-key", "sk-ant-secret".into())]);
+        assert_eq!(
+            Credential::Bearer(Secret::new("k")).headers(false),
+            [("authorization", "Bearer k".into())]
+        );
+    }
+}

@@ -1,0 +1,209 @@
+//! The gRPC edge: one `ExternalProcessor` for both phases, and the ext_proc message helpers the
+//! phases share.
+//!
+//! Each stream is one HTTP request in one phase, told apart by the gRPC metadata the upstream
+//! filter sends ([`BACKEND_METADATA`]). A phase is a synchronous state machine from one
+//! `ProcessingRequest` to one `ProcessingResponse`; this module only moves messages between it
+//! and the stream, so the phases are tested without gRPC.
+
+use std::pin::Pin;
+
+use envoy_types::pb::envoy::config::core::v3::{
+    HeaderValue, HeaderValueOption, header_value_option,
+};
+use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::{
+    ExternalProcessor, ExternalProcessorServer,
+};
+use envoy_types::pb::envoy::service::ext_proc::v3::{
+    HeaderMutation, HttpHeaders, ImmediateResponse, ProcessingRequest, ProcessingResponse,
+    processing_response,
+};
+use envoy_types::pb::envoy::r#type::v3::HttpStatus;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::BACKEND_METADATA;
+use super::router::RouterPhase;
+use super::runtime::SharedRuntime;
+use super::upstream::UpstreamPhase;
+
+/// Settings of the service that are not in any object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtProcOptions {
+    /// Request bodies larger than this are refused with 413, in the client's format.
+    pub max_body_bytes: usize,
+}
+
+/// The default of [`ExtProcOptions::max_body_bytes`].
+pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+impl Default for ExtProcOptions {
+    fn default() -> Self {
+        ExtProcOptions { max_body_bytes: DEFAULT_MAX_BODY_BYTES }
+    }
+}
+
+/// The translation ext_proc service.
+#[derive(Clone)]
+pub struct ExtProcService {
+    runtime: SharedRuntime,
+    options: ExtProcOptions,
+}
+
+impl ExtProcService {
+    pub fn new(runtime: SharedRuntime, options: ExtProcOptions) -> Self {
+        ExtProcService { runtime, options }
+    }
+
+    /// The tonic service, accepting messages large enough for a body at the configured limit.
+    pub fn into_service(self) -> ExternalProcessorServer<Self> {
+        // Over the body limit, so that an oversized body gets the client's 413 rather than a
+        // gRPC error; Envoy's own buffer limit caps what it sends anyway.
+        let max_message = self.options.max_body_bytes.saturating_mul(2).max(4 * 1024 * 1024);
+        ExternalProcessorServer::new(self)
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_message)
+    }
+}
+
+/// One phase of one request.
+pub(super) enum Phase {
+    Router(RouterPhase),
+    Upstream(Box<UpstreamPhase>),
+}
+
+impl Phase {
+    fn on_message(&mut self, request: ProcessingRequest) -> Result<ProcessingResponse, Status> {
+        match self {
+            Phase::Router(p) => p.on_message(request),
+            Phase::Upstream(p) => p.on_message(request),
+        }
+    }
+}
+
+type ProcessStream = Pin<Box<dyn Stream<Item = Result<ProcessingResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ExternalProcessor for ExtProcService {
+    type ProcessStream = ProcessStream;
+
+    async fn process(
+        &self,
+        request: Request<Streaming<ProcessingRequest>>,
+    ) -> Result<Response<ProcessStream>, Status> {
+        // One snapshot per request: a config change mid-request does not mix two configs.
+        let runtime = self.runtime.load_full();
+        let mut phase = match request.metadata().get(BACKEND_METADATA) {
+            Some(cluster) => {
+                let cluster = cluster.to_str().map_err(|_| {
+                    Status::invalid_argument(format!("{BACKEND_METADATA} is not text"))
+                })?;
+                Phase::Upstream(Box::new(UpstreamPhase::new(runtime, cluster.to_string())))
+            }
+            None => Phase::Router(RouterPhase::new(runtime, self.options.max_body_bytes)),
+        };
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            loop {
+                let message = match inbound.message().await {
+                    Ok(Some(message)) => message,
+                    // Envoy closed the stream: the request is done.
+                    Ok(None) => return,
+                    Err(status) => {
+                        tracing::debug!("ext_proc stream ended: {status}");
+                        return;
+                    }
+                };
+                let response = phase.on_message(message);
+                let failed = response.is_err();
+                if let Err(status) = &response {
+                    tracing::warn!("ext_proc: {}", status.message());
+                }
+                if tx.send(response).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// The value of a header as Envoy sends it (`raw_value`, or `value` from older Envoys).
+pub(super) fn header_text(h: &HeaderValue) -> String {
+    if h.raw_value.is_empty() {
+        h.value.clone()
+    } else {
+        String::from_utf8_lossy(&h.raw_value).into_owned()
+    }
+}
+
+/// The headers of a message as (lowercase name, value) pairs.
+pub(super) fn header_pairs(headers: &HttpHeaders) -> Vec<(String, String)> {
+    headers
+        .headers
+        .iter()
+        .flat_map(|m| &m.headers)
+        .map(|h| (h.key.to_ascii_lowercase(), header_text(h)))
+        .collect()
+}
+
+pub(super) fn find<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// Sets (replacing any value) `name: value`.
+pub(super) fn set_header(name: &str, value: impl Into<String>) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: name.to_string(),
+            raw_value: value.into().into_bytes(),
+            ..Default::default()
+        }),
+        append_action: header_value_option::HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        ..Default::default()
+    }
+}
+
+pub(super) fn mutation(set: Vec<(String, String)>, remove: Vec<String>) -> Option<HeaderMutation> {
+    if set.is_empty() && remove.is_empty() {
+        return None;
+    }
+    Some(HeaderMutation {
+        set_headers: set.into_iter().map(|(k, v)| set_header(&k, v)).collect(),
+        remove_headers: remove,
+    })
+}
+
+/// A response Envoy sends to the client in place of the request, as JSON.
+pub(super) fn immediate(status: u16, body: Vec<u8>, details: &str) -> ProcessingResponse {
+    ProcessingResponse {
+        response: Some(processing_response::Response::ImmediateResponse(ImmediateResponse {
+            status: Some(HttpStatus { code: i32::from(status) }),
+            headers: Some(HeaderMutation {
+                set_headers: vec![set_header("content-type", "application/json")],
+                ..Default::default()
+            }),
+            body,
+            details: details.to_string(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+/// The message Envoy sent, for errors about unexpected ones.
+pub(super) fn describe(request: &ProcessingRequest) -> &'static str {
+    use envoy_types::pb::envoy::service::ext_proc::v3::processing_request::Request as R;
+    match &request.request {
+        Some(R::RequestHeaders(_)) => "request headers",
+        Some(R::ResponseHeaders(_)) => "response headers",
+        Some(R::RequestBody(_)) => "request body",
+        Some(R::ResponseBody(_)) => "response body",
+        Some(R::RequestTrailers(_)) => "request trailers",
+        Some(R::ResponseTrailers(_)) => "response trailers",
+        None => "an empty message",
+    }
+}
