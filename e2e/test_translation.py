@@ -1,0 +1,164 @@
+"""Translation through the gateway, as the official SDKs see it: a client speaks OpenAI or
+Anthropic, the backend speaks whatever its AIServiceBackend says, and aixds translates both ways
+and injects the backend's credential."""
+
+import json
+
+import anthropic
+import openai
+import pytest
+import requests
+
+from conftest import openai_backend, route
+
+OPENAI_KEY = "sk-openai-secret-1"
+ANTHROPIC_KEY = "sk-ant-secret-2"
+MESSAGES = [{"role": "user", "content": "what is the weather like"}]
+WEATHER_OPENAI = [{"type": "function", "function": {
+    "name": "get_weather", "description": "Weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+WEATHER_ANTHROPIC = [{"name": "get_weather", "description": "Weather in a city",
+                      "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+
+
+def credential(backend, policy_type, key):
+    section = {"APIKey": "apiKey", "AnthropicAPIKey": "anthropicAPIKey"}[policy_type]
+    return f"""---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: BackendSecurityPolicy
+metadata: {{name: {backend}-key, namespace: default}}
+spec:
+  targetRefs: [{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: {backend}}}]
+  type: {policy_type}
+  {section}: {{secretRef: {{name: {backend}-key}}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: {backend}-key, namespace: default}}
+stringData: {{apiKey: {key}}}
+"""
+
+
+@pytest.fixture
+def two_schemas(upstreams, gateway):
+    """Model `gpt` on an OpenAI-schema backend, model `claude` on an Anthropic-schema one."""
+    oa, an = upstreams("openai-up"), upstreams("anthropic-up")
+    gw = gateway(route([("gpt", "oa"), ("claude", "an"), ("claude-fail-429", "an"),
+                        ("gpt-fail-500", "oa"), ("claude-cut", "an")])
+                 + openai_backend("oa", oa) + credential("oa", "APIKey", OPENAI_KEY)
+                 + openai_backend("an", an, schema="Anthropic")
+                 + credential("an", "AnthropicAPIKey", ANTHROPIC_KEY))
+    gw.wait_serving("gpt")
+    return gw, oa, an
+
+
+def sent(upstream):
+    """What the SDK calls delivered upstream (wait_serving's probes carry no messages)."""
+    return [r for r in upstream.recorded() if (r["body"] or {}).get("messages")]
+
+
+def assert_clean(record, credential_header, key):
+    headers = record["headers"]
+    assert headers[credential_header] == (f"Bearer {key}" if credential_header == "authorization" else key)
+    assert not [h for h in headers if h.startswith("x-aixds-")], headers
+
+
+def test_openai_sdk_to_anthropic_backend(two_schemas):
+    gw, _, an = two_schemas
+    client = openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key="client-key", max_retries=0)
+    reply = client.chat.completions.create(
+        model="claude", messages=[{"role": "system", "content": "be brief"}] + MESSAGES,
+        max_tokens=100)
+    assert reply.choices[0].message.content == "Hello from anthropic-up"
+    assert reply.choices[0].finish_reason == "stop"
+    assert reply.usage.completion_tokens == 3
+
+    chunks = list(client.chat.completions.create(model="claude", messages=MESSAGES, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == \
+        "Hello from anthropic-up"
+
+    reply = client.chat.completions.create(model="claude", messages=MESSAGES, tools=WEATHER_OPENAI)
+    call = reply.choices[0].message.tool_calls[0]
+    assert reply.choices[0].finish_reason == "tool_calls"
+    assert (call.function.name, json.loads(call.function.arguments)) == \
+        ("get_weather", {"city": "Paris"})
+
+    records = sent(an)
+    assert [r["path"] for r in records] == ["/v1/messages"] * 3
+    first = records[0]
+    assert first["body"]["system"] in ("be brief", [{"type": "text", "text": "be brief"}])
+    assert first["body"]["max_tokens"] == 100
+    assert records[2]["body"]["tools"][0]["input_schema"]["properties"]["city"]["type"] == "string"
+    for r in records:
+        assert_clean(r, "x-api-key", ANTHROPIC_KEY)
+        assert "client-key" not in json.dumps(r["headers"])
+    assert ANTHROPIC_KEY not in gw.log_path.read_text(), "secrets never reach the logs"
+
+
+def test_anthropic_sdk_to_openai_backend(two_schemas):
+    gw, oa, _ = two_schemas
+    client = anthropic.Anthropic(base_url=gw.base_url, api_key="client-key", max_retries=0)
+    message = client.messages.create(model="gpt", max_tokens=64, system="be brief",
+                                     messages=MESSAGES)
+    assert message.content[0].text == "Hello from openai-up"
+    assert message.stop_reason == "end_turn"
+    assert message.usage.output_tokens == 3
+
+    with client.messages.stream(model="gpt", max_tokens=64, messages=MESSAGES) as stream:
+        text = "".join(stream.text_stream)
+    assert text == "Hello from openai-up"
+
+    message = client.messages.create(model="gpt", max_tokens=64, messages=MESSAGES,
+                                     tools=WEATHER_ANTHROPIC)
+    assert message.stop_reason == "tool_use"
+    assert (message.content[0].name, message.content[0].input) == ("get_weather", {"city": "Paris"})
+
+    records = sent(oa)
+    assert [r["path"] for r in records] == ["/v1/chat/completions"] * 3
+    assert records[0]["body"]["messages"][0] == {"role": "system", "content": "be brief"}
+    assert records[2]["body"]["tools"][0]["function"]["name"] == "get_weather"
+    for r in records:
+        assert_clean(r, "authorization", OPENAI_KEY)
+
+
+def test_same_schema_passes_through_with_the_credential(two_schemas):
+    gw, oa, an = two_schemas
+    oa_client = openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key="client-key", max_retries=0)
+    assert oa_client.chat.completions.create(model="gpt", messages=MESSAGES) \
+        .choices[0].message.content == "Hello from openai-up"
+    an_client = anthropic.Anthropic(base_url=gw.base_url, api_key="client-key", max_retries=0)
+    assert an_client.messages.create(model="claude", max_tokens=8, messages=MESSAGES) \
+        .content[0].text == "Hello from anthropic-up"
+    assert_clean(sent(oa)[-1], "authorization", OPENAI_KEY)
+    assert_clean(sent(an)[-1], "x-api-key", ANTHROPIC_KEY)
+
+
+def test_bad_requests_get_errors_in_the_clients_format(two_schemas):
+    gw, _, _ = two_schemas
+    r = requests.post(f"{gw.base_url}/v1/chat/completions", data="{not json", timeout=10)
+    assert r.status_code == 400 and "error" in r.json() and r.json()["error"]["message"]
+    r = requests.post(f"{gw.base_url}/v1/messages", data="{not json", timeout=10)
+    assert r.status_code == 400 and r.json()["type"] == "error"
+    r = requests.post(f"{gw.base_url}/v1/chat/completions", json={"messages": MESSAGES}, timeout=10)
+    assert r.status_code == 400 and "model" in r.json()["error"]["message"]
+
+    oa_client = openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key="k", max_retries=0)
+    with pytest.raises(openai.NotFoundError):
+        oa_client.chat.completions.create(model="no-such-model", messages=MESSAGES)
+    with pytest.raises(openai.RateLimitError):
+        oa_client.chat.completions.create(model="claude-fail-429", messages=MESSAGES)
+    an_client = anthropic.Anthropic(base_url=gw.base_url, api_key="k", max_retries=0)
+    with pytest.raises(anthropic.InternalServerError) as err:
+        an_client.messages.create(model="gpt-fail-500", max_tokens=8, messages=MESSAGES)
+    assert err.value.body["type"] == "error"
+
+    # The gateway keeps serving after all of that.
+    assert oa_client.chat.completions.create(model="gpt", messages=MESSAGES) \
+        .choices[0].message.content == "Hello from openai-up"
+
+
+def test_models_lists_the_configured_models(two_schemas):
+    gw, _, _ = two_schemas
+    client = openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key="k", max_retries=0)
+    ids = {m.id for m in client.models.list()}
+    assert {"gpt", "claude"} <= ids
