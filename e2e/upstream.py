@@ -44,6 +44,9 @@ def reply_pieces(upstream_id):
 class Handler(BaseHTTPRequestHandler):
     # HTTP/1.1 keeps connections alive, as Envoy expects from its upstreams.
     protocol_version = "HTTP/1.1"
+    # The head and body go out in separate writes; with Nagle on, each response would wait for
+    # the peer's delayed ACK (~40 ms).
+    disable_nagle_algorithm = True
     server_version = "fake-llm-upstream"
 
     def do_GET(self):

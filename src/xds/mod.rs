@@ -19,7 +19,7 @@ pub use ack::{Answer, Nack, UnknownType};
 pub use clients::{ClientInfo, Clients, PUSH_LOG_LEN, PushLog, PushRecord, StreamKind, TypeInfo};
 pub use delta::DeltaState;
 pub use server::AdsServer;
-pub use snapshot::{Snapshot, SnapshotStore};
+pub use snapshot::{ResourceMap, Snapshot, SnapshotStore};
 pub use sotw::SotwState;
 pub use stats::{Histogram, HistogramValues, LATENCY_BUCKETS, XdsStats};
 
