@@ -17,8 +17,8 @@
 //! output, without expanding to the Gateway's other routes).
 //!
 //! An InferencePool selects Pods by labels in its namespace. Pods are indexed by label so that a
-//! pool change finds its pods without scanning the namespace, and pools by namespace so that a pod
-//! change finds the pools that may select it.
+//! pool change finds its pods without scanning the namespace, and pools by their selector's first
+//! label so that a pod change finds the pools that may select it through its own labels.
 
 mod conditions;
 pub mod export;
@@ -86,8 +86,16 @@ pub struct Graph {
     index: HashMap<ObjectKey, NodeIndex>,
     /// (namespace, label key, label value) → pods carrying that label.
     pods_by_label: HashMap<(String, String, String), HashSet<NodeIndex>>,
-    /// namespace → InferencePools in it.
-    pools_by_namespace: HashMap<String, HashSet<NodeIndex>>,
+    /// (namespace, label key, label value) → InferencePools whose selector's first label it is.
+    /// A pod's candidate pools are found through its own labels, so a pod change costs what the
+    /// pools that may select it cost, not the number of pools in the namespace.
+    pools_by_label: HashMap<(String, String, String), HashSet<NodeIndex>>,
+}
+
+/// The index key of a pool: its namespace and the first label of its selector.
+fn pool_label(ns: &str, pool: &crate::api::InferencePoolSpec) -> Option<(String, String, String)> {
+    let (k, v) = pool.selector.match_labels.iter().next()?;
+    Some((ns.to_string(), k.clone(), v.clone()))
 }
 
 impl Graph {
@@ -286,9 +294,14 @@ impl Graph {
                     })
                     .collect()
             }
-            Spec::InferencePool(_) => {
-                if let Some(set) = self.pools_by_namespace.get_mut(ns) {
+            Spec::InferencePool(pool) => {
+                if let Some(entry) = pool_label(ns, pool)
+                    && let Some(set) = self.pools_by_label.get_mut(&entry)
+                {
                     set.remove(&idx);
+                    if set.is_empty() {
+                        self.pools_by_label.remove(&entry);
+                    }
                 }
                 let edges: Vec<EdgeIndex> = self
                     .g
@@ -317,10 +330,12 @@ impl Graph {
                         .or_default()
                         .insert(idx);
                 }
-                let pools: Vec<NodeIndex> = self
-                    .pools_by_namespace
-                    .get(ns)
-                    .into_iter()
+                let mut pools: Vec<NodeIndex> = object
+                    .labels
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        self.pools_by_label.get(&(ns.clone(), k.clone(), v.clone()))
+                    })
                     .flatten()
                     .copied()
                     .filter(|p| match self.g[*p].object.as_deref().map(|o| &o.spec) {
@@ -328,17 +343,19 @@ impl Graph {
                         _ => false,
                     })
                     .collect();
+                pools.sort();
+                pools.dedup();
                 for pool in pools {
                     self.g.add_edge(pool, idx, RefKind::Selects);
                 }
             }
             Spec::InferencePool(pool) => {
-                self.pools_by_namespace.entry(ns.clone()).or_default().insert(idx);
                 // Candidates carry the first selector label; the rest are checked per pod.
-                let Some((k, v)) = pool.selector.match_labels.iter().next() else { return };
+                let Some(entry) = pool_label(ns, pool) else { return };
+                self.pools_by_label.entry(entry.clone()).or_default().insert(idx);
                 let pods: Vec<NodeIndex> = self
                     .pods_by_label
-                    .get(&(ns.clone(), k.clone(), v.clone()))
+                    .get(&entry)
                     .into_iter()
                     .flatten()
                     .copied()
