@@ -5,7 +5,8 @@ use serde_json::json;
 
 #[derive(Debug, Clone)]
 pub struct BootstrapOptions {
-    /// Where aixds serves xDS: `host:port` (an IP or a DNS name such as a Service).
+    /// Where aixds serves xDS and the ext_proc: `host:port` (an IP or a DNS name such as a
+    /// Service), or several comma-separated replicas.
     pub xds_address: String,
     pub node_id: String,
     pub node_cluster: String,
@@ -38,13 +39,26 @@ pub struct AddressError(String);
 
 /// The bootstrap as JSON (Envoy reads JSON and YAML alike).
 pub fn bootstrap(opts: &BootstrapOptions) -> Result<serde_json::Value, AddressError> {
-    let (host, port) = opts
+    let addresses = opts
         .xds_address
-        .rsplit_once(':')
-        .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
-        .filter(|(h, _)| !h.is_empty())
-        .ok_or_else(|| AddressError(opts.xds_address.clone()))?;
-    let discovery = if host.parse::<std::net::IpAddr>().is_ok() { "STATIC" } else { "STRICT_DNS" };
+        .split(',')
+        .map(|a| {
+            a.trim()
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
+                .filter(|(h, _)| !h.is_empty())
+                .ok_or_else(|| AddressError(a.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let all_ips = addresses.iter().all(|(h, _)| h.parse::<std::net::IpAddr>().is_ok());
+    let discovery = if all_ips { "STATIC" } else { "STRICT_DNS" };
+    let endpoints: Vec<serde_json::Value> = addresses
+        .iter()
+        .map(|(host, port)| {
+            json!({ "endpoint": { "address": { "socket_address": {
+                "address": host, "port_value": port } } } })
+        })
+        .collect();
     let ads = json!({ "ads": {}, "resource_api_version": "V3" });
     Ok(json!({
         "node": { "id": opts.node_id, "cluster": opts.node_cluster },
@@ -74,9 +88,14 @@ pub fn bootstrap(opts: &BootstrapOptions) -> Result<serde_json::Value, AddressEr
             },
             "load_assignment": {
                 "cluster_name": XDS_CLUSTER,
-                "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": { "socket_address": {
-                    "address": host, "port_value": port } } } }] }]
-            }
+                "endpoints": [{ "lb_endpoints": endpoints }]
+            },
+            // Several aixds replicas serve xDS and the translation ext_proc alike: a replica that
+            // stops answering leaves the rotation within a second, so requests keep being
+            // translated by the others.
+            "health_checks": [{
+                "timeout": "1s", "interval": "1s", "no_traffic_interval": "1s",
+                "unhealthy_threshold": 1, "healthy_threshold": 1, "tcp_health_check": {} }]
         }] },
         // A connection limit, so that Envoy does not warn that it has none.
         "overload_manager": { "resource_monitors": [{

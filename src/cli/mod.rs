@@ -114,7 +114,8 @@ pub enum Command {
     },
     /// Print an Envoy bootstrap (YAML) that points an Envoy at aixds over ADS.
     Bootstrap {
-        /// Where aixds serves xDS, as Envoy reaches it (an IP or a DNS name, with port).
+        /// Where aixds serves xDS, as Envoy reaches it (an IP or a DNS name, with port); several
+        /// comma-separated replicas share the load and cover for each other.
         #[arg(long, default_value = "127.0.0.1:18000")]
         xds_address: String,
         #[command(flatten)]

@@ -235,6 +235,10 @@ async fn delta_pushes_only_what_changed() {
     gw.running.shutdown().await;
 }
 
+/// Two aixds replicas (127.0.0.1 and 127.0.0.2, same port) behind one Envoy, as a deployment
+/// runs them: killing one keeps traffic flowing through the other; with both gone Envoy keeps
+/// its last config (and fails requests closed, since nothing can translate them); a replica
+/// that returns resyncs Envoy to the manifests as they are now.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_keeps_serving_while_aixds_restarts() {
     let (a, b) = (Upstream::start("A").await, Upstream::start("B").await);
@@ -243,21 +247,22 @@ async fn envoy_keeps_serving_while_aixds_restarts() {
     let port = free_port();
     std::fs::write(&file, manifests(port, &[("m", vec![("a", a.addr, 1)])])).unwrap();
     let xds_port = free_port();
-    let aixds = |dir: &Path| {
+    let replica = |ip: &str| {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_aixds"))
             .args(["run", "--no-envoy", "--listener-address", "127.0.0.1"])
-            .args(["--admin-address", "127.0.0.1:0"])
-            .args(["--xds-address", &format!("127.0.0.1:{xds_port}")])
-            .arg(dir)
+            .args(["--admin-address", &format!("{ip}:0")])
+            .args(["--xds-address", &format!("{ip}:{xds_port}")])
+            .arg(dir.path())
             .env("AIXDS_LOG", "warn")
             .kill_on_drop(true)
             .spawn()
             .unwrap()
     };
-    let mut control = aixds(dir.path());
+    let mut first = replica("127.0.0.1");
+    let mut second = replica("127.0.0.2");
     let admin = free_port();
     let bootstrap = aixds::bootstrap::bootstrap(&BootstrapOptions {
-        xds_address: format!("127.0.0.1:{xds_port}"),
+        xds_address: format!("127.0.0.1:{xds_port},127.0.0.2:{xds_port}"),
         node_id: "restart".into(),
         admin_port: admin,
         ..Default::default()
@@ -277,21 +282,31 @@ async fn envoy_keeps_serving_while_aixds_restarts() {
     })
     .await;
 
-    control.kill().await.unwrap();
+    // One replica gone: the other takes over within the health check interval, and from then
+    // on every request is served.
+    first.kill().await.unwrap();
+    eventually(15, "the remaining replica serves", || async {
+        (served_by(port, "m").await == Ok("A".into())).then_some(())
+    })
+    .await;
+    for _ in 0..20 {
+        assert_eq!(served_by(port, "m").await, Ok("A".into()), "served by the other replica");
+    }
+
+    // Both gone: Envoy keeps its last config while the manifests change underneath.
+    second.kill().await.unwrap();
     std::fs::write(&file, manifests(port, &[("m", vec![("b", b.addr, 1)])])).unwrap();
-    // Envoy keeps its last config. Requests fail closed meanwhile: the translation ext_proc is
-    // served by aixds too (a deployment runs several replicas for that).
     let dump = admin_get(admin, "/config_dump").await;
     assert!(dump.contains("aisb/default/a") && !dump.contains("aisb/default/b"));
-    assert_eq!(served_by(port, "m").await, Err(500), "no translation without aixds");
+    assert_eq!(served_by(port, "m").await, Err(500), "nothing can translate without aixds");
 
-    let mut control = aixds(dir.path());
+    let mut back = replica("127.0.0.1");
     eventually(30, "m moves to B after aixds returns", || async {
         (served_by(port, "m").await == Ok("B".into())).then_some(())
     })
     .await;
     assert_eq!(rejected_updates(admin).await, 0);
-    control.kill().await.unwrap();
+    back.kill().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
