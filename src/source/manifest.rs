@@ -5,7 +5,7 @@
 //! that names every file. A file that fails to parse keeps the objects of its last good read;
 //! the error is reported with file and line.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -62,6 +62,17 @@ struct FileState {
     objects: Vec<(Object, Location)>,
     skipped: Vec<Skipped>,
     errors: Vec<FileError>,
+    /// What each document of the last read parsed to, by the hash of its text: an edit re-parses
+    /// only the documents it touched.
+    documents: HashMap<u64, Parsed>,
+}
+
+/// A document that parsed, without its location (which moves when lines above it change).
+#[derive(Debug, Clone)]
+enum Parsed {
+    Object(Box<Object>),
+    Skipped { api_version: String, kind: String, name: String },
+    Empty,
 }
 
 /// One object as the files define it.
@@ -89,8 +100,9 @@ impl ManifestSet {
         if self.files.get(path).is_some_and(|f| f.content_hash == hash && !f.objects.is_empty()) {
             return false;
         }
-        let parsed = parse_file(path, text);
         let state = self.files.entry(path.to_path_buf()).or_default();
+        let parsed = parse_file(path, text, &state.documents);
+        state.documents = parsed.documents;
         state.content_hash = hash;
         state.skipped = parsed.skipped;
         state.errors = parsed.errors;
@@ -166,10 +178,17 @@ struct ParsedFile {
     objects: Vec<(Object, Location)>,
     skipped: Vec<Skipped>,
     errors: Vec<FileError>,
+    documents: HashMap<u64, Parsed>,
 }
 
-fn parse_file(path: &Path, text: &str) -> ParsedFile {
-    let mut parsed = ParsedFile { objects: Vec::new(), skipped: Vec::new(), errors: Vec::new() };
+/// Parses every document of `text`, reusing `cache` for documents whose text is unchanged.
+fn parse_file(path: &Path, text: &str, cache: &HashMap<u64, Parsed>) -> ParsedFile {
+    let mut parsed = ParsedFile {
+        objects: Vec::new(),
+        skipped: Vec::new(),
+        errors: Vec::new(),
+        documents: HashMap::new(),
+    };
     for (start_line, doc) in split_documents(text) {
         let at = |line: usize| Location { path: path.to_path_buf(), line: start_line + line - 1 };
         // An object is located at its first line of content, past leading comments.
@@ -177,16 +196,33 @@ fn parse_file(path: &Path, text: &str) -> ParsedFile {
             .lines()
             .position(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
             .map_or(1, |i| i + 1);
-        match api::parse_document(&doc) {
-            Ok(ParseOutcome::Object(object)) => parsed.objects.push((*object, at(first))),
-            Ok(ParseOutcome::Skipped { api_version, kind, name }) => {
-                parsed.skipped.push(Skipped { location: at(first), api_version, kind, name })
-            }
-            Ok(ParseOutcome::Empty) => {}
-            Err(e) => parsed
-                .errors
-                .push(FileError { location: at(e.line().unwrap_or(1)), message: e.to_string() }),
+        let doc_hash = api::hash_bytes(doc.as_bytes());
+        let outcome = match cache.get(&doc_hash) {
+            Some(known) => known.clone(),
+            None => match api::parse_document(&doc) {
+                Ok(ParseOutcome::Object(object)) => Parsed::Object(object),
+                Ok(ParseOutcome::Skipped { api_version, kind, name }) => {
+                    Parsed::Skipped { api_version, kind, name }
+                }
+                Ok(ParseOutcome::Empty) => Parsed::Empty,
+                Err(e) => {
+                    let location = at(e.line().unwrap_or(1));
+                    parsed.errors.push(FileError { location, message: e.to_string() });
+                    continue;
+                }
+            },
+        };
+        match &outcome {
+            Parsed::Object(object) => parsed.objects.push(((**object).clone(), at(first))),
+            Parsed::Skipped { api_version, kind, name } => parsed.skipped.push(Skipped {
+                location: at(first),
+                api_version: api_version.clone(),
+                kind: kind.clone(),
+                name: name.clone(),
+            }),
+            Parsed::Empty => {}
         }
+        parsed.documents.insert(doc_hash, outcome);
     }
     parsed
 }
@@ -234,9 +270,24 @@ mod tests {
     }
 
     #[test]
+    fn reused_documents_are_located_where_they_are_now() {
+        let doc = "apiVersion: v1\nkind: Secret\nmetadata: {name: a}\n";
+        let path = Path::new("f.yaml");
+        let mut set = ManifestSet::new();
+        set.update(path, &format!("---\n{doc}"));
+        let before = set.files[path].documents.clone();
+        // Lines above the document change; its own text does not, so its parse is reused.
+        set.update(path, &format!("# moved down\n\n---\n{doc}"));
+        let after = &set.files[path].documents;
+        assert!(before.keys().all(|k| after.contains_key(k)), "the document was reused");
+        let merged = set.merged();
+        assert_eq!(merged.values().next().unwrap().locations[0].line, 4);
+    }
+
+    #[test]
     fn error_line_is_the_file_line() {
         let text = "apiVersion: v1\nkind: Secret\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: b}\nspec:\n  ports: [{port: x}]\n";
-        let parsed = parse_file(Path::new("f.yaml"), text);
+        let parsed = parse_file(Path::new("f.yaml"), text, &HashMap::new());
         assert_eq!(parsed.objects.len(), 1);
         assert_eq!(parsed.errors.len(), 1, "{:?}", parsed.errors);
         assert_eq!(parsed.errors[0].location.line, 9, "{}", parsed.errors[0]);
