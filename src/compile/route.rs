@@ -26,6 +26,7 @@ use crate::api::{
 use crate::extproc::{ENDPOINT_HEADER, ROUTE_BACKEND_HEADER, STREAM_HEADER};
 use crate::graph::Graph;
 use crate::xds::Resource;
+use prost::{Message, Name};
 
 /// The body of the catch-all's 404: what OpenAI answers for an unknown model, so that clients
 /// show their usual error.
@@ -45,6 +46,10 @@ pub(super) struct Fragment {
     pub ports: BTreeSet<u16>,
     /// Empty when the route is not accepted or none of its rules has a usable backend.
     pub routes: Vec<Route>,
+    /// `routes` encoded as entries of a VirtualHost's `routes` field, so that assembling a
+    /// RouteConfiguration of many routes concatenates bytes instead of cloning and re-encoding
+    /// every route.
+    pub encoded: Vec<u8>,
     /// Every InferencePool its backendRefs name, usable or not: their clusters exist because of
     /// routes like this one.
     pub pools: BTreeSet<ObjectKey>,
@@ -73,7 +78,8 @@ pub(super) fn fragment(
         .collect();
     let accepted = graph.node(key).is_some_and(|n| n.accepted());
     let routes = if accepted { compile_rules(graph, key, spec) } else { Vec::new() };
-    Fragment { ports: attached_ports(graph, key, ports), routes, pools }
+    let encoded = VirtualHost { routes: routes.clone(), ..Default::default() }.encode_to_vec();
+    Fragment { ports: attached_ports(graph, key, ports), routes, encoded, pools }
 }
 
 /// The ports the route attaches to: those of the Gateways in its parentRefs, or every port when
@@ -284,21 +290,23 @@ pub(super) fn parse_duration(s: &str) -> Option<Duration> {
 pub(super) fn assemble(port: u16, fragments: &BTreeMap<ObjectKey, Fragment>) -> Resource {
     let attached: Vec<(&ObjectKey, &Fragment)> =
         fragments.iter().filter(|(_, f)| f.ports.contains(&port) && !f.routes.is_empty()).collect();
-    let mut routes: Vec<Route> =
-        attached.iter().flat_map(|(_, f)| f.routes.iter().cloned()).collect();
-    routes.extend(not_found());
+    // Repeated fields may arrive in pieces: the virtual host's name and domains, then each
+    // fragment's routes, then the 404s, decode as one virtual host with the routes in that order.
+    let head = VirtualHost { name: "*".into(), domains: vec!["*".into()], ..Default::default() };
+    let mut host = head.encode_to_vec();
+    for (_, f) in &attached {
+        host.extend_from_slice(&f.encoded);
+    }
+    let tail = VirtualHost { routes: not_found().to_vec(), ..Default::default() };
+    host.extend_from_slice(&tail.encode_to_vec());
     let name = config_name(port);
-    let config = RouteConfiguration {
-        name: name.clone(),
-        virtual_hosts: vec![VirtualHost {
-            name: "*".into(),
-            domains: vec!["*".into()],
-            routes,
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    Resource::new(name, &config, attached.into_iter().map(|(k, _)| k.clone()).collect())
+    let mut config =
+        RouteConfiguration { name: name.clone(), ..Default::default() }.encode_to_vec();
+    prost::encoding::encode_key(2, prost::encoding::WireType::LengthDelimited, &mut config);
+    prost::encoding::encode_varint(host.len() as u64, &mut config);
+    config.extend_from_slice(&host);
+    let sources = attached.into_iter().map(|(k, _)| k.clone()).collect();
+    super::resource_from_bytes(name, RouteConfiguration::type_url(), config, sources)
 }
 
 /// The 404s for requests no route matched: in Anthropic's error format on the Anthropic
