@@ -19,9 +19,10 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
 use std::hint::black_box;
+use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use aixds::api::{
     AIGATEWAY_GROUP, AIGatewayRouteSpec, AIServiceBackendSpec, APISchema, BackendEndpoint,
@@ -509,13 +510,73 @@ fn benches(c: &mut Criterion) {
     bench_update(c, "ai_gateway_route", |u| u, route);
 }
 
+/// Where criterion writes its estimates, found as criterion finds it (without asking cargo).
+fn criterion_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CRITERION_HOME") {
+        PathBuf::from(dir)
+    } else if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        PathBuf::from(dir).join("criterion")
+    } else {
+        PathBuf::from("target/criterion")
+    }
+}
+
+fn format_ns(ns: f64) -> String {
+    match ns {
+        ns if ns >= 1e6 => format!("{:.2} ms", ns / 1e6),
+        ns if ns >= 1e3 => format!("{:.2} µs", ns / 1e3),
+        ns => format!("{ns:.0} ns"),
+    }
+}
+
+/// Prints the median of every benchmark this run measured, with criterion's 95% confidence
+/// interval of it (criterion's console line shows the mean or slope instead).
+fn median_summary(since: SystemTime) {
+    let root = criterion_dir();
+    let mut rows = Vec::new();
+    for group in ["build", "update/ai_service_backend", "update/inference_pool"]
+        .into_iter()
+        .chain(["update/pod_relabel", "update/ai_gateway_route"])
+    {
+        for units in SIZES {
+            let id = format!("graph/{group}/{}k", units / 1000);
+            let dir = root.join(format!("graph_{}", group.replace('/', "_")));
+            let file = dir.join(format!("{}k", units / 1000)).join("new/estimates.json");
+            let fresh =
+                std::fs::metadata(&file).and_then(|m| m.modified()).is_ok_and(|t| t >= since);
+            let Some(json) = fresh.then(|| std::fs::read(&file).ok()).flatten() else { continue };
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&json) else { continue };
+            let median = &v["median"];
+            let ci = &median["confidence_interval"];
+            let (Some(point), Some(low), Some(high)) = (
+                median["point_estimate"].as_f64(),
+                ci["lower_bound"].as_f64(),
+                ci["upper_bound"].as_f64(),
+            ) else {
+                continue;
+            };
+            rows.push(format!(
+                "median {id:38} {:>10}  [{} – {}]",
+                format_ns(point),
+                format_ns(low),
+                format_ns(high)
+            ));
+        }
+    }
+    if !rows.is_empty() {
+        println!("\nmedians (95% confidence interval of the median):\n{}", rows.join("\n"));
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if !args.iter().any(|a| a == "--list") {
         memory_report();
         affected_report();
     }
+    let start = SystemTime::now();
     let mut c = Criterion::default().configure_from_args();
     benches(&mut c);
     c.final_summary();
+    median_summary(start);
 }

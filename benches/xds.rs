@@ -20,7 +20,8 @@
 //!   HTTP/2 connection each by default), subscribed to clusters (wildcard) and endpoints (`*`);
 //!   one Backend IP change is published per round and each client's time from publish to
 //!   receipt is recorded. `AIXDS_BENCH_FANOUT_CLIENTS` (1000), `AIXDS_BENCH_FANOUT_CONNS`
-//!   (= clients), `AIXDS_BENCH_FANOUT_UNITS` (100) and `AIXDS_BENCH_FANOUT_ROUNDS` (20) override.
+//!   (= clients), `AIXDS_BENCH_FANOUT_UNITS` (100) and `AIXDS_BENCH_FANOUT_ROUNDS` (20) override;
+//!   `AIXDS_BENCH_FANOUT_NODELAY=1` sets TCP_NODELAY on the server's accepted sockets.
 //!
 //! `AIXDS_BENCH_SIZES=1000,10000` restricts the sizes. Under `cargo test --benches` (no
 //! `--bench` argument, or `--test`), everything runs once at 1k units and the fan-out with 20
@@ -48,6 +49,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 };
 use prost::Message;
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 
 // ---------------------------------------------------------------------------------------------
@@ -648,10 +650,21 @@ fn fanout(args: &Args) {
         let server = AdsServer::new(Arc::clone(&store));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
+        // As `run::start` serves: accepted sockets keep Nagle on, unless
+        // `AIXDS_BENCH_FANOUT_NODELAY=1` sets TCP_NODELAY on them (for comparison).
+        let nodelay = env_usize("AIXDS_BENCH_FANOUT_NODELAY", 0) == 1;
+        let incoming = TcpListenerStream::new(listener).map(move |conn| {
+            if let Ok(stream) = &conn
+                && nodelay
+            {
+                stream.set_nodelay(true)?;
+            }
+            conn
+        });
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(server.clone().into_service())
-                .serve_with_incoming(TcpListenerStream::new(listener)),
+                .serve_with_incoming(incoming),
         );
 
         let started = Instant::now();

@@ -40,7 +40,6 @@ NODELAY_UPSTREAM = (
     "runpy.run_path(sys.argv[0], run_name='__main__')\n"
 )
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-BODY = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
 
 
 def free_port():
@@ -131,10 +130,12 @@ class Client:
             try:
                 if self.conn is None:
                     self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                # The model goes in the body too: aixds' ext_proc routes by the body's model.
+                body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
                 self.conn.request(
                     "POST",
                     "/v1/chat/completions",
-                    body=BODY,
+                    body=json.dumps(body).encode(),
                     headers={"content-type": "application/json", "x-ai-eg-model": model},
                 )
                 resp = self.conn.getresponse()
@@ -201,7 +202,8 @@ def run_size(args, units):
         else:
             # upstream.py writes a response's head and body in two send()s; with Nagle on, the
             # body waits for Envoy's delayed ACK (40 ms on Linux) and every request takes ~44 ms,
-            # which would swamp what is measured here. Same script, TCP_NODELAY on.
+            # which would swamp what is measured here. Same script, TCP_NODELAY on (upstream.py
+            # now sets it itself; this keeps older checkouts comparable).
             command = [args.python, "-c", NODELAY_UPSTREAM, script, *upstream_args]
         upstream = subprocess.Popen(
             command,
@@ -219,9 +221,14 @@ def run_size(args, units):
         log_path = os.path.join(work, "aixds.log")
         log = open(log_path, "w")
         t = time.monotonic()
+        command = [args.aixds, "run", "--no-envoy", "--listener-address", "127.0.0.1",
+                   "--xds-address", f"127.0.0.1:{xds_port}"]
+        run_help = subprocess.run([args.aixds, "run", "--help"], capture_output=True, text=True)
+        if "--admin-address" in run_help.stdout:
+            # Its own admin server defaults to a fixed port; several runs must not collide.
+            command += ["--admin-address", f"127.0.0.1:{free_port()}"]
         aixds = subprocess.Popen(
-            [args.aixds, "run", "--no-envoy", "--listener-address", "127.0.0.1",
-             "--xds-address", f"127.0.0.1:{xds_port}", manifests_dir],
+            [*command, manifests_dir],
             stdout=subprocess.DEVNULL, stderr=log, env={**os.environ, "AIXDS_LOG": "info"},
         )
         procs.append(aixds)
@@ -377,7 +384,7 @@ def main():
     p.add_argument(
         "--stock-upstream",
         action="store_true",
-        help="run e2e/upstream.py as is (Nagle on: ~44 ms per request through Envoy)",
+        help="run e2e/upstream.py as is (before 2026-11-26 it left Nagle on: ~44 ms per request)",
     )
     p.add_argument("--keep", action="store_true", help="keep the work directory and logs")
     args = p.parse_args()

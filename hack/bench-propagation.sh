@@ -12,4 +12,9 @@ if [[ ! -x .venv/bin/envoy || ! -x .venv/bin/python ]]; then
   bash hack/install.sh
 fi
 cargo build --release --locked --bin aixds
-exec .venv/bin/python e2e/bench_propagation.py --aixds "$CARGO_TARGET_DIR/release/aixds" "$@"
+# The target directory may be shared with other checkouts, whose builds replace the binary: run
+# a private copy of this checkout's build.
+bin_dir="$(mktemp -d)"
+trap 'rm -rf "$bin_dir"' EXIT
+cp "$CARGO_TARGET_DIR/release/aixds" "$bin_dir/aixds"
+.venv/bin/python e2e/bench_propagation.py --aixds "$bin_dir/aixds" "$@"
