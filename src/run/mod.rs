@@ -111,9 +111,19 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
         let result = tonic::transport::Server::builder()
             .add_service(ads.into_service())
             .add_service(extproc.into_service())
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-                let _ = stop_server.wait_for(|s| *s).await;
-            })
+            // Nagle would hold each small ext_proc reply for Envoy's delayed ACK (~40 ms twice
+            // per request); `Server::tcp_nodelay` does not reach sockets passed in like this.
+            .serve_with_incoming_shutdown(
+                tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |conn| {
+                    if let Ok(stream) = &conn {
+                        let _ = stream.set_nodelay(true);
+                    }
+                    conn
+                }),
+                async move {
+                    let _ = stop_server.wait_for(|s| *s).await;
+                },
+            )
             .await;
         if let Err(e) = result {
             tracing::error!("xDS server failed: {e}");
