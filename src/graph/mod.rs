@@ -242,22 +242,30 @@ impl Graph {
 
     /// Replaces the node's declared references (all but pod selection) with `targets`.
     fn set_outgoing(&mut self, idx: NodeIndex, targets: Vec<(RefKind, ObjectKey)>) {
-        let old: Vec<(EdgeIndex, NodeIndex)> = self
+        let wanted: HashSet<(RefKind, NodeIndex)> =
+            targets.iter().map(|(kind, key)| (*kind, self.ensure_node(key))).collect();
+        // Edges that stay are left alone: unlinking an edge walks its target's edge list, which
+        // for a Gateway holds every route attached to it.
+        let stale: Vec<(EdgeIndex, NodeIndex)> = self
             .g
             .edges_directed(idx, Direction::Outgoing)
             .filter(|e| *e.weight() != RefKind::Selects)
+            .filter(|e| !wanted.contains(&(*e.weight(), e.target())))
             .map(|e| (e.id(), e.target()))
             .collect();
-        for (edge, _) in &old {
+        for (edge, _) in &stale {
             self.g.remove_edge(*edge);
         }
-        for (kind, key) in targets {
-            let target = self.ensure_node(&key);
-            if self.g.find_edge(idx, target).is_none_or(|e| self.g[e] != kind) {
+        for (kind, target) in wanted {
+            let exists = self
+                .g
+                .edges_directed(idx, Direction::Outgoing)
+                .any(|e| *e.weight() == kind && e.target() == target);
+            if !exists {
                 self.g.add_edge(idx, target, kind);
             }
         }
-        for (_, target) in old {
+        for (_, target) in stale {
             if target != idx {
                 self.remove_if_orphan(target);
             }
