@@ -10,23 +10,29 @@
 //!   addresses, but pipes are rare enough that one resource is simpler to read).
 //! - InferencePool: EDS over its ready pods.
 //!
+//! And one per route rule whose backendRefs have several priorities (`rule/{ns}/{route}/{i}`):
+//! the rule's backends as Envoy priority levels, so that retries fall back (see [`fallback`]).
+//!
 //! A Backend on port 443 gets upstream TLS, verified against the system CAs and the hostname.
 //! An AIServiceBackend's cluster speaks HTTP/1.1 through the translation ext_proc's upstream
 //! phase (see [`super::extproc`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::{
-    DataSource, TransportSocket, data_source, transport_socket,
+    Address, DataSource, Locality, Metadata, TransportSocket, address, data_source,
+    transport_socket,
 };
-use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
+};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, CommonTlsContext, SubjectAltNameMatcher, UpstreamTlsContext,
     common_tls_context, subject_alt_name_matcher,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
-use envoy_types::pb::google::protobuf::{Duration, UInt32Value, Value, value};
+use envoy_types::pb::google::protobuf::{Duration, Struct, UInt32Value, Value, value};
 use envoy_types::util::pack_any;
 use prost::{Message, Name};
 
@@ -37,6 +43,8 @@ use crate::xds::Resource;
 
 /// The filter metadata namespace the AI gateway's ext_proc reads a cluster's backend from.
 const METADATA_NAMESPACE: &str = "aixds";
+/// The endpoint metadata namespace Envoy matches `transport_socket_matches` against.
+const TRANSPORT_SOCKET_MATCH: &str = "envoy.transport_socket_match";
 const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 const CONNECT_TIMEOUT_SECONDS: i64 = 10;
 
@@ -49,6 +57,11 @@ pub(super) struct Compiled {
 /// The cluster of an AIServiceBackend: `aisb/{namespace}/{name}`.
 pub fn backend_cluster_name(key: &ObjectKey) -> String {
     format!("aisb/{}/{}", key.namespace, key.name)
+}
+
+/// The fallback cluster of a route's rule: `rule/{namespace}/{route}/{rule index}`.
+pub(super) fn fallback_cluster_name(route: &ObjectKey, rule: usize) -> String {
+    format!("rule/{}/{}/{rule}", route.namespace, route.name)
 }
 
 pub(super) fn pool_cluster_name(key: &ObjectKey) -> String {
@@ -115,13 +128,145 @@ pub(super) fn backend(graph: &Graph, key: &ObjectKey) -> Option<Compiled> {
     // Every attempt to this backend passes the translation ext_proc's upstream phase.
     cluster.typed_extension_protocol_options = HashMap::from([(
         extproc::HTTP_PROTOCOL_OPTIONS.to_string(),
-        extproc::upstream_protocol_options(&name),
+        extproc::upstream_protocol_options(&name, false),
     )]);
     cluster.per_connection_buffer_limit_bytes = Some(UInt32Value { value: BODY_BUFFER_LIMIT });
     Some(Compiled {
         cluster: encode(name.clone(), &cluster, &metadata, sources),
         load_assignment: cla.map(|cla| Resource::new(name, &cla, cla_sources)),
     })
+}
+
+/// One backendRef of a rule with fallback.
+pub(super) struct Member {
+    /// Its id, as [`crate::compile::route_backend_id`] makes it.
+    pub route_backend: String,
+    /// The AIServiceBackend it names.
+    pub backend: ObjectKey,
+    /// Its Envoy priority level: 0 for the rule's lowest `priority` value, 1 for the next...
+    pub level: u32,
+    pub weight: u32,
+}
+
+/// The cluster of a rule whose backendRefs have several priorities: every Backend endpoint of
+/// every member, one locality per member at the member's priority level and weight, so that
+/// Envoy sends to the lowest level and a retry (see the route's retry policy) to the next.
+///
+/// Each endpoint carries its member's id under the `envoy.transport_socket_match` metadata
+/// namespace, key `route_backend`. That one key does two jobs: it picks the member's TLS
+/// settings among the cluster's transport socket matches, and the upstream phase reads it
+/// (the [`ROUTE_BACKEND_ATTRIBUTE`](crate::extproc::ROUTE_BACKEND_ATTRIBUTE) attribute) to learn
+/// which backend Envoy picked for an attempt. A single namespace with a single key also keeps
+/// the encoding deterministic: prost writes protobuf maps in random order.
+///
+/// `None` when fewer than two priority levels have a usable Backend: nothing to fall back to,
+/// and the route uses weighted clusters. Members behind an InferencePool are not supported here
+/// (route.rs does not ask), nor are unix sockets next to DNS names.
+pub(super) fn fallback(graph: &Graph, name: &str, members: &[Member]) -> Option<Resource> {
+    let mut sources = Vec::new();
+    let mut localities = Vec::new();
+    let mut tls_matches = Vec::new();
+    let mut dns = false;
+    for member in members {
+        let Some(target) = backend_target(graph, &member.backend) else { continue };
+        let Some(Spec::Backend(spec)) = target.object.as_deref().map(|o| &o.spec) else {
+            continue;
+        };
+        let tls = tls_policy(graph, &target.key);
+        sources.extend([member.backend.clone(), target.key.clone()]);
+        sources.extend(tls.map(|(policy, _)| policy.clone()));
+        let id_struct = || Struct {
+            fields: [(
+                "route_backend".to_string(),
+                Value { kind: Some(value::Kind::StringValue(member.route_backend.clone())) },
+            )]
+            .into(),
+        };
+        let metadata = Metadata {
+            filter_metadata: [(TRANSPORT_SOCKET_MATCH.to_string(), id_struct())].into(),
+            ..Default::default()
+        };
+        let assignment = endpoint::backend(name, spec);
+        let mut lb_endpoints: Vec<LbEndpoint> =
+            assignment.endpoints.into_iter().flat_map(|l| l.lb_endpoints).collect();
+        for e in &mut lb_endpoints {
+            e.metadata = Some(metadata.clone());
+        }
+        dns |= spec.endpoints.iter().any(|e| e.fqdn.is_some());
+        if let Some(socket) = backend_tls(spec, tls.map(|(_, hostname)| hostname)) {
+            tls_matches.push(cluster::TransportSocketMatch {
+                name: member.route_backend.clone(),
+                r#match: Some(id_struct()),
+                transport_socket: Some(socket),
+            });
+        }
+        localities.push(LocalityLbEndpoints {
+            locality: Some(Locality {
+                sub_zone: member.route_backend.clone(),
+                ..Default::default()
+            }),
+            lb_endpoints,
+            load_balancing_weight: Some(UInt32Value { value: member.weight }),
+            priority: member.level,
+            ..Default::default()
+        });
+    }
+    if dns {
+        for locality in &mut localities {
+            locality.lb_endpoints.retain(|e| !is_pipe(e));
+        }
+    }
+    localities.retain(|l| !l.lb_endpoints.is_empty());
+    // Envoy wants priority levels without gaps: renumber those left.
+    let levels: BTreeSet<u32> = localities.iter().map(|l| l.priority).collect();
+    for locality in &mut localities {
+        locality.priority = levels.range(..locality.priority).count() as u32;
+    }
+    if levels.len() < 2 {
+        return None;
+    }
+    let discovery =
+        if dns { cluster::DiscoveryType::StrictDns } else { cluster::DiscoveryType::Static };
+    let cluster = Cluster {
+        name: name.to_string(),
+        connect_timeout: Some(connect_timeout()),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(discovery as i32)),
+        dns_lookup_family: cluster::DnsLookupFamily::V4Only as i32,
+        load_assignment: Some(ClusterLoadAssignment {
+            cluster_name: name.to_string(),
+            endpoints: localities,
+            ..Default::default()
+        }),
+        // Without it Envoy ignores the locality weights within a priority level.
+        common_lb_config: Some(cluster::CommonLbConfig {
+            locality_config_specifier: Some(
+                cluster::common_lb_config::LocalityConfigSpecifier::LocalityWeightedLbConfig(
+                    Default::default(),
+                ),
+            ),
+            ..Default::default()
+        }),
+        transport_socket_matches: tls_matches,
+        typed_extension_protocol_options: HashMap::from([(
+            extproc::HTTP_PROTOCOL_OPTIONS.to_string(),
+            extproc::upstream_protocol_options(name, true),
+        )]),
+        per_connection_buffer_limit_bytes: Some(UInt32Value { value: BODY_BUFFER_LIMIT }),
+        ..Default::default()
+    };
+    sources.sort();
+    sources.dedup();
+    Some(encode(name.to_string(), &cluster, &[], sources))
+}
+
+fn is_pipe(e: &LbEndpoint) -> bool {
+    matches!(
+        &e.host_identifier,
+        Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+            address: Some(Address { address: Some(address::Address::Pipe(_)) }),
+            ..
+        }))
+    )
 }
 
 /// The cluster of an InferencePool named directly by an accepted route.
@@ -179,21 +324,29 @@ fn envoy_backend(
     if dns {
         cluster.dns_lookup_family = cluster::DnsLookupFamily::V4Only as i32;
     }
+    cluster.transport_socket = backend_tls(spec, sni);
+    (cluster, (!dns && !pipe).then_some(cla))
+}
+
+/// TLS to a Backend, when a BackendTLSPolicy asks for it (`sni`: its hostname) or when the
+/// Backend listens on 443.
+fn backend_tls(spec: &BackendSpec, sni: Option<&str>) -> Option<TransportSocket> {
     let port =
         |e: &BackendEndpoint| e.fqdn.as_ref().map(|f| f.port).or(e.ip.as_ref().map(|i| i.port));
     if let Some(hostname) = sni {
-        cluster.transport_socket = Some(upstream_tls(&[hostname]));
-    } else if spec.endpoints.iter().any(|e| port(e) == Some(443)) {
-        let mut hostnames: Vec<&str> = spec
-            .endpoints
-            .iter()
-            .filter_map(|e| e.fqdn.as_ref().map(|f| f.hostname.as_str()))
-            .filter(|h| !h.is_empty())
-            .collect();
-        hostnames.dedup();
-        cluster.transport_socket = Some(upstream_tls(&hostnames));
+        return Some(upstream_tls(&[hostname]));
     }
-    (cluster, (!dns && !pipe).then_some(cla))
+    if !spec.endpoints.iter().any(|e| port(e) == Some(443)) {
+        return None;
+    }
+    let mut hostnames: Vec<&str> = spec
+        .endpoints
+        .iter()
+        .filter_map(|e| e.fqdn.as_ref().map(|f| f.hostname.as_str()))
+        .filter(|h| !h.is_empty())
+        .collect();
+    hostnames.dedup();
+    Some(upstream_tls(&hostnames))
 }
 
 fn connect_timeout() -> Duration {

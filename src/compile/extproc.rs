@@ -22,7 +22,9 @@ use envoy_types::pb::google::protobuf::{Any, BoolValue, Duration};
 use envoy_types::util::pack_any;
 
 use crate::bootstrap::XDS_CLUSTER;
-use crate::extproc::{ATTEMPT_METADATA_NAMESPACE, BACKEND_METADATA, METADATA_NAMESPACE};
+use crate::extproc::{
+    ATTEMPT_METADATA_NAMESPACE, BACKEND_METADATA, METADATA_NAMESPACE, ROUTE_BACKEND_ATTRIBUTE,
+};
 
 pub(super) const EXT_PROC_FILTER: &str = "envoy.filters.http.ext_proc";
 /// The key of [`upstream_protocol_options`] in a cluster's `typed_extension_protocol_options`.
@@ -55,7 +57,10 @@ pub(super) fn router_filter() -> HttpFilter {
 
 /// HTTP/1.1 to the backend, through the upstream-phase ext_proc: the request headers and whole
 /// body (translated per attempt), the response headers and the body as it streams.
-pub(super) fn upstream_protocol_options(cluster: &str) -> Any {
+///
+/// A fallback cluster (`fallback`) has several backends: its filter also sends the picked
+/// endpoint's backendRef id ([`ROUTE_BACKEND_ATTRIBUTE`]) with the request headers.
+pub(super) fn upstream_protocol_options(cluster: &str, fallback: bool) -> Any {
     let metadata = vec![HeaderValue {
         key: BACKEND_METADATA.into(),
         value: cluster.into(),
@@ -72,6 +77,11 @@ pub(super) fn upstream_protocol_options(cluster: &str) -> Any {
         }),
         message_timeout: Some(message_timeout()),
         failure_mode_allow: false,
+        request_attributes: if fallback {
+            vec![ROUTE_BACKEND_ATTRIBUTE.into()]
+        } else {
+            Vec::new()
+        },
         // The request goes to the backend's host, which Envoy guards by default.
         mutation_rules: Some(HeaderMutationRules {
             allow_all_routing: Some(BoolValue { value: true }),

@@ -11,7 +11,10 @@
 //! - a RouteConfiguration is assembled from cached per-route fragments, so a route change
 //!   recompiles that route and re-assembles only the ports it was or is attached to;
 //! - a Cluster (and, when it uses EDS, a ClusterLoadAssignment of the same name) per usable
-//!   AIServiceBackend, and per InferencePool that a route names directly.
+//!   AIServiceBackend, and per InferencePool that a route names directly;
+//! - a fallback Cluster per route rule whose backendRefs have several priorities, kept in the
+//!   route's fragment: it depends on the route and on every backend the rule names, all of
+//!   which put the route in the affected set.
 //!
 //! Every listener runs the translation ext_proc's router phase before the router, and every
 //! AIServiceBackend cluster its upstream phase (`extproc.rs`); both call aixds over the
@@ -96,6 +99,9 @@ impl Compiler {
             match object.key.kind {
                 Kind::AIGatewayRoute => {
                     let fragment = route::fragment(graph, &object.key, &self.ports);
+                    for cluster in &fragment.clusters {
+                        self.put(&mut out, TypeUrl::Cluster, cluster.clone());
+                    }
                     self.fragments.insert(object.key.clone(), fragment);
                 }
                 Kind::AIServiceBackend => self.compile_backend(graph, &object.key, &mut out),
@@ -173,6 +179,16 @@ impl Compiler {
                         None => self.fragments.remove(key),
                     };
                     let new = self.fragments.get(key);
+                    let kept: BTreeSet<&str> =
+                        new.iter().flat_map(|f| &f.clusters).map(|c| c.name.as_str()).collect();
+                    let gone: Vec<String> = old
+                        .iter()
+                        .flat_map(|f| &f.clusters)
+                        .filter(|c| !kept.contains(c.name.as_str()))
+                        .map(|c| c.name.clone())
+                        .collect();
+                    let fresh: Vec<Resource> =
+                        new.iter().flat_map(|f| f.clusters.iter().cloned()).collect();
                     for fragment in old.iter().chain(new) {
                         // Whether a pool's cluster exists depends on the route's acceptance,
                         // which an unchanged fragment does not show.
@@ -182,6 +198,12 @@ impl Compiler {
                         for fragment in old.iter().chain(new) {
                             dirty_ports.extend(&fragment.ports);
                         }
+                    }
+                    for name in gone {
+                        self.remove(&mut out, TypeUrl::Cluster, name);
+                    }
+                    for cluster in fresh {
+                        self.put(&mut out, TypeUrl::Cluster, cluster);
                     }
                 }
                 _ => {}

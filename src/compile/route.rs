@@ -11,12 +11,14 @@ use envoy_types::pb::envoy::config::core::v3::{
     DataSource, HeaderValue, HeaderValueOption, data_source, header_value_option,
 };
 use envoy_types::pb::envoy::config::route::v3::{
-    DirectResponseAction, HeaderMatcher, Route, RouteAction, RouteConfiguration, RouteMatch,
-    VirtualHost, WeightedCluster, header_matcher, route, route_action, route_match,
-    weighted_cluster,
+    DirectResponseAction, HeaderMatcher, RetryPolicy, Route, RouteAction, RouteConfiguration,
+    RouteMatch, VirtualHost, WeightedCluster, header_matcher, retry_policy, route, route_action,
+    route_match, weighted_cluster,
 };
+use envoy_types::pb::envoy::extensions::retry::priority::previous_priorities::v3::PreviousPrioritiesConfig;
 use envoy_types::pb::envoy::r#type::matcher::v3::{RegexMatcher, StringMatcher, string_matcher};
 use envoy_types::pb::google::protobuf::{Duration, UInt32Value};
+use envoy_types::util::pack_any;
 
 use super::{cluster, listener};
 use crate::api::{
@@ -53,6 +55,8 @@ pub(super) struct Fragment {
     /// Every InferencePool its backendRefs name, usable or not: their clusters exist because of
     /// routes like this one.
     pub pools: BTreeSet<ObjectKey>,
+    /// The fallback clusters of its rules whose backendRefs have several priorities.
+    pub clusters: Vec<Resource>,
 }
 
 pub(super) fn config_name(port: u16) -> String {
@@ -77,9 +81,10 @@ pub(super) fn fragment(
         })
         .collect();
     let accepted = graph.node(key).is_some_and(|n| n.accepted());
-    let routes = if accepted { compile_rules(graph, key, spec) } else { Vec::new() };
+    let (routes, clusters) =
+        if accepted { compile_rules(graph, key, spec) } else { Default::default() };
     let encoded = VirtualHost { routes: routes.clone(), ..Default::default() }.encode_to_vec();
-    Fragment { ports: attached_ports(graph, key, ports), routes, encoded, pools }
+    Fragment { ports: attached_ports(graph, key, ports), routes, encoded, pools, clusters }
 }
 
 /// The ports the route attaches to: those of the Gateways in its parentRefs, or every port when
@@ -121,10 +126,16 @@ fn backend_key(route: &ObjectKey, b: &crate::api::RouteBackendRef) -> Option<Obj
     Some(ObjectKey::new(kind, ns, &b.name))
 }
 
-fn compile_rules(graph: &Graph, key: &ObjectKey, spec: &AIGatewayRouteSpec) -> Vec<Route> {
+fn compile_rules(
+    graph: &Graph,
+    key: &ObjectKey,
+    spec: &AIGatewayRouteSpec,
+) -> (Vec<Route>, Vec<Resource>) {
     let mut routes = Vec::new();
+    let mut clusters = Vec::new();
     for (i, rule) in spec.rules.iter().enumerate() {
-        let Some(action) = route_action(graph, key, i, rule) else { continue };
+        let Some((action, fallback)) = route_action(graph, key, i, rule) else { continue };
+        clusters.extend(fallback);
         // A rule without matches matches every request, as in Gateway API.
         let all = [AIRouteMatch::default()];
         let matches = if rule.matches.is_empty() { &all[..] } else { &rule.matches[..] };
@@ -143,7 +154,7 @@ fn compile_rules(graph: &Graph, key: &ObjectKey, spec: &AIGatewayRouteSpec) -> V
             });
         }
     }
-    routes
+    (routes, clusters)
 }
 
 /// The Envoy header matcher, or `None` for a regular expression that does not parse. The check
@@ -169,21 +180,27 @@ fn header_matcher(h: &crate::api::HeaderMatch) -> Option<HeaderMatcher> {
     })
 }
 
-/// Weighted clusters over the rule's usable backends of the lowest priority value, or `None`
-/// when it has none (the rule is then left out rather than routing to a cluster Envoy lacks).
+/// Where a rule sends its requests, or `None` when it has no usable backend (the rule is then
+/// left out rather than routing to a cluster Envoy lacks).
 ///
-/// Each AIServiceBackend's cluster tells the translation ext_proc's upstream phase which
-/// backendRef it was picked by, in [`ROUTE_BACKEND_HEADER`]. InferencePools named directly have no
-/// upstream phase, so the router phase's internal headers are removed on the way to them.
+/// When the usable backendRefs all share one priority: weighted clusters over them. Each
+/// AIServiceBackend's cluster tells the translation ext_proc's upstream phase which backendRef
+/// it was picked by, in [`ROUTE_BACKEND_HEADER`]. InferencePools named directly have no upstream
+/// phase, so the router phase's internal headers are removed on the way to them.
+///
+/// When they have several priorities (and are all AIServiceBackends): the rule's own fallback
+/// cluster (see [`cluster::fallback`]) with the priorities as Envoy priority levels, and a retry
+/// policy that moves each retry to the next level on a 5xx or a connection failure. The second
+/// value is that cluster.
 fn route_action(
     graph: &Graph,
     key: &ObjectKey,
     rule_index: usize,
     rule: &RouteRule,
-) -> Option<RouteAction> {
-    // (priority, cluster, weight, backendRef index, target kind) of every backendRef that
-    // compiles to a cluster.
-    let usable: Vec<(u32, String, u32, usize, Kind)> = rule
+) -> Option<(RouteAction, Option<Resource>)> {
+    // (priority, cluster, weight, backendRef index, target) of every backendRef that compiles
+    // to a cluster.
+    let usable: Vec<(u32, String, u32, usize, ObjectKey)> = rule
         .backend_refs
         .iter()
         .enumerate()
@@ -191,19 +208,42 @@ fn route_action(
             let target = backend_key(key, b)?;
             let cluster = cluster::cluster_for(graph, &target)?;
             let weight = b.weight.unwrap_or(1).min(MAX_WEIGHT);
-            Some((b.priority.unwrap_or(0), cluster, weight, i, target.kind))
+            Some((b.priority.unwrap_or(0), cluster, weight, i, target))
         })
+        .filter(|u| u.2 > 0)
         .collect();
     let top = usable.iter().map(|u| u.0).min()?;
+    let timeout =
+        rule.timeouts.as_ref().and_then(|t| t.request.as_deref()).and_then(parse_duration);
+    let priorities: BTreeSet<u32> = usable.iter().map(|u| u.0).collect();
+    let backends_only = usable.iter().all(|u| u.4.kind == Kind::AIServiceBackend);
+    if priorities.len() > 1 && backends_only {
+        let members: Vec<cluster::Member> = usable
+            .iter()
+            .map(|(priority, _, weight, i, target)| cluster::Member {
+                route_backend: route_backend_id(key, rule_index, *i),
+                backend: target.clone(),
+                level: priorities.range(..priority).count() as u32,
+                weight: *weight,
+            })
+            .collect();
+        let name = cluster::fallback_cluster_name(key, rule_index);
+        if let Some(fallback) = cluster::fallback(graph, &name, &members) {
+            let action = RouteAction {
+                cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(name)),
+                retry_policy: Some(fallback_retries(priorities.len() as u32 - 1)),
+                timeout,
+                ..Default::default()
+            };
+            return Some((action, Some(fallback)));
+        }
+    }
     // Envoy rejects a weighted cluster list naming a cluster twice, or summing to zero. Two
     // backendRefs to one backend share its weight and the first one's settings.
     let mut weights: BTreeMap<String, (u32, usize, Kind)> = BTreeMap::new();
-    for (_, cluster, weight, i, kind) in usable.into_iter().filter(|u| u.0 == top && u.2 > 0) {
-        let w = weights.entry(cluster).or_insert((0, i, kind));
+    for (_, cluster, weight, i, target) in usable.into_iter().filter(|u| u.0 == top) {
+        let w = weights.entry(cluster).or_insert((0, i, target.kind));
         w.0 = w.0.saturating_add(weight);
-    }
-    if weights.is_empty() {
-        return None;
     }
     let clusters = weights
         .into_iter()
@@ -232,15 +272,31 @@ fn route_action(
             cw
         })
         .collect();
-    let timeout =
-        rule.timeouts.as_ref().and_then(|t| t.request.as_deref()).and_then(parse_duration);
-    Some(RouteAction {
+    let action = RouteAction {
         cluster_specifier: Some(route_action::ClusterSpecifier::WeightedClusters(
             WeightedCluster { clusters, ..Default::default() },
         )),
         timeout,
         ..Default::default()
-    })
+    };
+    Some((action, None))
+}
+
+/// Retries for a fallback cluster: each retry of a 5xx, reset or refused connection goes to the
+/// next priority level, `lower_levels` times at most.
+fn fallback_retries(lower_levels: u32) -> RetryPolicy {
+    RetryPolicy {
+        // `5xx` includes connect-failure, reset and refused-stream.
+        retry_on: "5xx".into(),
+        num_retries: Some(UInt32Value { value: lower_levels }),
+        retry_priority: Some(retry_policy::RetryPriority {
+            name: "envoy.retry_priorities.previous_priorities".into(),
+            config_type: Some(retry_policy::retry_priority::ConfigType::TypedConfig(pack_any(
+                PreviousPrioritiesConfig { update_frequency: 1 },
+            ))),
+        }),
+        ..Default::default()
+    }
 }
 
 /// The id of one backendRef, as [`ROUTE_BACKEND_HEADER`] carries it and the runtime config keys

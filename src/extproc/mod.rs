@@ -32,6 +32,11 @@ use translate::Endpoint;
 /// Set on each weighted cluster of a route: `{route ns}/{route name}/{rule}/{backendRef}`, the
 /// backendRef this attempt was routed by (model override, mutations, request costs).
 pub const ROUTE_BACKEND_HEADER: &str = "x-aixds-route-backend";
+/// The ext_proc attribute a fallback cluster's upstream filter sends: the id of the backendRef
+/// whose endpoint Envoy picked for this attempt (see `compile::cluster::fallback`). It wins over
+/// [`ROUTE_BACKEND_HEADER`], which a fallback route does not set.
+pub const ROUTE_BACKEND_ATTRIBUTE: &str =
+    "xds.upstream_host_metadata.filter_metadata['envoy.transport_socket_match']['route_backend']";
 /// Set by the router phase: the endpoint the client called (`chat_completions`, ...).
 pub const ENDPOINT_HEADER: &str = "x-aixds-endpoint";
 /// Set by the router phase: `true` when the client asked for a stream.

@@ -14,8 +14,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::api::{
-    API_KEY_SECRET_KEY, BodyMutation, HeaderMatchType, HeaderMutation, Kind, LLMRequestCost,
-    MODEL_HEADER, ObjectKey, SecurityPolicyType, Spec, VersionedAPISchema,
+    AIGATEWAY_GROUP, API_KEY_SECRET_KEY, BodyMutation, HeaderMatchType, HeaderMutation, Kind,
+    LLMRequestCost, MODEL_HEADER, ObjectKey, RouteBackendRef, SecurityPolicyType, Spec,
+    VersionedAPISchema, group_kind,
 };
 use crate::compile::{backend_cluster_name, route_backend_id};
 use crate::graph::{Graph, Node, RefKind};
@@ -58,6 +59,9 @@ pub struct RouteBackendRuntime {
     pub body_mutation: Option<BodyMutation>,
     /// The route's `llmRequestCosts`.
     pub costs: Vec<LLMRequestCost>,
+    /// The cluster of the AIServiceBackend it names (`None` for an InferencePool): a fallback
+    /// cluster's attempt finds its backend through this.
+    pub backend: Option<String>,
 }
 
 /// A string that is never printed: `Debug` and `Display` show `<redacted>`.
@@ -167,6 +171,17 @@ impl RuntimeConfig {
                                     header_mutation: backend_ref.header_mutation.clone(),
                                     body_mutation: backend_ref.body_mutation.clone(),
                                     costs: spec.llm_request_costs.clone(),
+                                    backend: names_backend(backend_ref).then(|| {
+                                        let ns = backend_ref
+                                            .namespace
+                                            .as_deref()
+                                            .unwrap_or(&object.key.namespace);
+                                        backend_cluster_name(&ObjectKey::new(
+                                            Kind::AIServiceBackend,
+                                            ns,
+                                            &backend_ref.name,
+                                        ))
+                                    }),
                                 },
                             );
                         }
@@ -184,6 +199,12 @@ impl RuntimeConfig {
         config.models = models.into_iter().collect();
         config
     }
+}
+
+/// Whether a route's backendRef names an AIServiceBackend (the default kind).
+fn names_backend(b: &RouteBackendRef) -> bool {
+    group_kind(&b.group, &b.kind, AIGATEWAY_GROUP, "AIServiceBackend")
+        == (AIGATEWAY_GROUP, "AIServiceBackend")
 }
 
 /// The DNS name of the Backend behind an AIServiceBackend: its first FQDN endpoint, or else the

@@ -28,12 +28,15 @@ use super::translate::{
 };
 use super::{
     ATTEMPT_METADATA_NAMESPACE, ENDPOINT_HEADER, INTERNAL_HEADER_PREFIX, METADATA_NAMESPACE,
-    ROUTE_BACKEND_HEADER,
+    ROUTE_BACKEND_ATTRIBUTE, ROUTE_BACKEND_HEADER,
 };
 use crate::api::{
     APISchema, BodyMutation, HeaderMutation as ApiHeaderMutation, LLMRequestCost,
     LLMRequestCostType,
 };
+
+/// The key Envoy's ext_proc filter sends its `request_attributes` under.
+const EXT_PROC_ATTRIBUTES: &str = "envoy.filters.http.ext_proc";
 
 /// How much of an upstream error body is kept to translate; error bodies are small, and one
 /// that is not should not fill memory.
@@ -41,7 +44,8 @@ const MAX_ERROR_BODY: usize = 1024 * 1024;
 
 pub(super) struct UpstreamPhase {
     runtime: Arc<RuntimeConfig>,
-    /// The cluster this attempt goes to, from the filter's gRPC metadata.
+    /// The backend cluster this attempt goes to: the filter's cluster (gRPC metadata), or for a
+    /// fallback cluster the picked backendRef's AIServiceBackend.
     cluster: String,
     headers: Vec<(String, String)>,
     /// The client's endpoint path and the route backendRef id: from the internal headers on a
@@ -51,6 +55,34 @@ pub(super) struct UpstreamPhase {
     route_backend: Option<String>,
     /// Set once the request was translated: how to translate the response.
     response: Option<ResponseState>,
+    /// What an earlier attempt of this request left in the header map, which Envoy shares
+    /// between attempts: the headers it added, and the client's `:authority`.
+    earlier: Earlier,
+}
+
+/// What one attempt keeps in [`ATTEMPT_METADATA_NAMESPACE`] for the next one.
+#[derive(Debug, Default)]
+struct Earlier {
+    endpoint: Option<String>,
+    route_backend: Option<String>,
+    /// Headers the attempt added (credentials, mutations): a retry on another backend must not
+    /// send them.
+    added: Vec<String>,
+    /// The client's `:authority`, for a retry on a backend that sets none.
+    authority: Option<String>,
+}
+
+impl Earlier {
+    fn read(metadata: &Struct) -> Earlier {
+        Earlier {
+            endpoint: text(metadata, "endpoint"),
+            route_backend: text(metadata, "route_backend"),
+            added: text(metadata, "added")
+                .map(|a| a.split(',').filter(|h| !h.is_empty()).map(str::to_string).collect())
+                .unwrap_or_default(),
+            authority: text(metadata, "authority"),
+        }
+    }
 }
 
 struct ResponseState {
@@ -74,6 +106,7 @@ impl UpstreamPhase {
             endpoint: None,
             route_backend: None,
             response: None,
+            earlier: Earlier::default(),
         }
     }
 
@@ -83,12 +116,16 @@ impl UpstreamPhase {
     ) -> Result<ProcessingResponse, Status> {
         let response = match request.request {
             Some(In::RequestHeaders(headers)) => {
-                let kept = request
+                let earlier = request
                     .metadata_context
                     .as_ref()
                     .and_then(|m| m.filter_metadata.get(ATTEMPT_METADATA_NAMESPACE));
-                let kept = kept.map(|s| (text(s, "endpoint"), text(s, "route_backend")));
-                return Ok(self.on_request_headers(&headers, kept.unwrap_or_default()));
+                self.earlier = earlier.map(Earlier::read).unwrap_or_default();
+                let picked = request
+                    .attributes
+                    .get(EXT_PROC_ATTRIBUTES)
+                    .and_then(|a| text(a, ROUTE_BACKEND_ATTRIBUTE));
+                return Ok(self.on_request_headers(&headers, picked));
             }
             Some(In::RequestBody(body)) => return Ok(self.on_request_body(&body.body)),
             Some(In::ResponseHeaders(headers)) => {
@@ -117,15 +154,23 @@ impl UpstreamPhase {
         self.route_backend.as_ref().and_then(|id| self.runtime.route_backends.get(id))
     }
 
+    /// `picked`: the backendRef whose endpoint Envoy picked, from a fallback cluster's filter.
+    /// It names this attempt's backend; otherwise the filter's cluster does.
     fn on_request_headers(
         &mut self,
         message: &HttpHeaders,
-        kept: (Option<String>, Option<String>),
+        picked: Option<String>,
     ) -> ProcessingResponse {
         self.headers = header_pairs(message);
         let header = |name| find(&self.headers, name).map(str::to_string);
-        self.endpoint = header(ENDPOINT_HEADER).or(kept.0);
-        self.route_backend = header(ROUTE_BACKEND_HEADER).or(kept.1);
+        self.endpoint = header(ENDPOINT_HEADER).or(self.earlier.endpoint.take());
+        self.route_backend =
+            picked.clone().or(header(ROUTE_BACKEND_HEADER)).or(self.earlier.route_backend.take());
+        if picked.is_some()
+            && let Some(cluster) = self.route_backend().and_then(|r| r.backend.clone())
+        {
+            self.cluster = cluster;
+        }
         let mut response = HeadersResponse::default();
         if message.end_of_stream {
             // No body to translate (the router phase lets none through to a known endpoint):
@@ -195,11 +240,21 @@ impl UpstreamPhase {
             error_body: Vec::new(),
             failed: None,
         });
-        let kept =
-            [("endpoint", self.endpoint.clone()), ("route_backend", self.route_backend.clone())]
-                .into_iter()
-                .filter_map(|(k, v)| Some((k.to_string(), text_value(v?))))
-                .collect();
+        let added = self.added(&header_mutation);
+        let authority = self
+            .earlier
+            .authority
+            .clone()
+            .or(find(&self.headers, ":authority").map(str::to_string));
+        let kept = [
+            ("endpoint", self.endpoint.clone()),
+            ("route_backend", self.route_backend.clone()),
+            ("added", Some(added)),
+            ("authority", authority),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.to_string(), text_value(v?))))
+        .collect();
         let kept = Value { kind: Some(value::Kind::StructValue(Struct { fields: kept })) };
         ProcessingResponse {
             response: Some(Out::RequestBody(BodyResponse {
@@ -228,9 +283,14 @@ impl UpstreamPhase {
         base: Vec<(String, Option<String>)>,
     ) -> BTreeMap<String, Option<String>> {
         let mut ops: BTreeMap<String, Option<String>> = BTreeMap::new();
+        // An earlier attempt's credential and mutations were for its own backend.
+        for name in &self.earlier.added {
+            ops.insert(name.clone(), None);
+        }
         // Compressed responses could not be translated or counted.
         ops.insert("accept-encoding".into(), None);
-        if let Some(host) = backend.and_then(|b| b.hostname.as_ref()) {
+        let host = backend.and_then(|b| b.hostname.as_ref()).or(self.earlier.authority.as_ref());
+        if let Some(host) = host {
             ops.insert(":authority".into(), Some(host.clone()));
         }
         ops.extend(base);
@@ -262,6 +322,19 @@ impl UpstreamPhase {
             }
         }
         ops
+    }
+
+    /// The regular headers `mutation` sets that the client did not send, comma-separated.
+    fn added(&self, mutation: &Option<HeaderMutation>) -> String {
+        let sent_by_client = |name: &str| {
+            find(&self.headers, name).is_some() && !self.earlier.added.iter().any(|a| a == name)
+        };
+        let set = mutation.iter().flat_map(|m| &m.set_headers).filter_map(|h| h.header.as_ref());
+        set.map(|h| h.key.as_str())
+            .filter(|name| !name.starts_with(':') && *name != "content-length")
+            .filter(|name| !sent_by_client(name))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// The mutation for `ops`, removing only headers the request has.

@@ -864,3 +864,87 @@ fn backend_tls_policy_turns_on_tls_with_its_hostname() {
     assert!(Cluster::decode(cluster.body.value.as_slice()).unwrap().transport_socket.is_none());
     h.assert_matches_full();
 }
+
+// ---- fallback by priority ----
+
+fn fallback_rule(priorities: [u32; 3]) -> aixds::api::Object {
+    let [a, b, c] = priorities;
+    parse(&format!(
+        "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIGatewayRoute\nmetadata: {{name: r, namespace: ns}}\nspec:\n  rules:\n  - matches: [{{headers: [{{name: x-ai-eg-model, value: m}}]}}]\n    backendRefs:\n    - {{name: ip, weight: 3, priority: {a}}}\n    - {{name: ip2, priority: {b}}}\n    - {{name: dns, priority: {c}}}\n"
+    ))
+}
+
+fn fallback_objects(priorities: [u32; 3]) -> Vec<aixds::api::Object> {
+    vec![
+        fallback_rule(priorities),
+        backend_to_backend("ns", "ip", "ip"),
+        envoy_backend("ns", "ip", "10.1.2.3"),
+        backend_to_backend("ns", "ip2", "ip2"),
+        envoy_backend("ns", "ip2", "10.1.2.4"),
+        backend_to_backend("ns", "dns", "dns"),
+        parse(
+            "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: Backend\nmetadata: {name: dns, namespace: ns}\nspec:\n  endpoints: [{fqdn: {hostname: api.example.com, port: 443}}]\n",
+        ),
+    ]
+}
+
+#[test]
+fn a_rule_with_priorities_gets_a_fallback_cluster_envoy_accepts() {
+    let mut graph = Graph::new();
+    for o in fallback_objects([0, 0, 1]) {
+        graph.apply(o);
+    }
+    let updates = full(&graph);
+    let clusters: BTreeMap<String, Cluster> = decoded(&updates, TypeUrl::Cluster);
+    let fallback = &clusters["rule/ns/r/0"];
+    let localities: Vec<(String, u32, u32)> = fallback
+        .load_assignment
+        .as_ref()
+        .unwrap()
+        .endpoints
+        .iter()
+        .map(|l| {
+            let sub_zone = l.locality.as_ref().unwrap().sub_zone.clone();
+            (sub_zone, l.priority, l.load_balancing_weight.map(|w| w.value).unwrap_or(0))
+        })
+        .collect();
+    assert_eq!(
+        localities,
+        [("ns/r/0/0".into(), 0, 3), ("ns/r/0/1".into(), 0, 1), ("ns/r/0/2".into(), 1, 1)]
+    );
+    // Only the DNS backend on 443 speaks TLS, chosen by the endpoint's backendRef id.
+    let tls: Vec<&str> =
+        fallback.transport_socket_matches.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(tls, ["ns/r/0/2"]);
+
+    let routes: BTreeMap<String, RouteConfiguration> =
+        decoded(&updates, TypeUrl::RouteConfiguration);
+    let first = &routes["route-1975"].virtual_hosts[0].routes[0];
+    let Some(route::Action::Route(action)) = &first.action else { panic!("{first:?}") };
+    assert_eq!(
+        action.cluster_specifier,
+        Some(route_action::ClusterSpecifier::Cluster("rule/ns/r/0".into()))
+    );
+    let retry = action.retry_policy.as_ref().unwrap();
+    assert_eq!((retry.retry_on.as_str(), retry.num_retries.map(|n| n.value)), ("5xx", Some(1)));
+    envoy_validates(&updates);
+}
+
+#[test]
+fn fallback_cluster_follows_the_rule() {
+    let mut h = Harness::new(fallback_objects([0, 1, 2]));
+    assert!(h.names(TypeUrl::Cluster).contains(&"rule/ns/r/0".to_string()));
+    // A Backend change reaches the fallback cluster that embeds its endpoints.
+    let changed = h.apply(envoy_backend("ns", "ip2", "10.1.2.9"));
+    assert!(changed.contains(&(TypeUrl::Cluster, "rule/ns/r/0".to_string())), "{changed:?}");
+    h.assert_matches_full();
+    // One priority left: weighted clusters again, and the fallback cluster goes.
+    let changed = h.apply(fallback_rule([0, 0, 0]));
+    assert!(changed.contains(&(TypeUrl::Cluster, "rule/ns/r/0".to_string())), "{changed:?}");
+    assert!(!h.names(TypeUrl::Cluster).contains(&"rule/ns/r/0".to_string()));
+    h.assert_matches_full();
+    h.apply(fallback_rule([0, 1, 1]));
+    h.delete(&key(Kind::AIGatewayRoute, "ns", "r"));
+    assert!(!h.names(TypeUrl::Cluster).contains(&"rule/ns/r/0".to_string()));
+    h.assert_matches_full();
+}
