@@ -62,20 +62,21 @@ class Upstream:
 class Gateway:
     """`aixds run` on a manifest directory, with Envoy listening on 127.0.0.1:`port`."""
 
-    def __init__(self, tmp_path, manifests, port):
+    def __init__(self, tmp_path, manifests, port, args=()):
         self.dir = tmp_path / "manifests"
         self.dir.mkdir()
         self.port = port
         self.admin_port = free_port()
+        self.aixds_admin = f"http://127.0.0.1:{free_port()}"
         self.write(manifests)
         self.log_path = tmp_path / "aixds.log"
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [aixds_bin(), "run", str(self.dir),
              "--xds-address", f"127.0.0.1:{free_port()}",
-             "--admin-address", f"127.0.0.1:{free_port()}",
+             "--admin-address", self.aixds_admin.removeprefix("http://"),
              "--listener-address", "127.0.0.1", "--default-port", str(port),
-             "--envoy-admin-port", str(self.admin_port), "--node-id", tmp_path.name],
+             "--envoy-admin-port", str(self.admin_port), "--node-id", tmp_path.name, *args],
             cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT,
         )
         self.base_url = f"http://127.0.0.1:{port}"
@@ -98,6 +99,12 @@ class Gateway:
                 pass
             time.sleep(0.05)
         raise AssertionError(f"{model} not served within {timeout}s")
+
+    def metrics(self):
+        """aixds's /metrics as {'name{labels}': value}."""
+        text = requests.get(f"{self.aixds_admin}/metrics", timeout=5).text
+        return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines() if line and not line.startswith("#")}
 
     def rejected_updates(self):
         stats = requests.get(f"http://127.0.0.1:{self.admin_port}/stats?filter=update_rejected",
@@ -128,8 +135,8 @@ def upstreams(tmp_path):
 def gateway(tmp_path):
     started = []
 
-    def start(manifests, port=None):
-        g = Gateway(tmp_path, manifests, port or free_port())
+    def start(manifests, port=None, args=()):
+        g = Gateway(tmp_path, manifests, port or free_port(), args)
         started.append(g)
         return g
 

@@ -2,6 +2,9 @@
 before them answer 5xx or cannot be reached, and every attempt is translated for its own
 backend's schema and carries only its own backend's credential."""
 
+import json
+import time
+
 import anthropic
 import openai
 import pytest
@@ -95,3 +98,51 @@ def test_when_every_priority_fails_the_client_gets_the_last_error(upstreams, gat
         client.chat.completions.create(model="gpt-fail-503", messages=MESSAGES)
     assert err.value.status_code == 500
     assert "anthropic-up" in err.value.message, "the fallback's error, in OpenAI's format"
+
+
+def test_the_access_log_shows_attempts_and_token_usage(upstreams, gateway, tmp_path):
+    """Usage reaches Envoy's dynamic metadata under the route's llmRequestCosts keys: the
+    access log (`--access-log`) prints it next to the attempts a fallback took."""
+    oa, an = upstreams("openai-up"), upstreams("anthropic-up")
+    log = tmp_path / "access.log"
+    gw = gateway(fallback_route("gpt-fail-503", "oa", "an", "claude-ok")
+                 + openai_backend("oa", oa) + openai_backend("an", an, schema="Anthropic"),
+                 args=["--access-log", str(log)])
+    gw.wait_serving("gpt-fail-503")
+    client = openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key="k", max_retries=0)
+    reply = client.chat.completions.create(model="gpt-fail-503", messages=MESSAGES,
+                                           extra_headers={"x-request-id": "usage-check"})
+    deadline = time.monotonic() + 10
+    line = None
+    while line is None and time.monotonic() < deadline:
+        lines = [json.loads(l) for l in log.read_text().splitlines()] if log.exists() else []
+        line = next((l for l in lines if l["request_id"] == "usage-check"), None)
+        time.sleep(0.1)
+    assert line is not None, "Envoy logged the request"
+    assert line["status"] == 200
+    assert line["model"] == "gpt-fail-503"
+    assert line["cluster"] == "rule/default/fallback-oa/0"
+    assert line["attempts"] == 2
+    assert line["upstream_host"] == f"{an.host}:{an.port}"
+    assert line["usage"] == {"total": reply.usage.total_tokens}
+
+
+def test_genai_metrics_count_each_attempt(fallback):
+    gw, _, _ = fallback
+    client = openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key="k", max_retries=0)
+    before = gw.metrics()  # the fixture's readiness probes went through too
+    reply = client.chat.completions.create(model="gpt-fail-503", messages=MESSAGES)
+    list(client.chat.completions.create(model="gpt-fail-503", messages=MESSAGES, stream=True))
+    after = gw.metrics()
+    m = {k: v - before.get(k, 0) for k, v in after.items()}
+    primary = ('gen_ai_operation_name="chat",gen_ai_provider_name="openai",'
+               'gen_ai_request_model="gpt-fail-503"')
+    served = ('gen_ai_operation_name="chat",gen_ai_provider_name="anthropic",'
+              'gen_ai_request_model="claude-ok"')
+    assert m[f'gen_ai_server_request_duration_seconds_count{{{primary},error_type="503"}}'] == 2
+    assert m[f"gen_ai_server_request_duration_seconds_count{{{served}}}"] == 2
+    input_tokens = f'gen_ai_client_token_usage_sum{{{served},gen_ai_token_type="input"}}'
+    output_tokens = f'gen_ai_client_token_usage_sum{{{served},gen_ai_token_type="output"}}'
+    assert m[input_tokens] == 2 * reply.usage.prompt_tokens
+    assert m[output_tokens] == 2 * reply.usage.completion_tokens
+    assert m[f"gen_ai_server_time_to_first_token_seconds_count{{{served}}}"] == 1, "streamed once"

@@ -1,13 +1,14 @@
 //! `/metrics` in the Prometheus text exposition format (version 0.0.4).
 //!
 //! Takes: [`RunMetrics`] (filled by the run loop), the xDS counters and registry, the graph and
-//! the snapshot. Gives: the page. Counters and histograms are atomics bumped where things happen;
+//! the snapshot, the translation ext_proc's GenAI metrics. Gives: the page. Counters and histograms are atomics bumped where things happen;
 //! gauges (graph size, connected Envoys) are read when scraped, so nothing keeps them in sync.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::extproc::GenAiMetrics;
 use crate::graph::Graph;
 use crate::xds::{ClientInfo, Histogram, HistogramValues, Snapshot, StreamKind, TypeUrl, XdsStats};
 
@@ -65,6 +66,7 @@ pub struct Inputs<'a> {
     pub graph: &'a Graph,
     pub snapshot: &'a Snapshot,
     pub rejections: usize,
+    pub genai: &'a GenAiMetrics,
 }
 
 pub fn render(i: &Inputs) -> String {
@@ -132,6 +134,7 @@ pub fn render(i: &Inputs) -> String {
     let _ = writeln!(w, "aixds_batches_applied_total {}", i.run.batches());
     header(w, "aixds_compile_seconds", "histogram", "Time to compile the affected outputs.");
     histogram(w, "aixds_compile_seconds", "", &i.run.compile.values());
+    i.genai.render(w);
     out
 }
 

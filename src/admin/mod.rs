@@ -30,6 +30,8 @@ pub mod metrics;
 
 pub use metrics::RunMetrics;
 
+use crate::extproc::GenAiMetrics;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
@@ -58,6 +60,8 @@ pub struct AdminState {
     pub clients: Arc<Clients>,
     pub xds: Arc<XdsStats>,
     pub run: Arc<RunMetrics>,
+    /// Recorded by the translation ext_proc.
+    pub genai: Arc<GenAiMetrics>,
 }
 
 impl AdminState {
@@ -121,6 +125,7 @@ async fn metrics(State(s): State<AdminState>) -> Response {
         graph: &graph,
         snapshot: &snapshot,
         rejections: rejections.len(),
+        genai: &s.genai,
     });
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }

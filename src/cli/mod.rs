@@ -111,6 +111,11 @@ pub enum Command {
         /// Largest request body the translation ext_proc accepts, in bytes; larger ones get 413.
         #[arg(long, default_value_t = crate::extproc::DEFAULT_MAX_BODY_BYTES)]
         max_request_body: usize,
+        /// Have Envoy write one JSON line per request to PATH (`/dev/stdout` works): model,
+        /// status, backend cluster and host, attempts, duration, and the token usage under the
+        /// routes' llmRequestCosts keys.
+        #[arg(long, value_name = "PATH")]
+        access_log: Option<String>,
     },
     /// Print an Envoy bootstrap (YAML) that points an Envoy at aixds over ADS.
     Bootstrap {
@@ -241,6 +246,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             envoy_node,
             envoy_log_level,
             max_request_body,
+            access_log,
         } => {
             let envoy = match no_envoy {
                 true => None,
@@ -255,7 +261,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 paths,
                 xds_listen: xds_address,
                 admin_listen: Some(admin_address),
-                compile: crate::compile::CompileOptions { listener_address, default_port },
+                compile: crate::compile::CompileOptions {
+                    listener_address,
+                    default_port,
+                    access_log,
+                },
                 envoy,
                 extproc: crate::extproc::ExtProcOptions { max_body_bytes: max_request_body },
                 debounce: std::time::Duration::from_millis(20),

@@ -36,7 +36,9 @@ use envoy_types::pb::google::protobuf::{Duration, Struct, UInt32Value, Value, va
 use envoy_types::util::pack_any;
 use prost::{Message, Name};
 
-use super::{BODY_BUFFER_LIMIT, ads_config_source, endpoint, extproc, resource_from_bytes};
+use super::{
+    BODY_BUFFER_LIMIT, ads_config_source, canonical, endpoint, extproc, resource_from_bytes,
+};
 use crate::api::{BackendEndpoint, BackendSpec, Kind, ObjectKey, Spec};
 use crate::graph::{Graph, Node, RefKind};
 use crate::xds::Resource;
@@ -409,12 +411,9 @@ fn upstream_tls(hostnames: &[&str]) -> TransportSocket {
     }
 }
 
-/// Encodes `cluster` with `metadata` under [`METADATA_NAMESPACE`].
-///
-/// Cluster metadata is a protobuf map, which prost holds in a `HashMap` and encodes in its
-/// random iteration order: the same cluster would get a new version on every compile and be
-/// re-sent for nothing. So the metadata is encoded here with its keys sorted and appended as
-/// field 25 (`metadata`); protobuf reads fields in any order, so Envoy sees the same message.
+/// Encodes `cluster` with `metadata` under [`METADATA_NAMESPACE`], in a fixed order (see
+/// [`super::canonical`]), as field 25 (`metadata`) after the rest: protobuf reads fields in any
+/// order, so Envoy sees the same message.
 fn encode(
     name: String,
     cluster: &Cluster,
@@ -424,44 +423,11 @@ fn encode(
     debug_assert!(cluster.metadata.is_none(), "metadata is encoded separately");
     let mut bytes = cluster.encode_to_vec();
     if !metadata.is_empty() {
-        let mut fields: Vec<MapEntry> = metadata
-            .iter()
-            .map(|(k, v)| MapEntry {
-                key: k.to_string(),
-                value: Value { kind: Some(value::Kind::StringValue(v.clone())) }.encode_to_vec(),
-            })
-            .collect();
-        fields.sort_by(|a, b| a.key.cmp(&b.key));
-        let structure = Map { entries: fields }.encode_to_vec();
-        let filter_metadata =
-            Map { entries: vec![MapEntry { key: METADATA_NAMESPACE.into(), value: structure }] };
-        ClusterMetadata { metadata: filter_metadata.encode_to_vec() }.encode_raw(&mut bytes);
+        let fields = canonical::string_struct(metadata.iter().map(|(k, v)| (*k, v.as_str())));
+        let filter_metadata = canonical::map([(METADATA_NAMESPACE.to_string(), fields)]);
+        canonical::append_field(&mut bytes, 25, &filter_metadata);
     }
     resource_from_bytes(name, Cluster::type_url(), bytes, sources)
-}
-
-/// A protobuf map entry whose value is already encoded (a message and `bytes` share a wire type).
-#[derive(Clone, PartialEq, prost::Message)]
-struct MapEntry {
-    #[prost(string, tag = "1")]
-    key: String,
-    #[prost(bytes = "vec", tag = "2")]
-    value: Vec<u8>,
-}
-
-/// `google.protobuf.Struct.fields` and `envoy.config.core.v3.Metadata.filter_metadata`: both a
-/// map at field 1.
-#[derive(Clone, PartialEq, prost::Message)]
-struct Map {
-    #[prost(message, repeated, tag = "1")]
-    entries: Vec<MapEntry>,
-}
-
-/// `envoy.config.cluster.v3.Cluster.metadata`, already encoded.
-#[derive(Clone, PartialEq, prost::Message)]
-struct ClusterMetadata {
-    #[prost(bytes = "vec", tag = "25")]
-    metadata: Vec<u8>,
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //!
 //! Takes: the Gateways in the graph. Gives: the port set, and per port an Envoy Listener whose
 //! HTTP connection manager fetches RouteConfiguration `route-{port}` over ADS and runs the
-//! translation ext_proc's router phase before the router.
+//! translation ext_proc's router phase before the router, and writes the access log when one is
+//! asked for.
 
 use std::collections::BTreeMap;
 
@@ -15,7 +16,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::google::protobuf::UInt32Value;
 use envoy_types::util::pack_any;
 
-use super::{BODY_BUFFER_LIMIT, CompileOptions, ads_config_source, extproc, route};
+use super::{BODY_BUFFER_LIMIT, CompileOptions, access_log, ads_config_source, extproc, route};
 use crate::api::{Kind, ObjectKey, Spec};
 use crate::graph::Graph;
 use crate::xds::Resource;
@@ -96,6 +97,7 @@ pub(super) fn compile(opts: &CompileOptions, port: u16, gateways: &[ObjectKey]) 
                 ..Default::default()
             },
         ],
+        access_log: opts.access_log.iter().map(|path| access_log::file(path)).collect(),
         ..Default::default()
     };
     let listener = Listener {

@@ -23,6 +23,8 @@
 //! Objects that are not accepted, or whose references do not resolve, produce nothing; whatever
 //! referred to them leaves them out, and everything else compiles as usual.
 
+mod access_log;
+mod canonical;
 mod cluster;
 mod endpoint;
 mod extproc;
@@ -54,11 +56,14 @@ pub struct CompileOptions {
     pub listener_address: String,
     /// The port of the listener made when there is no Gateway.
     pub default_port: u16,
+    /// Where Envoy writes a JSON access log line per request (see `access_log.rs`); `None`
+    /// writes none.
+    pub access_log: Option<String>,
 }
 
 impl Default for CompileOptions {
     fn default() -> Self {
-        CompileOptions { listener_address: "0.0.0.0".into(), default_port: 1975 }
+        CompileOptions { listener_address: "0.0.0.0".into(), default_port: 1975, access_log: None }
     }
 }
 

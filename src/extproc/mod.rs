@@ -18,12 +18,14 @@
 //! leaves Envoy. Which backend an attempt goes to comes from the gRPC metadata the cluster's
 //! filter sends ([`BACKEND_METADATA`]).
 
+pub mod metrics;
 mod router;
 pub mod runtime;
 mod service;
 pub mod translate;
 mod upstream;
 
+pub use metrics::GenAiMetrics;
 pub use runtime::{RuntimeConfig, SharedRuntime};
 pub use service::{DEFAULT_MAX_BODY_BYTES, ExtProcOptions, ExtProcService};
 

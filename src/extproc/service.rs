@@ -7,6 +7,7 @@
 //! and the stream, so the phases are tested without gRPC.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::{
     HeaderValue, HeaderValueOption, header_value_option,
@@ -25,6 +26,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::BACKEND_METADATA;
+use super::metrics::GenAiMetrics;
 use super::router::RouterPhase;
 use super::runtime::SharedRuntime;
 use super::upstream::UpstreamPhase;
@@ -50,11 +52,17 @@ impl Default for ExtProcOptions {
 pub struct ExtProcService {
     runtime: SharedRuntime,
     options: ExtProcOptions,
+    metrics: Arc<GenAiMetrics>,
 }
 
 impl ExtProcService {
     pub fn new(runtime: SharedRuntime, options: ExtProcOptions) -> Self {
-        ExtProcService { runtime, options }
+        ExtProcService { runtime, options, metrics: Arc::default() }
+    }
+
+    /// The GenAI metrics the upstream phase records, for the admin server's `/metrics`.
+    pub fn metrics(&self) -> Arc<GenAiMetrics> {
+        self.metrics.clone()
     }
 
     /// The tonic service, accepting messages large enough for a body at the configured limit.
@@ -100,7 +108,8 @@ impl ExternalProcessor for ExtProcService {
                 let cluster = cluster.to_str().map_err(|_| {
                     Status::invalid_argument(format!("{BACKEND_METADATA} is not text"))
                 })?;
-                Phase::Upstream(Box::new(UpstreamPhase::new(runtime, cluster.to_string())))
+                let metrics = self.metrics.clone();
+                Phase::Upstream(Box::new(UpstreamPhase::new(runtime, metrics, cluster.to_string())))
             }
             None => Phase::Router(RouterPhase::new(runtime, self.options.max_body_bytes)),
         };

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::service::ext_proc::v3::processing_request::Request as In;
 use envoy_types::pb::envoy::service::ext_proc::v3::processing_response::Response as Out;
@@ -20,6 +21,7 @@ use envoy_types::pb::google::protobuf::{Struct, Value, value};
 use serde_json::Map;
 use tonic::Status;
 
+use super::metrics::{GenAiMetrics, Observation};
 use super::runtime::{BackendRuntime, CLIENT_AUTH_HEADERS, RouteBackendRuntime, RuntimeConfig};
 use super::service::{describe, find, header_pairs, immediate, mutation};
 use super::translate::{
@@ -44,6 +46,7 @@ const MAX_ERROR_BODY: usize = 1024 * 1024;
 
 pub(super) struct UpstreamPhase {
     runtime: Arc<RuntimeConfig>,
+    metrics: Arc<GenAiMetrics>,
     /// The backend cluster this attempt goes to: the filter's cluster (gRPC metadata), or for a
     /// fallback cluster the picked backendRef's AIServiceBackend.
     cluster: String,
@@ -86,6 +89,13 @@ impl Earlier {
 }
 
 struct ResponseState {
+    /// The attempt as the GenAI metrics see it, filled in as the response arrives.
+    observation: Observation,
+    started: Instant,
+    stream: bool,
+    /// Observed: the response ended, or the phase was dropped before (a cut connection, a
+    /// retry that abandoned this attempt).
+    observed: bool,
     client: ClientSchema,
     backend: APISchema,
     translator: ResponseTranslator,
@@ -98,9 +108,14 @@ struct ResponseState {
 }
 
 impl UpstreamPhase {
-    pub(super) fn new(runtime: Arc<RuntimeConfig>, cluster: String) -> Self {
+    pub(super) fn new(
+        runtime: Arc<RuntimeConfig>,
+        metrics: Arc<GenAiMetrics>,
+        cluster: String,
+    ) -> Self {
         UpstreamPhase {
             runtime,
+            metrics,
             cluster,
             headers: Vec::new(),
             endpoint: None,
@@ -232,6 +247,18 @@ impl UpstreamPhase {
         let translator = response_translator(endpoint, backend.schema.name, parsed.stream)
             .include_usage(parsed.include_usage);
         self.response = Some(ResponseState {
+            observation: Observation {
+                endpoint,
+                backend: backend.schema.name,
+                model: translated.model.clone(),
+                duration: Duration::ZERO,
+                time_to_first_token: None,
+                tokens: None,
+                error: None,
+            },
+            started: Instant::now(),
+            stream: parsed.stream,
+            observed: false,
             client,
             backend: backend.schema.name,
             translator,
@@ -407,11 +434,21 @@ impl UpstreamPhase {
             (Some(message), true) if ok => error_body(state.client, 502, message),
             _ => out,
         };
+        if ok && state.stream && !chunk.is_empty() {
+            let started = state.started;
+            state.observation.time_to_first_token.get_or_insert_with(|| started.elapsed());
+        }
         let dynamic_metadata = (end_of_stream && ok)
             .then(|| usage_metadata(&state.costs, state.translator.usage()))
             .flatten();
         if end_of_stream {
+            let usage = state.translator.usage();
+            state.observation.tokens =
+                (ok && state.failed.is_none()).then_some((usage.input, usage.output));
+        }
+        if end_of_stream {
             tracing::debug!(backend = %self.cluster, status = state.status, usage = ?state.translator.usage(), "response done");
+            self.observe();
         }
         ProcessingResponse {
             response: Some(Out::ResponseBody(BodyResponse {
@@ -425,6 +462,34 @@ impl UpstreamPhase {
             dynamic_metadata,
             ..Default::default()
         }
+    }
+}
+
+impl UpstreamPhase {
+    /// Records the attempt in the GenAI metrics, once.
+    fn observe(&mut self) {
+        let Some(state) = &mut self.response else { return };
+        if state.observed {
+            return;
+        }
+        state.observed = true;
+        let ok = (200..300).contains(&state.status);
+        state.observation.duration = state.started.elapsed();
+        state.observation.error = match (&state.failed, state.status) {
+            (Some(_), _) => Some("translation_failed".into()),
+            (None, 0) => Some("no_response".into()),
+            (None, status) if !ok => Some(status.to_string()),
+            // Dropped before the end of a 2xx body: the connection was cut.
+            (None, _) if state.observation.tokens.is_none() => Some("incomplete".into()),
+            (None, _) => None,
+        };
+        self.metrics.observe(&state.observation);
+    }
+}
+
+impl Drop for UpstreamPhase {
+    fn drop(&mut self) {
+        self.observe();
     }
 }
 

@@ -98,6 +98,7 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
                 clients: clients.clone(),
                 xds: ads.stats(),
                 run: metrics.clone(),
+                genai: extproc.metrics(),
             };
             Some(start_admin(addr, state, stopped.clone()).await?)
         }

@@ -108,7 +108,11 @@ async fn start_plain(dir: &Path) -> Running {
         paths: vec![dir.to_path_buf()],
         xds_listen: "127.0.0.1:0".parse().unwrap(),
         admin_listen: Some("127.0.0.1:0".parse().unwrap()),
-        compile: CompileOptions { listener_address: "127.0.0.1".into(), default_port: 1975 },
+        compile: CompileOptions {
+            listener_address: "127.0.0.1".into(),
+            default_port: 1975,
+            access_log: None,
+        },
         envoy: None,
         extproc: Default::default(),
         debounce: Duration::from_millis(10),

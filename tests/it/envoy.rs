@@ -67,7 +67,11 @@ pub(crate) async fn start_gateway(dir: &Path, port: u16, sotw: bool, node_id: &s
         paths: vec![dir.to_path_buf()],
         xds_listen: "127.0.0.1:0".parse().unwrap(),
         admin_listen: Some("127.0.0.1:0".parse().unwrap()),
-        compile: CompileOptions { listener_address: "127.0.0.1".into(), default_port: port },
+        compile: CompileOptions {
+            listener_address: "127.0.0.1".into(),
+            default_port: port,
+            access_log: None,
+        },
         envoy: Some(EnvoyOptions {
             binary: envoy_bin(),
             bootstrap: BootstrapOptions {
