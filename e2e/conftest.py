@@ -24,6 +24,20 @@ def free_port():
         return s.getsockname()[1]
 
 
+def free_port_on(*hosts):
+    """A port free on every one of `hosts` (pods of one pool listen on the same port)."""
+    for _ in range(50):
+        port = free_port()
+        try:
+            for host in hosts:
+                with socket.socket() as s:
+                    s.bind((host, port))
+            return port
+        except OSError:
+            continue
+    raise AssertionError(f"no port free on all of {hosts}")
+
+
 def aixds_bin():
     env = os.environ.get("AIXDS_BIN")
     if env:
@@ -35,11 +49,11 @@ def aixds_bin():
 class Upstream:
     """One e2e/upstream.py process that records what it receives."""
 
-    def __init__(self, upstream_id, tmp_path, host="127.0.0.1"):
+    def __init__(self, upstream_id, tmp_path, host="127.0.0.1", port=0):
         self.id = upstream_id
         self.record_path = tmp_path / f"{upstream_id}.jsonl"
         self.proc = subprocess.Popen(
-            [sys.executable, str(UPSTREAM), "--host", host, "--port", "0",
+            [sys.executable, str(UPSTREAM), "--host", host, "--port", str(port),
              "--id", upstream_id, "--record", str(self.record_path)],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
@@ -121,8 +135,8 @@ class Gateway:
 def upstreams(tmp_path):
     started = []
 
-    def start(upstream_id, host="127.0.0.1"):
-        u = Upstream(upstream_id, tmp_path, host)
+    def start(upstream_id, host="127.0.0.1", port=0):
+        u = Upstream(upstream_id, tmp_path, host, port)
         started.append(u)
         return u
 

@@ -36,6 +36,20 @@ pub(super) fn map(entries: impl IntoIterator<Item = (String, Vec<u8>)>) -> Vec<u
     Map { entries }.encode_to_vec()
 }
 
+/// Appends the map field `tag` with `entries` (key, encoded value), sorted by key.
+pub(super) fn append_map(
+    buf: &mut Vec<u8>,
+    tag: u32,
+    entries: impl IntoIterator<Item = (String, Vec<u8>)>,
+) {
+    let mut entries: Vec<MapEntry> =
+        entries.into_iter().map(|(key, value)| MapEntry { key, value }).collect();
+    entries.sort_by(|a, b| a.key.cmp(&b.key));
+    for entry in entries {
+        append_field(buf, tag, &entry.encode_to_vec());
+    }
+}
+
 /// An encoded `google.protobuf.Struct` of string values.
 pub(super) fn string_struct<'a>(fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<u8> {
     map(fields.into_iter().map(|(k, v)| {

@@ -66,7 +66,8 @@ pub(super) fn fallback_cluster_name(route: &ObjectKey, rule: usize) -> String {
     format!("rule/{}/{}/{rule}", route.namespace, route.name)
 }
 
-pub(super) fn pool_cluster_name(key: &ObjectKey) -> String {
+/// The cluster of an InferencePool a route names directly: `pool/{namespace}/{name}`.
+pub fn pool_cluster_name(key: &ObjectKey) -> String {
     format!("pool/{}/{}", key.namespace, key.name)
 }
 
@@ -78,6 +79,18 @@ pub(super) fn cluster_for(graph: &Graph, target: &ObjectKey) -> Option<String> {
         }
         Kind::InferencePool => accepted(graph, target).then(|| pool_cluster_name(target)),
         _ => None,
+    }
+}
+
+/// Whether a backendRef's `target` sends to an InferencePool: the pool itself, or an
+/// AIServiceBackend in front of one.
+pub(super) fn pool_backed(graph: &Graph, target: &ObjectKey) -> bool {
+    match target.kind {
+        Kind::InferencePool => true,
+        Kind::AIServiceBackend => {
+            backend_target(graph, target).is_some_and(|n| n.key.kind == Kind::InferencePool)
+        }
+        _ => false,
     }
 }
 
@@ -283,8 +296,15 @@ pub(super) fn pool(graph: &Graph, key: &ObjectKey) -> Option<Compiled> {
     let name = pool_cluster_name(key);
     let (cla, pods) = endpoint::pool(&name, graph, key, pool);
     let cla_sources = std::iter::once(key.clone()).chain(pods).collect();
+    // A pool named directly speaks OpenAI, through the upstream phase like any backend.
+    let mut cluster = eds_cluster(&name);
+    cluster.typed_extension_protocol_options = HashMap::from([(
+        extproc::HTTP_PROTOCOL_OPTIONS.to_string(),
+        extproc::upstream_protocol_options(&name, false),
+    )]);
+    cluster.per_connection_buffer_limit_bytes = Some(UInt32Value { value: BODY_BUFFER_LIMIT });
     Some(Compiled {
-        cluster: encode(name.clone(), &eds_cluster(&name), &[], vec![key.clone()]),
+        cluster: encode(name.clone(), &cluster, &[], vec![key.clone()]),
         load_assignment: Some(Resource::new(name, &cla, cla_sources)),
     })
 }

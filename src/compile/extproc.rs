@@ -1,15 +1,17 @@
 //! The two ext_proc filters that call aixds's translation service (see [`crate::extproc`]).
 //!
-//! Takes: nothing but a cluster name. Gives: the router-phase HTTP filter every listener runs
-//! before the router, and the protocol options that put the upstream-phase filter in front of
-//! each AIServiceBackend cluster's codec.
+//! Takes: nothing but a cluster name. Gives: the router-phase and pool-phase HTTP filters every
+//! listener runs before the router (with the per-route configs that turn the pool phase on and
+//! off), and the protocol options that put the upstream-phase filter in front of each backend
+//! cluster's codec.
 
 use envoy_types::pb::envoy::config::common::mutation_rules::v3::HeaderMutationRules;
 use envoy_types::pb::envoy::config::core::v3::{
     GrpcService, HeaderValue, Http1ProtocolOptions, grpc_service,
 };
 use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::{
-    ExternalProcessor, MetadataOptions, ProcessingMode, metadata_options, processing_mode,
+    ExtProcPerRoute, ExternalProcessor, MetadataOptions, ProcessingMode, ext_proc_per_route,
+    metadata_options, processing_mode,
 };
 use envoy_types::pb::envoy::extensions::filters::http::upstream_codec::v3::UpstreamCodec;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
@@ -23,10 +25,13 @@ use envoy_types::util::pack_any;
 
 use crate::bootstrap::XDS_CLUSTER;
 use crate::extproc::{
-    ATTEMPT_METADATA_NAMESPACE, BACKEND_METADATA, METADATA_NAMESPACE, ROUTE_BACKEND_ATTRIBUTE,
+    ATTEMPT_METADATA_NAMESPACE, BACKEND_METADATA, METADATA_NAMESPACE, PHASE_METADATA, POOL_PHASE,
+    ROUTE_BACKEND_ATTRIBUTE,
 };
 
 pub(super) const EXT_PROC_FILTER: &str = "envoy.filters.http.ext_proc";
+/// The name of the pool phase's filter, which routes turn on and off.
+pub(super) const POOL_FILTER: &str = "aixds.pool";
 /// The key of [`upstream_protocol_options`] in a cluster's `typed_extension_protocol_options`.
 pub(super) const HTTP_PROTOCOL_OPTIONS: &str =
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
@@ -53,6 +58,49 @@ pub(super) fn router_filter() -> HttpFilter {
         config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(config))),
         ..Default::default()
     }
+}
+
+/// The pool phase: on routes to InferencePools only (see [`pool_phase_on`]; the virtual host turns
+/// it off everywhere else), after the router phase and before the pool's endpoint picker. It
+/// asks for the whole request body and the streamed response, and turns the rest of the stream
+/// off for requests it leaves alone.
+pub(super) fn pool_filter() -> HttpFilter {
+    let metadata = vec![HeaderValue {
+        key: PHASE_METADATA.into(),
+        value: POOL_PHASE.into(),
+        ..Default::default()
+    }];
+    let config = ExternalProcessor {
+        grpc_service: Some(grpc_service(metadata)),
+        processing_mode: Some(ProcessingMode {
+            request_header_mode: processing_mode::HeaderSendMode::Send as i32,
+            request_body_mode: processing_mode::BodySendMode::Buffered as i32,
+            response_header_mode: processing_mode::HeaderSendMode::Send as i32,
+            response_body_mode: processing_mode::BodySendMode::Streamed as i32,
+            ..Default::default()
+        }),
+        allow_mode_override: true,
+        message_timeout: Some(message_timeout()),
+        failure_mode_allow: false,
+        ..Default::default()
+    };
+    HttpFilter {
+        name: POOL_FILTER.into(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(config))),
+        ..Default::default()
+    }
+}
+
+/// The per-route config that turns the pool phase on.
+pub(super) fn pool_phase_on() -> Any {
+    pack_any(ExtProcPerRoute {
+        r#override: Some(ext_proc_per_route::Override::Overrides(Default::default())),
+    })
+}
+
+/// The per-route config that turns an ext_proc filter off.
+pub(super) fn off() -> Any {
+    pack_any(ExtProcPerRoute { r#override: Some(ext_proc_per_route::Override::Disabled(true)) })
 }
 
 /// HTTP/1.1 to the backend, through the upstream-phase ext_proc: the request headers and whole

@@ -86,9 +86,11 @@ pub(super) fn compile(opts: &CompileOptions, port: u16, gateways: &[ObjectKey]) 
             config_source: Some(ads_config_source()),
             route_config_name: route::config_name(port),
         })),
-        // The router phase sets the model header the routes match on, so it runs first.
+        // The router phase sets the model header the routes match on, so it runs first; the pool
+        // phase (on routes to pools only) readies Anthropic requests for a picker.
         http_filters: vec![
             extproc::router_filter(),
+            extproc::pool_filter(),
             HttpFilter {
                 name: "envoy.filters.http.router".into(),
                 config_type: Some(http_filter::ConfigType::TypedConfig(

@@ -42,7 +42,7 @@ use crate::api::{Kind, ObjectKey};
 use crate::graph::Graph;
 use crate::xds::{Resource, TypeUrl, Update};
 
-pub use cluster::backend_cluster_name;
+pub use cluster::{backend_cluster_name, pool_cluster_name};
 pub use route::{NOT_FOUND_ANTHROPIC_BODY, NOT_FOUND_BODY, route_backend_id};
 
 /// How much of one request or response Envoy holds per connection. The ext_proc phases buffer

@@ -5,7 +5,7 @@
 //! attached there, in route key order, ending in catch-alls that answer 404 in the client's error
 //! format (Anthropic's on its endpoints, OpenAI's elsewhere).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use envoy_types::pb::envoy::config::core::v3::{
     DataSource, HeaderValue, HeaderValueOption, data_source, header_value_option,
@@ -20,12 +20,12 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{RegexMatcher, StringMatcher, s
 use envoy_types::pb::google::protobuf::{Duration, UInt32Value};
 use envoy_types::util::pack_any;
 
-use super::{cluster, listener};
+use super::{cluster, extproc, listener};
 use crate::api::{
     AIGATEWAY_GROUP, AIGatewayRouteSpec, GATEWAY_API_GROUP, HeaderMatchType, INFERENCE_GROUP, Kind,
     ObjectKey, RouteMatch as AIRouteMatch, RouteRule, Spec, group_kind,
 };
-use crate::extproc::{ENDPOINT_HEADER, ROUTE_BACKEND_HEADER, STREAM_HEADER};
+use crate::extproc::ROUTE_BACKEND_HEADER;
 use crate::graph::Graph;
 use crate::xds::Resource;
 use prost::{Message, Name};
@@ -134,8 +134,12 @@ fn compile_rules(
     let mut routes = Vec::new();
     let mut clusters = Vec::new();
     for (i, rule) in spec.rules.iter().enumerate() {
-        let Some((action, fallback)) = route_action(graph, key, i, rule) else { continue };
+        let Some((action, fallback, pools)) = route_action(graph, key, i, rule) else { continue };
         clusters.extend(fallback);
+        let typed_per_filter_config = match pools {
+            true => HashMap::from([(extproc::POOL_FILTER.to_string(), extproc::pool_phase_on())]),
+            false => HashMap::new(),
+        };
         // A rule without matches matches every request, as in Gateway API.
         let all = [AIRouteMatch::default()];
         let matches = if rule.matches.is_empty() { &all[..] } else { &rule.matches[..] };
@@ -150,6 +154,7 @@ fn compile_rules(
                     ..Default::default()
                 }),
                 action: Some(route::Action::Route(action.clone())),
+                typed_per_filter_config: typed_per_filter_config.clone(),
                 ..Default::default()
             });
         }
@@ -183,21 +188,23 @@ fn header_matcher(h: &crate::api::HeaderMatch) -> Option<HeaderMatcher> {
 /// Where a rule sends its requests, or `None` when it has no usable backend (the rule is then
 /// left out rather than routing to a cluster Envoy lacks).
 ///
-/// When the usable backendRefs all share one priority: weighted clusters over them. Each
-/// AIServiceBackend's cluster tells the translation ext_proc's upstream phase which backendRef
-/// it was picked by, in [`ROUTE_BACKEND_HEADER`]. InferencePools named directly have no upstream
-/// phase, so the router phase's internal headers are removed on the way to them.
+/// When the usable backendRefs all share one priority: weighted clusters over them. Each tells
+/// the translation ext_proc's upstream phase which backendRef it was picked by, in
+/// [`ROUTE_BACKEND_HEADER`].
 ///
 /// When they have several priorities (and are all AIServiceBackends): the rule's own fallback
 /// cluster (see [`cluster::fallback`]) with the priorities as Envoy priority levels, and a retry
 /// policy that moves each retry to the next level on a 5xx or a connection failure. The second
 /// value is that cluster.
+///
+/// The third says whether a weighted cluster is an InferencePool's (named directly or behind an
+/// AIServiceBackend): the route then turns the pool phase on.
 fn route_action(
     graph: &Graph,
     key: &ObjectKey,
     rule_index: usize,
     rule: &RouteRule,
-) -> Option<(RouteAction, Option<Resource>)> {
+) -> Option<(RouteAction, Option<Resource>, bool)> {
     // (priority, cluster, weight, backendRef index, target) of every backendRef that compiles
     // to a cluster.
     let usable: Vec<(u32, String, u32, usize, ObjectKey)> = rule
@@ -235,41 +242,35 @@ fn route_action(
                 timeout,
                 ..Default::default()
             };
-            return Some((action, Some(fallback)));
+            return Some((action, Some(fallback), false));
         }
     }
     // Envoy rejects a weighted cluster list naming a cluster twice, or summing to zero. Two
     // backendRefs to one backend share its weight and the first one's settings.
-    let mut weights: BTreeMap<String, (u32, usize, Kind)> = BTreeMap::new();
+    let mut weights: BTreeMap<String, (u32, usize)> = BTreeMap::new();
+    let mut pools = false;
     for (_, cluster, weight, i, target) in usable.into_iter().filter(|u| u.0 == top) {
-        let w = weights.entry(cluster).or_insert((0, i, target.kind));
+        pools |= cluster::pool_backed(graph, &target);
+        let w = weights.entry(cluster).or_insert((0, i));
         w.0 = w.0.saturating_add(weight);
     }
     let clusters = weights
         .into_iter()
-        .map(|(name, (weight, i, kind))| {
-            let mut cw = weighted_cluster::ClusterWeight {
-                name,
-                weight: Some(UInt32Value { value: weight }),
-                ..Default::default()
-            };
-            if kind == Kind::AIServiceBackend {
-                cw.request_headers_to_add = vec![HeaderValueOption {
-                    header: Some(HeaderValue {
-                        key: ROUTE_BACKEND_HEADER.into(),
-                        value: route_backend_id(key, rule_index, i),
-                        ..Default::default()
-                    }),
-                    // A client's own value must not choose another backendRef's settings.
-                    append_action: header_value_option::HeaderAppendAction::OverwriteIfExistsOrAdd
-                        as i32,
+        .map(|(name, (weight, i))| weighted_cluster::ClusterWeight {
+            name,
+            weight: Some(UInt32Value { value: weight }),
+            request_headers_to_add: vec![HeaderValueOption {
+                header: Some(HeaderValue {
+                    key: ROUTE_BACKEND_HEADER.into(),
+                    value: route_backend_id(key, rule_index, i),
                     ..Default::default()
-                }];
-            } else {
-                cw.request_headers_to_remove =
-                    vec![ENDPOINT_HEADER.into(), STREAM_HEADER.into(), ROUTE_BACKEND_HEADER.into()];
-            }
-            cw
+                }),
+                // A client's own value must not choose another backendRef's settings.
+                append_action: header_value_option::HeaderAppendAction::OverwriteIfExistsOrAdd
+                    as i32,
+                ..Default::default()
+            }],
+            ..Default::default()
         })
         .collect();
     let action = RouteAction {
@@ -279,7 +280,7 @@ fn route_action(
         timeout,
         ..Default::default()
     };
-    Some((action, None))
+    Some((action, None, pools))
 }
 
 /// Retries for a fallback cluster: each retry of a 5xx, reset or refused connection goes to the
@@ -350,6 +351,10 @@ pub(super) fn assemble(port: u16, fragments: &BTreeMap<ObjectKey, Fragment>) -> 
     // fragment's routes, then the 404s, decode as one virtual host with the routes in that order.
     let head = VirtualHost { name: "*".into(), domains: vec!["*".into()], ..Default::default() };
     let mut host = head.encode_to_vec();
+    // The pool phase is off unless a route to a pool turns it on (VirtualHost field 15,
+    // `typed_per_filter_config`, a map: see `canonical`).
+    let off = [(extproc::POOL_FILTER.to_string(), extproc::off().encode_to_vec())];
+    super::canonical::append_map(&mut host, 15, off);
     for (_, f) in &attached {
         host.extend_from_slice(&f.encoded);
     }

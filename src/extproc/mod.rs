@@ -8,6 +8,9 @@
 //!   answers `GET /v1/models` and unknown paths itself, parses the buffered body, sets
 //!   [`MODEL_HEADER`](crate::api::MODEL_HEADER) from it and clears the route cache so the route
 //!   matches on the model.
+//! - **Pool phase** (an HCM filter after the router phase, on routes to InferencePools only):
+//!   translates Anthropic requests to OpenAI before the pool's endpoint picker reads them, and
+//!   their responses back.
 //! - **Upstream phase** (an upstream HTTP filter of each AIServiceBackend cluster, so once per
 //!   attempt): translates the request for the backend's schema, injects the credential, and
 //!   translates the response back, chunk by chunk.
@@ -19,6 +22,8 @@
 //! filter sends ([`BACKEND_METADATA`]).
 
 pub mod metrics;
+mod pool;
+mod response;
 mod router;
 pub mod runtime;
 mod service;
@@ -48,6 +53,10 @@ pub const INTERNAL_HEADER_PREFIX: &str = "x-aixds-";
 /// gRPC metadata the upstream-phase filter of a cluster sends: the cluster name. Its presence
 /// marks a stream as the upstream phase.
 pub const BACKEND_METADATA: &str = "x-aixds-backend";
+/// gRPC metadata naming the phase of filters told apart by nothing else: [`POOL_PHASE`].
+pub const PHASE_METADATA: &str = "x-aixds-phase";
+/// [`PHASE_METADATA`] of the pool phase's filter (see `pool.rs`).
+pub const POOL_PHASE: &str = "pool";
 /// The dynamic metadata namespace where the upstream phase keeps [`ENDPOINT_HEADER`] and
 /// [`ROUTE_BACKEND_HEADER`] (`endpoint`, `route_backend`) for later attempts of the same request:
 /// it removes the headers, and Envoy gives a retry the header map the first attempt left.

@@ -18,7 +18,7 @@ use crate::api::{
     LLMRequestCost, MODEL_HEADER, ObjectKey, RouteBackendRef, SecurityPolicyType, Spec,
     VersionedAPISchema, group_kind,
 };
-use crate::compile::{backend_cluster_name, route_backend_id};
+use crate::compile::{backend_cluster_name, pool_cluster_name, route_backend_id};
 use crate::graph::{Graph, Node, RefKind};
 
 /// The runtime config as the service reads it; [`RuntimeConfig::publish`] replaces it.
@@ -160,6 +160,14 @@ impl RuntimeConfig {
                         credential: credential(graph, &object.key),
                     };
                     config.backends.insert(backend_cluster_name(&object.key), backend);
+                }
+                // Named directly by a route, a pool is an OpenAI backend.
+                Spec::InferencePool(_) => {
+                    let backend = BackendRuntime {
+                        credential: credential(graph, &object.key),
+                        ..Default::default()
+                    };
+                    config.backends.insert(pool_cluster_name(&object.key), backend);
                 }
                 Spec::AIGatewayRoute(spec) => {
                     for (r, rule) in spec.rules.iter().enumerate() {

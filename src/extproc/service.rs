@@ -1,8 +1,8 @@
 //! The gRPC edge: one `ExternalProcessor` for both phases, and the ext_proc message helpers the
 //! phases share.
 //!
-//! Each stream is one HTTP request in one phase, told apart by the gRPC metadata the upstream
-//! filter sends ([`BACKEND_METADATA`]). A phase is a synchronous state machine from one
+//! Each stream is one HTTP request in one phase, told apart by the gRPC metadata the filters
+//! send ([`BACKEND_METADATA`] for the upstream phase, [`PHASE_METADATA`] for the pool phase). A phase is a synchronous state machine from one
 //! `ProcessingRequest` to one `ProcessingResponse`; this module only moves messages between it
 //! and the stream, so the phases are tested without gRPC.
 
@@ -25,11 +25,12 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::BACKEND_METADATA;
 use super::metrics::GenAiMetrics;
+use super::pool::PoolPhase;
 use super::router::RouterPhase;
 use super::runtime::SharedRuntime;
 use super::upstream::UpstreamPhase;
+use super::{BACKEND_METADATA, PHASE_METADATA, POOL_PHASE};
 
 /// Settings of the service that are not in any object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +80,7 @@ impl ExtProcService {
 /// One phase of one request.
 pub(super) enum Phase {
     Router(RouterPhase),
+    Pool(PoolPhase),
     Upstream(Box<UpstreamPhase>),
 }
 
@@ -86,6 +88,7 @@ impl Phase {
     fn on_message(&mut self, request: ProcessingRequest) -> Result<ProcessingResponse, Status> {
         match self {
             Phase::Router(p) => p.on_message(request),
+            Phase::Pool(p) => p.on_message(request),
             Phase::Upstream(p) => p.on_message(request),
         }
     }
@@ -110,6 +113,9 @@ impl ExternalProcessor for ExtProcService {
                 })?;
                 let metrics = self.metrics.clone();
                 Phase::Upstream(Box::new(UpstreamPhase::new(runtime, metrics, cluster.to_string())))
+            }
+            None if request.metadata().get(PHASE_METADATA).is_some_and(|p| p == POOL_PHASE) => {
+                Phase::Pool(PoolPhase::default())
             }
             None => Phase::Router(RouterPhase::new(runtime, self.options.max_body_bytes)),
         };

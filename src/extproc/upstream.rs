@@ -22,11 +22,12 @@ use serde_json::Map;
 use tonic::Status;
 
 use super::metrics::{GenAiMetrics, Observation};
+use super::response::ResponseTranslation;
 use super::runtime::{BackendRuntime, CLIENT_AUTH_HEADERS, RouteBackendRuntime, RuntimeConfig};
 use super::service::{describe, find, header_pairs, immediate, mutation};
 use super::translate::{
-    ClientSchema, Endpoint, ResponseTranslator, Usage, error_body, parse_request,
-    response_translator, translate_error, translate_request,
+    ClientSchema, Endpoint, Usage, error_body, parse_request, response_translator,
+    translate_request,
 };
 use super::{
     ATTEMPT_METADATA_NAMESPACE, ENDPOINT_HEADER, INTERNAL_HEADER_PREFIX, METADATA_NAMESPACE,
@@ -39,10 +40,6 @@ use crate::api::{
 
 /// The key Envoy's ext_proc filter sends its `request_attributes` under.
 const EXT_PROC_ATTRIBUTES: &str = "envoy.filters.http.ext_proc";
-
-/// How much of an upstream error body is kept to translate; error bodies are small, and one
-/// that is not should not fill memory.
-const MAX_ERROR_BODY: usize = 1024 * 1024;
 
 pub(super) struct UpstreamPhase {
     runtime: Arc<RuntimeConfig>,
@@ -96,15 +93,8 @@ struct ResponseState {
     /// Observed: the response ended, or the phase was dropped before (a cut connection, a
     /// retry that abandoned this attempt).
     observed: bool,
-    client: ClientSchema,
-    backend: APISchema,
-    translator: ResponseTranslator,
+    translation: ResponseTranslation,
     costs: Vec<LLMRequestCost>,
-    status: u16,
-    /// A non-2xx body, kept whole to translate at its end.
-    error_body: Vec<u8>,
-    /// The 2xx body could not be translated; the rest of it is dropped.
-    failed: Option<String>,
 }
 
 impl UpstreamPhase {
@@ -259,13 +249,8 @@ impl UpstreamPhase {
             started: Instant::now(),
             stream: parsed.stream,
             observed: false,
-            client,
-            backend: backend.schema.name,
-            translator,
+            translation: ResponseTranslation::new(client, backend.schema.name, translator),
             costs: route.map(|r| r.costs.clone()).unwrap_or_default(),
-            status: 0,
-            error_body: Vec::new(),
-            failed: None,
         });
         let added = self.added(&header_mutation);
         let authority = self
@@ -380,23 +365,9 @@ impl UpstreamPhase {
 
     fn on_response_headers(&mut self, message: &HttpHeaders) -> HeadersResponse {
         let Some(state) = &mut self.response else { return HeadersResponse::default() };
-        let headers = header_pairs(message);
-        state.status = find(&headers, ":status").and_then(|s| s.parse().ok()).unwrap_or(0);
-        let content_type = if (200..300).contains(&state.status) {
-            state.translator.content_type()
-        } else {
-            "application/json"
-        };
-        let set = vec![("content-type".to_string(), content_type.to_string())];
-        // The body changes length as it is translated; Envoy frames it anew.
-        let remove = if find(&headers, "content-length").is_some() {
-            vec!["content-length".to_string()]
-        } else {
-            Vec::new()
-        };
         HeadersResponse {
             response: Some(CommonResponse {
-                header_mutation: mutation(set, remove),
+                header_mutation: state.translation.on_headers(message),
                 ..Default::default()
             }),
         }
@@ -409,45 +380,21 @@ impl UpstreamPhase {
                 ..Default::default()
             };
         };
-        let ok = (200..300).contains(&state.status);
-        let out = if !ok {
-            let room = MAX_ERROR_BODY.saturating_sub(state.error_body.len());
-            state.error_body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            if end_of_stream {
-                translate_error(state.client, state.backend, state.status, &state.error_body)
-            } else {
-                Vec::new()
-            }
-        } else if state.failed.is_some() {
-            Vec::new()
-        } else {
-            match state.translator.feed(chunk, end_of_stream) {
-                Ok(out) => out,
-                Err(e) => {
-                    tracing::warn!(backend = %self.cluster, "response not translated: {e}");
-                    state.failed = Some(e.to_string());
-                    Vec::new()
-                }
-            }
-        };
-        let out = match (&state.failed, end_of_stream) {
-            (Some(message), true) if ok => error_body(state.client, 502, message),
-            _ => out,
-        };
+        let context = format!("upstream phase to {}", self.cluster);
+        let out = state.translation.on_body(chunk, end_of_stream, &context);
+        let ok = state.translation.ok();
         if ok && state.stream && !chunk.is_empty() {
             let started = state.started;
             state.observation.time_to_first_token.get_or_insert_with(|| started.elapsed());
         }
-        let dynamic_metadata = (end_of_stream && ok)
-            .then(|| usage_metadata(&state.costs, state.translator.usage()))
-            .flatten();
+        let usage = state.translation.usage();
+        let dynamic_metadata =
+            (end_of_stream && ok).then(|| usage_metadata(&state.costs, usage)).flatten();
         if end_of_stream {
-            let usage = state.translator.usage();
-            state.observation.tokens =
-                (ok && state.failed.is_none()).then_some((usage.input, usage.output));
-        }
-        if end_of_stream {
-            tracing::debug!(backend = %self.cluster, status = state.status, usage = ?state.translator.usage(), "response done");
+            let done = ok && state.translation.failed.is_none();
+            state.observation.tokens = done.then_some((usage.input, usage.output));
+            let status = state.translation.status;
+            tracing::debug!(backend = %self.cluster, status, ?usage, "response done");
             self.observe();
         }
         ProcessingResponse {
@@ -473,9 +420,9 @@ impl UpstreamPhase {
             return;
         }
         state.observed = true;
-        let ok = (200..300).contains(&state.status);
+        let ok = state.translation.ok();
         state.observation.duration = state.started.elapsed();
-        state.observation.error = match (&state.failed, state.status) {
+        state.observation.error = match (&state.translation.failed, state.translation.status) {
             (Some(_), _) => Some("translation_failed".into()),
             (None, 0) => Some("no_response".into()),
             (None, status) if !ok => Some(status.to_string()),

@@ -1,0 +1,90 @@
+//! Translating one response back for the client, as it streams: shared by the upstream phase
+//! (backend schema → the client's) and the pool phase (OpenAI → Anthropic, see `pool.rs`).
+
+use envoy_types::pb::envoy::service::ext_proc::v3::{HeaderMutation, HttpHeaders};
+
+use super::service::{find, header_pairs, mutation};
+use super::translate::{ClientSchema, ResponseTranslator, Usage, error_body, translate_error};
+use crate::api::APISchema;
+
+/// How much of an upstream error body is kept to translate; error bodies are small, and one
+/// that is not should not fill memory.
+const MAX_ERROR_BODY: usize = 1024 * 1024;
+
+pub(super) struct ResponseTranslation {
+    client: ClientSchema,
+    backend: APISchema,
+    translator: ResponseTranslator,
+    /// The response status, once its headers came; 0 before.
+    pub status: u16,
+    /// A non-2xx body, kept whole to translate at its end.
+    error_body: Vec<u8>,
+    /// The 2xx body could not be translated; the rest of it is dropped.
+    pub failed: Option<String>,
+}
+
+impl ResponseTranslation {
+    pub fn new(client: ClientSchema, backend: APISchema, translator: ResponseTranslator) -> Self {
+        ResponseTranslation {
+            client,
+            backend,
+            translator,
+            status: 0,
+            error_body: Vec::new(),
+            failed: None,
+        }
+    }
+
+    pub fn ok(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    pub fn usage(&self) -> Usage {
+        self.translator.usage()
+    }
+
+    /// The content type of what the client will get, and no `content-length`: the body
+    /// changes length as it is translated, and Envoy frames it anew.
+    pub fn on_headers(&mut self, message: &HttpHeaders) -> Option<HeaderMutation> {
+        let headers = header_pairs(message);
+        self.status = find(&headers, ":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let content_type =
+            if self.ok() { self.translator.content_type() } else { "application/json" };
+        let set = vec![("content-type".to_string(), content_type.to_string())];
+        let remove = match find(&headers, "content-length") {
+            Some(_) => vec!["content-length".to_string()],
+            None => Vec::new(),
+        };
+        mutation(set, remove)
+    }
+
+    /// What replaces `chunk` for the client. An error body comes out whole at its end, in the
+    /// client's format; a 2xx body that fails to translate ends in a 502 error in that format.
+    pub fn on_body(&mut self, chunk: &[u8], end_of_stream: bool, context: &str) -> Vec<u8> {
+        let ok = self.ok();
+        let out = if !ok {
+            let room = MAX_ERROR_BODY.saturating_sub(self.error_body.len());
+            self.error_body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if end_of_stream {
+                translate_error(self.client, self.backend, self.status, &self.error_body)
+            } else {
+                Vec::new()
+            }
+        } else if self.failed.is_some() {
+            Vec::new()
+        } else {
+            match self.translator.feed(chunk, end_of_stream) {
+                Ok(out) => out,
+                Err(e) => {
+                    tracing::warn!("{context}: response not translated: {e}");
+                    self.failed = Some(e.to_string());
+                    Vec::new()
+                }
+            }
+        };
+        match (&self.failed, end_of_stream) {
+            (Some(message), true) if ok => error_body(self.client, 502, message),
+            _ => out,
+        }
+    }
+}
