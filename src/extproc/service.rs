@@ -80,7 +80,7 @@ impl ExtProcService {
 /// One phase of one request.
 pub(super) enum Phase {
     Router(RouterPhase),
-    Pool(PoolPhase),
+    Pool(Box<PoolPhase>),
     Upstream(Box<UpstreamPhase>),
 }
 
@@ -115,7 +115,7 @@ impl ExternalProcessor for ExtProcService {
                 Phase::Upstream(Box::new(UpstreamPhase::new(runtime, metrics, cluster.to_string())))
             }
             None if request.metadata().get(PHASE_METADATA).is_some_and(|p| p == POOL_PHASE) => {
-                Phase::Pool(PoolPhase::default())
+                Phase::Pool(Box::default())
             }
             None => Phase::Router(RouterPhase::new(runtime, self.options.max_body_bytes)),
         };
