@@ -15,7 +15,7 @@ use crate::harness::*;
 /// A throwaway CA, a serving certificate for `127.0.0.1` and `aixds.test` and a client
 /// certificate (`envoy`), all signed by it; returns the directory holding them as
 /// `ca.crt`, `server.crt`/`server.key` and `client.crt`/`client.key`.
-fn certificates(dir: &Path) -> PathBuf {
+pub(crate) fn certificates(dir: &Path) -> PathBuf {
     let openssl = |args: Vec<&str>| {
         let out = Command::new("openssl")
             .args(&args)
