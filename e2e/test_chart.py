@@ -105,6 +105,8 @@ def test_every_rendered_object_matches_the_kubernetes_schemas(values, version):
                 "Deployment", "Service"}
     if values.get("envoy", {}).get("enabled"):
         expected.add("ConfigMap")
+    if values.get("replicaCount", 1) > 1:
+        expected.add("PodDisruptionBudget")
     assert kinds == expected
     # Every kind the chart renders is built in, so none is skipped for want of a schema.
     for obj in objects:
@@ -203,6 +205,12 @@ def test_aixds_pods_are_probed_hardened_and_served(values):
     for svc in (service, headless):
         assert svc["spec"]["selector"].items() <= pod_labels.items()
     assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    budgets = [o for o in objects if o["kind"] == "PodDisruptionBudget"]
+    if deployment["spec"]["replicas"] > 1:
+        assert [b["spec"] for b in budgets] == [
+            {"maxUnavailable": 1, "selector": deployment["spec"]["selector"]}]
+    else:
+        assert budgets == []
 
 
 def test_tls_mounts_the_secret_and_serves_with_it():
