@@ -46,6 +46,11 @@ def aixds_bin():
     return str(Path(target) / "debug" / "aixds")
 
 
+def envoy_bin():
+    """Envoy from $ENVOY_BIN or the virtualenv hack/install.sh makes."""
+    return os.environ.get("ENVOY_BIN") or str(REPO / ".venv" / "bin" / "envoy")
+
+
 class Upstream:
     """One e2e/upstream.py process that records what it receives."""
 

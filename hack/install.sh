@@ -30,6 +30,29 @@ if ! version="$("$venv/bin/envoy" --version 2>&1)"; then
 fi
 grep -m1 -i 'version' <<<"$version" || echo "$version"
 
+# The chart tests (e2e/test_chart.py) render and lint with Helm's Go library, which the
+# helm-python-sdk wheel bundles as a shared library: check that it loads on this machine.
+if ! helm="$("$venv/bin/python" -c 'import helm_python; print("helm", helm_python.helm_sdk_version())' 2>&1)"; then
+  echo "helm-python-sdk cannot load its Helm library:" >&2
+  echo "$helm" >&2
+  exit 1
+fi
+echo "$helm"
+
+# The openssl command line makes throwaway certificates for the TLS tests (tests/it/tls.rs,
+# e2e/test_chart.py). Debian's package; installed only when missing and when this script may
+# use apt-get.
+if command -v openssl >/dev/null 2>&1; then
+  openssl version
+elif [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing openssl"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssl >/dev/null
+  openssl version
+else
+  echo "warning: openssl is missing; install it (apt-get install openssl) for the TLS tests" >&2
+fi
+
 # Headless Chromium for the /debug/graph HTML page test (tests/it/admin.rs). Debian's package;
 # installed only when missing and when this script may use apt-get.
 if command -v chromium >/dev/null 2>&1; then

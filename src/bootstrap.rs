@@ -1,5 +1,10 @@
 //! The Envoy bootstrap that points an Envoy at aixds: ADS over gRPC (delta by default,
 //! state-of-the-world with `sotw`), clusters and listeners from ADS, an admin listener.
+//!
+//! The `aixds-xds` cluster reaches aixds by IP (STATIC) or by DNS name (STRICT_DNS: every
+//! address the name resolves to is a replica, e.g. a headless Service in a cluster), in clear
+//! text or over TLS ([`UpstreamTls`]); the translation ext_proc the compiled config calls goes
+//! through the same cluster.
 
 use serde_json::json;
 
@@ -14,6 +19,27 @@ pub struct BootstrapOptions {
     pub admin_address: String,
     pub admin_port: u16,
     pub sotw: bool,
+    /// TLS to aixds; `None` is clear text.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// How Envoy reaches aixds over TLS. Paths are in Envoy's filesystem (e.g. a mounted Secret),
+/// read by Envoy when it starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// The CA certificates (PEM) aixds's serving certificate must chain to.
+    pub ca: String,
+    /// Envoy's client certificate and key (PEM), for an aixds that requires one.
+    pub client_cert: Option<ClientCert>,
+    /// The name aixds's certificate must carry, also sent as SNI. Without it, the certificate
+    /// must carry the host of an xDS address (a DNS name, or an IP address as an IP SAN).
+    pub server_name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    pub cert: String,
+    pub key: String,
 }
 
 impl Default for BootstrapOptions {
@@ -25,6 +51,7 @@ impl Default for BootstrapOptions {
             admin_address: "127.0.0.1".into(),
             admin_port: 9901,
             sotw: false,
+            tls: None,
         }
     }
 }
@@ -52,13 +79,32 @@ pub fn bootstrap(opts: &BootstrapOptions) -> Result<serde_json::Value, AddressEr
         .collect::<Result<Vec<_>, _>>()?;
     let all_ips = addresses.iter().all(|(h, _)| h.parse::<std::net::IpAddr>().is_ok());
     let discovery = if all_ips { "STATIC" } else { "STRICT_DNS" };
-    let endpoints: Vec<serde_json::Value> = addresses
-        .iter()
-        .map(|(host, port)| {
-            json!({ "endpoint": { "address": { "socket_address": {
-                "address": host, "port_value": port } } } })
-        })
-        .collect();
+    let mut cluster = json!({
+        "name": XDS_CLUSTER,
+        "type": discovery,
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": { "http2_protocol_options": {
+                    // Envoy keeps the ADS stream alive through idle periods.
+                    "connection_keepalive": { "interval": "30s", "timeout": "5s" } } }
+            }
+        },
+        "load_assignment": {
+            "cluster_name": XDS_CLUSTER,
+            "endpoints": [{ "lb_endpoints": endpoints(&addresses) }]
+        },
+        // Several aixds replicas serve xDS and the translation ext_proc alike: a replica that
+        // stops answering leaves the rotation within a second, so requests keep being
+        // translated by the others. Over TLS, a check passes once the handshake does.
+        "health_checks": [{
+            "timeout": "1s", "interval": "1s", "no_traffic_interval": "1s",
+            "unhealthy_threshold": 1, "healthy_threshold": 1, "tcp_health_check": {} }]
+    });
+    if let Some(tls) = &opts.tls {
+        cluster["transport_socket"] = transport_socket(tls, &addresses);
+    }
     let ads = json!({ "ads": {}, "resource_api_version": "V3" });
     Ok(json!({
         "node": { "id": opts.node_id, "cluster": opts.node_cluster },
@@ -74,29 +120,7 @@ pub fn bootstrap(opts: &BootstrapOptions) -> Result<serde_json::Value, AddressEr
             "cds_config": ads,
             "lds_config": ads,
         },
-        "static_resources": { "clusters": [{
-            "name": XDS_CLUSTER,
-            "type": discovery,
-            "connect_timeout": "1s",
-            "typed_extension_protocol_options": {
-                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                    "explicit_http_config": { "http2_protocol_options": {
-                        // Envoy keeps the ADS stream alive through idle periods.
-                        "connection_keepalive": { "interval": "30s", "timeout": "5s" } } }
-                }
-            },
-            "load_assignment": {
-                "cluster_name": XDS_CLUSTER,
-                "endpoints": [{ "lb_endpoints": endpoints }]
-            },
-            // Several aixds replicas serve xDS and the translation ext_proc alike: a replica that
-            // stops answering leaves the rotation within a second, so requests keep being
-            // translated by the others.
-            "health_checks": [{
-                "timeout": "1s", "interval": "1s", "no_traffic_interval": "1s",
-                "unhealthy_threshold": 1, "healthy_threshold": 1, "tcp_health_check": {} }]
-        }] },
+        "static_resources": { "clusters": [cluster] },
         // A connection limit, so that Envoy does not warn that it has none.
         "overload_manager": { "resource_monitors": [{
             "name": "envoy.resource_monitors.global_downstream_max_connections",
@@ -104,6 +128,58 @@ pub fn bootstrap(opts: &BootstrapOptions) -> Result<serde_json::Value, AddressEr
                 "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
                 "max_active_downstream_connections": 50000 } }] }
     }))
+}
+
+fn endpoints(addresses: &[(&str, u16)]) -> Vec<serde_json::Value> {
+    addresses
+        .iter()
+        .map(|(host, port)| {
+            json!({ "endpoint": { "address": { "socket_address": {
+                "address": host, "port_value": port } } } })
+        })
+        .collect()
+}
+
+/// An UpstreamTlsContext that trusts `tls.ca` and checks the name aixds's certificate carries:
+/// `tls.server_name`, else each distinct host of the addresses.
+fn transport_socket(tls: &UpstreamTls, addresses: &[(&str, u16)]) -> serde_json::Value {
+    let mut hosts: Vec<&str> = match &tls.server_name {
+        Some(name) => vec![name.as_str()],
+        None => addresses.iter().map(|(h, _)| *h).collect(),
+    };
+    hosts.sort_unstable();
+    hosts.dedup();
+    let sans: Vec<serde_json::Value> = hosts
+        .iter()
+        .map(|h| {
+            let san_type = if h.parse::<std::net::IpAddr>().is_ok() { "IP_ADDRESS" } else { "DNS" };
+            json!({ "san_type": san_type, "matcher": { "exact": h } })
+        })
+        .collect();
+    let mut common = json!({
+        // tonic's server offers h2 only.
+        "alpn_protocols": ["h2"],
+        "validation_context": {
+            "trusted_ca": { "filename": tls.ca },
+            "match_typed_subject_alt_names": sans,
+        }
+    });
+    if let Some(client) = &tls.client_cert {
+        common["tls_certificates"] = json!([{
+            "certificate_chain": { "filename": client.cert },
+            "private_key": { "filename": client.key } }]);
+    }
+    let mut context = json!({
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "common_tls_context": common,
+    });
+    // SNI names one server; with several names (replicas by IP) there is none to send.
+    if let [host] = hosts[..]
+        && host.parse::<std::net::IpAddr>().is_err()
+    {
+        context["sni"] = json!(host);
+    }
+    json!({ "name": "envoy.transport_sockets.tls", "typed_config": context })
 }
 
 #[cfg(test)]
@@ -125,5 +201,74 @@ mod tests {
         assert_eq!(b["static_resources"]["clusters"][0]["type"], "STRICT_DNS");
         let bad = BootstrapOptions { xds_address: "nope".into(), ..Default::default() };
         assert!(bootstrap(&bad).is_err());
+    }
+
+    fn tls_context(opts: &BootstrapOptions) -> serde_json::Value {
+        let b = bootstrap(opts).unwrap();
+        let socket = &b["static_resources"]["clusters"][0]["transport_socket"];
+        assert_eq!(socket["name"], "envoy.transport_sockets.tls");
+        socket["typed_config"].clone()
+    }
+
+    #[test]
+    fn tls_checks_the_service_name_or_the_given_one() {
+        let ca = UpstreamTls { ca: "/tls/ca.crt".into(), ..Default::default() };
+        let opts = BootstrapOptions {
+            xds_address: "aixds-grpc.aixds.svc.cluster.local:18000".into(),
+            tls: Some(ca.clone()),
+            ..Default::default()
+        };
+        let ctx = tls_context(&opts);
+        assert_eq!(ctx["sni"], "aixds-grpc.aixds.svc.cluster.local");
+        let common = &ctx["common_tls_context"];
+        assert_eq!(common["alpn_protocols"], json!(["h2"]));
+        assert_eq!(common["validation_context"]["trusted_ca"]["filename"], "/tls/ca.crt");
+        assert_eq!(
+            common["validation_context"]["match_typed_subject_alt_names"],
+            json!([{ "san_type": "DNS", "matcher": { "exact": "aixds-grpc.aixds.svc.cluster.local" } }])
+        );
+        assert!(common.get("tls_certificates").is_none());
+
+        let named = BootstrapOptions {
+            tls: Some(UpstreamTls {
+                server_name: Some("aixds.aixds.svc".into()),
+                client_cert: Some(ClientCert {
+                    cert: "/tls/c.crt".into(),
+                    key: "/tls/c.key".into(),
+                }),
+                ..ca.clone()
+            }),
+            ..opts
+        };
+        let ctx = tls_context(&named);
+        assert_eq!(ctx["sni"], "aixds.aixds.svc");
+        let common = &ctx["common_tls_context"];
+        assert_eq!(
+            common["validation_context"]["match_typed_subject_alt_names"][0]["matcher"]["exact"],
+            "aixds.aixds.svc"
+        );
+        assert_eq!(
+            common["tls_certificates"],
+            json!([{ "certificate_chain": { "filename": "/tls/c.crt" },
+                     "private_key": { "filename": "/tls/c.key" } }])
+        );
+    }
+
+    #[test]
+    fn tls_to_replicas_by_ip_checks_ip_sans_without_sni() {
+        let opts = BootstrapOptions {
+            xds_address: "10.0.0.6:18000,10.0.0.5:18000,10.0.0.6:18001".into(),
+            tls: Some(UpstreamTls { ca: "/ca.crt".into(), ..Default::default() }),
+            ..Default::default()
+        };
+        let ctx = tls_context(&opts);
+        assert!(ctx.get("sni").is_none());
+        assert_eq!(
+            ctx["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"],
+            json!([{ "san_type": "IP_ADDRESS", "matcher": { "exact": "10.0.0.5" } },
+                   { "san_type": "IP_ADDRESS", "matcher": { "exact": "10.0.0.6" } }])
+        );
+        let plain = bootstrap(&BootstrapOptions { tls: None, ..opts }).unwrap();
+        assert!(plain["static_resources"]["clusters"][0].get("transport_socket").is_none());
     }
 }

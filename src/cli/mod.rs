@@ -31,6 +31,7 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant, reason = "one value, parsed once per process")]
 pub enum Command {
     /// Check manifests: print every object with its conditions; exit 1 if any object is not
     /// accepted or a file does not parse.
@@ -81,12 +82,18 @@ pub enum Command {
     /// Edits to the manifests apply without a restart: only the affected Envoy resources are
     /// recompiled and pushed. Envoy is found via --envoy, $ENVOY_BIN, .venv/bin/envoy (installed
     /// by hack/install.sh) or PATH; its logs appear under the `envoy` target. Stop with Ctrl-C.
+    ///
+    /// With --tls-cert/--tls-key, xDS and the ext_proc are served over TLS; the Envoy started
+    /// here then connects with --tls-ca (and --tls-client-cert/--tls-client-key for
+    /// --tls-client-ca).
     Run {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
         /// Address to serve xDS on (ADS, delta and state-of-the-world).
         #[arg(long, default_value = "127.0.0.1:18000")]
         xds_address: std::net::SocketAddr,
+        #[command(flatten)]
+        tls: ServeTlsArgs,
         /// Address of the admin HTTP server (/healthz, /readyz, /metrics, /debug/graph,
         /// /debug/xds); keep it on loopback unless the network is trusted.
         #[arg(long, default_value = "127.0.0.1:19000")]
@@ -118,6 +125,11 @@ pub enum Command {
         access_log: Option<String>,
     },
     /// Print an Envoy bootstrap (YAML) that points an Envoy at aixds over ADS.
+    ///
+    /// In a cluster, --xds-address is a Service name, e.g. a headless Service
+    /// `aixds-grpc.aixds.svc.cluster.local:18000` (Envoy resolves it to every ready replica).
+    /// With --tls-ca, Envoy connects over TLS and checks that aixds's certificate carries the
+    /// host of --xds-address (or --tls-server-name).
     Bootstrap {
         /// Where aixds serves xDS, as Envoy reaches it (an IP or a DNS name, with port); several
         /// comma-separated replicas share the load and cover for each other.
@@ -147,6 +159,8 @@ pub struct EnvoyNodeArgs {
     /// Use state-of-the-world ADS instead of delta.
     #[arg(long)]
     pub sotw: bool,
+    #[command(flatten)]
+    pub tls: EnvoyTlsArgs,
 }
 
 impl EnvoyNodeArgs {
@@ -156,8 +170,66 @@ impl EnvoyNodeArgs {
             node_id: self.node_id.clone(),
             admin_port: self.envoy_admin_port,
             sotw: self.sotw,
+            tls: self.tls.upstream(),
             ..Default::default()
         }
+    }
+}
+
+/// How Envoy reaches aixds over TLS. The paths are where Envoy reads the files (in a
+/// container: where the Secret is mounted).
+#[derive(clap::Args, Debug, Clone)]
+pub struct EnvoyTlsArgs {
+    /// Envoy connects to aixds over TLS, trusting these CA certificates (PEM).
+    #[arg(long, value_name = "PATH")]
+    pub tls_ca: Option<String>,
+    /// Envoy's client certificate (PEM), for an aixds that requires one.
+    #[arg(long, value_name = "PATH", requires_all = ["tls_ca", "tls_client_key"])]
+    pub tls_client_cert: Option<String>,
+    /// The private key of --tls-client-cert (PEM).
+    #[arg(long, value_name = "PATH", requires = "tls_client_cert")]
+    pub tls_client_key: Option<String>,
+    /// The DNS name aixds's certificate carries, also sent as SNI (default: the host of the
+    /// xDS address).
+    #[arg(long, value_name = "NAME", requires = "tls_ca")]
+    pub tls_server_name: Option<String>,
+}
+
+impl EnvoyTlsArgs {
+    fn upstream(&self) -> Option<crate::bootstrap::UpstreamTls> {
+        Some(crate::bootstrap::UpstreamTls {
+            ca: self.tls_ca.clone()?,
+            client_cert: self
+                .tls_client_cert
+                .clone()
+                .zip(self.tls_client_key.clone())
+                .map(|(cert, key)| crate::bootstrap::ClientCert { cert, key }),
+            server_name: self.tls_server_name.clone(),
+        })
+    }
+}
+
+/// TLS on the gRPC server that serves xDS and the ext_proc.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeTlsArgs {
+    /// Serve xDS and the ext_proc over TLS with this certificate chain (PEM).
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require a client certificate that chains to these CA certificates (PEM): mutual TLS.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+impl ServeTlsArgs {
+    pub fn server_tls(&self) -> Option<crate::run::ServerTls> {
+        Some(crate::run::ServerTls {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
     }
 }
 
@@ -238,6 +310,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run {
             paths,
             xds_address,
+            tls,
             admin_address,
             listener_address,
             default_port,
@@ -250,6 +323,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let envoy = match no_envoy {
                 true => None,
+                false if tls.tls_cert.is_some() != envoy_node.tls.tls_ca.is_some() => {
+                    anyhow::bail!(
+                        "the Envoy started here connects over TLS exactly when aixds serves it: \
+                         pass both --tls-cert/--tls-key and --tls-ca, or neither (or --no-envoy)"
+                    )
+                }
                 false => Some(crate::run::EnvoyOptions {
                     binary: crate::run::find_envoy(envoy)?,
                     bootstrap: envoy_node.bootstrap(xds_address.to_string()),
@@ -260,6 +339,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let opts = crate::run::RunOptions {
                 paths,
                 xds_listen: xds_address,
+                tls: tls.server_tls(),
                 admin_listen: Some(admin_address),
                 compile: crate::compile::CompileOptions {
                     listener_address,

@@ -4,12 +4,15 @@
 //! Gives: a [`Running`] handle. One task owns the graph and the compiler: each burst of file
 //! events becomes one batch — reload, apply the changes to the graph, recompile only the
 //! affected outputs, publish (the Envoy resources, and the runtime config the translation
-//! ext_proc reads). One gRPC server serves ADS and the ext_proc; Envoy, when started
+//! ext_proc reads). One gRPC server serves ADS and the ext_proc, over TLS when given a
+//! [`ServerTls`]; Envoy, when started
 //! here, is a child process whose logs are forwarded and which stops with aixds.
 
 mod envoy;
+mod tls;
 
 pub use envoy::{EnvoyOptions, find_envoy};
+pub use tls::{ServerTls, TlsError};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,6 +35,8 @@ pub struct RunOptions {
     pub paths: Vec<PathBuf>,
     /// Where to serve xDS; port 0 picks a free port (see [`Running::xds_addr`]).
     pub xds_listen: SocketAddr,
+    /// Serve xDS and the ext_proc over TLS; `None` is clear text.
+    pub tls: Option<ServerTls>,
     /// Where to serve the admin HTTP endpoints; port 0 picks a free port (see
     /// [`Running::admin_addr`]); `None` serves none.
     pub admin_listen: Option<SocketAddr>,
@@ -84,6 +89,10 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
     tracing::info!(objects = graph.len(), "initial snapshot published");
     let graph = Arc::new(RwLock::new(graph));
 
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = &opts.tls {
+        server = tls.apply(server)?;
+    }
     let ads = AdsServer::new(store.clone());
     let extproc = ExtProcService::new(runtime.clone(), opts.extproc.clone());
     let shared_runtime = runtime.clone();
@@ -109,7 +118,7 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
     let xds_addr = listener.local_addr()?;
     let mut stop_server = stopped.clone();
     tokio::spawn(async move {
-        let result = tonic::transport::Server::builder()
+        let result = server
             .add_service(ads.into_service())
             .add_service(extproc.into_service())
             // Nagle would hold each small ext_proc reply for Envoy's delayed ACK (~40 ms twice
@@ -130,7 +139,7 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
             tracing::error!("xDS server failed: {e}");
         }
     });
-    tracing::info!(%xds_addr, "serving xDS (delta and state-of-the-world ADS) and the translation ext_proc");
+    tracing::info!(%xds_addr, tls = opts.tls.is_some(), "serving xDS (delta and state-of-the-world ADS) and the translation ext_proc");
 
     let (_watcher, mut wakeups) = source::watch(&opts.paths, opts.debounce, opts.max_delay)
         .context("watching the manifest paths")?;

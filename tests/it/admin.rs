@@ -107,6 +107,7 @@ async fn start_plain(dir: &Path) -> Running {
     aixds::run::start(RunOptions {
         paths: vec![dir.to_path_buf()],
         xds_listen: "127.0.0.1:0".parse().unwrap(),
+        tls: None,
         admin_listen: Some("127.0.0.1:0".parse().unwrap()),
         compile: CompileOptions {
             listener_address: "127.0.0.1".into(),

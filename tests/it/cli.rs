@@ -91,6 +91,58 @@ fn bootstrap_is_accepted_by_envoy() {
 }
 
 #[test]
+fn bootstrap_over_tls_is_accepted_by_envoy_and_tls_flags_come_with_their_partners() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = crate::tls::certificates(dir.path());
+    let path = |f: &str| certs.join(f).to_string_lossy().into_owned();
+    let (ca, cert, key) = (path("ca.crt"), path("client.crt"), path("client.key"));
+    let (code, yaml, stderr) = aixds(&[
+        "bootstrap",
+        "--xds-address",
+        "aixds-grpc.aixds.svc.cluster.local:18000",
+        "--tls-ca",
+        &ca,
+        "--tls-client-cert",
+        &cert,
+        "--tls-client-key",
+        &key,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(yaml.contains("UpstreamTlsContext") && yaml.contains(&ca), "{yaml}");
+    let file = dir.path().join("bootstrap.yaml");
+    std::fs::write(&file, &yaml).unwrap();
+    let out = Command::new(crate::harness::envoy_bin())
+        .args(["--mode", "validate", "--disable-hot-restart", "-c"])
+        .arg(&file)
+        .output()
+        .expect("run envoy (bash hack/install.sh)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let (code, _, stderr) = aixds(&["bootstrap", "--tls-client-cert", &cert]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--tls-ca") && stderr.contains("--tls-client-key"), "{stderr}");
+    let local = ["--xds-address", "127.0.0.1:0", "--admin-address", "127.0.0.1:0"];
+    let (code, _, stderr) = aixds(
+        &[&["run", "examples/", "--tls-cert", &cert, "--tls-key", &key][..], &local].concat(),
+    );
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--tls-ca"), "{stderr}");
+    let missing = dir.path().join("missing.crt").to_string_lossy().into_owned();
+    let (code, _, stderr) = aixds(
+        &[
+            &["run", "examples/", "--no-envoy", "--tls-cert", &missing, "--tls-key", &key][..],
+            &local,
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("reading the TLS certificate") && stderr.contains(&missing),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn graph_focus_narrows_the_output() {
     let (code, json, stderr) = aixds(&[
         "graph",

@@ -66,6 +66,7 @@ pub(crate) async fn start_gateway(dir: &Path, port: u16, sotw: bool, node_id: &s
     let running = aixds::run::start(RunOptions {
         paths: vec![dir.to_path_buf()],
         xds_listen: "127.0.0.1:0".parse().unwrap(),
+        tls: None,
         admin_listen: Some("127.0.0.1:0".parse().unwrap()),
         compile: CompileOptions {
             listener_address: "127.0.0.1".into(),

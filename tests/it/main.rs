@@ -13,4 +13,5 @@ mod extproc;
 mod graph;
 mod harness;
 mod source;
+mod tls;
 mod translate;
