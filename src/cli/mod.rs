@@ -111,6 +111,13 @@ pub enum Command {
         /// Largest request body the translation ext_proc accepts, in bytes; larger ones get 413.
         #[arg(long, default_value_t = crate::extproc::DEFAULT_MAX_BODY_BYTES)]
         max_request_body: usize,
+        /// Address of the endpoint picker for InferencePools (the ext_proc a pool's
+        /// endpointPickerRef Service reaches); port 0 picks a free port.
+        #[arg(long, default_value = crate::picker::DEFAULT_LISTEN)]
+        picker_listen: std::net::SocketAddr,
+        /// Serve no endpoint picker (pools then need one deployed apart).
+        #[arg(long, conflicts_with = "picker_listen")]
+        no_picker: bool,
     },
     /// Print an Envoy bootstrap (YAML) that points an Envoy at aixds over ADS.
     Bootstrap {
@@ -241,6 +248,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             envoy_node,
             envoy_log_level,
             max_request_body,
+            picker_listen,
+            no_picker,
         } => {
             let envoy = match no_envoy {
                 true => None,
@@ -258,6 +267,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 compile: crate::compile::CompileOptions { listener_address, default_port },
                 envoy,
                 extproc: crate::extproc::ExtProcOptions { max_body_bytes: max_request_body },
+                picker: (!no_picker).then(|| crate::picker::PickerOptions {
+                    listen: picker_listen,
+                    ..Default::default()
+                }),
                 debounce: std::time::Duration::from_millis(20),
                 max_delay: std::time::Duration::from_millis(200),
             };

@@ -111,6 +111,7 @@ async fn start_plain(dir: &Path) -> Running {
         compile: CompileOptions { listener_address: "127.0.0.1".into(), default_port: 1975 },
         envoy: None,
         extproc: Default::default(),
+        picker: None,
         debounce: Duration::from_millis(10),
         max_delay: Duration::from_millis(100),
     })
