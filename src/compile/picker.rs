@@ -1,0 +1,225 @@
+//! The Envoy side of the endpoint picker protocol, for an InferencePool.
+//!
+//! Takes: the pool's key, its `endpointPickerRef` (where the picker is, its failure mode).
+//! Gives: the three pieces that make Envoy follow a picker's choice:
+//! - [`pool_filter`]: the pool's ext_proc HTTP filter, disabled unless a route enables it with
+//!   [`enable_on_route`]: request headers and a `FULL_DUPLEX_STREAMED` request body to the
+//!   picker, response headers back (the served endpoint is reported there), `envoy.lb`
+//!   metadata both ways and the subset hint forwarded, the pool named in the gRPC metadata;
+//! - [`picker_cluster`]: the HTTP/2 cluster that reaches the picker's Service;
+//! - [`pool_load_balancing`]: the pool cluster's `override_host` policy, which sends the
+//!   request to the first picked endpoint (later ones on retries), falls back to round robin
+//!   when there is no pick, and records the endpoint used for the picker to report.
+
+use envoy_types::pb::envoy::config::cluster::v3::{
+    Cluster, LoadBalancingPolicy, cluster, load_balancing_policy,
+};
+use envoy_types::pb::envoy::config::core::v3::{
+    Address, GrpcService, HeaderValue, Http2ProtocolOptions, SocketAddress, TransportSocket,
+    TypedExtensionConfig, address, grpc_service, socket_address, transport_socket,
+};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
+};
+use envoy_types::pb::envoy::config::route::v3::FilterConfig;
+use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::{
+    ExternalProcessor, MetadataOptions, ProcessingMode, metadata_options, processing_mode,
+};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpFilter, http_filter,
+};
+use envoy_types::pb::envoy::extensions::load_balancing_policies::override_host::v3::{
+    OverrideHost, override_host::OverrideHostSource,
+};
+use envoy_types::pb::envoy::extensions::load_balancing_policies::round_robin::v3::RoundRobin;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+    HttpProtocolOptions, http_protocol_options,
+};
+use envoy_types::pb::envoy::r#type::metadata::v3::{MetadataKey, metadata_key};
+use envoy_types::pb::google::protobuf::{Any, Duration};
+use envoy_types::util::pack_any;
+
+use crate::api::{FailureMode, ObjectKey};
+use crate::picker::{
+    DESTINATION_ENDPOINT, LB_NAMESPACE, POOL_METADATA, SERVED_ENDPOINT, SUBSET_NAMESPACE, pool_name,
+};
+
+const EXT_PROC_FILTER_TYPE: &str = "envoy.filters.http.ext_proc";
+/// How long Envoy waits for the picker's answer to one message. The picker answers the request
+/// headers only once the body is in, so this bounds the body upload too.
+const MESSAGE_TIMEOUT_SECONDS: i64 = 10;
+const CONNECT_TIMEOUT_SECONDS: i64 = 5;
+
+/// The name of `pool`'s picker filter in the listener's chain (and in a route's
+/// `typed_per_filter_config`).
+pub fn pool_filter_name(pool: &ObjectKey) -> String {
+    format!("{EXT_PROC_FILTER_TYPE}/pool/{}/{}", pool.namespace, pool.name)
+}
+
+/// The cluster of `pool`'s picker: `picker/{namespace}/{name}`.
+pub fn picker_cluster_name(pool: &ObjectKey) -> String {
+    format!("picker/{}/{}", pool.namespace, pool.name)
+}
+
+/// `pool`'s ext_proc filter to its picker over `cluster`, disabled until a route enables it.
+/// `FailOpen` lets a request through (to an endpoint of Envoy's choosing) when the picker
+/// fails; `FailClose` fails it.
+pub fn pool_filter(pool: &ObjectKey, cluster: &str, failure_mode: FailureMode) -> HttpFilter {
+    let config = ExternalProcessor {
+        grpc_service: Some(GrpcService {
+            target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
+                grpc_service::EnvoyGrpc { cluster_name: cluster.to_string(), ..Default::default() },
+            )),
+            initial_metadata: vec![HeaderValue {
+                key: POOL_METADATA.into(),
+                value: pool_name(pool),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        processing_mode: Some(ProcessingMode {
+            request_header_mode: processing_mode::HeaderSendMode::Send as i32,
+            request_body_mode: processing_mode::BodySendMode::FullDuplexStreamed as i32,
+            // Full-duplex bodies require the trailers to be sent (they end the body).
+            request_trailer_mode: processing_mode::HeaderSendMode::Send as i32,
+            // The served endpoint is reported on the response headers; the response body
+            // streams to the client untouched.
+            response_header_mode: processing_mode::HeaderSendMode::Send as i32,
+            response_body_mode: processing_mode::BodySendMode::None as i32,
+            response_trailer_mode: processing_mode::HeaderSendMode::Skip as i32,
+        }),
+        message_timeout: Some(Duration { seconds: MESSAGE_TIMEOUT_SECONDS, nanos: 0 }),
+        failure_mode_allow: failure_mode == FailureMode::FailOpen,
+        allow_mode_override: false,
+        metadata_options: Some(MetadataOptions {
+            forwarding_namespaces: Some(metadata_options::MetadataNamespaces {
+                untyped: vec![LB_NAMESPACE.into(), SUBSET_NAMESPACE.into()],
+                ..Default::default()
+            }),
+            receiving_namespaces: Some(metadata_options::MetadataNamespaces {
+                untyped: vec![LB_NAMESPACE.into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    HttpFilter {
+        name: pool_filter_name(pool),
+        config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(config))),
+        disabled: true,
+        ..Default::default()
+    }
+}
+
+/// The `typed_per_filter_config` value (under [`pool_filter_name`]) that enables a pool's
+/// filter on a route.
+pub fn enable_on_route() -> Any {
+    pack_any(FilterConfig { config: None, is_optional: false, disabled: false })
+}
+
+/// The cluster of a picker at `host:port` (an IP, or a DNS name such as a Service's), over
+/// HTTP/2; with `tls`, over TLS without checking the picker's certificate (pickers commonly
+/// serve a self-signed one).
+pub fn picker_cluster(name: &str, host: &str, port: u16, tls: bool) -> Cluster {
+    let ip = host.parse::<std::net::IpAddr>().is_ok();
+    let discovery =
+        if ip { cluster::DiscoveryType::Static } else { cluster::DiscoveryType::StrictDns };
+    let endpoint = LbEndpoint {
+        host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+            address: Some(Address {
+                address: Some(address::Address::SocketAddress(SocketAddress {
+                    address: host.to_string(),
+                    port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(port))),
+                    ..Default::default()
+                })),
+            }),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let http2 = HttpProtocolOptions {
+        upstream_protocol_options: Some(
+            http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
+                http_protocol_options::ExplicitHttpConfig {
+                    protocol_config: Some(
+                        http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
+                            Http2ProtocolOptions::default(),
+                        ),
+                    ),
+                },
+            ),
+        ),
+        ..Default::default()
+    };
+    let transport_socket = tls.then(|| {
+        let context = UpstreamTlsContext {
+            sni: if ip { String::new() } else { host.to_string() },
+            ..Default::default()
+        };
+        TransportSocket {
+            name: "envoy.transport_sockets.tls".into(),
+            config_type: Some(transport_socket::ConfigType::TypedConfig(pack_any(context))),
+        }
+    });
+    Cluster {
+        name: name.to_string(),
+        connect_timeout: Some(Duration { seconds: CONNECT_TIMEOUT_SECONDS, nanos: 0 }),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(discovery as i32)),
+        dns_lookup_family: if ip { 0 } else { cluster::DnsLookupFamily::V4Only as i32 },
+        load_assignment: Some(ClusterLoadAssignment {
+            cluster_name: name.to_string(),
+            endpoints: vec![LocalityLbEndpoints {
+                lb_endpoints: vec![endpoint],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        typed_extension_protocol_options: [(
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_string(),
+            pack_any(http2),
+        )]
+        .into(),
+        transport_socket,
+        ..Default::default()
+    }
+}
+
+/// A pool cluster's `load_balancing_policy`: the endpoints the picker named (in `envoy.lb`
+/// metadata, else the request header), in order across retries; round robin without a pick.
+/// The endpoint used is written to `envoy.lb` / `x-gateway-destination-endpoint-served`.
+pub fn pool_load_balancing() -> LoadBalancingPolicy {
+    let lb_key = |key: &str| MetadataKey {
+        key: LB_NAMESPACE.into(),
+        path: vec![metadata_key::PathSegment {
+            segment: Some(metadata_key::path_segment::Segment::Key(key.into())),
+        }],
+    };
+    let override_host = OverrideHost {
+        override_host_sources: vec![
+            OverrideHostSource {
+                metadata: Some(lb_key(DESTINATION_ENDPOINT)),
+                ..Default::default()
+            },
+            OverrideHostSource { header: DESTINATION_ENDPOINT.into(), ..Default::default() },
+        ],
+        selected_host_key: Some(lb_key(SERVED_ENDPOINT)),
+        fallback_policy: Some(policy(
+            "envoy.load_balancing_policies.round_robin",
+            pack_any(RoundRobin::default()),
+        )),
+    };
+    policy("envoy.load_balancing_policies.override_host", pack_any(override_host))
+}
+
+fn policy(name: &str, config: Any) -> LoadBalancingPolicy {
+    LoadBalancingPolicy {
+        policies: vec![load_balancing_policy::Policy {
+            typed_extension_config: Some(TypedExtensionConfig {
+                name: name.into(),
+                typed_config: Some(config),
+            }),
+        }],
+    }
+}
