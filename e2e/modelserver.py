@@ -200,6 +200,17 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def read_body(self):
+        if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
+            body = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    # Trailers, if any, end with an empty line.
+                    while self.rfile.readline().strip():
+                        pass
+                    return body
+                body += self.rfile.read(size)
+                self.rfile.readline()
         length = int(self.headers.get("content-length") or 0)
         return self.rfile.read(length) if length else b""
 

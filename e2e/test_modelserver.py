@@ -92,6 +92,10 @@ def test_models_and_bad_requests(server):
     assert "not a JSON object" in bad.json()["error"]["message"]
     missing = requests.post(f"{server.url}/v1/completions", json={"model": "m"}, timeout=5)
     assert missing.status_code == 400
+    # A chunked upload (what a proxy streaming the body sends) reads like any other.
+    chunked = requests.post(f"{server.url}/v1/completions",
+                            data=iter([b'{"model": "m", ', b'"prompt": "hi"}']), timeout=5)
+    assert chunked.status_code == 200, chunked.text
 
 
 def test_metrics_follow_running_and_queued_requests():

@@ -15,15 +15,17 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     Cluster, LoadBalancingPolicy, cluster, load_balancing_policy,
 };
 use envoy_types::pb::envoy::config::core::v3::{
-    Address, GrpcService, HeaderValue, Http2ProtocolOptions, SocketAddress, TransportSocket,
-    TypedExtensionConfig, address, grpc_service, socket_address, transport_socket,
+    Address, GrpcService, HeaderValue, HealthCheck, Http2ProtocolOptions, SocketAddress,
+    TransportSocket, TypedExtensionConfig, address, grpc_service, health_check, socket_address,
+    transport_socket,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
 };
 use envoy_types::pb::envoy::config::route::v3::FilterConfig;
 use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::{
-    ExternalProcessor, MetadataOptions, ProcessingMode, metadata_options, processing_mode,
+    ExtProcOverrides, ExtProcPerRoute, ExternalProcessor, MetadataOptions, ProcessingMode,
+    ext_proc_per_route, metadata_options, processing_mode,
 };
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpFilter, http_filter,
@@ -37,7 +39,8 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions, http_protocol_options,
 };
 use envoy_types::pb::envoy::r#type::metadata::v3::{MetadataKey, metadata_key};
-use envoy_types::pb::google::protobuf::{Any, Duration};
+use envoy_types::pb::envoy::r#type::v3::Percent;
+use envoy_types::pb::google::protobuf::{Any, Duration, UInt32Value};
 use envoy_types::util::pack_any;
 
 use crate::api::{FailureMode, ObjectKey};
@@ -63,13 +66,24 @@ pub fn picker_cluster_name(pool: &ObjectKey) -> String {
 }
 
 /// `pool`'s ext_proc filter to its picker over `cluster`, disabled until a route enables it.
-/// `FailOpen` lets a request through (to an endpoint of Envoy's choosing) when the picker
-/// fails; `FailClose` fails it.
-pub fn pool_filter(pool: &ObjectKey, cluster: &str, failure_mode: FailureMode) -> HttpFilter {
+/// `authority` is the picker's `host:port` as its Service names it (the gRPC `:authority`;
+/// Envoy would otherwise send the cluster name, which is not a valid one). `FailOpen` lets a
+/// request through (to an endpoint of Envoy's choosing) when the picker is down; `FailClose`
+/// fails it.
+pub fn pool_filter(
+    pool: &ObjectKey,
+    cluster: &str,
+    authority: &str,
+    failure_mode: FailureMode,
+) -> HttpFilter {
     let config = ExternalProcessor {
         grpc_service: Some(GrpcService {
             target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
-                grpc_service::EnvoyGrpc { cluster_name: cluster.to_string(), ..Default::default() },
+                grpc_service::EnvoyGrpc {
+                    cluster_name: cluster.to_string(),
+                    authority: authority.to_string(),
+                    ..Default::default()
+                },
             )),
             initial_metadata: vec![HeaderValue {
                 key: POOL_METADATA.into(),
@@ -114,9 +128,17 @@ pub fn pool_filter(pool: &ObjectKey, cluster: &str, failure_mode: FailureMode) -
 }
 
 /// The `typed_per_filter_config` value (under [`pool_filter_name`]) that enables a pool's
-/// filter on a route.
+/// filter on a route. Envoy refuses an enabling entry without a config, so it carries an
+/// ext_proc override that changes nothing.
 pub fn enable_on_route() -> Any {
-    pack_any(FilterConfig { config: None, is_optional: false, disabled: false })
+    let unchanged = ExtProcPerRoute {
+        r#override: Some(ext_proc_per_route::Override::Overrides(ExtProcOverrides::default())),
+    };
+    pack_any(FilterConfig {
+        config: Some(pack_any(unchanged)),
+        is_optional: false,
+        disabled: false,
+    })
 }
 
 /// The cluster of a picker at `host:port` (an IP, or a DNS name such as a Service's), over
@@ -163,10 +185,31 @@ pub fn picker_cluster(name: &str, host: &str, port: u16, tls: bool) -> Cluster {
             config_type: Some(transport_socket::ConfigType::TypedConfig(pack_any(context))),
         }
     });
+    let second = Duration { seconds: 1, nanos: 0 };
     Cluster {
         name: name.to_string(),
         connect_timeout: Some(Duration { seconds: CONNECT_TIMEOUT_SECONDS, nanos: 0 }),
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(discovery as i32)),
+        // A picker that is down must be known before a request starts: Envoy fails a
+        // `FailOpen` request open only if its ext_proc stream fails before the first body chunk
+        // is handed over, which "no healthy host" does at once and a refused connection does
+        // not. So the picker is health checked, and without a healthy one no host is tried
+        // (no panic routing).
+        health_checks: vec![HealthCheck {
+            timeout: Some(second),
+            interval: Some(second),
+            no_traffic_interval: Some(second),
+            unhealthy_threshold: Some(UInt32Value { value: 1 }),
+            healthy_threshold: Some(UInt32Value { value: 1 }),
+            health_checker: Some(health_check::HealthChecker::TcpHealthCheck(
+                health_check::TcpHealthCheck::default(),
+            )),
+            ..Default::default()
+        }],
+        common_lb_config: Some(cluster::CommonLbConfig {
+            healthy_panic_threshold: Some(Percent { value: 0.0 }),
+            ..Default::default()
+        }),
         dns_lookup_family: if ip { 0 } else { cluster::DnsLookupFamily::V4Only as i32 },
         load_assignment: Some(ClusterLoadAssignment {
             cluster_name: name.to_string(),

@@ -157,11 +157,16 @@ impl PickerStream {
         if let Some(r) = &parsed {
             self.hashes = score::prefix_hashes(r.model.as_deref(), &r.prompt);
         }
-        let headers = self.pick();
+        let mut headers = self.pick();
         if self.state == State::Done {
             return vec![headers];
         }
         let body = std::mem::take(&mut self.body);
+        if complete {
+            // Envoy drops the length of a body it streams to the processor; the whole body is
+            // known here, so the model server gets it back rather than a chunked upload.
+            add_header(&mut headers, "content-length", &body.len().to_string());
+        }
         let mut out = vec![headers];
         if body.is_empty() {
             out.push(body_response(true, true, Vec::new(), complete));
@@ -252,6 +257,15 @@ fn served_endpoint(metadata: Option<&Metadata>) -> Option<String> {
     match &value.kind {
         Some(value::Kind::StringValue(s)) if !s.is_empty() => Some(s.clone()),
         _ => None,
+    }
+}
+
+/// Adds `name: value` to the header mutation of a headers response.
+fn add_header(response: &mut ProcessingResponse, name: &str, value: &str) {
+    if let Some(processing_response::Response::RequestHeaders(h)) = &mut response.response {
+        let common = h.response.get_or_insert_with(Default::default);
+        let mutation = common.header_mutation.get_or_insert_with(Default::default);
+        mutation.set_headers.push(set_header(name, value));
     }
 }
 
@@ -458,6 +472,13 @@ mod tests {
         header
     }
 
+    fn header(response: &ProcessingResponse, name: &str) -> Option<String> {
+        let Some(P::RequestHeaders(h)) = &response.response else { panic!("{response:?}") };
+        let set = &h.response.as_ref()?.header_mutation.as_ref()?.set_headers;
+        let h = set.iter().find(|s| s.header.as_ref().unwrap().key == name)?;
+        Some(String::from_utf8(h.header.as_ref().unwrap().raw_value.clone()).unwrap())
+    }
+
     fn streamed_body(response: &ProcessingResponse) -> (Vec<u8>, bool) {
         let Some(P::RequestBody(b)) = &response.response else { panic!("{response:?}") };
         let mutation = b.response.as_ref().unwrap().body_mutation.as_ref().unwrap();
@@ -478,6 +499,7 @@ mod tests {
         assert_eq!(out.len(), 2);
         // The idle endpoint first, the one with the long queue as fallback.
         assert_eq!(destination(&out[0]), format!("{B},{A}"));
+        assert_eq!(header(&out[0], "content-length").as_deref(), Some("27"));
         assert_eq!(streamed_body(&out[1]), (br#"{"model":"m","prompt":"hi"}"#.to_vec(), true));
         assert_eq!(s.picked(), [addr(B), addr(A)]);
     }
@@ -506,6 +528,7 @@ mod tests {
         let big = vec![b'x'; 1500];
         let out = s.on_message(body(&big, false)).unwrap();
         assert_eq!(destination(&out[0]), A);
+        assert_eq!(header(&out[0], "content-length"), None, "the length is not known yet");
         assert_eq!(streamed_body(&out[1]), (big, false));
         // The rest passes straight through.
         let out = s.on_message(body(b"tail", true)).unwrap();

@@ -12,5 +12,6 @@ mod envoy_translate;
 mod extproc;
 mod graph;
 mod harness;
+mod picker;
 mod source;
 mod translate;
