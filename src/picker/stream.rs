@@ -11,7 +11,8 @@
 //!
 //! On the response headers it reads which endpoint served the request (`envoy.lb` /
 //! `x-gateway-destination-endpoint-served`, written by the pool cluster's load balancer), tells
-//! the client in a header of that name, and remembers the prompt's prefix there.
+//! the client in a header of that name, and remembers the prompt's prefix there (at the first
+//! pick when Envoy does not report one).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -130,7 +131,9 @@ impl PickerStream {
             (State::Picked, Some(R::RequestTrailers(_))) => Ok(vec![trailers_response(true)]),
             (State::Picked, Some(R::ResponseHeaders(_))) => {
                 let served = served_endpoint(metadata);
-                if let Some(addr) = served.as_deref().and_then(|s| s.parse().ok()) {
+                // Without Envoy's report, the first pick is the best guess of where it went.
+                let learned = served.as_deref().and_then(|s| s.parse().ok());
+                if let Some(addr) = learned.or(self.picked.first().copied()) {
                     self.picker.served(addr, &self.hashes);
                 }
                 let headers = served.map(|s| vec![set_header(SERVED_ENDPOINT, &s)]);
@@ -633,6 +636,28 @@ mod tests {
             again.on_message(headers(false, None)).unwrap();
             let out = again.on_message(body(request.as_bytes(), true)).unwrap();
             assert!(destination(&out[0]).starts_with(B));
+        }
+    }
+
+    #[test]
+    fn without_a_served_report_the_prefix_is_remembered_at_the_first_pick() {
+        let (picker, mut s) = stream(&[A, B]);
+        let request = format!(r#"{{"prompt":"{}"}}"#, "q".repeat(score::BLOCK_BYTES * 2));
+        s.on_message(headers(false, None)).unwrap();
+        let first = destination(&s.on_message(body(request.as_bytes(), true)).unwrap()[0]);
+        let first = first.split(',').next().unwrap().to_string();
+        let response = ProcessingRequest {
+            request: Some(R::ResponseHeaders(HttpHeaders::default())),
+            ..Default::default()
+        };
+        s.on_message(response).unwrap();
+        for _ in 0..3 {
+            picker.record_scrape(addr(A), Ok(ServerMetrics::default()));
+            picker.record_scrape(addr(B), Ok(ServerMetrics::default()));
+            let mut again = PickerStream::new(picker.clone(), s.pool.clone(), 1 << 20);
+            again.on_message(headers(false, None)).unwrap();
+            let out = again.on_message(body(request.as_bytes(), true)).unwrap();
+            assert!(destination(&out[0]).starts_with(&first));
         }
     }
 
