@@ -45,7 +45,8 @@ use envoy_types::util::pack_any;
 
 use crate::api::{FailureMode, ObjectKey};
 use crate::picker::{
-    DESTINATION_ENDPOINT, LB_NAMESPACE, POOL_METADATA, SERVED_ENDPOINT, SUBSET_NAMESPACE, pool_name,
+    DESTINATION_ENDPOINT, EXT_PROC_HEALTH_SERVICE, LB_NAMESPACE, POOL_METADATA, SERVED_ENDPOINT,
+    SUBSET_NAMESPACE, pool_name,
 };
 
 const EXT_PROC_FILTER_TYPE: &str = "envoy.filters.http.ext_proc";
@@ -193,16 +194,24 @@ pub fn picker_cluster(name: &str, host: &str, port: u16, tls: bool) -> Cluster {
         // A picker that is down must be known before a request starts: Envoy fails a
         // `FailOpen` request open only if its ext_proc stream fails before the first body chunk
         // is handed over, which "no healthy host" does at once and a refused connection does
-        // not. So the picker is health checked, and without a healthy one no host is tried
-        // (no panic routing).
+        // not. So the picker is health checked (the protocol's gRPC health service), and
+        // without a healthy one no host is tried (no panic routing).
         health_checks: vec![HealthCheck {
             timeout: Some(second),
             interval: Some(second),
             no_traffic_interval: Some(second),
             unhealthy_threshold: Some(UInt32Value { value: 1 }),
             healthy_threshold: Some(UInt32Value { value: 1 }),
-            health_checker: Some(health_check::HealthChecker::TcpHealthCheck(
-                health_check::TcpHealthCheck::default(),
+            health_checker: Some(health_check::HealthChecker::GrpcHealthCheck(
+                health_check::GrpcHealthCheck {
+                    service_name: EXT_PROC_HEALTH_SERVICE.into(),
+                    // Else the cluster name, which is not a valid authority.
+                    authority: match host.parse::<std::net::IpAddr>() {
+                        Ok(std::net::IpAddr::V6(v6)) => format!("[{v6}]:{port}"),
+                        _ => format!("{host}:{port}"),
+                    },
+                    ..Default::default()
+                },
             )),
             ..Default::default()
         }],

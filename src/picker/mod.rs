@@ -11,7 +11,8 @@
 //! client as `x-gateway-destination-endpoint-served` (see [`stream`] for the message order).
 //!
 //! Which pool a stream is for: the gRPC initial metadata [`POOL_METADATA`] (`namespace/name`),
-//! which the per-pool filter sends; without it, the only pool if there is exactly one.
+//! which the per-pool filter sends; without it, the only pool if there is exactly one. The same
+//! listener serves the gRPC health service for `liveness`, `readiness` and the ext_proc service.
 //!
 //! Scoring ([`score`]) weighs each endpoint's queue, KV-cache use and prefix affinity. Between
 //! scrapes, requests the picker sent to an endpoint count as queued there, so that a burst
@@ -61,6 +62,11 @@ pub const SUBSET_NAMESPACE: &str = "envoy.lb.subset_hint";
 pub const SUBSET_KEY: &str = "x-gateway-destination-endpoint-subset";
 /// How many endpoints a pick names: the first, then fallbacks for retries.
 pub const MAX_FALLBACKS: usize = 4;
+/// The services the gRPC health service (`grpc.health.v1.Health`) reports serving, as the
+/// protocol names them.
+pub const HEALTH_SERVICES: [&str; 3] = ["liveness", "readiness", EXT_PROC_HEALTH_SERVICE];
+/// The health service name of the ext_proc service itself, which Envoy checks.
+pub const EXT_PROC_HEALTH_SERVICE: &str = "envoy.service.ext_proc.v3.ExternalProcessor";
 /// How many prompt blocks the prefix cache remembers.
 const PREFIX_CACHE_ENTRIES: usize = 200_000;
 
@@ -299,6 +305,11 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(opts.listen).await?;
     let addr = listener.local_addr()?;
     let service = PickerService::new(picker.clone(), opts.max_body_bytes).into_service();
+    // The protocol's gRPC health services; the pools are loaded before this is called.
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for name in HEALTH_SERVICES {
+        health.set_service_status(name, tonic_health::ServingStatus::Serving).await;
+    }
     let mut stop_server = stopped.clone();
     tokio::spawn(async move {
         let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |conn| {
@@ -310,6 +321,7 @@ pub async fn serve(
         });
         let result = tonic::transport::Server::builder()
             .add_service(service)
+            .add_service(health_service)
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stop_server.wait_for(|s| *s).await;
             })
