@@ -6,7 +6,8 @@
 //!   [`enable_on_route`]: request headers and a `FULL_DUPLEX_STREAMED` request body to the
 //!   picker, response headers back (the served endpoint is reported there), `envoy.lb`
 //!   metadata both ways and the subset hint forwarded, the pool named in the gRPC metadata;
-//! - [`picker_cluster`]: the HTTP/2 cluster that reaches the picker's Service;
+//! - [`picker_cluster`]: the HTTP/2 cluster that reaches the picker's Service, health checked
+//!   so that `FailOpen` works with a streamed body (see the comment inside);
 //! - [`pool_load_balancing`]: the pool cluster's `override_host` policy, which sends the
 //!   request to the first picked endpoint (later ones on retries), falls back to round robin
 //!   when there is no pick, and records the endpoint used for the picker to report.
@@ -50,8 +51,7 @@ use crate::picker::{
 };
 
 const EXT_PROC_FILTER_TYPE: &str = "envoy.filters.http.ext_proc";
-/// How long Envoy waits for the picker's answer to one message. The picker answers the request
-/// headers only once the body is in, so this bounds the body upload too.
+/// How long Envoy waits for the picker's answer to a message.
 const MESSAGE_TIMEOUT_SECONDS: i64 = 10;
 const CONNECT_TIMEOUT_SECONDS: i64 = 5;
 
@@ -273,5 +273,76 @@ fn policy(name: &str, config: Any) -> LoadBalancingPolicy {
                 typed_config: Some(config),
             }),
         }],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Kind;
+    use prost::Message;
+
+    fn ext_proc(filter: &HttpFilter) -> ExternalProcessor {
+        let Some(http_filter::ConfigType::TypedConfig(any)) = &filter.config_type else {
+            panic!("{filter:?}")
+        };
+        ExternalProcessor::decode(any.value.as_slice()).unwrap()
+    }
+
+    #[test]
+    fn the_failure_mode_decides_failure_mode_allow() {
+        let pool = ObjectKey::new(Kind::InferencePool, "ns", "p");
+        let open = pool_filter(&pool, "picker/ns/p", "epp.ns:9002", FailureMode::FailOpen);
+        let close = pool_filter(&pool, "picker/ns/p", "epp.ns:9002", FailureMode::FailClose);
+        assert!(ext_proc(&open).failure_mode_allow);
+        assert!(!ext_proc(&close).failure_mode_allow);
+        assert!(open.disabled, "enabled per route only");
+        assert_eq!(open.name, "envoy.filters.http.ext_proc/pool/ns/p");
+        let config = ext_proc(&close);
+        let grpc = config.grpc_service.unwrap();
+        assert_eq!(grpc.initial_metadata[0].value, "ns/p");
+        let Some(grpc_service::TargetSpecifier::EnvoyGrpc(envoy)) = grpc.target_specifier else {
+            panic!()
+        };
+        assert_eq!(
+            (envoy.cluster_name.as_str(), envoy.authority.as_str()),
+            ("picker/ns/p", "epp.ns:9002")
+        );
+        assert!(!config.allow_mode_override);
+        let mode = config.processing_mode.unwrap();
+        assert_eq!(
+            mode.request_body_mode,
+            processing_mode::BodySendMode::FullDuplexStreamed as i32
+        );
+    }
+
+    #[test]
+    fn the_picker_cluster_resolves_names_and_checks_health() {
+        let by_ip = picker_cluster("c", "10.0.0.7", 9002, false);
+        assert_eq!(
+            by_ip.cluster_discovery_type,
+            Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Static as i32))
+        );
+        assert!(by_ip.transport_socket.is_none());
+        let by_name = picker_cluster("c", "epp.ns.svc", 9002, true);
+        assert_eq!(
+            by_name.cluster_discovery_type,
+            Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::StrictDns as i32))
+        );
+        let Some(transport_socket::ConfigType::TypedConfig(tls)) =
+            by_name.transport_socket.unwrap().config_type
+        else {
+            panic!()
+        };
+        let tls = UpstreamTlsContext::decode(tls.value.as_slice()).unwrap();
+        assert_eq!(tls.sni, "epp.ns.svc");
+        assert!(tls.common_tls_context.is_none(), "no certificate validation");
+        let v6 = picker_cluster("c", "fd00::1", 9002, false);
+        let Some(health_check::HealthChecker::GrpcHealthCheck(grpc)) =
+            &v6.health_checks[0].health_checker
+        else {
+            panic!()
+        };
+        assert_eq!(grpc.authority, "[fd00::1]:9002");
     }
 }
