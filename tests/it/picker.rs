@@ -40,6 +40,8 @@ use tokio::process::{Child, Command};
 use crate::harness::*;
 
 const SERVED: &str = "x-gateway-destination-endpoint-served";
+/// The picker's body limit in these tests: larger bodies are not waited for.
+const MAX_BODY: usize = 256 * 1024;
 
 fn pool_key() -> ObjectKey {
     ObjectKey::new(Kind::InferencePool, "default", "pool")
@@ -295,6 +297,7 @@ impl Setup {
                     picker: Some(PickerOptions {
                         listen: "127.0.0.1:0".parse().unwrap(),
                         scrape_interval: Duration::from_millis(50),
+                        max_body_bytes: MAX_BODY,
                         ..Default::default()
                     }),
                     debounce: Duration::from_millis(10),
@@ -416,6 +419,26 @@ async fn gateway_destination_endpoint_served() {
     let served = setup.served_by(8).await;
     for endpoint in [a, b] {
         assert!(served.contains(&endpoint.to_string()), "{endpoint} served none: {served:?}");
+    }
+}
+
+/// Bodies larger than one ext_proc message, below and above the picker's limit, reach the
+/// model server whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn epp_passes_large_bodies_whole() {
+    let port = free_port();
+    let a = SocketAddr::from(([127, 0, 0, 2], port));
+    let _sim = Sim::start(a, 0).await;
+    let manifests = pool_manifests(&[("a", "127.0.0.2", true)], &[port]);
+    let setup = Setup::start(Some(manifests), &[a], FailureMode::FailClose).await;
+    for words in [40_000, 150_000] {
+        let prompt = "word ".repeat(words);
+        assert!((prompt.len() > MAX_BODY) == (words > 100_000));
+        let body = serde_json::json!({"model": "m", "prompt": prompt}).to_string();
+        let r = request(setup.port, "POST", "/v1/completions", &[], &body).await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.json()["usage"]["prompt_tokens"], words, "the model server read it all");
+        assert_eq!(r.headers.get(SERVED), Some(&a.to_string()));
     }
 }
 
