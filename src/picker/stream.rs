@@ -108,15 +108,16 @@ impl PickerStream {
             (State::Buffering, Some(R::RequestBody(body))) => {
                 self.body.extend_from_slice(&body.body);
                 if body.end_of_stream {
-                    Ok(self.pick_and_release(true))
+                    Ok(self.pick_and_release(true, true))
                 } else if self.body.len() > self.max_body_bytes {
-                    Ok(self.pick_and_release(false))
+                    Ok(self.pick_and_release(false, false))
                 } else {
                     Ok(Vec::new())
                 }
             }
             (State::Buffering, Some(R::RequestTrailers(_))) => {
-                let mut out = self.pick_and_release(false);
+                // The trailers end the body; the body's last chunk goes back without the end.
+                let mut out = self.pick_and_release(true, false);
                 if self.state == State::Picked {
                     out.push(trailers_response(true));
                 }
@@ -153,10 +154,10 @@ impl PickerStream {
         }
     }
 
-    /// Picks with what has been buffered and releases it: the headers response, then the body
-    /// (`end_of_stream` when `complete`).
-    fn pick_and_release(&mut self, complete: bool) -> Vec<ProcessingResponse> {
-        let parsed = if complete { request::parse(&self.body) } else { None };
+    /// Picks with what has been buffered (parsed when it is the `whole` body) and releases it:
+    /// the headers response, then the body, its last chunk marked `end_of_stream` if asked.
+    fn pick_and_release(&mut self, whole: bool, end_of_stream: bool) -> Vec<ProcessingResponse> {
+        let parsed = if whole { request::parse(&self.body) } else { None };
         if let Some(r) = &parsed {
             self.hashes = score::prefix_hashes(r.model.as_deref(), &r.prompt);
         }
@@ -165,18 +166,19 @@ impl PickerStream {
             return vec![headers];
         }
         let body = std::mem::take(&mut self.body);
-        if complete {
+        if whole {
             // Envoy drops the length of a body it streams to the processor; the whole body is
             // known here, so the model server gets it back rather than a chunked upload.
             add_header(&mut headers, "content-length", &body.len().to_string());
         }
         let mut out = vec![headers];
         if body.is_empty() {
-            out.push(body_response(true, true, Vec::new(), complete));
+            out.push(body_response(true, true, Vec::new(), end_of_stream));
         }
         let chunks = body.chunks(CHUNK_BYTES).count();
         for (i, chunk) in body.chunks(CHUNK_BYTES).enumerate() {
-            out.push(body_response(true, true, chunk.to_vec(), complete && i + 1 == chunks));
+            let last = end_of_stream && i + 1 == chunks;
+            out.push(body_response(true, true, chunk.to_vec(), last));
         }
         out
     }
@@ -549,6 +551,7 @@ mod tests {
         };
         let out = s.on_message(trailers).unwrap();
         assert_eq!(out.len(), 3);
+        assert_eq!(header(&out[0], "content-length").as_deref(), Some("2"));
         assert_eq!(streamed_body(&out[1]), (b"{}".to_vec(), false));
         assert!(matches!(out[2].response, Some(P::RequestTrailers(_))));
     }
