@@ -113,6 +113,8 @@ struct EndpointState {
     metrics: Option<ServerMetrics>,
     /// Picks since the last good scrape.
     sent: u32,
+    /// Whether the last scrape failed (logged once per change).
+    failing: bool,
 }
 
 impl Picker {
@@ -146,10 +148,18 @@ impl Picker {
         let state = endpoints.entry(endpoint).or_default();
         match scrape {
             Ok(metrics) => {
+                if state.failing {
+                    tracing::info!(%endpoint, "endpoint metrics are back");
+                }
                 state.metrics = Some(metrics);
                 state.sent = 0;
+                state.failing = false;
             }
-            Err(e) => tracing::debug!(%endpoint, "metrics: {e}"),
+            Err(e) if !state.failing => {
+                tracing::warn!(%endpoint, "endpoint metrics: {e}; scoring it on what was sent there");
+                state.failing = true;
+            }
+            Err(e) => tracing::debug!(%endpoint, "endpoint metrics: {e}"),
         }
     }
 
