@@ -58,13 +58,14 @@ fn socket(addr: SocketAddr) -> Address {
 }
 
 /// A static Envoy config: a listener on 127.0.0.1:`port` whose one route sends everything to the
-/// pool's cluster of `endpoints` through the pool's picker filter, the picker at `picker`.
+/// pool's cluster of `endpoints` through the pool's picker filter, the picker at `picker`; with
+/// no failure mode, the route leaves the filter off (plain round robin, for comparison).
 fn envoy_config(
     port: u16,
     admin: u16,
     endpoints: &[SocketAddr],
     picker: SocketAddr,
-    failure_mode: FailureMode,
+    failure_mode: Option<FailureMode>,
 ) -> Bootstrap {
     let pool = pool_key();
     let pool_cluster = "pool/default/pool";
@@ -78,7 +79,10 @@ fn envoy_config(
             cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(pool_cluster.into())),
             ..Default::default()
         })),
-        typed_per_filter_config: [(pool_filter_name(&pool), enable_on_route())].into(),
+        typed_per_filter_config: failure_mode
+            .map(|_| (pool_filter_name(&pool), enable_on_route()))
+            .into_iter()
+            .collect(),
         ..Default::default()
     };
     let hcm = HttpConnectionManager {
@@ -96,7 +100,12 @@ fn envoy_config(
             },
         )),
         http_filters: vec![
-            pool_filter(&pool, &picker_name, "pool-epp.default:9002", failure_mode),
+            pool_filter(
+                &pool,
+                &picker_name,
+                "pool-epp.default:9002",
+                failure_mode.unwrap_or_default(),
+            ),
             HttpFilter {
                 name: "envoy.filters.http.router".into(),
                 config_type: Some(http_filter::ConfigType::TypedConfig(
@@ -190,11 +199,11 @@ fn envoy_accepts_the_picker_builders() {
     let endpoints = ["127.0.0.2:8000".parse().unwrap(), "127.0.0.3:8000".parse().unwrap()];
     let picker = "127.0.0.1:9002".parse().unwrap();
     for mode in [FailureMode::FailOpen, FailureMode::FailClose] {
-        envoy_validate(&envoy_config(10000, 10001, &endpoints, picker, mode))
+        envoy_validate(&envoy_config(10000, 10001, &endpoints, picker, Some(mode)))
             .unwrap_or_else(|e| panic!("{mode:?}: {e}"));
     }
     // A picker behind a Service name, over TLS.
-    let mut config = envoy_config(10000, 10001, &endpoints, picker, FailureMode::FailClose);
+    let mut config = envoy_config(10000, 10001, &endpoints, picker, Some(FailureMode::FailClose));
     clusters(&mut config)[1] = picker_cluster(
         &picker_cluster_name(&pool_key()),
         "pool-epp.default.svc.cluster.local",
@@ -215,10 +224,15 @@ struct Sim {
 
 impl Sim {
     async fn start(addr: SocketAddr, extra_waiting: u32) -> Sim {
+        let extra_waiting = extra_waiting.to_string();
+        Sim::spawn(addr, &["--token-latency", "0", "--extra-waiting", &extra_waiting]).await
+    }
+
+    async fn spawn(addr: SocketAddr, args: &[&str]) -> Sim {
         let mut child = Command::new(repo().join(".venv/bin/python"))
             .arg(repo().join("e2e/modelserver.py"))
             .args(["--host", &addr.ip().to_string(), "--port", &addr.port().to_string()])
-            .args(["--token-latency", "0", "--extra-waiting", &extra_waiting.to_string()])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -281,7 +295,7 @@ impl Setup {
     async fn start(
         manifests: Option<String>,
         endpoints: &[SocketAddr],
-        failure_mode: FailureMode,
+        failure_mode: Option<FailureMode>,
     ) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let (running, picker) = match manifests {
@@ -378,7 +392,7 @@ async fn gateway_following_epp_routing() {
         (SocketAddr::from(([127, 0, 0, 2], port)), SocketAddr::from(([127, 0, 0, 3], port)));
     let (sim_a, sim_b) = tokio::join!(Sim::start(a, 50), Sim::start(b, 0));
     let manifests = pool_manifests(&[("a", "127.0.0.2", true), ("b", "127.0.0.3", true)], &[port]);
-    let setup = Setup::start(Some(manifests), &[a, b], FailureMode::FailClose).await;
+    let setup = Setup::start(Some(manifests), &[a, b], Some(FailureMode::FailClose)).await;
     setup.scraped(a, 50.0).await;
     setup.scraped(b, 0.0).await;
     let served = setup.served_by(10).await;
@@ -413,7 +427,7 @@ async fn gateway_destination_endpoint_served() {
         (SocketAddr::from(([127, 0, 0, 2], port)), SocketAddr::from(([127, 0, 0, 3], port)));
     let (_sim_a, _sim_b) = tokio::join!(Sim::start(a, 0), Sim::start(b, 0));
     let manifests = pool_manifests(&[("a", "127.0.0.2", true), ("b", "127.0.0.3", true)], &[port]);
-    let setup = Setup::start(Some(manifests), &[a, b], FailureMode::FailClose).await;
+    let setup = Setup::start(Some(manifests), &[a, b], Some(FailureMode::FailClose)).await;
     setup.scraped(a, 0.0).await;
     setup.scraped(b, 0.0).await;
     let served = setup.served_by(8).await;
@@ -430,7 +444,7 @@ async fn epp_passes_large_bodies_whole() {
     let a = SocketAddr::from(([127, 0, 0, 2], port));
     let _sim = Sim::start(a, 0).await;
     let manifests = pool_manifests(&[("a", "127.0.0.2", true)], &[port]);
-    let setup = Setup::start(Some(manifests), &[a], FailureMode::FailClose).await;
+    let setup = Setup::start(Some(manifests), &[a], Some(FailureMode::FailClose)).await;
     for words in [40_000, 150_000] {
         let prompt = "word ".repeat(words);
         assert!((prompt.len() > MAX_BODY) == (words > 100_000));
@@ -450,7 +464,7 @@ async fn gateway_following_epp_routing_dp() {
     let (r1, r2) = (SocketAddr::from(([127, 0, 0, 2], p1)), SocketAddr::from(([127, 0, 0, 2], p2)));
     let (sim_1, sim_2) = tokio::join!(Sim::start(r1, 50), Sim::start(r2, 0));
     let manifests = pool_manifests(&[("dp", "127.0.0.2", true)], &[p1, p2]);
-    let setup = Setup::start(Some(manifests), &[r1, r2], FailureMode::FailClose).await;
+    let setup = Setup::start(Some(manifests), &[r1, r2], Some(FailureMode::FailClose)).await;
     let pools = setup.running.as_ref().unwrap().picker.as_ref().unwrap().pools();
     assert_eq!(pools.only().unwrap().endpoints, [r1, r2]);
     setup.scraped(r1, 50.0).await;
@@ -472,7 +486,7 @@ async fn epp_no_eligible_endpoint_is_503() {
     let a = SocketAddr::from(([127, 0, 0, 2], port));
     let _sim = Sim::start(a, 0).await;
     let manifests = pool_manifests(&[("a", "127.0.0.2", false)], &[port]);
-    let setup = Setup::start(Some(manifests), &[a], FailureMode::FailClose).await;
+    let setup = Setup::start(Some(manifests), &[a], Some(FailureMode::FailClose)).await;
     let body = r#"{"model":"m","prompt":"hi"}"#;
     let r = request(setup.port, "POST", "/v1/completions", &[], body).await.unwrap();
     assert_eq!(r.status, 503, "{}", r.body);
@@ -487,7 +501,7 @@ async fn epp_unavailable_fail_open() {
     let (a, b) =
         (SocketAddr::from(([127, 0, 0, 2], port)), SocketAddr::from(([127, 0, 0, 3], port)));
     let (_sim_a, _sim_b) = tokio::join!(Sim::start(a, 0), Sim::start(b, 0));
-    let setup = Setup::start(None, &[a, b], FailureMode::FailOpen).await;
+    let setup = Setup::start(None, &[a, b], Some(FailureMode::FailOpen)).await;
     for _ in 0..4 {
         let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
         let r = request(setup.port, "POST", "/v1/chat/completions", &[], body).await.unwrap();
@@ -504,9 +518,87 @@ async fn epp_unavailable_fail_close() {
     let port = free_port();
     let a = SocketAddr::from(([127, 0, 0, 2], port));
     let _sim = Sim::start(a, 0).await;
-    let setup = Setup::start(None, &[a], FailureMode::FailClose).await;
+    let setup = Setup::start(None, &[a], Some(FailureMode::FailClose)).await;
     let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
     let r = request(setup.port, "POST", "/v1/chat/completions", &[], body).await.unwrap();
     assert!((500..600).contains(&r.status), "{} {}", r.status, r.body);
     assert!(!r.headers.contains_key("x-sim-endpoint"));
+}
+
+/// Latencies (ms) of `rounds` chat completions from each of `workers` concurrent clients.
+async fn latencies(port: u16, workers: usize, rounds: usize) -> Vec<f64> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..workers {
+        tasks.spawn(async move {
+            let mut out = Vec::new();
+            for i in 0..rounds {
+                let body = serde_json::json!({"model": "m",
+                    "messages": [{"role": "user", "content": format!("worker {w} round {i}")}]});
+                let started = std::time::Instant::now();
+                let r = request(port, "POST", "/v1/chat/completions", &[], &body.to_string())
+                    .await
+                    .expect("Envoy answers");
+                assert_eq!(r.status, 200, "{}", r.body);
+                out.push(started.elapsed().as_secs_f64() * 1000.0);
+            }
+            out
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        all.extend(done.unwrap());
+    }
+    all.sort_by(f64::total_cmp);
+    all
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Not a test: the numbers in BENCHMARKS.md. Run with
+/// `cargo test --release --test it picker::bench_picker -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark"]
+async fn bench_picker() {
+    // 1. What the picker adds: instant simulators, one request at a time.
+    let port = free_port();
+    let (a, b) =
+        (SocketAddr::from(([127, 0, 0, 2], port)), SocketAddr::from(([127, 0, 0, 3], port)));
+    let (_sim_a, _sim_b) = tokio::join!(Sim::start(a, 0), Sim::start(b, 0));
+    let manifests = pool_manifests(&[("a", "127.0.0.2", true), ("b", "127.0.0.3", true)], &[port]);
+    let picked = Setup::start(Some(manifests), &[a, b], Some(FailureMode::FailClose)).await;
+    let plain = Setup::start(None, &[a, b], None).await;
+    for (name, setup) in [("round robin", &plain), ("picker", &picked)] {
+        latencies(setup.port, 1, 50).await;
+        let l = latencies(setup.port, 1, 1000).await;
+        println!(
+            "added latency, {name}: p50 {:.2} ms, p99 {:.2} ms",
+            percentile(&l, 0.5),
+            percentile(&l, 0.99)
+        );
+    }
+    drop((picked, plain));
+
+    // 2. Under load, one slow server: A generates one request at a time, B eight; 10 ms/token.
+    let port = free_port();
+    let (a, b) =
+        (SocketAddr::from(([127, 0, 0, 2], port)), SocketAddr::from(([127, 0, 0, 3], port)));
+    let (slow, fast) = (
+        ["--max-running", "1", "--token-latency", "0.01"],
+        ["--max-running", "8", "--token-latency", "0.01"],
+    );
+    let (_sim_a, _sim_b) = tokio::join!(Sim::spawn(a, &slow), Sim::spawn(b, &fast));
+    let manifests = pool_manifests(&[("a", "127.0.0.2", true), ("b", "127.0.0.3", true)], &[port]);
+    let picked = Setup::start(Some(manifests), &[a, b], Some(FailureMode::FailClose)).await;
+    let plain = Setup::start(None, &[a, b], None).await;
+    for (name, setup) in [("round robin", &plain), ("picker", &picked)] {
+        let l = latencies(setup.port, 8, 25).await;
+        println!(
+            "under load, {name}: p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms",
+            percentile(&l, 0.5),
+            percentile(&l, 0.9),
+            percentile(&l, 0.99)
+        );
+    }
 }
