@@ -94,6 +94,7 @@ class Gateway:
             [aixds_bin(), "run", str(self.dir),
              "--xds-address", f"127.0.0.1:{free_port()}",
              "--admin-address", self.aixds_admin.removeprefix("http://"),
+             "--picker-listen", "127.0.0.1:0",
              "--listener-address", "127.0.0.1", "--default-port", str(port),
              "--envoy-admin-port", str(self.admin_port), "--node-id", tmp_path.name, *args],
             cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT,

@@ -123,6 +123,13 @@ pub enum Command {
         /// routes' llmRequestCosts keys.
         #[arg(long, value_name = "PATH")]
         access_log: Option<String>,
+        /// Address of the endpoint picker for InferencePools (the ext_proc a pool's
+        /// endpointPickerRef Service reaches); port 0 picks a free port.
+        #[arg(long, default_value = crate::picker::DEFAULT_LISTEN)]
+        picker_listen: std::net::SocketAddr,
+        /// Serve no endpoint picker (pools then need one deployed apart).
+        #[arg(long, conflicts_with = "picker_listen")]
+        no_picker: bool,
     },
     /// Print an Envoy bootstrap (YAML) that points an Envoy at aixds over ADS.
     ///
@@ -320,6 +327,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             envoy_log_level,
             max_request_body,
             access_log,
+            picker_listen,
+            no_picker,
         } => {
             let envoy = match no_envoy {
                 true => None,
@@ -348,6 +357,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
                 envoy,
                 extproc: crate::extproc::ExtProcOptions { max_body_bytes: max_request_body },
+                picker: (!no_picker).then(|| crate::picker::PickerOptions {
+                    listen: picker_listen,
+                    ..Default::default()
+                }),
                 debounce: std::time::Duration::from_millis(20),
                 max_delay: std::time::Duration::from_millis(200),
             };

@@ -29,6 +29,7 @@ mod cluster;
 mod endpoint;
 mod extproc;
 mod listener;
+pub mod picker;
 mod route;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -4,9 +4,10 @@
 //! Gives: a [`Running`] handle. One task owns the graph and the compiler: each burst of file
 //! events becomes one batch — reload, apply the changes to the graph, recompile only the
 //! affected outputs, publish (the Envoy resources, and the runtime config the translation
-//! ext_proc reads). One gRPC server serves ADS and the ext_proc, over TLS when given a
-//! [`ServerTls`]; Envoy, when started
-//! here, is a child process whose logs are forwarded and which stops with aixds.
+//! ext_proc reads, and the pools the endpoint picker picks from). One gRPC server serves ADS and
+//! the ext_proc, over TLS when given a [`ServerTls`]; the endpoint picker has its own listener;
+//! Envoy, when started here, is a child process whose logs are forwarded and which stops with
+//! aixds.
 
 mod envoy;
 mod tls;
@@ -27,6 +28,7 @@ use crate::admin::{AdminState, RunMetrics};
 use crate::compile::{CompileOptions, Compiler};
 use crate::extproc::{ExtProcOptions, ExtProcService, RuntimeConfig, SharedRuntime};
 use crate::graph::Graph;
+use crate::picker::{Picker, PickerOptions};
 use crate::source::{self, ManifestSource};
 use crate::xds::{AdsServer, Clients, PushLog, SnapshotStore};
 
@@ -45,6 +47,8 @@ pub struct RunOptions {
     pub envoy: Option<EnvoyOptions>,
     /// The translation ext_proc, served next to xDS.
     pub extproc: ExtProcOptions,
+    /// The endpoint picker for InferencePools, on its own listener; `None` serves none.
+    pub picker: Option<PickerOptions>,
     /// A burst of file events ends after this long without events...
     pub debounce: Duration,
     /// ...or this long after its first event, whichever comes first.
@@ -60,6 +64,9 @@ pub struct Running {
     pub runtime: SharedRuntime,
     pub xds_addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,
+    /// The endpoint picker and where it listens, when it is served.
+    pub picker: Option<Arc<Picker>>,
+    pub picker_addr: Option<SocketAddr>,
     pub metrics: Arc<RunMetrics>,
     /// Counts batches applied after the initial load; tests wait on it after editing a file.
     pub batches: watch::Receiver<u64>,
@@ -80,6 +87,10 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
     report_files(&source);
     let runtime = RuntimeConfig::shared();
     RuntimeConfig::publish(&runtime, &graph);
+    let picker = opts.picker.as_ref().map(|_| Picker::new());
+    if let Some(picker) = &picker {
+        picker.publish(&graph);
+    }
     let store = Arc::new(SnapshotStore::new());
     let started = Instant::now();
     let initial = compiler.full(&graph);
@@ -140,12 +151,25 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
         }
     });
     tracing::info!(%xds_addr, tls = opts.tls.is_some(), "serving xDS (delta and state-of-the-world ADS) and the translation ext_proc");
+    let picker_addr = match (&opts.picker, &picker) {
+        (Some(picker_opts), Some(picker)) => {
+            let addr = crate::picker::serve(picker_opts, picker.clone(), stopped.clone())
+                .await
+                .with_context(|| {
+                    format!("binding the endpoint picker address {}", picker_opts.listen)
+                })?;
+            tracing::info!(%addr, "serving the endpoint picker");
+            Some(addr)
+        }
+        _ => None,
+    };
 
     let (_watcher, mut wakeups) = source::watch(&opts.paths, opts.debounce, opts.max_delay)
         .context("watching the manifest paths")?;
     let (batch_tx, batches) = watch::channel(0u64);
     let loop_store = store.clone();
     let loop_metrics = metrics.clone();
+    let loop_picker = picker.clone();
     let mut loop_stopped = stopped.clone();
     tokio::spawn(async move {
         // The watcher lives as long as the loop.
@@ -164,6 +188,7 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
                     &loop_store,
                     &loop_metrics,
                     &runtime,
+                    loop_picker.as_deref(),
                 );
             }
             batch_tx.send_modify(|n| *n += 1);
@@ -181,6 +206,8 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
         runtime: shared_runtime,
         xds_addr,
         admin_addr,
+        picker,
+        picker_addr,
         metrics,
         batches,
         envoy,
@@ -220,6 +247,7 @@ fn apply_batch(
     store: &SnapshotStore,
     metrics: &RunMetrics,
     runtime: &SharedRuntime,
+    picker: Option<&Picker>,
 ) {
     use tracing::field::Empty;
     let span = tracing::info_span!("batch", changes = Empty, affected = Empty, resources = Empty);
@@ -246,9 +274,12 @@ fn apply_batch(
     let compile_started = Instant::now();
     let updates = tracing::info_span!("compile").in_scope(|| compiler.update(graph, &affected));
     metrics.compiled(compile_started.elapsed());
-    // Before Envoy hears of a new backend, the ext_proc knows it.
+    // Before Envoy hears of a new backend or endpoint, the ext_proc and the picker know it.
     let changed = tracing::info_span!("publish").in_scope(|| {
         RuntimeConfig::publish(runtime, graph);
+        if let Some(picker) = picker {
+            picker.publish(graph);
+        }
         store.publish(updates)
     });
     metrics.batch_applied();

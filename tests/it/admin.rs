@@ -116,6 +116,7 @@ async fn start_plain(dir: &Path) -> Running {
         },
         envoy: None,
         extproc: Default::default(),
+        picker: None,
         debounce: Duration::from_millis(10),
         max_delay: Duration::from_millis(100),
     })

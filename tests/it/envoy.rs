@@ -85,6 +85,7 @@ pub(crate) async fn start_gateway(dir: &Path, port: u16, sotw: bool, node_id: &s
             concurrency: Some(1),
         }),
         extproc: Default::default(),
+        picker: None,
         debounce: Duration::from_millis(10),
         max_delay: Duration::from_millis(100),
     })
@@ -256,6 +257,7 @@ async fn envoy_keeps_serving_while_aixds_restarts() {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_aixds"))
             .args(["run", "--no-envoy", "--listener-address", "127.0.0.1"])
             .args(["--admin-address", &format!("{ip}:0")])
+            .args(["--picker-listen", &format!("{ip}:0")])
             .args(["--xds-address", &format!("{ip}:{xds_port}")])
             .arg(dir.path())
             .env("AIXDS_LOG", "warn")

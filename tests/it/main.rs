@@ -12,6 +12,7 @@ mod envoy_translate;
 mod extproc;
 mod graph;
 mod harness;
+mod picker;
 mod source;
 mod tls;
 mod translate;

@@ -76,6 +76,7 @@ async fn start(manifest_dir: &Path, certs: &Path, port: u16, tls: UpstreamTls) -
             client_ca: Some(certs.join("ca.crt")),
         }),
         admin_listen: None,
+        picker: None,
         compile: CompileOptions {
             listener_address: "127.0.0.1".into(),
             default_port: port,

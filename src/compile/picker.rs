@@ -1,0 +1,348 @@
+//! The Envoy side of the endpoint picker protocol, for an InferencePool.
+//!
+//! Takes: the pool's key, its `endpointPickerRef` (where the picker is, its failure mode).
+//! Gives: the three pieces that make Envoy follow a picker's choice:
+//! - [`pool_filter`]: the pool's ext_proc HTTP filter, disabled unless a route enables it with
+//!   [`enable_on_route`]: request headers and a `FULL_DUPLEX_STREAMED` request body to the
+//!   picker, response headers back (the served endpoint is reported there), `envoy.lb`
+//!   metadata both ways and the subset hint forwarded, the pool named in the gRPC metadata;
+//! - [`picker_cluster`]: the HTTP/2 cluster that reaches the picker's Service, health checked
+//!   so that `FailOpen` works with a streamed body (see the comment inside);
+//! - [`pool_load_balancing`]: the pool cluster's `override_host` policy, which sends the
+//!   request to the first picked endpoint (later ones on retries), falls back to round robin
+//!   when there is no pick, and records the endpoint used for the picker to report.
+
+use envoy_types::pb::envoy::config::cluster::v3::{
+    Cluster, LoadBalancingPolicy, cluster, load_balancing_policy,
+};
+use envoy_types::pb::envoy::config::core::v3::{
+    Address, GrpcService, HeaderValue, HealthCheck, Http2ProtocolOptions, SocketAddress,
+    TransportSocket, TypedExtensionConfig, address, grpc_service, health_check, socket_address,
+    transport_socket,
+};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
+};
+use envoy_types::pb::envoy::config::route::v3::FilterConfig;
+use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::{
+    ExtProcOverrides, ExtProcPerRoute, ExternalProcessor, MetadataOptions, ProcessingMode,
+    ext_proc_per_route, metadata_options, processing_mode,
+};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpFilter, http_filter,
+};
+use envoy_types::pb::envoy::extensions::load_balancing_policies::override_host::v3::{
+    OverrideHost, override_host::OverrideHostSource,
+};
+use envoy_types::pb::envoy::extensions::load_balancing_policies::round_robin::v3::RoundRobin;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+    HttpProtocolOptions, http_protocol_options,
+};
+use envoy_types::pb::envoy::r#type::metadata::v3::{MetadataKey, metadata_key};
+use envoy_types::pb::envoy::r#type::v3::Percent;
+use envoy_types::pb::google::protobuf::{Any, Duration, UInt32Value};
+use envoy_types::util::pack_any;
+
+use crate::api::{FailureMode, ObjectKey};
+use crate::picker::{
+    DESTINATION_ENDPOINT, EXT_PROC_HEALTH_SERVICE, LB_NAMESPACE, POOL_METADATA, SERVED_ENDPOINT,
+    SUBSET_NAMESPACE, pool_name,
+};
+
+const EXT_PROC_FILTER_TYPE: &str = "envoy.filters.http.ext_proc";
+/// How long Envoy waits for the picker's answer to a message.
+const MESSAGE_TIMEOUT_SECONDS: i64 = 10;
+const CONNECT_TIMEOUT_SECONDS: i64 = 5;
+
+/// The name of `pool`'s picker filter in the listener's chain (and in a route's
+/// `typed_per_filter_config`).
+pub fn pool_filter_name(pool: &ObjectKey) -> String {
+    format!("{EXT_PROC_FILTER_TYPE}/pool/{}/{}", pool.namespace, pool.name)
+}
+
+/// The cluster of `pool`'s picker: `picker/{namespace}/{name}`.
+pub fn picker_cluster_name(pool: &ObjectKey) -> String {
+    format!("picker/{}/{}", pool.namespace, pool.name)
+}
+
+/// `pool`'s ext_proc filter to its picker over `cluster`, disabled until a route enables it.
+/// `authority` is the picker's `host:port` as its Service names it (the gRPC `:authority`;
+/// Envoy would otherwise send the cluster name, which is not a valid one). `FailOpen` lets a
+/// request through (to an endpoint of Envoy's choosing) when the picker is down; `FailClose`
+/// fails it.
+pub fn pool_filter(
+    pool: &ObjectKey,
+    cluster: &str,
+    authority: &str,
+    failure_mode: FailureMode,
+) -> HttpFilter {
+    let config = ExternalProcessor {
+        grpc_service: Some(GrpcService {
+            target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
+                grpc_service::EnvoyGrpc {
+                    cluster_name: cluster.to_string(),
+                    authority: authority.to_string(),
+                    ..Default::default()
+                },
+            )),
+            initial_metadata: vec![HeaderValue {
+                key: POOL_METADATA.into(),
+                value: pool_name(pool),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        processing_mode: Some(ProcessingMode {
+            request_header_mode: processing_mode::HeaderSendMode::Send as i32,
+            request_body_mode: processing_mode::BodySendMode::FullDuplexStreamed as i32,
+            // Full-duplex bodies require the trailers to be sent (they end the body).
+            request_trailer_mode: processing_mode::HeaderSendMode::Send as i32,
+            // The served endpoint is reported on the response headers; the response body
+            // streams to the client untouched.
+            response_header_mode: processing_mode::HeaderSendMode::Send as i32,
+            response_body_mode: processing_mode::BodySendMode::None as i32,
+            response_trailer_mode: processing_mode::HeaderSendMode::Skip as i32,
+        }),
+        message_timeout: Some(Duration { seconds: MESSAGE_TIMEOUT_SECONDS, nanos: 0 }),
+        failure_mode_allow: failure_mode == FailureMode::FailOpen,
+        allow_mode_override: false,
+        metadata_options: Some(MetadataOptions {
+            forwarding_namespaces: Some(metadata_options::MetadataNamespaces {
+                untyped: vec![LB_NAMESPACE.into(), SUBSET_NAMESPACE.into()],
+                ..Default::default()
+            }),
+            receiving_namespaces: Some(metadata_options::MetadataNamespaces {
+                untyped: vec![LB_NAMESPACE.into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    HttpFilter {
+        name: pool_filter_name(pool),
+        config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(config))),
+        disabled: true,
+        ..Default::default()
+    }
+}
+
+/// The `typed_per_filter_config` value (under [`pool_filter_name`]) that enables a pool's
+/// filter on a route. Envoy refuses an enabling entry without a config, so it carries an
+/// ext_proc override that changes nothing.
+pub fn enable_on_route() -> Any {
+    let unchanged = ExtProcPerRoute {
+        r#override: Some(ext_proc_per_route::Override::Overrides(ExtProcOverrides::default())),
+    };
+    pack_any(FilterConfig {
+        config: Some(pack_any(unchanged)),
+        is_optional: false,
+        disabled: false,
+    })
+}
+
+/// The cluster of a picker at `host:port` (an IP, or a DNS name such as a Service's), over
+/// HTTP/2; with `tls`, over TLS without checking the picker's certificate (pickers commonly
+/// serve a self-signed one).
+pub fn picker_cluster(name: &str, host: &str, port: u16, tls: bool) -> Cluster {
+    let ip = host.parse::<std::net::IpAddr>().is_ok();
+    let discovery =
+        if ip { cluster::DiscoveryType::Static } else { cluster::DiscoveryType::StrictDns };
+    let endpoint = LbEndpoint {
+        host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+            address: Some(Address {
+                address: Some(address::Address::SocketAddress(SocketAddress {
+                    address: host.to_string(),
+                    port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(port))),
+                    ..Default::default()
+                })),
+            }),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let http2 = HttpProtocolOptions {
+        upstream_protocol_options: Some(
+            http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
+                http_protocol_options::ExplicitHttpConfig {
+                    protocol_config: Some(
+                        http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
+                            Http2ProtocolOptions::default(),
+                        ),
+                    ),
+                },
+            ),
+        ),
+        ..Default::default()
+    };
+    let transport_socket = tls.then(|| {
+        let context = UpstreamTlsContext {
+            sni: if ip { String::new() } else { host.to_string() },
+            ..Default::default()
+        };
+        TransportSocket {
+            name: "envoy.transport_sockets.tls".into(),
+            config_type: Some(transport_socket::ConfigType::TypedConfig(pack_any(context))),
+        }
+    });
+    let second = Duration { seconds: 1, nanos: 0 };
+    Cluster {
+        name: name.to_string(),
+        connect_timeout: Some(Duration { seconds: CONNECT_TIMEOUT_SECONDS, nanos: 0 }),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(discovery as i32)),
+        // A picker that is down must be known before a request starts: Envoy fails a
+        // `FailOpen` request open only if its ext_proc stream fails before the first body chunk
+        // is handed over, which "no healthy host" does at once and a refused connection does
+        // not. So the picker is health checked (the protocol's gRPC health service), and
+        // without a healthy one no host is tried (no panic routing).
+        health_checks: vec![HealthCheck {
+            timeout: Some(second),
+            interval: Some(second),
+            no_traffic_interval: Some(second),
+            unhealthy_threshold: Some(UInt32Value { value: 1 }),
+            healthy_threshold: Some(UInt32Value { value: 1 }),
+            health_checker: Some(health_check::HealthChecker::GrpcHealthCheck(
+                health_check::GrpcHealthCheck {
+                    service_name: EXT_PROC_HEALTH_SERVICE.into(),
+                    // Else the cluster name, which is not a valid authority.
+                    authority: match host.parse::<std::net::IpAddr>() {
+                        Ok(std::net::IpAddr::V6(v6)) => format!("[{v6}]:{port}"),
+                        _ => format!("{host}:{port}"),
+                    },
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        }],
+        common_lb_config: Some(cluster::CommonLbConfig {
+            healthy_panic_threshold: Some(Percent { value: 0.0 }),
+            ..Default::default()
+        }),
+        dns_lookup_family: if ip { 0 } else { cluster::DnsLookupFamily::V4Only as i32 },
+        load_assignment: Some(ClusterLoadAssignment {
+            cluster_name: name.to_string(),
+            endpoints: vec![LocalityLbEndpoints {
+                lb_endpoints: vec![endpoint],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        typed_extension_protocol_options: [(
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_string(),
+            pack_any(http2),
+        )]
+        .into(),
+        transport_socket,
+        ..Default::default()
+    }
+}
+
+/// A pool cluster's `load_balancing_policy`: the endpoints the picker named (in `envoy.lb`
+/// metadata, else the request header), in order across retries; round robin without a pick.
+/// The endpoint used is written to `envoy.lb` / `x-gateway-destination-endpoint-served`.
+pub fn pool_load_balancing() -> LoadBalancingPolicy {
+    let lb_key = |key: &str| MetadataKey {
+        key: LB_NAMESPACE.into(),
+        path: vec![metadata_key::PathSegment {
+            segment: Some(metadata_key::path_segment::Segment::Key(key.into())),
+        }],
+    };
+    let override_host = OverrideHost {
+        override_host_sources: vec![
+            OverrideHostSource {
+                metadata: Some(lb_key(DESTINATION_ENDPOINT)),
+                ..Default::default()
+            },
+            OverrideHostSource { header: DESTINATION_ENDPOINT.into(), ..Default::default() },
+        ],
+        selected_host_key: Some(lb_key(SERVED_ENDPOINT)),
+        fallback_policy: Some(policy(
+            "envoy.load_balancing_policies.round_robin",
+            pack_any(RoundRobin::default()),
+        )),
+    };
+    policy("envoy.load_balancing_policies.override_host", pack_any(override_host))
+}
+
+fn policy(name: &str, config: Any) -> LoadBalancingPolicy {
+    LoadBalancingPolicy {
+        policies: vec![load_balancing_policy::Policy {
+            typed_extension_config: Some(TypedExtensionConfig {
+                name: name.into(),
+                typed_config: Some(config),
+            }),
+        }],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Kind;
+    use prost::Message;
+
+    fn ext_proc(filter: &HttpFilter) -> ExternalProcessor {
+        let Some(http_filter::ConfigType::TypedConfig(any)) = &filter.config_type else {
+            panic!("{filter:?}")
+        };
+        ExternalProcessor::decode(any.value.as_slice()).unwrap()
+    }
+
+    #[test]
+    fn the_failure_mode_decides_failure_mode_allow() {
+        let pool = ObjectKey::new(Kind::InferencePool, "ns", "p");
+        let open = pool_filter(&pool, "picker/ns/p", "epp.ns:9002", FailureMode::FailOpen);
+        let close = pool_filter(&pool, "picker/ns/p", "epp.ns:9002", FailureMode::FailClose);
+        assert!(ext_proc(&open).failure_mode_allow);
+        assert!(!ext_proc(&close).failure_mode_allow);
+        assert!(open.disabled, "enabled per route only");
+        assert_eq!(open.name, "envoy.filters.http.ext_proc/pool/ns/p");
+        let config = ext_proc(&close);
+        let grpc = config.grpc_service.unwrap();
+        assert_eq!(grpc.initial_metadata[0].value, "ns/p");
+        let Some(grpc_service::TargetSpecifier::EnvoyGrpc(envoy)) = grpc.target_specifier else {
+            panic!()
+        };
+        assert_eq!(
+            (envoy.cluster_name.as_str(), envoy.authority.as_str()),
+            ("picker/ns/p", "epp.ns:9002")
+        );
+        assert!(!config.allow_mode_override);
+        let mode = config.processing_mode.unwrap();
+        assert_eq!(
+            mode.request_body_mode,
+            processing_mode::BodySendMode::FullDuplexStreamed as i32
+        );
+    }
+
+    #[test]
+    fn the_picker_cluster_resolves_names_and_checks_health() {
+        let by_ip = picker_cluster("c", "10.0.0.7", 9002, false);
+        assert_eq!(
+            by_ip.cluster_discovery_type,
+            Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Static as i32))
+        );
+        assert!(by_ip.transport_socket.is_none());
+        let by_name = picker_cluster("c", "epp.ns.svc", 9002, true);
+        assert_eq!(
+            by_name.cluster_discovery_type,
+            Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::StrictDns as i32))
+        );
+        let Some(transport_socket::ConfigType::TypedConfig(tls)) =
+            by_name.transport_socket.unwrap().config_type
+        else {
+            panic!()
+        };
+        let tls = UpstreamTlsContext::decode(tls.value.as_slice()).unwrap();
+        assert_eq!(tls.sni, "epp.ns.svc");
+        assert!(tls.common_tls_context.is_none(), "no certificate validation");
+        let v6 = picker_cluster("c", "fd00::1", 9002, false);
+        let Some(health_check::HealthChecker::GrpcHealthCheck(grpc)) =
+            &v6.health_checks[0].health_checker
+        else {
+            panic!()
+        };
+        assert_eq!(grpc.authority, "[fd00::1]:9002");
+    }
+}
