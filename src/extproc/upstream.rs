@@ -61,8 +61,8 @@ struct ResponseState {
     status: u16,
     /// A non-2xx body, kept whole to translate at its end.
     error_body: Vec<u8>,
-    /// The 2xx body could not be translated; the rest of it is dropped.
-    failed: Option<String>,
+    /// The 2xx body could not be translated: the client was told, the rest of it is dropped.
+    failed: bool,
 }
 
 impl UpstreamPhase {
@@ -193,7 +193,7 @@ impl UpstreamPhase {
             costs: route.map(|r| r.costs.clone()).unwrap_or_default(),
             status: 0,
             error_body: Vec::new(),
-            failed: None,
+            failed: false,
         });
         let kept =
             [("endpoint", self.endpoint.clone()), ("route_backend", self.route_backend.clone())]
@@ -318,21 +318,23 @@ impl UpstreamPhase {
             } else {
                 Vec::new()
             }
-        } else if state.failed.is_some() {
+        } else if state.failed {
             Vec::new()
         } else {
             match state.translator.feed(chunk, end_of_stream) {
-                Ok(out) => out,
+                Ok(out) => {
+                    if state.translator.truncated() {
+                        tracing::warn!(backend = %self.cluster, "the upstream's stream ended before the response was complete");
+                    }
+                    out
+                }
                 Err(e) => {
                     tracing::warn!(backend = %self.cluster, "response not translated: {e}");
-                    state.failed = Some(e.to_string());
-                    Vec::new()
+                    state.failed = true;
+                    // Now, not at the end: a stream may go on for long after it went wrong.
+                    state.translator.failure(&e.to_string())
                 }
             }
-        };
-        let out = match (&state.failed, end_of_stream) {
-            (Some(message), true) if ok => error_body(state.client, 502, message),
-            _ => out,
         };
         let dynamic_metadata = (end_of_stream && ok)
             .then(|| usage_metadata(&state.costs, state.translator.usage()))
