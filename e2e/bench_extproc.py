@@ -30,6 +30,10 @@ hits both alike; medians over the rounds are reported. Streaming: one keep-alive
 per side, requests alternating side by side; time to first token is from sending the request
 to receiving the first text delta ("Hello"), at the client.
 
+Each wrk run also reads the CPU time (/proc/PID/stat) the gateway's processes used, per request:
+aixds + its Envoy with the ext_proc, the other Envoy without. On a shared machine this moves
+much less with other load than wall-clock latency does. The processes' idle CPU is printed first.
+
 Prints one JSON line per scenario and round, then a summary table. Every run is bounded in
 time; every wait has a timeout.
 """
@@ -332,7 +336,11 @@ class StreamClient:
     """One keep-alive HTTP/1.1 connection that POSTs streaming requests and times them."""
 
     def __init__(self, port):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.port = port
+        self.connect()
+
+    def connect(self):
+        self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def request(self, path, model, body):
@@ -342,15 +350,30 @@ class StreamClient:
         self.sock.sendall(head + body)
         buf = b""
         first = None
-        while not buf.endswith(b"\r\n0\r\n\r\n"):
+        while True:
             piece = self.sock.recv(65536)
             if not piece:
                 raise RuntimeError(f"connection closed mid-response: {buf[-500:]!r}")
             buf += piece
             if first is None and b"Hello" in buf:
                 first = time.perf_counter()
+            head_end = buf.find(b"\r\n\r\n")
+            if head_end < 0:
+                continue
+            if not buf.startswith(b"HTTP/1.1 200"):
+                # An error answer (Envoy's own, with a length): the caller counts it.
+                length = next((int(l.split(b":", 1)[1]) for l in buf[:head_end].split(b"\r\n")
+                               if l.lower().startswith(b"content-length:")), None)
+                if length is not None and len(buf) >= head_end + 4 + length:
+                    print(f"streamed request failed: {buf[:300]!r}", file=sys.stderr)
+                    self.sock.close()
+                    self.connect()
+                    return None
+                continue
+            if buf.endswith(b"\r\n0\r\n\r\n"):
+                break
         end = time.perf_counter()
-        if not buf.startswith(b"HTTP/1.1 200") or first is None:
+        if first is None:
             raise RuntimeError(f"unexpected streamed response: {buf[:800]!r}")
         return (first - start) * 1e6, (end - start) * 1e6
 
@@ -471,7 +494,12 @@ def main():
                     files[side] = script
                 scenarios.append((name, len(json.dumps(with_req[2])), files))
 
+        # CPU the processes use with no requests (xDS keep-alives, health checks, timers).
+        idle = {name: cpu_seconds(p.pid) for name, p in procs.procs}
+        time.sleep(3)
+        idle = {name: round((cpu_seconds(p.pid) - idle[name]) / 3 * 1e3, 1) for name, p in procs.procs}
         print(json.dumps({"machine": {"nproc": os.cpu_count(), "load": loadavg()},
+                          "idle_cpu_ms_per_s": idle,
                           "scenarios": [s[0] for s in scenarios]}), flush=True)
         results = {}
         conns = [int(c) for c in args.connections.split(",")]
@@ -515,16 +543,22 @@ def main():
                         clients[side].request(reqs[side][0], reqs[side][1], raw[side])
                 for rnd in range(args.rounds):
                     per_round = {"with": [], "without": []}
+                    failed = {"with": 0, "without": 0}
                     load = loadavg()
                     for i in range(args.stream_requests):
                         order = ["with", "without"] if i % 2 == 0 else ["without", "with"]
                         for side in order:
-                            per_round[side].append(clients[side].request(reqs[side][0], reqs[side][1], raw[side]))
+                            sample = clients[side].request(reqs[side][0], reqs[side][1], raw[side])
+                            if sample is None:
+                                failed[side] += 1
+                            else:
+                                per_round[side].append(sample)
                     for side, samples in per_round.items():
                         ttft = [s[0] for s in samples]
                         total = [s[1] for s in samples]
                         r = {"round": rnd, "scenario": name, "side": side, "load": load,
-                             "requests": len(samples), "ttft_p50_us": median(ttft),
+                             "requests": len(samples), "failed": failed[side],
+                             "ttft_p50_us": median(ttft),
                              "ttft_p99_us": percentile(ttft, 0.99), "total_p50_us": median(total)}
                         print(json.dumps(r), flush=True)
                         streams.setdefault((name, side), []).append(r)
