@@ -247,8 +247,8 @@ class Procs:
 
     def start(self, name, argv, **kwargs):
         log = open(os.path.join(self.workdir, f"{name}.log"), "w")
-        proc = subprocess.Popen(argv, stdout=kwargs.pop("stdout", log), stderr=subprocess.STDOUT,
-                                cwd=ROOT, **kwargs)
+        # stderr never into a pipe nobody reads: upstream.py logs every request there.
+        proc = subprocess.Popen(argv, stdout=kwargs.pop("stdout", log), stderr=log, cwd=ROOT, **kwargs)
         self.procs.append((name, proc))
         return proc
 
@@ -340,7 +340,7 @@ class StreamClient:
         self.connect()
 
     def connect(self):
-        self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=30)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def request(self, path, model, body):
@@ -351,7 +351,11 @@ class StreamClient:
         buf = b""
         first = None
         while True:
-            piece = self.sock.recv(65536)
+            try:
+                piece = self.sock.recv(65536)
+            except TimeoutError:
+                raise RuntimeError(f"no whole answer from port {self.port} in 30 s "
+                                   f"({time.perf_counter() - start:.1f} s); got {buf[:600]!r}") from None
             if not piece:
                 raise RuntimeError(f"connection closed mid-response: {buf[-500:]!r}")
             buf += piece
