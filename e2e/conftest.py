@@ -68,6 +68,10 @@ class Upstream:
         self.host, port = line.split()[-1].rsplit(":", 1)
         self.port = int(port)
 
+    def cut(self):
+        """Lets one stream of a `cut` model close its connection (see upstream.py)."""
+        requests.post(f"http://{self.host}:{self.port}/cut", timeout=5).raise_for_status()
+
     def recorded(self):
         if not self.record_path.exists():
             return []

@@ -5,6 +5,7 @@ and injects the backend's credential."""
 import json
 
 import anthropic
+import httpx2
 import openai
 import pytest
 import requests
@@ -43,8 +44,10 @@ stringData: {{apiKey: {key}}}
 def two_schemas(upstreams, gateway):
     """Model `gpt` on an OpenAI-schema backend, model `claude` on an Anthropic-schema one."""
     oa, an = upstreams("openai-up"), upstreams("anthropic-up")
-    gw = gateway(route([("gpt", "oa"), ("claude", "an"), ("claude-fail-429", "an"),
-                        ("gpt-fail-500", "oa"), ("claude-cut", "an")])
+    failing = [f"{model}-{failure}" for model in ("gpt", "claude")
+               for failure in ("fail-429", "fail-500", "cut", "cut-unframed")]
+    gw = gateway(route([("gpt", "oa"), ("claude", "an")]
+                       + [(m, "oa" if m.startswith("gpt") else "an") for m in failing])
                  + openai_backend("oa", oa) + credential("oa", "APIKey", OPENAI_KEY)
                  + openai_backend("an", an, schema="Anthropic")
                  + credential("an", "AnthropicAPIKey", ANTHROPIC_KEY))
@@ -162,3 +165,91 @@ def test_models_lists_the_configured_models(two_schemas):
     client = openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key="k", max_retries=0)
     ids = {m.id for m in client.models.list()}
     assert {"gpt", "claude"} <= ids
+
+
+def test_upstream_errors_reach_both_sdks_in_their_own_format(two_schemas):
+    gw, _, _ = two_schemas
+    oa_client = openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key="k", max_retries=0)
+    an_client = anthropic.Anthropic(base_url=gw.base_url, api_key="k", max_retries=0)
+    for model, upstream_id in (("gpt", "openai-up"), ("claude", "anthropic-up")):
+        for status, oa_error, an_error, an_type in (
+                (429, openai.RateLimitError, anthropic.RateLimitError, "rate_limit_error"),
+                (500, openai.InternalServerError, anthropic.InternalServerError, "api_error")):
+            name = f"{model}-fail-{status}"
+            message = f"simulated failure {status} from {upstream_id}"
+            for stream in (False, True):
+                with pytest.raises(oa_error) as err:
+                    list(oa_client.chat.completions.create(model=name, messages=MESSAGES,
+                                                           stream=stream) if stream else
+                         [oa_client.chat.completions.create(model=name, messages=MESSAGES)])
+                assert err.value.status_code == status
+                assert err.value.message.endswith(message), err.value.message
+                with pytest.raises(an_error) as err:
+                    list(an_client.messages.create(model=name, max_tokens=8, messages=MESSAGES,
+                                                   stream=stream) if stream else
+                         [an_client.messages.create(model=name, max_tokens=8, messages=MESSAGES)])
+                assert err.value.status_code == status
+                assert err.value.body == {"type": "error",
+                                          "error": {"type": an_type, "message": message}}, \
+                    err.value.body
+    assert oa_client.chat.completions.create(model="claude", messages=MESSAGES) \
+        .choices[0].message.content == "Hello from anthropic-up"
+
+
+CUT_MESSAGE = "the upstream closed the stream before the response was complete"
+
+
+@pytest.mark.parametrize("framing", ["chunked", "unframed"])
+def test_upstream_closing_mid_stream_is_an_error_for_both_sdks(two_schemas, framing):
+    """The upstream sends the start of a streamed answer and closes its connection. Chunked, the
+    body is visibly incomplete and Envoy cuts the client's chunked body too; unframed, the body
+    just ends, and the gateway adds an error event. Either way the SDK raises after the text that
+    came, and never sees a finish reason or a stop."""
+    gw, oa, an = two_schemas
+    oa_client = openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key="k", max_retries=0)
+    an_client = anthropic.Anthropic(base_url=gw.base_url, api_key="k", max_retries=0)
+    suffix = "cut" if framing == "chunked" else "cut-unframed"
+    for model, upstream in (("gpt", oa), ("claude", an)):
+        name = f"{model}-{suffix}"
+
+        chunks = iter(oa_client.chat.completions.create(model=name, messages=MESSAGES,
+                                                        stream=True))
+        got = [next(chunks), next(chunks)]
+        assert [(c.choices[0].delta.role, c.choices[0].delta.content) for c in got] == \
+            [("assistant", ""), (None, "Hello")], (name, got)
+        upstream.cut()
+        if framing == "chunked":
+            with pytest.raises(openai.APIConnectionError):
+                got.extend(chunks)
+        else:
+            with pytest.raises(openai.APIError) as err:
+                got.extend(chunks)
+            assert type(err.value) is openai.APIError, name
+            assert err.value.message == CUT_MESSAGE
+            assert err.value.body == {"message": CUT_MESSAGE, "type": "server_error",
+                                      "param": None, "code": None}
+        assert len(got) == 2 and all(c.choices[0].finish_reason is None for c in got), (name, got)
+
+        events = iter(an_client.messages.create(model=name, max_tokens=8, messages=MESSAGES,
+                                                stream=True))
+        got = [next(events), next(events), next(events)]
+        assert [e.type for e in got] == ["message_start", "content_block_start",
+                                         "content_block_delta"], (name, got)
+        assert got[2].delta.text == "Hello"
+        upstream.cut()
+        if framing == "chunked":
+            # The Anthropic SDK does not wrap transport errors met while iterating.
+            with pytest.raises(httpx2.RemoteProtocolError, match="incomplete chunked read"):
+                got.extend(events)
+        else:
+            with pytest.raises(anthropic.APIStatusError) as err:
+                got.extend(events)
+            assert err.value.body == {"type": "error",
+                                      "error": {"type": "api_error", "message": CUT_MESSAGE}}
+        assert len(got) == 3, (name, got)
+
+    # The gateway keeps serving, on both schemas.
+    assert oa_client.chat.completions.create(model="claude", messages=MESSAGES) \
+        .choices[0].message.content == "Hello from anthropic-up"
+    with an_client.messages.stream(model="gpt", max_tokens=8, messages=MESSAGES) as stream:
+        assert "".join(stream.text_stream) == "Hello from openai-up"

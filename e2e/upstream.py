@@ -9,7 +9,11 @@ Every reply says "Hello from <id>" and carries an `x-upstream-id: <id>` header, 
 tests and demos see which backend the gateway routed to. A request that offers tools gets a
 call to the first tool (arguments {"city": "Paris"}) until it carries a tool result. For
 failure tests: `--fail-status N` (or `fail-NNN` in the model name) answers with that error in
-the API's own format, and `cut` in the model name ends a stream after its first event.
+the API's own format. `cut` in the model name makes a stream send its start and first piece of
+text, wait for a `POST /cut` (at most 10 s, so that a test can first see those events arrive),
+then close the connection without ending the chunked body. `unframed` in the model name sends a
+stream without chunked framing (the body ends when the connection closes, as in HTTP/1.0), so a
+cut looks like a complete body to the gateway.
 """
 
 import argparse
@@ -59,6 +63,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         raw = self.read_body()
+        if self.path == "/cut":
+            self.server.cut_release.release()
+            self.send_bytes(200, "text/plain", b"ok")
+            return
         try:
             body = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -109,9 +117,14 @@ class Handler(BaseHTTPRequestHandler):
         name = (tool.get("function") or {}).get("name") or tool.get("name")
         return (name, {"city": "Paris"}) if name else None
 
-    def cut_stream(self, body):
-        """A streamed reply that stops after its first event: `cut` in the model name."""
+    def cut(self, body):
+        """Whether a streamed reply stops after its first events: `cut` in the model name."""
         return "cut" in str(body.get("model", ""))
+
+    def close_when_cut(self):
+        """Waits for `POST /cut` (at most 10 s), then ends the reply by closing the connection."""
+        self.server.cut_release.acquire(timeout=10)
+        self.close_connection = True
 
     def chat_completions(self, body):
         model = body.get("model", "unknown")
@@ -162,10 +175,11 @@ class Handler(BaseHTTPRequestHandler):
                 data["usage"] = None
             return data
 
-        self.start_sse()
+        self.start_sse(body)
         self.send_sse(chunk({"role": "assistant", "content": ""}))
-        if self.cut_stream(body):
-            self.close_connection = True
+        if self.cut(body):
+            self.send_sse(chunk({"content": pieces[0]}))
+            self.close_when_cut()
             return
         if call:
             arguments = json.dumps(call[1])
@@ -210,7 +224,7 @@ class Handler(BaseHTTPRequestHandler):
             })
             return
 
-        self.start_sse()
+        self.start_sse(body)
         self.send_sse({
             "type": "message_start",
             "message": {
@@ -224,8 +238,18 @@ class Handler(BaseHTTPRequestHandler):
                 "usage": {"input_tokens": input_tokens, "output_tokens": 1},
             },
         }, event="message_start")
-        if self.cut_stream(body):
-            self.close_connection = True
+        if self.cut(body):
+            self.send_sse({
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            }, event="content_block_start")
+            self.send_sse({
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": pieces[0]},
+            }, event="content_block_delta")
+            self.close_when_cut()
             return
         if call:
             arguments = json.dumps(call[1])
@@ -302,11 +326,17 @@ class Handler(BaseHTTPRequestHandler):
     def send_error_json(self, status, message, error_type="invalid_request_error"):
         self.send_json(status, {"error": {"message": message, "type": error_type, "param": None, "code": None}})
 
-    def start_sse(self):
+    def start_sse(self, body):
+        # `unframed`: no chunked encoding; the connection's close ends the body.
+        self.unframed = "unframed" in str(body.get("model", ""))
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
-        self.send_header("Transfer-Encoding", "chunked")
+        if self.unframed:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        else:
+            self.send_header("Transfer-Encoding", "chunked")
         self.send_header("x-upstream-id", self.server.upstream_id)
         self.end_headers()
 
@@ -321,6 +351,10 @@ class Handler(BaseHTTPRequestHandler):
         self.write_chunk(b"")
 
     def write_chunk(self, payload):
+        if self.unframed:
+            self.wfile.write(payload)
+            self.wfile.flush()
+            return
         self.wfile.write(f"{len(payload):x}\r\n".encode() + payload + b"\r\n")
         self.wfile.flush()
 
@@ -341,6 +375,7 @@ def main():
     server.record_path = args.record
     server.fail_status = args.fail_status
     server.record_lock = threading.Lock()
+    server.cut_release = threading.Semaphore(0)
     host, port = server.server_address[:2]
     print(f"listening on {host}:{port}", flush=True)
     try:

@@ -4,7 +4,7 @@
 use envoy_types::pb::envoy::service::ext_proc::v3::{HeaderMutation, HttpHeaders};
 
 use super::service::{find, header_pairs, mutation};
-use super::translate::{ClientSchema, ResponseTranslator, Usage, error_body, translate_error};
+use super::translate::{ClientSchema, ResponseTranslator, Usage, translate_error};
 use crate::api::APISchema;
 
 /// How much of an upstream error body is kept to translate; error bodies are small, and one
@@ -59,10 +59,10 @@ impl ResponseTranslation {
     }
 
     /// What replaces `chunk` for the client. An error body comes out whole at its end, in the
-    /// client's format; a 2xx body that fails to translate ends in a 502 error in that format.
+    /// client's format; a 2xx body that fails to translate or is cut short ends in an error in
+    /// that format (an error event for a stream), as soon as that is known.
     pub fn on_body(&mut self, chunk: &[u8], end_of_stream: bool, context: &str) -> Vec<u8> {
-        let ok = self.ok();
-        let out = if !ok {
+        if !self.ok() {
             let room = MAX_ERROR_BODY.saturating_sub(self.error_body.len());
             self.error_body.extend_from_slice(&chunk[..chunk.len().min(room)]);
             if end_of_stream {
@@ -74,17 +74,26 @@ impl ResponseTranslation {
             Vec::new()
         } else {
             match self.translator.feed(chunk, end_of_stream) {
-                Ok(out) => out,
+                Ok(out) => {
+                    if self.translator.truncated() {
+                        tracing::warn!(
+                            "{context}: the stream ended before the response was complete"
+                        );
+                    }
+                    out
+                }
                 Err(e) => {
                     tracing::warn!("{context}: response not translated: {e}");
                     self.failed = Some(e.to_string());
-                    Vec::new()
+                    // Now, not at the end: a stream may go on for long after it went wrong.
+                    self.translator.failure(&e.to_string())
                 }
             }
-        };
-        match (&self.failed, end_of_stream) {
-            (Some(message), true) if ok => error_body(self.client, 502, message),
-            _ => out,
         }
+    }
+
+    /// The upstream's stream ended without saying it was complete (the client was told).
+    pub fn truncated(&self) -> bool {
+        self.translator.truncated()
     }
 }

@@ -8,6 +8,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
 use envoy_types::pb::envoy::config::core::v3::{
     HeaderValue, HeaderValueOption, header_value_option,
@@ -20,9 +21,7 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
     processing_response,
 };
 use envoy_types::pb::envoy::r#type::v3::HttpStatus;
-use tokio::sync::mpsc;
 use tokio_stream::Stream;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::metrics::GenAiMetrics;
@@ -106,7 +105,7 @@ impl ExternalProcessor for ExtProcService {
     ) -> Result<Response<ProcessStream>, Status> {
         // One snapshot per request: a config change mid-request does not mix two configs.
         let runtime = self.runtime.load_full();
-        let mut phase = match request.metadata().get(BACKEND_METADATA) {
+        let phase = match request.metadata().get(BACKEND_METADATA) {
             Some(cluster) => {
                 let cluster = cluster.to_str().map_err(|_| {
                     Status::invalid_argument(format!("{BACKEND_METADATA} is not text"))
@@ -119,30 +118,47 @@ impl ExternalProcessor for ExtProcService {
             }
             None => Phase::Router(RouterPhase::new(runtime, self.options.max_body_bytes)),
         };
-        let mut inbound = request.into_inner();
-        let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(async move {
-            loop {
-                let message = match inbound.message().await {
-                    Ok(Some(message)) => message,
-                    // Envoy closed the stream: the request is done.
-                    Ok(None) => return,
-                    Err(status) => {
-                        tracing::debug!("ext_proc stream ended: {status}");
-                        return;
-                    }
-                };
-                let response = phase.on_message(message);
-                let failed = response.is_err();
-                if let Err(status) = &response {
-                    tracing::warn!("ext_proc: {}", status.message());
-                }
-                if tx.send(response).await.is_err() || failed {
-                    return;
-                }
+        let stream = PhaseStream { inbound: request.into_inner(), phase, done: false };
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// The responses of one stream, each computed when the connection polls for it: a phase answers
+/// synchronously, so a task and a channel per stream would only add two wake-ups per message.
+struct PhaseStream {
+    inbound: Streaming<ProcessingRequest>,
+    phase: Phase,
+    /// The phase failed or Envoy's side ended: nothing more is read.
+    done: bool,
+}
+
+impl Stream for PhaseStream {
+    type Item = Result<ProcessingResponse, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let this = &mut *self;
+        let message = match ready!(Pin::new(&mut this.inbound).poll_next(cx)) {
+            Some(Ok(message)) => message,
+            // Envoy closed the stream: the request is done.
+            None => {
+                this.done = true;
+                return Poll::Ready(None);
             }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+            Some(Err(status)) => {
+                tracing::debug!("ext_proc stream ended: {status}");
+                this.done = true;
+                return Poll::Ready(None);
+            }
+        };
+        let response = this.phase.on_message(message);
+        if let Err(status) = &response {
+            tracing::warn!("ext_proc: {}", status.message());
+            this.done = true;
+        }
+        Poll::Ready(Some(response))
     }
 }
 

@@ -391,7 +391,7 @@ impl UpstreamPhase {
         let dynamic_metadata =
             (end_of_stream && ok).then(|| usage_metadata(&state.costs, usage)).flatten();
         if end_of_stream {
-            let done = ok && state.translation.failed.is_none();
+            let done = ok && state.translation.failed.is_none() && !state.translation.truncated();
             state.observation.tokens = done.then_some((usage.input, usage.output));
             let status = state.translation.status;
             tracing::debug!(backend = %self.cluster, status, ?usage, "response done");

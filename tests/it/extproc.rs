@@ -531,6 +531,47 @@ async fn upstream_translates_a_stream_chunk_by_chunk() {
     assert!(metadata.is_some(), "usage at the end of the stream");
 }
 
+/// A streamed event that cannot be translated fails the stream there and then, with an error
+/// event the client's SDK raises; a stream the upstream cut short ends with one too.
+#[tokio::test]
+async fn upstream_ends_broken_and_cut_streams_with_an_error_event() {
+    let mut client = client().await;
+    let request =
+        json!({"model": "claude", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let start = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"model\":\"c\",\"usage\":{\"input_tokens\":5}}}\n\n";
+    let error_chunk = |bytes: Vec<u8>| -> Value {
+        let text = String::from_utf8(bytes).unwrap();
+        let data = text.strip_prefix("data: ").and_then(|t| t.strip_suffix("\n\n"));
+        serde_json::from_str(data.unwrap_or_else(|| panic!("one SSE event: {text:?}"))).unwrap()
+    };
+    for (rest, want) in [
+        ("data: {not json\n\n", "a streamed event is not JSON"),
+        (
+            "event: content_block_start\ndata: {\"type\":\"content_bl",
+            "before the response was complete",
+        ),
+    ] {
+        let mut stream = Stream::upstream(&mut client, "aisb/default/anthropic").await;
+        stream.send(routed("/v1/chat/completions", "default/r/0/0", &[])).await;
+        stream.send(body(request.to_string().as_bytes())).await;
+        let response = headers(&[(":status", "200"), ("content-type", "text/event-stream")], false);
+        stream.send(In::ResponseHeaders(response)).await;
+        let first = new_body(&stream.send(response_body(start.as_bytes(), false)).await);
+        assert!(String::from_utf8_lossy(&first).contains("chat.completion.chunk"));
+        let cut = rest.contains("content_bl");
+        let out = new_body(&stream.send(response_body(rest.as_bytes(), cut)).await);
+        let error = error_chunk(out);
+        let message = error["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(want), "{error}");
+        assert_eq!(error["error"]["type"], "server_error");
+        if !cut {
+            // What follows a failure is dropped, and the end adds nothing.
+            let late = stream.send(response_body(b"event: ping\ndata: {}\n\n", true)).await;
+            assert_eq!(new_body(&late), b"");
+        }
+    }
+}
+
 #[tokio::test]
 async fn upstream_answers_for_a_backend_it_does_not_know() {
     let mut client = client().await;

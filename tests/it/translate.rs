@@ -646,6 +646,144 @@ fn openai_stream_without_done_still_ends_the_message() {
     assert_eq!(got.last().map(|(n, _)| n.as_deref()), Some(Some("message_stop")));
 }
 
+/// The byte index of the newline that ends the `data:` line of the first event containing
+/// `needle`: the event that tells why the answer stopped.
+fn stop_line_end(input: &str, needle: &str) -> usize {
+    let at = input.find(needle).expect("fixture has the stop event");
+    let mut line = input[..at].rfind('\n').map_or(0, |i| i + 1);
+    if input[line..].starts_with("event:") {
+        line += input[line..].find('\n').expect("the line ends") + 1;
+    }
+    line + input[line..].find('\n').expect("the line ends")
+}
+
+/// Whether a client event says the answer is whole: `[DONE]` or a `finish_reason` for OpenAI
+/// clients, `message_delta` or `message_stop` for Anthropic clients.
+fn says_complete(event: &(Option<String>, Value)) -> bool {
+    let (name, data) = event;
+    data == "[DONE]"
+        || data.pointer("/choices/0/finish_reason").is_some_and(|f| !f.is_null())
+        || matches!(name.as_deref(), Some("message_delta" | "message_stop"))
+}
+
+/// The upstream closes the connection mid-stream and Envoy ends the body there: at every byte
+/// before the event that says why the answer stopped, the client gets an error event in its own
+/// format after the events that did arrive, and nothing that makes the answer look complete.
+/// From that event on, the stream ends as usual.
+#[test]
+fn streams_cut_before_their_stop_end_with_an_error_in_the_clients_format() {
+    let openai_error = (
+        None,
+        json!({"error": {"message": "the upstream closed the stream before the response was complete",
+                         "type": "server_error", "param": null, "code": null}}),
+    );
+    let anthropic_error = (
+        Some("error".to_string()),
+        json!({"type": "error", "error": {"type": "api_error",
+               "message": "the upstream closed the stream before the response was complete"}}),
+    );
+    let cases = [
+        (
+            Endpoint::ChatCompletions,
+            APISchema::Anthropic,
+            ANTHROPIC_STREAM,
+            "event: message_delta",
+            &openai_error,
+        ),
+        (
+            Endpoint::Messages,
+            APISchema::OpenAI,
+            OPENAI_STREAM,
+            "\"finish_reason\":\"",
+            &anthropic_error,
+        ),
+        (
+            Endpoint::Messages,
+            APISchema::Anthropic,
+            ANTHROPIC_STREAM,
+            "event: message_delta",
+            &anthropic_error,
+        ),
+        (
+            Endpoint::ChatCompletions,
+            APISchema::OpenAI,
+            OPENAI_STREAM,
+            "\"finish_reason\":\"",
+            &openai_error,
+        ),
+    ];
+    for (endpoint, backend, input, stop, error) in cases {
+        let stop = stop_line_end(input, stop);
+        let passthrough = (endpoint == Endpoint::Messages) == (backend == APISchema::Anthropic);
+        for at in 0..=input.len() {
+            let case = format!("{endpoint:?}→{backend:?} cut at {at}");
+            let mut t = translator(endpoint, backend, true).include_usage(true);
+            let out = t.feed(&input.as_bytes()[..at], true).expect(&case);
+            let events = sse(&out);
+            if at < stop {
+                assert!(t.truncated(), "{case}");
+                assert_eq!(events.last(), Some(error), "{case}");
+                assert!(!events.iter().any(says_complete), "{case}: {events:?}");
+                if passthrough {
+                    // The events that arrived whole, byte for byte, then the error.
+                    let whole = input.as_bytes()[..at]
+                        .windows(2)
+                        .rposition(|w| w == b"\n\n")
+                        .map_or(0, |i| i + 2);
+                    assert!(out.starts_with(&input.as_bytes()[..whole]), "{case}");
+                    assert_eq!(events.len(), sse(&input.as_bytes()[..whole]).len() + 1, "{case}");
+                }
+            } else {
+                assert!(!t.truncated(), "{case}");
+                assert!(events.iter().any(says_complete), "{case}");
+                assert_ne!(events.last(), Some(error), "{case}");
+                if passthrough {
+                    assert_eq!(out, input.as_bytes()[..at], "{case}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn anthropic_stream_without_message_stop_still_ends_with_done() {
+    let cut = ANTHROPIC_STREAM.split("event: message_stop").next().unwrap_or(ANTHROPIC_STREAM);
+    let mut t = translator(Endpoint::ChatCompletions, APISchema::Anthropic, true);
+    let got = sse(&feed_whole(&mut t, cut.as_bytes()));
+    assert_eq!(got.last(), Some(&(None, json!("[DONE]"))));
+    assert!(!t.truncated());
+}
+
+/// An event that cannot be translated fails the response: the client is told in its own
+/// format, as an error event for a stream (it may already have events) and as a 502 error body
+/// otherwise.
+#[test]
+fn failures_are_told_in_the_clients_format() {
+    let t = translator(Endpoint::Messages, APISchema::OpenAI, true);
+    let got = sse(&t.failure("bad event"));
+    assert_eq!(
+        got,
+        vec![(
+            Some("error".to_string()),
+            json!({"type": "error", "error": {"type": "api_error", "message": "bad event"}})
+        )]
+    );
+    let t = translator(Endpoint::ChatCompletions, APISchema::Anthropic, true);
+    assert_eq!(
+        sse(&t.failure("bad event")),
+        vec![(
+            None,
+            json!({"error": {"message": "bad event", "type": "server_error", "param": null, "code": null}})
+        )]
+    );
+    let t = translator(Endpoint::ChatCompletions, APISchema::Anthropic, false);
+    let body: Value = serde_json::from_slice(&t.failure("bad body")).expect("JSON");
+    assert_eq!(body["error"]["message"], "bad body");
+    let t = translator(Endpoint::Messages, APISchema::Anthropic, false);
+    let body: Value = serde_json::from_slice(&t.failure("bad body")).expect("JSON");
+    assert_eq!(body["type"], "error");
+}
+
 #[test]
 fn passthrough_streams_keep_bytes_and_count_usage() {
     // Anthropic → Anthropic: byte for byte.

@@ -7,10 +7,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
+use super::error::error_body;
 use super::sse::SseParser;
-use super::stream::{AnthropicToChat, ChatToAnthropic, Passthrough};
+use super::stream::{AnthropicToChat, ChatToAnthropic, Passthrough, stream_error};
 use super::usage::{AnthropicCounts, Usage};
-use super::{Endpoint, TranslateError};
+use super::{ClientSchema, Endpoint, TranslateError};
 use crate::api::APISchema;
 
 /// A translator for one response. See [`ResponseTranslator::feed`].
@@ -21,6 +22,8 @@ pub struct ResponseTranslator {
     include_usage: bool,
     created: u64,
     usage: Usage,
+    /// The upstream's stream ended before it was complete.
+    truncated: bool,
 }
 
 #[derive(Debug)]
@@ -67,7 +70,14 @@ pub fn response_translator(
             Mode::SsePassthrough(SseParser::default(), Passthrough::new(anthropic))
         }
     };
-    ResponseTranslator { mode, stream, include_usage: false, created, usage: Usage::default() }
+    ResponseTranslator {
+        mode,
+        stream,
+        include_usage: false,
+        created,
+        usage: Usage::default(),
+        truncated: false,
+    }
 }
 
 impl ResponseTranslator {
@@ -88,7 +98,10 @@ impl ResponseTranslator {
     /// send to the client now. Chunks may split anywhere. Streams go out event by event as each
     /// event completes; a JSON body that needs translating goes out whole at `end_of_stream`,
     /// one that does not goes out as it comes. An error means the upstream sent something that
-    /// cannot be translated ([`TranslateError::Upstream`], 502); the response cannot continue.
+    /// cannot be translated ([`TranslateError::Upstream`], 502); the response cannot continue
+    /// (see [`ResponseTranslator::failure`]). A stream whose body ends before the upstream said
+    /// it was complete is ended with an error event in the client's format
+    /// ([`ResponseTranslator::truncated`]).
     pub fn feed(&mut self, chunk: &[u8], end_of_stream: bool) -> Result<Vec<u8>, TranslateError> {
         let mut out = Vec::new();
         match &mut self.mode {
@@ -123,20 +136,34 @@ impl ResponseTranslator {
                 for ev in parser.feed(chunk, end_of_stream)? {
                     p.event(&ev, !self.include_usage, &mut out);
                 }
+                if end_of_stream {
+                    self.truncated = p.end(&mut out);
+                }
                 self.usage = p.usage();
             }
             Mode::SseMessagesToChat(parser, t) => {
                 for ev in parser.feed(chunk, end_of_stream)? {
-                    t.event(&ev, self.created, self.include_usage, &mut out)?;
+                    match t.event(&ev, self.created, self.include_usage, &mut out) {
+                        // The body ended inside this event: `end` reports the cut.
+                        Err(_) if !ev.ended => {}
+                        result => result?,
+                    }
+                }
+                if end_of_stream {
+                    self.truncated = t.end(self.created, self.include_usage, &mut out);
                 }
                 self.usage = t.usage();
             }
             Mode::SseChatToMessages(parser, t) => {
                 for ev in parser.feed(chunk, end_of_stream)? {
-                    t.event(&ev, &mut out)?;
+                    match t.event(&ev, &mut out) {
+                        // The body ended inside this event: `end` reports the cut.
+                        Err(_) if !ev.ended => {}
+                        result => result?,
+                    }
                 }
                 if end_of_stream {
-                    t.finish(&mut out);
+                    self.truncated = t.end(&mut out);
                 }
                 self.usage = t.usage();
             }
@@ -149,10 +176,44 @@ impl ResponseTranslator {
         self.usage
     }
 
+    /// Whether the upstream's stream ended before it was complete (the client was sent an error).
+    pub fn truncated(&self) -> bool {
+        self.truncated
+    }
+
+    /// The bytes that tell the client its response failed with `message`, after whatever
+    /// [`ResponseTranslator::feed`] already gave: an error event for a stream, a 502 error body
+    /// otherwise (JSON is only translated whole, so nothing of it went out before).
+    pub fn failure(&self, message: &str) -> Vec<u8> {
+        let client = self.client();
+        if !self.stream {
+            return error_body(client, 502, message);
+        }
+        let mut out = Vec::new();
+        stream_error(client, message, &mut out);
+        out
+    }
+
+    /// The schema the client reads, from the translation's direction.
+    fn client(&self) -> ClientSchema {
+        match &self.mode {
+            Mode::JsonMessagesToChat { .. } | Mode::SseMessagesToChat(..) => ClientSchema::OpenAI,
+            Mode::JsonChatToMessages { .. } | Mode::SseChatToMessages(..) => {
+                ClientSchema::Anthropic
+            }
+            Mode::JsonPassthrough { anthropic, .. } => family(*anthropic),
+            Mode::SsePassthrough(_, p) => family(p.anthropic()),
+        }
+    }
+
     /// The content type of what [`ResponseTranslator::feed`] returns.
     pub fn content_type(&self) -> &'static str {
         if self.stream { "text/event-stream" } else { "application/json" }
     }
+}
+
+fn family(anthropic: bool) -> ClientSchema {
+    if anthropic { ClientSchema::Anthropic } else { ClientSchema::OpenAI }
 }
 
 fn parse_body(body: &[u8]) -> Result<Value, TranslateError> {

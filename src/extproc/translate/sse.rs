@@ -16,6 +16,9 @@ pub(super) struct SseEvent {
     pub data: String,
     pub has_data: bool,
     pub raw: Vec<u8>,
+    /// A blank line ended it; only the last event of a body can lack one, when the body ended
+    /// inside it (a fragment, if the upstream was cut off).
+    pub ended: bool,
 }
 
 #[derive(Debug, Default)]
@@ -67,6 +70,7 @@ impl SseParser {
     fn line_done(&mut self, line: &[u8]) -> Option<SseEvent> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
+            self.current.ended = true;
             return Some(std::mem::take(&mut self.current));
         }
         let line = String::from_utf8_lossy(line);
@@ -107,6 +111,7 @@ mod tests {
         assert!(!whole[1].has_data);
         assert_eq!(whole[2].data, "1\n2");
         assert_eq!(whole[3].data, "last");
+        assert_eq!(whole.iter().map(|e| e.ended).collect::<Vec<_>>(), [true, true, true, false]);
         for split in 0..=input.len() {
             let mut p = SseParser::default();
             let (a, b) = input.as_bytes().split_at(split);

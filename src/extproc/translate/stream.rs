@@ -4,15 +4,20 @@
 //! OpenAI `chat.completion.chunk` lines ([`AnthropicToChat`]), OpenAI chunks as Anthropic events
 //! ([`ChatToAnthropic`]), or the upstream's own bytes when both sides speak the same schema
 //! ([`Passthrough`]). Each keeps the token usage seen so far.
+//!
+//! A stream whose body ends before the upstream said why the answer stopped (Anthropic's
+//! `message_delta` stop reason or `message_stop`, OpenAI's `finish_reason` or `[DONE]`, or an error
+//! event) was cut: the upstream closed the connection mid-answer. Each translator then ends it with an error event in the client's format
+//! ([`truncated_error`]), which both official SDKs raise, rather than let it look complete.
 
 use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
-use super::TranslateError;
 use super::response::{anthropic_stop_reason, openai_finish_reason};
 use super::sse::SseEvent;
 use super::usage::{AnthropicCounts, Usage};
+use super::{ClientSchema, TranslateError};
 
 fn parse(ev: &SseEvent) -> Result<Value, TranslateError> {
     serde_json::from_str(&ev.data).map_err(|e| {
@@ -34,6 +39,30 @@ fn write_anthropic(out: &mut Vec<u8>, kind: &str, v: &Value) {
     out.extend_from_slice(b"\n\n");
 }
 
+/// What the client is told when the upstream's stream ended before it was complete.
+pub(super) const TRUNCATED_MESSAGE: &str =
+    "the upstream closed the stream before the response was complete";
+
+/// An error event in `client`'s streaming format: both SDKs raise it as an API error.
+pub(super) fn stream_error(client: ClientSchema, message: &str, out: &mut Vec<u8>) {
+    match client {
+        ClientSchema::OpenAI => write_openai(
+            out,
+            &json!({"error": {"message": message, "type": "server_error", "param": null, "code": null}}),
+        ),
+        ClientSchema::Anthropic => write_anthropic(
+            out,
+            "error",
+            &json!({"type": "error", "error": {"type": "api_error", "message": message}}),
+        ),
+    }
+}
+
+/// The error event that ends a stream the upstream cut short.
+pub(super) fn truncated_error(client: ClientSchema, out: &mut Vec<u8>) {
+    stream_error(client, TRUNCATED_MESSAGE, out);
+}
+
 fn str_at<'a>(v: &'a Value, ptr: &str) -> &'a str {
     v.pointer(ptr).and_then(Value::as_str).unwrap_or_default()
 }
@@ -46,6 +75,8 @@ pub(super) struct AnthropicToChat {
     counts: AnthropicCounts,
     /// Anthropic content block index → OpenAI tool call index.
     tools: HashMap<u64, u64>,
+    /// The stop reason came (`message_delta`): the answer is whole even if `message_stop` is not.
+    stopped: bool,
     done: bool,
 }
 
@@ -56,6 +87,7 @@ impl AnthropicToChat {
             model: String::new(),
             counts: AnthropicCounts::default(),
             tools: HashMap::new(),
+            stopped: false,
             done: false,
         }
     }
@@ -170,17 +202,9 @@ impl AnthropicToChat {
                     .and_then(Value::as_str)
                     .map(openai_finish_reason);
                 write_openai(out, &self.chunk(created, json!({}), json!(finish)));
+                self.stopped |= finish.is_some();
             }
-            "message_stop" => {
-                if include_usage {
-                    let mut last = self.chunk(created, json!({}), Value::Null);
-                    last["choices"] = json!([]);
-                    last["usage"] = self.usage().to_openai();
-                    write_openai(out, &last);
-                }
-                out.extend_from_slice(b"data: [DONE]\n\n");
-                self.done = true;
-            }
+            "message_stop" => self.stop(created, include_usage, out),
             "error" => {
                 let message = str_at(&v, "/error/message");
                 let kind =
@@ -195,6 +219,34 @@ impl AnthropicToChat {
             _ => {}
         }
         Ok(())
+    }
+
+    /// The usage chunk, if asked for, and `[DONE]`.
+    fn stop(&mut self, created: u64, include_usage: bool, out: &mut Vec<u8>) {
+        if include_usage {
+            let mut last = self.chunk(created, json!({}), Value::Null);
+            last["choices"] = json!([]);
+            last["usage"] = self.usage().to_openai();
+            write_openai(out, &last);
+        }
+        out.extend_from_slice(b"data: [DONE]\n\n");
+        self.done = true;
+    }
+
+    /// The upstream's body ended. After the stop reason the stream ends normally even without
+    /// `message_stop`; before it, the stream was cut and the client gets an error chunk instead
+    /// of `[DONE]`. Returns whether it was cut.
+    pub(super) fn end(&mut self, created: u64, include_usage: bool, out: &mut Vec<u8>) -> bool {
+        if self.done {
+            return false;
+        }
+        if self.stopped {
+            self.stop(created, include_usage, out);
+            return false;
+        }
+        truncated_error(ClientSchema::OpenAI, out);
+        self.done = true;
+        true
     }
 }
 
@@ -356,9 +408,26 @@ impl ChatToAnthropic {
         self.next_block += 1;
     }
 
+    /// The upstream's body ended. After a `finish_reason` the message ends normally even without
+    /// `[DONE]` (usage may be missing); before one, the stream was cut and the client gets an
+    /// error event, not a `message_stop` that would make a partial answer look complete.
+    /// Returns whether it was cut.
+    pub(super) fn end(&mut self, out: &mut Vec<u8>) -> bool {
+        if self.done {
+            return false;
+        }
+        if self.stop_reason.is_some() {
+            self.finish(out);
+            return false;
+        }
+        truncated_error(ClientSchema::Anthropic, out);
+        self.done = true;
+        true
+    }
+
     /// Ends the message: OpenAI sends usage after the finish reason, so the stop reason waits
     /// for `[DONE]` (or the end of the body) to travel with it.
-    pub(super) fn finish(&mut self, out: &mut Vec<u8>) {
+    fn finish(&mut self, out: &mut Vec<u8>) {
         if self.done || !self.started {
             return;
         }
@@ -374,29 +443,49 @@ impl ChatToAnthropic {
     }
 }
 
-/// The upstream's events unchanged, read only for usage.
+/// The upstream's events unchanged, read for usage and for whether the stream completed.
 #[derive(Debug)]
 pub(super) struct Passthrough {
     anthropic: bool,
     counts: AnthropicCounts,
     usage: Usage,
+    /// The upstream said the response is complete (or failed with an error event).
+    complete: bool,
+    /// A last event that no blank line ended (the body ended inside it), held until
+    /// [`Passthrough::end`] knows whether the stream was complete.
+    unterminated: Vec<u8>,
 }
 
 impl Passthrough {
     pub(super) fn new(anthropic: bool) -> Self {
-        Passthrough { anthropic, counts: AnthropicCounts::default(), usage: Usage::default() }
+        Passthrough {
+            anthropic,
+            counts: AnthropicCounts::default(),
+            usage: Usage::default(),
+            complete: false,
+            unterminated: Vec::new(),
+        }
     }
 
     pub(super) fn usage(&self) -> Usage {
         if self.anthropic { self.counts.usage() } else { self.usage }
     }
 
+    /// Whether both sides speak Anthropic (else OpenAI).
+    pub(super) fn anthropic(&self) -> bool {
+        self.anthropic
+    }
+
     /// Passes one event on; `strip_usage_chunk` drops OpenAI's usage-only chunk, which the
     /// gateway asked for and the client did not.
     pub(super) fn event(&mut self, ev: &SseEvent, strip_usage_chunk: bool, out: &mut Vec<u8>) {
+        if ev.has_data && !self.anthropic && ev.data.trim() == "[DONE]" {
+            self.complete = true;
+        }
         // What cannot be read is still the client's to see; only usage counting misses it.
         let v = if ev.has_data { serde_json::from_str::<Value>(&ev.data).ok() } else { None };
         if let Some(v) = v {
+            self.complete |= self.ends_response(&v);
             if self.anthropic {
                 if let Some(u) = v.pointer("/message/usage").or_else(|| v.get("usage")) {
                     self.counts.merge(u);
@@ -410,6 +499,43 @@ impl Passthrough {
                 }
             }
         }
-        out.extend_from_slice(&ev.raw);
+        if ev.ended {
+            out.extend_from_slice(&ev.raw);
+        } else {
+            self.unterminated.extend_from_slice(&ev.raw);
+        }
+    }
+
+    /// Whether event `v` says why the answer stopped: Anthropic's stop reason or
+    /// `message_stop`, an OpenAI `finish_reason`, or an error in either schema.
+    fn ends_response(&self, v: &Value) -> bool {
+        if self.anthropic {
+            return match v.get("type").and_then(Value::as_str) {
+                Some("message_stop" | "error") => true,
+                Some("message_delta") => {
+                    v.pointer("/delta/stop_reason").is_some_and(|r| !r.is_null())
+                }
+                _ => false,
+            };
+        }
+        let finished = v.get("choices").and_then(Value::as_array).is_some_and(|c| {
+            c.iter().any(|c| c.get("finish_reason").is_some_and(|f| !f.is_null()))
+        });
+        finished || v.get("error").is_some_and(|e| !e.is_null())
+    }
+
+    /// The upstream's body ended. A complete stream's unterminated last event goes out as it
+    /// came; a cut one's is dropped (a fragment would garble the error event after it) and the
+    /// client gets an error event. Returns whether it was cut.
+    pub(super) fn end(&mut self, out: &mut Vec<u8>) -> bool {
+        let fragment = std::mem::take(&mut self.unterminated);
+        if self.complete {
+            out.extend_from_slice(&fragment);
+            return false;
+        }
+        let client = if self.anthropic { ClientSchema::Anthropic } else { ClientSchema::OpenAI };
+        truncated_error(client, out);
+        self.complete = true;
+        true
     }
 }
