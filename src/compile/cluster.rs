@@ -8,7 +8,8 @@
 //! - Backend with IPs: EDS.
 //! - Backend with a unix socket: STATIC with the endpoints inline (EDS would serve the same
 //!   addresses, but pipes are rare enough that one resource is simpler to read).
-//! - InferencePool: EDS over its ready pods.
+//! - InferencePool: EDS over its ready pods, load balanced by the endpoint picker's choice
+//!   (`override_host`); and a cluster for the pool's picker (`picker/{ns}/{name}`).
 //!
 //! And one per route rule whose backendRefs have several priorities (`rule/{ns}/{route}/{i}`):
 //! the rule's backends as Envoy priority levels, so that retries fall back (see [`fallback`]).
@@ -37,9 +38,9 @@ use envoy_types::util::pack_any;
 use prost::{Message, Name};
 
 use super::{
-    BODY_BUFFER_LIMIT, ads_config_source, canonical, endpoint, extproc, resource_from_bytes,
+    BODY_BUFFER_LIMIT, ads_config_source, canonical, endpoint, extproc, picker, resource_from_bytes,
 };
-use crate::api::{BackendEndpoint, BackendSpec, Kind, ObjectKey, Spec};
+use crate::api::{BackendEndpoint, BackendSpec, FailureMode, Kind, ObjectKey, Spec};
 use crate::graph::{Graph, Node, RefKind};
 use crate::xds::Resource;
 
@@ -49,6 +50,8 @@ const METADATA_NAMESPACE: &str = "aixds";
 const TRANSPORT_SOCKET_MATCH: &str = "envoy.transport_socket_match";
 const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 const CONNECT_TIMEOUT_SECONDS: i64 = 10;
+/// The endpoint picker port when `endpointPickerRef` names none: the Inference Extension's.
+const DEFAULT_PICKER_PORT: u16 = 9002;
 
 /// A compiled cluster and, for EDS clusters, its load assignment.
 pub(super) struct Compiled {
@@ -82,16 +85,78 @@ pub(super) fn cluster_for(graph: &Graph, target: &ObjectKey) -> Option<String> {
     }
 }
 
-/// Whether a backendRef's `target` sends to an InferencePool: the pool itself, or an
-/// AIServiceBackend in front of one.
-pub(super) fn pool_backed(graph: &Graph, target: &ObjectKey) -> bool {
+/// The InferencePool a backendRef's `target` sends to: the pool itself, or the one behind an
+/// AIServiceBackend.
+pub(super) fn pool_of(graph: &Graph, target: &ObjectKey) -> Option<ObjectKey> {
     match target.kind {
-        Kind::InferencePool => true,
-        Kind::AIServiceBackend => {
-            backend_target(graph, target).is_some_and(|n| n.key.kind == Kind::InferencePool)
-        }
-        _ => false,
+        Kind::InferencePool => Some(target.clone()),
+        Kind::AIServiceBackend => backend_target(graph, target)
+            .filter(|n| n.key.kind == Kind::InferencePool)
+            .map(|n| n.key.clone()),
+        _ => None,
     }
+}
+
+/// Where an InferencePool's endpoint picker is: its `endpointPickerRef` Service's cluster IP,
+/// or else the Service's cluster DNS name, on the referenced port.
+pub(super) struct PickerAddress {
+    pub host: String,
+    pub port: u16,
+    /// The Service port's `appProtocol` asks for TLS (`https`): the picker's certificate is not
+    /// checked, as pickers commonly serve a self-signed one.
+    pub tls: bool,
+    pub failure_mode: FailureMode,
+}
+
+impl PickerAddress {
+    /// The gRPC `:authority` Envoy sends the picker.
+    pub fn authority(&self) -> String {
+        match self.host.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V6(v6)) => format!("[{v6}]:{}", self.port),
+            _ => format!("{}:{}", self.host, self.port),
+        }
+    }
+}
+
+/// The picker of `pool`: `None` when it names none; with no host when its Service does not
+/// exist or lacks the port (the pool's `ResolvedRefs` says so, and its routes fail closed).
+pub(super) fn picker_address(graph: &Graph, pool: &ObjectKey) -> Option<PickerAddress> {
+    let Spec::InferencePool(spec) = &graph.object(pool)?.spec else { return None };
+    let picker = spec.endpoint_picker_ref.as_ref()?;
+    let port = picker.port.as_ref().map_or(DEFAULT_PICKER_PORT, |p| p.number);
+    let service = ObjectKey::new(Kind::Service, &pool.namespace, &picker.name);
+    let found = graph.object(&service).and_then(|o| match &o.spec {
+        Spec::Service(svc) => svc.ports.iter().find(|p| p.port == port).map(|p| (svc, p)),
+        _ => None,
+    });
+    let Some((svc, svc_port)) = found else {
+        return Some(PickerAddress {
+            host: String::new(),
+            port,
+            tls: false,
+            failure_mode: FailureMode::FailClose,
+        });
+    };
+    let host = match svc.cluster_ip.as_deref() {
+        Some(ip) if ip.parse::<std::net::IpAddr>().is_ok() => ip.to_string(),
+        _ => format!("{}.{}.svc.cluster.local", picker.name, pool.namespace),
+    };
+    let tls = svc_port.app_protocol.as_deref().is_some_and(|p| p.eq_ignore_ascii_case("https"));
+    Some(PickerAddress { host, port, tls, failure_mode: picker.failure_mode })
+}
+
+/// The cluster of `pool`'s endpoint picker, when it names one that exists.
+pub(super) fn picker(graph: &Graph, pool: &ObjectKey) -> Option<Resource> {
+    if !accepted(graph, pool) {
+        return None;
+    }
+    let address = picker_address(graph, pool).filter(|a| !a.host.is_empty())?;
+    let name = picker::picker_cluster_name(pool);
+    let cluster = picker::picker_cluster(&name, &address.host, address.port, address.tls);
+    let Spec::InferencePool(spec) = &graph.object(pool)?.spec else { return None };
+    let service = spec.endpoint_picker_ref.as_ref().map(|p| p.name.as_str()).unwrap_or_default();
+    let sources = vec![pool.clone(), ObjectKey::new(Kind::Service, &pool.namespace, service)];
+    Some(Resource::new(name, &cluster, sources))
 }
 
 fn accepted(graph: &Graph, key: &ObjectKey) -> bool {
@@ -136,7 +201,7 @@ pub(super) fn backend(graph: &Graph, key: &ObjectKey) -> Option<Compiled> {
         Some(Spec::InferencePool(pool)) => {
             let (cla, pods) = endpoint::pool(&name, graph, &target.key, pool);
             let cla_sources = sources.iter().cloned().chain(pods).collect();
-            (eds_cluster(&name), Some(cla), cla_sources)
+            (pool_eds_cluster(&name), Some(cla), cla_sources)
         }
         _ => return None,
     };
@@ -297,7 +362,7 @@ pub(super) fn pool(graph: &Graph, key: &ObjectKey) -> Option<Compiled> {
     let (cla, pods) = endpoint::pool(&name, graph, key, pool);
     let cla_sources = std::iter::once(key.clone()).chain(pods).collect();
     // A pool named directly speaks OpenAI, through the upstream phase like any backend.
-    let mut cluster = eds_cluster(&name);
+    let mut cluster = pool_eds_cluster(&name);
     cluster.typed_extension_protocol_options = HashMap::from([(
         extproc::HTTP_PROTOCOL_OPTIONS.to_string(),
         extproc::upstream_protocol_options(&name, false),
@@ -388,6 +453,11 @@ fn eds_cluster(name: &str) -> Cluster {
         }),
         ..Default::default()
     }
+}
+
+/// An InferencePool's pods, where the endpoint picker's choice decides (round robin without).
+fn pool_eds_cluster(name: &str) -> Cluster {
+    Cluster { load_balancing_policy: Some(picker::pool_load_balancing()), ..eds_cluster(name) }
 }
 
 /// TLS to the upstream, with SNI and certificate check against the first hostname (an IP-only

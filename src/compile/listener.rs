@@ -16,7 +16,9 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::google::protobuf::UInt32Value;
 use envoy_types::util::pack_any;
 
-use super::{BODY_BUFFER_LIMIT, CompileOptions, access_log, ads_config_source, extproc, route};
+use super::{
+    BODY_BUFFER_LIMIT, CompileOptions, access_log, ads_config_source, extproc, picker, route,
+};
 use crate::api::{Kind, ObjectKey, Spec};
 use crate::graph::Graph;
 use crate::xds::Resource;
@@ -87,10 +89,12 @@ pub(super) fn compile(opts: &CompileOptions, port: u16, gateways: &[ObjectKey]) 
             route_config_name: route::config_name(port),
         })),
         // The router phase sets the model header the routes match on, so it runs first; the pool
-        // phase (on routes to pools only) readies Anthropic requests for a picker.
+        // phase (on routes to pools only) readies Anthropic requests for the pool's endpoint
+        // picker, which comes next.
         http_filters: vec![
             extproc::router_filter(),
             extproc::pool_filter(),
+            picker::picker_filter(),
             HttpFilter {
                 name: "envoy.filters.http.router".into(),
                 config_type: Some(http_filter::ConfigType::TypedConfig(

@@ -261,12 +261,17 @@ impl Compiler {
         }
     }
 
-    /// The Cluster and ClusterLoadAssignment of an InferencePool that a route names directly.
+    /// The Cluster and ClusterLoadAssignment of an InferencePool that a route names directly,
+    /// and the cluster of its endpoint picker.
     fn compile_pool(&mut self, graph: &Graph, key: &ObjectKey, out: &mut Vec<Update>) {
         let name = cluster::pool_cluster_name(key);
         match cluster::pool(graph, key) {
             Some(compiled) => self.put_cluster(out, name, compiled),
             None => self.remove_cluster(out, name),
+        }
+        match cluster::picker(graph, key) {
+            Some(picker) => self.put(out, TypeUrl::Cluster, picker),
+            None => self.remove(out, TypeUrl::Cluster, picker::picker_cluster_name(key)),
         }
     }
 

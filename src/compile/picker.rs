@@ -2,10 +2,9 @@
 //!
 //! Takes: the pool's key, its `endpointPickerRef` (where the picker is, its failure mode).
 //! Gives: the three pieces that make Envoy follow a picker's choice:
-//! - [`pool_filter`]: the pool's ext_proc HTTP filter, disabled unless a route enables it with
-//!   [`enable_on_route`]: request headers and a `FULL_DUPLEX_STREAMED` request body to the
-//!   picker, response headers back (the served endpoint is reported there), `envoy.lb`
-//!   metadata both ways and the subset hint forwarded, the pool named in the gRPC metadata;
+//! - [`picker_filter`]: the ext_proc HTTP filter to the pickers, and [`picker_on`], the
+//!   per-route config that points it at one pool's picker (the pool named in the gRPC
+//!   metadata) with that pool's failure mode;
 //! - [`picker_cluster`]: the HTTP/2 cluster that reaches the picker's Service, health checked
 //!   so that `FailOpen` works with a streamed body (see the comment inside);
 //! - [`pool_load_balancing`]: the pool cluster's `override_host` policy, which sends the
@@ -23,7 +22,6 @@ use envoy_types::pb::envoy::config::core::v3::{
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
 };
-use envoy_types::pb::envoy::config::route::v3::FilterConfig;
 use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::{
     ExtProcOverrides, ExtProcPerRoute, ExternalProcessor, MetadataOptions, ProcessingMode,
     ext_proc_per_route, metadata_options, processing_mode,
@@ -41,56 +39,42 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
 };
 use envoy_types::pb::envoy::r#type::metadata::v3::{MetadataKey, metadata_key};
 use envoy_types::pb::envoy::r#type::v3::Percent;
-use envoy_types::pb::google::protobuf::{Any, Duration, UInt32Value};
+use envoy_types::pb::google::protobuf::{Any, BoolValue, Duration, UInt32Value};
 use envoy_types::util::pack_any;
 
 use crate::api::{FailureMode, ObjectKey};
+use crate::bootstrap::XDS_CLUSTER;
 use crate::picker::{
     DESTINATION_ENDPOINT, EXT_PROC_HEALTH_SERVICE, LB_NAMESPACE, POOL_METADATA, SERVED_ENDPOINT,
     SUBSET_NAMESPACE, pool_name,
 };
 
-const EXT_PROC_FILTER_TYPE: &str = "envoy.filters.http.ext_proc";
 /// How long Envoy waits for the picker's answer to a message.
 const MESSAGE_TIMEOUT_SECONDS: i64 = 10;
 const CONNECT_TIMEOUT_SECONDS: i64 = 5;
 
-/// The name of `pool`'s picker filter in the listener's chain (and in a route's
-/// `typed_per_filter_config`).
-pub fn pool_filter_name(pool: &ObjectKey) -> String {
-    format!("{EXT_PROC_FILTER_TYPE}/pool/{}/{}", pool.namespace, pool.name)
-}
+/// The name of the picker filter in every listener's chain, and in `typed_per_filter_config`.
+pub const PICKER_FILTER: &str = "aixds.picker";
 
 /// The cluster of `pool`'s picker: `picker/{namespace}/{name}`.
 pub fn picker_cluster_name(pool: &ObjectKey) -> String {
     format!("picker/{}/{}", pool.namespace, pool.name)
 }
 
-/// `pool`'s ext_proc filter to its picker over `cluster`, disabled until a route enables it.
-/// `authority` is the picker's `host:port` as its Service names it (the gRPC `:authority`;
-/// Envoy would otherwise send the cluster name, which is not a valid one). `FailOpen` lets a
-/// request through (to an endpoint of Envoy's choosing) when the picker is down; `FailClose`
-/// fails it.
-pub fn pool_filter(
-    pool: &ObjectKey,
-    cluster: &str,
-    authority: &str,
-    failure_mode: FailureMode,
-) -> HttpFilter {
+/// The endpoint picker filter every listener has, after the pool phase: request headers and a
+/// `FULL_DUPLEX_STREAMED` request body to the picker, response headers back (the served
+/// endpoint is reported there), `envoy.lb` metadata both ways and the subset hint forwarded.
+///
+/// Which picker, and what happens when it fails, is per pool: a route to a pool sets them with
+/// [`picker_on`], and the virtual host turns the filter off everywhere else. One filter for all
+/// pools keeps listeners unchanged as pools come and go (a listener change drains
+/// connections). Until a route says otherwise the filter names aixds's own gRPC cluster.
+pub fn picker_filter() -> HttpFilter {
     let config = ExternalProcessor {
         grpc_service: Some(GrpcService {
             target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
-                grpc_service::EnvoyGrpc {
-                    cluster_name: cluster.to_string(),
-                    authority: authority.to_string(),
-                    ..Default::default()
-                },
+                grpc_service::EnvoyGrpc { cluster_name: XDS_CLUSTER.into(), ..Default::default() },
             )),
-            initial_metadata: vec![HeaderValue {
-                key: POOL_METADATA.into(),
-                value: pool_name(pool),
-                ..Default::default()
-            }],
             ..Default::default()
         }),
         processing_mode: Some(ProcessingMode {
@@ -105,7 +89,7 @@ pub fn pool_filter(
             response_trailer_mode: processing_mode::HeaderSendMode::Skip as i32,
         }),
         message_timeout: Some(Duration { seconds: MESSAGE_TIMEOUT_SECONDS, nanos: 0 }),
-        failure_mode_allow: failure_mode == FailureMode::FailOpen,
+        failure_mode_allow: false,
         allow_mode_override: false,
         metadata_options: Some(MetadataOptions {
             forwarding_namespaces: Some(metadata_options::MetadataNamespaces {
@@ -121,24 +105,44 @@ pub fn pool_filter(
         ..Default::default()
     };
     HttpFilter {
-        name: pool_filter_name(pool),
+        name: PICKER_FILTER.into(),
         config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(config))),
-        disabled: true,
         ..Default::default()
     }
 }
 
-/// The `typed_per_filter_config` value (under [`pool_filter_name`]) that enables a pool's
-/// filter on a route. Envoy refuses an enabling entry without a config, so it carries an
-/// ext_proc override that changes nothing.
-pub fn enable_on_route() -> Any {
-    let unchanged = ExtProcPerRoute {
-        r#override: Some(ext_proc_per_route::Override::Overrides(ExtProcOverrides::default())),
+/// The per-route config that sends a route's requests to `pool`'s picker over `cluster`.
+/// `authority` is the picker's `host:port` as its Service names it (the gRPC `:authority`;
+/// Envoy would otherwise send the cluster name, which is not a valid one). `FailOpen` lets a
+/// request through (to an endpoint of Envoy's choosing) when the picker is down; `FailClose`
+/// fails it.
+pub fn picker_on(
+    pool: &ObjectKey,
+    cluster: &str,
+    authority: &str,
+    failure_mode: FailureMode,
+) -> Any {
+    let overrides = ExtProcOverrides {
+        grpc_service: Some(GrpcService {
+            target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
+                grpc_service::EnvoyGrpc {
+                    cluster_name: cluster.to_string(),
+                    authority: authority.to_string(),
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        }),
+        grpc_initial_metadata: vec![HeaderValue {
+            key: POOL_METADATA.into(),
+            value: pool_name(pool),
+            ..Default::default()
+        }],
+        failure_mode_allow: Some(BoolValue { value: failure_mode == FailureMode::FailOpen }),
+        ..Default::default()
     };
-    pack_any(FilterConfig {
-        config: Some(pack_any(unchanged)),
-        is_optional: false,
-        disabled: false,
+    pack_any(ExtProcPerRoute {
+        r#override: Some(ext_proc_per_route::Override::Overrides(overrides)),
     })
 }
 
@@ -292,22 +296,28 @@ mod tests {
     #[test]
     fn the_failure_mode_decides_failure_mode_allow() {
         let pool = ObjectKey::new(Kind::InferencePool, "ns", "p");
-        let open = pool_filter(&pool, "picker/ns/p", "epp.ns:9002", FailureMode::FailOpen);
-        let close = pool_filter(&pool, "picker/ns/p", "epp.ns:9002", FailureMode::FailClose);
-        assert!(ext_proc(&open).failure_mode_allow);
-        assert!(!ext_proc(&close).failure_mode_allow);
-        assert!(open.disabled, "enabled per route only");
-        assert_eq!(open.name, "envoy.filters.http.ext_proc/pool/ns/p");
-        let config = ext_proc(&close);
-        let grpc = config.grpc_service.unwrap();
-        assert_eq!(grpc.initial_metadata[0].value, "ns/p");
-        let Some(grpc_service::TargetSpecifier::EnvoyGrpc(envoy)) = grpc.target_specifier else {
+        let on = |mode| {
+            let any = picker_on(&pool, "picker/ns/p", "epp.ns:9002", mode);
+            let per_route = ExtProcPerRoute::decode(any.value.as_slice()).unwrap();
+            let Some(ext_proc_per_route::Override::Overrides(o)) = per_route.r#override else {
+                panic!("{per_route:?}")
+            };
+            o
+        };
+        assert_eq!(on(FailureMode::FailOpen).failure_mode_allow, Some(BoolValue { value: true }));
+        let close = on(FailureMode::FailClose);
+        assert_eq!(close.failure_mode_allow, Some(BoolValue { value: false }));
+        assert_eq!(close.grpc_initial_metadata[0].value, "ns/p");
+        let Some(grpc_service::TargetSpecifier::EnvoyGrpc(envoy)) =
+            close.grpc_service.unwrap().target_specifier
+        else {
             panic!()
         };
         assert_eq!(
             (envoy.cluster_name.as_str(), envoy.authority.as_str()),
             ("picker/ns/p", "epp.ns:9002")
         );
+        let config = ext_proc(&picker_filter());
         assert!(!config.allow_mode_override);
         let mode = config.processing_mode.unwrap();
         assert_eq!(

@@ -17,10 +17,10 @@ use envoy_types::pb::envoy::config::route::v3::{
 };
 use envoy_types::pb::envoy::extensions::retry::priority::previous_priorities::v3::PreviousPrioritiesConfig;
 use envoy_types::pb::envoy::r#type::matcher::v3::{RegexMatcher, StringMatcher, string_matcher};
-use envoy_types::pb::google::protobuf::{Duration, UInt32Value};
+use envoy_types::pb::google::protobuf::{Any, Duration, UInt32Value};
 use envoy_types::util::pack_any;
 
-use super::{cluster, extproc, listener};
+use super::{cluster, extproc, listener, picker};
 use crate::api::{
     AIGATEWAY_GROUP, AIGatewayRouteSpec, GATEWAY_API_GROUP, HeaderMatchType, INFERENCE_GROUP, Kind,
     ObjectKey, RouteMatch as AIRouteMatch, RouteRule, Spec, group_kind,
@@ -247,18 +247,26 @@ fn route_action(
     }
     // Envoy rejects a weighted cluster list naming a cluster twice, or summing to zero. Two
     // backendRefs to one backend share its weight and the first one's settings.
-    let mut weights: BTreeMap<String, (u32, usize)> = BTreeMap::new();
+    let mut weights: BTreeMap<String, (u32, usize, Option<ObjectKey>)> = BTreeMap::new();
     let mut pools = false;
     for (_, cluster, weight, i, target) in usable.into_iter().filter(|u| u.0 == top) {
-        pools |= cluster::pool_backed(graph, &target);
-        let w = weights.entry(cluster).or_insert((0, i));
+        let pool = cluster::pool_of(graph, &target);
+        pools |= pool.is_some();
+        let w = weights.entry(cluster).or_insert((0, i, pool));
         w.0 = w.0.saturating_add(weight);
     }
     let clusters = weights
         .into_iter()
-        .map(|(name, (weight, i))| weighted_cluster::ClusterWeight {
+        .map(|(name, (weight, i, pool))| weighted_cluster::ClusterWeight {
             name,
             weight: Some(UInt32Value { value: weight }),
+            // One entry: prost writes a map in random order, which would change the version.
+            typed_per_filter_config: pool
+                .and_then(|pool| {
+                    Some((picker::PICKER_FILTER.to_string(), picker_on(graph, &pool)?))
+                })
+                .into_iter()
+                .collect(),
             request_headers_to_add: vec![HeaderValueOption {
                 header: Some(HeaderValue {
                     key: ROUTE_BACKEND_HEADER.into(),
@@ -281,6 +289,14 @@ fn route_action(
         ..Default::default()
     };
     Some((action, None, pools))
+}
+
+/// The per-route config that sends requests to `pool` through its endpoint picker, or `None`
+/// when the pool names no picker. A picker whose Service is missing fails the requests closed.
+fn picker_on(graph: &Graph, pool: &ObjectKey) -> Option<Any> {
+    let address = cluster::picker_address(graph, pool)?;
+    let cluster = picker::picker_cluster_name(pool);
+    Some(picker::picker_on(pool, &cluster, &address.authority(), address.failure_mode))
 }
 
 /// Retries for a fallback cluster: each retry of a 5xx, reset or refused connection goes to the
@@ -351,9 +367,10 @@ pub(super) fn assemble(port: u16, fragments: &BTreeMap<ObjectKey, Fragment>) -> 
     // fragment's routes, then the 404s, decode as one virtual host with the routes in that order.
     let head = VirtualHost { name: "*".into(), domains: vec!["*".into()], ..Default::default() };
     let mut host = head.encode_to_vec();
-    // The pool phase is off unless a route to a pool turns it on (VirtualHost field 15,
+    // The pool phase and the picker are off unless a route to a pool turns them on (field 15,
     // `typed_per_filter_config`, a map: see `canonical`).
-    let off = [(extproc::POOL_FILTER.to_string(), extproc::off().encode_to_vec())];
+    let off = [extproc::POOL_FILTER, picker::PICKER_FILTER]
+        .map(|filter| (filter.to_string(), extproc::off().encode_to_vec()));
     super::canonical::append_map(&mut host, 15, off);
     for (_, f) in &attached {
         host.extend_from_slice(&f.encoded);

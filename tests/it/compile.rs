@@ -126,7 +126,22 @@ fn dump(updates: &[Update]) -> String {
                 out.push_str(&filters);
             }
             TypeUrl::RouteConfiguration => {
-                out.push_str(&debug_dump(&RouteConfiguration::decode(bytes).unwrap()))
+                let mut config = RouteConfiguration::decode(bytes).unwrap();
+                // Per-filter configs are a HashMap: printed sorted, apart.
+                let per_filter: Vec<BTreeMap<String, Any>> = config
+                    .virtual_hosts
+                    .iter_mut()
+                    .map(|vh| std::mem::take(&mut vh.typed_per_filter_config).into_iter().collect())
+                    .collect();
+                out.push_str(&debug_dump(&config));
+                for (vh, configs) in config.virtual_hosts.iter().zip(per_filter) {
+                    for (filter, any) in configs {
+                        out.push_str(&format!(
+                            "virtual host {} filter {filter}: {} {:?}\n",
+                            vh.name, any.type_url, any.value
+                        ));
+                    }
+                }
             }
             TypeUrl::ClusterLoadAssignment => {
                 out.push_str(&debug_dump(&ClusterLoadAssignment::decode(bytes).unwrap()))
@@ -413,7 +428,7 @@ fn envoy_accepts_every_kind_of_backend_and_match() {
     let updates = full(&graph);
     assert_eq!(
         names(&updates, TypeUrl::Cluster),
-        ["aisb/ns/dns", "aisb/ns/ip", "aisb/ns/unix", "pool/ns/pool"]
+        ["aisb/ns/dns", "aisb/ns/ip", "aisb/ns/unix", "picker/ns/pool", "pool/ns/pool"]
     );
     let routes: BTreeMap<String, RouteConfiguration> =
         decoded(&updates, TypeUrl::RouteConfiguration);

@@ -12,7 +12,7 @@ use std::time::Duration;
 use aixds::api::{FailureMode, Kind, ObjectKey};
 use aixds::compile::CompileOptions;
 use aixds::compile::picker::{
-    enable_on_route, picker_cluster, picker_cluster_name, pool_filter, pool_filter_name,
+    PICKER_FILTER, picker_cluster, picker_cluster_name, picker_filter, picker_on,
     pool_load_balancing,
 };
 use aixds::picker::PickerOptions;
@@ -27,6 +27,9 @@ use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener
 use envoy_types::pb::envoy::config::route::v3::{
     Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route, route_action,
     route_match,
+};
+use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::{
+    ExtProcPerRoute, ext_proc_per_route,
 };
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
@@ -79,10 +82,16 @@ fn envoy_config(
             cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(pool_cluster.into())),
             ..Default::default()
         })),
-        typed_per_filter_config: failure_mode
-            .map(|_| (pool_filter_name(&pool), enable_on_route()))
-            .into_iter()
-            .collect(),
+        typed_per_filter_config: [(
+            PICKER_FILTER.to_string(),
+            match failure_mode {
+                Some(mode) => picker_on(&pool, &picker_name, "pool-epp.default:9002", mode),
+                None => pack_any(ExtProcPerRoute {
+                    r#override: Some(ext_proc_per_route::Override::Disabled(true)),
+                }),
+            },
+        )]
+        .into(),
         ..Default::default()
     };
     let hcm = HttpConnectionManager {
@@ -100,12 +109,7 @@ fn envoy_config(
             },
         )),
         http_filters: vec![
-            pool_filter(
-                &pool,
-                &picker_name,
-                "pool-epp.default:9002",
-                failure_mode.unwrap_or_default(),
-            ),
+            picker_filter(),
             HttpFilter {
                 name: "envoy.filters.http.router".into(),
                 config_type: Some(http_filter::ConfigType::TypedConfig(
