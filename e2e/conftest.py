@@ -85,7 +85,7 @@ class Upstream:
 class Gateway:
     """`aixds run` on a manifest directory, with Envoy listening on 127.0.0.1:`port`."""
 
-    def __init__(self, tmp_path, manifests, port, args=()):
+    def __init__(self, tmp_path, manifests, port, args=(), picker_port=0):
         self.dir = tmp_path / "manifests"
         self.dir.mkdir()
         self.port = port
@@ -98,7 +98,7 @@ class Gateway:
             [aixds_bin(), "run", str(self.dir),
              "--xds-address", f"127.0.0.1:{free_port()}",
              "--admin-address", self.aixds_admin.removeprefix("http://"),
-             "--picker-listen", "127.0.0.1:0",
+             "--picker-listen", f"127.0.0.1:{picker_port}",
              "--listener-address", "127.0.0.1", "--default-port", str(port),
              "--envoy-admin-port", str(self.admin_port), "--node-id", tmp_path.name, *args],
             cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT,
@@ -159,8 +159,8 @@ def upstreams(tmp_path):
 def gateway(tmp_path):
     started = []
 
-    def start(manifests, port=None, args=()):
-        g = Gateway(tmp_path, manifests, port or free_port(), args)
+    def start(manifests, port=None, args=(), picker_port=0):
+        g = Gateway(tmp_path, manifests, port or free_port(), args, picker_port)
         started.append(g)
         return g
 

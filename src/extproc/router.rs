@@ -2,7 +2,8 @@
 //!
 //! Takes: the request headers and the whole request body. Gives: `GET /v1/models` and errors
 //! answered directly, in the client's own format; otherwise the model header the routes match
-//! on, the internal headers the upstream phase reads, and a cleared route cache.
+//! on, the internal headers the upstream phase reads, and a cleared route cache; a client's own
+//! `x-gateway-destination-endpoint` is removed, as only a pool's endpoint picker may choose.
 
 use std::sync::Arc;
 
@@ -20,17 +21,20 @@ use super::service::{describe, find, header_pairs, immediate, mutation};
 use super::translate::{ClientSchema, Endpoint, error_body, parse_request};
 use super::{ENDPOINT_HEADER, STREAM_HEADER, endpoint_path};
 use crate::api::MODEL_HEADER;
+use crate::picker::DESTINATION_ENDPOINT;
 
 pub(super) struct RouterPhase {
     runtime: Arc<RuntimeConfig>,
     max_body_bytes: usize,
     /// Set once the headers named an endpoint.
     endpoint: Option<Endpoint>,
+    /// The client sent the header a pool's endpoint picker answers with: it must not steer.
+    client_pick: bool,
 }
 
 impl RouterPhase {
     pub(super) fn new(runtime: Arc<RuntimeConfig>, max_body_bytes: usize) -> Self {
-        RouterPhase { runtime, max_body_bytes, endpoint: None }
+        RouterPhase { runtime, max_body_bytes, endpoint: None, client_pick: false }
     }
 
     pub(super) fn on_message(
@@ -82,6 +86,7 @@ impl RouterPhase {
             return method_not_allowed(client, method, path);
         }
         self.endpoint = Some(endpoint);
+        self.client_pick = find(&headers, DESTINATION_ENDPOINT).is_some();
         if message.end_of_stream {
             // No body is coming: the request is as malformed as one with an empty body.
             return self.parse(endpoint, b"");
@@ -125,6 +130,10 @@ impl RouterPhase {
             let message = "\"model\" must be a non-empty name without control characters";
             return immediate(400, error_body(client, 400, message), "aixds_invalid_request");
         }
+        let remove = match self.client_pick {
+            true => vec![DESTINATION_ENDPOINT.to_string()],
+            false => Vec::new(),
+        };
         let set = vec![
             (MODEL_HEADER.to_string(), parsed.model),
             (ENDPOINT_HEADER.to_string(), endpoint_path(endpoint).to_string()),
@@ -133,7 +142,7 @@ impl RouterPhase {
         ProcessingResponse {
             response: Some(Out::RequestBody(BodyResponse {
                 response: Some(CommonResponse {
-                    header_mutation: mutation(set, Vec::new()),
+                    header_mutation: mutation(set, remove),
                     // The route was picked before the model header existed.
                     clear_route_cache: true,
                     ..Default::default()
