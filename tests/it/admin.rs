@@ -105,7 +105,7 @@ fn focus_narrows_to_the_neighbourhood_both_ways() {
 /// aixds without Envoy, admin on a free port.
 async fn start_plain(dir: &Path) -> Running {
     aixds::run::start(RunOptions {
-        paths: vec![dir.to_path_buf()],
+        source: aixds::source::SourceOptions::Files(vec![dir.to_path_buf()]),
         xds_listen: "127.0.0.1:0".parse().unwrap(),
         admin_listen: Some("127.0.0.1:0".parse().unwrap()),
         compile: CompileOptions { listener_address: "127.0.0.1".into(), default_port: 1975 },

@@ -12,5 +12,7 @@ mod envoy_translate;
 mod extproc;
 mod graph;
 mod harness;
+mod kubeapi;
+mod kubernetes;
 mod source;
 mod translate;
