@@ -6,18 +6,18 @@
 //! - Collections: list (with `metadata.resourceVersion`, `limit`/`continue`, label and field
 //!   selectors), watch (`watch=true` from a `resourceVersion`, or from "now" with the current
 //!   objects as `ADDED`; `ADDED`/`MODIFIED`/`DELETED` as objects enter, change in and leave the
-//!   selection; `BOOKMARK` every [`TestApi::set_bookmark_interval`] when asked for; an `ERROR`
+//!   selection; a `BOOKMARK` every 500 ms when asked for; an `ERROR`
 //!   event with a `410` Status when the resourceVersion is older than the last compaction).
 //! - Objects: get, create (POST), replace (PUT, with resourceVersion conflicts), delete, and
 //!   `PATCH` of the `status` subresource as JSON merge patch or server-side apply; every PATCH
 //!   is recorded for assertions.
 //!
-//! Test controls: create/update/delete objects directly, [`TestApi::compact`] (every open watch
+//! Test controls: create/update/delete objects directly, [`TestApi::compact_with`] (every open watch
 //! ends and can only resume by relisting), [`TestApi::drop_watches`] (connections cut mid-stream),
 //! [`TestApi::stop`]/[`TestApi::start`] (the port refuses connections, then serves the same state
 //! again), and adding or removing resources (a CRD installed or uninstalled).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -106,6 +106,9 @@ pub fn all_resources() -> Vec<Resource> {
     ]
 }
 
+/// How often a watch that allows bookmarks gets one.
+const BOOKMARK_INTERVAL: Duration = Duration::from_millis(500);
+
 /// One recorded PATCH request.
 #[derive(Debug, Clone)]
 pub struct Patch {
@@ -134,9 +137,10 @@ struct Store {
     /// Watches may only resume from a resourceVersion at or after this one.
     compacted: u64,
     patches: Vec<Patch>,
-    bookmark_interval: Duration,
     /// Requests served, by path (without query).
     requests: Vec<String>,
+    /// What each resource request needed, as RBAC sees it: (group, resource, verb).
+    verbs: BTreeSet<(String, String, String)>,
 }
 
 struct Shared {
@@ -178,8 +182,8 @@ impl TestApi {
                 history: Vec::new(),
                 compacted: 0,
                 patches: Vec::new(),
-                bookmark_interval: Duration::from_millis(500),
                 requests: Vec::new(),
+                verbs: BTreeSet::new(),
             }),
             changed,
             cut,
@@ -255,9 +259,9 @@ impl TestApi {
         });
     }
 
-    /// Forgets the history: every open watch ends and a client resuming from a resourceVersion
-    /// before now gets `410 Gone`, so it must relist. Changes made in `f` (with the store locked)
-    /// are never seen by any watch: only a relist finds them.
+    /// Makes the changes in `f` (with the store locked), then forgets the history: every open
+    /// watch ends and a client resuming from a resourceVersion before now gets `410 Gone`, so it
+    /// must relist. No watch ever sees the changes made in `f`: only a relist finds them.
     pub fn compact_with(&self, f: impl FnOnce(&mut Objects)) {
         {
             let mut store = self.shared.store();
@@ -267,14 +271,6 @@ impl TestApi {
             store.history.clear();
         }
         self.end_watches();
-    }
-
-    pub fn compact(&self) {
-        self.compact_with(|_| {});
-    }
-
-    pub fn set_bookmark_interval(&self, every: Duration) {
-        self.shared.store().bookmark_interval = every;
     }
 
     /// Creates or replaces an object (a JSON manifest with apiVersion, kind and metadata).
@@ -311,6 +307,12 @@ impl TestApi {
     /// How many requests were served for `path` (no query).
     pub fn requests_to(&self, path: &str) -> usize {
         self.shared.store().requests.iter().filter(|p| *p == path).count()
+    }
+
+    /// Every (group, resource, verb) requested so far, as an RBAC rule would have to allow it
+    /// (`resource` is `plural` or `plural/status`).
+    pub fn verbs_used(&self) -> BTreeSet<(String, String, String)> {
+        self.shared.store().verbs.clone()
     }
 
     /// Installs a resource (a CRD appearing): discovery lists it from now on.
@@ -568,7 +570,25 @@ async fn handle(
                 "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources,
             }))
         }
-        Route::Target(t) => target(&shared, store, t, method, &uri, &query, &headers, body),
+        Route::Target(t) => {
+            let watching = query.get("watch").is_some_and(|w| w == "true" || w == "1");
+            let verb = match (&method, &t.name) {
+                (&Method::GET, None) if watching => "watch",
+                (&Method::GET, None) => "list",
+                (&Method::GET, Some(_)) => "get",
+                (&Method::POST, _) => "create",
+                (&Method::PUT, _) => "update",
+                (&Method::PATCH, _) => "patch",
+                (&Method::DELETE, _) => "delete",
+                _ => "other",
+            };
+            let resource = match t.status {
+                true => format!("{}/status", t.resource.plural),
+                false => t.resource.plural.to_string(),
+            };
+            store.verbs.insert((t.resource.group.to_string(), resource, verb.to_string()));
+            target(&shared, store, t, method, &uri, &query, &headers, body)
+        }
     }
 }
 
@@ -602,14 +622,13 @@ fn target(
                     store.rv
                 }
             };
-            let bookmark_interval = store.bookmark_interval;
             drop(store);
             tokio::spawn(stream_watch(
                 shared.clone(),
                 selection,
                 cursor,
                 initial,
-                bookmarks.then_some(bookmark_interval),
+                bookmarks.then_some(BOOKMARK_INTERVAL),
                 timeout.map(Duration::from_secs),
                 tx,
             ));

@@ -402,3 +402,59 @@ async fn another_replica_writes_status_once_the_leader_is_gone() {
     assert_eq!(held["spec"]["leaseTransitions"], 1);
     second.shutdown().await;
 }
+
+const POLICY: &str = r#"apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: BackendSecurityPolicy
+metadata: {name: key}
+spec:
+  targetRefs: [{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: a}]
+  type: APIKey
+  apiKey: {secretRef: {name: s}}
+"#;
+
+/// The committed rules are what `aixds rbac` prints, and they are exactly what `serve` uses:
+/// every request of a run that watches, writes every kind of status and holds the Lease is
+/// allowed by a rule, and every rule is used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rbac_rules_are_exactly_what_serve_uses() {
+    let file = repo().join("charts/aixds/files/rbac-rules.yaml");
+    let committed = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        committed == aixds::kube::rbac::rules_yaml(),
+        "{} drifted from the code: run `aixds rbac > charts/aixds/files/rbac-rules.yaml`",
+        file.display()
+    );
+
+    let api = TestApi::new().await;
+    for doc in [GATEWAY, ROUTE, POOL_ROUTE, POOL, EPP, POLICY] {
+        api.apply_yaml(doc);
+    }
+    api.apply_yaml(&backend_yaml("a", "127.0.0.1:9".parse().unwrap()));
+    let running = start(&api, Some(lease("rbac"))).await;
+    for path in [
+        "/apis/aigateway.envoyproxy.io/v1beta1/namespaces/default/aigatewayroutes/r/status",
+        "/apis/aigateway.envoyproxy.io/v1beta1/namespaces/default/aiservicebackends/a/status",
+        "/apis/aigateway.envoyproxy.io/v1beta1/namespaces/default/backendsecuritypolicies/key/status",
+        "/apis/inference.networking.k8s.io/v1/namespaces/default/inferencepools/pool/status",
+    ] {
+        status_patch(&api, path, |_| true).await;
+    }
+    // A renewal: the Lease is read, created, then updated.
+    eventually(10, "the lease is renewed", || async {
+        api.verbs_used()
+            .contains(&("coordination.k8s.io".into(), "leases".into(), "update".into()))
+            .then_some(())
+    })
+    .await;
+    running.shutdown().await;
+
+    let mut allowed = std::collections::BTreeSet::new();
+    for rule in aixds::kube::rbac::cluster_role_rules() {
+        for resource in &rule.resources {
+            for verb in rule.verbs {
+                allowed.insert((rule.group.to_string(), resource.clone(), verb.to_string()));
+            }
+        }
+    }
+    assert_eq!(api.verbs_used(), allowed);
+}
