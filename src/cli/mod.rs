@@ -346,12 +346,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 concurrency: None,
             });
             let opts = crate::run::RunOptions {
-                source: crate::source::SourceOptions::Kubernetes(crate::kube::KubeOptions {
-                    config: None,
-                    namespace,
-                    discovery_interval: std::time::Duration::from_secs(discovery_interval.max(1)),
-                    status,
-                }),
+                source: crate::source::SourceOptions::Kubernetes(Box::new(
+                    crate::kube::KubeOptions {
+                        config: None,
+                        namespace,
+                        discovery_interval: std::time::Duration::from_secs(
+                            discovery_interval.max(1),
+                        ),
+                        status,
+                    },
+                )),
                 xds_listen: xds_address,
                 admin_listen: Some(admin_address),
                 compile: crate::compile::CompileOptions { listener_address, default_port },

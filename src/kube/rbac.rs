@@ -79,12 +79,14 @@ pub const WRITTEN: &[(&str, &str, &[&str])] = &[(LEASE_GROUP, "leases", LEASE_VE
 /// The rules of aixds's ClusterRole: read per group, status patch per group, Leases.
 pub fn cluster_role_rules() -> Vec<Rule> {
     let mut rules: Vec<Rule> = Vec::new();
-    let mut push = |group: &'static str, resource: String, verbs: &'static [&'static str]| {
-        match rules.iter_mut().find(|r| r.group == group && r.verbs == verbs) {
+    let mut push =
+        |group: &'static str, resource: String, verbs: &'static [&'static str]| match rules
+            .iter_mut()
+            .find(|r| r.group == group && r.verbs == verbs)
+        {
             Some(rule) => rule.resources.push(resource),
             None => rules.push(Rule { group, resources: vec![resource], verbs }),
-        }
-    };
+        };
     for w in WATCHED {
         push(w.kind.group(), w.plural.to_string(), READ_VERBS);
     }
@@ -131,10 +133,15 @@ mod tests {
         let rules = cluster_role_rules();
         let core_read = rules.iter().find(|r| r.group.is_empty() && r.verbs == READ_VERBS);
         assert_eq!(core_read.unwrap().resources, ["pods", "secrets", "services"]);
-        let status = rules.iter().find(|r| r.group == "aigateway.envoyproxy.io" && r.verbs == STATUS_VERBS);
+        let status =
+            rules.iter().find(|r| r.group == "aigateway.envoyproxy.io" && r.verbs == STATUS_VERBS);
         assert_eq!(
             status.unwrap().resources,
-            ["aigatewayroutes/status", "aiservicebackends/status", "backendsecuritypolicies/status"]
+            [
+                "aigatewayroutes/status",
+                "aiservicebackends/status",
+                "backendsecuritypolicies/status"
+            ]
         );
         assert!(rules.iter().all(|r| !r.verbs.contains(&"delete")));
     }

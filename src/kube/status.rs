@@ -197,7 +197,9 @@ fn pool_gateways(graph: &Graph, pool: &ObjectKey) -> Vec<ObjectKey> {
                 graph
                     .referrers(&referrer.key)
                     .into_iter()
-                    .filter(|(k, n)| *k == RefKind::BackendRef && n.key.kind == Kind::AIGatewayRoute)
+                    .filter(|(k, n)| {
+                        *k == RefKind::BackendRef && n.key.kind == Kind::AIGatewayRoute
+                    })
                     .map(|(_, n)| n.key.clone()),
             ),
             _ => {}

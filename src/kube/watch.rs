@@ -206,7 +206,8 @@ impl KubeSource {
 
     /// Everything that changed since the last call.
     pub fn changes(&self) -> Vec<Change> {
-        let missing = std::mem::take(&mut *self.shared.missing.lock().unwrap_or_else(|e| e.into_inner()));
+        let missing =
+            std::mem::take(&mut *self.shared.missing.lock().unwrap_or_else(|e| e.into_inner()));
         let pending = std::mem::take(&mut *self.shared.pending());
         let mut out: Vec<Change> = missing
             .into_iter()

@@ -90,7 +90,8 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
         }
     };
 
-    let mut feed = Feed::start(&opts.source, metrics.clone(), opts.debounce, opts.max_delay).await?;
+    let mut feed =
+        Feed::start(&opts.source, metrics.clone(), opts.debounce, opts.max_delay).await?;
     let mut compiler = Compiler::new(opts.compile.clone());
     let runtime = RuntimeConfig::shared();
     let initial = feed.initial().await;

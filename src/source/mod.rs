@@ -26,11 +26,17 @@ use crate::graph::{Affected, Graph};
 /// One difference to apply to the graph.
 #[derive(Debug, Clone)]
 pub enum Change {
-    Apply { object: Box<Object>, conflict: Option<String> },
+    Apply {
+        object: Box<Object>,
+        conflict: Option<String>,
+    },
     Delete(ObjectKey),
     /// The source cannot have objects of `kind` (its CRD is not installed: `message` says so),
     /// or can again (`None`).
-    KindMissing { kind: Kind, message: Option<String> },
+    KindMissing {
+        kind: Kind,
+        message: Option<String>,
+    },
 }
 
 impl Change {
@@ -50,7 +56,7 @@ pub enum SourceOptions {
     /// Manifest files and directories, watched for edits.
     Files(Vec<PathBuf>),
     /// The Kubernetes API server.
-    Kubernetes(KubeOptions),
+    Kubernetes(Box<KubeOptions>),
 }
 
 /// A started source.

@@ -520,7 +520,8 @@ async fn handle(
         .unwrap_or_default();
     let mut store = shared.store();
     store.requests.push(uri.path().to_string());
-    let not_found = || status_error(StatusCode::NOT_FOUND, "NotFound", format!("{} not found", uri.path()));
+    let not_found =
+        || status_error(StatusCode::NOT_FOUND, "NotFound", format!("{} not found", uri.path()));
     let Some(route) = route(&store, uri.path()) else { return not_found() };
     match route {
         Route::CoreVersions => json_response(json!({
@@ -610,7 +611,8 @@ fn target(
             let selection = Selection::new(&r, t.namespace.clone(), query);
             let bookmarks = query.get("allowWatchBookmarks").is_some_and(|b| b == "true");
             let timeout = query.get("timeoutSeconds").and_then(|s| s.parse().ok());
-            let from = query.get("resourceVersion").and_then(|v| v.parse::<u64>().ok()).filter(|v| *v > 0);
+            let from =
+                query.get("resourceVersion").and_then(|v| v.parse::<u64>().ok()).filter(|v| *v > 0);
             let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
             let mut initial = Vec::new();
             let cursor = match from {
@@ -656,7 +658,11 @@ fn target(
         }
         (Method::GET, Some(name)) => match store.objects.get(&key(&r, &ns, name)) {
             Some(o) => json_response(o.clone()),
-            None => status_error(StatusCode::NOT_FOUND, "NotFound", format!("{} {name} not found", r.plural)),
+            None => status_error(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("{} {name} not found", r.plural),
+            ),
         },
         (Method::POST, None) => {
             let Ok(mut object) = serde_json::from_slice::<Value>(&body) else {
@@ -664,7 +670,11 @@ fn target(
             };
             let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
             if store.objects.contains_key(&key(&r, &ns, &name)) {
-                return status_error(StatusCode::CONFLICT, "AlreadyExists", format!("{name} exists"));
+                return status_error(
+                    StatusCode::CONFLICT,
+                    "AlreadyExists",
+                    format!("{name} exists"),
+                );
             }
             object["apiVersion"] = json!(r.api_version());
             object["kind"] = json!(r.kind);
@@ -677,14 +687,19 @@ fn target(
                 return status_error(StatusCode::BAD_REQUEST, "BadRequest", "not JSON".into());
             };
             let Some(current) = store.objects.get(&key(&r, &ns, name)) else {
-                return status_error(StatusCode::NOT_FOUND, "NotFound", format!("{name} not found"));
+                return status_error(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("{name} not found"),
+                );
             };
             let wanted = &object["metadata"]["resourceVersion"];
             if !wanted.is_null() && *wanted != current["metadata"]["resourceVersion"] {
                 return status_error(
                     StatusCode::CONFLICT,
                     "Conflict",
-                    "the object has been modified; please apply your changes to the latest version".into(),
+                    "the object has been modified; please apply your changes to the latest version"
+                        .into(),
                 );
             }
             object["apiVersion"] = json!(r.api_version());
@@ -708,11 +723,15 @@ fn target(
             let patch: Value = match content_type.as_str() {
                 "application/merge-patch+json" => match serde_json::from_slice(&body) {
                     Ok(v) => v,
-                    Err(e) => return status_error(StatusCode::BAD_REQUEST, "BadRequest", e.to_string()),
+                    Err(e) => {
+                        return status_error(StatusCode::BAD_REQUEST, "BadRequest", e.to_string());
+                    }
                 },
                 "application/apply-patch+yaml" => match serde_yaml::from_slice(&body) {
                     Ok(v) => v,
-                    Err(e) => return status_error(StatusCode::BAD_REQUEST, "BadRequest", e.to_string()),
+                    Err(e) => {
+                        return status_error(StatusCode::BAD_REQUEST, "BadRequest", e.to_string());
+                    }
                 },
                 other => {
                     return status_error(
@@ -722,7 +741,8 @@ fn target(
                     );
                 }
             };
-            if content_type == "application/apply-patch+yaml" && !query.contains_key("fieldManager") {
+            if content_type == "application/apply-patch+yaml" && !query.contains_key("fieldManager")
+            {
                 return status_error(
                     StatusCode::BAD_REQUEST,
                     "BadRequest",
@@ -737,7 +757,11 @@ fn target(
             });
             let k = key(&r, &ns, name);
             let Some(mut object) = store.objects.get(&k).cloned() else {
-                return status_error(StatusCode::NOT_FOUND, "NotFound", format!("{name} not found"));
+                return status_error(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("{name} not found"),
+                );
             };
             // Only the status subresource changes through /status.
             let mut status = object.get("status").cloned().unwrap_or(json!({}));
@@ -968,7 +992,11 @@ async fn stream_watch(
 
 /// The events after `cursor` the selection sees, moving the cursor; `Err` with the ERROR event
 /// when the cursor is older than the last compaction.
-fn next_events(shared: &Shared, selection: &Selection, cursor: &mut u64) -> Result<Vec<Value>, Value> {
+fn next_events(
+    shared: &Shared,
+    selection: &Selection,
+    cursor: &mut u64,
+) -> Result<Vec<Value>, Value> {
     let store = shared.store();
     if *cursor < store.compacted {
         let status = json!({

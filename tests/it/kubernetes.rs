@@ -36,7 +36,7 @@ pub(crate) async fn start_with(
     envoy: Option<EnvoyOptions>,
 ) -> anyhow::Result<Running> {
     aixds::run::start(RunOptions {
-        source: SourceOptions::Kubernetes(kube),
+        source: SourceOptions::Kubernetes(Box::new(kube)),
         xds_listen: "127.0.0.1:0".parse().unwrap(),
         admin_listen: Some(admin),
         compile: CompileOptions { listener_address: "127.0.0.1".into(), default_port: port },
@@ -238,10 +238,8 @@ async fn an_object_that_does_not_decode_is_skipped_and_counted() {
     let running = start(&api, None).await;
     assert!(present(&running, "AIServiceBackend/default/a"));
     assert!(!present(&running, "AIServiceBackend/default/broken"));
-    let metrics = request(running.admin_addr.unwrap().port(), "GET", "/metrics", &[], "")
-        .await
-        .unwrap()
-        .body;
+    let metrics =
+        request(running.admin_addr.unwrap().port(), "GET", "/metrics", &[], "").await.unwrap().body;
     assert!(metrics.contains("aixds_kube_decode_failures_total 1"), "{metrics}");
     assert_eq!(readyz(running.admin_addr.unwrap()).await.0, 200);
     running.shutdown().await;
@@ -302,7 +300,9 @@ async fn the_inference_pool_crd_is_optional_and_watched_once_installed() {
     api.remove_resource(&kubeapi::INFERENCE_POOL);
     wait_present(&running, "InferencePool/default/pool", false).await;
     let route = conditions(&running, "AIGatewayRoute/default/pr").unwrap();
-    assert!(route.iter().any(|c| c.3.contains("CRD (inference.networking.k8s.io/v1) is not installed")));
+    assert!(
+        route.iter().any(|c| c.3.contains("CRD (inference.networking.k8s.io/v1) is not installed"))
+    );
     running.shutdown().await;
 }
 
@@ -334,7 +334,8 @@ async fn conditions_are_written_to_status_only_when_they_change() {
     api.apply_yaml(EPP);
     let running = start(&api, Some(lease("only"))).await;
 
-    let route_status = "/apis/aigateway.envoyproxy.io/v1beta1/namespaces/default/aigatewayroutes/r/status";
+    let route_status =
+        "/apis/aigateway.envoyproxy.io/v1beta1/namespaces/default/aigatewayroutes/r/status";
     let body = status_patch(&api, route_status, |_| true).await;
     let refs = condition(&body["status"]["conditions"], "ResolvedRefs");
     assert_eq!(refs["status"], "False");
@@ -348,7 +349,8 @@ async fn conditions_are_written_to_status_only_when_they_change() {
     assert_eq!(condition(&stored["status"]["conditions"], "ResolvedRefs")["status"], "False");
 
     // The InferencePool in the Inference Extension's shape: one parent per Gateway.
-    let pool_status = "/apis/inference.networking.k8s.io/v1/namespaces/default/inferencepools/pool/status";
+    let pool_status =
+        "/apis/inference.networking.k8s.io/v1/namespaces/default/inferencepools/pool/status";
     let body = status_patch(&api, pool_status, |_| true).await;
     let parents = body["status"]["parents"].as_array().unwrap();
     assert_eq!(parents.len(), 1);
@@ -360,17 +362,18 @@ async fn conditions_are_written_to_status_only_when_they_change() {
 
     // Fix the route: its status flips, with the new generation.
     api.apply_yaml(&backend_yaml("a", "127.0.0.1:9".parse().unwrap()));
-    let body = status_patch(&api, route_status, |b| {
-        b["status"]["conditions"][1]["status"] == "True"
-    })
-    .await;
+    let body =
+        status_patch(&api, route_status, |b| b["status"]["conditions"][1]["status"] == "True")
+            .await;
     assert_eq!(condition(&body["status"]["conditions"], "ResolvedRefs")["reason"], "ResolvedRefs");
-    let route_patches = |api: &TestApi| api.patches().iter().filter(|p| p.path == route_status).count();
+    let route_patches =
+        |api: &TestApi| api.patches().iter().filter(|p| p.path == route_status).count();
     let written = route_patches(&api);
 
     // An unrelated change is written; the route's unchanged status is not written again.
     api.apply_yaml(&backend_yaml("z", "127.0.0.1:9".parse().unwrap()));
-    let z_status = "/apis/aigateway.envoyproxy.io/v1beta1/namespaces/default/aiservicebackends/z/status";
+    let z_status =
+        "/apis/aigateway.envoyproxy.io/v1beta1/namespaces/default/aiservicebackends/z/status";
     status_patch(&api, z_status, |_| true).await;
     assert_eq!(route_patches(&api), written);
 
@@ -395,7 +398,8 @@ async fn another_replica_writes_status_once_the_leader_is_gone() {
     first.shutdown().await;
 
     api.apply_yaml(ROUTE);
-    let route_status = "/apis/aigateway.envoyproxy.io/v1beta1/namespaces/default/aigatewayroutes/r/status";
+    let route_status =
+        "/apis/aigateway.envoyproxy.io/v1beta1/namespaces/default/aigatewayroutes/r/status";
     status_patch(&api, route_status, |_| true).await;
     let held = api.get("Lease", "default", "aixds").unwrap();
     assert_eq!(held["spec"]["holderIdentity"], "second");
@@ -457,4 +461,84 @@ async fn rbac_rules_are_exactly_what_serve_uses() {
         }
     }
     assert_eq!(api.verbs_used(), allowed);
+}
+
+const SECOND_ROUTE: &str = r#"apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIGatewayRoute
+metadata: {name: r2}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - matches: [{headers: [{type: Exact, name: x-ai-eg-model, value: model-x}]}]
+    backendRefs: [{name: a}]
+"#;
+
+/// Objects at the API server drive a real Envoy: created, changed, deleted behind a `410`, and
+/// with the API server gone Envoy keeps the last good config while aixds reports not ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_server_changes_reach_envoy_and_an_outage_keeps_its_config() {
+    let (a, b) = (Upstream::start("A").await, Upstream::start("B").await);
+    let mut api = TestApi::new().await;
+    let port = free_port();
+    api.apply_yaml(&crate::envoy::manifests(port, &[("model-a", vec![("a", a.addr, 1)])]));
+    api.apply_yaml(SECOND_ROUTE);
+    let envoy_admin = free_port();
+    let envoy = EnvoyOptions {
+        binary: envoy_bin(),
+        bootstrap: aixds::bootstrap::BootstrapOptions {
+            node_id: "kube".into(),
+            admin_port: envoy_admin,
+            ..Default::default()
+        },
+        log_level: "warning".into(),
+        concurrency: Some(1),
+    };
+    let admin: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let running = start_with(kube_options(&api, None), admin, port, Some(envoy)).await.unwrap();
+    let admin = running.admin_addr.unwrap();
+    for model in ["model-a", "model-x"] {
+        eventually(30, &format!("{model} served by A"), || async {
+            (served_by(port, model).await == Ok("A".into())).then_some(())
+        })
+        .await;
+    }
+
+    // Changed at the API server: model-a moves to B.
+    api.apply_yaml(&crate::envoy::manifests(port, &[("model-a", vec![("b", b.addr, 1)])]));
+    eventually(10, "model-a moves to B", || async {
+        (served_by(port, "model-a").await == Ok("B".into())).then_some(())
+    })
+    .await;
+
+    // Deleted where no watch saw it: only the relist after 410 Gone finds out.
+    api.compact_with(|objects| {
+        objects.delete("AIGatewayRoute", "default", "r2");
+    });
+    eventually(10, "model-x is gone", || async {
+        (served_by(port, "model-x").await == Err(404)).then_some(())
+    })
+    .await;
+
+    // The API server goes away: not ready, and Envoy keeps serving what it had.
+    api.stop().await;
+    eventually(20, "not ready while the API server is unreachable", || async {
+        (readyz(admin).await.0 == 503).then_some(())
+    })
+    .await;
+    for _ in 0..5 {
+        assert_eq!(served_by(port, "model-a").await, Ok("B".into()));
+    }
+    let dump = admin_get(envoy_admin, "/config_dump").await;
+    assert!(dump.contains("aisb/default/b"), "Envoy still has backend b's cluster");
+
+    // Back: ready again, and changes flow.
+    api.start().await;
+    eventually(20, "ready again", || async { (readyz(admin).await.0 == 200).then_some(()) }).await;
+    api.apply_yaml(&crate::envoy::manifests(port, &[("model-a", vec![("a", a.addr, 1)])]));
+    eventually(20, "model-a back on A", || async {
+        (served_by(port, "model-a").await == Ok("A".into())).then_some(())
+    })
+    .await;
+    assert_eq!(rejected_updates(envoy_admin).await, 0, "Envoy rejected no config");
+    running.shutdown().await;
 }
