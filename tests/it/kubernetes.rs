@@ -542,3 +542,44 @@ async fn api_server_changes_reach_envoy_and_an_outage_keeps_its_config() {
     assert_eq!(rejected_updates(envoy_admin).await, 0, "Envoy rejected no config");
     running.shutdown().await;
 }
+
+/// `aixds serve` as a user runs it, finding the API server through $KUBECONFIG.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_finds_the_api_server_through_the_kubeconfig() {
+    let api = TestApi::new().await;
+    api.apply_yaml(GATEWAY);
+    api.apply_yaml(ROUTE);
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: test\n\
+             clusters: [{{name: test, cluster: {{server: \"{}\"}}}}]\n\
+             users: [{{name: test, user: {{}}}}]\n\
+             contexts: [{{name: test, context: {{cluster: test, user: test}}}}]\n",
+            api.url()
+        ),
+    )
+    .unwrap();
+    let admin = free_port();
+    let _serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_aixds"))
+        .args(["serve", "--xds-address", "127.0.0.1:0", "--listener-address", "127.0.0.1"])
+        .args(["--admin-address", &format!("127.0.0.1:{admin}")])
+        .args(["--identity", "cli", "--lease-namespace", "default"])
+        .env("KUBECONFIG", &kubeconfig)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("AIXDS_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    eventually(30, "serve is ready", || async { (readyz(admin).await.0 == 200).then_some(()) })
+        .await;
+    let graph = request(admin.port(), "GET", "/debug/graph", &[], "").await.unwrap().json();
+    assert!(graph.to_string().contains("AIGatewayRoute/default/r"), "{graph}");
+    let route_status =
+        "/apis/aigateway.envoyproxy.io/v1beta1/namespaces/default/aigatewayroutes/r/status";
+    status_patch(&api, route_status, |_| true).await;
+    assert_eq!(api.get("Lease", "default", "aixds").unwrap()["spec"]["holderIdentity"], "cli");
+}
