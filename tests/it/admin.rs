@@ -351,7 +351,7 @@ async fn metrics_parse_and_move_with_a_change() {
 /// Makes a compiled cluster one Envoy must reject, the way only a control plane bug could: a
 /// negative connect timeout. Published straight into the store, so it carries the real sources
 /// and no test hook lives in the compiler.
-fn break_cluster(running: &Running, name: &str) -> (Resource, Update) {
+pub(crate) fn break_cluster(running: &Running, name: &str) -> (Resource, Update) {
     let snapshot = running.store.load();
     let good = snapshot.get(TypeUrl::Cluster, name).expect("cluster compiled").as_ref().clone();
     let mut cluster = Cluster::decode(good.body.value.as_slice()).unwrap();

@@ -583,3 +583,44 @@ async fn serve_finds_the_api_server_through_the_kubeconfig() {
     status_patch(&api, route_status, |_| true).await;
     assert_eq!(api.get("Lease", "default", "aixds").unwrap()["spec"]["holderIdentity"], "cli");
 }
+
+/// An Envoy's rejection of a resource reaches the status of the objects it was compiled from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_envoy_rejection_is_written_to_status() {
+    let a = Upstream::start("A").await;
+    let api = TestApi::new().await;
+    let port = free_port();
+    api.apply_yaml(&crate::envoy::manifests(port, &[("m", vec![("a", a.addr, 1)])]));
+    let envoy = EnvoyOptions {
+        binary: envoy_bin(),
+        bootstrap: aixds::bootstrap::BootstrapOptions {
+            node_id: "status".into(),
+            admin_port: free_port(),
+            ..Default::default()
+        },
+        log_level: "warning".into(),
+        concurrency: Some(1),
+    };
+    let kube = kube_options(&api, Some(lease("envoy")));
+    let running =
+        start_with(kube, "127.0.0.1:0".parse().unwrap(), port, Some(envoy)).await.unwrap();
+    eventually(30, "m served", || async { served_by(port, "m").await.ok() }).await;
+
+    let (_, bad) = crate::admin::break_cluster(&running, "aisb/default/a");
+    running.store.publish(vec![bad]);
+    let path =
+        "/apis/aigateway.envoyproxy.io/v1beta1/namespaces/default/aiservicebackends/a/status";
+    let body = status_patch(&api, path, |b| {
+        b["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["reason"] == "RejectedByEnvoy")
+    })
+    .await;
+    let accepted = condition(&body["status"]["conditions"], "Accepted");
+    assert_eq!(accepted["status"], "False");
+    let message = accepted["message"].as_str().unwrap();
+    assert!(message.starts_with("status: ") && message.contains("aisb/default/a"), "{message}");
+    running.shutdown().await;
+}
