@@ -6,8 +6,9 @@
 //! source events becomes one batch — take the changes, apply them to the graph, recompile only
 //! the affected outputs, publish (the Envoy resources, and the runtime config the translation
 //! ext_proc reads). With Kubernetes, a status writer reads the graph after each batch and
-//! writes conditions back (see [`crate::kube::status`]). One gRPC server serves ADS and the ext_proc; Envoy, when started
-//! here, is a child process whose logs are forwarded and which stops with aixds.
+//! writes conditions back (see [`crate::kube::status`]). One gRPC server serves ADS and the
+//! ext_proc; Envoy, when started here, is a child process whose logs are forwarded and which
+//! stops with aixds.
 
 mod envoy;
 
