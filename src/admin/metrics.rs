@@ -25,6 +25,8 @@ pub struct RunMetrics {
     compile: Histogram,
     decode_failures: AtomicU64,
     watch_failures: AtomicU64,
+    /// This replica holds the status Lease.
+    leader: AtomicBool,
 }
 
 impl Default for RunMetrics {
@@ -36,6 +38,7 @@ impl Default for RunMetrics {
             compile: Histogram::new(COMPILE_BUCKETS),
             decode_failures: AtomicU64::new(0),
             watch_failures: AtomicU64::new(0),
+            leader: AtomicBool::new(false),
         }
     }
 }
@@ -76,6 +79,11 @@ impl RunMetrics {
     /// A watched object was skipped because it does not decode.
     pub fn decode_failed(&self) {
         self.decode_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether this replica holds the status Lease (and so writes status).
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.store(leading, Ordering::Relaxed);
     }
 
     /// A watch failed and is restarted.
@@ -190,6 +198,13 @@ pub fn render(i: &Inputs) -> String {
         "aixds_kube_watch_failures_total {}",
         i.run.watch_failures.load(Ordering::Relaxed)
     );
+    header(
+        w,
+        "aixds_status_leader",
+        "gauge",
+        "1 when this replica holds the Lease and writes status.",
+    );
+    let _ = writeln!(w, "aixds_status_leader {}", u8::from(i.run.leader.load(Ordering::Relaxed)));
     header(w, "aixds_ready", "gauge", "1 when /readyz answers 200.");
     let _ = writeln!(w, "aixds_ready {}", u8::from(i.run.ready()));
     out

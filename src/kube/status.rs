@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use super::lease::{self, LeaseOptions};
 use super::rbac::WATCHED;
 use super::watch::Served;
+use crate::admin::RunMetrics;
 use crate::api::{GATEWAY_API_GROUP, Kind, ObjectKey};
 use crate::graph::{Condition, ConditionType, Graph, RefKind};
 use crate::xds::{Clients, SnapshotStore};
@@ -45,6 +46,7 @@ pub struct StatusWriter {
     /// Bumped after each batch.
     pub batches: watch::Receiver<u64>,
     pub stopped: watch::Receiver<bool>,
+    pub metrics: Arc<RunMetrics>,
 }
 
 /// Starts the election and the writer.
@@ -58,7 +60,9 @@ impl StatusWriter {
         let mut written: HashMap<ObjectKey, Value> = HashMap::new();
         let mut times = TransitionTimes::default();
         loop {
-            if *leading.borrow_and_update() {
+            let leads = *leading.borrow_and_update();
+            self.metrics.set_leader(leads);
+            if leads {
                 let desired = self.desired(&mut times);
                 for (key, status) in &desired {
                     if written.get(key) == Some(status) {

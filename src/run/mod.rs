@@ -152,6 +152,7 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
             clients: clients.clone(),
             batches: batches.clone(),
             stopped: stopped.clone(),
+            metrics: metrics.clone(),
         });
     }
     let loop_store = store.clone();

@@ -395,6 +395,17 @@ async fn another_replica_writes_status_once_the_leader_is_gone() {
     })
     .await;
     let second = start(&api, Some(lease("second"))).await;
+    let leader = |running: &Running| {
+        let admin = running.admin_addr.unwrap();
+        async move {
+            let m = request(admin.port(), "GET", "/metrics", &[], "").await.unwrap().body;
+            m.lines().find_map(|l| l.strip_prefix("aixds_status_leader ")).map(str::to_string)
+        }
+    };
+    eventually(10, "first reports it leads", || async {
+        (leader(&first).await.as_deref() == Some("1")).then_some(())
+    })
+    .await;
     first.shutdown().await;
 
     api.apply_yaml(ROUTE);
@@ -404,6 +415,10 @@ async fn another_replica_writes_status_once_the_leader_is_gone() {
     let held = api.get("Lease", "default", "aixds").unwrap();
     assert_eq!(held["spec"]["holderIdentity"], "second");
     assert_eq!(held["spec"]["leaseTransitions"], 1);
+    eventually(10, "second reports it leads", || async {
+        (leader(&second).await.as_deref() == Some("1")).then_some(())
+    })
+    .await;
     second.shutdown().await;
 }
 
