@@ -484,3 +484,90 @@ fn trim_pod(pod: &serde_json::Value) -> serde_json::Value {
         "status": {"podIP": status["podIP"], "phase": status["phase"], "conditions": conditions},
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::Spec;
+
+    fn resource(kind: Kind, version: &str, plural: &str) -> ApiResource {
+        ApiResource {
+            group: kind.group().into(),
+            version: version.into(),
+            api_version: if kind.group().is_empty() {
+                version.into()
+            } else {
+                format!("{}/{version}", kind.group())
+            },
+            kind: kind.as_str().into(),
+            plural: plural.into(),
+        }
+    }
+
+    fn object(v: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn fields_the_api_server_maintains_do_not_change_the_hash() {
+        let r = resource(Kind::AIServiceBackend, "v1beta1", "aiservicebackends");
+        let spec = json!({"schema": {"name": "OpenAI"}, "backendRef": {"name": "b"}});
+        let first = object(json!({
+            "metadata": {"name": "a", "namespace": "ns", "resourceVersion": "1"},
+            "spec": spec,
+        }));
+        let written = object(json!({
+            "metadata": {"name": "a", "namespace": "ns", "resourceVersion": "2",
+                         "managedFields": [{"manager": "aixds"}]},
+            "spec": spec,
+            "status": {"conditions": [{"type": "Accepted", "status": "True"}]},
+        }));
+        let first = decode(first, &r, Kind::AIServiceBackend).unwrap();
+        let written = decode(written, &r, Kind::AIServiceBackend).unwrap();
+        assert_eq!(first.key, ObjectKey::new(Kind::AIServiceBackend, "ns", "a"));
+        assert_eq!(first.content_hash, written.content_hash);
+
+        let edited = object(json!({
+            "metadata": {"name": "a", "namespace": "ns", "resourceVersion": "3"},
+            "spec": {"schema": {"name": "OpenAI"}, "backendRef": {"name": "c"}},
+        }));
+        let edited = decode(edited, &r, Kind::AIServiceBackend).unwrap();
+        assert_ne!(first.content_hash, edited.content_hash);
+    }
+
+    #[test]
+    fn a_pod_keeps_its_labels_address_and_readiness_only() {
+        let r = resource(Kind::Pod, "v1", "pods");
+        let pod = |probe_time: &str| {
+            object(json!({
+                "metadata": {"name": "p", "namespace": "ns", "labels": {"app": "m"}},
+                "spec": {"containers": [{"name": "c", "image": "i"}]},
+                "status": {"podIP": "10.0.0.7", "phase": "Running", "conditions": [
+                    {"type": "Ready", "status": "True", "lastProbeTime": probe_time},
+                ]},
+            }))
+        };
+        let a = decode(pod("2026-01-01T00:00:00Z"), &r, Kind::Pod).unwrap();
+        let b = decode(pod("2026-01-01T00:01:00Z"), &r, Kind::Pod).unwrap();
+        assert_eq!(a.content_hash, b.content_hash, "probe times are not the graph's business");
+        assert_eq!(a.labels.get("app").map(String::as_str), Some("m"));
+        match &a.spec {
+            Spec::Pod(info) => {
+                assert_eq!(info.ip.as_deref(), Some("10.0.0.7"));
+                assert!(info.ready);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_object_that_does_not_parse_is_an_error_not_a_panic() {
+        let r = resource(Kind::AIServiceBackend, "v1beta1", "aiservicebackends");
+        let bad =
+            object(json!({"metadata": {"name": "a", "namespace": "ns"}, "spec": {"schema": 7}}));
+        let e = decode(bad, &r, Kind::AIServiceBackend).unwrap_err();
+        assert!(e.contains("schema"), "{e}");
+    }
+}
