@@ -9,6 +9,7 @@ pub mod compile;
 pub mod crds;
 pub mod extproc;
 pub mod graph;
+pub mod kube;
 pub mod picker;
 pub mod run;
 pub mod source;

@@ -5,6 +5,7 @@
 //! gauges (graph size, connected Envoys) are read when scraped, so nothing keeps them in sync.
 
 use std::fmt::Write;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -15,20 +16,30 @@ use crate::xds::{ClientInfo, Histogram, HistogramValues, Snapshot, StreamKind, T
 /// Upper bounds of the compile-time histogram buckets, in seconds.
 const COMPILE_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5];
 
-/// What the run loop reports: batches, compile time, readiness.
+/// What the run loop and the source report: batches, compile time, readiness, watch trouble.
 #[derive(Debug)]
 pub struct RunMetrics {
     ready: AtomicBool,
+    /// Why the source is not current (a Kubernetes watch relisting or failing), if it is not.
+    source_problem: Mutex<Option<String>>,
     batches: AtomicU64,
     compile: Histogram,
+    decode_failures: AtomicU64,
+    watch_failures: AtomicU64,
+    /// This replica holds the status Lease.
+    leader: AtomicBool,
 }
 
 impl Default for RunMetrics {
     fn default() -> Self {
         RunMetrics {
             ready: AtomicBool::new(false),
+            source_problem: Mutex::new(None),
             batches: AtomicU64::new(0),
             compile: Histogram::new(COMPILE_BUCKETS),
+            decode_failures: AtomicU64::new(0),
+            watch_failures: AtomicU64::new(0),
+            leader: AtomicBool::new(false),
         }
     }
 }
@@ -39,8 +50,46 @@ impl RunMetrics {
         self.ready.store(true, Ordering::Release);
     }
 
+    /// Ready: the initial snapshot is published and the source is current. Otherwise why not.
+    pub fn readiness(&self) -> Result<(), String> {
+        if !self.ready.load(Ordering::Acquire) {
+            return Err(match self.source_problem() {
+                Some(problem) => format!("initial snapshot not published yet: {problem}"),
+                None => "initial snapshot not published yet".into(),
+            });
+        }
+        match self.source_problem() {
+            Some(problem) => Err(problem),
+            None => Ok(()),
+        }
+    }
+
     pub fn ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.readiness().is_ok()
+    }
+
+    /// Sets or clears why the source is not current.
+    pub fn set_source_problem(&self, problem: Option<String>) {
+        *self.source_problem.lock().unwrap_or_else(|e| e.into_inner()) = problem;
+    }
+
+    pub fn source_problem(&self) -> Option<String> {
+        self.source_problem.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A watched object was skipped because it does not decode.
+    pub fn decode_failed(&self) {
+        self.decode_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether this replica holds the status Lease (and so writes status).
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.store(leading, Ordering::Relaxed);
+    }
+
+    /// A watch failed and is restarted.
+    pub fn watch_failed(&self) {
+        self.watch_failures.fetch_add(1, Ordering::Relaxed);
     }
 
     /// One compile (the initial full one, or a batch's incremental one).
@@ -134,6 +183,32 @@ pub fn render(i: &Inputs) -> String {
     let _ = writeln!(w, "aixds_batches_applied_total {}", i.run.batches());
     header(w, "aixds_compile_seconds", "histogram", "Time to compile the affected outputs.");
     histogram(w, "aixds_compile_seconds", "", &i.run.compile.values());
+    header(
+        w,
+        "aixds_kube_decode_failures_total",
+        "counter",
+        "Watched Kubernetes objects skipped because they do not decode.",
+    );
+    let _ = writeln!(
+        w,
+        "aixds_kube_decode_failures_total {}",
+        i.run.decode_failures.load(Ordering::Relaxed)
+    );
+    header(w, "aixds_kube_watch_failures_total", "counter", "Kubernetes watches that failed.");
+    let _ = writeln!(
+        w,
+        "aixds_kube_watch_failures_total {}",
+        i.run.watch_failures.load(Ordering::Relaxed)
+    );
+    header(
+        w,
+        "aixds_status_leader",
+        "gauge",
+        "1 when this replica holds the Lease and writes status.",
+    );
+    let _ = writeln!(w, "aixds_status_leader {}", u8::from(i.run.leader.load(Ordering::Relaxed)));
+    header(w, "aixds_ready", "gauge", "1 when /readyz answers 200.");
+    let _ = writeln!(w, "aixds_ready {}", u8::from(i.run.ready()));
     i.genai.render(w);
     out
 }

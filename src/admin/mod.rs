@@ -4,7 +4,8 @@
 //! Takes: an [`AdminState`] (the shared graph, the snapshot store, the xDS registry and
 //! counters, the run loop's metrics). Gives: an axum [`Router`] with
 //! - `/healthz` (200 while the process serves) and `/readyz` (200 once the initial snapshot is
-//!   published, 503 before);
+//!   published and while the source is current, 503 with the reason otherwise: before the
+//!   first snapshot, or while a Kubernetes watch relists or fails);
 //! - `/metrics` (see [`metrics`]);
 //! - `/debug/graph?format=json|dot|html&focus=Kind/ns/name&depth=N` (see [`crate::graph::export`]
 //!   and [`html`]), with Envoy's rejections merged into the objects' conditions (see
@@ -108,10 +109,9 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<(tokio::net::TcpListener,
 }
 
 async fn readyz(State(s): State<AdminState>) -> Response {
-    if s.run.ready() {
-        "ready\n".into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "initial snapshot not published yet\n").into_response()
+    match s.run.readiness() {
+        Ok(()) => "ready\n".into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
     }
 }
 

@@ -107,7 +107,12 @@ impl Kind {
     pub fn from_api_version(api_version: &str, kind: &str) -> Option<Kind> {
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
         let k = Kind::ALL.into_iter().find(|k| k.as_str() == kind && k.group() == group)?;
-        let accepted: &[&str] = match k {
+        k.versions().contains(&version).then_some(k)
+    }
+
+    /// The versions aixds reads, preferred first.
+    pub fn versions(self) -> &'static [&'static str] {
+        match self {
             Kind::AIGatewayRoute | Kind::AIServiceBackend | Kind::BackendSecurityPolicy => {
                 &["v1beta1", "v1alpha1"]
             }
@@ -116,8 +121,7 @@ impl Kind {
             Kind::Gateway | Kind::GatewayClass => &["v1", "v1beta1"],
             Kind::BackendTLSPolicy => &["v1", "v1alpha3"],
             Kind::Secret | Kind::Service | Kind::Pod => &["v1"],
-        };
-        accepted.contains(&version).then_some(k)
+        }
     }
 
     /// Parses a kind name as used on the command line and in references (case-insensitive).

@@ -131,6 +131,70 @@ pub enum Command {
         #[arg(long, conflicts_with = "picker_listen")]
         no_picker: bool,
     },
+    /// Run in a Kubernetes cluster: watch the objects at the API server, serve xDS and the
+    /// translation ext_proc, and write conditions to the objects' status.
+    ///
+    /// The API server is found through $KUBECONFIG, ~/.kube/config or the in-cluster service
+    /// account. xDS is served once every kind is listed; /readyz answers 503 until then and
+    /// whenever a watch fails (the last good config keeps being served). A CRD that is not
+    /// installed is looked for again every --discovery-interval. Of several replicas, the one
+    /// holding the Lease writes status; all serve. Starts no Envoy unless --envoy is given.
+    Serve {
+        /// Address to serve xDS and the ext_proc on.
+        #[arg(long, default_value = "0.0.0.0:18000")]
+        xds_address: std::net::SocketAddr,
+        /// Address of the admin HTTP server (probes, /metrics, /debug/*).
+        #[arg(long, default_value = "0.0.0.0:19000")]
+        admin_address: std::net::SocketAddr,
+        /// Address the Envoy listeners bind to.
+        #[arg(long, default_value = "0.0.0.0")]
+        listener_address: String,
+        /// Listener port when there is no Gateway.
+        #[arg(long, default_value_t = 1975)]
+        default_port: u16,
+        /// Watch only this namespace (default: all namespaces).
+        #[arg(long, env = "AIXDS_WATCH_NAMESPACE")]
+        namespace: Option<String>,
+        /// Seconds between discovery checks for a CRD that is not installed.
+        #[arg(long, default_value_t = 10)]
+        discovery_interval: u64,
+        /// Write no status (and take part in no leader election).
+        #[arg(long)]
+        no_status: bool,
+        /// Namespace of the leader-election Lease.
+        #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+        lease_namespace: String,
+        /// Name of the leader-election Lease.
+        #[arg(long, default_value = "aixds")]
+        lease_name: String,
+        /// This replica's identity in the Lease (default: $POD_NAME, else $HOSTNAME).
+        #[arg(long, env = "POD_NAME")]
+        identity: Option<String>,
+        /// Also start this Envoy binary as a child, pointed at this xDS server.
+        #[arg(long, value_name = "PATH")]
+        envoy: Option<PathBuf>,
+        #[command(flatten)]
+        envoy_node: EnvoyNodeArgs,
+        /// Largest request body the translation ext_proc accepts, in bytes; larger ones get 413.
+        #[arg(long, default_value_t = crate::extproc::DEFAULT_MAX_BODY_BYTES)]
+        max_request_body: usize,
+        #[command(flatten)]
+        tls: ServeTlsArgs,
+        /// Address of the endpoint picker for InferencePools (what a pool's endpointPickerRef
+        /// Service points at).
+        #[arg(long, default_value = "0.0.0.0:9002")]
+        picker_address: std::net::SocketAddr,
+        /// Serve no endpoint picker (pools then need one deployed apart).
+        #[arg(long)]
+        no_picker: bool,
+        /// Have Envoy write one JSON line per request to PATH (see `aixds run --help`).
+        #[arg(long, value_name = "PATH")]
+        access_log: Option<String>,
+    },
+    /// Print the ClusterRole `rules:` aixds needs (what `serve` reads and writes), as YAML.
+    ///
+    /// The chart keeps this output in charts/aixds/files/rbac-rules.yaml.
+    Rbac,
     /// Print an Envoy bootstrap (YAML) that points an Envoy at aixds over ADS.
     ///
     /// In a cluster, --xds-address is a Service name, e.g. a headless Service
@@ -346,7 +410,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }),
             };
             let opts = crate::run::RunOptions {
-                paths,
+                source: crate::source::SourceOptions::Files(paths),
                 xds_listen: xds_address,
                 tls: tls.server_tls(),
                 admin_listen: Some(admin_address),
@@ -366,6 +430,74 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async { crate::run::start(opts).await?.wait().await })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve {
+            xds_address,
+            admin_address,
+            listener_address,
+            default_port,
+            namespace,
+            discovery_interval,
+            no_status,
+            lease_namespace,
+            lease_name,
+            identity,
+            envoy,
+            envoy_node,
+            max_request_body,
+            tls,
+            picker_address,
+            no_picker,
+            access_log,
+        } => {
+            let identity = identity
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .unwrap_or_else(|| format!("aixds-{}", std::process::id()));
+            let status = (!no_status).then(|| crate::kube::lease::LeaseOptions {
+                name: lease_name,
+                ..crate::kube::lease::LeaseOptions::new(lease_namespace, identity)
+            });
+            let envoy = envoy.map(|binary| crate::run::EnvoyOptions {
+                binary,
+                bootstrap: envoy_node.bootstrap(format!("127.0.0.1:{}", xds_address.port())),
+                log_level: "warning".into(),
+                concurrency: None,
+            });
+            let opts = crate::run::RunOptions {
+                source: crate::source::SourceOptions::Kubernetes(Box::new(
+                    crate::kube::KubeOptions {
+                        config: None,
+                        namespace,
+                        discovery_interval: std::time::Duration::from_secs(
+                            discovery_interval.max(1),
+                        ),
+                        status,
+                    },
+                )),
+                xds_listen: xds_address,
+                tls: tls.server_tls(),
+                admin_listen: Some(admin_address),
+                compile: crate::compile::CompileOptions {
+                    listener_address,
+                    default_port,
+                    access_log,
+                },
+                envoy,
+                extproc: crate::extproc::ExtProcOptions { max_body_bytes: max_request_body },
+                picker: (!no_picker).then(|| crate::picker::PickerOptions {
+                    listen: picker_address,
+                    ..Default::default()
+                }),
+                debounce: std::time::Duration::from_millis(20),
+                max_delay: std::time::Duration::from_millis(200),
+            };
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(async { crate::run::start(opts).await?.wait().await })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rbac => {
+            print!("{}", crate::kube::rbac::rules_yaml());
             Ok(ExitCode::SUCCESS)
         }
         Command::Bootstrap { xds_address, envoy_node } => {

@@ -90,6 +90,9 @@ pub struct Graph {
     /// A pod's candidate pools are found through its own labels, so a pod change costs what the
     /// pools that may select it cost, not the number of pools in the namespace.
     pools_by_label: HashMap<(String, String, String), HashSet<NodeIndex>>,
+    /// Kinds the source cannot have (a CRD not installed), with why: a missing reference to one
+    /// says so.
+    missing_kinds: HashMap<Kind, String>,
 }
 
 /// The index key of a pool: its namespace and the first label of its selector.
@@ -146,6 +149,39 @@ impl Graph {
             affected.into_iter().filter(|i| self.g.contains_node(*i)).collect();
         self.recompute_conditions(&live);
         keys
+    }
+
+    /// Records that the source cannot have objects of `kind` (`message` says why), or can again
+    /// (`None`). Returns what references a missing object of that kind: its conditions change.
+    pub fn set_kind_missing(&mut self, kind: Kind, message: Option<String>) -> Affected {
+        let changed = match message {
+            Some(m) => self.missing_kinds.insert(kind, m.clone()) != Some(m),
+            None => self.missing_kinds.remove(&kind).is_some(),
+        };
+        if !changed {
+            return Affected::default();
+        }
+        let placeholders: Vec<NodeIndex> = self
+            .index
+            .iter()
+            .filter(|(k, i)| k.kind == kind && self.g[**i].object.is_none())
+            .map(|(_, i)| *i)
+            .collect();
+        let mut affected = Vec::new();
+        for idx in placeholders {
+            for node in self.affected_from(idx, &[]) {
+                if !affected.contains(&node) {
+                    affected.push(node);
+                }
+            }
+        }
+        self.recompute_conditions(&affected);
+        self.to_keys(&affected)
+    }
+
+    /// Why the source cannot have objects of `kind`, if it cannot.
+    pub fn kind_missing(&self, kind: Kind) -> Option<&str> {
+        self.missing_kinds.get(&kind).map(String::as_str)
     }
 
     pub fn node(&self, key: &ObjectKey) -> Option<&Node> {

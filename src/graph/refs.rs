@@ -247,7 +247,12 @@ pub(super) fn conditions(graph: &Graph, idx: NodeIndex) -> Vec<Condition> {
         .collect();
     edges.sort_by(|a, b| (a.0, &a.1.key).cmp(&(b.0, &b.1.key)));
     for (kind, target) in edges {
-        if let Some(problem) = reference_problem(object, kind, target) {
+        if let Some(mut problem) = reference_problem(object, kind, target) {
+            if target.object.is_none()
+                && let Some(why) = graph.kind_missing(target.key.kind)
+            {
+                problem.1 = format!("{}: {why}", problem.1);
+            }
             problems.push(problem);
         }
     }

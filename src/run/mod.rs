@@ -1,13 +1,15 @@
-//! The running control plane: manifests in, Envoy config out, continuously.
+//! The running control plane: objects in, Envoy config out, continuously.
 //!
-//! Takes: [`RunOptions`] (manifest paths, the xDS address, compile options, how to start Envoy).
-//! Gives: a [`Running`] handle. One task owns the graph and the compiler: each burst of file
-//! events becomes one batch — reload, apply the changes to the graph, recompile only the
-//! affected outputs, publish (the Envoy resources, and the runtime config the translation
-//! ext_proc reads, and the pools the endpoint picker picks from). One gRPC server serves ADS and
-//! the ext_proc, over TLS when given a [`ServerTls`]; the endpoint picker has its own listener;
-//! Envoy, when started here, is a child process whose logs are forwarded and which stops with
-//! aixds.
+//! Takes: [`RunOptions`] (the source — manifest paths or Kubernetes —, the xDS address, compile
+//! options, how to start Envoy).
+//! Gives: a [`Running`] handle. One task owns the compiler and writes the graph: each burst of
+//! source events becomes one batch — take the changes, apply them to the graph, recompile only
+//! the affected outputs, publish (the Envoy resources, the runtime config the translation
+//! ext_proc reads, and the pools the endpoint picker picks from). With Kubernetes, a status
+//! writer reads the graph after each batch and writes conditions back (see
+//! [`crate::kube::status`]). One gRPC server serves ADS and the ext_proc, over TLS when given a
+//! [`ServerTls`]; the endpoint picker has its own listener; Envoy, when started here, is a child
+//! process whose logs are forwarded and which stops with aixds.
 
 mod envoy;
 mod tls;
@@ -16,7 +18,6 @@ pub use envoy::{EnvoyOptions, find_envoy};
 pub use tls::{ServerTls, TlsError};
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -29,12 +30,13 @@ use crate::compile::{CompileOptions, Compiler};
 use crate::extproc::{ExtProcOptions, ExtProcService, RuntimeConfig, SharedRuntime};
 use crate::graph::Graph;
 use crate::picker::{Picker, PickerOptions};
-use crate::source::{self, ManifestSource};
+use crate::source::{Feed, SourceOptions};
 use crate::xds::{AdsServer, Clients, PushLog, SnapshotStore};
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    pub paths: Vec<PathBuf>,
+    /// Manifest files, or Kubernetes.
+    pub source: SourceOptions,
     /// Where to serve xDS; port 0 picks a free port (see [`Running::xds_addr`]).
     pub xds_listen: SocketAddr,
     /// Serve xDS and the ext_proc over TLS; `None` is clear text.
@@ -49,7 +51,7 @@ pub struct RunOptions {
     pub extproc: ExtProcOptions,
     /// The endpoint picker for InferencePools, on its own listener; `None` serves none.
     pub picker: Option<PickerOptions>,
-    /// A burst of file events ends after this long without events...
+    /// A burst of source events ends after this long without events...
     pub debounce: Duration,
     /// ...or this long after its first event, whichever comes first.
     pub max_delay: Duration,
@@ -57,16 +59,18 @@ pub struct RunOptions {
 
 /// A started control plane. Dropping it stops the tasks and the Envoy child.
 pub struct Running {
+    /// The graph the loop maintains (read it under the read lock).
+    pub graph: Arc<RwLock<Graph>>,
     pub store: Arc<SnapshotStore>,
     pub clients: Arc<Clients>,
     pub push_log: Arc<PushLog>,
     /// What the translation ext_proc serves from.
     pub runtime: SharedRuntime,
-    pub xds_addr: SocketAddr,
-    pub admin_addr: Option<SocketAddr>,
     /// The endpoint picker and where it listens, when it is served.
     pub picker: Option<Arc<Picker>>,
     pub picker_addr: Option<SocketAddr>,
+    pub xds_addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
     pub metrics: Arc<RunMetrics>,
     /// Counts batches applied after the initial load; tests wait on it after editing a file.
     pub batches: watch::Receiver<u64>,
@@ -74,41 +78,18 @@ pub struct Running {
     stop: watch::Sender<bool>,
 }
 
-/// Loads the manifests, publishes the first snapshot, starts serving xDS, watches the files and
-/// starts Envoy.
+/// Starts the source and the admin server, waits for the source's initial objects (for
+/// Kubernetes, until every kind is listed: `/readyz` says 503 meanwhile), publishes the first
+/// snapshot, then serves xDS, runs the batch loop and starts Envoy.
 pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
-    let mut source = ManifestSource::new(opts.paths.clone());
-    let mut graph = Graph::new();
-    let mut compiler = Compiler::new(opts.compile.clone());
     let metrics = Arc::new(RunMetrics::default());
-    for change in source.reload()? {
-        change.apply_to(&mut graph);
-    }
-    report_files(&source);
-    let runtime = RuntimeConfig::shared();
-    RuntimeConfig::publish(&runtime, &graph);
-    let picker = opts.picker.as_ref().map(|_| Picker::new());
-    if let Some(picker) = &picker {
-        picker.publish(&graph);
-    }
+    let graph = Arc::new(RwLock::new(Graph::new()));
     let store = Arc::new(SnapshotStore::new());
-    let started = Instant::now();
-    let initial = compiler.full(&graph);
-    metrics.compiled(started.elapsed());
-    store.publish(initial);
-    metrics.set_ready();
-    tracing::info!(objects = graph.len(), "initial snapshot published");
-    let graph = Arc::new(RwLock::new(graph));
-
-    let mut server = tonic::transport::Server::builder();
-    if let Some(tls) = &opts.tls {
-        server = tls.apply(server)?;
-    }
     let ads = AdsServer::new(store.clone());
-    let extproc = ExtProcService::new(runtime.clone(), opts.extproc.clone());
-    let shared_runtime = runtime.clone();
     let (clients, push_log) = (ads.clients(), ads.push_log());
     let (stop, stopped) = watch::channel(false);
+    let runtime = RuntimeConfig::shared();
+    let extproc = ExtProcService::new(runtime.clone(), opts.extproc.clone());
     let admin_addr = match opts.admin_listen {
         None => None,
         Some(addr) => {
@@ -123,6 +104,34 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
             Some(start_admin(addr, state, stopped.clone()).await?)
         }
     };
+
+    let mut feed =
+        Feed::start(&opts.source, metrics.clone(), opts.debounce, opts.max_delay).await?;
+    let mut compiler = Compiler::new(opts.compile.clone());
+    let picker = opts.picker.as_ref().map(|_| Picker::new());
+    let initial = feed.initial().await;
+    {
+        let mut graph = graph.write().unwrap_or_else(|e| e.into_inner());
+        for change in initial {
+            change.apply_to(&mut graph);
+        }
+        RuntimeConfig::publish(&runtime, &graph);
+        if let Some(picker) = &picker {
+            picker.publish(&graph);
+        }
+        let started = Instant::now();
+        let initial = compiler.full(&graph);
+        metrics.compiled(started.elapsed());
+        store.publish(initial);
+        tracing::info!(objects = graph.len(), "initial snapshot published");
+    }
+    metrics.set_ready();
+
+    let shared_runtime = runtime.clone();
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = &opts.tls {
+        server = tls.apply(server)?;
+    }
     let listener = tokio::net::TcpListener::bind(opts.xds_listen)
         .await
         .with_context(|| format!("binding the xDS address {}", opts.xds_listen))?;
@@ -164,25 +173,35 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
         _ => None,
     };
 
-    let (_watcher, mut wakeups) = source::watch(&opts.paths, opts.debounce, opts.max_delay)
-        .context("watching the manifest paths")?;
     let (batch_tx, batches) = watch::channel(0u64);
+    if let (Some(kube), Some(lease)) = (feed.kube(), opts.status()) {
+        crate::kube::status::spawn(crate::kube::status::StatusWriter {
+            client: kube.client().clone(),
+            served: kube.served(),
+            lease: lease.clone(),
+            graph: graph.clone(),
+            store: store.clone(),
+            clients: clients.clone(),
+            batches: batches.clone(),
+            stopped: stopped.clone(),
+            metrics: metrics.clone(),
+        });
+    }
     let loop_store = store.clone();
     let loop_metrics = metrics.clone();
+    let loop_graph = graph.clone();
     let loop_picker = picker.clone();
     let mut loop_stopped = stopped.clone();
     tokio::spawn(async move {
-        // The watcher lives as long as the loop.
-        let _watcher = _watcher;
         loop {
             tokio::select! {
-                wake = wakeups.recv() => if wake.is_none() { return },
+                wake = feed.next_wake() => if wake.is_none() { return },
                 _ = loop_stopped.wait_for(|s| *s) => return,
             }
             {
-                let mut graph = graph.write().unwrap_or_else(|e| e.into_inner());
+                let mut graph = loop_graph.write().unwrap_or_else(|e| e.into_inner());
                 apply_batch(
-                    &mut source,
+                    &mut feed,
                     &mut graph,
                     &mut compiler,
                     &loop_store,
@@ -200,14 +219,15 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
         None => None,
     };
     Ok(Running {
+        graph,
         store,
         clients,
         push_log,
         runtime: shared_runtime,
-        xds_addr,
-        admin_addr,
         picker,
         picker_addr,
+        xds_addr,
+        admin_addr,
         metrics,
         batches,
         envoy,
@@ -241,7 +261,7 @@ async fn start_admin(
 /// then push). A `batch` span carries the counts; `apply`, `compile` and `publish` spans inside
 /// it time the stages.
 fn apply_batch(
-    source: &mut ManifestSource,
+    source: &mut Feed,
     graph: &mut Graph,
     compiler: &mut Compiler,
     store: &SnapshotStore,
@@ -253,14 +273,13 @@ fn apply_batch(
     let span = tracing::info_span!("batch", changes = Empty, affected = Empty, resources = Empty);
     let _batch = span.enter();
     let started = Instant::now();
-    let changes = match source.reload() {
+    let changes = match source.changes() {
         Ok(changes) => changes,
         Err(e) => {
             tracing::warn!("keeping the last good config: {e}");
             return;
         }
     };
-    report_files(source);
     span.record("changes", changes.len());
     let mut affected = Vec::new();
     tracing::info_span!("apply").in_scope(|| {
@@ -284,15 +303,16 @@ fn apply_batch(
     });
     metrics.batch_applied();
     span.record("resources", changed.len());
-    tracing::info!(micros = started.elapsed().as_micros() as u64, "applied manifest changes");
+    tracing::info!(micros = started.elapsed().as_micros() as u64, "applied source changes");
 }
 
-fn report_files(source: &ManifestSource) {
-    for skipped in source.set().skipped() {
-        tracing::warn!("{skipped}");
-    }
-    for error in source.set().errors() {
-        tracing::error!("{error}");
+impl RunOptions {
+    /// Leader election and status writing, for a Kubernetes source that asks for them.
+    fn status(&self) -> Option<&crate::kube::lease::LeaseOptions> {
+        match &self.source {
+            SourceOptions::Kubernetes(kube) => kube.status.as_ref(),
+            SourceOptions::Files(_) => None,
+        }
     }
 }
 

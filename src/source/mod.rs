@@ -1,39 +1,151 @@
 //! Sources of objects. Each source turns what it reads into [`Change`]s: only the objects that
-//! were added, changed or removed since its last batch.
+//! were added, changed or removed since its last batch. [`Feed`] is what the run loop reads:
+//! manifest files watched on disk, or Kubernetes watches ([`crate::kube`]), behind one interface
+//! (the initial objects, a wake-up per burst of events, the changes since the last batch).
 
 mod manifest;
 mod watch;
 
 pub use manifest::{FileError, Location, ManifestSet, Merged, Skipped};
-pub use watch::watch;
+pub use watch::{debounce, watch};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::api::{Object, ObjectKey};
+use anyhow::Context;
+use tokio::sync::mpsc;
+
+use crate::admin::RunMetrics;
+use crate::kube::{KubeOptions, KubeSource};
+
+use crate::api::{Kind, Object, ObjectKey};
 use crate::graph::{Affected, Graph};
 
 /// One difference to apply to the graph.
 #[derive(Debug, Clone)]
 pub enum Change {
-    Apply { object: Box<Object>, conflict: Option<String> },
+    Apply {
+        object: Box<Object>,
+        conflict: Option<String>,
+    },
     Delete(ObjectKey),
+    /// The source cannot have objects of `kind` (its CRD is not installed: `message` says so),
+    /// or can again (`None`).
+    KindMissing {
+        kind: Kind,
+        message: Option<String>,
+    },
 }
 
 impl Change {
-    pub fn key(&self) -> &ObjectKey {
-        match self {
-            Change::Apply { object, .. } => &object.key,
-            Change::Delete(key) => key,
-        }
-    }
-
     /// Applies the change and returns what it affects.
     pub fn apply_to(self, graph: &mut Graph) -> Affected {
         match self {
             Change::Apply { object, conflict } => graph.apply_with_conflict(*object, conflict),
             Change::Delete(key) => graph.delete(&key),
+            Change::KindMissing { kind, message } => graph.set_kind_missing(kind, message),
         }
+    }
+}
+
+/// Where the run loop's objects come from.
+#[derive(Debug, Clone)]
+pub enum SourceOptions {
+    /// Manifest files and directories, watched for edits.
+    Files(Vec<PathBuf>),
+    /// The Kubernetes API server.
+    Kubernetes(Box<KubeOptions>),
+}
+
+/// A started source.
+pub enum Feed {
+    Files {
+        source: ManifestSource,
+        /// The first read, until [`Feed::initial`] takes it.
+        initial: Option<Vec<Change>>,
+        /// Lives as long as the feed.
+        _watcher: notify::RecommendedWatcher,
+        wakeups: mpsc::Receiver<()>,
+    },
+    Kubernetes(KubeSource),
+}
+
+impl Feed {
+    /// Reads the files (a missing root is an error) and starts watching them, or starts the
+    /// Kubernetes watches. Bursts of events wake [`Feed::next_wake`] once, after `quiet` without
+    /// events or `max_delay` after the first.
+    pub async fn start(
+        opts: &SourceOptions,
+        metrics: Arc<RunMetrics>,
+        quiet: Duration,
+        max_delay: Duration,
+    ) -> anyhow::Result<Feed> {
+        match opts {
+            SourceOptions::Files(paths) => {
+                let mut source = ManifestSource::new(paths.clone());
+                let initial = source.reload()?;
+                report_files(&source);
+                let (watcher, wakeups) =
+                    watch(paths, quiet, max_delay).context("watching the manifest paths")?;
+                Ok(Feed::Files { source, initial: Some(initial), _watcher: watcher, wakeups })
+            }
+            SourceOptions::Kubernetes(kube) => {
+                let source = KubeSource::start(kube, metrics, quiet, max_delay)
+                    .await
+                    .context("connecting to the Kubernetes API server")?;
+                Ok(Feed::Kubernetes(source))
+            }
+        }
+    }
+
+    /// Every object the source holds now. For Kubernetes, waits until every kind is listed.
+    pub async fn initial(&mut self) -> Vec<Change> {
+        match self {
+            Feed::Files { initial, .. } => initial.take().unwrap_or_default(),
+            Feed::Kubernetes(source) => {
+                source.synced().await;
+                source.changes()
+            }
+        }
+    }
+
+    /// Waits for the next burst of events; `None` when the source is gone.
+    pub async fn next_wake(&mut self) -> Option<()> {
+        match self {
+            Feed::Files { wakeups, .. } => wakeups.recv().await,
+            Feed::Kubernetes(source) => source.next_wake().await,
+        }
+    }
+
+    /// The changes since the last call. An error means the source cannot be read now: keep the
+    /// last good config.
+    pub fn changes(&mut self) -> Result<Vec<Change>, String> {
+        match self {
+            Feed::Files { source, .. } => {
+                let changes = source.reload().map_err(|e| e.to_string())?;
+                report_files(source);
+                Ok(changes)
+            }
+            Feed::Kubernetes(source) => Ok(source.changes()),
+        }
+    }
+
+    pub fn kube(&self) -> Option<&KubeSource> {
+        match self {
+            Feed::Files { .. } => None,
+            Feed::Kubernetes(source) => Some(source),
+        }
+    }
+}
+
+fn report_files(source: &ManifestSource) {
+    for skipped in source.set().skipped() {
+        tracing::warn!("{skipped}");
+    }
+    for error in source.set().errors() {
+        tracing::error!("{error}");
     }
 }
 

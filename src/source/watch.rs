@@ -1,4 +1,5 @@
-//! Filesystem watching for the manifest source: one wake-up per burst of events.
+//! Filesystem watching for the manifest source, and the debounce every source uses: one
+//! wake-up per burst of events.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,7 +16,7 @@ pub fn watch(
     quiet: Duration,
     max_delay: Duration,
 ) -> notify::Result<(notify::RecommendedWatcher, mpsc::Receiver<()>)> {
-    let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<()>();
+    let (raw_tx, raw_rx) = mpsc::unbounded_channel::<()>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if event.is_ok_and(|e| !e.kind.is_access()) {
             let _ = raw_tx.send(());
@@ -29,6 +30,17 @@ pub fn watch(
             watcher.watch(dir, RecursiveMode::NonRecursive)?;
         }
     }
+    Ok((watcher, debounce(raw_rx, quiet, max_delay)))
+}
+
+/// Turns a stream of raw events into one wake-up per burst: after `quiet` without events, or
+/// `max_delay` after the first, whichever comes first. The returned receiver holds at most one
+/// wake-up: the reader takes everything that is pending when it wakes.
+pub fn debounce(
+    mut raw_rx: mpsc::UnboundedReceiver<()>,
+    quiet: Duration,
+    max_delay: Duration,
+) -> mpsc::Receiver<()> {
     let (tx, rx) = mpsc::channel(1);
     tokio::spawn(async move {
         while raw_rx.recv().await.is_some() {
@@ -41,11 +53,11 @@ pub fn watch(
                     _ = wait => break,
                 }
             }
-            // A full channel already holds a wake-up; the reader re-reads everything anyway.
+            // A full channel already holds a wake-up; the reader takes everything anyway.
             if tx.try_send(()).is_err() && tx.is_closed() {
                 return;
             }
         }
     });
-    Ok((watcher, rx))
+    rx
 }

@@ -105,7 +105,7 @@ fn focus_narrows_to_the_neighbourhood_both_ways() {
 /// aixds without Envoy, admin on a free port.
 async fn start_plain(dir: &Path) -> Running {
     aixds::run::start(RunOptions {
-        paths: vec![dir.to_path_buf()],
+        source: aixds::source::SourceOptions::Files(vec![dir.to_path_buf()]),
         xds_listen: "127.0.0.1:0".parse().unwrap(),
         tls: None,
         admin_listen: Some("127.0.0.1:0".parse().unwrap()),
@@ -357,7 +357,7 @@ async fn metrics_parse_and_move_with_a_change() {
 /// Makes a compiled cluster one Envoy must reject, the way only a control plane bug could: a
 /// negative connect timeout. Published straight into the store, so it carries the real sources
 /// and no test hook lives in the compiler.
-fn break_cluster(running: &Running, name: &str) -> (Resource, Update) {
+pub(crate) fn break_cluster(running: &Running, name: &str) -> (Resource, Update) {
     let snapshot = running.store.load();
     let good = snapshot.get(TypeUrl::Cluster, name).expect("cluster compiled").as_ref().clone();
     let mut cluster = Cluster::decode(good.body.value.as_slice()).unwrap();

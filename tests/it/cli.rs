@@ -207,3 +207,13 @@ fn explain_prints_conditions_references_and_resources() {
     );
     assert!(text.contains("ResolvedRefs=False BackendNotFound"), "{text}");
 }
+
+#[test]
+fn rbac_prints_the_committed_rules() {
+    let (code, stdout, _) = aixds(&["rbac"]);
+    assert_eq!(code, 0);
+    let committed =
+        std::fs::read_to_string(crate::harness::repo().join("charts/aixds/files/rbac-rules.yaml"))
+            .unwrap();
+    assert_eq!(stdout, committed);
+}

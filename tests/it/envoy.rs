@@ -64,7 +64,7 @@ pub(crate) struct Gateway {
 pub(crate) async fn start_gateway(dir: &Path, port: u16, sotw: bool, node_id: &str) -> Gateway {
     let admin = free_port();
     let running = aixds::run::start(RunOptions {
-        paths: vec![dir.to_path_buf()],
+        source: aixds::source::SourceOptions::Files(vec![dir.to_path_buf()]),
         xds_listen: "127.0.0.1:0".parse().unwrap(),
         tls: None,
         admin_listen: Some("127.0.0.1:0".parse().unwrap()),

@@ -12,6 +12,8 @@ mod envoy_translate;
 mod extproc;
 mod graph;
 mod harness;
+mod kubeapi;
+mod kubernetes;
 mod picker;
 mod source;
 mod tls;

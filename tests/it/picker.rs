@@ -17,6 +17,7 @@ use aixds::compile::picker::{
 };
 use aixds::picker::PickerOptions;
 use aixds::run::{RunOptions, Running};
+use aixds::source::SourceOptions;
 use envoy_types::pb::envoy::config::bootstrap::v3::{Admin, Bootstrap, bootstrap};
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
@@ -306,7 +307,7 @@ impl Setup {
             Some(manifests) => {
                 std::fs::write(dir.path().join("pool.yaml"), manifests).unwrap();
                 let running = aixds::run::start(RunOptions {
-                    paths: vec![dir.path().join("pool.yaml")],
+                    source: SourceOptions::Files(vec![dir.path().join("pool.yaml")]),
                     xds_listen: "127.0.0.1:0".parse().unwrap(),
                     tls: None,
                     admin_listen: None,

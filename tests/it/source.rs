@@ -35,6 +35,7 @@ fn sync(source: &mut ManifestSource, graph: &mut Graph) -> Vec<String> {
         .map(|c| match c {
             Change::Apply { object, .. } => format!("apply {}", object.key),
             Change::Delete(key) => format!("delete {key}"),
+            Change::KindMissing { kind, .. } => format!("missing {kind}"),
         })
         .collect();
     for change in changes {

@@ -68,7 +68,7 @@ fn path(dir: &Path, file: &str) -> String {
 async fn start(manifest_dir: &Path, certs: &Path, port: u16, tls: UpstreamTls) -> (Running, u16) {
     let admin = free_port();
     let running = aixds::run::start(RunOptions {
-        paths: vec![manifest_dir.to_path_buf()],
+        source: aixds::source::SourceOptions::Files(vec![manifest_dir.to_path_buf()]),
         xds_listen: "127.0.0.1:0".parse().unwrap(),
         tls: Some(ServerTls {
             cert: certs.join("server.crt"),

@@ -1,0 +1,221 @@
+//! Status: the graph's conditions (and Envoy's rejections, see [`crate::status`]) written to
+//! the `status` subresource of the kinds [`WATCHED`] marks, by the leader only.
+//!
+//! Takes: the graph, the snapshot and the connected Envoys (for rejections), a wake-up after
+//! each batch. Gives: one server-side apply (field manager `aixds`) per object whose status
+//! differs from what this replica last wrote. The AI gateway kinds get `status.conditions`
+//! (`Accepted`, `ResolvedRefs`, with reason, message, `observedGeneration` and
+//! `lastTransitionTime`); an InferencePool gets the Inference Extension's shape,
+//! `status.parents[]` with one entry per Gateway that routes to it (through an AIGatewayRoute,
+//! directly or through an AIServiceBackend) and the pool's conditions in each.
+//!
+//! Rejections change without a batch (an Envoy NACKs later), so the writer also looks every
+//! [`RECHECK`]. A replica that becomes leader writes every status once: it does not know what
+//! the previous leader wrote.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use super::lease::{self, LeaseOptions};
+use super::rbac::WATCHED;
+use super::watch::Served;
+use crate::admin::RunMetrics;
+use crate::api::{GATEWAY_API_GROUP, Kind, ObjectKey};
+use crate::graph::{Condition, ConditionType, Graph, RefKind};
+use crate::xds::{Clients, SnapshotStore};
+
+/// How often rejections are looked at between batches.
+pub const RECHECK: Duration = Duration::from_secs(2);
+
+/// The field manager of aixds's server-side applies.
+pub const FIELD_MANAGER: &str = "aixds";
+
+pub struct StatusWriter {
+    pub client: kube::Client,
+    pub served: Served,
+    pub lease: LeaseOptions,
+    pub graph: Arc<RwLock<Graph>>,
+    pub store: Arc<SnapshotStore>,
+    pub clients: Arc<Clients>,
+    /// Bumped after each batch.
+    pub batches: watch::Receiver<u64>,
+    pub stopped: watch::Receiver<bool>,
+    pub metrics: Arc<RunMetrics>,
+}
+
+/// Starts the election and the writer.
+pub fn spawn(writer: StatusWriter) {
+    let leading = lease::spawn(writer.client.clone(), writer.lease.clone(), writer.stopped.clone());
+    tokio::spawn(writer.run(leading));
+}
+
+impl StatusWriter {
+    async fn run(mut self, mut leading: watch::Receiver<bool>) {
+        let mut written: HashMap<ObjectKey, Value> = HashMap::new();
+        let mut times = TransitionTimes::default();
+        loop {
+            let leads = *leading.borrow_and_update();
+            self.metrics.set_leader(leads);
+            if leads {
+                let desired = self.desired(&mut times);
+                for (key, status) in &desired {
+                    if written.get(key) == Some(status) {
+                        continue;
+                    }
+                    match self.write(key, status).await {
+                        Ok(()) => {
+                            written.insert(key.clone(), status.clone());
+                        }
+                        // Deleted meanwhile: the next batch drops it.
+                        Err(kube::Error::Api(s)) if s.code == 404 => {}
+                        Err(e) => tracing::warn!(object = %key, "cannot write status: {e}"),
+                    }
+                }
+                written.retain(|k, _| desired.contains_key(k));
+            } else {
+                written.clear();
+            }
+            tokio::select! {
+                changed = self.batches.changed() => if changed.is_err() { return },
+                changed = leading.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep(RECHECK) => {}
+                _ = self.stopped.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    /// Every status aixds should show, by object.
+    fn desired(&self, times: &mut TransitionTimes) -> BTreeMap<ObjectKey, Value> {
+        let rejected = crate::status::conditions(&crate::status::rejections(
+            &self.clients.list(),
+            &self.store.load(),
+        ));
+        let graph = self.graph.read().unwrap_or_else(|e| e.into_inner());
+        let kinds: HashSet<Kind> = WATCHED.iter().filter(|w| w.status).map(|w| w.kind).collect();
+        let mut out = BTreeMap::new();
+        for node in graph.nodes() {
+            let Some(object) = &node.object else { continue };
+            if !kinds.contains(&object.key.kind) {
+                continue;
+            }
+            let mut conditions = node.conditions().to_vec();
+            for c in rejected.get(&object.key).into_iter().flatten() {
+                match conditions.iter_mut().find(|m| m.type_ == c.type_) {
+                    Some(m) => *m = c.clone(),
+                    None => conditions.push(c.clone()),
+                }
+            }
+            let conditions: Vec<Value> = conditions
+                .iter()
+                .map(|c| condition_json(c, object.generation, times.at(&object.key, c)))
+                .collect();
+            let status = if object.key.kind == Kind::InferencePool {
+                let parents: Vec<Value> = pool_gateways(&graph, &object.key)
+                    .into_iter()
+                    .map(|gw| {
+                        json!({
+                            "parentRef": {
+                                "group": GATEWAY_API_GROUP, "kind": "Gateway",
+                                "namespace": gw.namespace, "name": gw.name,
+                            },
+                            "conditions": conditions,
+                        })
+                    })
+                    .collect();
+                json!({ "parents": parents })
+            } else {
+                json!({ "conditions": conditions })
+            };
+            out.insert(object.key.clone(), status);
+        }
+        times.retain(&out);
+        out
+    }
+
+    async fn write(&self, key: &ObjectKey, status: &Value) -> Result<(), kube::Error> {
+        let Some(resource) = self.served.get(key.kind) else {
+            return Ok(());
+        };
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &key.namespace, &resource);
+        let patch = json!({
+            "apiVersion": resource.api_version,
+            "kind": resource.kind,
+            "metadata": {"name": key.name, "namespace": key.namespace},
+            "status": status,
+        });
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        api.patch_status(&key.name, &params, &Patch::Apply(&patch)).await?;
+        tracing::debug!(object = %key, "status written");
+        Ok(())
+    }
+}
+
+fn condition_json(c: &Condition, generation: i64, since: &str) -> Value {
+    let mut v = serde_json::to_value(c).unwrap_or_default();
+    v["observedGeneration"] = json!(generation);
+    v["lastTransitionTime"] = json!(since);
+    v
+}
+
+/// When each condition took its current status, as Kubernetes shows it (RFC 3339, seconds).
+#[derive(Default)]
+struct TransitionTimes {
+    at: HashMap<(ObjectKey, ConditionType), (bool, String)>,
+}
+
+impl TransitionTimes {
+    fn at(&mut self, key: &ObjectKey, c: &Condition) -> &str {
+        let entry = self.at.entry((key.clone(), c.type_)).or_insert_with(|| (c.status, now()));
+        if entry.0 != c.status {
+            *entry = (c.status, now());
+        }
+        &entry.1
+    }
+
+    fn retain(&mut self, live: &BTreeMap<ObjectKey, Value>) {
+        self.at.retain(|(k, _), _| live.contains_key(k));
+    }
+}
+
+fn now() -> String {
+    Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// The Gateways whose routes send traffic to `pool`, directly or through an AIServiceBackend.
+fn pool_gateways(graph: &Graph, pool: &ObjectKey) -> Vec<ObjectKey> {
+    let mut routes = Vec::new();
+    for (kind, referrer) in graph.referrers(pool) {
+        if kind != RefKind::BackendRef {
+            continue;
+        }
+        match referrer.key.kind {
+            Kind::AIGatewayRoute => routes.push(referrer.key.clone()),
+            Kind::AIServiceBackend => routes.extend(
+                graph
+                    .referrers(&referrer.key)
+                    .into_iter()
+                    .filter(|(k, n)| {
+                        *k == RefKind::BackendRef && n.key.kind == Kind::AIGatewayRoute
+                    })
+                    .map(|(_, n)| n.key.clone()),
+            ),
+            _ => {}
+        }
+    }
+    let mut gateways: Vec<ObjectKey> = routes
+        .iter()
+        .flat_map(|r| graph.references(r))
+        .filter(|(k, n)| *k == RefKind::ParentRef && n.object.is_some())
+        .map(|(_, n)| n.key.clone())
+        .collect();
+    gateways.sort();
+    gateways.dedup();
+    gateways
+}
