@@ -241,6 +241,88 @@ async fn delta_pushes_only_what_changed() {
     gw.running.shutdown().await;
 }
 
+/// The pods of an InferencePool come, go and change labels: each change moves traffic within one
+/// push, and that push carries the pool's endpoints alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_changes_push_only_the_pools_endpoints() {
+    let port = free_port_on(&["127.0.0.2", "127.0.0.3"]);
+    let _p0 = Upstream::start_at("127.0.0.2", port, "P0").await;
+    let _p1 = Upstream::start_at("127.0.0.3", port, "P1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.yaml");
+    let listen = free_port();
+    let pod = |name: &str, app: &str, ip: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{app: {app}}}}}\n\
+             status: {{podIP: \"{ip}\", conditions: [{{type: Ready, status: \"True\"}}]}}\n"
+        )
+    };
+    let config = |pods: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw}}\n\
+             spec: {{gatewayClassName: aixds, listeners: [{{name: http, protocol: HTTP, port: {listen}}}]}}\n\
+             ---\napiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIGatewayRoute\nmetadata: {{name: r}}\n\
+             spec:\n  parentRefs: [{{name: gw}}]\n  rules:\n\
+             \x20 - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: llama}}]}}]\n\
+             \x20   backendRefs: [{{name: llama, group: inference.networking.k8s.io, kind: InferencePool}}]\n\
+             ---\napiVersion: inference.networking.k8s.io/v1\nkind: InferencePool\nmetadata: {{name: llama}}\n\
+             spec: {{selector: {{matchLabels: {{app: llama}}}}, targetPorts: [{{number: {port}}}]}}\n{pods}"
+        )
+    };
+    let served = |gw_port| async move {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..6 {
+            seen.insert(served_by(gw_port, "llama").await.unwrap_or_default());
+        }
+        seen
+    };
+    let set = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect();
+    let cla_only = vec![(TypeUrl::ClusterLoadAssignment, vec!["pool/default/llama".to_string()])];
+
+    std::fs::write(
+        &file,
+        config(&(pod("p0", "llama", "127.0.0.2") + &pod("p1", "other", "127.0.0.3"))),
+    )
+    .unwrap();
+    let mut gw = start_gateway(dir.path(), listen, false, "pods").await;
+    let only_p0: std::collections::BTreeSet<String> = set(&["P0"]);
+    eventually(30, "P0 serves", || async { (served(gw.port).await == only_p0).then_some(()) })
+        .await;
+
+    // Relabelled into the pool: both serve.
+    let mark = gw.running.push_log.records().len();
+    edit(
+        &mut gw,
+        &file,
+        &config(&(pod("p0", "llama", "127.0.0.2") + &pod("p1", "llama", "127.0.0.3"))),
+    )
+    .await;
+    let both: std::collections::BTreeSet<String> = set(&["P0", "P1"]);
+    eventually(10, "P0 and P1 serve", || async { (served(gw.port).await == both).then_some(()) })
+        .await;
+    let pushed: Vec<(TypeUrl, Vec<String>)> = gw.running.push_log.records()[mark..]
+        .iter()
+        .map(|p| (p.type_url, p.names.clone()))
+        .collect();
+    assert_eq!(pushed, cla_only);
+
+    // A pod gone: the other serves alone.
+    let mark = gw.running.push_log.records().len();
+    edit(&mut gw, &file, &config(&pod("p1", "llama", "127.0.0.3"))).await;
+    let only_p1: std::collections::BTreeSet<String> = set(&["P1"]);
+    eventually(10, "P1 alone serves", || async {
+        (served(gw.port).await == only_p1).then_some(())
+    })
+    .await;
+    let pushed: Vec<(TypeUrl, Vec<String>)> = gw.running.push_log.records()[mark..]
+        .iter()
+        .map(|p| (p.type_url, p.names.clone()))
+        .collect();
+    assert_eq!(pushed, cla_only);
+    assert_eq!(rejected_updates(gw.admin).await, 0);
+    gw.running.shutdown().await;
+}
+
 /// Two aixds replicas (127.0.0.1 and 127.0.0.2, same port) behind one Envoy, as a deployment
 /// runs them: killing one keeps traffic flowing through the other; with both gone Envoy keeps
 /// its last config (and fails requests closed, since nothing can translate them); a replica

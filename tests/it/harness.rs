@@ -42,20 +42,30 @@ impl Upstream {
     }
 
     pub async fn start_on(host: &str, id: &str) -> Upstream {
-        Self::spawn(host, id, None).await
+        Self::spawn(host, 0, id, None).await
+    }
+
+    /// On `host:port`, as the pods of one InferencePool listen on one target port.
+    pub async fn start_at(host: &str, port: u16, id: &str) -> Upstream {
+        Self::spawn(host, port, id, None).await
     }
 
     /// An upstream that appends each request it receives (method, path, headers, JSON body) to
     /// `record` as one JSON line; see [`recorded`].
     pub async fn start_recording(id: &str, record: &Path) -> Upstream {
-        Self::spawn("127.0.0.1", id, Some(record)).await
+        Self::spawn("127.0.0.1", 0, id, Some(record)).await
     }
 
-    async fn spawn(host: &str, id: &str, record: Option<&Path>) -> Upstream {
+    async fn spawn(host: &str, port: u16, id: &str, record: Option<&Path>) -> Upstream {
         let mut command = Command::new(python());
-        command
-            .arg(repo().join("e2e/upstream.py"))
-            .args(["--host", host, "--port", "0", "--id", id]);
+        command.arg(repo().join("e2e/upstream.py")).args([
+            "--host",
+            host,
+            "--port",
+            &port.to_string(),
+            "--id",
+            id,
+        ]);
         if let Some(record) = record {
             command.arg("--record").arg(record);
         }
@@ -195,6 +205,16 @@ where
         }
         assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A port free on every one of `hosts`.
+pub fn free_port_on(hosts: &[&str]) -> u16 {
+    loop {
+        let port = free_port();
+        if hosts.iter().all(|h| std::net::TcpListener::bind((*h, port)).is_ok()) {
+            return port;
+        }
     }
 }
 
