@@ -106,6 +106,7 @@ def test_anthropic_sdk_to_openai_backend(two_schemas):
     assert message.content[0].text == "Hello from openai-up"
     assert message.stop_reason == "end_turn"
     assert message.usage.output_tokens == 3
+    assert message.id.startswith("msg_"), "an Anthropic id, not the upstream's chatcmpl- one"
 
     with client.messages.stream(model="gpt", max_tokens=64, messages=MESSAGES) as stream:
         text = "".join(stream.text_stream)

@@ -465,7 +465,7 @@ fn openai_chat_response_to_anthropic_message() {
     assert_eq!(
         got,
         json!({
-            "id": "chatcmpl-1", "type": "message", "role": "assistant", "model": "gpt-4o",
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "gpt-4o",
             "content": [
                 {"type": "text", "text": "Checking."},
                 {"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Paris"}},
@@ -585,7 +585,7 @@ fn openai_stream_to_anthropic_events() {
     let want = vec![
         (
             Some("message_start".to_string()),
-            json!({"type": "message_start", "message": {"id": "chatcmpl-1", "type": "message", "role": "assistant",
+            json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant",
             "model": "gpt-4o", "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 0, "output_tokens": 0}}}),
         ),
         start(0, json!({"type": "text", "text": ""})),

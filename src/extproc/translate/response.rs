@@ -241,6 +241,11 @@ pub(super) fn openai_finish_reason(stop_reason: &str) -> &'static str {
     }
 }
 
+/// An OpenAI completion id as an Anthropic message id (`msg_…`), as Anthropic clients expect.
+pub(super) fn anthropic_message_id(openai_id: &str) -> String {
+    format!("msg_{}", openai_id.strip_prefix("chatcmpl-").unwrap_or(openai_id))
+}
+
 /// OpenAI `finish_reason` → Anthropic `stop_reason`.
 pub(super) fn anthropic_stop_reason(finish_reason: &str) -> &'static str {
     match finish_reason {
@@ -315,7 +320,7 @@ fn chat_to_messages(v: &Value) -> (Value, Usage) {
     }
     let stop = choice.get("finish_reason").and_then(Value::as_str).map(anthropic_stop_reason);
     let out = json!({
-        "id": v.get("id").cloned().unwrap_or(Value::Null),
+        "id": anthropic_message_id(v.get("id").and_then(Value::as_str).unwrap_or_default()),
         "type": "message",
         "role": "assistant",
         "model": v.get("model").cloned().unwrap_or(Value::Null),

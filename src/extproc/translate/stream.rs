@@ -363,7 +363,7 @@ impl ChatToAnthropic {
         }
         self.started = true;
         let message = json!({
-            "id": str_at(chunk, "/id"),
+            "id": super::response::anthropic_message_id(str_at(chunk, "/id")),
             "type": "message",
             "role": "assistant",
             "model": str_at(chunk, "/model"),
