@@ -12,19 +12,12 @@ import requests
 
 from conftest import free_port, free_port_on
 from test_modelserver import ModelServer
+from test_pools import PODS, pods_yaml
 from test_translation import MESSAGES
-
-PODS = ["127.0.0.2", "127.0.0.3"]
 
 
 def manifests(port, picker_port, failure_mode="FailClose", service="llama-epp"):
-    pods = "".join(f"""---
-apiVersion: v1
-kind: Pod
-metadata: {{name: llama-{i}, namespace: default, labels: {{app: llama}}}}
-status: {{podIP: "{ip}", conditions: [{{type: Ready, status: "True"}}]}}
-""" for i, ip in enumerate(PODS))
-    return pods + f"""---
+    return pods_yaml() + f"""---
 apiVersion: v1
 kind: Service
 metadata: {{name: llama-epp, namespace: default}}

@@ -13,14 +13,18 @@ from test_translation import MESSAGES
 PODS = ["127.0.0.2", "127.0.0.3"]
 
 
-def pool_manifests(port):
-    pods = "".join(f"""---
+def pods_yaml():
+    """One ready Pod labelled app=llama per address in PODS."""
+    return "".join(f"""---
 apiVersion: v1
 kind: Pod
 metadata: {{name: llama-{i}, namespace: default, labels: {{app: llama}}}}
 status: {{podIP: "{ip}", conditions: [{{type: Ready, status: "True"}}]}}
 """ for i, ip in enumerate(PODS))
-    return pods + f"""---
+
+
+def pool_manifests(port):
+    return pods_yaml() + f"""---
 apiVersion: inference.networking.k8s.io/v1
 kind: InferencePool
 metadata: {{name: llama, namespace: default}}

@@ -280,6 +280,25 @@ impl EnvoyTlsArgs {
     }
 }
 
+/// A burst of source events is one batch once this long passes without events...
+const BATCH_DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(20);
+/// ...or this long after its first event.
+const BATCH_MAX_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
+
+fn picker_options(
+    no_picker: bool,
+    listen: std::net::SocketAddr,
+) -> Option<crate::picker::PickerOptions> {
+    (!no_picker).then(|| crate::picker::PickerOptions { listen, ..Default::default() })
+}
+
+/// `run` and `serve`: start, then serve until a signal or until Envoy exits.
+fn run_until_stopped(opts: crate::run::RunOptions) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async { crate::run::start(opts).await?.wait().await })?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// TLS on the gRPC server that serves xDS and the ext_proc.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeTlsArgs {
@@ -421,16 +440,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
                 envoy,
                 extproc: crate::extproc::ExtProcOptions { max_body_bytes: max_request_body },
-                picker: (!no_picker).then(|| crate::picker::PickerOptions {
-                    listen: picker_listen,
-                    ..Default::default()
-                }),
-                debounce: std::time::Duration::from_millis(20),
-                max_delay: std::time::Duration::from_millis(200),
+                picker: picker_options(no_picker, picker_listen),
+                debounce: BATCH_DEBOUNCE,
+                max_delay: BATCH_MAX_DELAY,
             };
-            let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(async { crate::run::start(opts).await?.wait().await })?;
-            Ok(ExitCode::SUCCESS)
+            run_until_stopped(opts)
         }
         Command::Serve {
             xds_address,
@@ -485,16 +499,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
                 envoy,
                 extproc: crate::extproc::ExtProcOptions { max_body_bytes: max_request_body },
-                picker: (!no_picker).then(|| crate::picker::PickerOptions {
-                    listen: picker_address,
-                    ..Default::default()
-                }),
-                debounce: std::time::Duration::from_millis(20),
-                max_delay: std::time::Duration::from_millis(200),
+                picker: picker_options(no_picker, picker_address),
+                debounce: BATCH_DEBOUNCE,
+                max_delay: BATCH_MAX_DELAY,
             };
-            let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(async { crate::run::start(opts).await?.wait().await })?;
-            Ok(ExitCode::SUCCESS)
+            run_until_stopped(opts)
         }
         Command::Rbac => {
             print!("{}", crate::kube::rbac::rules_yaml());
