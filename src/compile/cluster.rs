@@ -100,6 +100,8 @@ pub(super) fn pool_of(graph: &Graph, target: &ObjectKey) -> Option<ObjectKey> {
 /// Where an InferencePool's endpoint picker is: its `endpointPickerRef` Service's cluster IP,
 /// or else the Service's cluster DNS name, on the referenced port.
 pub(super) struct PickerAddress {
+    /// The `endpointPickerRef` Service.
+    pub service: ObjectKey,
     pub host: String,
     pub port: u16,
     /// The Service port's `appProtocol` asks for TLS (`https`): the picker's certificate is not
@@ -111,10 +113,7 @@ pub(super) struct PickerAddress {
 impl PickerAddress {
     /// The gRPC `:authority` Envoy sends the picker.
     pub fn authority(&self) -> String {
-        match self.host.parse::<std::net::IpAddr>() {
-            Ok(std::net::IpAddr::V6(v6)) => format!("[{v6}]:{}", self.port),
-            _ => format!("{}:{}", self.host, self.port),
-        }
+        picker::authority(&self.host, self.port)
     }
 }
 
@@ -131,6 +130,7 @@ pub(super) fn picker_address(graph: &Graph, pool: &ObjectKey) -> Option<PickerAd
     });
     let Some((svc, svc_port)) = found else {
         return Some(PickerAddress {
+            service,
             host: String::new(),
             port,
             tls: false,
@@ -142,7 +142,7 @@ pub(super) fn picker_address(graph: &Graph, pool: &ObjectKey) -> Option<PickerAd
         _ => format!("{}.{}.svc.cluster.local", picker.name, pool.namespace),
     };
     let tls = svc_port.app_protocol.as_deref().is_some_and(|p| p.eq_ignore_ascii_case("https"));
-    Some(PickerAddress { host, port, tls, failure_mode: picker.failure_mode })
+    Some(PickerAddress { service, host, port, tls, failure_mode: picker.failure_mode })
 }
 
 /// The cluster of `pool`'s endpoint picker, when it names one that exists.
@@ -153,10 +153,7 @@ pub(super) fn picker(graph: &Graph, pool: &ObjectKey) -> Option<Resource> {
     let address = picker_address(graph, pool).filter(|a| !a.host.is_empty())?;
     let name = picker::picker_cluster_name(pool);
     let cluster = picker::picker_cluster(&name, &address.host, address.port, address.tls);
-    let Spec::InferencePool(spec) = &graph.object(pool)?.spec else { return None };
-    let service = spec.endpoint_picker_ref.as_ref().map(|p| p.name.as_str()).unwrap_or_default();
-    let sources = vec![pool.clone(), ObjectKey::new(Kind::Service, &pool.namespace, service)];
-    Some(Resource::new(name, &cluster, sources))
+    Some(Resource::new(name, &cluster, vec![pool.clone(), address.service]))
 }
 
 fn accepted(graph: &Graph, key: &ObjectKey) -> bool {

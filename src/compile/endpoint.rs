@@ -61,7 +61,7 @@ pub(super) fn pool(
     (assignment(cluster, addresses), pods)
 }
 
-fn socket(host: &str, port: u16) -> Address {
+pub(super) fn socket(host: &str, port: u16) -> Address {
     Address {
         address: Some(address::Address::SocketAddress(SocketAddress {
             address: host.to_string(),

@@ -40,24 +40,14 @@ const MESSAGE_TIMEOUT_SECONDS: i64 = 10;
 /// The router phase: request headers and the whole request body, nothing of the response.
 /// A failing service fails the request: unparsed, it would match no model anyway.
 pub(super) fn router_filter() -> HttpFilter {
-    let config = ExternalProcessor {
-        grpc_service: Some(grpc_service(Vec::new())),
-        processing_mode: Some(ProcessingMode {
-            request_header_mode: processing_mode::HeaderSendMode::Send as i32,
-            request_body_mode: processing_mode::BodySendMode::Buffered as i32,
-            response_header_mode: processing_mode::HeaderSendMode::Skip as i32,
-            response_body_mode: processing_mode::BodySendMode::None as i32,
-            ..Default::default()
-        }),
-        message_timeout: Some(message_timeout()),
-        failure_mode_allow: false,
+    let mode = ProcessingMode {
+        request_header_mode: processing_mode::HeaderSendMode::Send as i32,
+        request_body_mode: processing_mode::BodySendMode::Buffered as i32,
+        response_header_mode: processing_mode::HeaderSendMode::Skip as i32,
+        response_body_mode: processing_mode::BodySendMode::None as i32,
         ..Default::default()
     };
-    HttpFilter {
-        name: EXT_PROC_FILTER.into(),
-        config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(config))),
-        ..Default::default()
-    }
+    hcm_filter(EXT_PROC_FILTER, Vec::new(), mode, false)
 }
 
 /// The pool phase: on routes to InferencePools only (see [`pool_phase_on`]; the virtual host turns
@@ -70,22 +60,33 @@ pub(super) fn pool_filter() -> HttpFilter {
         value: POOL_PHASE.into(),
         ..Default::default()
     }];
+    let mode = ProcessingMode {
+        request_header_mode: processing_mode::HeaderSendMode::Send as i32,
+        request_body_mode: processing_mode::BodySendMode::Buffered as i32,
+        response_header_mode: processing_mode::HeaderSendMode::Send as i32,
+        response_body_mode: processing_mode::BodySendMode::Streamed as i32,
+        ..Default::default()
+    };
+    hcm_filter(POOL_FILTER, metadata, mode, true)
+}
+
+/// An HCM ext_proc filter `name` calling aixds with `metadata`, failing closed.
+fn hcm_filter(
+    name: &str,
+    metadata: Vec<HeaderValue>,
+    mode: ProcessingMode,
+    allow_mode_override: bool,
+) -> HttpFilter {
     let config = ExternalProcessor {
         grpc_service: Some(grpc_service(metadata)),
-        processing_mode: Some(ProcessingMode {
-            request_header_mode: processing_mode::HeaderSendMode::Send as i32,
-            request_body_mode: processing_mode::BodySendMode::Buffered as i32,
-            response_header_mode: processing_mode::HeaderSendMode::Send as i32,
-            response_body_mode: processing_mode::BodySendMode::Streamed as i32,
-            ..Default::default()
-        }),
-        allow_mode_override: true,
+        processing_mode: Some(mode),
+        allow_mode_override,
         message_timeout: Some(message_timeout()),
         failure_mode_allow: false,
         ..Default::default()
     };
     HttpFilter {
-        name: POOL_FILTER.into(),
+        name: name.into(),
         config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(config))),
         ..Default::default()
     }

@@ -15,9 +15,8 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     Cluster, LoadBalancingPolicy, cluster, load_balancing_policy,
 };
 use envoy_types::pb::envoy::config::core::v3::{
-    Address, GrpcService, HeaderValue, HealthCheck, Http2ProtocolOptions, SocketAddress,
-    TransportSocket, TypedExtensionConfig, address, grpc_service, health_check, socket_address,
-    transport_socket,
+    GrpcService, HeaderValue, HealthCheck, Http2ProtocolOptions, TransportSocket,
+    TypedExtensionConfig, grpc_service, health_check, transport_socket,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
@@ -146,6 +145,14 @@ pub fn picker_on(
     })
 }
 
+/// `host:port` as a gRPC `:authority` (an IPv6 address in brackets).
+pub fn authority(host: &str, port: u16) -> String {
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => format!("[{v6}]:{port}"),
+        _ => format!("{host}:{port}"),
+    }
+}
+
 /// The cluster of a picker at `host:port` (an IP, or a DNS name such as a Service's), over
 /// HTTP/2; with `tls`, over TLS without checking the picker's certificate (pickers commonly
 /// serve a self-signed one).
@@ -155,13 +162,7 @@ pub fn picker_cluster(name: &str, host: &str, port: u16, tls: bool) -> Cluster {
         if ip { cluster::DiscoveryType::Static } else { cluster::DiscoveryType::StrictDns };
     let endpoint = LbEndpoint {
         host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
-            address: Some(Address {
-                address: Some(address::Address::SocketAddress(SocketAddress {
-                    address: host.to_string(),
-                    port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(port))),
-                    ..Default::default()
-                })),
-            }),
+            address: Some(super::endpoint::socket(host, port)),
             ..Default::default()
         })),
         ..Default::default()
@@ -210,10 +211,7 @@ pub fn picker_cluster(name: &str, host: &str, port: u16, tls: bool) -> Cluster {
                 health_check::GrpcHealthCheck {
                     service_name: EXT_PROC_HEALTH_SERVICE.into(),
                     // Else the cluster name, which is not a valid authority.
-                    authority: match host.parse::<std::net::IpAddr>() {
-                        Ok(std::net::IpAddr::V6(v6)) => format!("[{v6}]:{port}"),
-                        _ => format!("{host}:{port}"),
-                    },
+                    authority: authority(host, port),
                     ..Default::default()
                 },
             )),
