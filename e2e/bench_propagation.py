@@ -227,9 +227,9 @@ def run_size(args, units):
         if "--admin-address" in run_help.stdout:
             # Its own admin server defaults to a fixed port; several runs must not collide.
             command += ["--admin-address", f"127.0.0.1:{free_port()}"]
-        if "--picker-listen" in run_help.stdout:
+        if "--picker-address" in run_help.stdout:
             # So does the endpoint picker's listener.
-            command += ["--picker-listen", "127.0.0.1:0"]
+            command += ["--picker-address", "127.0.0.1:0"]
         aixds = subprocess.Popen(
             [*command, manifests_dir],
             stdout=subprocess.DEVNULL, stderr=log, env={**os.environ, "AIXDS_LOG": "info"},

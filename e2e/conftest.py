@@ -98,7 +98,7 @@ class Gateway:
             [aixds_bin(), "run", str(self.dir),
              "--xds-address", f"127.0.0.1:{free_port()}",
              "--admin-address", self.aixds_admin.removeprefix("http://"),
-             "--picker-listen", f"127.0.0.1:{picker_port}",
+             "--picker-address", f"127.0.0.1:{picker_port}",
              "--listener-address", "127.0.0.1", "--default-port", str(port),
              "--envoy-admin-port", str(self.admin_port), "--node-id", tmp_path.name, *args],
             cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT,

@@ -1,5 +1,5 @@
 """InferencePools with their endpoint picker, through the compiled config: aixds's reference
-picker (on --picker-listen, reached through the pool's endpointPickerRef Service) scrapes the
+picker (on --picker-address, reached through the pool's endpointPickerRef Service) scrapes the
 simulated model servers' vLLM metrics, and Envoy sends each request where the picker says.
 Mirrors the Inference Extension's conformance cases that need no Kubernetes."""
 

@@ -126,9 +126,9 @@ pub enum Command {
         /// Address of the endpoint picker for InferencePools (the ext_proc a pool's
         /// endpointPickerRef Service reaches); port 0 picks a free port.
         #[arg(long, default_value = crate::picker::DEFAULT_LISTEN)]
-        picker_listen: std::net::SocketAddr,
+        picker_address: std::net::SocketAddr,
         /// Serve no endpoint picker (pools then need one deployed apart).
-        #[arg(long, conflicts_with = "picker_listen")]
+        #[arg(long, conflicts_with = "picker_address")]
         no_picker: bool,
     },
     /// Run in a Kubernetes cluster: watch the objects at the API server, serve xDS and the
@@ -410,7 +410,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             envoy_log_level,
             max_request_body,
             access_log,
-            picker_listen,
+            picker_address,
             no_picker,
         } => {
             let envoy = match no_envoy {
@@ -440,7 +440,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
                 envoy,
                 extproc: crate::extproc::ExtProcOptions { max_body_bytes: max_request_body },
-                picker: picker_options(no_picker, picker_listen),
+                picker: picker_options(no_picker, picker_address),
                 debounce: BATCH_DEBOUNCE,
                 max_delay: BATCH_MAX_DELAY,
             };

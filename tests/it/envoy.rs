@@ -339,7 +339,7 @@ async fn envoy_keeps_serving_while_aixds_restarts() {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_aixds"))
             .args(["run", "--no-envoy", "--listener-address", "127.0.0.1"])
             .args(["--admin-address", &format!("{ip}:0")])
-            .args(["--picker-listen", &format!("{ip}:0")])
+            .args(["--picker-address", &format!("{ip}:0")])
             .args(["--xds-address", &format!("{ip}:{xds_port}")])
             .arg(dir.path())
             .env("AIXDS_LOG", "warn")
