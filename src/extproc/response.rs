@@ -60,7 +60,8 @@ impl ResponseTranslation {
 
     /// What replaces `chunk` for the client. An error body comes out whole at its end, in the
     /// client's format; a 2xx body that fails to translate or is cut short ends in an error in
-    /// that format (an error event for a stream), as soon as that is known.
+    /// that format (an error event for a stream), as soon as that is known. `context` (the
+    /// backend, or the phase) only names where in a warning.
     pub fn on_body(&mut self, chunk: &[u8], end_of_stream: bool, context: &str) -> Vec<u8> {
         if !self.ok() {
             let room = MAX_ERROR_BODY.saturating_sub(self.error_body.len());

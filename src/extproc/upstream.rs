@@ -380,8 +380,7 @@ impl UpstreamPhase {
                 ..Default::default()
             };
         };
-        let context = format!("upstream phase to {}", self.cluster);
-        let out = state.translation.on_body(chunk, end_of_stream, &context);
+        let out = state.translation.on_body(chunk, end_of_stream, &self.cluster);
         let ok = state.translation.ok();
         if ok && state.stream && !chunk.is_empty() {
             let started = state.started;
