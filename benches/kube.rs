@@ -112,14 +112,13 @@ async fn run(objects: usize, edits: usize) {
             config: Some(api.config()),
             ..Default::default()
         })),
-        xds_listen: "127.0.0.1:0".parse().unwrap(),
+        grpc: None,
         admin_listen: None,
         compile: CompileOptions {
             listener_address: "127.0.0.1".into(),
             default_port: port,
             access_log: None,
         },
-        tls: None,
         picker: None,
         envoy: Some(EnvoyOptions {
             binary: envoy,
@@ -134,6 +133,7 @@ async fn run(objects: usize, edits: usize) {
         extproc: Default::default(),
         debounce: std::time::Duration::from_millis(20),
         max_delay: std::time::Duration::from_millis(200),
+        drain: Default::default(),
     })
     .await
     .expect("aixds starts");

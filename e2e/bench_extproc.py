@@ -443,7 +443,7 @@ def main():
         with open(os.path.join(mdir, "bench.yaml"), "w") as f:
             f.write(manifests(direct_port, stream_port))
         xds_port, with_port, with_admin = free_port(), free_port(), free_port()
-        procs.start("aixds", [args.aixds, "run", "--no-envoy", mdir, "--xds-address", f"127.0.0.1:{xds_port}",
+        procs.start("aixds", [args.aixds, "run", "--no-envoy", "--insecure-grpc", mdir, "--xds-address", f"127.0.0.1:{xds_port}",
                               "--admin-address", f"127.0.0.1:{free_port()}",
                               "--listener-address", "127.0.0.1", "--default-port", str(with_port)])
         wait_port(xds_port)

@@ -227,6 +227,9 @@ def run_size(args, units):
         if "--admin-address" in run_help.stdout:
             # Its own admin server defaults to a fixed port; several runs must not collide.
             command += ["--admin-address", f"127.0.0.1:{free_port()}"]
+        if "--insecure-grpc" in run_help.stdout:
+            # The benchmark's Envoy connects over loopback without a client certificate.
+            command += ["--insecure-grpc"]
         if "--picker-address" in run_help.stdout:
             # So does the endpoint picker's listener.
             command += ["--picker-address", "127.0.0.1:0"]

@@ -96,7 +96,6 @@ class Gateway:
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [aixds_bin(), "run", str(self.dir),
-             "--xds-address", f"127.0.0.1:{free_port()}",
              "--admin-address", self.aixds_admin.removeprefix("http://"),
              "--picker-address", f"127.0.0.1:{picker_port}",
              "--listener-address", "127.0.0.1", "--default-port", str(port),

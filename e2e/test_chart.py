@@ -4,16 +4,22 @@ strict: unknown fields fail), and what the chart says checked against the code: 
 ClusterRole's rules are files/rbac-rules.yaml, the Envoy bootstrap is what `aixds bootstrap`
 prints, and a real Envoy accepts it."""
 
+import base64
 import copy
+import json
+import socket
+import ssl
 import subprocess
+import time
 
 import helm_python as helm
 import jsonschema
 import kubernetes_validate
 import pytest
+import requests
 import yaml
 
-from conftest import REPO, aixds_bin, envoy_bin
+from conftest import REPO, aixds_bin, envoy_bin, free_port
 
 CHART = REPO / "charts" / "aixds"
 RELEASE, NAMESPACE = "gw", "ai-gateway"
@@ -107,6 +113,8 @@ def test_every_rendered_object_matches_the_kubernetes_schemas(values, version):
         expected.add("ConfigMap")
     if values.get("replicaCount", 1) > 1:
         expected.add("PodDisruptionBudget")
+    if not values.get("tls", {}).get("secretName"):
+        expected.add("Secret")
     assert kinds == expected
     # Every kind the chart renders is built in, so none is skipped for want of a schema.
     for obj in objects:
@@ -214,24 +222,62 @@ def test_aixds_pods_are_probed_hardened_and_served(values):
 
 
 def test_tls_mounts_the_secret_and_serves_with_it():
-    objects = render(CUSTOM)
-    deployment = one(objects, "Deployment", f"{RELEASE}-aixds")
-    aixds = container(deployment, "aixds")
-    assert {"--tls-cert=/etc/aixds/tls/tls.crt", "--tls-key=/etc/aixds/tls/tls.key",
-            "--tls-client-ca=/etc/aixds/tls/ca.crt"} <= set(aixds["args"])
-    assert aixds["volumeMounts"] == [{"name": "tls", "mountPath": "/etc/aixds/tls",
-                                      "readOnly": True}]
-    assert deployment["spec"]["template"]["spec"]["volumes"] == [
-        {"name": "tls", "secret": {"secretName": "aixds-tls"}}]
-    assert not any(a.startswith("--tls") for a in container(
-        one(render({}), "Deployment", f"{RELEASE}-aixds"), "aixds")["args"])
+    for values, secret in [(CUSTOM, "aixds-tls"), ({}, f"{RELEASE}-aixds-tls")]:
+        deployment = one(render(values), "Deployment", f"{RELEASE}-aixds")
+        aixds = container(deployment, "aixds")
+        assert {"--tls-cert=/etc/aixds/tls/tls.crt", "--tls-key=/etc/aixds/tls/tls.key",
+                "--tls-client-ca=/etc/aixds/tls/ca.crt"} <= set(aixds["args"])
+        assert "--insecure-grpc" not in aixds["args"]
+        assert aixds["volumeMounts"] == [{"name": "tls", "mountPath": "/etc/aixds/tls",
+                                          "readOnly": True}]
+        assert deployment["spec"]["template"]["spec"]["volumes"] == [
+            {"name": "tls", "secret": {"secretName": secret}}]
 
 
-def test_tls_without_its_secrets_is_a_clear_error():
-    with pytest.raises(helm.HelmRenderError, match="tls.secretName"):
-        render({"tls": {"enabled": True}})
+def test_unauthenticated_grpc_needs_the_insecure_opt_out_by_name():
+    for values in [{"tls": {"enabled": False}}, {"tls": {"clientAuth": False}}]:
+        with pytest.raises(helm.HelmRenderError, match="insecureGrpc"):
+            render(values)
+        deployment = one(render({**values, "insecureGrpc": True}), "Deployment",
+                         f"{RELEASE}-aixds")
+        assert "--insecure-grpc" in container(deployment, "aixds")["args"]
     with pytest.raises(helm.HelmRenderError, match="tls.envoySecretName"):
-        render({"tls": {"enabled": True, "secretName": "s"}, "envoy": {"enabled": True}})
+        render({"tls": {"secretName": "s"}, "envoy": {"enabled": True}})
+
+
+def test_pods_drain_within_their_grace_period():
+    deployment = one(render({"drain": {"delaySeconds": 4, "timeoutSeconds": 20}}), "Deployment",
+                     f"{RELEASE}-aixds")
+    args = container(deployment, "aixds")["args"]
+    assert {"--drain-delay=4", "--drain-timeout=20"} <= set(args)
+    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 29
+
+
+def secret_files(objects, name, directory):
+    """Writes Secret `name`'s data to files in `directory`."""
+    directory.mkdir()
+    for key, value in one(objects, "Secret", name)["data"].items():
+        (directory / key).write_bytes(base64.b64decode(value))
+    return directory
+
+
+def test_generated_certificates_chain_to_one_ca_and_name_the_service(tmp_path):
+    objects = render({"envoy": {"enabled": True}})
+    server = secret_files(objects, f"{RELEASE}-aixds-tls", tmp_path / "server")
+    client = secret_files(objects, f"{RELEASE}-aixds-envoy-tls", tmp_path / "client")
+    assert (server / "ca.crt").read_bytes() == (client / "ca.crt").read_bytes()
+    for directory, purpose in [(server, "sslserver"), (client, "sslclient")]:
+        result = subprocess.run(["openssl", "verify", "-purpose", purpose, "-CAfile",
+                                 directory / "ca.crt", directory / "tls.crt"],
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+    text = subprocess.run(["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in",
+                           server / "tls.crt"], capture_output=True, text=True, check=True).stdout
+    assert f"DNS:{RELEASE}-aixds-grpc.{NAMESPACE}.svc.cluster.local" in text
+    # Both Deployments roll when the certificates change.
+    checksums = {one(objects, "Deployment", name)["spec"]["template"]["metadata"]["annotations"]
+                 ["checksum/tls"] for name in (f"{RELEASE}-aixds", f"{RELEASE}-aixds-envoy")}
+    assert len(checksums) == 1
 
 
 def test_images_name_no_registry_host():
@@ -245,7 +291,8 @@ def test_images_name_no_registry_host():
 
 
 ENVOY_CASES = {
-    "plain": {"envoy": {"enabled": True}},
+    "default": {"envoy": {"enabled": True}},
+    "insecure": {"envoy": {"enabled": True}, "tls": {"enabled": False}, "insecureGrpc": True},
     "tls": {"envoy": {"enabled": True},
             "tls": {"enabled": True, "secretName": "s", "envoySecretName": "e"}},
     "custom": CUSTOM,
@@ -261,9 +308,9 @@ def bootstrap_args(values):
     if envoy.get("sotw"):
         args.append("--sotw")
     tls = values.get("tls", {})
-    if tls.get("enabled"):
+    if tls.get("enabled", True):
         args += ["--tls-ca", "/etc/envoy/tls/ca.crt"]
-        if tls.get("clientAuth"):
+        if tls.get("clientAuth", True):
             args += ["--tls-client-cert", "/etc/envoy/tls/tls.crt",
                      "--tls-client-key", "/etc/envoy/tls/tls.key"]
         if tls.get("serverName"):
@@ -318,5 +365,83 @@ def test_envoy_bootstrap_is_what_aixds_bootstrap_prints_and_envoy_accepts_it(val
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
     tls = values.get("tls", {})
-    if tls.get("enabled"):
-        assert {"name": "tls", "secret": {"secretName": tls["envoySecretName"]}} in pod["volumes"]
+    if tls.get("enabled", True):
+        secret = tls.get("envoySecretName", f"{RELEASE}-aixds-envoy-tls")
+        assert {"name": "tls", "secret": {"secretName": secret}} in pod["volumes"]
+
+
+def wait_for(check, what, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_with_chart_defaults_only_the_charts_envoy_can_call_aixds(tmp_path):
+    """aixds with the chart's default flags and generated certificates, and an Envoy with the
+    chart's bootstrap and client certificate (the Service name swapped for 127.0.0.1): Envoy
+    gets its config; a caller without the client certificate gets nothing."""
+    objects = render({"envoy": {"enabled": True}})
+    server = secret_files(objects, f"{RELEASE}-aixds-tls", tmp_path / "server")
+    client = secret_files(objects, f"{RELEASE}-aixds-envoy-tls", tmp_path / "client")
+    args = container(one(objects, "Deployment", f"{RELEASE}-aixds"), "aixds")["args"]
+    tls_args = [a.replace("/etc/aixds/tls/", f"{server}/") for a in args if a.startswith("--tls")]
+    assert len(tls_args) == 3
+    grpc, listener, admin = free_port(), free_port(), free_port()
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "gateway.yaml").write_text(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw}\n"
+        f"spec: {{gatewayClassName: aixds, listeners: [{{name: http, protocol: HTTP, port: {listener}}}]}}\n")
+    aixds = subprocess.Popen(
+        [aixds_bin(), "run", str(manifests), "--no-envoy", "--xds-address", f"127.0.0.1:{grpc}",
+         "--admin-address", f"127.0.0.1:{free_port()}", "--picker-address", "127.0.0.1:0",
+         "--listener-address", "127.0.0.1", *tls_args],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    bootstrap = yaml.safe_load(
+        one(objects, "ConfigMap", f"{RELEASE}-aixds-envoy-bootstrap")["data"]["bootstrap.yaml"]
+        .replace("/etc/envoy/tls/", f"{client}/"))
+    cluster = bootstrap["static_resources"]["clusters"][0]
+    cluster["type"] = "STATIC"
+    endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    endpoint["address"]["socket_address"] = {"address": "127.0.0.1", "port_value": grpc}
+    bootstrap["admin"]["address"]["socket_address"]["port_value"] = admin
+    envoy = subprocess.Popen(
+        [envoy_bin(), "--config-yaml", json.dumps(bootstrap), "--disable-hot-restart",
+         "--concurrency", "1", "--log-level", "error"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def has_listener():
+            try:
+                return str(listener) in requests.get(
+                    f"http://127.0.0.1:{admin}/listeners?format=json", timeout=2).text
+            except requests.RequestException:
+                return False
+        wait_for(has_listener, "Envoy's listener from aixds over mutual TLS")
+
+        # A stranger who trusts aixds's CA but has no client certificate is cut off.
+        context = ssl.create_default_context(cafile=str(server / "ca.crt"))
+        context.set_alpn_protocols(["h2"])
+        with socket.create_connection(("127.0.0.1", grpc), timeout=5) as raw:
+            with pytest.raises((ssl.SSLError, ConnectionResetError)):
+                with context.wrap_socket(
+                        raw, server_hostname=f"{RELEASE}-aixds-grpc.{NAMESPACE}.svc.cluster.local") as tls:
+                    tls.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+                    if not tls.recv(65536):
+                        raise ConnectionResetError("closed without an answer")
+        # In clear text there is no HTTP/2 at all.
+        with socket.create_connection(("127.0.0.1", grpc), timeout=5) as raw:
+            raw.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+            raw.settimeout(5)
+            try:
+                answer = raw.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                answer = b""
+            assert not answer.startswith(bytes([0, 0])), answer[:40]
+    finally:
+        envoy.terminate()
+        aixds.terminate()
+        envoy.wait(timeout=10)
+        aixds.wait(timeout=40)

@@ -1,17 +1,23 @@
 //! The Envoy bootstrap that points an Envoy at aixds: ADS over gRPC (delta by default,
 //! state-of-the-world with `sotw`), clusters and listeners from ADS, an admin listener.
 //!
-//! The `aixds-xds` cluster reaches aixds by IP (STATIC) or by DNS name (STRICT_DNS: every
-//! address the name resolves to is a replica, e.g. a headless Service in a cluster), in clear
-//! text or over TLS ([`UpstreamTls`]); the translation ext_proc the compiled config calls goes
-//! through the same cluster.
+//! The `aixds-xds` cluster reaches aixds by IP (STATIC), by DNS name (STRICT_DNS: every
+//! address the name resolves to is a replica, e.g. a headless Service in a cluster), or over a
+//! Unix socket (`unix:PATH`, `unix:@NAME` in the abstract namespace: how `aixds run` talks to
+//! its own Envoy), in clear text or over TLS ([`UpstreamTls`]); the translation ext_proc the
+//! compiled config calls goes through the same cluster.
+//!
+//! Replicas come and go without losing requests: Envoy checks each one's gRPC health every
+//! second (a stopping replica answers NOT_SERVING while it still serves, so new streams move
+//! away before it stops), and outlier detection ejects a replica whose connections fail (one
+//! that crashed) before the next check.
 
 use serde_json::json;
 
 #[derive(Debug, Clone)]
 pub struct BootstrapOptions {
     /// Where aixds serves xDS and the ext_proc: `host:port` (an IP or a DNS name such as a
-    /// Service), or several comma-separated replicas.
+    /// Service), several comma-separated replicas, or `unix:PATH` (`unix:@NAME`: abstract).
     pub xds_address: String,
     pub node_id: String,
     pub node_cluster: String,
@@ -61,11 +67,22 @@ pub const XDS_CLUSTER: &str = "aixds-xds";
 
 /// Why a bootstrap cannot be made.
 #[derive(Debug, thiserror::Error)]
-#[error("xDS address {0:?} is not host:port")]
-pub struct AddressError(String);
+pub enum AddressError {
+    #[error("xDS address {0:?} is not host:port (or unix:PATH)")]
+    NotHostPort(String),
+    #[error("xDS address {0:?} is a Unix socket, which takes no TLS")]
+    UnixWithTls(String),
+}
 
 /// The bootstrap as JSON (Envoy reads JSON and YAML alike).
 pub fn bootstrap(opts: &BootstrapOptions) -> Result<serde_json::Value, AddressError> {
+    if let Some(path) = opts.xds_address.strip_prefix("unix:") {
+        if opts.tls.is_some() {
+            return Err(AddressError::UnixWithTls(opts.xds_address.clone()));
+        }
+        let endpoint = json!({ "endpoint": { "address": { "pipe": { "path": path } } } });
+        return Ok(document(opts, xds_cluster("STATIC", vec![endpoint])));
+    }
     let addresses = opts
         .xds_address
         .split(',')
@@ -74,12 +91,21 @@ pub fn bootstrap(opts: &BootstrapOptions) -> Result<serde_json::Value, AddressEr
                 .rsplit_once(':')
                 .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
                 .filter(|(h, _)| !h.is_empty())
-                .ok_or_else(|| AddressError(a.to_string()))
+                .ok_or_else(|| AddressError::NotHostPort(a.to_string()))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let all_ips = addresses.iter().all(|(h, _)| h.parse::<std::net::IpAddr>().is_ok());
     let discovery = if all_ips { "STATIC" } else { "STRICT_DNS" };
-    let mut cluster = json!({
+    let mut cluster = xds_cluster(discovery, endpoints(&addresses));
+    if let Some(tls) = &opts.tls {
+        cluster["transport_socket"] = transport_socket(tls, &addresses);
+    }
+    Ok(document(opts, cluster))
+}
+
+/// The `aixds-xds` cluster: HTTP/2 to every replica, health checked over gRPC.
+fn xds_cluster(discovery: &str, endpoints: Vec<serde_json::Value>) -> serde_json::Value {
+    json!({
         "name": XDS_CLUSTER,
         "type": discovery,
         "connect_timeout": "1s",
@@ -93,20 +119,29 @@ pub fn bootstrap(opts: &BootstrapOptions) -> Result<serde_json::Value, AddressEr
         },
         "load_assignment": {
             "cluster_name": XDS_CLUSTER,
-            "endpoints": [{ "lb_endpoints": endpoints(&addresses) }]
+            "endpoints": [{ "lb_endpoints": endpoints }]
         },
-        // Several aixds replicas serve xDS and the translation ext_proc alike: a replica that
-        // stops answering leaves the rotation within a second, so requests keep being
-        // translated by the others. Over TLS, a check passes once the handshake does.
+        // Several aixds replicas serve xDS and the translation ext_proc alike. A replica that
+        // is stopping answers NOT_SERVING while it still serves, and leaves the rotation at
+        // the next check; one that stops answering leaves it within a second.
         "health_checks": [{
             "timeout": "1s", "interval": "1s", "no_traffic_interval": "1s",
-            "unhealthy_threshold": 1, "healthy_threshold": 1, "tcp_health_check": {} }]
-    });
-    if let Some(tls) = &opts.tls {
-        cluster["transport_socket"] = transport_socket(tls, &addresses);
-    }
+            "unhealthy_threshold": 1, "healthy_threshold": 1,
+            "grpc_health_check": {} }],
+        // A replica that crashed refuses connections: ejected at the first failure, rather
+        // than at the next health check.
+        "outlier_detection": {
+            "split_external_local_origin_errors": true,
+            "consecutive_local_origin_failure": 1,
+            "enforcing_consecutive_local_origin_failure": 100,
+            "interval": "1s", "base_ejection_time": "5s", "max_ejection_percent": 100 }
+    })
+}
+
+/// The whole bootstrap around the `aixds-xds` cluster.
+fn document(opts: &BootstrapOptions, cluster: serde_json::Value) -> serde_json::Value {
     let ads = json!({ "ads": {}, "resource_api_version": "V3" });
-    Ok(json!({
+    json!({
         "node": { "id": opts.node_id, "cluster": opts.node_cluster },
         "admin": { "address": { "socket_address": {
             "address": opts.admin_address, "port_value": opts.admin_port } } },
@@ -127,7 +162,7 @@ pub fn bootstrap(opts: &BootstrapOptions) -> Result<serde_json::Value, AddressEr
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
                 "max_active_downstream_connections": 50000 } }] }
-    }))
+    })
 }
 
 fn endpoints(addresses: &[(&str, u16)]) -> Vec<serde_json::Value> {
@@ -201,6 +236,21 @@ mod tests {
         assert_eq!(b["static_resources"]["clusters"][0]["type"], "STRICT_DNS");
         let bad = BootstrapOptions { xds_address: "nope".into(), ..Default::default() };
         assert!(bootstrap(&bad).is_err());
+    }
+
+    #[test]
+    fn a_unix_socket_is_a_pipe_address_without_tls() {
+        let opts = BootstrapOptions { xds_address: "unix:@aixds-1".into(), ..Default::default() };
+        let b = bootstrap(&opts).unwrap();
+        let cluster = &b["static_resources"]["clusters"][0];
+        assert_eq!(
+            cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"],
+            json!({ "pipe": { "path": "@aixds-1" } })
+        );
+        assert_eq!(cluster["health_checks"][0]["grpc_health_check"], json!({}));
+        let tls = UpstreamTls { ca: "/ca.crt".into(), ..Default::default() };
+        let with_tls = BootstrapOptions { tls: Some(tls), ..opts };
+        assert!(matches!(bootstrap(&with_tls), Err(AddressError::UnixWithTls(_))));
     }
 
     fn tls_context(opts: &BootstrapOptions) -> serde_json::Value {

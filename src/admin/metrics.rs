@@ -20,6 +20,8 @@ const COMPILE_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.0
 #[derive(Debug)]
 pub struct RunMetrics {
     ready: AtomicBool,
+    /// Shutdown has begun: this replica should no longer be chosen.
+    draining: AtomicBool,
     /// Why the source is not current (a Kubernetes watch relisting or failing), if it is not.
     source_problem: Mutex<Option<String>>,
     batches: AtomicU64,
@@ -34,6 +36,7 @@ impl Default for RunMetrics {
     fn default() -> Self {
         RunMetrics {
             ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             source_problem: Mutex::new(None),
             batches: AtomicU64::new(0),
             compile: Histogram::new(COMPILE_BUCKETS),
@@ -50,8 +53,17 @@ impl RunMetrics {
         self.ready.store(true, Ordering::Release);
     }
 
-    /// Ready: the initial snapshot is published and the source is current. Otherwise why not.
+    /// Shutdown has begun: `/readyz` answers 503 from now on, so that no new traffic comes.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Ready: the initial snapshot is published, the source is current and shutdown has not
+    /// begun. Otherwise why not.
     pub fn readiness(&self) -> Result<(), String> {
+        if self.draining.load(Ordering::Acquire) {
+            return Err("shutting down: draining in-flight requests".into());
+        }
         if !self.ready.load(Ordering::Acquire) {
             return Err(match self.source_problem() {
                 Some(problem) => format!("initial snapshot not published yet: {problem}"),

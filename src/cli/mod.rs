@@ -83,15 +83,17 @@ pub enum Command {
     /// recompiled and pushed. Envoy is found via --envoy, $ENVOY_BIN, .venv/bin/envoy (installed
     /// by hack/install.sh) or PATH; its logs appear under the `envoy` target. Stop with Ctrl-C.
     ///
-    /// With --tls-cert/--tls-key, xDS and the ext_proc are served over TLS; the Envoy started
-    /// here then connects with --tls-ca (and --tls-client-cert/--tls-client-key for
-    /// --tls-client-ca).
+    /// The Envoy started here reaches xDS and the ext_proc over a private Unix socket that only
+    /// this user's processes can open; no TCP port is opened for them unless --xds-address is
+    /// given (or --no-envoy, which serves 127.0.0.1:18000). A TCP port requires mutual TLS
+    /// (--tls-cert, --tls-key, --tls-client-ca) unless --insecure-grpc is given.
     Run {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
-        /// Address to serve xDS on (ADS, delta and state-of-the-world).
-        #[arg(long, default_value = "127.0.0.1:18000")]
-        xds_address: std::net::SocketAddr,
+        /// Also serve xDS (ADS, delta and state-of-the-world) and the ext_proc on this TCP
+        /// address, for Envoys started elsewhere [default with --no-envoy: 127.0.0.1:18000].
+        #[arg(long)]
+        xds_address: Option<std::net::SocketAddr>,
         #[command(flatten)]
         tls: ServeTlsArgs,
         /// Address of the admin HTTP server (/healthz, /readyz, /metrics, /debug/graph,
@@ -130,6 +132,8 @@ pub enum Command {
         /// Serve no endpoint picker (pools then need one deployed apart).
         #[arg(long, conflicts_with = "picker_address")]
         no_picker: bool,
+        #[command(flatten)]
+        drain: DrainArgs,
     },
     /// Run in a Kubernetes cluster: watch the objects at the API server, serve xDS and the
     /// translation ext_proc, and write conditions to the objects' status.
@@ -139,6 +143,10 @@ pub enum Command {
     /// whenever a watch fails (the last good config keeps being served). A CRD that is not
     /// installed is looked for again every --discovery-interval. Of several replicas, the one
     /// holding the Lease writes status; all serve. Starts no Envoy unless --envoy is given.
+    ///
+    /// Callers must present a client certificate that chains to --tls-client-ca (mutual TLS):
+    /// the ext_proc injects API keys, so an unauthenticated caller could read them. The Helm
+    /// chart creates the certificates. --insecure-grpc turns this off.
     Serve {
         /// Address to serve xDS and the ext_proc on.
         #[arg(long, default_value = "0.0.0.0:18000")]
@@ -190,6 +198,8 @@ pub enum Command {
         /// Have Envoy write one JSON line per request to PATH (see `aixds run --help`).
         #[arg(long, value_name = "PATH")]
         access_log: Option<String>,
+        #[command(flatten)]
+        drain: DrainArgs,
     },
     /// Print the ClusterRole `rules:` aixds needs (what `serve` reads and writes), as YAML.
     ///
@@ -311,15 +321,47 @@ pub struct ServeTlsArgs {
     /// Require a client certificate that chains to these CA certificates (PEM): mutual TLS.
     #[arg(long, value_name = "PATH", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// INSECURE: accept gRPC callers on TCP that present no client certificate. Anyone who
+    /// can reach the port can then read every API key the ext_proc injects and the whole
+    /// configuration. Only for a network nobody else can reach.
+    #[arg(long)]
+    pub insecure_grpc: bool,
 }
 
 impl ServeTlsArgs {
-    pub fn server_tls(&self) -> Option<crate::run::ServerTls> {
+    fn server_tls(&self) -> Option<crate::run::ServerTls> {
         Some(crate::run::ServerTls {
             cert: self.tls_cert.clone()?,
             key: self.tls_key.clone()?,
             client_ca: self.tls_client_ca.clone(),
         })
+    }
+
+    /// The TCP listener at `addr`, refused without client authentication unless
+    /// --insecure-grpc.
+    fn listen(&self, addr: std::net::SocketAddr) -> anyhow::Result<crate::run::GrpcListen> {
+        Ok(crate::run::GrpcListen::new(addr, self.server_tls(), self.insecure_grpc)?)
+    }
+}
+
+/// How a replica stops on SIGTERM without losing requests.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DrainArgs {
+    /// On SIGTERM, keep serving this many seconds after reporting NOT_SERVING (gRPC health)
+    /// and 503 (/readyz), so that Envoys move new requests to other replicas first.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3)]
+    pub drain_delay: u64,
+    /// Then give requests in flight this many seconds to finish.
+    #[arg(long, value_name = "SECONDS", default_value_t = 25)]
+    pub drain_timeout: u64,
+}
+
+impl DrainArgs {
+    fn options(&self) -> crate::run::DrainOptions {
+        crate::run::DrainOptions {
+            delay: std::time::Duration::from_secs(self.drain_delay),
+            timeout: std::time::Duration::from_secs(self.drain_timeout),
+        }
     }
 }
 
@@ -412,26 +454,29 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             access_log,
             picker_address,
             no_picker,
+            drain,
         } => {
             let envoy = match no_envoy {
                 true => None,
-                false if tls.tls_cert.is_some() != envoy_node.tls.tls_ca.is_some() => {
-                    anyhow::bail!(
-                        "the Envoy started here connects over TLS exactly when aixds serves it: \
-                         pass both --tls-cert/--tls-key and --tls-ca, or neither (or --no-envoy)"
-                    )
-                }
                 false => Some(crate::run::EnvoyOptions {
                     binary: crate::run::find_envoy(envoy)?,
-                    bootstrap: envoy_node.bootstrap(xds_address.to_string()),
+                    // The Envoy started here uses the private socket, which takes no TLS.
+                    bootstrap: crate::bootstrap::BootstrapOptions {
+                        tls: None,
+                        ..envoy_node.bootstrap(String::new())
+                    },
                     log_level: envoy_log_level,
                     concurrency: None,
                 }),
             };
+            let xds_address = match (xds_address, no_envoy) {
+                (None, true) => Some(std::net::SocketAddr::from(([127, 0, 0, 1], 18000))),
+                (address, _) => address,
+            };
+            let grpc = xds_address.map(|addr| tls.listen(addr)).transpose()?;
             let opts = crate::run::RunOptions {
                 source: crate::source::SourceOptions::Files(paths),
-                xds_listen: xds_address,
-                tls: tls.server_tls(),
+                grpc,
                 admin_listen: Some(admin_address),
                 compile: crate::compile::CompileOptions {
                     listener_address,
@@ -443,6 +488,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 picker: picker_options(no_picker, picker_address),
                 debounce: BATCH_DEBOUNCE,
                 max_delay: BATCH_MAX_DELAY,
+                drain: drain.options(),
             };
             run_until_stopped(opts)
         }
@@ -464,6 +510,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             picker_address,
             no_picker,
             access_log,
+            drain,
         } => {
             let identity = identity
                 .or_else(|| std::env::var("HOSTNAME").ok())
@@ -472,9 +519,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 name: lease_name,
                 ..crate::kube::lease::LeaseOptions::new(lease_namespace, identity)
             });
+            let grpc = tls.listen(xds_address)?;
             let envoy = envoy.map(|binary| crate::run::EnvoyOptions {
                 binary,
-                bootstrap: envoy_node.bootstrap(format!("127.0.0.1:{}", xds_address.port())),
+                // The Envoy started here uses the private socket, which takes no TLS.
+                bootstrap: crate::bootstrap::BootstrapOptions {
+                    tls: None,
+                    ..envoy_node.bootstrap(String::new())
+                },
                 log_level: "warning".into(),
                 concurrency: None,
             });
@@ -489,8 +541,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         status,
                     },
                 )),
-                xds_listen: xds_address,
-                tls: tls.server_tls(),
+                grpc: Some(grpc),
                 admin_listen: Some(admin_address),
                 compile: crate::compile::CompileOptions {
                     listener_address,
@@ -502,6 +553,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 picker: picker_options(no_picker, picker_address),
                 debounce: BATCH_DEBOUNCE,
                 max_delay: BATCH_MAX_DELAY,
+                drain: drain.options(),
             };
             run_until_stopped(opts)
         }

@@ -1,5 +1,12 @@
 //! Envoy as a child process: found, started with a bootstrap that points at this aixds, its
 //! logs forwarded to ours, stopped with us.
+//!
+//! Envoy must not outlive aixds, even when aixds is killed with SIGKILL: an orphaned Envoy
+//! would keep its ports and answer every request with an error. It is started through
+//! util-linux's `setpriv --pdeathsig KILL`, so the kernel kills it when the aixds thread that
+//! started it goes away (a tokio worker, which lives as long as the runtime). The bootstrap is
+//! passed on the command line (it names files and a socket, no secret), so no temporary file
+//! is left behind either.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,7 +21,7 @@ use crate::bootstrap::{BootstrapOptions, bootstrap};
 #[derive(Debug, Clone)]
 pub struct EnvoyOptions {
     pub binary: PathBuf,
-    /// `xds_address` is replaced by the address aixds actually listens on.
+    /// `xds_address` is replaced by aixds's private socket.
     pub bootstrap: BootstrapOptions,
     pub log_level: String,
     /// Worker threads (`--concurrency`); `None` lets Envoy use one per core.
@@ -45,19 +52,33 @@ pub fn find_envoy(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 pub(super) struct EnvoyProcess {
     child: Child,
     pub admin: SocketAddr,
-    // Kept so that the bootstrap file lives as long as Envoy.
-    _bootstrap: tempfile::NamedTempFile,
 }
 
+/// Where util-linux's `setpriv` is looked for.
+const SETPRIV: &[&str] = &["/usr/bin/setpriv", "/bin/setpriv"];
+
 impl EnvoyProcess {
-    pub async fn start(opts: &EnvoyOptions, xds_addr: SocketAddr) -> anyhow::Result<Self> {
+    /// Starts Envoy with a bootstrap that reaches aixds at `xds_address` (e.g. the private
+    /// socket, `unix:@name`).
+    pub async fn start(opts: &EnvoyOptions, xds_address: &str) -> anyhow::Result<Self> {
         let mut b = opts.bootstrap.clone();
-        b.xds_address = xds_addr.to_string();
-        let file = tempfile::Builder::new().prefix("aixds-envoy-").suffix(".json").tempfile()?;
-        std::fs::write(file.path(), serde_json::to_vec_pretty(&bootstrap(&b)?)?)?;
-        let mut cmd = Command::new(&opts.binary);
-        cmd.arg("-c")
-            .arg(file.path())
+        b.xds_address = xds_address.to_string();
+        let config = serde_json::to_string(&bootstrap(&b)?)?;
+        let mut cmd = match SETPRIV.iter().map(Path::new).find(|p| p.is_file()) {
+            Some(setpriv) => {
+                let mut cmd = Command::new(setpriv);
+                cmd.args(["--pdeathsig", "KILL", "--"]).arg(&opts.binary);
+                cmd
+            }
+            None => {
+                tracing::warn!(
+                    "setpriv (util-linux) not found: Envoy will outlive aixds if aixds is killed"
+                );
+                Command::new(&opts.binary)
+            }
+        };
+        cmd.arg("--config-yaml")
+            .arg(config)
             .args(["--log-level", &opts.log_level])
             // Several Envoys may run on one machine (tests, side by side setups).
             .arg("--disable-hot-restart")
@@ -81,7 +102,7 @@ impl EnvoyProcess {
             .parse()
             .context("Envoy admin address")?;
         tracing::info!(pid = child.id(), %admin, "started envoy");
-        Ok(EnvoyProcess { child, admin, _bootstrap: file })
+        Ok(EnvoyProcess { child, admin })
     }
 
     pub async fn wait(&mut self) -> String {

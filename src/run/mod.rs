@@ -7,14 +7,18 @@
 //! the affected outputs, publish (the Envoy resources, the runtime config the translation
 //! ext_proc reads, and the pools the endpoint picker picks from). With Kubernetes, a status
 //! writer reads the graph after each batch and writes conditions back (see
-//! [`crate::kube::status`]). One gRPC server serves ADS and the ext_proc, over TLS when given a
-//! [`ServerTls`]; the endpoint picker has its own listener; Envoy, when started here, is a child
-//! process whose logs are forwarded and which stops with aixds.
+//! [`crate::kube::status`]). One gRPC server serves ADS and the ext_proc to authenticated
+//! callers only (see [`grpc`]: a private socket for the Envoy started here, mutual TLS on TCP);
+//! the endpoint picker has its own listener; Envoy, when started here, is a child process whose
+//! logs are forwarded and which dies with aixds. A signal drains before stopping
+//! ([`DrainOptions`]).
 
 mod envoy;
+mod grpc;
 mod tls;
 
 pub use envoy::{EnvoyOptions, find_envoy};
+pub use grpc::{GrpcAuthError, GrpcListen, TcpAuth};
 pub use tls::{ServerTls, TlsError};
 
 use std::net::SocketAddr;
@@ -23,7 +27,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::admin::{AdminState, RunMetrics};
 use crate::compile::{CompileOptions, Compiler};
@@ -32,15 +35,16 @@ use crate::graph::Graph;
 use crate::picker::{Picker, PickerOptions};
 use crate::source::{Feed, SourceOptions};
 use crate::xds::{AdsServer, Clients, PushLog, SnapshotStore};
+use grpc::PrivateSocket;
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     /// Manifest files, or Kubernetes.
     pub source: SourceOptions,
-    /// Where to serve xDS; port 0 picks a free port (see [`Running::xds_addr`]).
-    pub xds_listen: SocketAddr,
-    /// Serve xDS and the ext_proc over TLS; `None` is clear text.
-    pub tls: Option<ServerTls>,
+    /// Where to serve xDS and the ext_proc over TCP, and who may call; port 0 picks a free port
+    /// (see [`Running::xds_addr`]). `None` opens no TCP port: the Envoy started here connects
+    /// over a private socket either way.
+    pub grpc: Option<GrpcListen>,
     /// Where to serve the admin HTTP endpoints; port 0 picks a free port (see
     /// [`Running::admin_addr`]); `None` serves none.
     pub admin_listen: Option<SocketAddr>,
@@ -55,6 +59,26 @@ pub struct RunOptions {
     pub debounce: Duration,
     /// ...or this long after its first event, whichever comes first.
     pub max_delay: Duration,
+    /// How [`Running::wait`] stops on a signal without losing requests.
+    pub drain: DrainOptions,
+}
+
+/// A graceful stop: first the replica stops being chosen, then in-flight streams finish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainOptions {
+    /// How long the replica keeps serving everything after it reports NOT_SERVING (gRPC
+    /// health) and 503 (`/readyz`), so that every Envoy's health check moves new streams to
+    /// other replicas first. Longer than the Envoys' health-check interval.
+    pub delay: Duration,
+    /// Then new connections are refused and ADS streams end (Envoy reconnects elsewhere);
+    /// ext_proc streams in flight may take this long to finish.
+    pub timeout: Duration,
+}
+
+impl Default for DrainOptions {
+    fn default() -> Self {
+        DrainOptions { delay: Duration::from_secs(3), timeout: Duration::from_secs(25) }
+    }
 }
 
 /// A started control plane. Dropping it stops the tasks and the Envoy child.
@@ -69,13 +93,17 @@ pub struct Running {
     /// The endpoint picker and where it listens, when it is served.
     pub picker: Option<Arc<Picker>>,
     pub picker_addr: Option<SocketAddr>,
-    pub xds_addr: SocketAddr,
+    /// The TCP address xDS and the ext_proc are served on, when they are.
+    pub xds_addr: Option<SocketAddr>,
     pub admin_addr: Option<SocketAddr>,
     pub metrics: Arc<RunMetrics>,
     /// Counts batches applied after the initial load; tests wait on it after editing a file.
     pub batches: watch::Receiver<u64>,
     envoy: Option<envoy::EnvoyProcess>,
     stop: watch::Sender<bool>,
+    health: grpc::Health,
+    grpc_tasks: grpc::ServeTasks,
+    drain: DrainOptions,
 }
 
 /// Starts the source and the admin server, waits for the source's initial objects (for
@@ -128,38 +156,27 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
     metrics.set_ready();
 
     let shared_runtime = runtime.clone();
-    let mut server = tonic::transport::Server::builder();
-    if let Some(tls) = &opts.tls {
-        server = tls.apply(server)?;
-    }
-    let listener = tokio::net::TcpListener::bind(opts.xds_listen)
-        .await
-        .with_context(|| format!("binding the xDS address {}", opts.xds_listen))?;
-    let xds_addr = listener.local_addr()?;
-    let mut stop_server = stopped.clone();
-    tokio::spawn(async move {
-        let result = server
-            .add_service(ads.into_service())
-            .add_service(extproc.into_service())
-            // Nagle would hold each small ext_proc reply for Envoy's delayed ACK (~40 ms twice
-            // per request); `Server::tcp_nodelay` does not reach sockets passed in like this.
-            .serve_with_incoming_shutdown(
-                tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |conn| {
-                    if let Ok(stream) = &conn {
-                        let _ = stream.set_nodelay(true);
-                    }
-                    conn
-                }),
-                async move {
-                    let _ = stop_server.wait_for(|s| *s).await;
-                },
-            )
-            .await;
-        if let Err(e) = result {
-            tracing::error!("xDS server failed: {e}");
-        }
-    });
-    tracing::info!(%xds_addr, tls = opts.tls.is_some(), "serving xDS (delta and state-of-the-world ADS) and the translation ext_proc");
+    // The Envoy started here reaches aixds over the private socket; others over TCP.
+    let private = match opts.envoy {
+        Some(_) => Some(PrivateSocket::bind()?),
+        None => None,
+    };
+    let private_name = private.as_ref().map(|p| p.name.clone());
+    let ads = ads.ending_on(stopped.clone());
+    let router = move |mut server: tonic::transport::Server| {
+        server.add_service(ads.clone().into_service()).add_service(extproc.clone().into_service())
+    };
+    let (xds_addr, health, grpc_tasks) =
+        grpc::serve(router, private, opts.grpc.as_ref(), stopped.clone()).await?;
+    tracing::info!(
+        tcp = ?xds_addr,
+        tcp_auth = opts.grpc.as_ref().map(|g| match g.auth {
+            TcpAuth::MutualTls(_) => "mutual TLS",
+            TcpAuth::Insecure(_) => "none (--insecure-grpc)",
+        }),
+        private_socket = private_name.as_deref(),
+        "serving xDS (delta and state-of-the-world ADS) and the translation ext_proc"
+    );
     let picker_addr = match (&opts.picker, &picker) {
         (Some(picker_opts), Some(picker)) => {
             let addr = crate::picker::serve(picker_opts, picker.clone(), stopped.clone())
@@ -214,9 +231,11 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
         }
     });
 
-    let envoy = match &opts.envoy {
-        Some(envoy_opts) => Some(envoy::EnvoyProcess::start(envoy_opts, xds_addr).await?),
-        None => None,
+    let envoy = match (&opts.envoy, &private_name) {
+        (Some(envoy_opts), Some(socket)) => {
+            Some(envoy::EnvoyProcess::start(envoy_opts, &format!("unix:{socket}")).await?)
+        }
+        _ => None,
     };
     Ok(Running {
         graph,
@@ -232,6 +251,9 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
         batches,
         envoy,
         stop,
+        health,
+        grpc_tasks,
+        drain: opts.drain,
     })
 }
 
@@ -317,7 +339,8 @@ impl RunOptions {
 }
 
 impl Running {
-    /// Runs until Ctrl-C or SIGTERM, or until Envoy exits.
+    /// Runs until Ctrl-C or SIGTERM, or until Envoy exits. On a signal, drains first (see
+    /// [`DrainOptions`]).
     pub async fn wait(mut self) -> anyhow::Result<()> {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let result = match self.envoy.as_mut() {
@@ -331,11 +354,33 @@ impl Running {
                 _ = term.recv() => Ok(()),
             },
         };
-        self.shutdown().await;
+        if result.is_ok() {
+            self.drain().await;
+        } else {
+            self.shutdown().await;
+        }
         result
     }
 
-    /// Stops serving and stops Envoy.
+    /// Stops without losing a request: reports NOT_SERVING and 503 on `/readyz` while still
+    /// serving for [`DrainOptions::delay`], then refuses new connections, ends the ADS streams
+    /// and lets in-flight ext_proc streams finish (at most [`DrainOptions::timeout`]).
+    pub async fn drain(self) {
+        tracing::info!(delay = ?self.drain.delay, "draining: reporting NOT_SERVING, still serving");
+        self.metrics.set_draining();
+        self.health.set_not_serving().await;
+        tokio::time::sleep(self.drain.delay).await;
+        let timeout = self.drain.timeout;
+        let mut this = self;
+        let _ = this.stop.send(true);
+        let tasks = std::mem::replace(&mut this.grpc_tasks, grpc::ServeTasks::none());
+        if tokio::time::timeout(timeout, tasks.join()).await.is_err() {
+            tracing::warn!(?timeout, "streams still open after the drain timeout; stopping");
+        }
+        this.shutdown().await;
+    }
+
+    /// Stops serving at once and stops Envoy.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         if let Some(envoy) = self.envoy.take() {

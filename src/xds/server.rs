@@ -35,6 +35,8 @@ pub struct AdsServer {
     clients: Arc<Clients>,
     push_log: Arc<PushLog>,
     stats: Arc<XdsStats>,
+    /// Streams end when this turns true (the replica is stopping).
+    ending: Option<watch::Receiver<bool>>,
 }
 
 impl AdsServer {
@@ -44,7 +46,15 @@ impl AdsServer {
             clients: Arc::default(),
             push_log: Arc::default(),
             stats: Arc::default(),
+            ending: None,
         }
+    }
+
+    /// Ends every stream with UNAVAILABLE once `stop` turns true, so that Envoy reconnects to
+    /// another replica instead of holding this one's shutdown open.
+    pub fn ending_on(mut self, stop: watch::Receiver<bool>) -> Self {
+        self.ending = Some(stop);
+        self
     }
 
     /// Counters of pushes and NACKs per type.
@@ -249,6 +259,16 @@ struct Stream<S: Protocol> {
 
 impl<S: Protocol> Stream<S> {
     async fn run(&mut self, mut requests: Streaming<S::Request>) {
+        let mut ending = self.server.ending.clone();
+        let stopping = async move {
+            match ending.as_mut() {
+                Some(stop) => {
+                    let _ = stop.wait_for(|s| *s).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(stopping);
         loop {
             let step = tokio::select! {
                 request = requests.message() => match request {
@@ -265,6 +285,11 @@ impl<S: Protocol> Stream<S> {
                     Err(_) => Err(Closed),
                 },
                 () = self.tx.closed() => Err(Closed),
+                () = &mut stopping => {
+                    let status = Status::unavailable("this aixds replica is stopping; reconnect");
+                    let _ = self.tx.send(Err(status)).await;
+                    Err(Closed)
+                }
             };
             if step.is_err() {
                 return;

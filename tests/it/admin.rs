@@ -106,8 +106,7 @@ fn focus_narrows_to_the_neighbourhood_both_ways() {
 async fn start_plain(dir: &Path) -> Running {
     aixds::run::start(RunOptions {
         source: aixds::source::SourceOptions::Files(vec![dir.to_path_buf()]),
-        xds_listen: "127.0.0.1:0".parse().unwrap(),
-        tls: None,
+        grpc: Some(insecure_loopback()),
         admin_listen: Some("127.0.0.1:0".parse().unwrap()),
         compile: CompileOptions {
             listener_address: "127.0.0.1".into(),
@@ -119,6 +118,7 @@ async fn start_plain(dir: &Path) -> Running {
         picker: None,
         debounce: Duration::from_millis(10),
         max_delay: Duration::from_millis(100),
+        drain: Default::default(),
     })
     .await
     .expect("aixds starts")

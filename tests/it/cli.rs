@@ -122,15 +122,11 @@ fn bootstrap_over_tls_is_accepted_by_envoy_and_tls_flags_come_with_their_partner
     assert_eq!(code, 2);
     assert!(stderr.contains("--tls-ca") && stderr.contains("--tls-client-key"), "{stderr}");
     let local = ["--xds-address", "127.0.0.1:0", "--admin-address", "127.0.0.1:0"];
-    let (code, _, stderr) = aixds(
-        &[&["run", "examples/", "--tls-cert", &cert, "--tls-key", &key][..], &local].concat(),
-    );
-    assert_eq!(code, 2);
-    assert!(stderr.contains("--tls-ca"), "{stderr}");
     let missing = dir.path().join("missing.crt").to_string_lossy().into_owned();
     let (code, _, stderr) = aixds(
         &[
             &["run", "examples/", "--no-envoy", "--tls-cert", &missing, "--tls-key", &key][..],
+            &["--tls-client-ca", &ca],
             &local,
         ]
         .concat(),
@@ -216,4 +212,32 @@ fn rbac_prints_the_committed_rules() {
         std::fs::read_to_string(crate::harness::repo().join("charts/aixds/files/rbac-rules.yaml"))
             .unwrap();
     assert_eq!(stdout, committed);
+}
+
+/// A TCP port for xDS and the ext_proc needs client certificates: without them neither `run`
+/// nor `serve` starts, unless asked by name to accept anyone.
+#[test]
+fn tcp_grpc_without_client_certificates_is_refused_unless_insecure_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = crate::tls::certificates(dir.path());
+    let path = |f: &str| certs.join(f).to_string_lossy().into_owned();
+    let (cert, key) = (path("server.crt"), path("server.key"));
+    let local = ["--admin-address", "127.0.0.1:0", "--picker-address", "127.0.0.1:0"];
+    for args in [
+        vec!["run", "examples/", "--no-envoy"],
+        vec!["run", "examples/", "--no-envoy", "--xds-address", "127.0.0.1:0"],
+        vec!["run", "examples/", "--xds-address", "127.0.0.1:0"],
+        vec!["run", "examples/", "--no-envoy", "--tls-cert", &cert, "--tls-key", &key],
+        vec!["serve", "--xds-address", "127.0.0.1:0"],
+        vec!["serve", "--xds-address", "127.0.0.1:0", "--tls-cert", &cert, "--tls-key", &key],
+    ] {
+        let (code, _, stderr) = aixds(&[&args[..], &local].concat());
+        assert_eq!(code, 2, "{args:?} must not start: {stderr}");
+        assert!(
+            stderr.contains("without client authentication")
+                && stderr.contains("--insecure-grpc")
+                && stderr.contains("--tls-client-ca"),
+            "{args:?}: {stderr}"
+        );
+    }
 }

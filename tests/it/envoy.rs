@@ -65,8 +65,7 @@ pub(crate) async fn start_gateway(dir: &Path, port: u16, sotw: bool, node_id: &s
     let admin = free_port();
     let running = aixds::run::start(RunOptions {
         source: aixds::source::SourceOptions::Files(vec![dir.to_path_buf()]),
-        xds_listen: "127.0.0.1:0".parse().unwrap(),
-        tls: None,
+        grpc: None,
         admin_listen: Some("127.0.0.1:0".parse().unwrap()),
         compile: CompileOptions {
             listener_address: "127.0.0.1".into(),
@@ -88,6 +87,7 @@ pub(crate) async fn start_gateway(dir: &Path, port: u16, sotw: bool, node_id: &s
         picker: None,
         debounce: Duration::from_millis(10),
         max_delay: Duration::from_millis(100),
+        drain: Default::default(),
     })
     .await
     .expect("aixds starts");
@@ -337,7 +337,7 @@ async fn envoy_keeps_serving_while_aixds_restarts() {
     let xds_port = free_port();
     let replica = |ip: &str| {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_aixds"))
-            .args(["run", "--no-envoy", "--listener-address", "127.0.0.1"])
+            .args(["run", "--no-envoy", "--insecure-grpc", "--listener-address", "127.0.0.1"])
             .args(["--admin-address", &format!("{ip}:0")])
             .args(["--picker-address", &format!("{ip}:0")])
             .args(["--xds-address", &format!("{ip}:{xds_port}")])

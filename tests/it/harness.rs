@@ -240,3 +240,9 @@ pub async fn rejected_updates(admin_port: u16) -> u64 {
         .filter_map(|l| l.rsplit_once(": ").and_then(|(_, v)| v.trim().parse::<u64>().ok()))
         .sum()
 }
+
+/// xDS and the ext_proc on a free loopback port, to callers without a client certificate (the
+/// test calls them directly or starts its own Envoy); see `tls.rs` for mutual TLS.
+pub fn insecure_loopback() -> aixds::run::GrpcListen {
+    aixds::run::GrpcListen::new("127.0.0.1:0".parse().unwrap(), None, true).unwrap()
+}

@@ -37,19 +37,19 @@ pub(crate) async fn start_with(
 ) -> anyhow::Result<Running> {
     aixds::run::start(RunOptions {
         source: SourceOptions::Kubernetes(Box::new(kube)),
-        xds_listen: "127.0.0.1:0".parse().unwrap(),
+        grpc: Some(insecure_loopback()),
         admin_listen: Some(admin),
         compile: CompileOptions {
             listener_address: "127.0.0.1".into(),
             default_port: port,
             access_log: None,
         },
-        tls: None,
         picker: None,
         envoy,
         extproc: Default::default(),
         debounce: Duration::from_millis(10),
         max_delay: Duration::from_millis(100),
+        drain: Default::default(),
     })
     .await
 }
@@ -586,7 +586,8 @@ async fn serve_finds_the_api_server_through_the_kubeconfig() {
     .unwrap();
     let admin = free_port();
     let _serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_aixds"))
-        .args(["serve", "--xds-address", "127.0.0.1:0", "--listener-address", "127.0.0.1"])
+        .args(["serve", "--xds-address", "127.0.0.1:0", "--insecure-grpc"])
+        .args(["--listener-address", "127.0.0.1"])
         .args(["--admin-address", &format!("127.0.0.1:{admin}")])
         .args(["--identity", "cli", "--lease-namespace", "default"])
         .env("KUBECONFIG", &kubeconfig)

@@ -2,6 +2,7 @@
 
 mod admin;
 mod ads;
+mod auth;
 mod builders;
 mod cli;
 mod compat;

@@ -308,8 +308,7 @@ impl Setup {
                 std::fs::write(dir.path().join("pool.yaml"), manifests).unwrap();
                 let running = aixds::run::start(RunOptions {
                     source: SourceOptions::Files(vec![dir.path().join("pool.yaml")]),
-                    xds_listen: "127.0.0.1:0".parse().unwrap(),
-                    tls: None,
+                    grpc: Some(insecure_loopback()),
                     admin_listen: None,
                     compile: CompileOptions::default(),
                     envoy: None,
@@ -322,6 +321,7 @@ impl Setup {
                     }),
                     debounce: Duration::from_millis(10),
                     max_delay: Duration::from_millis(100),
+                    drain: Default::default(),
                 })
                 .await
                 .expect("aixds starts");

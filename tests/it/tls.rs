@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aixds::bootstrap::{BootstrapOptions, ClientCert, UpstreamTls};
 use aixds::compile::CompileOptions;
-use aixds::run::{EnvoyOptions, RunOptions, Running, ServerTls};
+use aixds::run::{GrpcListen, RunOptions, Running, ServerTls, TcpAuth};
 
 use crate::envoy::manifests;
 use crate::harness::*;
@@ -64,17 +64,24 @@ fn path(dir: &Path, file: &str) -> String {
     dir.join(file).to_string_lossy().into_owned()
 }
 
-/// aixds serving TLS that requires a client certificate, and an Envoy it starts with `tls`.
-async fn start(manifest_dir: &Path, certs: &Path, port: u16, tls: UpstreamTls) -> (Running, u16) {
-    let admin = free_port();
+/// aixds serving xDS and the ext_proc over TLS that requires a client certificate, and an
+/// Envoy started apart, which connects with `tls`.
+async fn start(
+    manifest_dir: &Path,
+    certs: &Path,
+    port: u16,
+    tls: UpstreamTls,
+) -> (Running, u16, tokio::process::Child) {
+    let server_tls = ServerTls {
+        cert: certs.join("server.crt"),
+        key: certs.join("server.key"),
+        client_ca: Some(certs.join("ca.crt")),
+    };
+    let grpc = GrpcListen::new("127.0.0.1:0".parse().unwrap(), Some(server_tls), false).unwrap();
+    assert!(matches!(grpc.auth, TcpAuth::MutualTls(_)));
     let running = aixds::run::start(RunOptions {
         source: aixds::source::SourceOptions::Files(vec![manifest_dir.to_path_buf()]),
-        xds_listen: "127.0.0.1:0".parse().unwrap(),
-        tls: Some(ServerTls {
-            cert: certs.join("server.crt"),
-            key: certs.join("server.key"),
-            client_ca: Some(certs.join("ca.crt")),
-        }),
+        grpc: Some(grpc),
         admin_listen: None,
         picker: None,
         compile: CompileOptions {
@@ -82,24 +89,43 @@ async fn start(manifest_dir: &Path, certs: &Path, port: u16, tls: UpstreamTls) -
             default_port: port,
             access_log: None,
         },
-        envoy: Some(EnvoyOptions {
-            binary: envoy_bin(),
-            bootstrap: BootstrapOptions {
-                node_id: "tls".into(),
-                admin_port: admin,
-                tls: Some(tls),
-                ..Default::default()
-            },
-            log_level: "error".into(),
-            concurrency: Some(1),
-        }),
+        envoy: None,
         extproc: Default::default(),
         debounce: Duration::from_millis(10),
         max_delay: Duration::from_millis(100),
+        drain: Default::default(),
     })
     .await
     .expect("aixds starts");
-    (running, admin)
+    let admin = free_port();
+    let bootstrap = aixds::bootstrap::bootstrap(&BootstrapOptions {
+        xds_address: running.xds_addr.expect("a TCP listener").to_string(),
+        node_id: "tls".into(),
+        admin_port: admin,
+        tls: Some(tls),
+        ..Default::default()
+    })
+    .unwrap();
+    let file = manifest_dir.parent().unwrap().join("bootstrap.json");
+    std::fs::write(&file, bootstrap.to_string()).unwrap();
+    let envoy = tokio::process::Command::new(envoy_bin())
+        .arg("-c")
+        .arg(&file)
+        .args(["--disable-hot-restart", "--concurrency", "1", "--log-level", "error"])
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start envoy");
+    (running, admin, envoy)
+}
+
+/// The value of Envoy's counter `name`, once Envoy's admin answers.
+async fn counter(admin: u16, name: &str) -> u64 {
+    let stats = admin_get(admin, &format!("/stats?filter={name}")).await;
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,7 +149,7 @@ async fn envoy_gets_its_config_and_translation_over_mutual_tls() {
         }),
         server_name: None,
     };
-    let (running, admin) = start(&manifest_dir, &certs, port, tls).await;
+    let (running, admin, _envoy) = start(&manifest_dir, &certs, port, tls).await;
 
     // The listener, route and cluster came over xDS; the request was translated by the
     // ext_proc over the same TLS connection pool (the route fails closed without it).
@@ -142,13 +168,8 @@ async fn envoy_gets_its_config_and_translation_over_mutual_tls() {
     .unwrap();
     assert_eq!(anthropic.status, 200, "{}", anthropic.body);
     assert_eq!(anthropic.json()["type"], "message", "{}", anthropic.body);
-    let stats = admin_get(admin, "/stats?filter=cluster.aixds-xds.ssl.handshake").await;
-    let handshakes: u64 = stats
-        .lines()
-        .find_map(|l| l.strip_prefix("cluster.aixds-xds.ssl.handshake: "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    assert!(handshakes >= 1, "Envoy's TLS handshakes with aixds: {stats}");
+    let handshakes = counter(admin, "cluster.aixds-xds.ssl.handshake").await;
+    assert!(handshakes >= 1, "Envoy's TLS handshakes with aixds: {handshakes}");
     assert_eq!(rejected_updates(admin).await, 0);
     running.shutdown().await;
 }
@@ -174,18 +195,43 @@ async fn envoy_refuses_an_aixds_whose_certificate_lacks_the_expected_name() {
         }),
         server_name: Some("someone-else.test".into()),
     };
-    let (running, admin) = start(&manifest_dir, &certs, port, tls).await;
+    let (running, admin, _envoy) = start(&manifest_dir, &certs, port, tls).await;
 
     let failures = eventually(30, "Envoy rejects the certificate's names", || async {
-        let stats = admin_get(admin, "/stats?filter=cluster.aixds-xds.ssl.fail_verify_san").await;
-        stats
-            .lines()
-            .find_map(|l| l.strip_prefix("cluster.aixds-xds.ssl.fail_verify_san: "))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .filter(|n| *n > 0)
+        Some(counter(admin, "cluster.aixds-xds.ssl.fail_verify_san").await).filter(|n| *n > 0)
     })
     .await;
     assert!(failures > 0);
+    let listeners = admin_get(admin, "/listeners?format=json").await;
+    assert!(!listeners.contains(&port.to_string()), "no listener may arrive: {listeners}");
+    assert!(running.clients.list().is_empty(), "no Envoy got an xDS stream");
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aixds_refuses_an_envoy_without_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certificates(dir.path());
+    let port = free_port();
+    let manifest_dir = dir.path().join("manifests");
+    std::fs::create_dir(&manifest_dir).unwrap();
+    let upstream = Upstream::start("A").await;
+    std::fs::write(
+        manifest_dir.join("gateway.yaml"),
+        manifests(port, &[("model-a", vec![("a", upstream.addr, 1)])]),
+    )
+    .unwrap();
+    // Trusts aixds's certificate, but has none of its own to show.
+    let tls = UpstreamTls { ca: path(&certs, "ca.crt"), client_cert: None, server_name: None };
+    let (running, admin, _envoy) = start(&manifest_dir, &certs, port, tls).await;
+
+    eventually(30, "aixds refuses Envoy's handshakes", || async {
+        let refused = counter(admin, "cluster.aixds-xds.upstream_cx_connect_fail").await
+            + counter(admin, "cluster.aixds-xds.ssl.connection_error").await
+            + counter(admin, "cluster.aixds-xds.upstream_cx_destroy_remote").await;
+        (refused >= 2).then_some(())
+    })
+    .await;
     let listeners = admin_get(admin, "/listeners?format=json").await;
     assert!(!listeners.contains(&port.to_string()), "no listener may arrive: {listeners}");
     assert!(running.clients.list().is_empty(), "no Envoy got an xDS stream");
