@@ -147,7 +147,7 @@ fn compile_rules(
             // Envoy rejects a whole RouteConfiguration over one bad regex: leave the match out.
             let Some(headers) = m.headers.iter().map(header_matcher).collect() else { continue };
             routes.push(Route {
-                name: format!("{}/{}/rule/{i}/match/{j}", key.namespace, key.name),
+                name: format!("{}/rule/{i}/match/{j}", key.path()),
                 r#match: Some(RouteMatch {
                     path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
                     headers,
@@ -317,9 +317,10 @@ fn fallback_retries(lower_levels: u32) -> RetryPolicy {
 }
 
 /// The id of one backendRef, as [`ROUTE_BACKEND_HEADER`] carries it and the runtime config keys
-/// it: `{route namespace}/{route name}/{rule index}/{backendRef index}`.
+/// it: `{route namespace}/{route name}/{rule index}/{backendRef index}`, the names escaped as
+/// [`ObjectKey::path`] does.
 pub fn route_backend_id(route: &ObjectKey, rule: usize, backend_ref: usize) -> String {
-    format!("{}/{}/{rule}/{backend_ref}", route.namespace, route.name)
+    format!("{}/{rule}/{backend_ref}", route.path())
 }
 
 /// A Gateway API duration (`1h`, `90s`, `1m30s`, `500ms`): one to four number-unit pairs.
