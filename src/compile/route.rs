@@ -186,7 +186,8 @@ fn header_matcher(h: &crate::api::HeaderMatch) -> Option<HeaderMatcher> {
 }
 
 /// Where a rule sends its requests, or `None` when it has no usable backend (the rule is then
-/// left out rather than routing to a cluster Envoy lacks).
+/// left out rather than routing to a cluster Envoy lacks). Backends refused for their credential
+/// are left out when the rule has others.
 ///
 /// When the usable backendRefs all share one priority: weighted clusters over them. Each tells
 /// the translation ext_proc's upstream phase which backendRef it was picked by, in
@@ -207,7 +208,7 @@ fn route_action(
 ) -> Option<(RouteAction, Option<Resource>, bool)> {
     // (priority, cluster, weight, backendRef index, target) of every backendRef that compiles
     // to a cluster.
-    let usable: Vec<(u32, String, u32, usize, ObjectKey)> = rule
+    let mut usable: Vec<(u32, String, u32, usize, ObjectKey)> = rule
         .backend_refs
         .iter()
         .enumerate()
@@ -219,6 +220,11 @@ fn route_action(
         })
         .filter(|u| u.2 > 0)
         .collect();
+    // A backend refused for its credential takes no traffic while another can serve; when none
+    // can, it stays, so that clients are told why rather than that no route matches.
+    if usable.iter().any(|u| !graph.credential_refused(&u.4)) {
+        usable.retain(|u| !graph.credential_refused(&u.4));
+    }
     let top = usable.iter().map(|u| u.0).min()?;
     let timeout =
         rule.timeouts.as_ref().and_then(|t| t.request.as_deref()).and_then(parse_duration);

@@ -192,6 +192,12 @@ impl Graph {
         refs::policy_problem(self, idx).map(|(_, message)| message)
     }
 
+    /// Whether a BackendSecurityPolicy targeting `backend` (an AIServiceBackend or
+    /// InferencePool) gives no credential, so that requests to it are refused.
+    pub fn credential_refused(&self, backend: &ObjectKey) -> bool {
+        self.index.get(backend).is_some_and(|idx| !refs::credential_problems(self, *idx).is_empty())
+    }
+
     /// Why the source cannot have objects of `kind`, if it cannot.
     pub fn kind_missing(&self, kind: Kind) -> Option<&str> {
         self.missing_kinds.get(&kind).map(String::as_str)

@@ -275,7 +275,7 @@ pub(super) fn conditions(graph: &Graph, idx: NodeIndex) -> Vec<Condition> {
 
 /// Why the BackendSecurityPolicies targeting a backend give it no credential, each named: a
 /// backend that should carry a credential and cannot is not served.
-fn credential_problems(graph: &Graph, backend: NodeIndex) -> Vec<(Reason, String)> {
+pub(super) fn credential_problems(graph: &Graph, backend: NodeIndex) -> Vec<(Reason, String)> {
     let mut policies: Vec<NodeIndex> = graph
         .g
         .edges_directed(backend, Direction::Incoming)

@@ -263,3 +263,48 @@ async fn objects_with_invalid_names_are_left_out_and_neighbours_serve() {
     assert_eq!(rejected_updates(gw.admin).await, 0);
     gw.running.shutdown().await;
 }
+
+/// A backend refused for its credential takes no traffic while the rule has another: the next
+/// priority serves, a weighted split goes to the other backend, and the refused upstream
+/// receives nothing. With its Secret back it serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_routes_around_a_refused_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let keyed_record = dir.path().join("keyed.jsonl");
+    let keyed = Upstream::start_recording("K", &keyed_record).await;
+    let spare = Upstream::start("S").await;
+    let port = free_port();
+    let rules = "---\napiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIGatewayRoute\nmetadata: {name: r}\n\
+        spec:\n  parentRefs: [{name: gw}]\n  rules:\n\
+        \x20 - matches: [{headers: [{type: Exact, name: x-ai-eg-model, value: fallback}]}]\n\
+        \x20   backendRefs: [{name: keyed, priority: 0}, {name: spare, priority: 1}]\n\
+        \x20 - matches: [{headers: [{type: Exact, name: x-ai-eg-model, value: split}]}]\n\
+        \x20   backendRefs: [{name: keyed, weight: 1}, {name: spare, weight: 1}]\n";
+    let objects = [
+        gateway(port),
+        rules.to_string(),
+        backend("default", "keyed", "OpenAI", keyed.addr),
+        backend("default", "spare", "OpenAI", spare.addr),
+        policy("keyed", "APIKey"),
+    ];
+    std::fs::write(dir.path().join("gateway.yaml"), objects.concat()).unwrap();
+    let mut gw = start_gateway(dir.path(), port, false, "isolation-fallback").await;
+    let served =
+        eventually(30, "fallback is served", || async { served_by(port, "fallback").await.ok() })
+            .await;
+    assert_eq!(served, "S", "the next priority serves");
+    for _ in 0..6 {
+        assert_eq!(served_by(port, "split").await, Ok("S".into()), "the split skips the refused");
+    }
+    assert!(recorded(&keyed_record).is_empty(), "nothing reached the refused backend");
+
+    let secret_file = dir.path().join("secret.yaml");
+    edit(&mut gw, &secret_file, &secret("keyed-key", "{apiKey: sk-keyed}")).await;
+    eventually(10, "fallback is served by its first priority", || async {
+        (served_by(port, "fallback").await == Ok("K".into())).then_some(())
+    })
+    .await;
+    assert_eq!(last(&keyed_record)["headers"]["authorization"], "Bearer sk-keyed");
+    assert_eq!(rejected_updates(gw.admin).await, 0);
+    gw.running.shutdown().await;
+}
