@@ -7,7 +7,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{LocalPolicyTargetReference, SecretObjectReference};
+use super::{LocalPolicyTargetReference, SecretData, SecretObjectReference};
 
 #[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
@@ -67,6 +67,29 @@ pub struct SecretKeyRef {
 
 /// The data key that holds the credential in the referenced Secret.
 pub const API_KEY_SECRET_KEY: &str = "apiKey";
+
+/// The API key `secret` holds, or why it holds none a request could carry. Surrounding
+/// whitespace is dropped: Secrets written with `echo` end in a newline, which no header may
+/// carry. The error never quotes the value.
+pub fn api_key(secret: &SecretData) -> Result<&str, String> {
+    let value = secret
+        .values
+        .get(API_KEY_SECRET_KEY)
+        .ok_or_else(|| format!("has no {API_KEY_SECRET_KEY:?} key"))?;
+    let key = std::str::from_utf8(value)
+        .map_err(|_| format!("{API_KEY_SECRET_KEY:?} is not UTF-8 text"))?
+        .trim();
+    if key.is_empty() {
+        return Err(format!("{API_KEY_SECRET_KEY:?} is empty"));
+    }
+    if !key.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) {
+        return Err(format!(
+            "{API_KEY_SECRET_KEY:?} holds characters an HTTP header cannot carry (only printable \
+             ASCII)"
+        ));
+    }
+    Ok(key)
+}
 
 impl BackendSecurityPolicySpec {
     /// The Secret reference for the supported types; an error message for the others or for a

@@ -150,6 +150,34 @@ impl ObjectKey {
         ObjectKey { kind, namespace, name: name.into() }
     }
 
+    /// `{namespace}/{name}`, each part escaped so that no two keys of a kind give one path: `%`,
+    /// `/` and every byte but ASCII letters, digits, `-`, `.` and `_` become `%XX`. Names the API
+    /// server accepts need no escaping and read as written; the escaping keeps the Envoy names
+    /// built from paths apart (and ASCII, as gRPC metadata and headers carry them) should an
+    /// invalid name get this far.
+    ///
+    /// Every Envoy name made from objects is a fixed prefix, then such paths and numbers joined
+    /// by `/`, so the prefix and the count of `/` tell the parts apart.
+    pub fn path(&self) -> String {
+        format!("{}/{}", escape(&self.namespace), escape(&self.name))
+    }
+
+    /// Checks the name and namespace as the Kubernetes API server does: a namespace is an
+    /// RFC 1123 label, a Service's name an RFC 1035 label, every other name an RFC 1123
+    /// subdomain.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.kind.namespaced() {
+            dns_label(&self.namespace, false).map_err(|e| {
+                format!("metadata.namespace {:?} is not valid: {e}", self.namespace)
+            })?;
+        }
+        let name = match self.kind {
+            Kind::Service => dns_label(&self.name, true),
+            _ => dns_subdomain(&self.name),
+        };
+        name.map_err(|e| format!("metadata.name {:?} is not valid: {e}", self.name))
+    }
+
     /// Parses `Kind/namespace/name` (or `Kind/name` for cluster-scoped kinds).
     pub fn parse(s: &str) -> Option<ObjectKey> {
         let mut parts = s.splitn(3, '/');
@@ -160,6 +188,63 @@ impl ObjectKey {
             _ => None,
         }
     }
+}
+
+/// An RFC 1123 label (or with `letter_first`, an RFC 1035 label), as Kubernetes checks it.
+fn dns_label(s: &str, letter_first: bool) -> Result<(), String> {
+    let what = if letter_first { "an RFC 1035 label" } else { "an RFC 1123 label" };
+    let first_ok = |b: u8| b.is_ascii_lowercase() || (!letter_first && b.is_ascii_digit());
+    let bytes = s.as_bytes();
+    let ok = !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && first_ok(bytes[0])
+        && bytes[bytes.len() - 1] != b'-';
+    if ok {
+        return Ok(());
+    }
+    let start = if letter_first { "a letter" } else { "a letter or digit" };
+    Err(format!(
+        "{what} has at most 63 lower case letters, digits or '-', and starts with {start} and \
+         ends with a letter or digit"
+    ))
+}
+
+/// An RFC 1123 subdomain, as Kubernetes checks it: dot-separated RFC 1123 labels, at most 253
+/// characters in all.
+fn dns_subdomain(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            let b = label.as_bytes();
+            !b.is_empty()
+                && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+                && b[0] != b'-'
+                && b[b.len() - 1] != b'-'
+        });
+    if ok {
+        return Ok(());
+    }
+    Err("an RFC 1123 subdomain has at most 253 lower case letters, digits, '-' or '.', and \
+         starts and ends with a letter or digit"
+        .into())
+}
+
+/// A part of [`ObjectKey::path`].
+fn escape(part: &str) -> std::borrow::Cow<'_, str> {
+    let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_');
+    if part.bytes().all(plain) {
+        return part.into();
+    }
+    let mut out = String::with_capacity(part.len() + 8);
+    for b in part.bytes() {
+        if plain(b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out.into()
 }
 
 impl fmt::Display for ObjectKey {
@@ -334,4 +419,55 @@ pub fn hash_bytes(bytes: &[u8]) -> u64 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_per_kind_as_the_api_server_does() {
+        let ok = |kind, ns: &str, name: &str| ObjectKey::new(kind, ns, name).validate();
+        assert_eq!(ok(Kind::AIServiceBackend, "default", "a.b-1"), Ok(()));
+        assert_eq!(ok(Kind::GatewayClass, "", "aixds"), Ok(()), "cluster-scoped: no namespace");
+        assert_eq!(ok(Kind::Service, "default", "epp-1"), Ok(()));
+        for (kind, ns, name) in [
+            (Kind::AIServiceBackend, "default", "x/y"),
+            (Kind::AIServiceBackend, "default/x", "y"),
+            (Kind::AIServiceBackend, "default", "модель"),
+            (Kind::AIServiceBackend, "default", "Upper"),
+            (Kind::AIServiceBackend, "default", "-a"),
+            (Kind::AIServiceBackend, "default", "a..b"),
+            (Kind::AIServiceBackend, "a.b", "ok"),
+            (Kind::AIServiceBackend, &"n".repeat(64), "ok"),
+            (Kind::Secret, "default", &"n".repeat(254)),
+            (Kind::Service, "default", "9svc"),
+            (Kind::Service, "default", "a.b"),
+        ] {
+            assert!(ok(kind, ns, name).is_err(), "{kind} {ns:?} {name:?}");
+        }
+    }
+
+    #[test]
+    fn paths_tell_every_key_apart() {
+        let path = |ns: &str, name: &str| ObjectKey::new(Kind::Backend, ns, name).path();
+        assert_eq!(path("default", "a.b-c_d"), "default/a.b-c_d", "valid names read as written");
+        assert_ne!(path("default", "x/y"), path("default/x", "y"));
+        assert_eq!(path("default", "x/y"), "default/x%2Fy");
+        assert_ne!(path("a", "%2F"), path("a", "/"));
+        assert!(path("default", "модель").is_ascii());
+    }
+
+    #[test]
+    fn api_keys_are_checked_without_quoting_them() {
+        let secret = |value: &[u8]| SecretData {
+            values: [(API_KEY_SECRET_KEY.to_string(), value.to_vec())].into(),
+        };
+        assert_eq!(api_key(&secret(b"sk-1\n")), Ok("sk-1"));
+        for bad in [&b""[..], b" \n", b"sk-\x01", b"sk\xff", b"sk-\xd0\xbc"] {
+            let err = api_key(&secret(bad)).unwrap_err();
+            assert!(!err.contains("sk"), "{err}");
+        }
+        assert_eq!(api_key(&SecretData::default()), Err(r#"has no "apiKey" key"#.into()));
+    }
 }

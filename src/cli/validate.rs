@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::graph::{Graph, export};
+use crate::graph::{Condition, Graph, Reason, export};
 use crate::source::{Location, ManifestSource, RootError};
 
 /// Manifests read from disk and the graph built from them.
@@ -33,6 +33,15 @@ pub fn file_messages(source: &ManifestSource) -> Vec<String> {
         .collect()
 }
 
+/// A condition that keeps a backend from being served: its credential cannot be had.
+fn refused(c: &Condition) -> bool {
+    !c.status
+        && matches!(
+            c.reason,
+            Reason::SecretNotFound | Reason::InvalidSecret | Reason::InvalidPolicy
+        )
+}
+
 pub struct Report<'a> {
     loaded: &'a Loaded,
 }
@@ -49,11 +58,17 @@ impl<'a> Report<'a> {
         Report { loaded }
     }
 
-    /// True when every object is accepted and every file parsed.
+    /// True when every file parsed, every object was kept (no invalid name), is accepted, is
+    /// defined only once and would not be refused for a missing credential. A reference to an
+    /// object that is not there yet passes: it may come from another file or the cluster.
     pub fn ok(&self) -> bool {
         let l = self.loaded;
         l.source.set().errors().next().is_none()
-            && l.graph.objects().all(|o| l.graph.node(&o.key).is_some_and(|n| n.accepted()))
+            && l.graph.objects().all(|o| {
+                l.graph.node(&o.key).is_some_and(|n| {
+                    n.accepted() && n.conflict().is_none() && !n.conditions().iter().any(refused)
+                })
+            })
     }
 
     pub fn text(&self) -> String {

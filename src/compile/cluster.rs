@@ -61,17 +61,17 @@ pub(super) struct Compiled {
 
 /// The cluster of an AIServiceBackend: `aisb/{namespace}/{name}`.
 pub fn backend_cluster_name(key: &ObjectKey) -> String {
-    format!("aisb/{}/{}", key.namespace, key.name)
+    format!("aisb/{}", key.path())
 }
 
 /// The fallback cluster of a route's rule: `rule/{namespace}/{route}/{rule index}`.
 pub(super) fn fallback_cluster_name(route: &ObjectKey, rule: usize) -> String {
-    format!("rule/{}/{}/{rule}", route.namespace, route.name)
+    format!("rule/{}/{rule}", route.path())
 }
 
 /// The cluster of an InferencePool a route names directly: `pool/{namespace}/{name}`.
 pub fn pool_cluster_name(key: &ObjectKey) -> String {
-    format!("pool/{}/{}", key.namespace, key.name)
+    format!("pool/{}", key.path())
 }
 
 /// The cluster a route's backendRef to `target` uses, if that target compiles to one.
@@ -185,7 +185,7 @@ pub(super) fn backend(graph: &Graph, key: &ObjectKey) -> Option<Compiled> {
         Ok(serde_json::Value::String(s)) => s,
         _ => format!("{:?}", asb.schema.name),
     };
-    let metadata = [("backend", format!("{}/{}", key.namespace, key.name)), ("schema", schema)];
+    let metadata = [("backend", key.path()), ("schema", schema)];
     let mut sources = vec![key.clone(), target.key.clone()];
     let (mut cluster, cla, cla_sources) = match target.object.as_deref().map(|o| &o.spec) {
         Some(Spec::Backend(spec)) => {

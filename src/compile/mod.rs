@@ -21,7 +21,9 @@
 //! bootstrap's `aixds-xds` cluster.
 //!
 //! Objects that are not accepted, or whose references do not resolve, produce nothing; whatever
-//! referred to them leaves them out, and everything else compiles as usual.
+//! referred to them leaves them out, and everything else compiles as usual. A backend whose
+//! BackendSecurityPolicy gives no credential keeps its cluster (the upstream phase refuses its
+//! requests, saying why) but is left out of every rule that has another backend.
 
 mod access_log;
 mod canonical;

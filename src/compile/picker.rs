@@ -57,7 +57,7 @@ pub const PICKER_FILTER: &str = "aixds.picker";
 
 /// The cluster of `pool`'s picker: `picker/{namespace}/{name}`.
 pub fn picker_cluster_name(pool: &ObjectKey) -> String {
-    format!("picker/{}/{}", pool.namespace, pool.name)
+    format!("picker/{}", pool.path())
 }
 
 /// The endpoint picker filter every listener has, after the pool phase: request headers and a

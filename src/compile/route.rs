@@ -147,7 +147,7 @@ fn compile_rules(
             // Envoy rejects a whole RouteConfiguration over one bad regex: leave the match out.
             let Some(headers) = m.headers.iter().map(header_matcher).collect() else { continue };
             routes.push(Route {
-                name: format!("{}/{}/rule/{i}/match/{j}", key.namespace, key.name),
+                name: format!("{}/rule/{i}/match/{j}", key.path()),
                 r#match: Some(RouteMatch {
                     path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
                     headers,
@@ -186,7 +186,8 @@ fn header_matcher(h: &crate::api::HeaderMatch) -> Option<HeaderMatcher> {
 }
 
 /// Where a rule sends its requests, or `None` when it has no usable backend (the rule is then
-/// left out rather than routing to a cluster Envoy lacks).
+/// left out rather than routing to a cluster Envoy lacks). Backends refused for their credential
+/// are left out when the rule has others.
 ///
 /// When the usable backendRefs all share one priority: weighted clusters over them. Each tells
 /// the translation ext_proc's upstream phase which backendRef it was picked by, in
@@ -207,7 +208,7 @@ fn route_action(
 ) -> Option<(RouteAction, Option<Resource>, bool)> {
     // (priority, cluster, weight, backendRef index, target) of every backendRef that compiles
     // to a cluster.
-    let usable: Vec<(u32, String, u32, usize, ObjectKey)> = rule
+    let mut usable: Vec<(u32, String, u32, usize, ObjectKey)> = rule
         .backend_refs
         .iter()
         .enumerate()
@@ -219,6 +220,11 @@ fn route_action(
         })
         .filter(|u| u.2 > 0)
         .collect();
+    // A backend refused for its credential takes no traffic while another can serve; when none
+    // can, it stays, so that clients are told why rather than that no route matches.
+    if usable.iter().any(|u| !graph.credential_refused(&u.4)) {
+        usable.retain(|u| !graph.credential_refused(&u.4));
+    }
     let top = usable.iter().map(|u| u.0).min()?;
     let timeout =
         rule.timeouts.as_ref().and_then(|t| t.request.as_deref()).and_then(parse_duration);
@@ -317,9 +323,10 @@ fn fallback_retries(lower_levels: u32) -> RetryPolicy {
 }
 
 /// The id of one backendRef, as [`ROUTE_BACKEND_HEADER`] carries it and the runtime config keys
-/// it: `{route namespace}/{route name}/{rule index}/{backendRef index}`.
+/// it: `{route namespace}/{route name}/{rule index}/{backendRef index}`, the names escaped as
+/// [`ObjectKey::path`] does.
 pub fn route_backend_id(route: &ObjectKey, rule: usize, backend_ref: usize) -> String {
-    format!("{}/{}/{rule}/{backend_ref}", route.namespace, route.name)
+    format!("{}/{rule}/{backend_ref}", route.path())
 }
 
 /// A Gateway API duration (`1h`, `90s`, `1m30s`, `500ms`): one to four number-unit pairs.

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::api::{
-    AIGATEWAY_GROUP, API_KEY_SECRET_KEY, BodyMutation, HeaderMatchType, HeaderMutation, Kind,
-    LLMRequestCost, MODEL_HEADER, ObjectKey, RouteBackendRef, SecurityPolicyType, Spec,
-    VersionedAPISchema, group_kind,
+    AIGATEWAY_GROUP, BodyMutation, HeaderMatchType, HeaderMutation, Kind, LLMRequestCost,
+    MODEL_HEADER, ObjectKey, RouteBackendRef, SecurityPolicyType, Spec, VersionedAPISchema,
+    api_key, group_kind,
 };
 use crate::compile::{backend_cluster_name, pool_cluster_name, route_backend_id};
 use crate::graph::{Graph, Node, RefKind};
@@ -48,7 +48,20 @@ pub struct BackendRuntime {
     /// The Backend's DNS name, sent as `:authority` (providers route and check certificates by
     /// it); `None` for IP and socket backends and InferencePools.
     pub hostname: Option<String>,
-    pub credential: Option<Credential>,
+    pub auth: Auth,
+}
+
+/// What the backend's BackendSecurityPolicies ask for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Auth {
+    /// No policy targets the backend: the request goes as the client sent it.
+    #[default]
+    None,
+    /// The client's credential headers are removed and the policy's credential is set.
+    Inject(Credential),
+    /// A policy targets the backend but gives no credential (the message says why, naming the
+    /// policy and its Secret, never a value): requests are refused before they leave Envoy.
+    Refuse(String),
 }
 
 /// One backendRef of an accepted route.
@@ -122,7 +135,7 @@ impl Credential {
     }
 }
 
-/// Client headers that carry a credential: removed when the gateway injects its own, so that a
+/// Client headers that carry a credential: removed for every backend a policy targets, so that a
 /// client's key never reaches a provider it was not meant for.
 pub const CLIENT_AUTH_HEADERS: [&str; 3] = ["authorization", "x-api-key", "api-key"];
 
@@ -157,16 +170,14 @@ impl RuntimeConfig {
                         header_mutation: spec.header_mutation.clone(),
                         body_mutation: spec.body_mutation.clone(),
                         hostname: hostname(graph, &object.key),
-                        credential: credential(graph, &object.key),
+                        auth: auth(graph, &object.key),
                     };
                     config.backends.insert(backend_cluster_name(&object.key), backend);
                 }
                 // Named directly by a route, a pool is an OpenAI backend.
                 Spec::InferencePool(_) => {
-                    let backend = BackendRuntime {
-                        credential: credential(graph, &object.key),
-                        ..Default::default()
-                    };
+                    let backend =
+                        BackendRuntime { auth: auth(graph, &object.key), ..Default::default() };
                     config.backends.insert(pool_cluster_name(&object.key), backend);
                 }
                 Spec::AIGatewayRoute(spec) => {
@@ -233,30 +244,45 @@ fn hostname(graph: &Graph, backend: &ObjectKey) -> Option<String> {
     })
 }
 
-/// The credential of the first accepted BackendSecurityPolicy (by key) targeting `backend`
-/// whose Secret holds the key.
-fn credential(graph: &Graph, backend: &ObjectKey) -> Option<Credential> {
-    graph.referrers(backend).into_iter().find_map(|(kind, node)| {
-        if kind != RefKind::TargetRef || !node.accepted() {
-            return None;
-        }
-        let Spec::BackendSecurityPolicy(policy) = &node.object.as_deref()?.spec else {
-            return None;
+/// What the BackendSecurityPolicies targeting `backend` ask for: the credential of the first
+/// (by key), or a refusal when any of them gives none. Fails closed: a backend meant to carry a
+/// credential never goes out without one.
+fn auth(graph: &Graph, backend: &ObjectKey) -> Auth {
+    let mut credential = None;
+    for (kind, node) in graph.referrers(backend) {
+        let Some(Spec::BackendSecurityPolicy(policy)) = node.object.as_deref().map(|o| &o.spec)
+        else {
+            continue;
         };
-        let secret_ref = policy.secret_ref().ok()?;
-        let namespace = secret_ref.namespace.as_deref().unwrap_or(&node.key.namespace);
-        let secret = ObjectKey::new(Kind::Secret, namespace, &secret_ref.name);
-        let Spec::Secret(data) = &graph.object(&secret)?.spec else { return None };
-        let key = std::str::from_utf8(data.values.get(API_KEY_SECRET_KEY)?).ok()?;
-        // Secrets written with `echo` end in a newline, which no header may carry.
-        let key = Secret::new(key.trim());
-        match policy.policy_type {
-            SecurityPolicyType::APIKey => Some(Credential::Bearer(key)),
-            SecurityPolicyType::AnthropicAPIKey => Some(Credential::Anthropic(key)),
-            SecurityPolicyType::AzureAPIKey => Some(Credential::Azure(key)),
-            _ => None,
+        if kind != RefKind::TargetRef {
+            continue;
         }
-    })
+        let named = |why: String| {
+            format!("{} {}/{}: {why}", node.key.kind, node.key.namespace, node.key.name)
+        };
+        if let Some(problem) = graph.policy_problem(&node.key) {
+            return Auth::Refuse(named(problem));
+        }
+        if credential.is_some() {
+            continue;
+        }
+        let key = policy.secret_ref().ok().and_then(|secret_ref| {
+            let namespace = secret_ref.namespace.as_deref().unwrap_or(&node.key.namespace);
+            let secret = ObjectKey::new(Kind::Secret, namespace, &secret_ref.name);
+            let Spec::Secret(data) = &graph.object(&secret)?.spec else { return None };
+            api_key(data).ok().map(Secret::new)
+        });
+        let Some(key) = key else {
+            return Auth::Refuse(named("its Secret holds no usable key".into()));
+        };
+        credential = Some(match policy.policy_type {
+            SecurityPolicyType::APIKey => Credential::Bearer(key),
+            SecurityPolicyType::AnthropicAPIKey => Credential::Anthropic(key),
+            SecurityPolicyType::AzureAPIKey => Credential::Azure(key),
+            other => return Auth::Refuse(named(format!("type {other} is not supported yet"))),
+        });
+    }
+    credential.map_or(Auth::None, Auth::Inject)
 }
 
 #[cfg(test)]
@@ -268,7 +294,8 @@ mod tests {
         let credential = Credential::Anthropic(Secret::new("sk-ant-secret"));
         let printed = format!("{credential:?} {}", Secret::new("sk-ant-secret"));
         assert!(!printed.contains("sk-ant"), "{printed}");
-        let backend = BackendRuntime { credential: Some(credential.clone()), ..Default::default() };
+        let backend =
+            BackendRuntime { auth: Auth::Inject(credential.clone()), ..Default::default() };
         assert!(!format!("{backend:?}").contains("sk-ant"));
         assert_eq!(
             credential.headers(false),

@@ -3,8 +3,10 @@
 //! Takes: the request headers (with the internal headers the router phase and the route set),
 //! the whole request body, then the response headers and body as they stream. Gives: the
 //! request translated for the backend's schema, with the route's and backend's mutations and the
-//! backend's credential, nothing internal left in it; the response translated back for the
-//! client, chunk by chunk; token usage as dynamic metadata at the end.
+//! backend's credential, nothing internal left in it (nor the client's credentials, for a backend
+//! a policy targets); the response translated back for the client, chunk by chunk; token usage as
+//! dynamic metadata at the end. A backend whose policy gives no credential is refused with a 503
+//! in the client's format before anything is sent.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,7 +25,9 @@ use tonic::Status;
 
 use super::metrics::{GenAiMetrics, Observation};
 use super::response::ResponseTranslation;
-use super::runtime::{BackendRuntime, CLIENT_AUTH_HEADERS, RouteBackendRuntime, RuntimeConfig};
+use super::runtime::{
+    Auth, BackendRuntime, CLIENT_AUTH_HEADERS, RouteBackendRuntime, RuntimeConfig,
+};
 use super::service::{describe, find, header_pairs, immediate, mutation};
 use super::translate::{
     ClientSchema, Endpoint, Usage, error_body, parse_request, response_translator,
@@ -155,6 +159,17 @@ impl UpstreamPhase {
         self.runtime.backends.get(&self.cluster)
     }
 
+    /// A 503 in the client's format when a policy asks for a credential this attempt's backend
+    /// cannot have: the request is answered here, before anything is sent upstream.
+    fn refusal(&self) -> Option<ProcessingResponse> {
+        let Auth::Refuse(why) = &self.backend()?.auth else { return None };
+        let message = format!("backend {} is not served: {why}", self.cluster);
+        tracing::warn!("upstream phase: {message}");
+        let endpoint = self.endpoint.as_deref().and_then(Endpoint::from_path);
+        let client = endpoint.map_or(ClientSchema::OpenAI, |e| e.client_schema());
+        Some(immediate(503, error_body(client, 503, &message), "aixds_backend_credential"))
+    }
+
     fn route_backend(&self) -> Option<&RouteBackendRuntime> {
         self.route_backend.as_ref().and_then(|id| self.runtime.route_backends.get(id))
     }
@@ -175,6 +190,9 @@ impl UpstreamPhase {
             && let Some(cluster) = self.route_backend().and_then(|r| r.backend.clone())
         {
             self.cluster = cluster;
+        }
+        if let Some(refusal) = self.refusal() {
+            return refusal;
         }
         let mut response = HeadersResponse::default();
         if message.end_of_stream {
@@ -315,10 +333,12 @@ impl UpstreamPhase {
         }
         if let Some(backend) = backend {
             let has_version = find(&self.headers, "anthropic-version").is_some();
-            if let Some(credential) = &backend.credential {
+            if backend.auth != Auth::None {
                 for name in CLIENT_AUTH_HEADERS {
                     ops.insert(name.into(), None);
                 }
+            }
+            if let Auth::Inject(credential) = &backend.auth {
                 for (name, value) in credential.headers(has_version) {
                     ops.insert(name.into(), Some(value));
                 }

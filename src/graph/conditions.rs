@@ -17,12 +17,18 @@ pub enum Reason {
     Invalid,
     /// Well-formed but not something aixds handles yet.
     Unsupported,
-    /// Two sources define the object differently.
+    /// Two sources define the object differently; the first definition is used (with
+    /// `Accepted=True`, as Gateway API reports a Gateway that works with some listeners left out).
     Conflict,
     InvalidKind,
     BackendNotFound,
     NoMatchingParent,
     SecretNotFound,
+    /// The Secret exists but holds no usable key; the message says what is wrong, never the value.
+    InvalidSecret,
+    /// A BackendSecurityPolicy targeting the backend is not accepted (e.g. an unsupported type),
+    /// so the backend has no credential and is not served.
+    InvalidPolicy,
     TargetNotFound,
     /// The InferencePool's endpoint picker Service is missing or wrong.
     InvalidExtensionRef,

@@ -66,6 +66,11 @@ impl Node {
     pub fn resolved(&self) -> bool {
         self.conditions.iter().all(|c| c.type_ != ConditionType::ResolvedRefs || c.status)
     }
+
+    /// Where the source holds conflicting definitions of the object, if it does.
+    pub fn conflict(&self) -> Option<&str> {
+        self.conflict.as_deref()
+    }
 }
 
 /// Objects whose compiled output may have changed, the changed object first.
@@ -112,8 +117,9 @@ impl Graph {
     }
 
     /// As [`Graph::apply`], recording that the source holds conflicting definitions of the object
-    /// (`conflict` says where). The object is kept, so its dependents stay wired, but it is not
-    /// accepted.
+    /// (`conflict` says where). The object given (the source's first definition) is used as
+    /// usual, so that neither its dependents nor its neighbours change; its `Accepted` condition
+    /// reports the conflict.
     pub fn apply_with_conflict(&mut self, object: Object, conflict: Option<String>) -> Affected {
         let idx = self.ensure_node(&object.key);
         let old_pools = self.unindex(idx);
@@ -177,6 +183,19 @@ impl Graph {
         }
         self.recompute_conditions(&affected);
         self.to_keys(&affected)
+    }
+
+    /// Why the BackendSecurityPolicy `key` gives no credential (its type is unsupported, its
+    /// Secret is missing or holds no usable key), if it gives none. Never quotes a secret value.
+    pub fn policy_problem(&self, key: &ObjectKey) -> Option<String> {
+        let idx = *self.index.get(key)?;
+        refs::policy_problem(self, idx).map(|(_, message)| message)
+    }
+
+    /// Whether a BackendSecurityPolicy targeting `backend` (an AIServiceBackend or
+    /// InferencePool) gives no credential, so that requests to it are refused.
+    pub fn credential_refused(&self, backend: &ObjectKey) -> bool {
+        self.index.get(backend).is_some_and(|idx| !refs::credential_problems(self, *idx).is_empty())
     }
 
     /// Why the source cannot have objects of `kind`, if it cannot.

@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use super::{Condition, ConditionType, Graph, Issue, Reason};
 use crate::api::{
-    AIGATEWAY_GROUP, API_KEY_SECRET_KEY, BackendTarget, ENVOY_GATEWAY_GROUP, GATEWAY_API_GROUP,
-    INFERENCE_GROUP, Kind, Object, ObjectKey, SecurityPolicyType, Spec,
+    AIGATEWAY_GROUP, BackendTarget, ENVOY_GATEWAY_GROUP, GATEWAY_API_GROUP, INFERENCE_GROUP, Kind,
+    Object, ObjectKey, SecurityPolicyType, Spec, api_key,
 };
 
 /// The field a reference comes from.
@@ -219,19 +219,23 @@ pub(super) fn references(object: &Object) -> (Vec<(RefKind, ObjectKey)>, Vec<Iss
 pub(super) fn conditions(graph: &Graph, idx: NodeIndex) -> Vec<Condition> {
     let node = &graph.g[idx];
     let Some(object) = &node.object else { return Vec::new() };
+    // A conflict is reported, but the first definition serves: its dependents and neighbours
+    // go on as before.
+    let conflict = node.conflict.as_ref().map(|message| Condition {
+        type_: ConditionType::Accepted,
+        status: true,
+        reason: Reason::Conflict,
+        message: message.clone(),
+    });
     if matches!(object.key.kind, Kind::Secret | Kind::Service | Kind::Pod | Kind::GatewayClass) {
-        return Vec::new();
+        return conflict.into_iter().collect();
     }
-    let accepted =
-        match (&node.conflict, node.issues.iter().find(|i| i.type_ == ConditionType::Accepted)) {
-            (Some(conflict), _) => {
-                Condition::failed(ConditionType::Accepted, Reason::Conflict, conflict)
-            }
-            (None, Some(issue)) => {
-                Condition::failed(ConditionType::Accepted, issue.reason, issue.message.clone())
-            }
-            (None, None) => Condition::ok(ConditionType::Accepted),
-        };
+    let accepted = match node.issues.iter().find(|i| i.type_ == ConditionType::Accepted) {
+        Some(issue) => {
+            Condition::failed(ConditionType::Accepted, issue.reason, issue.message.clone())
+        }
+        None => conflict.unwrap_or_else(|| Condition::ok(ConditionType::Accepted)),
+    };
 
     let mut problems: Vec<(Reason, String)> = node
         .issues
@@ -256,6 +260,9 @@ pub(super) fn conditions(graph: &Graph, idx: NodeIndex) -> Vec<Condition> {
             problems.push(problem);
         }
     }
+    if matches!(object.key.kind, Kind::AIServiceBackend | Kind::InferencePool) {
+        problems.extend(credential_problems(graph, idx));
+    }
     let resolved = match problems.first() {
         None => Condition::ok(ConditionType::ResolvedRefs),
         Some((reason, _)) => {
@@ -264,6 +271,43 @@ pub(super) fn conditions(graph: &Graph, idx: NodeIndex) -> Vec<Condition> {
         }
     };
     vec![accepted, resolved]
+}
+
+/// Why the BackendSecurityPolicies targeting a backend give it no credential, each named: a
+/// backend that should carry a credential and cannot is not served.
+pub(super) fn credential_problems(graph: &Graph, backend: NodeIndex) -> Vec<(Reason, String)> {
+    let mut policies: Vec<NodeIndex> = graph
+        .g
+        .edges_directed(backend, Direction::Incoming)
+        .filter(|e| *e.weight() == RefKind::TargetRef)
+        .map(|e| e.source())
+        .filter(|p| graph.g[*p].key.kind == Kind::BackendSecurityPolicy)
+        .collect();
+    policies.sort_by(|a, b| graph.g[*a].key.cmp(&graph.g[*b].key));
+    policies
+        .into_iter()
+        .filter_map(|p| {
+            let (reason, message) = policy_problem(graph, p)?;
+            let key = &graph.g[p].key;
+            Some((reason, format!("{} {}/{}: {message}", key.kind, key.namespace, key.name)))
+        })
+        .collect()
+}
+
+/// Why the BackendSecurityPolicy at `idx` gives no credential, if it gives none. Read from the
+/// policy and its Secret rather than from the policy's conditions, which may not be recomputed
+/// yet in this batch.
+pub(super) fn policy_problem(graph: &Graph, idx: NodeIndex) -> Option<(Reason, String)> {
+    let node = &graph.g[idx];
+    let object = node.object.as_ref()?;
+    if let Some(issue) = node.issues.iter().find(|i| i.type_ == ConditionType::Accepted) {
+        return Some((Reason::InvalidPolicy, issue.message.clone()));
+    }
+    graph
+        .g
+        .edges_directed(idx, Direction::Outgoing)
+        .filter(|e| *e.weight() == RefKind::SecretRef)
+        .find_map(|e| reference_problem(object, RefKind::SecretRef, &graph.g[e.target()]))
 }
 
 fn reference_problem(
@@ -296,12 +340,11 @@ fn reference_problem(
                 format!("{} {}/{}: {}", key.kind, key.namespace, key.name, failed.message),
             ))
         }
-        (Spec::BackendSecurityPolicy(_), Spec::Secret(secret))
-            if !secret.values.contains_key(API_KEY_SECRET_KEY) =>
-        {
+        (Spec::BackendSecurityPolicy(_), Spec::Secret(secret)) => {
+            let problem = api_key(secret).err()?;
             Some((
-                Reason::SecretNotFound,
-                format!("Secret {}/{} has no {API_KEY_SECRET_KEY:?} key", key.namespace, key.name),
+                Reason::InvalidSecret,
+                format!("Secret {}/{} {problem}", key.namespace, key.name),
             ))
         }
         (Spec::InferencePool(pool), Spec::Service(service)) => {

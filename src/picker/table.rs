@@ -100,9 +100,10 @@ impl PoolTable {
     }
 }
 
-/// How streams name a pool: `namespace/name`.
+/// How streams name a pool: `namespace/name`, escaped as [`ObjectKey::path`] does so that two
+/// pools never share a name.
 pub fn pool_name(key: &ObjectKey) -> String {
-    format!("{}/{}", key.namespace, key.name)
+    key.path()
 }
 
 #[cfg(test)]

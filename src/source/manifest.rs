@@ -2,7 +2,9 @@
 //!
 //! [`ManifestSet`] holds what each file last gave and merges the files into one view: an object
 //! defined identically in several files is one object; defined differently, it is a conflict
-//! that names every file. A file that fails to parse keeps the objects of its last good read;
+//! that names every file, and the first file's definition is the one used. An object whose name
+//! or namespace the API server would refuse is left out and reported with file and line, the
+//! file's other objects kept. A file that fails to parse keeps the objects of its last good read;
 //! the error is reported with file and line.
 
 use std::collections::{BTreeMap, HashMap};
@@ -62,6 +64,9 @@ struct FileState {
     objects: Vec<(Object, Location)>,
     skipped: Vec<Skipped>,
     errors: Vec<FileError>,
+    /// Objects left out for an invalid name or namespace. Unlike a parse error, one does not
+    /// hold back the file's other objects.
+    rejected: Vec<FileError>,
     /// What each document of the last read parsed to, by the hash of its text: an edit re-parses
     /// only the documents it touched.
     documents: HashMap<u64, Parsed>,
@@ -106,6 +111,7 @@ impl ManifestSet {
         state.content_hash = hash;
         state.skipped = parsed.skipped;
         state.errors = parsed.errors;
+        state.rejected = parsed.rejected;
         // A broken edit keeps the last good objects; a first read keeps what did parse.
         if state.errors.is_empty() || state.objects.is_empty() {
             state.objects = parsed.objects;
@@ -130,8 +136,9 @@ impl ManifestSet {
         self.files.keys().map(PathBuf::as_path)
     }
 
+    /// Documents that did not parse, and objects left out for an invalid name.
     pub fn errors(&self) -> impl Iterator<Item = &FileError> {
-        self.files.values().flat_map(|f| &f.errors)
+        self.files.values().flat_map(|f| f.errors.iter().chain(&f.rejected))
     }
 
     pub fn skipped(&self) -> impl Iterator<Item = &Skipped> {
@@ -178,6 +185,7 @@ struct ParsedFile {
     objects: Vec<(Object, Location)>,
     skipped: Vec<Skipped>,
     errors: Vec<FileError>,
+    rejected: Vec<FileError>,
     documents: HashMap<u64, Parsed>,
 }
 
@@ -187,6 +195,7 @@ fn parse_file(path: &Path, text: &str, cache: &HashMap<u64, Parsed>) -> ParsedFi
         objects: Vec::new(),
         skipped: Vec::new(),
         errors: Vec::new(),
+        rejected: Vec::new(),
         documents: HashMap::new(),
     };
     for (start_line, doc) in split_documents(text) {
@@ -213,7 +222,15 @@ fn parse_file(path: &Path, text: &str, cache: &HashMap<u64, Parsed>) -> ParsedFi
             },
         };
         match &outcome {
-            Parsed::Object(object) => parsed.objects.push(((**object).clone(), at(first))),
+            // The API server would refuse the name; left out, it cannot reach another
+            // object's Envoy names or references.
+            Parsed::Object(object) => match object.key.validate() {
+                Ok(()) => parsed.objects.push(((**object).clone(), at(first))),
+                Err(message) => parsed.rejected.push(FileError {
+                    location: at(first),
+                    message: format!("{} left out: {message}", object.key.kind),
+                }),
+            },
             Parsed::Skipped { api_version, kind, name } => parsed.skipped.push(Skipped {
                 location: at(first),
                 api_version: api_version.clone(),

@@ -56,7 +56,8 @@ impl Nack {
 /// Whether `text` mentions `name` as a whole word: "aisb/default/a" is not mentioned by
 /// "aisb/default/ab".
 fn mentions(text: &str, name: &str) -> bool {
-    let word = |c: char| c.is_alphanumeric() || "-_./".contains(c);
+    // '%' escapes characters in names built from objects (see `ObjectKey::path`).
+    let word = |c: char| c.is_alphanumeric() || "-_./%".contains(c);
     text.match_indices(name).any(|(i, _)| {
         let before = text[..i].chars().next_back();
         let after = text[i + name.len()..].chars().next();
@@ -88,6 +89,7 @@ mod tests {
         assert_eq!(nack.rejected.len(), 3);
         assert!(mentions("cluster aisb/default/b.", &b));
         assert!(!mentions("xaisb/default/b", &b));
+        assert!(!mentions("cluster aisb/default/b%2Fc: bad", &b), "another object's escaped name");
     }
 }
 

@@ -241,3 +241,84 @@ fn tcp_grpc_without_client_certificates_is_refused_unless_insecure_is_named() {
         );
     }
 }
+
+/// A keyed backend whose Secret is missing or holds no key fails validation, on the policy and
+/// on the backend; with the key it passes.
+#[test]
+fn validate_fails_on_a_keyed_backend_without_its_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let objects = "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIServiceBackend\nmetadata: {name: b}\n\
+        spec: {schema: {name: OpenAI}, backendRef: {name: b, group: gateway.envoyproxy.io, kind: Backend}}\n\
+        ---\napiVersion: gateway.envoyproxy.io/v1alpha1\nkind: Backend\nmetadata: {name: b}\n\
+        spec: {endpoints: [{ip: {address: 127.0.0.1, port: 8080}}]}\n\
+        ---\napiVersion: aigateway.envoyproxy.io/v1beta1\nkind: BackendSecurityPolicy\nmetadata: {name: p}\n\
+        spec: {targetRefs: [{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: b}], type: APIKey, apiKey: {secretRef: {name: k}}}\n";
+    std::fs::write(dir.path().join("objects.yaml"), objects).unwrap();
+    let secret = dir.path().join("secret.yaml");
+    let path = dir.path().to_str().unwrap();
+
+    let (code, stdout, _) = aixds(&["validate", path]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("ResolvedRefs=False SecretNotFound: BackendSecurityPolicy default/p: Secret default/k not found"),
+        "the backend says why it is not served: {stdout}"
+    );
+    assert!(
+        stdout.contains("ResolvedRefs=False SecretNotFound: Secret default/k not found"),
+        "{stdout}"
+    );
+
+    std::fs::write(
+        &secret,
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: k}\nstringData: {token: sk-secret}\n",
+    )
+    .unwrap();
+    let (code, stdout, _) = aixds(&["validate", path]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains(r#"InvalidSecret: BackendSecurityPolicy default/p: Secret default/k has no "apiKey" key"#), "{stdout}");
+    assert!(!stdout.contains("sk-secret"), "no secret value is printed: {stdout}");
+
+    std::fs::write(
+        &secret,
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: k}\nstringData: {apiKey: sk-secret}\n",
+    )
+    .unwrap();
+    let (code, stdout, _) = aixds(&["validate", path]);
+    assert_eq!(code, 0, "{stdout}");
+}
+
+/// A conflicting duplicate and an invalid name each fail validation, naming the files and
+/// lines; the other objects are reported as usual.
+#[test]
+fn validate_fails_on_a_conflict_and_on_an_invalid_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = |name: &str, key: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData: {{apiKey: {key}}}\n"
+        )
+    };
+    std::fs::write(dir.path().join("a.yaml"), secret("k", "one")).unwrap();
+    std::fs::write(dir.path().join("b.yaml"), secret("k", "two")).unwrap();
+    let path = dir.path().to_str().unwrap();
+    let (code, stdout, _) = aixds(&["validate", path]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("Accepted=True Conflict: defined differently in {path}/a.yaml:1 and {path}/b.yaml:1; using the first".replace("{path}", path).as_str()),
+        "{stdout}"
+    );
+
+    std::fs::write(
+        dir.path().join("b.yaml"),
+        format!("{}---\n{}", secret("k", "one"), secret("x_y", "k")),
+    )
+    .unwrap();
+    let (code, stdout, _) = aixds(&["validate", path]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "error: {path}/b.yaml:6: Secret left out: metadata.name \"x_y\" is not valid"
+        )),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("Conflict"), "{stdout}");
+}

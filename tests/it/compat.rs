@@ -62,12 +62,30 @@ fn problems(loaded: &Loaded) -> Vec<(String, String)> {
 fn basic_examples() {
     let loaded = load_compat(&["basic-*.yaml"]);
     golden("compat-basic.txt", &report_text(&loaded));
+    // The Azure backend's policy cannot give a credential: the backend is not served (and the
+    // route says its backend is not resolved) rather than sent on without one.
+    let unsupported = "BackendSecurityPolicy default/envoy-ai-gateway-basic-azure-credentials: \
+                       type AzureCredentials is not supported yet";
     assert_eq!(
         problems(&loaded),
-        [(
-            "BackendSecurityPolicy/default/envoy-ai-gateway-basic-azure-credentials".to_string(),
-            "Accepted Unsupported: type AzureCredentials is not supported yet".to_string()
-        )]
+        [
+            (
+                "AIGatewayRoute/default/envoy-ai-gateway-basic-azure".to_string(),
+                format!(
+                    "ResolvedRefs BackendNotResolved: AIServiceBackend \
+                     default/envoy-ai-gateway-basic-azure: {unsupported}"
+                )
+            ),
+            (
+                "AIServiceBackend/default/envoy-ai-gateway-basic-azure".to_string(),
+                format!("ResolvedRefs InvalidPolicy: {unsupported}")
+            ),
+            (
+                "BackendSecurityPolicy/default/envoy-ai-gateway-basic-azure-credentials"
+                    .to_string(),
+                "Accepted Unsupported: type AzureCredentials is not supported yet".to_string()
+            )
+        ]
     );
     assert!(!Report::new(&loaded).ok());
     assert_eq!(

@@ -963,3 +963,94 @@ fn fallback_cluster_follows_the_rule() {
     assert!(!h.names(TypeUrl::Cluster).contains(&"rule/ns/r/0".to_string()));
     h.assert_matches_full();
 }
+
+/// Envoy names are built injectively: objects whose names would once have joined to one string
+/// (`default` + `x/y` against `default/x` + `y`), applied straight to the graph as no manifest
+/// source would let them through, get clusters, route ids and runtime entries of their own, and
+/// each route reaches its own namespace's backend. Non-ASCII names come out as ASCII.
+#[test]
+fn names_from_different_objects_never_collide() {
+    let route = |ns: &str, backend: &str| {
+        parse(&format!(
+            "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIGatewayRoute\nmetadata: {{name: r, namespace: {ns:?}}}\n\
+             spec:\n  rules:\n  - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: {ns}}}]}}]\n    backendRefs: [{{name: {backend:?}}}]\n"
+        ))
+    };
+    // The builders read `/` in a target as a namespace: these name their objects exactly.
+    let backend = |ns: &str, name: &str| {
+        parse(&format!(
+            "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIServiceBackend\nmetadata: {{name: {name:?}, namespace: {ns:?}}}\n\
+             spec: {{schema: {{name: OpenAI}}, backendRef: {{name: {name:?}, group: gateway.envoyproxy.io, kind: Backend}}}}\n"
+        ))
+    };
+    let envoy_backend = |ns: &str, name: &str, ip: &str| {
+        parse(&format!(
+            "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: Backend\nmetadata: {{name: {name:?}, namespace: {ns:?}}}\n\
+             spec: {{endpoints: [{{ip: {{address: {ip}, port: 8080}}}}]}}\n"
+        ))
+    };
+    let mut graph = Graph::new();
+    for object in [
+        route("default", "x/y"),
+        backend("default", "x/y"),
+        envoy_backend("default", "x/y", "10.0.0.1"),
+        route("default/x", "y"),
+        backend("default/x", "y"),
+        envoy_backend("default/x", "y", "10.0.0.2"),
+        backend("default", "модель"),
+        envoy_backend("default", "модель", "10.0.0.3"),
+    ] {
+        graph.apply(object);
+    }
+    let updates = full(&graph);
+    let clas: BTreeMap<String, ClusterLoadAssignment> =
+        decoded(&updates, TypeUrl::ClusterLoadAssignment);
+    let ip = |cluster: &str| {
+        let cla = clas.get(cluster).unwrap_or_else(|| panic!("{cluster} in {:?}", clas.keys()));
+        match &cla.endpoints[0].lb_endpoints[0].host_identifier {
+            Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint { address: Some(a), .. })) => {
+                match &a.address {
+                    Some(address::Address::SocketAddress(s)) => s.address.clone(),
+                    other => panic!("{other:?}"),
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(ip("aisb/default/x%2Fy"), "10.0.0.1");
+    assert_eq!(ip("aisb/default%2Fx/y"), "10.0.0.2");
+    assert_eq!(ip("aisb/default/%D0%BC%D0%BE%D0%B4%D0%B5%D0%BB%D1%8C"), "10.0.0.3");
+    let backend_clusters = |model: &str| -> Vec<String> {
+        let configs: BTreeMap<String, RouteConfiguration> =
+            decoded(&updates, TypeUrl::RouteConfiguration);
+        let routes = &configs["route-1975"].virtual_hosts[0].routes;
+        let matched = routes
+            .iter()
+            .find(|r| {
+                r.r#match.as_ref().unwrap().headers.iter().any(|h| format!("{h:?}").contains(model))
+            })
+            .unwrap_or_else(|| panic!("a route for {model}"));
+        let Some(route::Action::Route(action)) = &matched.action else { panic!() };
+        let Some(route_action::ClusterSpecifier::WeightedClusters(w)) = &action.cluster_specifier
+        else {
+            panic!()
+        };
+        w.clusters.iter().map(|c| c.name.clone()).collect()
+    };
+    assert_eq!(backend_clusters("\"default\""), ["aisb/default/x%2Fy"]);
+    assert_eq!(backend_clusters("\"default/x\""), ["aisb/default%2Fx/y"]);
+
+    let runtime = aixds::extproc::runtime::RuntimeConfig::from_graph(&graph);
+    let mut backends: Vec<&String> = runtime.backends.keys().collect();
+    backends.sort();
+    assert_eq!(backends.len(), 3, "{backends:?}");
+    assert_eq!(runtime.route_backends.len(), 2);
+    assert_eq!(
+        runtime.route_backends["default/r/0/0"].backend.as_deref(),
+        Some("aisb/default/x%2Fy")
+    );
+    assert_eq!(
+        runtime.route_backends["default%2Fx/r/0/0"].backend.as_deref(),
+        Some("aisb/default%2Fx/y")
+    );
+}

@@ -95,7 +95,7 @@ pub(crate) async fn start_gateway(dir: &Path, port: u16, sotw: bool, node_id: &s
 }
 
 /// Writes `text` to `path` and waits until the control loop applied it.
-async fn edit(gw: &mut Gateway, path: &Path, text: &str) {
+pub(crate) async fn edit(gw: &mut Gateway, path: &Path, text: &str) {
     let before = *gw.running.batches.borrow();
     std::fs::write(path, text).unwrap();
     let batches = &mut gw.running.batches;

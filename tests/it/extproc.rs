@@ -602,7 +602,7 @@ fn runtime_config_keys_backends_by_cluster_and_refs_by_rule() {
 
 #[test]
 fn runtime_config_credentials_per_policy_type_and_only_when_resolved() {
-    use aixds::extproc::runtime::Credential;
+    use aixds::extproc::runtime::{Auth, Credential};
     let mut graph = Graph::new();
     for doc in OBJECTS.split("\n---\n") {
         graph.apply(parse(doc));
@@ -611,14 +611,20 @@ fn runtime_config_credentials_per_policy_type_and_only_when_resolved() {
         "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: BackendSecurityPolicy\nmetadata: {name: openai-key}\nspec:\n  targetRefs: [{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: openai}]\n  type: AzureAPIKey\n  azureAPIKey: {secretRef: {name: openai-key}}\n",
     ));
     let config = RuntimeConfig::from_graph(&graph);
-    let azure = config.backends["aisb/default/openai"].credential.clone().unwrap();
+    let Auth::Inject(azure) = config.backends["aisb/default/openai"].auth.clone() else {
+        panic!("the Azure key is injected")
+    };
     assert!(matches!(azure, Credential::Azure(_)));
     assert_eq!(azure.headers(false), [("api-key", "sk-openai-test".to_string())]);
 
-    // Without its Secret the policy injects nothing (and the client's own key is kept).
+    // Without its Secret the backend is refused, naming the policy and the Secret.
     graph.delete(&aixds::api::ObjectKey::new(aixds::api::Kind::Secret, "default", "openai-key"));
     let config = RuntimeConfig::from_graph(&graph);
-    assert!(config.backends["aisb/default/openai"].credential.is_none());
+    let Auth::Refuse(why) = &config.backends["aisb/default/openai"].auth else {
+        panic!("a keyed backend without its Secret is refused")
+    };
+    assert!(why.contains("BackendSecurityPolicy default/openai-key"), "{why}");
+    assert!(why.contains("Secret default/openai-key not found"), "{why}");
 
     // A backend that is not accepted is not served.
     graph.apply(parse(

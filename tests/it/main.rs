@@ -13,6 +13,7 @@ mod envoy_translate;
 mod extproc;
 mod graph;
 mod harness;
+mod isolation;
 mod kubeapi;
 mod kubernetes;
 mod picker;

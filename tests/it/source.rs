@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use aixds::api::{Kind, ObjectKey};
+use aixds::api::{Kind, ObjectKey, Spec};
 use aixds::graph::{Graph, Reason};
 use aixds::source::{Change, ManifestSource};
 
@@ -109,7 +109,11 @@ fn different_definitions_are_a_conflict_naming_both_files() {
     let mut graph = Graph::new();
     sync(&mut source, &mut graph);
     let node = graph.node(&ObjectKey::new(Kind::InferencePool, "default", "llama")).unwrap();
-    assert!(!node.accepted());
+    // Reported, but the first definition serves: what depends on it is unchanged.
+    assert!(node.accepted());
+    assert!(node.conflict().is_some());
+    let Spec::InferencePool(pool) = &node.object.as_ref().unwrap().spec else { panic!() };
+    assert_eq!(pool.target_ports[0].number, 8000, "the first definition");
     let c = &node.conditions()[0];
     assert_eq!(c.reason, Reason::Conflict);
     let d = dir.path().display();
@@ -123,6 +127,40 @@ fn different_definitions_are_a_conflict_naming_both_files() {
     assert_eq!(sync(&mut source, &mut graph), ["apply InferencePool/default/llama"]);
     let node = graph.node(&ObjectKey::new(Kind::InferencePool, "default", "llama")).unwrap();
     assert!(node.conditions().iter().all(|c| c.reason != Reason::Conflict));
+}
+
+#[test]
+fn objects_with_invalid_names_are_left_out_naming_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("m.yaml");
+    let bad_name = BACKEND.replace("name: b\n", "name: x/y\n");
+    let bad_namespace = BACKEND.replace("namespace: default", "namespace: default/x");
+    let unicode = BACKEND.replace("name: b\n", "name: модель\n");
+    let service =
+        "apiVersion: v1\nkind: Service\nmetadata: {name: 9svc}\nspec: {ports: [{port: 1}]}\n";
+    let text = [POOL, &bad_name, &bad_namespace, &unicode, service, BACKEND].join("---\n");
+    write(&file, &text);
+    let mut source = ManifestSource::new(vec![dir.path().to_path_buf()]);
+    let mut graph = Graph::new();
+    assert_eq!(
+        sync(&mut source, &mut graph),
+        ["apply AIServiceBackend/default/b", "apply InferencePool/default/llama"],
+        "the valid objects of the file are kept"
+    );
+    assert!(
+        graph.node(&ObjectKey::new(Kind::AIServiceBackend, "default", "b")).unwrap().resolved()
+    );
+    let errors: Vec<String> = source.set().errors().map(|e| e.to_string()).collect();
+    let f = file.display();
+    assert_eq!(errors.len(), 4, "{errors:#?}");
+    assert!(errors[0].starts_with(&format!("{f}:10: AIServiceBackend left out: metadata.name \"x/y\" is not valid: an RFC 1123 subdomain")), "{errors:#?}");
+    assert!(errors[1].starts_with(&format!("{f}:19: AIServiceBackend left out: metadata.namespace \"default/x\" is not valid: an RFC 1123 label")), "{errors:#?}");
+    assert!(errors[2].contains("metadata.name \"модель\" is not valid"), "{errors:#?}");
+    assert!(
+        errors[3]
+            .contains("Service left out: metadata.name \"9svc\" is not valid: an RFC 1035 label"),
+        "{errors:#?}"
+    );
 }
 
 #[test]
