@@ -81,8 +81,9 @@ impl SnapshotStore {
     }
 
     /// Applies `updates`, dropping those that change nothing (same version, or removing what is
-    /// not there). Returns the names that changed; when there are none, no new revision is made
-    /// and no stream wakes.
+    /// not there); a resource whose bytes are the same but whose sources changed is kept with its
+    /// new sources without counting as a change. Returns the names that changed; when there are
+    /// none, no new revision is made and no stream wakes.
     pub fn publish(&self, updates: Vec<Update>) -> Vec<(TypeUrl, String)> {
         // Holding the log lock for the whole publish serialises publishers.
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
@@ -91,12 +92,12 @@ impl SnapshotStore {
         let mut changed = Vec::new();
         for u in updates {
             let existing = old.get(u.type_url, &u.name);
-            let same = match (&u.resource, existing) {
-                (Some(new), Some(old)) => new.version == old.version,
-                (None, None) => true,
-                _ => false,
+            let (same, same_sources) = match (&u.resource, existing) {
+                (Some(new), Some(old)) => (new.version == old.version, new.sources == old.sources),
+                (None, None) => (true, true),
+                _ => (false, false),
             };
-            if same {
+            if same && same_sources {
                 continue;
             }
             let snap = next.get_or_insert_with(|| (*old).clone());
@@ -109,9 +110,16 @@ impl SnapshotStore {
                     map.remove(&u.name);
                 }
             }
-            changed.push((u.type_url, u.name));
+            // Only where an unchanged resource comes from changed: Envoy has nothing to fetch.
+            if !same {
+                changed.push((u.type_url, u.name));
+            }
         }
         let Some(mut snap) = next else { return changed };
+        if changed.is_empty() {
+            self.current.store(Arc::new(snap));
+            return changed;
+        }
         changed.sort();
         changed.dedup();
         snap.revision = old.revision + 1;

@@ -15,6 +15,7 @@ mod harness;
 mod kubeapi;
 mod kubernetes;
 mod picker;
+mod properties;
 mod source;
 mod tls;
 mod translate;
