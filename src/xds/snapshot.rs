@@ -157,3 +157,32 @@ impl SnapshotStore {
         Some(names)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::envoy::config::listener::v3::Listener;
+
+    use super::*;
+    use crate::api::Kind;
+
+    #[test]
+    fn new_sources_of_the_same_bytes_are_kept_without_a_new_revision() {
+        let store = SnapshotStore::new();
+        let listener = Listener { name: "l".into(), ..Default::default() };
+        let update = |gateways: &[&str]| {
+            let sources =
+                gateways.iter().map(|g| ObjectKey::new(Kind::Gateway, "ns", *g)).collect();
+            let resource = Resource::new("l".into(), &listener, sources);
+            Update { type_url: TypeUrl::Listener, name: "l".into(), resource: Some(resource) }
+        };
+        assert_eq!(store.publish(vec![update(&["b"])]), [(TypeUrl::Listener, "l".to_string())]);
+        let revision = store.load().revision;
+        assert!(store.publish(vec![update(&["a", "b"])]).is_empty(), "Envoy has nothing to fetch");
+        let snapshot = store.load();
+        assert_eq!(snapshot.revision, revision);
+        let sources = &snapshot.get(TypeUrl::Listener, "l").unwrap().sources;
+        assert_eq!(sources.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert!(store.publish(vec![update(&["a", "b"])]).is_empty());
+        assert_eq!(store.load().revision, revision);
+    }
+}
