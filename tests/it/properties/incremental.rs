@@ -2,7 +2,8 @@
 //! and delete of routes, backends, policies, secrets, pools, pods, services and Gateways, whose
 //! references may or may not resolve), applied batch by batch as the run loop applies them
 //! (`Change::apply_to`, then `Compiler::update` with the batch's affected keys), end in the same
-//! graph, conditions and compiled resources, byte for byte, as building from the final objects.
+//! graph, conditions and compiled resources (byte for byte, with the objects each comes from)
+//! as building from the final objects, which itself gives the same in any order.
 
 use std::collections::BTreeMap;
 

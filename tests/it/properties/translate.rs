@@ -274,8 +274,8 @@ fn tool_result_content() -> impl Strategy<Value = Option<Value>> {
 #[derive(Debug, Clone)]
 struct Round {
     user: Value,
-    /// Results for the previous assistant turn's tool uses, as many as it made (extra ones are
-    /// ignored, missing ones never happen: see `anthropic_turns`).
+    /// Contents of the results answering the previous assistant turn's tool uses, reused in turn
+    /// when it made more uses than there are here.
     results: Vec<Option<Value>>,
     /// Whether a user turn answering tool uses also says something.
     also_text: bool,
@@ -748,8 +748,8 @@ fn openai_json(blocks: &[Block]) -> String {
     json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt", "choices": [{"index": 0, "message": message, "finish_reason": "stop"}], "usage": {"prompt_tokens": 7, "completion_tokens": 12, "total_tokens": 19}}).to_string()
 }
 
-/// Every pairing of client endpoint and backend whose responses get their own handling, with
-/// whether the backend speaks Anthropic.
+/// Every pairing of client endpoint and backend whose responses get their own handling: the two
+/// translations and the two passthroughs.
 const RESPONSE_PAIRS: [(Endpoint, APISchema); 4] = [
     (Endpoint::ChatCompletions, APISchema::Anthropic),
     (Endpoint::Messages, APISchema::OpenAI),
