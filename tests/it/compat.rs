@@ -36,12 +36,13 @@ pub fn golden(name: &str, actual: &str) {
 }
 
 fn check_golden(path: &Path, actual: &str, update: Option<&OsStr>) -> Result<(), String> {
-    let update = match update.map(|v| v.to_str()) {
+    let update = match update {
         None => false,
-        Some(Some("1")) => true,
+        Some(v) if v == "1" => true,
         Some(other) => {
             return Err(format!(
-                "UPDATE_GOLDEN is {other:?}: set it to 1 to rewrite goldens, or unset it"
+                "UPDATE_GOLDEN is {:?}: set it to 1 to rewrite goldens, or unset it",
+                other.to_string_lossy()
             ));
         }
     };
