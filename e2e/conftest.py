@@ -7,6 +7,7 @@ import select
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,6 +23,19 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def write_atomic(path, text):
+    """Writes `text` to a hidden temporary file beside `path`, then renames it over `path`, as
+    careful editors do: aixds, which watches the directory, never reads half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 def free_port_on(*hosts):
@@ -105,7 +119,7 @@ class Gateway:
         self.base_url = f"http://127.0.0.1:{port}"
 
     def write(self, manifests):
-        (self.dir / "gateway.yaml").write_text(manifests)
+        write_atomic(self.dir / "gateway.yaml", manifests)
 
     def wait_serving(self, model, timeout=30):
         """Blocks until `model` is routed (any answer but Envoy's 404 or a refused connection)."""
@@ -130,9 +144,15 @@ class Gateway:
                 for line in text.splitlines() if line and not line.startswith("#")}
 
     def rejected_updates(self):
-        stats = requests.get(f"http://127.0.0.1:{self.admin_port}/stats?filter=update_rejected",
-                             timeout=5).text
-        return sum(int(line.rsplit(": ", 1)[1]) for line in stats.splitlines() if ": " in line)
+        """The sum of Envoy's update_rejected counters; fails when Envoy does not answer or
+        reports none, so that 0 always means Envoy was asked and rejected nothing."""
+        response = requests.get(
+            f"http://127.0.0.1:{self.admin_port}/stats?filter=update_rejected", timeout=5)
+        response.raise_for_status()
+        counters = [int(line.rsplit(": ", 1)[1])
+                    for line in response.text.splitlines() if ": " in line]
+        assert counters, f"Envoy reports no update_rejected counter: {response.text!r}"
+        return sum(counters)
 
     def stop(self):
         self.proc.terminate()

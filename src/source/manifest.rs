@@ -215,7 +215,9 @@ fn parse_file(path: &Path, text: &str, cache: &HashMap<u64, Parsed>) -> ParsedFi
                 }
                 Ok(ParseOutcome::Empty) => Parsed::Empty,
                 Err(e) => {
-                    let location = at(e.line().unwrap_or(1));
+                    // At the end of its input the parser points past the document's last line.
+                    let line = e.line().unwrap_or(1).min(doc.lines().count().max(1));
+                    let location = at(line);
                     parsed.errors.push(FileError { location, message: e.to_string() });
                     continue;
                 }

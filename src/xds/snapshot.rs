@@ -81,8 +81,9 @@ impl SnapshotStore {
     }
 
     /// Applies `updates`, dropping those that change nothing (same version, or removing what is
-    /// not there). Returns the names that changed; when there are none, no new revision is made
-    /// and no stream wakes.
+    /// not there); a resource whose bytes are the same but whose sources changed is kept with its
+    /// new sources without counting as a change. Returns the names that changed; when there are
+    /// none, no new revision is made and no stream wakes.
     pub fn publish(&self, updates: Vec<Update>) -> Vec<(TypeUrl, String)> {
         // Holding the log lock for the whole publish serialises publishers.
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
@@ -91,12 +92,12 @@ impl SnapshotStore {
         let mut changed = Vec::new();
         for u in updates {
             let existing = old.get(u.type_url, &u.name);
-            let same = match (&u.resource, existing) {
-                (Some(new), Some(old)) => new.version == old.version,
-                (None, None) => true,
-                _ => false,
+            let (same, same_sources) = match (&u.resource, existing) {
+                (Some(new), Some(old)) => (new.version == old.version, new.sources == old.sources),
+                (None, None) => (true, true),
+                _ => (false, false),
             };
-            if same {
+            if same && same_sources {
                 continue;
             }
             let snap = next.get_or_insert_with(|| (*old).clone());
@@ -109,9 +110,16 @@ impl SnapshotStore {
                     map.remove(&u.name);
                 }
             }
-            changed.push((u.type_url, u.name));
+            // Only where an unchanged resource comes from changed: Envoy has nothing to fetch.
+            if !same {
+                changed.push((u.type_url, u.name));
+            }
         }
         let Some(mut snap) = next else { return changed };
+        if changed.is_empty() {
+            self.current.store(Arc::new(snap));
+            return changed;
+        }
         changed.sort();
         changed.dedup();
         snap.revision = old.revision + 1;
@@ -147,5 +155,34 @@ impl SnapshotStore {
         names.sort();
         names.dedup();
         Some(names)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::envoy::config::listener::v3::Listener;
+
+    use super::*;
+    use crate::api::Kind;
+
+    #[test]
+    fn new_sources_of_the_same_bytes_are_kept_without_a_new_revision() {
+        let store = SnapshotStore::new();
+        let listener = Listener { name: "l".into(), ..Default::default() };
+        let update = |gateways: &[&str]| {
+            let sources =
+                gateways.iter().map(|g| ObjectKey::new(Kind::Gateway, "ns", *g)).collect();
+            let resource = Resource::new("l".into(), &listener, sources);
+            Update { type_url: TypeUrl::Listener, name: "l".into(), resource: Some(resource) }
+        };
+        assert_eq!(store.publish(vec![update(&["b"])]), [(TypeUrl::Listener, "l".to_string())]);
+        let revision = store.load().revision;
+        assert!(store.publish(vec![update(&["a", "b"])]).is_empty(), "Envoy has nothing to fetch");
+        let snapshot = store.load();
+        assert_eq!(snapshot.revision, revision);
+        let sources = &snapshot.get(TypeUrl::Listener, "l").unwrap().sources;
+        assert_eq!(sources.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert!(store.publish(vec![update(&["a", "b"])]).is_empty());
+        assert_eq!(store.load().revision, revision);
     }
 }

@@ -52,7 +52,7 @@ fn key(s: &str) -> ObjectKey {
 fn write_missing_pool() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("objects.yaml");
-    std::fs::write(&file, MISSING_POOL).unwrap();
+    write_atomic(&file, MISSING_POOL);
     (dir, file)
 }
 
@@ -337,7 +337,7 @@ async fn metrics_parse_and_move_with_a_change() {
         metadata: {name: gone, namespace: default}\nspec:\n  selector: {matchLabels: {app: x}}\n\
         \x20 targetPorts: [{number: 8000}]\n  endpointPickerRef: {name: epp, port: {number: 9002}}\n";
     let seen = *running.batches.borrow();
-    std::fs::write(&file, format!("{MISSING_POOL}{pool}")).unwrap();
+    write_atomic(&file, format!("{MISSING_POOL}{pool}"));
     tokio::time::timeout(Duration::from_secs(10), running.batches.wait_for(|n| *n > seen))
         .await
         .expect("the edit is applied")
@@ -373,7 +373,7 @@ async fn nack_traced(sotw: bool) {
     let port = free_port();
     // Two clusters, so that a SotW response carries both and only the one Envoy names is blamed.
     let rules = [("m", vec![("a", a.addr, 1)]), ("n", vec![("b", a.addr, 1)])];
-    std::fs::write(dir.path().join("gateway.yaml"), manifests(port, &rules)).unwrap();
+    write_atomic(dir.path().join("gateway.yaml"), manifests(port, &rules));
     let node_id = if sotw { "nack-sotw" } else { "nack-delta" };
     let gw = start_gateway(dir.path(), port, sotw, node_id).await;
     let admin = gw.running.admin_addr.unwrap();
@@ -564,7 +564,7 @@ async fn no_endpoint_serves_a_secret_value() {
     let text = std::fs::read_to_string(compat).unwrap().replace("OPENAI_API_KEY", SECRET);
     assert!(text.contains(SECRET));
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("openai.yaml"), text).unwrap();
+    write_atomic(dir.path().join("openai.yaml"), text);
     let running = start_plain(dir.path()).await;
     let admin = running.admin_addr.unwrap();
 

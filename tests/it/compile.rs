@@ -98,7 +98,7 @@ fn emptied(any: &Any) -> Any {
     Any { type_url: any.type_url.clone(), value: Vec::new() }
 }
 
-fn dump(updates: &[Update]) -> String {
+pub(crate) fn dump(updates: &[Update]) -> String {
     let mut sorted: Vec<&Update> = updates.iter().collect();
     sorted.sort_by(|a, b| (a.type_url, &a.name).cmp(&(b.type_url, &b.name)));
     let mut out = String::new();
@@ -338,7 +338,7 @@ fn xds_cluster() -> Cluster {
 }
 
 /// Runs `envoy --mode validate` on the bootstrap; returns its output when it rejects it.
-fn envoy_validate(updates: &[Update]) -> Result<(), String> {
+pub(crate) fn envoy_validate(updates: &[Update]) -> Result<(), String> {
     let dir = tempfile::tempdir().unwrap();
     // Envoy reads a `.pb` config as binary protobuf: no second encoding to get wrong.
     let path = dir.path().join("bootstrap.pb");

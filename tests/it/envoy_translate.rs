@@ -61,11 +61,7 @@ async fn setup(node: &str) -> Setup {
     let port = free_port();
     let manifests_dir = dir.path().join("manifests");
     std::fs::create_dir(&manifests_dir).unwrap();
-    std::fs::write(
-        manifests_dir.join("gateway.yaml"),
-        manifests(port, anthropic.addr, openai.addr),
-    )
-    .unwrap();
+    write_atomic(manifests_dir.join("gateway.yaml"), manifests(port, anthropic.addr, openai.addr));
     let gw = start_gateway(&manifests_dir, port, false, node).await;
     eventually(30, "the gateway serves /v1/models", || async {
         let r = request(port, "GET", "/v1/models", &[], "").await.ok()?;

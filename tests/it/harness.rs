@@ -227,18 +227,70 @@ pub async fn served_by(port: u16, model: &str) -> Result<String, u16> {
     }
 }
 
-/// Envoy's admin `GET path` (e.g. `/stats?filter=update_rejected`).
+/// Envoy's admin `GET path` (e.g. `/stats?filter=update_rejected`). Panics with the reason when
+/// the admin interface does not answer 200, so that a check on what it says cannot pass against
+/// an Envoy that is not there.
 pub async fn admin_get(admin_port: u16, path: &str) -> String {
-    request(admin_port, "GET", path, &[], "").await.map(|r| r.body).unwrap_or_default()
+    try_admin_get(admin_port, path).await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Like [`admin_get`], with the failure as an error: for polling an Envoy that is starting.
+pub async fn try_admin_get(admin_port: u16, path: &str) -> Result<String, String> {
+    let what = format!("Envoy admin GET {path} on port {admin_port}");
+    match request(admin_port, "GET", path, &[], "").await {
+        Ok(r) if r.status == 200 => Ok(r.body),
+        Ok(r) => Err(format!("{what} answered {}: {}", r.status, r.body)),
+        Err(e) => Err(format!("{what} failed: {e}")),
+    }
 }
 
 /// The sum of every `*update_rejected` counter Envoy reports: 0 means no config was NACKed.
+/// Panics when Envoy reports no such counter, which happens only when it subscribed to nothing.
 pub async fn rejected_updates(admin_port: u16) -> u64 {
-    admin_get(admin_port, "/stats?filter=update_rejected")
-        .await
+    let stats = admin_get(admin_port, "/stats?filter=update_rejected").await;
+    let counters: Vec<u64> = stats
         .lines()
         .filter_map(|l| l.rsplit_once(": ").and_then(|(_, v)| v.trim().parse::<u64>().ok()))
-        .sum()
+        .collect();
+    assert!(
+        !counters.is_empty(),
+        "Envoy on port {admin_port} reports no update_rejected counter:\n{stats}"
+    );
+    counters.iter().sum()
+}
+
+/// Writes a manifest the way a careful editor or `kubectl cp` does: to a hidden temporary file
+/// in the same directory, then renamed over `path`, so a watcher never reads half a file.
+pub fn write_atomic(path: impl AsRef<Path>, text: impl AsRef<str>) {
+    let (path, text) = (path.as_ref(), text.as_ref());
+    let dir = path.parent().expect("a manifest path has a directory");
+    let mut tmp = tempfile::Builder::new().prefix(".").tempfile_in(dir).unwrap();
+    std::io::Write::write_all(&mut tmp, text.as_bytes()).unwrap();
+    tmp.persist(path).unwrap_or_else(|e| panic!("renaming onto {}: {e}", path.display()));
+}
+
+#[tokio::test]
+#[should_panic(expected = "failed")]
+async fn admin_get_fails_when_envoy_is_not_there() {
+    admin_get(free_port(), "/ready").await;
+}
+
+#[tokio::test]
+#[should_panic(expected = "update_rejected")]
+async fn rejected_updates_fails_when_envoy_is_not_there() {
+    rejected_updates(free_port()).await;
+}
+
+#[test]
+fn write_atomic_replaces_the_file_and_leaves_nothing_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.yaml");
+    write_atomic(&path, "a: 1\n");
+    write_atomic(&path, "b: 2\n");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "b: 2\n");
+    let names: Vec<_> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, ["gateway.yaml"]);
 }
 
 /// xDS and the ext_proc on a free loopback port, to callers without a client certificate (the

@@ -17,6 +17,7 @@ mod isolation;
 mod kubeapi;
 mod kubernetes;
 mod picker;
+mod properties;
 mod source;
 mod tls;
 mod translate;

@@ -305,7 +305,7 @@ impl Setup {
         let dir = tempfile::tempdir().unwrap();
         let (running, picker) = match manifests {
             Some(manifests) => {
-                std::fs::write(dir.path().join("pool.yaml"), manifests).unwrap();
+                write_atomic(dir.path().join("pool.yaml"), manifests);
                 let running = aixds::run::start(RunOptions {
                     source: SourceOptions::Files(vec![dir.path().join("pool.yaml")]),
                     grpc: Some(insecure_loopback()),
@@ -344,7 +344,7 @@ impl Setup {
             .spawn()
             .expect("envoy starts");
         eventually(20, "Envoy ready", || async {
-            admin_get(admin, "/ready").await.starts_with("LIVE").then_some(())
+            try_admin_get(admin, "/ready").await.is_ok_and(|b| b.starts_with("LIVE")).then_some(())
         })
         .await;
         Setup { running, port, _envoy: envoy, _dir: dir }

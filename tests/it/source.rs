@@ -1,12 +1,13 @@
 //! The manifest source: only differences are handed out, broken edits keep the last good
 //! objects, conflicts name both files, and the watcher wakes on edits.
 
-use std::path::Path;
 use std::time::Duration;
 
 use aixds::api::{Kind, ObjectKey, Spec};
 use aixds::graph::{Graph, Reason};
 use aixds::source::{Change, ManifestSource};
+
+use crate::harness::write_atomic;
 
 const POOL: &str = "apiVersion: inference.networking.k8s.io/v1
 kind: InferencePool
@@ -45,15 +46,11 @@ fn sync(source: &mut ManifestSource, graph: &mut Graph) -> Vec<String> {
     described
 }
 
-fn write(path: &Path, text: &str) {
-    std::fs::write(path, text).unwrap();
-}
-
 #[test]
 fn only_differences_are_applied_and_broken_edits_keep_objects() {
     let dir = tempfile::tempdir().unwrap();
     let a = dir.path().join("a.yaml");
-    write(&a, &format!("{BACKEND}---\n{POOL}"));
+    write_atomic(&a, format!("{BACKEND}---\n{POOL}"));
     let mut source = ManifestSource::new(vec![dir.path().to_path_buf()]);
     let mut graph = Graph::new();
     assert_eq!(
@@ -63,9 +60,9 @@ fn only_differences_are_applied_and_broken_edits_keep_objects() {
     assert!(sync(&mut source, &mut graph).is_empty(), "nothing changed on disk");
 
     // Break the YAML on line 17 (inside the pool's selector): nothing is removed, the error says where.
-    write(
+    write_atomic(
         &a,
-        &format!("{BACKEND}---\n{}", POOL.replace("    matchLabels", "  matchLabels:\n - x")),
+        format!("{BACKEND}---\n{}", POOL.replace("    matchLabels", "  matchLabels:\n - x")),
     );
     assert!(sync(&mut source, &mut graph).is_empty());
     let errors: Vec<String> = source.set().errors().map(|e| e.to_string()).collect();
@@ -74,7 +71,7 @@ fn only_differences_are_applied_and_broken_edits_keep_objects() {
     assert!(graph.object(&ObjectKey::new(Kind::InferencePool, "default", "llama")).is_some());
 
     // Fix it with a change to the pool only.
-    write(&a, &format!("{BACKEND}---\n{}", POOL.replace("8000", "8001")));
+    write_atomic(&a, format!("{BACKEND}---\n{}", POOL.replace("8000", "8001")));
     assert_eq!(sync(&mut source, &mut graph), ["apply InferencePool/default/llama"]);
     assert_eq!(source.set().errors().count(), 0);
 
@@ -89,13 +86,13 @@ fn only_differences_are_applied_and_broken_edits_keep_objects() {
 #[test]
 fn a_pool_in_a_later_file_resolves_the_backend() {
     let dir = tempfile::tempdir().unwrap();
-    write(&dir.path().join("backend.yaml"), BACKEND);
+    write_atomic(dir.path().join("backend.yaml"), BACKEND);
     let mut source = ManifestSource::new(vec![dir.path().to_path_buf()]);
     let mut graph = Graph::new();
     sync(&mut source, &mut graph);
     let b = ObjectKey::new(Kind::AIServiceBackend, "default", "b");
     assert!(!graph.node(&b).unwrap().resolved());
-    write(&dir.path().join("pool.yaml"), POOL);
+    write_atomic(dir.path().join("pool.yaml"), POOL);
     assert_eq!(sync(&mut source, &mut graph), ["apply InferencePool/default/llama"]);
     assert!(graph.node(&b).unwrap().resolved(), "{:?}", graph.node(&b).unwrap().conditions());
 }
@@ -103,8 +100,8 @@ fn a_pool_in_a_later_file_resolves_the_backend() {
 #[test]
 fn different_definitions_are_a_conflict_naming_both_files() {
     let dir = tempfile::tempdir().unwrap();
-    write(&dir.path().join("one.yaml"), POOL);
-    write(&dir.path().join("two.yaml"), &POOL.replace("8000", "9000"));
+    write_atomic(dir.path().join("one.yaml"), POOL);
+    write_atomic(dir.path().join("two.yaml"), POOL.replace("8000", "9000"));
     let mut source = ManifestSource::new(vec![dir.path().to_path_buf()]);
     let mut graph = Graph::new();
     sync(&mut source, &mut graph);
@@ -123,7 +120,7 @@ fn different_definitions_are_a_conflict_naming_both_files() {
     );
 
     // Making them identical resolves the conflict.
-    write(&dir.path().join("two.yaml"), POOL);
+    write_atomic(dir.path().join("two.yaml"), POOL);
     assert_eq!(sync(&mut source, &mut graph), ["apply InferencePool/default/llama"]);
     let node = graph.node(&ObjectKey::new(Kind::InferencePool, "default", "llama")).unwrap();
     assert!(node.conditions().iter().all(|c| c.reason != Reason::Conflict));
@@ -174,14 +171,14 @@ fn missing_root_is_an_error() {
 async fn watcher_wakes_on_edit() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("a.yaml");
-    write(&file, POOL);
+    write_atomic(&file, POOL);
     let (_watcher, mut rx) = aixds::source::watch(
         std::slice::from_ref(&file),
         Duration::from_millis(20),
         Duration::from_millis(200),
     )
     .unwrap();
-    write(&file, &POOL.replace("8000", "8001"));
+    write_atomic(&file, POOL.replace("8000", "8001"));
     tokio::time::timeout(Duration::from_secs(10), rx.recv())
         .await
         .expect("a wake-up after the edit")
