@@ -136,7 +136,7 @@ fn objects_with_invalid_names_are_left_out_naming_file_and_line() {
     let service =
         "apiVersion: v1\nkind: Service\nmetadata: {name: 9svc}\nspec: {ports: [{port: 1}]}\n";
     let text = [POOL, &bad_name, &bad_namespace, &unicode, service, BACKEND].join("---\n");
-    write(&file, &text);
+    write_atomic(&file, &text);
     let mut source = ManifestSource::new(vec![dir.path().to_path_buf()]);
     let mut graph = Graph::new();
     assert_eq!(
