@@ -122,14 +122,21 @@ impl Graph {
     /// reports the conflict.
     pub fn apply_with_conflict(&mut self, object: Object, conflict: Option<String>) -> Affected {
         let idx = self.ensure_node(&object.key);
-        let old_pools = self.unindex(idx);
+        let mut previous = self.unindex(idx);
+        // A policy that stops targeting an object changes that object's conditions too.
+        previous.extend(
+            self.g
+                .edges_directed(idx, Direction::Outgoing)
+                .filter(|e| *e.weight() == RefKind::TargetRef)
+                .map(|e| e.target()),
+        );
         let (targets, issues) = refs::references(&object);
         self.g[idx].object = Some(Arc::new(object));
         self.g[idx].issues = issues;
         self.g[idx].conflict = conflict;
         self.set_outgoing(idx, targets);
         self.index_selection(idx);
-        let affected = self.affected_from(idx, &old_pools);
+        let affected = self.affected_from(idx, &previous);
         self.recompute_conditions(&affected);
         self.to_keys(&affected)
     }

@@ -262,3 +262,27 @@ fn deleting_a_route_to_a_missing_gateway_drops_the_placeholder() {
     assert!(graph.node(&gone).is_none());
     assert!(graph.is_empty(), "{:?}", graph.nodes());
 }
+
+/// Found by the incremental property: a policy that moves to another target takes its
+/// credential problem off the old target's conditions.
+#[test]
+fn a_policy_moved_to_another_target_leaves_the_old_one_clean() {
+    let policy = |target: &str| {
+        parse(&format!(
+            "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: BackendSecurityPolicy\n\
+             metadata: {{name: p, namespace: ns}}\nspec:\n  targetRefs: [{{group: aigateway.envoyproxy.io, \
+             kind: AIServiceBackend, name: {target}}}]\n  type: APIKey\n  apiKey: {{secretRef: {{name: s}}}}\n"
+        ))
+    };
+    let mut graph = Graph::new();
+    graph.apply(backend_to_backend("ns", "b", "eb"));
+    graph.apply(envoy_backend("ns", "eb", "10.0.0.1"));
+    graph.apply(policy("b"));
+    let b = key(Kind::AIServiceBackend, "ns", "b");
+    let (resolved, _, message) = resolved_refs(&graph, &b);
+    assert!(!resolved && message.contains("Secret ns/s not found"), "{message}");
+    let affected = graph.apply(policy("other"));
+    assert!(affected.keys.contains(&b), "{:?}", affected.keys);
+    let (resolved, _, message) = resolved_refs(&graph, &b);
+    assert!(resolved, "{message}");
+}
