@@ -25,9 +25,10 @@
 //! Test controls: create/update/delete objects directly, [`TestApi::compact_with`] (every open watch
 //! ends and can only resume by relisting), [`TestApi::drop_watches`] (connections cut mid-stream),
 //! [`TestApi::stop`]/[`TestApi::start`] (the port refuses connections, then serves the same state
-//! again), [`TestApi::fail`]/[`TestApi::fail_for`] (requests to some paths, from everyone or one
-//! replica, refused or left hanging), [`TestApi::hold_lists`] (a relist that takes until the
-//! test releases it), and adding or removing resources (a CRD installed or uninstalled).
+//! again), [`TestApi::fail`] and its variants (requests to some paths — from everyone, from one
+//! replica, or writes only — refused or left hanging), [`TestApi::hold_lists`] (a relist that
+//! takes until the test releases it), and adding or removing resources (a CRD installed or
+//! uninstalled).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -152,6 +153,15 @@ pub enum Fault {
     Hang,
 }
 
+/// Which requests get a fault: those whose path contains `path`, from `replica` when named,
+/// and only writes (not GET) when `writes_only`.
+struct FaultRule {
+    replica: Option<String>,
+    writes_only: bool,
+    path: String,
+    fault: Fault,
+}
+
 /// One recorded PATCH request.
 #[derive(Debug, Clone)]
 pub struct Patch {
@@ -182,9 +192,7 @@ struct Store {
     compacted: u64,
     patches: Vec<Patch>,
     requests: Vec<Request>,
-    /// Requests whose path contains the string (from the replica, when one is named) get the
-    /// fault.
-    faults: Vec<(Option<String>, String, Fault)>,
+    faults: Vec<FaultRule>,
     /// Plurals whose lists (not watches) wait until released.
     held_lists: BTreeSet<String>,
     /// Who owns which status fields of each object; see [`apply_status`].
@@ -382,17 +390,23 @@ impl TestApi {
 
     /// From now on, requests whose path contains `path` get `fault`.
     pub fn fail(&self, path: &str, fault: Fault) {
-        self.add_fault(None, path, fault);
+        self.add_fault(FaultRule { replica: None, writes_only: false, path: path.into(), fault });
     }
 
     /// [`TestApi::fail`] for the requests of one replica (see [`TestApi::config_as`]) only: the
     /// network between that replica and the API server is what fails.
     pub fn fail_for(&self, replica: &str, path: &str, fault: Fault) {
-        self.add_fault(Some(replica.to_string()), path, fault);
+        let replica = Some(replica.to_string());
+        self.add_fault(FaultRule { replica, writes_only: false, path: path.into(), fault });
     }
 
-    fn add_fault(&self, replica: Option<String>, path: &str, fault: Fault) {
-        self.shared.store().faults.push((replica, path.to_string(), fault));
+    /// [`TestApi::fail`] for writes only (every method but GET).
+    pub fn fail_writes(&self, path: &str, fault: Fault) {
+        self.add_fault(FaultRule { replica: None, writes_only: true, path: path.into(), fault });
+    }
+
+    fn add_fault(&self, rule: FaultRule) {
+        self.shared.store().faults.push(rule);
         self.shared.gates.send_modify(|g| *g += 1);
     }
 
@@ -643,10 +657,10 @@ async fn handle(
         query: query.clone(),
         replica: headers.get(REPLICA_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string),
     };
-    let list = method == Method::GET && !request.is_watch();
     let replica = request.replica.clone();
     shared.store().requests.push(request);
-    if let Err(refused) = pass_gates(&shared, uri.path(), replica.as_deref(), list).await {
+    if let Err(refused) = pass_gates(&shared, &method, uri.path(), replica.as_deref(), &query).await
+    {
         return refused;
     }
     let mut store = shared.store();
@@ -727,20 +741,25 @@ async fn handle(
 /// of a [`Fault::Refuse`].
 async fn pass_gates(
     shared: &Shared,
+    method: &Method,
     path: &str,
     replica: Option<&str>,
-    list: bool,
+    query: &BTreeMap<String, String>,
 ) -> Result<(), Response> {
+    let watching = query.get("watch").is_some_and(|w| w == "true" || w == "1");
+    let list = *method == Method::GET && !watching;
     let mut gates = shared.gates.subscribe();
     loop {
         let blocked = {
             let store = shared.store();
-            let fault = store.faults.iter().find(|(who, p, _)| {
-                path.contains(p.as_str()) && who.as_deref().is_none_or(|w| Some(w) == replica)
+            let fault = store.faults.iter().find(|rule| {
+                path.contains(rule.path.as_str())
+                    && rule.replica.as_deref().is_none_or(|w| Some(w) == replica)
+                    && (!rule.writes_only || *method != Method::GET)
             });
-            match fault {
-                Some((_, _, Fault::Refuse(code))) => {
-                    let code = StatusCode::from_u16(*code).unwrap();
+            match fault.map(|rule| rule.fault) {
+                Some(Fault::Refuse(code)) => {
+                    let code = StatusCode::from_u16(code).unwrap();
                     let reason = match code {
                         StatusCode::FORBIDDEN => "Forbidden",
                         StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
@@ -748,7 +767,7 @@ async fn pass_gates(
                     };
                     return Err(status_error(code, reason, format!("the test refuses {path}")));
                 }
-                Some((_, _, Fault::Hang)) => true,
+                Some(Fault::Hang) => true,
                 None => list && store.held_lists.iter().any(|p| path.ends_with(&format!("/{p}"))),
             }
         };
