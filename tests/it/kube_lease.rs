@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use crate::harness::*;
 use crate::kubeapi::{Fault, TestApi};
 use crate::kubernetes::{
-    GATEWAY, ROUTE, backend_yaml, leads, lease, replica, resolved, status_patch,
+    GATEWAY, ROUTE, SECOND_ROUTE, backend_yaml, leads, lease, replica, resolved, status_patch,
 };
 
 const ROUTE_STATUS: &str =
@@ -203,6 +203,48 @@ async fn a_leader_whose_lease_requests_hang_steps_down_before_another_takes_over
     assert_eq!(sampler.most_leaders().await, 1);
     first.shutdown().await;
     second.shutdown().await;
+}
+
+/// The leader loses the Lease while its status writes are slow: the write in flight lands, the
+/// ones after it are left to the next leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_loses_the_lease_while_writing_writes_no_more() {
+    let api = TestApi::new().await;
+    api.apply_yaml(GATEWAY);
+    api.apply_yaml(ROUTE);
+    api.apply_yaml(SECOND_ROUTE);
+    let only = replica(&api, lease("only")).await;
+    let second_status = ROUTE_STATUS.replace("/r/", "/r2/");
+    status_patch(&api, ROUTE_STATUS, |_| true).await;
+    status_patch(&api, &second_status, |_| true).await;
+
+    // Both routes' status changes; the first write hangs.
+    api.fail_writes("/status", Fault::Hang);
+    api.apply_yaml(&backend_yaml("a", "127.0.0.1:9".parse().unwrap()));
+    let patches = |api: &TestApi, path: &str| {
+        api.requests().iter().filter(|r| r.method == "PATCH" && r.path == path).count()
+    };
+    eventually(10, "the first write is under way", || async {
+        (patches(&api, ROUTE_STATUS) == 2).then_some(())
+    })
+    .await;
+    // The renewal is refused: the replica no longer leads.
+    let asked = api.requests_to(&format!("{LEASES}/aixds"));
+    api.fail(LEASES, Fault::Refuse(500));
+    eventually(5, "a renewal is refused", || async {
+        (api.requests_to(&format!("{LEASES}/aixds")) > asked).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    api.heal_path("/status");
+    eventually(5, "the replica says it no longer leads", || async {
+        (!leads(&only).await).then_some(())
+    })
+    .await;
+    settle().await;
+    assert_eq!(patches(&api, &second_status), 1, "written after the Lease was lost");
+    only.shutdown().await;
 }
 
 /// Three replicas start together and all find no Lease: all three create it at once, the API

@@ -410,6 +410,12 @@ impl TestApi {
         self.shared.gates.send_modify(|g| *g += 1);
     }
 
+    /// Ends the faults set for `path`; its hung requests are answered.
+    pub fn heal_path(&self, path: &str) {
+        self.shared.store().faults.retain(|rule| rule.path != path);
+        self.shared.gates.send_modify(|g| *g += 1);
+    }
+
     /// Ends every fault; hung requests are answered.
     pub fn heal(&self) {
         self.shared.store().faults.clear();

@@ -510,7 +510,7 @@ async fn rbac_rules_are_exactly_what_serve_uses() {
     assert_eq!(api.verbs_used(), allowed);
 }
 
-const SECOND_ROUTE: &str = r#"apiVersion: aigateway.envoyproxy.io/v1beta1
+pub(crate) const SECOND_ROUTE: &str = r#"apiVersion: aigateway.envoyproxy.io/v1beta1
 kind: AIGatewayRoute
 metadata: {name: r2}
 spec:
