@@ -6,7 +6,10 @@
 //! or a renewal a compare-and-swap: of two replicas racing, one gets a conflict and stays a
 //! follower. A replica that cannot renew (API server unreachable) stops counting itself leader at
 //! once rather than when the Lease expires, so two writers never overlap; a missed status write
-//! is made by whoever leads next (a new leader writes every object's status once).
+//! is made by whoever leads next (a new leader writes every object's status once). A round that
+//! gets no answer within a third of the duration counts as failed: a request may hang (a broken
+//! network path) or be retried for minutes (kube-rs retries a 503 with backoff), and a leader
+//! waiting on it past its Lease's expiry would overlap with the replica taking it over.
 
 use std::time::Duration;
 
@@ -50,10 +53,17 @@ pub fn spawn(
         let api: Api<Lease> = Api::namespaced(client, &opts.namespace);
         let every = opts.duration / 3;
         loop {
-            let leading = match try_lead(&api, &opts).await {
-                Ok(leading) => leading,
-                Err(e) => {
+            let leading = match tokio::time::timeout(every, try_lead(&api, &opts)).await {
+                Ok(Ok(leading)) => leading,
+                Ok(Err(e)) => {
                     tracing::warn!(lease = %opts.name, "cannot renew the lease: {e}");
+                    false
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        lease = %opts.name,
+                        "cannot renew the lease: the API server did not answer within {every:?}"
+                    );
                     false
                 }
             };

@@ -65,6 +65,11 @@ impl StatusWriter {
             if leads {
                 let desired = self.desired(&mut times);
                 for (key, status) in &desired {
+                    // Leadership can end while earlier writes were slow: the rest is the next
+                    // leader's to write.
+                    if !*leading.borrow() {
+                        break;
+                    }
                     if written.get(key) == Some(status) {
                         continue;
                     }

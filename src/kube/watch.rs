@@ -20,8 +20,10 @@
 //! **Convergence.** The watcher lists, then watches from the list's resourceVersion. Each list
 //! (the first, after `410 Gone`, after a failure) ends with the set of objects that exist: any
 //! object aixds knew that the list no longer holds is deleted, so deletes missed while
-//! disconnected are noticed. A watch that fails (API server unreachable, connection cut) is
-//! restarted with a backoff by listing again.
+//! disconnected are noticed. A watch connection that ends or is cut is resumed from the last
+//! resourceVersion (kube-runtime does that; nothing is missed, no list is needed). A watch that
+//! fails (API server unreachable, the resumed watch refused) is restarted with a backoff by
+//! listing again.
 //!
 //! **Optional CRDs.** Before watching a custom kind, discovery is asked which of the versions
 //! aixds reads the API server serves. A kind that is not served is not an error: it has no
@@ -117,27 +119,28 @@ impl Shared {
         let _ = self.wake.send(());
     }
 
+    /// Sets the kind's state and tells `/readyz` what, if anything, keeps the watches from being
+    /// current. Both under the channel's write lock: two kinds settling at once must not store
+    /// their reports in the opposite order, leaving a stale reason (and a 503) behind.
     fn set_state(&self, kind: Kind, state: KindState) {
         self.states.send_if_modified(|states| {
             if states.get(&kind) == Some(&state) {
                 return false;
             }
             states.insert(kind, state);
+            self.metrics.set_source_problem(problem(states));
             true
         });
-        self.report();
     }
+}
 
-    /// Tells `/readyz` what, if anything, keeps the watches from being current.
-    fn report(&self) {
-        let states = self.states.borrow();
-        let problem = states.iter().find_map(|(kind, state)| match state {
-            KindState::Listing => Some(format!("listing {kind}")),
-            KindState::Failing(e) => Some(format!("watch of {kind} failing: {e}")),
-            KindState::Synced | KindState::NotInstalled => None,
-        });
-        self.metrics.set_source_problem(problem);
-    }
+/// Why the watches are not current, if they are not.
+fn problem(states: &BTreeMap<Kind, KindState>) -> Option<String> {
+    states.iter().find_map(|(kind, state)| match state {
+        KindState::Listing => Some(format!("listing {kind}")),
+        KindState::Failing(e) => Some(format!("watch of {kind} failing: {e}")),
+        KindState::Synced | KindState::NotInstalled => None,
+    })
 }
 
 /// The running watches. Dropping it stops them.
@@ -159,7 +162,9 @@ impl KubeSource {
     ) -> Result<KubeSource, kube::Error> {
         let client = super::client(opts).await?;
         let (wake, raw) = mpsc::unbounded_channel();
-        let initial = WATCHED.iter().map(|w| (w.kind, KindState::Listing)).collect();
+        let initial: BTreeMap<Kind, KindState> =
+            WATCHED.iter().map(|w| (w.kind, KindState::Listing)).collect();
+        metrics.set_source_problem(problem(&initial));
         let shared = Arc::new(Shared {
             pending: Mutex::new(BTreeMap::new()),
             missing: Mutex::new(BTreeMap::new()),
@@ -168,7 +173,6 @@ impl KubeSource {
             metrics,
             served: Served::default(),
         });
-        shared.report();
         let tasks = WATCHED
             .iter()
             .map(|w| {
@@ -559,6 +563,36 @@ mod tests {
                 assert!(info.ready);
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    /// Two kinds finishing their lists at the same moment: `/readyz` must end with no reason
+    /// left, not the report one of them made before the other settled.
+    #[test]
+    fn kinds_settling_at_once_leave_no_stale_reason_behind() {
+        for _ in 0..10_000 {
+            let metrics = Arc::new(RunMetrics::default());
+            let initial: BTreeMap<Kind, KindState> =
+                [Kind::Backend, Kind::Gateway].map(|k| (k, KindState::Listing)).into();
+            let shared = Shared {
+                pending: Mutex::new(BTreeMap::new()),
+                missing: Mutex::new(BTreeMap::new()),
+                states: watch::channel(initial).0,
+                wake: mpsc::unbounded_channel().0,
+                metrics: metrics.clone(),
+                served: Served::default(),
+            };
+            let start = std::sync::Barrier::new(2);
+            std::thread::scope(|s| {
+                for kind in [Kind::Backend, Kind::Gateway] {
+                    let (shared, start) = (&shared, &start);
+                    s.spawn(move || {
+                        start.wait();
+                        shared.set_state(kind, KindState::Synced);
+                    });
+                }
+            });
+            assert_eq!(metrics.source_problem(), None);
         }
     }
 

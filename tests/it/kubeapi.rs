@@ -8,14 +8,27 @@
 //!   objects as `ADDED`; `ADDED`/`MODIFIED`/`DELETED` as objects enter, change in and leave the
 //!   selection; a `BOOKMARK` every 500 ms when asked for; an `ERROR`
 //!   event with a `410` Status when the resourceVersion is older than the last compaction).
+//!   A field selector on a field the real API server cannot select by (anything but the name
+//!   and namespace, and a few fields of Secrets and Pods) is a 400, as there.
 //! - Objects: get, create (POST), replace (PUT, with resourceVersion conflicts), delete, and
-//!   `PATCH` of the `status` subresource as JSON merge patch or server-side apply; every PATCH
-//!   is recorded for assertions.
+//!   `PATCH` of the `status` subresource as JSON merge patch or server-side apply.
+//! - Server-side apply of status tracks field ownership per field manager, shown in
+//!   `metadata.managedFields`: fields a manager applied before and leaves out now are removed,
+//!   other managers' fields are kept, a field another manager owns with a different value is a
+//!   `409` conflict unless `force=true` (which takes it over), and a merge patch makes its
+//!   manager own what it changed. Not modelled: ownership of anything but the status
+//!   subresource, and list types other than atomic (`x-kubernetes-list-type: map`/`set`; the
+//!   CRDs aixds ships declare none, so all their lists are atomic).
+//! - Every request (method, path, decoded query, and which replica sent it, see
+//!   [`TestApi::config_as`]) and every PATCH is recorded for assertions.
 //!
 //! Test controls: create/update/delete objects directly, [`TestApi::compact_with`] (every open watch
 //! ends and can only resume by relisting), [`TestApi::drop_watches`] (connections cut mid-stream),
 //! [`TestApi::stop`]/[`TestApi::start`] (the port refuses connections, then serves the same state
-//! again), and adding or removing resources (a CRD installed or uninstalled).
+//! again), [`TestApi::fail`] and its variants (requests to some paths — from everyone, from one
+//! replica, or writes only — refused or left hanging), [`TestApi::hold_lists`] (a relist that
+//! takes until the test releases it), and adding or removing resources (a CRD installed or
+//! uninstalled).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -109,12 +122,53 @@ pub fn all_resources() -> Vec<Resource> {
 /// How often a watch that allows bookmarks gets one.
 const BOOKMARK_INTERVAL: Duration = Duration::from_millis(500);
 
+/// One request received, as the API server saw it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    /// The query, decoded (`labelSelector`, `fieldSelector`, `watch`, ...).
+    pub query: BTreeMap<String, String>,
+    /// The [`REPLICA_HEADER`] the client sent: which replica of aixds asked.
+    pub replica: Option<String>,
+}
+
+impl Request {
+    pub fn is_watch(&self) -> bool {
+        self.query.get("watch").is_some_and(|w| w == "true" || w == "1")
+    }
+}
+
+/// A header a test's client config sets so that the server can tell replicas apart; see
+/// [`TestApi::config_as`].
+pub const REPLICA_HEADER: &str = "x-test-replica";
+
+/// What the server does to requests whose path contains a given string; see [`TestApi::fail`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Answers with this status (a `Status` body), as an overloaded or misconfigured API server.
+    Refuse(u16),
+    /// Never answers until [`TestApi::heal`]: an API server that accepts the connection and
+    /// hangs, as one behind a broken network path.
+    Hang,
+}
+
+/// Which requests get a fault: those whose path contains `path`, from `replica` when named,
+/// and only writes (not GET) when `writes_only`.
+struct FaultRule {
+    replica: Option<String>,
+    writes_only: bool,
+    path: String,
+    fault: Fault,
+}
+
 /// One recorded PATCH request.
 #[derive(Debug, Clone)]
 pub struct Patch {
     pub path: String,
     pub content_type: String,
     pub field_manager: Option<String>,
+    pub replica: Option<String>,
     pub body: Value,
 }
 
@@ -137,8 +191,12 @@ struct Store {
     /// Watches may only resume from a resourceVersion at or after this one.
     compacted: u64,
     patches: Vec<Patch>,
-    /// Requests served, by path (without query).
-    requests: Vec<String>,
+    requests: Vec<Request>,
+    faults: Vec<FaultRule>,
+    /// Plurals whose lists (not watches) wait until released.
+    held_lists: BTreeSet<String>,
+    /// Who owns which status fields of each object; see [`apply_status`].
+    owners: BTreeMap<Key, Owners>,
     /// What each resource request needed, as RBAC sees it: (group, resource, verb).
     verbs: BTreeSet<(String, String, String)>,
 }
@@ -149,6 +207,8 @@ struct Shared {
     changed: watch::Sender<u64>,
     /// Bumped to end every open watch: (generation, abruptly).
     cut: watch::Sender<(u64, bool)>,
+    /// Bumped when faults or held lists change, so that waiting requests look again.
+    gates: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -183,10 +243,14 @@ impl TestApi {
                 compacted: 0,
                 patches: Vec::new(),
                 requests: Vec::new(),
+                faults: Vec::new(),
+                held_lists: BTreeSet::new(),
+                owners: BTreeMap::new(),
                 verbs: BTreeSet::new(),
             }),
             changed,
             cut,
+            gates: watch::channel(0).0,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -208,6 +272,16 @@ impl TestApi {
     pub fn config(&self) -> kube::Config {
         let mut config = kube::Config::new(self.url().parse().unwrap());
         config.read_timeout = Some(Duration::from_secs(30));
+        config
+    }
+
+    /// [`TestApi::config`] for one replica: its requests carry [`REPLICA_HEADER`] `replica`.
+    pub fn config_as(&self, replica: &str) -> kube::Config {
+        let mut config = self.config();
+        config.headers.push((
+            header::HeaderName::from_static(REPLICA_HEADER),
+            header::HeaderValue::from_str(replica).unwrap(),
+        ));
         config
     }
 
@@ -306,7 +380,58 @@ impl TestApi {
 
     /// How many requests were served for `path` (no query).
     pub fn requests_to(&self, path: &str) -> usize {
-        self.shared.store().requests.iter().filter(|p| *p == path).count()
+        self.shared.store().requests.iter().filter(|r| r.path == path).count()
+    }
+
+    /// Every request received so far, in order.
+    pub fn requests(&self) -> Vec<Request> {
+        self.shared.store().requests.clone()
+    }
+
+    /// From now on, requests whose path contains `path` get `fault`.
+    pub fn fail(&self, path: &str, fault: Fault) {
+        self.add_fault(FaultRule { replica: None, writes_only: false, path: path.into(), fault });
+    }
+
+    /// [`TestApi::fail`] for the requests of one replica (see [`TestApi::config_as`]) only: the
+    /// network between that replica and the API server is what fails.
+    pub fn fail_for(&self, replica: &str, path: &str, fault: Fault) {
+        let replica = Some(replica.to_string());
+        self.add_fault(FaultRule { replica, writes_only: false, path: path.into(), fault });
+    }
+
+    /// [`TestApi::fail`] for writes only (every method but GET).
+    pub fn fail_writes(&self, path: &str, fault: Fault) {
+        self.add_fault(FaultRule { replica: None, writes_only: true, path: path.into(), fault });
+    }
+
+    fn add_fault(&self, rule: FaultRule) {
+        self.shared.store().faults.push(rule);
+        self.shared.gates.send_modify(|g| *g += 1);
+    }
+
+    /// Ends the faults set for `path`; its hung requests are answered.
+    pub fn heal_path(&self, path: &str) {
+        self.shared.store().faults.retain(|rule| rule.path != path);
+        self.shared.gates.send_modify(|g| *g += 1);
+    }
+
+    /// Ends every fault; hung requests are answered.
+    pub fn heal(&self) {
+        self.shared.store().faults.clear();
+        self.shared.gates.send_modify(|g| *g += 1);
+    }
+
+    /// Lists of `plural` (not watches) wait from now on until [`TestApi::release_lists`]: a
+    /// relist that takes long, as a large one does.
+    pub fn hold_lists(&self, plural: &str) {
+        self.shared.store().held_lists.insert(plural.to_string());
+        self.shared.gates.send_modify(|g| *g += 1);
+    }
+
+    pub fn release_lists(&self) {
+        self.shared.store().held_lists.clear();
+        self.shared.gates.send_modify(|g| *g += 1);
     }
 
     /// Every (group, resource, verb) requested so far, as an RBAC rule would have to allow it
@@ -418,8 +543,22 @@ impl Store {
         self.rv += 1;
         let rv = self.rv;
         let old = self.objects.remove(&k);
+        if new.is_none() {
+            self.owners.remove(&k);
+        }
+        let owners = self.owners.get(&k);
         let new = new.map(|mut o| {
             o["metadata"]["resourceVersion"] = json!(rv.to_string());
+            match owners {
+                Some(owners) => {
+                    o["metadata"]["managedFields"] = managed_fields(owners, &r.api_version())
+                }
+                None => {
+                    if let Some(meta) = o["metadata"].as_object_mut() {
+                        meta.remove("managedFields");
+                    }
+                }
+            }
             o
         });
         if let Some(o) = &new {
@@ -518,8 +657,19 @@ async fn handle(
                 .collect()
         })
         .unwrap_or_default();
+    let request = Request {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+        query: query.clone(),
+        replica: headers.get(REPLICA_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string),
+    };
+    let replica = request.replica.clone();
+    shared.store().requests.push(request);
+    if let Err(refused) = pass_gates(&shared, &method, uri.path(), replica.as_deref(), &query).await
+    {
+        return refused;
+    }
     let mut store = shared.store();
-    store.requests.push(uri.path().to_string());
     let not_found =
         || status_error(StatusCode::NOT_FOUND, "NotFound", format!("{} not found", uri.path()));
     let Some(route) = route(&store, uri.path()) else { return not_found() };
@@ -593,6 +743,49 @@ async fn handle(
     }
 }
 
+/// Waits while a [`Fault::Hang`] or a held list applies to the request; `Err` with the answer
+/// of a [`Fault::Refuse`].
+async fn pass_gates(
+    shared: &Shared,
+    method: &Method,
+    path: &str,
+    replica: Option<&str>,
+    query: &BTreeMap<String, String>,
+) -> Result<(), Response> {
+    let watching = query.get("watch").is_some_and(|w| w == "true" || w == "1");
+    let list = *method == Method::GET && !watching;
+    let mut gates = shared.gates.subscribe();
+    loop {
+        let blocked = {
+            let store = shared.store();
+            let fault = store.faults.iter().find(|rule| {
+                path.contains(rule.path.as_str())
+                    && rule.replica.as_deref().is_none_or(|w| Some(w) == replica)
+                    && (!rule.writes_only || *method != Method::GET)
+            });
+            match fault.map(|rule| rule.fault) {
+                Some(Fault::Refuse(code)) => {
+                    let code = StatusCode::from_u16(code).unwrap();
+                    let reason = match code {
+                        StatusCode::FORBIDDEN => "Forbidden",
+                        StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
+                        _ => "InternalError",
+                    };
+                    return Err(status_error(code, reason, format!("the test refuses {path}")));
+                }
+                Some(Fault::Hang) => true,
+                None => list && store.held_lists.iter().any(|p| path.ends_with(&format!("/{p}"))),
+            }
+        };
+        if !blocked {
+            return Ok(());
+        }
+        if gates.changed().await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn target(
     shared: &Arc<Shared>,
@@ -606,6 +799,16 @@ fn target(
 ) -> Response {
     let r = t.resource.clone();
     let ns = t.namespace.clone().unwrap_or_default();
+    if method == Method::GET
+        && t.name.is_none()
+        && let Some(field) = unsupported_field(&r, query.get("fieldSelector"))
+    {
+        return status_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            format!("field label not supported: {field}"),
+        );
+    }
     match (method, &t.name) {
         (Method::GET, None) if query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
             let selection = Selection::new(&r, t.namespace.clone(), query);
@@ -741,8 +944,9 @@ fn target(
                     );
                 }
             };
-            if content_type == "application/apply-patch+yaml" && !query.contains_key("fieldManager")
-            {
+            let apply = content_type == "application/apply-patch+yaml";
+            let manager = query.get("fieldManager").cloned();
+            if apply && manager.is_none() {
                 return status_error(
                     StatusCode::BAD_REQUEST,
                     "BadRequest",
@@ -752,7 +956,11 @@ fn target(
             store.patches.push(Patch {
                 path: uri.path().to_string(),
                 content_type,
-                field_manager: query.get("fieldManager").cloned(),
+                field_manager: manager.clone(),
+                replica: headers
+                    .get(REPLICA_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string),
                 body: patch.clone(),
             });
             let k = key(&r, &ns, name);
@@ -764,13 +972,192 @@ fn target(
                 );
             };
             // Only the status subresource changes through /status.
-            let mut status = object.get("status").cloned().unwrap_or(json!({}));
-            merge(&mut status, patch.get("status").cloned().unwrap_or(Value::Null));
+            let current = object.get("status").cloned().unwrap_or(json!({}));
+            let applied = patch.get("status").cloned().unwrap_or(json!({}));
+            let owners = store.owners.entry(k.clone()).or_default();
+            let status = if apply {
+                let force = query.get("force").is_some_and(|f| f == "true");
+                match apply_status(
+                    owners,
+                    manager.as_deref().unwrap_or_default(),
+                    force,
+                    &current,
+                    &applied,
+                ) {
+                    Ok(status) => status,
+                    Err(conflict) => {
+                        return status_error(StatusCode::CONFLICT, "Conflict", conflict);
+                    }
+                }
+            } else {
+                let mut status = current.clone();
+                merge(&mut status, applied);
+                let manager = manager.as_deref().unwrap_or("unknown");
+                update_status(owners, manager, &current, &status);
+                status
+            };
             object["status"] = status;
             json_response(store.put(&r, k, Some(object), shared))
         }
         _ => status_error(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "not served".into()),
     }
+}
+
+/// A field of an object's status, as the path of map keys from `status` down.
+type FieldPath = Vec<String>;
+
+/// Who owns which status fields of one object: (manager, operation) → the fields.
+type Owners = BTreeMap<(String, &'static str), BTreeSet<FieldPath>>;
+
+/// The fields a status sets, with their values. Maps are granular (each key its own field);
+/// lists and scalars are one field each: lists are atomic, as in a CRD whose schema declares
+/// no `x-kubernetes-list-type` (the CRDs aixds ships declare none). An empty map is a field.
+fn fields(status: &Value) -> BTreeMap<FieldPath, Value> {
+    fn walk(v: &Value, at: &mut FieldPath, out: &mut BTreeMap<FieldPath, Value>) {
+        match v {
+            Value::Object(map) if !map.is_empty() => {
+                for (k, v) in map {
+                    at.push(k.clone());
+                    walk(v, at, out);
+                    at.pop();
+                }
+            }
+            Value::Null => {}
+            other => {
+                out.insert(at.clone(), other.clone());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(status, &mut vec!["status".into()], &mut out);
+    out
+}
+
+/// The status made of `fields` (the inverse of [`fields`]).
+fn status_of(fields: &BTreeMap<FieldPath, Value>) -> Value {
+    let mut root = json!({});
+    for (path, value) in fields {
+        let Some((last, parents)) = path[1..].split_last() else {
+            root = value.clone();
+            continue;
+        };
+        let mut at = &mut root;
+        for p in parents {
+            if !at[p.as_str()].is_object() {
+                at[p.as_str()] = json!({});
+            }
+            at = &mut at[p.as_str()];
+        }
+        at[last.as_str()] = value.clone();
+    }
+    root
+}
+
+fn field_name(path: &FieldPath) -> String {
+    path.iter().map(|p| format!(".{p}")).collect()
+}
+
+/// Server-side apply of `applied` (a status) by `manager`, as the API server does it:
+/// - a field another manager owns with a different value is a conflict: 409 naming the fields
+///   and their managers, unless `force`, which takes the fields over;
+/// - the fields `manager` set in its last apply and leaves out now are removed, unless another
+///   manager owns them too;
+/// - everything else of the status is kept; `manager` owns exactly what it applied.
+///
+/// Returns the new status.
+fn apply_status(
+    owners: &mut Owners,
+    manager: &str,
+    force: bool,
+    current: &Value,
+    applied: &Value,
+) -> Result<Value, String> {
+    let me = (manager.to_string(), "Apply");
+    let mut status = fields(current);
+    let applied = fields(applied);
+    let conflicts: Vec<String> = owners
+        .iter()
+        .filter(|(who, _)| **who != me)
+        .flat_map(|((who, _), owned)| {
+            applied
+                .iter()
+                .filter(|(path, value)| owned.contains(*path) && status.get(*path) != Some(*value))
+                .map(move |(path, _)| format!("conflict with {who:?}: {}", field_name(path)))
+        })
+        .collect();
+    if !conflicts.is_empty() && !force {
+        return Err(format!(
+            "Apply failed with {} conflict(s): {}",
+            conflicts.len(),
+            conflicts.join(", ")
+        ));
+    }
+    let previous = owners.remove(&me).unwrap_or_default();
+    for owned in owners.values_mut() {
+        owned.retain(|path| {
+            !(force && applied.contains_key(path) && status.get(path) != applied.get(path))
+        });
+    }
+    for path in previous.difference(&applied.keys().cloned().collect()) {
+        if !owners.values().any(|owned| owned.contains(path)) {
+            status.remove(path);
+        }
+    }
+    status.extend(applied.clone());
+    owners.insert(me, applied.into_keys().collect());
+    owners.retain(|_, owned| !owned.is_empty());
+    Ok(status_of(&status))
+}
+
+/// Ownership after an update (merge patch, PUT) by `manager` from `before` to `after`: it owns
+/// every field it changed, which no other manager owns any more.
+fn update_status(owners: &mut Owners, manager: &str, before: &Value, after: &Value) {
+    let (before, after) = (fields(before), fields(after));
+    for owned in owners.values_mut() {
+        owned.retain(|path| after.contains_key(path) && before.get(path) == after.get(path));
+    }
+    let changed = after.iter().filter(|(path, value)| before.get(*path) != Some(*value));
+    let mine = owners.entry((manager.to_string(), "Update")).or_default();
+    mine.extend(changed.map(|(path, _)| path.clone()));
+    owners.retain(|_, owned| !owned.is_empty());
+}
+
+/// `metadata.managedFields` as the API server shows it (`FieldsV1`).
+fn managed_fields(owners: &Owners, api_version: &str) -> Value {
+    let entries: Vec<Value> = owners
+        .iter()
+        .map(|((manager, operation), owned)| {
+            let mut set = json!({});
+            for path in owned {
+                let mut at = &mut set;
+                for p in path {
+                    at = &mut at[format!("f:{p}")];
+                    if at.is_null() {
+                        *at = json!({});
+                    }
+                }
+            }
+            json!({
+                "manager": manager, "operation": operation, "apiVersion": api_version,
+                "fieldsType": "FieldsV1", "fieldsV1": set, "subresource": "status",
+            })
+        })
+        .collect();
+    Value::Array(entries)
+}
+
+/// The first field of `selector` the API server cannot select `r` by (as a real one: the
+/// object's name and namespace for every kind, and a few fields per core kind).
+fn unsupported_field(r: &Resource, selector: Option<&String>) -> Option<String> {
+    let per_kind: &[&str] = match r.kind {
+        "Secret" => &["type"],
+        "Pod" => &["spec.nodeName", "spec.restartPolicy", "status.phase", "status.podIP"],
+        _ => &[],
+    };
+    requirements(selector).into_iter().map(|(field, _, _)| field).find(|f| {
+        !["metadata.name", "metadata.namespace"].contains(&f.as_str())
+            && !per_kind.contains(&f.as_str())
+    })
 }
 
 /// JSON merge patch (RFC 7386).

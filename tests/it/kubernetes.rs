@@ -54,17 +54,36 @@ pub(crate) async fn start_with(
     .await
 }
 
-async fn start(api: &TestApi, status: Option<LeaseOptions>) -> Running {
+pub(crate) async fn start(api: &TestApi, status: Option<LeaseOptions>) -> Running {
     let admin = "127.0.0.1:0".parse().unwrap();
     start_with(kube_options(api, status), admin, 1975, None).await.expect("aixds starts")
 }
 
-fn key(s: &str) -> ObjectKey {
+/// A replica holding `lease`: its requests name it to the API server (see
+/// [`TestApi::config_as`]).
+pub(crate) async fn replica(api: &TestApi, lease: LeaseOptions) -> Running {
+    let kube =
+        KubeOptions { config: Some(api.config_as(&lease.identity)), ..kube_options(api, None) };
+    let kube = KubeOptions { status: Some(lease), ..kube };
+    start_with(kube, "127.0.0.1:0".parse().unwrap(), 1975, None).await.expect("aixds starts")
+}
+
+/// Whether the replica says it leads (`aixds_status_leader` at `/metrics`).
+pub(crate) async fn leads(running: &Running) -> bool {
+    let admin = running.admin_addr.unwrap();
+    let m = request(admin.port(), "GET", "/metrics", &[], "").await.unwrap().body;
+    m.lines().any(|l| l == "aixds_status_leader 1")
+}
+
+pub(crate) fn key(s: &str) -> ObjectKey {
     ObjectKey::parse(s).unwrap()
 }
 
 /// The object's conditions as (type, status, reason, message), or None while it is absent.
-fn conditions(running: &Running, k: &str) -> Option<Vec<(String, bool, String, String)>> {
+pub(crate) fn conditions(
+    running: &Running,
+    k: &str,
+) -> Option<Vec<(String, bool, String, String)>> {
     let graph = running.graph.read().unwrap();
     let node = graph.node(&key(k)).filter(|n| n.object.is_some())?;
     Some(
@@ -83,22 +102,22 @@ fn conditions(running: &Running, k: &str) -> Option<Vec<(String, bool, String, S
     )
 }
 
-fn present(running: &Running, k: &str) -> bool {
+pub(crate) fn present(running: &Running, k: &str) -> bool {
     running.graph.read().unwrap().object(&key(k)).is_some()
 }
 
-fn resolved(running: &Running, k: &str) -> Option<bool> {
+pub(crate) fn resolved(running: &Running, k: &str) -> Option<bool> {
     conditions(running, k).map(|cs| cs.iter().all(|c| c.1))
 }
 
-async fn wait_present(running: &Running, k: &str, want: bool) {
+pub(crate) async fn wait_present(running: &Running, k: &str, want: bool) {
     eventually(10, &format!("{k} present={want}"), || async {
         (present(running, k) == want).then_some(())
     })
     .await;
 }
 
-async fn readyz(admin: SocketAddr) -> (u16, String) {
+pub(crate) async fn readyz(admin: SocketAddr) -> (u16, String) {
     match request(admin.port(), "GET", "/readyz", &[], "").await {
         Ok(r) => (r.status, r.body),
         Err(e) => (0, e.to_string()),
@@ -116,7 +135,7 @@ pub(crate) fn backend_yaml(name: &str, addr: SocketAddr) -> String {
     )
 }
 
-const ROUTE: &str = r#"apiVersion: aigateway.envoyproxy.io/v1beta1
+pub(crate) const ROUTE: &str = r#"apiVersion: aigateway.envoyproxy.io/v1beta1
 kind: AIGatewayRoute
 metadata: {name: r}
 spec:
@@ -126,7 +145,7 @@ spec:
     backendRefs: [{name: a}]
 "#;
 
-const GATEWAY: &str = r#"apiVersion: gateway.networking.k8s.io/v1
+pub(crate) const GATEWAY: &str = r#"apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: gw}
 spec: {gatewayClassName: aixds, listeners: [{name: http, protocol: HTTP, port: 1975}]}
@@ -251,7 +270,7 @@ async fn an_object_that_does_not_decode_is_skipped_and_counted() {
     running.shutdown().await;
 }
 
-const POOL_ROUTE: &str = r#"apiVersion: aigateway.envoyproxy.io/v1beta1
+pub(crate) const POOL_ROUTE: &str = r#"apiVersion: aigateway.envoyproxy.io/v1beta1
 kind: AIGatewayRoute
 metadata: {name: pr}
 spec:
@@ -261,7 +280,7 @@ spec:
     backendRefs: [{name: pool, group: inference.networking.k8s.io, kind: InferencePool}]
 "#;
 
-const POOL: &str = r#"apiVersion: inference.networking.k8s.io/v1
+pub(crate) const POOL: &str = r#"apiVersion: inference.networking.k8s.io/v1
 kind: InferencePool
 metadata: {name: pool}
 spec:
@@ -270,7 +289,7 @@ spec:
   endpointPickerRef: {name: epp, port: {number: 9002}}
 "#;
 
-const EPP: &str = r#"apiVersion: v1
+pub(crate) const EPP: &str = r#"apiVersion: v1
 kind: Service
 metadata: {name: epp}
 spec: {ports: [{port: 9002}]}
@@ -312,21 +331,27 @@ async fn the_inference_pool_crd_is_optional_and_watched_once_installed() {
     running.shutdown().await;
 }
 
-/// The last status PATCH for `path`, once it satisfies `check`.
-async fn status_patch(api: &TestApi, path: &str, check: impl Fn(&Value) -> bool) -> Value {
+/// aixds's last status PATCH for `path`, once it satisfies `check`.
+pub(crate) async fn status_patch(
+    api: &TestApi,
+    path: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
     eventually(15, &format!("a status patch to {path}"), || async {
-        api.patches().into_iter().rev().find(|p| p.path == path).filter(|p| check(&p.body)).map(
-            |p| {
+        api.patches()
+            .into_iter()
+            .rev()
+            .find(|p| p.path == path && p.field_manager.as_deref() == Some("aixds"))
+            .filter(|p| check(&p.body))
+            .map(|p| {
                 assert_eq!(p.content_type, "application/apply-patch+yaml");
-                assert_eq!(p.field_manager.as_deref(), Some("aixds"));
                 p.body
-            },
-        )
+            })
     })
     .await
 }
 
-fn condition<'a>(conditions: &'a Value, type_: &str) -> &'a Value {
+pub(crate) fn condition<'a>(conditions: &'a Value, type_: &str) -> &'a Value {
     conditions.as_array().unwrap().iter().find(|c| c["type"] == type_).unwrap()
 }
 
@@ -485,7 +510,7 @@ async fn rbac_rules_are_exactly_what_serve_uses() {
     assert_eq!(api.verbs_used(), allowed);
 }
 
-const SECOND_ROUTE: &str = r#"apiVersion: aigateway.envoyproxy.io/v1beta1
+pub(crate) const SECOND_ROUTE: &str = r#"apiVersion: aigateway.envoyproxy.io/v1beta1
 kind: AIGatewayRoute
 metadata: {name: r2}
 spec:
@@ -565,16 +590,11 @@ async fn api_server_changes_reach_envoy_and_an_outage_keeps_its_config() {
     running.shutdown().await;
 }
 
-/// `aixds serve` as a user runs it, finding the API server through $KUBECONFIG.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_finds_the_api_server_through_the_kubeconfig() {
-    let api = TestApi::new().await;
-    api.apply_yaml(GATEWAY);
-    api.apply_yaml(ROUTE);
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
+/// A kubeconfig in `dir` for `api`.
+pub(crate) fn kubeconfig(api: &TestApi, dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("kubeconfig");
     std::fs::write(
-        &kubeconfig,
+        &path,
         format!(
             "apiVersion: v1\nkind: Config\ncurrent-context: test\n\
              clusters: [{{name: test, cluster: {{server: \"{}\"}}}}]\n\
@@ -584,6 +604,17 @@ async fn serve_finds_the_api_server_through_the_kubeconfig() {
         ),
     )
     .unwrap();
+    path
+}
+
+/// `aixds serve` as a user runs it, finding the API server through $KUBECONFIG.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_finds_the_api_server_through_the_kubeconfig() {
+    let api = TestApi::new().await;
+    api.apply_yaml(GATEWAY);
+    api.apply_yaml(ROUTE);
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = kubeconfig(&api, dir.path());
     let admin = free_port();
     let _serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_aixds"))
         .args(["serve", "--xds-address", "127.0.0.1:0", "--insecure-grpc"])
