@@ -14,6 +14,7 @@ mod graph;
 mod harness;
 mod kubeapi;
 mod kubernetes;
+mod local_reply;
 mod picker;
 mod source;
 mod tls;
