@@ -1,15 +1,15 @@
 //! Envoy's own replies in the client's format.
 //!
 //! Takes: nothing. Gives: the HTTP connection manager's `local_reply_config`, which rewrites the
-//! replies Envoy makes itself — no healthy upstream (503), connection refused or reset (503/502),
-//! upstream timeout (504), a body over a buffer limit (413), the translation ext_proc unreachable
-//! (503) — into the error JSON the client's SDK parses: Anthropic's on `/v1/messages` and
+//! replies Envoy makes itself — no healthy upstream, a connection refused or reset (503), a reply
+//! that is not HTTP (502), an upstream timeout (504), a body over a buffer limit (413), the
+//! translation ext_proc unreachable (503) — into the error JSON the client's SDK parses: Anthropic's on `/v1/messages` and
 //! `/anthropic/v1/messages`, OpenAI's everywhere else, with `content-type: application/json`.
 //! The bodies are the ones the translation writes for the same status
 //! ([`error_body`]), with Envoy's own text as the message. A 503 also says when to retry.
 //!
 //! Replies that are JSON already (aixds's immediate responses, the routes' 404s, the endpoint
-//! picker's) keep their body.
+//! picker's) keep their body; a 503 among them gets `retry-after` too.
 
 use envoy_types::pb::envoy::config::accesslog::v3::{
     AccessLogFilter, AndFilter, ComparisonFilter, ExtensionFilter, HeaderFilter, MetadataFilter,
