@@ -156,6 +156,12 @@ fn document(opts: &BootstrapOptions, cluster: serde_json::Value) -> serde_json::
             "lds_config": ads,
         },
         "static_resources": { "clusters": [cluster] },
+        // Flow control between an ext_proc's gRPC stream and the request crashes Envoy 1.40
+        // (SIGSEGV) when a few large buffered bodies are in flight to aixds at once; off, a
+        // burst of them is served. The buffered body is held whole either way, within the
+        // listener's buffer limit.
+        "layered_runtime": { "layers": [{ "name": "aixds", "static_layer": {
+            "envoy.reloadable_features.grpc_side_stream_flow_control": false } }] },
         // A connection limit, so that Envoy does not warn that it has none.
         "overload_manager": { "resource_monitors": [{
             "name": "envoy.resource_monitors.global_downstream_max_connections",

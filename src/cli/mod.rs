@@ -25,7 +25,8 @@ what is wrong with each object.\n\nStart with `aixds validate examples/`."
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-    /// Log format on stderr.
+    /// Log format on stderr. What is logged: the filter in $AIXDS_LOG, else $RUST_LOG (e.g.
+    /// `info,aixds::xds=debug`), else `info`.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }
@@ -389,14 +390,31 @@ fn parse_key(s: &str) -> Result<crate::api::ObjectKey, String> {
     })
 }
 
+/// Logs to stderr, filtered by `AIXDS_LOG`, else `RUST_LOG`, else `info`. A variable that is not
+/// a filter is reported once logging runs, at `info`.
 pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AIXDS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (filter, invalid) = match log_directive(|name| std::env::var(name).ok()) {
+        None => (tracing_subscriber::EnvFilter::new("info"), None),
+        Some((var, directive)) => match tracing_subscriber::EnvFilter::try_new(&directive) {
+            Ok(filter) => (filter, None),
+            Err(e) => (tracing_subscriber::EnvFilter::new("info"), Some(format!("{var}: {e}"))),
+        },
+    };
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+    if let Some(invalid) = invalid {
+        tracing::warn!("ignoring a log filter that does not parse, logging at info: {invalid}");
+    }
+}
+
+/// The log filter variable that is set, `AIXDS_LOG` first, with its value.
+fn log_directive(var: impl Fn(&str) -> Option<String>) -> Option<(&'static str, String)> {
+    ["AIXDS_LOG", "RUST_LOG"]
+        .into_iter()
+        .find_map(|name| Some((name, var(name).filter(|v| !v.is_empty())?)))
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -20,6 +20,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions, http_protocol_options,
 };
+use envoy_types::pb::envoy::r#type::v3::{HttpStatus, StatusCode};
 use envoy_types::pb::google::protobuf::{Any, BoolValue, Duration};
 use envoy_types::util::pack_any;
 
@@ -83,6 +84,7 @@ fn hcm_filter(
         allow_mode_override,
         message_timeout: Some(message_timeout()),
         failure_mode_allow: false,
+        status_on_error: Some(unavailable()),
         ..Default::default()
     };
     HttpFilter {
@@ -126,6 +128,7 @@ pub(super) fn upstream_protocol_options(cluster: &str, fallback: bool) -> Any {
         }),
         message_timeout: Some(message_timeout()),
         failure_mode_allow: false,
+        status_on_error: Some(unavailable()),
         request_attributes: if fallback {
             vec![ROUTE_BACKEND_ATTRIBUTE.into()]
         } else {
@@ -193,6 +196,12 @@ fn grpc_service(initial_metadata: Vec<HeaderValue>) -> GrpcService {
         initial_metadata,
         ..Default::default()
     }
+}
+
+/// What a request gets when aixds cannot be reached (no replica up, or the stream failed): 503,
+/// which the listener's local reply config turns into the client's error with `retry-after`.
+fn unavailable() -> HttpStatus {
+    HttpStatus { code: StatusCode::ServiceUnavailable as i32 }
 }
 
 fn message_timeout() -> Duration {

@@ -2,8 +2,8 @@
 //!
 //! Takes: the Gateways in the graph. Gives: the port set, and per port an Envoy Listener whose
 //! HTTP connection manager fetches RouteConfiguration `route-{port}` over ADS and runs the
-//! translation ext_proc's router phase before the router, and writes the access log when one is
-//! asked for.
+//! translation ext_proc's router phase before the router, writes the access log when one is
+//! asked for, and turns Envoy's own replies into the client's error format (`local_reply.rs`).
 
 use std::collections::BTreeMap;
 
@@ -13,11 +13,13 @@ use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
 };
-use envoy_types::pb::google::protobuf::UInt32Value;
+use envoy_types::pb::google::protobuf::{Any, UInt32Value};
 use envoy_types::util::pack_any;
+use prost::{Message, Name};
 
 use super::{
-    BODY_BUFFER_LIMIT, CompileOptions, access_log, ads_config_source, extproc, picker, route,
+    BODY_BUFFER_LIMIT, CompileOptions, access_log, ads_config_source, canonical, extproc,
+    local_reply, picker, route,
 };
 use crate::api::{Kind, ObjectKey, Spec};
 use crate::graph::Graph;
@@ -106,6 +108,9 @@ pub(super) fn compile(opts: &CompileOptions, port: u16, gateways: &[ObjectKey]) 
         access_log: opts.access_log.iter().map(|path| access_log::file(path)).collect(),
         ..Default::default()
     };
+    // HttpConnectionManager.local_reply_config is field 38, encoded apart (see `local_reply.rs`).
+    let mut hcm = hcm.encode_to_vec();
+    canonical::append_field(&mut hcm, 38, &local_reply::encoded());
     let listener = Listener {
         name: name.clone(),
         address: Some(Address {
@@ -119,7 +124,10 @@ pub(super) fn compile(opts: &CompileOptions, port: u16, gateways: &[ObjectKey]) 
         filter_chains: vec![FilterChain {
             filters: vec![Filter {
                 name: "envoy.filters.network.http_connection_manager".into(),
-                config_type: Some(filter::ConfigType::TypedConfig(pack_any(hcm))),
+                config_type: Some(filter::ConfigType::TypedConfig(Any {
+                    type_url: HttpConnectionManager::type_url(),
+                    value: hcm,
+                })),
             }],
             ..Default::default()
         }],

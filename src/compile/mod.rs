@@ -31,6 +31,7 @@ mod cluster;
 mod endpoint;
 mod extproc;
 mod listener;
+mod local_reply;
 pub mod picker;
 mod route;
 

@@ -23,6 +23,11 @@ use super::{ENDPOINT_HEADER, STREAM_HEADER, endpoint_path};
 use crate::api::MODEL_HEADER;
 use crate::picker::DESTINATION_ENDPOINT;
 
+/// The longest model name accepted, in bytes. Real names (provider ids, ARNs, fine-tune ids) are
+/// far shorter; the name becomes a request header, and a header over Envoy's header size limit
+/// would fail the request with an empty 500 instead of the client's 400.
+const MAX_MODEL_NAME_BYTES: usize = 1024;
+
 pub(super) struct RouterPhase {
     runtime: Arc<RuntimeConfig>,
     max_body_bytes: usize,
@@ -129,6 +134,13 @@ impl RouterPhase {
         if parsed.model.is_empty() || parsed.model.chars().any(char::is_control) {
             let message = "\"model\" must be a non-empty name without control characters";
             return immediate(400, error_body(client, 400, message), "aixds_invalid_request");
+        }
+        if parsed.model.len() > MAX_MODEL_NAME_BYTES {
+            let message = format!(
+                "\"model\" is {} bytes long, over this gateway's limit of {MAX_MODEL_NAME_BYTES} bytes",
+                parsed.model.len()
+            );
+            return immediate(400, error_body(client, 400, &message), "aixds_invalid_request");
         }
         let remove = match self.client_pick {
             true => vec![DESTINATION_ENDPOINT.to_string()],

@@ -322,3 +322,24 @@ fn validate_fails_on_a_conflict_and_on_an_invalid_name() {
     );
     assert!(!stdout.contains("Conflict"), "{stdout}");
 }
+
+/// `RUST_LOG` sets the log filter when `AIXDS_LOG` does not: a filter that does not parse is
+/// reported, naming the variable it came from.
+#[test]
+fn rust_log_is_read_and_aixds_log_wins() {
+    let run = |vars: &[(&str, &str)]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_aixds"))
+            .args(["validate", "examples/"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env_remove("AIXDS_LOG")
+            .env_remove("RUST_LOG")
+            .envs(vars.iter().copied())
+            .output()
+            .expect("run aixds");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(run(&[("RUST_LOG", "aixds=loud")]).contains("RUST_LOG"), "RUST_LOG is read");
+    let both = run(&[("AIXDS_LOG", "aixds=loud"), ("RUST_LOG", "aixds=loud")]);
+    assert!(both.contains("AIXDS_LOG") && !both.contains("RUST_LOG"), "{both}");
+    assert_eq!(run(&[("AIXDS_LOG", "warn"), ("RUST_LOG", "aixds=loud")]), "", "AIXDS_LOG wins");
+}

@@ -9,8 +9,12 @@ use aixds::api::{Kind, ObjectKey};
 use aixds::compile::{CompileOptions, Compiler, NOT_FOUND_BODY};
 use aixds::graph::Graph;
 use aixds::xds::{SnapshotStore, TypeUrl, Update};
+use envoy_types::pb::envoy::config::accesslog::v3::{
+    AccessLogFilter, access_log_filter, comparison_filter, extension_filter,
+};
 use envoy_types::pb::envoy::config::bootstrap::v3::{Bootstrap, bootstrap::StaticResources};
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
+use envoy_types::pb::envoy::config::core::v3::substitution_format_string::Format;
 use envoy_types::pb::envoy::config::core::v3::{
     Address, SocketAddress, address, data_source, socket_address, transport_socket,
 };
@@ -19,17 +23,18 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 };
 use envoy_types::pb::envoy::config::listener::v3::{Listener, filter};
 use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, route, route_action};
+use envoy_types::pb::envoy::extensions::access_loggers::filters::cel::v3::ExpressionFilter;
 use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::ExternalProcessor;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::http::upstream_codec::v3::UpstreamCodec;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    HttpConnectionManager, HttpFilter, http_connection_manager, http_filter,
+    HttpConnectionManager, HttpFilter, LocalReplyConfig, http_connection_manager, http_filter,
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions, http_protocol_options,
 };
-use envoy_types::pb::google::protobuf::{Any, value};
+use envoy_types::pb::google::protobuf::{Any, Value, value};
 use envoy_types::util::pack_any;
 use prost::Message;
 
@@ -120,10 +125,12 @@ pub(crate) fn dump(updates: &[Update]) -> String {
                     *any = emptied(any);
                 }
                 out.push_str(&debug_dump(&listener));
-                let (hcm, filters) = take_filters(hcm);
+                let (mut hcm, filters) = take_filters(hcm);
+                let local_reply = hcm.local_reply_config.take();
                 out.push_str("http_connection_manager: ");
                 out.push_str(&debug_dump(&hcm));
                 out.push_str(&filters);
+                out.push_str(&dump_local_reply(local_reply.unwrap_or_default()));
             }
             TypeUrl::RouteConfiguration => {
                 let mut config = RouteConfiguration::decode(bytes).unwrap();
@@ -183,6 +190,59 @@ pub(crate) fn dump(updates: &[Update]) -> String {
                 }
             }
         }
+    }
+    out
+}
+
+/// One line per local reply mapper: when it applies, the body it writes (a `Struct`, which is a
+/// HashMap: printed as JSON with sorted keys) and the headers it adds.
+fn dump_local_reply(config: LocalReplyConfig) -> String {
+    fn filter(f: &AccessLogFilter) -> String {
+        use access_log_filter::FilterSpecifier as F;
+        let join = |fs: &[AccessLogFilter], op: &str| {
+            let parts: Vec<String> = fs.iter().map(filter).collect();
+            format!("({})", parts.join(op))
+        };
+        match &f.filter_specifier {
+            Some(F::AndFilter(and)) => join(&and.filters, " and "),
+            Some(F::OrFilter(or)) => join(&or.filters, " or "),
+            Some(F::StatusCodeFilter(s)) => {
+                let c = s.comparison.clone().unwrap_or_default();
+                let op = comparison_filter::Op::try_from(c.op).unwrap_or_default();
+                format!("status {op:?} {}", c.value.unwrap_or_default().default_value)
+            }
+            Some(F::HeaderFilter(h)) => format!("header {:?}", h.header),
+            Some(F::MetadataFilter(m)) => format!("metadata {:?}", m.matcher),
+            Some(F::ExtensionFilter(e)) => match &e.config_type {
+                Some(extension_filter::ConfigType::TypedConfig(any)) => {
+                    format!("cel {:?}", ExpressionFilter::decode(any.value.as_slice()).unwrap())
+                }
+                None => e.name.clone(),
+            },
+            other => format!("{other:?}"),
+        }
+    }
+    fn json(v: &Value) -> serde_json::Value {
+        match &v.kind {
+            Some(value::Kind::StructValue(s)) => serde_json::Value::Object(
+                s.fields.iter().map(|(k, v)| (k.clone(), json(v))).collect(),
+            ),
+            Some(value::Kind::StringValue(s)) => s.clone().into(),
+            other => format!("{other:?}").into(),
+        }
+    }
+    let mut out = String::new();
+    for m in config.mappers {
+        let f = m.filter.as_ref().map(filter).unwrap_or_default();
+        out.push_str(&format!("local reply when {f}"));
+        if let Some(Format::JsonFormat(body)) = m.body_format_override.and_then(|b| b.format) {
+            let body = json(&Value { kind: Some(value::Kind::StructValue(body)) });
+            out.push_str(&format!(": {body}"));
+        }
+        for h in m.headers_to_add.iter().filter_map(|h| h.header.as_ref()) {
+            out.push_str(&format!(" + {}: {}", h.key, h.value));
+        }
+        out.push('\n');
     }
     out
 }

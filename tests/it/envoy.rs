@@ -384,7 +384,7 @@ async fn envoy_keeps_serving_while_aixds_restarts() {
     write_atomic(&file, manifests(port, &[("m", vec![("b", b.addr, 1)])]));
     let dump = admin_get(admin, "/config_dump").await;
     assert!(dump.contains("aisb/default/a") && !dump.contains("aisb/default/b"));
-    assert_eq!(served_by(port, "m").await, Err(500), "nothing can translate without aixds");
+    assert_eq!(served_by(port, "m").await, Err(503), "nothing can translate without aixds");
 
     let mut back = replica("127.0.0.1");
     eventually(30, "m moves to B after aixds returns", || async {

@@ -19,6 +19,7 @@ mod kube_status;
 mod kube_watch;
 mod kubeapi;
 mod kubernetes;
+mod local_reply;
 mod picker;
 mod properties;
 mod source;
