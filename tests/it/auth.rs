@@ -329,19 +329,12 @@ async fn rolling_restarts_lose_no_request_and_a_crash_loses_under_one_percent() 
     let mut first = replica(dir.path(), "127.0.0.1", xds_port);
     let mut second = replica(dir.path(), "127.0.0.2", xds_port);
     let admin = free_port();
-    let bootstrap = aixds::bootstrap::bootstrap(&aixds::bootstrap::BootstrapOptions {
+    let _envoy = start_envoy(&aixds::bootstrap::BootstrapOptions {
         xds_address: format!("127.0.0.1:{xds_port},127.0.0.2:{xds_port}"),
         node_id: "rolling".into(),
         admin_port: admin,
         ..Default::default()
-    })
-    .unwrap();
-    let _envoy = Command::new(envoy_bin())
-        .args(["--config-yaml", &bootstrap.to_string()])
-        .args(["--disable-hot-restart", "--concurrency", "1", "--log-level", "error"])
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    });
     eventually(60, "m served", || async {
         (served_by(port, "m").await == Ok("A".into())).then_some(())
     })

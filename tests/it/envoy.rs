@@ -347,22 +347,12 @@ async fn envoy_keeps_serving_while_aixds_restarts() {
     let mut first = replica("127.0.0.1");
     let mut second = replica("127.0.0.2");
     let admin = free_port();
-    let bootstrap = aixds::bootstrap::bootstrap(&BootstrapOptions {
+    let _envoy = start_envoy(&BootstrapOptions {
         xds_address: format!("127.0.0.1:{xds_port},127.0.0.2:{xds_port}"),
         node_id: "restart".into(),
         admin_port: admin,
         ..Default::default()
-    })
-    .unwrap();
-    let bootstrap_file = dir.path().join("bootstrap.json.envoy");
-    std::fs::write(&bootstrap_file, bootstrap.to_string()).unwrap();
-    let _envoy = tokio::process::Command::new(envoy_bin())
-        .arg("-c")
-        .arg(&bootstrap_file)
-        .args(["--disable-hot-restart", "--concurrency", "1", "--log-level", "error"])
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    });
     eventually(30, "m served by A", || async {
         (served_by(port, "m").await == Ok("A".into())).then_some(())
     })

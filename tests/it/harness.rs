@@ -298,3 +298,15 @@ fn write_atomic_replaces_the_file_and_leaves_nothing_beside_it() {
 pub fn insecure_loopback() -> aixds::run::GrpcListen {
     aixds::run::GrpcListen::new("127.0.0.1:0".parse().unwrap(), None, true).unwrap()
 }
+
+/// An Envoy of its own (one worker) bootstrapped by `aixds bootstrap` with `opts`, for tests
+/// whose aixds runs apart from it; killed when dropped.
+pub fn start_envoy(opts: &aixds::bootstrap::BootstrapOptions) -> Child {
+    let bootstrap = aixds::bootstrap::bootstrap(opts).expect("a bootstrap");
+    Command::new(envoy_bin())
+        .args(["--config-yaml", &bootstrap.to_string()])
+        .args(["--disable-hot-restart", "--concurrency", "1", "--log-level", "error"])
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start envoy (bash hack/install.sh)")
+}

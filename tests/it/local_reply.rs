@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use aixds::bootstrap::BootstrapOptions;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -121,22 +120,12 @@ async fn envoys_own_replies_are_in_the_clients_format() {
         .spawn()
         .unwrap();
     let admin = free_port();
-    let bootstrap = aixds::bootstrap::bootstrap(&BootstrapOptions {
+    let _envoy = start_envoy(&aixds::bootstrap::BootstrapOptions {
         xds_address: format!("127.0.0.1:{xds_port}"),
         node_id: "local-reply".into(),
         admin_port: admin,
         ..Default::default()
-    })
-    .unwrap();
-    let bootstrap_file = dir.path().join("bootstrap.json.envoy");
-    std::fs::write(&bootstrap_file, bootstrap.to_string()).unwrap();
-    let _envoy = tokio::process::Command::new(envoy_bin())
-        .arg("-c")
-        .arg(&bootstrap_file)
-        .args(["--disable-hot-restart", "--concurrency", "1", "--log-level", "error"])
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    });
     eventually(30, "ok served by A", || async {
         (served_by(port, "ok").await == Ok("A".into())).then_some(())
     })
