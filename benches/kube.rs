@@ -118,6 +118,7 @@ async fn run(objects: usize, edits: usize) {
             listener_address: "127.0.0.1".into(),
             default_port: port,
             access_log: None,
+            picker_client_cert: None,
         },
         picker: None,
         envoy: Some(EnvoyOptions {

@@ -20,6 +20,8 @@ import requests
 import yaml
 
 from conftest import REPO, aixds_bin, envoy_bin, free_port
+from test_pool_picker import manifests as picker_manifests
+from test_pool_picker import servers  # noqa: F401 (a fixture)
 
 CHART = REPO / "charts" / "aixds"
 RELEASE, NAMESPACE = "gw", "ai-gateway"
@@ -379,26 +381,49 @@ def wait_for(check, what, timeout=30):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_with_chart_defaults_only_the_charts_envoy_can_call_aixds(tmp_path):
+def assert_refuses_strangers(port, ca, server_name):
+    """A caller that trusts `ca` but has no client certificate, and one in clear text, get no
+    HTTP/2 answer on `port`."""
+    context = ssl.create_default_context(cafile=str(ca))
+    context.set_alpn_protocols(["h2"])
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with pytest.raises((ssl.SSLError, ConnectionResetError)):
+            with context.wrap_socket(raw, server_hostname=server_name) as tls:
+                tls.sendall(preface)
+                if not tls.recv(65536):
+                    raise ConnectionResetError("closed without an answer")
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        raw.sendall(preface)
+        raw.settimeout(5)
+        try:
+            answer = raw.recv(65536)
+        except (ConnectionResetError, socket.timeout):
+            answer = b""
+        assert not answer.startswith(bytes([0, 0])), answer[:40]
+
+
+def test_with_chart_defaults_only_the_charts_envoy_can_call_aixds(tmp_path, servers):
     """aixds with the chart's default flags and generated certificates, and an Envoy with the
     chart's bootstrap and client certificate (the Service name swapped for 127.0.0.1): Envoy
-    gets its config; a caller without the client certificate gets nothing."""
+    gets its config and reaches the endpoint picker of a pool; a caller without the client
+    certificate gets nothing from either port."""
     objects = render({"envoy": {"enabled": True}})
     server = secret_files(objects, f"{RELEASE}-aixds-tls", tmp_path / "server")
     client = secret_files(objects, f"{RELEASE}-aixds-envoy-tls", tmp_path / "client")
     args = container(one(objects, "Deployment", f"{RELEASE}-aixds"), "aixds")["args"]
-    tls_args = [a.replace("/etc/aixds/tls/", f"{server}/") for a in args if a.startswith("--tls")]
-    assert len(tls_args) == 3
-    grpc, listener, admin = free_port(), free_port(), free_port()
+    tls_args = [a.replace("/etc/aixds/tls/", f"{server}/").replace("/etc/envoy/tls/", f"{client}/")
+                for a in args if a.startswith("--tls")]
+    assert len(tls_args) == 6, tls_args
+    grpc, picker, listener, admin = free_port(), free_port(), free_port(), free_port()
     manifests = tmp_path / "manifests"
     manifests.mkdir()
-    (manifests / "gateway.yaml").write_text(
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw}\n"
-        f"spec: {{gatewayClassName: aixds, listeners: [{{name: http, protocol: HTTP, port: {listener}}}]}}\n")
+    pod_port, _ = servers
+    (manifests / "gateway.yaml").write_text(picker_manifests(pod_port, picker))
     aixds = subprocess.Popen(
         [aixds_bin(), "run", str(manifests), "--no-envoy", "--xds-address", f"127.0.0.1:{grpc}",
-         "--admin-address", f"127.0.0.1:{free_port()}", "--picker-address", "127.0.0.1:0",
-         "--listener-address", "127.0.0.1", *tls_args],
+         "--admin-address", f"127.0.0.1:{free_port()}", "--picker-address", f"127.0.0.1:{picker}",
+         "--listener-address", "127.0.0.1", "--default-port", str(listener), *tls_args],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     bootstrap = yaml.safe_load(
         one(objects, "ConfigMap", f"{RELEASE}-aixds-envoy-bootstrap")["data"]["bootstrap.yaml"]
@@ -413,33 +438,20 @@ def test_with_chart_defaults_only_the_charts_envoy_can_call_aixds(tmp_path):
          "--concurrency", "1", "--log-level", "error"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        def has_listener():
+        def served():
             try:
-                return str(listener) in requests.get(
-                    f"http://127.0.0.1:{admin}/listeners?format=json", timeout=2).text
+                r = requests.post(f"http://127.0.0.1:{listener}/v1/chat/completions",
+                                  json={"model": "llama-backend",
+                                        "messages": [{"role": "user", "content": "hi"}]},
+                                  timeout=5)
             except requests.RequestException:
                 return False
-        wait_for(has_listener, "Envoy's listener from aixds over mutual TLS")
-
-        # A stranger who trusts aixds's CA but has no client certificate is cut off.
-        context = ssl.create_default_context(cafile=str(server / "ca.crt"))
-        context.set_alpn_protocols(["h2"])
-        with socket.create_connection(("127.0.0.1", grpc), timeout=5) as raw:
-            with pytest.raises((ssl.SSLError, ConnectionResetError)):
-                with context.wrap_socket(
-                        raw, server_hostname=f"{RELEASE}-aixds-grpc.{NAMESPACE}.svc.cluster.local") as tls:
-                    tls.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
-                    if not tls.recv(65536):
-                        raise ConnectionResetError("closed without an answer")
-        # In clear text there is no HTTP/2 at all.
-        with socket.create_connection(("127.0.0.1", grpc), timeout=5) as raw:
-            raw.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
-            raw.settimeout(5)
-            try:
-                answer = raw.recv(65536)
-            except (ConnectionResetError, socket.timeout):
-                answer = b""
-            assert not answer.startswith(bytes([0, 0])), answer[:40]
+            return r.status_code == 200 and "x-gateway-destination-endpoint-served" in r.headers
+        # The pool's picker fails closed: a 200 means Envoy reached it with its certificate.
+        wait_for(served, "a pool request picked over mutual TLS")
+        host = f"{RELEASE}-aixds-grpc.{NAMESPACE}.svc.cluster.local"
+        assert_refuses_strangers(grpc, server / "ca.crt", host)
+        assert_refuses_strangers(picker, server / "ca.crt", host)
     finally:
         envoy.terminate()
         aixds.terminate()

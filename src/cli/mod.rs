@@ -127,7 +127,8 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         access_log: Option<String>,
         /// Address of the endpoint picker for InferencePools (the ext_proc a pool's
-        /// endpointPickerRef Service reaches); port 0 picks a free port.
+        /// endpointPickerRef Service reaches); port 0 picks a free port. With mutual TLS
+        /// (--tls-client-ca) it requires the same client certificates.
         #[arg(long, default_value = crate::picker::DEFAULT_LISTEN)]
         picker_address: std::net::SocketAddr,
         /// Serve no endpoint picker (pools then need one deployed apart).
@@ -301,6 +302,30 @@ fn picker_options(
     listen: std::net::SocketAddr,
 ) -> Option<crate::picker::PickerOptions> {
     (!no_picker).then(|| crate::picker::PickerOptions { listen, ..Default::default() })
+}
+
+/// The client certificate Envoy presents to endpoint pickers: with mutual TLS and aixds's own
+/// picker served, Envoy's (--tls-client-cert/--tls-client-key, paths in Envoy's filesystem) is
+/// required, because the picker then requires it too.
+fn picker_client_cert(
+    grpc: Option<&crate::run::GrpcListen>,
+    picker: bool,
+    envoy_tls: &EnvoyTlsArgs,
+) -> anyhow::Result<Option<crate::bootstrap::ClientCert>> {
+    let client = envoy_tls
+        .tls_client_cert
+        .clone()
+        .zip(envoy_tls.tls_client_key.clone())
+        .map(|(cert, key)| crate::bootstrap::ClientCert { cert, key });
+    let mutual = matches!(grpc, Some(g) if matches!(g.auth, crate::run::TcpAuth::MutualTls(_)));
+    if mutual && picker && client.is_none() {
+        anyhow::bail!(
+            "with --tls-client-ca the endpoint picker requires Envoy's client certificate too: \
+             give --tls-ca, --tls-client-cert and --tls-client-key (where Envoy reads them), \
+             or --no-picker"
+        );
+    }
+    Ok(client)
 }
 
 /// `run` and `serve`: start, then serve until a signal or until Envoy exits.
@@ -492,6 +517,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 (address, _) => address,
             };
             let grpc = xds_address.map(|addr| tls.listen(addr)).transpose()?;
+            let picker_client_cert =
+                picker_client_cert(grpc.as_ref(), !no_picker, &envoy_node.tls)?;
             let opts = crate::run::RunOptions {
                 source: crate::source::SourceOptions::Files(paths),
                 grpc,
@@ -500,6 +527,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     listener_address,
                     default_port,
                     access_log,
+                    picker_client_cert,
                 },
                 envoy,
                 extproc: crate::extproc::ExtProcOptions { max_body_bytes: max_request_body },
@@ -538,6 +566,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ..crate::kube::lease::LeaseOptions::new(lease_namespace, identity)
             });
             let grpc = tls.listen(xds_address)?;
+            let picker_client_cert = picker_client_cert(Some(&grpc), !no_picker, &envoy_node.tls)?;
             let envoy = envoy.map(|binary| crate::run::EnvoyOptions {
                 binary,
                 // The Envoy started here uses the private socket, which takes no TLS.
@@ -565,6 +594,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     listener_address,
                     default_port,
                     access_log,
+                    picker_client_cert,
                 },
                 envoy,
                 extproc: crate::extproc::ExtProcOptions { max_body_bytes: max_request_body },

@@ -145,14 +145,20 @@ pub(super) fn picker_address(graph: &Graph, pool: &ObjectKey) -> Option<PickerAd
     Some(PickerAddress { service, host, port, tls, failure_mode: picker.failure_mode })
 }
 
-/// The cluster of `pool`'s endpoint picker, when it names one that exists.
-pub(super) fn picker(graph: &Graph, pool: &ObjectKey) -> Option<Resource> {
+/// The cluster of `pool`'s endpoint picker, when it names one that exists; over TLS with
+/// `client_cert` when one is given.
+pub(super) fn picker(
+    graph: &Graph,
+    pool: &ObjectKey,
+    client_cert: Option<&crate::bootstrap::ClientCert>,
+) -> Option<Resource> {
     if !accepted(graph, pool) {
         return None;
     }
     let address = picker_address(graph, pool).filter(|a| !a.host.is_empty())?;
     let name = picker::picker_cluster_name(pool);
-    let cluster = picker::picker_cluster(&name, &address.host, address.port, address.tls);
+    let cluster =
+        picker::picker_cluster(&name, &address.host, address.port, address.tls, client_cert);
     Some(Resource::new(name, &cluster, vec![pool.clone(), address.service]))
 }
 

@@ -63,11 +63,19 @@ pub struct CompileOptions {
     /// Where Envoy writes a JSON access log line per request (see `access_log.rs`); `None`
     /// writes none.
     pub access_log: Option<String>,
+    /// Envoy's client certificate (paths in Envoy's filesystem), presented to every endpoint
+    /// picker over TLS: aixds's own picker requires it when aixds requires mutual TLS.
+    pub picker_client_cert: Option<crate::bootstrap::ClientCert>,
 }
 
 impl Default for CompileOptions {
     fn default() -> Self {
-        CompileOptions { listener_address: "0.0.0.0".into(), default_port: 1975, access_log: None }
+        CompileOptions {
+            listener_address: "0.0.0.0".into(),
+            default_port: 1975,
+            access_log: None,
+            picker_client_cert: None,
+        }
     }
 }
 
@@ -272,7 +280,7 @@ impl Compiler {
             Some(compiled) => self.put_cluster(out, name, compiled),
             None => self.remove_cluster(out, name),
         }
-        match cluster::picker(graph, key) {
+        match cluster::picker(graph, key, self.opts.picker_client_cert.as_ref()) {
             Some(picker) => self.put(out, TypeUrl::Cluster, picker),
             None => self.remove(out, TypeUrl::Cluster, picker::picker_cluster_name(key)),
         }

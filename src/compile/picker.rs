@@ -15,8 +15,8 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     Cluster, LoadBalancingPolicy, cluster, load_balancing_policy,
 };
 use envoy_types::pb::envoy::config::core::v3::{
-    GrpcService, HeaderValue, HealthCheck, Http2ProtocolOptions, TransportSocket,
-    TypedExtensionConfig, grpc_service, health_check, transport_socket,
+    DataSource, GrpcService, HeaderValue, HealthCheck, Http2ProtocolOptions, TransportSocket,
+    TypedExtensionConfig, data_source, grpc_service, health_check, transport_socket,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
@@ -32,7 +32,9 @@ use envoy_types::pb::envoy::extensions::load_balancing_policies::override_host::
     OverrideHost, override_host::OverrideHostSource,
 };
 use envoy_types::pb::envoy::extensions::load_balancing_policies::round_robin::v3::RoundRobin;
-use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CommonTlsContext, TlsCertificate, UpstreamTlsContext,
+};
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions, http_protocol_options,
 };
@@ -42,7 +44,7 @@ use envoy_types::pb::google::protobuf::{Any, BoolValue, Duration, UInt32Value};
 use envoy_types::util::pack_any;
 
 use crate::api::{FailureMode, ObjectKey};
-use crate::bootstrap::XDS_CLUSTER;
+use crate::bootstrap::{ClientCert, XDS_CLUSTER};
 use crate::picker::{
     DESTINATION_ENDPOINT, EXT_PROC_HEALTH_SERVICE, LB_NAMESPACE, POOL_METADATA, SERVED_ENDPOINT,
     SUBSET_NAMESPACE, pool_name,
@@ -153,10 +155,25 @@ pub fn authority(host: &str, port: u16) -> String {
     }
 }
 
+/// A data source read from a file in Envoy's filesystem.
+fn file(path: &str) -> DataSource {
+    DataSource {
+        specifier: Some(data_source::Specifier::Filename(path.into())),
+        ..Default::default()
+    }
+}
+
 /// The cluster of a picker at `host:port` (an IP, or a DNS name such as a Service's), over
 /// HTTP/2; with `tls`, over TLS without checking the picker's certificate (pickers commonly
-/// serve a self-signed one).
-pub fn picker_cluster(name: &str, host: &str, port: u16, tls: bool) -> Cluster {
+/// serve a self-signed one). With `client_cert`, always over TLS, presenting that certificate
+/// (how aixds's own picker authenticates Envoy).
+pub fn picker_cluster(
+    name: &str,
+    host: &str,
+    port: u16,
+    tls: bool,
+    client_cert: Option<&ClientCert>,
+) -> Cluster {
     let ip = host.parse::<std::net::IpAddr>().is_ok();
     let discovery =
         if ip { cluster::DiscoveryType::Static } else { cluster::DiscoveryType::StrictDns };
@@ -181,9 +198,17 @@ pub fn picker_cluster(name: &str, host: &str, port: u16, tls: bool) -> Cluster {
         ),
         ..Default::default()
     };
-    let transport_socket = tls.then(|| {
+    let transport_socket = (tls || client_cert.is_some()).then(|| {
         let context = UpstreamTlsContext {
             sni: if ip { String::new() } else { host.to_string() },
+            common_tls_context: client_cert.map(|c| CommonTlsContext {
+                tls_certificates: vec![TlsCertificate {
+                    certificate_chain: Some(file(&c.cert)),
+                    private_key: Some(file(&c.key)),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
             ..Default::default()
         };
         TransportSocket {
@@ -326,13 +351,13 @@ mod tests {
 
     #[test]
     fn the_picker_cluster_resolves_names_and_checks_health() {
-        let by_ip = picker_cluster("c", "10.0.0.7", 9002, false);
+        let by_ip = picker_cluster("c", "10.0.0.7", 9002, false, None);
         assert_eq!(
             by_ip.cluster_discovery_type,
             Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Static as i32))
         );
         assert!(by_ip.transport_socket.is_none());
-        let by_name = picker_cluster("c", "epp.ns.svc", 9002, true);
+        let by_name = picker_cluster("c", "epp.ns.svc", 9002, true, None);
         assert_eq!(
             by_name.cluster_discovery_type,
             Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::StrictDns as i32))
@@ -345,7 +370,20 @@ mod tests {
         let tls = UpstreamTlsContext::decode(tls.value.as_slice()).unwrap();
         assert_eq!(tls.sni, "epp.ns.svc");
         assert!(tls.common_tls_context.is_none(), "no certificate validation");
-        let v6 = picker_cluster("c", "fd00::1", 9002, false);
+
+        // With Envoy's client certificate, always TLS, presenting it.
+        let cert = ClientCert { cert: "/tls/tls.crt".into(), key: "/tls/tls.key".into() };
+        let authenticated = picker_cluster("c", "10.0.0.7", 9002, false, Some(&cert));
+        let Some(transport_socket::ConfigType::TypedConfig(tls)) =
+            authenticated.transport_socket.unwrap().config_type
+        else {
+            panic!("no TLS")
+        };
+        let tls = UpstreamTlsContext::decode(tls.value.as_slice()).unwrap();
+        let certificate = &tls.common_tls_context.unwrap().tls_certificates[0];
+        assert_eq!(certificate.certificate_chain, Some(file("/tls/tls.crt")));
+        assert_eq!(certificate.private_key, Some(file("/tls/tls.key")));
+        let v6 = picker_cluster("c", "fd00::1", 9002, false, None);
         let Some(health_check::HealthChecker::GrpcHealthCheck(grpc)) =
             &v6.health_checks[0].health_checker
         else {

@@ -81,10 +81,14 @@ pub struct PickerOptions {
     pub scrape_timeout: Duration,
     /// A request body larger than this is not waited for: the pick is made without it.
     pub max_body_bytes: usize,
+    /// Serve over TLS; with a client CA, only callers with a certificate from it (Envoys
+    /// presenting the compiled picker cluster's client certificate). `None` is clear text.
+    pub tls: Option<crate::run::ServerTls>,
 }
 
-/// The default listen address.
-pub const DEFAULT_LISTEN: &str = "0.0.0.0:9002";
+/// The default listen address of `aixds run`: loopback, since it takes callers without a
+/// client certificate unless aixds requires mutual TLS.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9002";
 
 impl Default for PickerOptions {
     fn default() -> Self {
@@ -93,6 +97,7 @@ impl Default for PickerOptions {
             scrape_interval: Duration::from_millis(200),
             scrape_timeout: Duration::from_secs(1),
             max_body_bytes: 4 * 1024 * 1024,
+            tls: None,
         }
     }
 }
@@ -311,7 +316,11 @@ pub async fn serve(
     opts: &PickerOptions,
     picker: Arc<Picker>,
     stopped: watch::Receiver<bool>,
-) -> std::io::Result<SocketAddr> {
+) -> anyhow::Result<SocketAddr> {
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = &opts.tls {
+        server = tls.apply(server)?;
+    }
     let listener = tokio::net::TcpListener::bind(opts.listen).await?;
     let addr = listener.local_addr()?;
     let service = PickerService::new(picker.clone(), opts.max_body_bytes).into_service();
@@ -329,7 +338,7 @@ pub async fn serve(
             }
             conn
         });
-        let result = tonic::transport::Server::builder()
+        let result = server
             .add_service(service)
             .add_service(health_service)
             .serve_with_incoming_shutdown(incoming, async move {

@@ -179,6 +179,12 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
     );
     let picker_addr = match (&opts.picker, &picker) {
         (Some(picker_opts), Some(picker)) => {
+            // Where aixds requires client certificates, so does its picker.
+            let mut picker_opts = picker_opts.clone();
+            if let Some(GrpcListen { auth: TcpAuth::MutualTls(tls), .. }) = &opts.grpc {
+                picker_opts.tls = Some(tls.clone());
+            }
+            let picker_opts = &picker_opts;
             let addr = crate::picker::serve(picker_opts, picker.clone(), stopped.clone())
                 .await
                 .with_context(|| {

@@ -37,7 +37,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 impl ServerTls {
     /// Reads the files and applies them to `server`; bad or missing PEM is an error here, not
     /// at the first connection.
-    pub(super) fn apply(
+    pub(crate) fn apply(
         &self,
         server: tonic::transport::Server,
     ) -> Result<tonic::transport::Server, TlsError> {

@@ -112,6 +112,7 @@ async fn start_plain(dir: &Path) -> Running {
             listener_address: "127.0.0.1".into(),
             default_port: 1975,
             access_log: None,
+            picker_client_cert: None,
         },
         envoy: None,
         extproc: Default::default(),

@@ -126,7 +126,7 @@ fn bootstrap_over_tls_is_accepted_by_envoy_and_tls_flags_come_with_their_partner
     let (code, _, stderr) = aixds(
         &[
             &["run", "examples/", "--no-envoy", "--tls-cert", &missing, "--tls-key", &key][..],
-            &["--tls-client-ca", &ca],
+            &["--tls-client-ca", &ca, "--no-picker"],
             &local,
         ]
         .concat(),
@@ -240,6 +240,22 @@ fn tcp_grpc_without_client_certificates_is_refused_unless_insecure_is_named() {
             "{args:?}: {stderr}"
         );
     }
+}
+
+/// With mutual TLS, aixds's endpoint picker requires Envoy's client certificate too, so aixds
+/// must know where Envoy reads it (to present it to pickers) or serve no picker.
+#[test]
+fn mutual_tls_with_a_picker_needs_envoys_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = crate::tls::certificates(dir.path());
+    let path = |f: &str| certs.join(f).to_string_lossy().into_owned();
+    let (cert, key, ca) = (path("server.crt"), path("server.key"), path("ca.crt"));
+    let tls = ["--tls-cert", &cert, "--tls-key", &key, "--tls-client-ca", &ca];
+    let local = ["--xds-address", "127.0.0.1:0", "--admin-address", "127.0.0.1:0"];
+    let (code, _, stderr) =
+        aixds(&[&["run", "examples/", "--no-envoy"][..], &tls, &local].concat());
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--tls-client-cert") && stderr.contains("--no-picker"), "{stderr}");
 }
 
 /// A keyed backend whose Secret is missing or holds no key fails validation, on the policy and

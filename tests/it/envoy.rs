@@ -71,6 +71,7 @@ pub(crate) async fn start_gateway(dir: &Path, port: u16, sotw: bool, node_id: &s
             listener_address: "127.0.0.1".into(),
             default_port: port,
             access_log: None,
+            picker_client_cert: None,
         },
         envoy: Some(EnvoyOptions {
             binary: envoy_bin(),

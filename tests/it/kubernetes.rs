@@ -43,6 +43,7 @@ pub(crate) async fn start_with(
             listener_address: "127.0.0.1".into(),
             default_port: port,
             access_log: None,
+            picker_client_cert: None,
         },
         picker: None,
         envoy,

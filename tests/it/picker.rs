@@ -158,7 +158,7 @@ fn envoy_config(
         ..Default::default()
     };
     let picker_cluster =
-        picker_cluster(&picker_name, &picker.ip().to_string(), picker.port(), false);
+        picker_cluster(&picker_name, &picker.ip().to_string(), picker.port(), false, None);
     Bootstrap {
         admin: Some(Admin {
             address: Some(socket(SocketAddr::from(([127, 0, 0, 1], admin)))),
@@ -214,6 +214,7 @@ fn envoy_accepts_the_picker_builders() {
         "pool-epp.default.svc.cluster.local",
         9002,
         true,
+        None,
     );
     envoy_validate(&config).unwrap();
     // The check bites: without the pool's cluster, the route is refused.

@@ -88,6 +88,7 @@ async fn start(
             listener_address: "127.0.0.1".into(),
             default_port: port,
             access_log: None,
+            picker_client_cert: None,
         },
         envoy: None,
         extproc: Default::default(),
