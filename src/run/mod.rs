@@ -184,11 +184,10 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
             if let Some(GrpcListen { auth: TcpAuth::MutualTls(tls), .. }) = &opts.grpc {
                 picker_opts.tls = Some(tls.clone());
             }
-            let picker_opts = &picker_opts;
-            let addr = crate::picker::serve(picker_opts, picker.clone(), stopped.clone())
+            let addr = crate::picker::serve(&picker_opts, picker.clone(), stopped.clone())
                 .await
                 .with_context(|| {
-                    format!("binding the endpoint picker address {}", picker_opts.listen)
+                    format!("serving the endpoint picker on {}", picker_opts.listen)
                 })?;
             tracing::info!(%addr, "serving the endpoint picker");
             Some(addr)

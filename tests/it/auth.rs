@@ -266,18 +266,9 @@ async fn envoy_dies_with_a_killed_aixds_run_and_a_rerun_works() {
     .await;
 }
 
-/// One `aixds run --no-envoy` replica on `ip:xds_port`.
+/// One replica on `ip:xds_port` that drains quickly.
 fn replica(dir: &Path, ip: &str, xds_port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_aixds"))
-        .args(["run", "--no-envoy", "--insecure-grpc", "--listener-address", "127.0.0.1"])
-        .args(["--admin-address", &format!("{ip}:0"), "--picker-address", &format!("{ip}:0")])
-        .args(["--xds-address", &format!("{ip}:{xds_port}")])
-        .args(["--drain-delay", "2", "--drain-timeout", "10"])
-        .arg(dir)
-        .env("AIXDS_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
+    aixds_replica(dir, ip, xds_port, &["--drain-delay", "2", "--drain-timeout", "10"])
 }
 
 /// Requests sent and failed by a steady load.

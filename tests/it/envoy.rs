@@ -333,18 +333,7 @@ async fn envoy_keeps_serving_while_aixds_restarts() {
     let port = free_port();
     write_atomic(&file, manifests(port, &[("m", vec![("a", a.addr, 1)])]));
     let xds_port = free_port();
-    let replica = |ip: &str| {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_aixds"))
-            .args(["run", "--no-envoy", "--insecure-grpc", "--listener-address", "127.0.0.1"])
-            .args(["--admin-address", &format!("{ip}:0")])
-            .args(["--picker-address", &format!("{ip}:0")])
-            .args(["--xds-address", &format!("{ip}:{xds_port}")])
-            .arg(dir.path())
-            .env("AIXDS_LOG", "warn")
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap()
-    };
+    let replica = |ip: &str| aixds_replica(dir.path(), ip, xds_port, &[]);
     let mut first = replica("127.0.0.1");
     let mut second = replica("127.0.0.2");
     let admin = free_port();

@@ -310,3 +310,18 @@ pub fn start_envoy(opts: &aixds::bootstrap::BootstrapOptions) -> Child {
         .spawn()
         .expect("start envoy (bash hack/install.sh)")
 }
+
+/// One `aixds run --no-envoy` replica serving xDS and the ext_proc on `ip:xds_port` (without
+/// client certificates) for an Envoy the test starts itself; `extra` are more flags.
+pub fn aixds_replica(dir: &Path, ip: &str, xds_port: u16, extra: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_aixds"))
+        .args(["run", "--no-envoy", "--insecure-grpc", "--listener-address", "127.0.0.1"])
+        .args(["--admin-address", &format!("{ip}:0"), "--picker-address", &format!("{ip}:0")])
+        .args(["--xds-address", &format!("{ip}:{xds_port}")])
+        .args(extra)
+        .arg(dir)
+        .env("AIXDS_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start aixds run")
+}

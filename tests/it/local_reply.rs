@@ -110,15 +110,7 @@ async fn envoys_own_replies_are_in_the_clients_format() {
 
     // aixds apart from Envoy, so that it can go away while Envoy stays.
     let xds_port = free_port();
-    let mut aixds = tokio::process::Command::new(env!("CARGO_BIN_EXE_aixds"))
-        .args(["run", "--no-envoy", "--insecure-grpc", "--listener-address", "127.0.0.1"])
-        .args(["--admin-address", "127.0.0.1:0", "--picker-address", "127.0.0.1:0"])
-        .args(["--xds-address", &format!("127.0.0.1:{xds_port}")])
-        .arg(dir.path())
-        .env("AIXDS_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut aixds = aixds_replica(dir.path(), "127.0.0.1", xds_port, &[]);
     let admin = free_port();
     let _envoy = start_envoy(&aixds::bootstrap::BootstrapOptions {
         xds_address: format!("127.0.0.1:{xds_port}"),

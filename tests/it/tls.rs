@@ -64,6 +64,31 @@ fn path(dir: &Path, file: &str) -> String {
     dir.join(file).to_string_lossy().into_owned()
 }
 
+/// Certificates, and manifests routing `model-a` on `port` to upstream A.
+struct Fixture {
+    dir: tempfile::TempDir,
+    certs: PathBuf,
+    port: u16,
+    manifest_dir: PathBuf,
+    _upstream: Upstream,
+}
+
+impl Fixture {
+    async fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = certificates(dir.path());
+        let upstream = Upstream::start("A").await;
+        let port = free_port();
+        let manifest_dir = dir.path().join("manifests");
+        std::fs::create_dir(&manifest_dir).unwrap();
+        write_atomic(
+            manifest_dir.join("gateway.yaml"),
+            manifests(port, &[("model-a", vec![("a", upstream.addr, 1)])]),
+        );
+        Fixture { dir, certs, port, manifest_dir, _upstream: upstream }
+    }
+}
+
 /// aixds serving xDS and the ext_proc over TLS that requires a client certificate, and an
 /// Envoy started apart, which connects with `tls`.
 async fn start(
@@ -134,16 +159,7 @@ async fn counter(admin: u16, name: &str) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_gets_its_config_and_translation_over_mutual_tls() {
-    let dir = tempfile::tempdir().unwrap();
-    let certs = certificates(dir.path());
-    let upstream = Upstream::start("A").await;
-    let port = free_port();
-    let manifest_dir = dir.path().join("manifests");
-    std::fs::create_dir(&manifest_dir).unwrap();
-    write_atomic(
-        manifest_dir.join("gateway.yaml"),
-        manifests(port, &[("model-a", vec![("a", upstream.addr, 1)])]),
-    );
+    let Fixture { dir: _dir, certs, port, manifest_dir, _upstream } = Fixture::new().await;
     let tls = UpstreamTls {
         ca: path(&certs, "ca.crt"),
         client_cert: Some(ClientCert {
@@ -179,16 +195,7 @@ async fn envoy_gets_its_config_and_translation_over_mutual_tls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_refuses_an_aixds_whose_certificate_lacks_the_expected_name() {
-    let dir = tempfile::tempdir().unwrap();
-    let certs = certificates(dir.path());
-    let port = free_port();
-    let manifest_dir = dir.path().join("manifests");
-    std::fs::create_dir(&manifest_dir).unwrap();
-    let upstream = Upstream::start("A").await;
-    write_atomic(
-        manifest_dir.join("gateway.yaml"),
-        manifests(port, &[("model-a", vec![("a", upstream.addr, 1)])]),
-    );
+    let Fixture { dir: _dir, certs, port, manifest_dir, _upstream } = Fixture::new().await;
     let tls = UpstreamTls {
         ca: path(&certs, "ca.crt"),
         client_cert: Some(ClientCert {
@@ -212,17 +219,7 @@ async fn envoy_refuses_an_aixds_whose_certificate_lacks_the_expected_name() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aixds_refuses_an_envoy_without_a_client_certificate() {
-    let dir = tempfile::tempdir().unwrap();
-    let certs = certificates(dir.path());
-    let port = free_port();
-    let manifest_dir = dir.path().join("manifests");
-    std::fs::create_dir(&manifest_dir).unwrap();
-    let upstream = Upstream::start("A").await;
-    std::fs::write(
-        manifest_dir.join("gateway.yaml"),
-        manifests(port, &[("model-a", vec![("a", upstream.addr, 1)])]),
-    )
-    .unwrap();
+    let Fixture { dir: _dir, certs, port, manifest_dir, _upstream } = Fixture::new().await;
     // Trusts aixds's certificate, but has none of its own to show.
     let tls = UpstreamTls { ca: path(&certs, "ca.crt"), client_cert: None, server_name: None };
     let (running, admin, _envoy) = start(&manifest_dir, &certs, port, tls).await;
