@@ -359,30 +359,36 @@ impl Running {
                 _ = term.recv() => Ok(()),
             },
         };
-        if result.is_ok() {
-            self.drain().await;
-        } else {
+        if result.is_err() {
             self.shutdown().await;
+            return result;
         }
-        result
+        // A second signal (an impatient Ctrl-C) stops at once.
+        let mut this = self;
+        tokio::select! {
+            () = this.drain() => {}
+            _ = tokio::signal::ctrl_c() => tracing::warn!("second signal: stopping without draining"),
+            _ = term.recv() => tracing::warn!("second signal: stopping without draining"),
+        }
+        this.shutdown().await;
+        Ok(())
     }
 
-    /// Stops without losing a request: reports NOT_SERVING and 503 on `/readyz` while still
+    /// Drains without losing a request: reports NOT_SERVING and 503 on `/readyz` while still
     /// serving for [`DrainOptions::delay`], then refuses new connections, ends the ADS streams
-    /// and lets in-flight ext_proc streams finish (at most [`DrainOptions::timeout`]).
-    pub async fn drain(self) {
+    /// and lets in-flight ext_proc streams finish (at most [`DrainOptions::timeout`]). Then
+    /// [`Running::shutdown`] stops the rest.
+    pub async fn drain(&mut self) {
         tracing::info!(delay = ?self.drain.delay, "draining: reporting NOT_SERVING, still serving");
         self.metrics.set_draining();
         self.health.set_not_serving().await;
         tokio::time::sleep(self.drain.delay).await;
         let timeout = self.drain.timeout;
-        let mut this = self;
-        let _ = this.stop.send(true);
-        let tasks = std::mem::replace(&mut this.grpc_tasks, grpc::ServeTasks::none());
+        let _ = self.stop.send(true);
+        let tasks = std::mem::replace(&mut self.grpc_tasks, grpc::ServeTasks::none());
         if tokio::time::timeout(timeout, tasks.join()).await.is_err() {
             tracing::warn!(?timeout, "streams still open after the drain timeout; stopping");
         }
-        this.shutdown().await;
     }
 
     /// Stops serving at once and stops Envoy.

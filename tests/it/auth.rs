@@ -36,9 +36,14 @@ fn keyed_manifests(port: u16, upstream: SocketAddr) -> String {
 /// `aixds run DIR` with its own Envoy, as a user would start it (ports moved off the defaults
 /// so tests can run side by side).
 fn run_with_envoy(dir: &Path, port: u16, envoy_admin: u16) -> Child {
+    run_with_envoy_and(dir, port, envoy_admin, &[])
+}
+
+fn run_with_envoy_and(dir: &Path, port: u16, envoy_admin: u16, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_aixds"))
         .arg("run")
         .arg(dir)
+        .args(extra)
         .args(["--envoy", &envoy_bin().to_string_lossy()])
         .args(["--admin-address", "127.0.0.1:0", "--picker-address", "127.0.0.1:0"])
         .args(["--listener-address", "127.0.0.1", "--default-port", &port.to_string()])
@@ -370,4 +375,35 @@ async fn rolling_restarts_lose_no_request_and_a_crash_loses_under_one_percent() 
     assert!(failed * 100 < sent, "{failed} of {sent} requests failed after a replica crashed");
     eprintln!("rolling restart: 0 lost; crash: {failed} of {sent} lost");
     drop(second);
+}
+
+/// A draining `aixds run` keeps serving; a second signal (an impatient Ctrl-C) stops it, and
+/// its Envoy, at once instead of after the drain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_keeps_serving_and_a_second_signal_stops_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Upstream::start("A").await;
+    let port = free_port();
+    std::fs::write(
+        dir.path().join("gateway.yaml"),
+        manifests(port, &[("m", vec![("a", upstream.addr, 1)])]),
+    )
+    .unwrap();
+    let mut aixds = run_with_envoy_and(dir.path(), port, free_port(), &["--drain-delay", "60"]);
+    eventually(60, "m served", || async {
+        (served_by(port, "m").await == Ok("A".into())).then_some(())
+    })
+    .await;
+    let envoy = child_of(aixds.id().unwrap(), "--config-yaml").expect("Envoy is aixds's child");
+    let pid = aixds.id().unwrap().to_string();
+    let signal = || std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(signal().success());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..10 {
+        assert_eq!(served_by(port, "m").await, Ok("A".into()), "served while draining");
+    }
+    assert!(signal().success());
+    let exit = tokio::time::timeout(Duration::from_secs(20), aixds.wait()).await;
+    assert!(exit.is_ok(), "the second signal stops aixds long before its 60 s drain");
+    eventually(10, "Envoy gone with aixds", || async { (!alive(envoy)).then_some(()) }).await;
 }
