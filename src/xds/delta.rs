@@ -18,7 +18,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 
 use super::ack::{Answer, Nack, UnknownType};
 use super::clients::{Summary, TypeInfo};
-use super::{Snapshot, TypeUrl};
+use super::{Snapshot, TYPE_COUNT, TypeUrl};
 
 /// Envoy's name for "every resource of the type".
 const WILDCARD: &str = "*";
@@ -30,7 +30,7 @@ const MAX_PENDING: usize = 64;
 /// One delta stream's protocol state.
 #[derive(Debug, Default)]
 pub struct DeltaState {
-    types: [TypeState; 4],
+    types: [TypeState; TYPE_COUNT],
     next_nonce: u64,
 }
 
@@ -327,6 +327,7 @@ mod tests {
 
     use envoy_types::pb::envoy::config::listener::v3::Listener;
     use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
     use envoy_types::pb::google::rpc::Status;
 
     use super::*;
@@ -414,6 +415,21 @@ mod tests {
         assert!(out.is_empty(), "{out:?}");
         let (_, out) = request(&mut state, &store, sub(EDS, &["a"]));
         assert_eq!(names(&out[0]), ["a"]);
+    }
+
+    #[test]
+    fn secrets_are_sent_only_by_name() {
+        let secret = |name: &str| {
+            let body = Secret { name: name.into(), ..Default::default() };
+            put(TypeUrl::Secret, Resource::new(name.into(), &body, vec![]))
+        };
+        let store = store(vec![secret("s1"), secret("s2")]);
+        let mut state = DeltaState::new();
+        let (_, out) = request(&mut state, &store, sub(TypeUrl::Secret, &[]));
+        assert!(out.is_empty(), "an empty request is no wildcard for secrets: {out:?}");
+        let (_, out) = request(&mut state, &store, sub(TypeUrl::Secret, &["s2"]));
+        assert_eq!(out[0].type_url, TypeUrl::Secret.as_str());
+        assert_eq!(names(&out[0]), ["s2"]);
     }
 
     #[test]
@@ -605,15 +621,18 @@ mod tests {
     fn responses_follow_type_order() {
         let listener = Listener { name: "l".into(), ..Default::default() };
         let routes = RouteConfiguration { name: "r".into(), ..Default::default() };
+        let secret = Secret { name: "s".into(), ..Default::default() };
         let store = store(vec![
             cluster("a", ""),
             cla("a", 0),
             put(LDS, Resource::new("l".into(), &listener, vec![])),
             put(TypeUrl::RouteConfiguration, Resource::new("r".into(), &routes, vec![])),
+            put(TypeUrl::Secret, Resource::new("s".into(), &secret, vec![])),
         ]);
         let mut state = DeltaState::new();
-        // Subscribed in reverse; the first push after all four answers them in type order.
+        // Subscribed in reverse; the first push after all of them answers them in type order.
         for req in [
+            sub(TypeUrl::Secret, &["s"]),
             sub(TypeUrl::RouteConfiguration, &["r"]),
             sub(LDS, &[]),
             sub(EDS, &["a"]),
@@ -633,7 +652,7 @@ mod tests {
         let mut state = DeltaState::new();
         assert!(state.responses(&store.load(), None).is_empty());
         let req = DeltaDiscoveryRequest {
-            type_url: "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret".into(),
+            type_url: "type.googleapis.com/envoy.config.route.v3.VirtualHost".into(),
             ..Default::default()
         };
         assert!(state.on_request(&req).is_err());

@@ -30,21 +30,27 @@ use envoy_types::pb::google::protobuf::Any;
 use crate::api::ObjectKey;
 
 /// The resource types aixds serves, in the order a push sends them: clusters before their
-/// endpoints, listeners before their routes.
+/// endpoints, listeners before their routes and TLS certificates (Envoy subscribes to a secret
+/// by name when it gets a listener that names it, and warms that listener until it arrives).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub enum TypeUrl {
     Cluster,
     ClusterLoadAssignment,
     Listener,
     RouteConfiguration,
+    Secret,
 }
 
+/// How many resource types there are: the length of per-type arrays.
+pub const TYPE_COUNT: usize = TypeUrl::ALL.len();
+
 impl TypeUrl {
-    pub const ALL: [TypeUrl; 4] = [
+    pub const ALL: [TypeUrl; 5] = [
         TypeUrl::Cluster,
         TypeUrl::ClusterLoadAssignment,
         TypeUrl::Listener,
         TypeUrl::RouteConfiguration,
+        TypeUrl::Secret,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -56,6 +62,9 @@ impl TypeUrl {
             TypeUrl::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
             TypeUrl::RouteConfiguration => {
                 "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+            }
+            TypeUrl::Secret => {
+                "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
             }
         }
     }
@@ -86,13 +95,15 @@ impl fmt::Display for TypeUrl {
             TypeUrl::ClusterLoadAssignment => "ClusterLoadAssignment",
             TypeUrl::Listener => "Listener",
             TypeUrl::RouteConfiguration => "RouteConfiguration",
+            TypeUrl::Secret => "Secret",
         };
         f.write_str(short)
     }
 }
 
-/// One compiled Envoy resource.
-#[derive(Debug, Clone, PartialEq)]
+/// One compiled Envoy resource. `Debug` shows its size, never its bytes: a Secret's body is a
+/// private key.
+#[derive(Clone, PartialEq)]
 pub struct Resource {
     pub name: String,
     /// Hash of the encoded bytes: equal versions mean identical resources.
@@ -108,6 +119,18 @@ impl Resource {
         let value = message.encode_to_vec();
         let version = format!("{:016x}", crate::api::hash_bytes(&value));
         Resource { name, version, body: Any { type_url: M::type_url(), value }, sources }
+    }
+}
+
+impl fmt::Debug for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Resource")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("type_url", &self.body.type_url)
+            .field("size", &self.body.value.len())
+            .field("sources", &self.sources)
+            .finish()
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use super::{Resource, TypeUrl, Update};
+use super::{Resource, TYPE_COUNT, TypeUrl, Update};
 use crate::api::ObjectKey;
 
 /// Resources of one type by name. A persistent map: cloning it is O(1) and an insert copies
@@ -19,7 +19,7 @@ pub struct Snapshot {
     pub revision: u64,
     /// When this revision was published (`None` for the empty initial snapshot).
     pub published_at: Option<std::time::Instant>,
-    resources: [ResourceMap; 4],
+    resources: [ResourceMap; TYPE_COUNT],
 }
 
 impl Snapshot {

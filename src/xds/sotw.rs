@@ -15,7 +15,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 
 use super::ack::{Answer, Nack, UnknownType};
 use super::clients::{Summary, TypeInfo};
-use super::{Snapshot, TypeUrl};
+use super::{Snapshot, TYPE_COUNT, TypeUrl};
 
 /// Envoy's name for "every resource of the type".
 const WILDCARD: &str = "*";
@@ -23,7 +23,7 @@ const WILDCARD: &str = "*";
 /// One SotW stream's protocol state.
 #[derive(Debug, Default)]
 pub struct SotwState {
-    types: [TypeState; 4],
+    types: [TypeState; TYPE_COUNT],
     next_nonce: u64,
 }
 

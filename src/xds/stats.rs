@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::TypeUrl;
+use super::{TYPE_COUNT, TypeUrl};
 
 /// Upper bounds of the latency buckets, in seconds.
 pub const LATENCY_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
@@ -65,11 +65,11 @@ impl Histogram {
 /// Shared by every stream; reading never blocks a stream.
 #[derive(Debug)]
 pub struct XdsStats {
-    pushes: [AtomicU64; 4],
-    resources: [AtomicU64; 4],
-    nacks: [AtomicU64; 4],
-    push_latency: [Histogram; 4],
-    ack_latency: [Histogram; 4],
+    pushes: [AtomicU64; TYPE_COUNT],
+    resources: [AtomicU64; TYPE_COUNT],
+    nacks: [AtomicU64; TYPE_COUNT],
+    push_latency: [Histogram; TYPE_COUNT],
+    ack_latency: [Histogram; TYPE_COUNT],
 }
 
 impl Default for XdsStats {
