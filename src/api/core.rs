@@ -1,27 +1,36 @@
-//! The core kinds aixds reads, reduced to the fields it uses: Secret data, Service ports, Pod
-//! labels and address.
+//! The core kinds aixds reads, reduced to the fields it uses: Secret type and data, Service
+//! ports, Pod labels and address.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// Secret values, base64-decoded. `Debug` never prints a value.
+/// The Secret type of a TLS certificate and its key (`tls.crt`, `tls.key`).
+pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
+
+/// A Secret's type and values, base64-decoded. `Debug` never prints a value.
 #[derive(Clone, Default, PartialEq, Deserialize)]
 #[serde(try_from = "RawSecret")]
 pub struct SecretData {
+    /// `type`, `Opaque` when the manifest names none (as the API server defaults it).
+    pub type_: String,
     pub values: BTreeMap<String, Vec<u8>>,
 }
 
 impl fmt::Debug for SecretData {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map().entries(self.values.keys().map(|k| (k, "<redacted>"))).finish()
+        let values: BTreeMap<&String, &str> =
+            self.values.keys().map(|k| (k, "<redacted>")).collect();
+        f.debug_struct("SecretData").field("type", &self.type_).field("values", &values).finish()
     }
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawSecret {
+    #[serde(default, rename = "type")]
+    type_: Option<String>,
     #[serde(default)]
     data: BTreeMap<String, String>,
     #[serde(default)]
@@ -40,7 +49,8 @@ impl TryFrom<RawSecret> for SecretData {
         for (k, v) in raw.string_data {
             values.insert(k, v.into_bytes());
         }
-        Ok(SecretData { values })
+        let type_ = raw.type_.filter(|t| !t.is_empty()).unwrap_or_else(|| "Opaque".into());
+        Ok(SecretData { type_, values })
     }
 }
 
@@ -144,6 +154,9 @@ mod tests {
         let s: SecretData =
             serde_yaml::from_str("data: {apiKey: c2stc2VjcmV0}\nstringData: {b: x}").unwrap();
         assert_eq!(s.values["apiKey"], b"sk-secret");
+        assert_eq!(s.type_, "Opaque");
+        let tls: SecretData = serde_yaml::from_str("type: kubernetes.io/tls").unwrap();
+        assert_eq!(tls.type_, TLS_SECRET_TYPE);
         let dbg = format!("{s:?}");
         assert!(!dbg.contains("sk-secret") && dbg.contains("<redacted>"), "{dbg}");
         assert!(serde_yaml::from_str::<SecretData>("data: {a: '*'}").is_err());

@@ -16,6 +16,7 @@ mod backend_tls_policy;
 mod core;
 mod gateway;
 mod inference_pool;
+mod reference_grant;
 mod refs;
 
 pub use ai_gateway_route::*;
@@ -26,6 +27,7 @@ pub use backend_tls_policy::*;
 pub use core::*;
 pub use gateway::*;
 pub use inference_pool::*;
+pub use reference_grant::*;
 pub use refs::*;
 
 use std::fmt;
@@ -45,6 +47,7 @@ pub enum Kind {
     InferencePool,
     Gateway,
     GatewayClass,
+    ReferenceGrant,
     Secret,
     Service,
     Pod,
@@ -56,7 +59,7 @@ pub const INFERENCE_GROUP: &str = "inference.networking.k8s.io";
 pub const GATEWAY_API_GROUP: &str = "gateway.networking.k8s.io";
 
 impl Kind {
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::AIGatewayRoute,
         Kind::AIServiceBackend,
         Kind::BackendSecurityPolicy,
@@ -65,6 +68,7 @@ impl Kind {
         Kind::InferencePool,
         Kind::Gateway,
         Kind::GatewayClass,
+        Kind::ReferenceGrant,
         Kind::Secret,
         Kind::Service,
         Kind::Pod,
@@ -80,6 +84,7 @@ impl Kind {
             Kind::InferencePool => "InferencePool",
             Kind::Gateway => "Gateway",
             Kind::GatewayClass => "GatewayClass",
+            Kind::ReferenceGrant => "ReferenceGrant",
             Kind::Secret => "Secret",
             Kind::Service => "Service",
             Kind::Pod => "Pod",
@@ -94,7 +99,9 @@ impl Kind {
             }
             Kind::Backend => ENVOY_GATEWAY_GROUP,
             Kind::InferencePool => INFERENCE_GROUP,
-            Kind::Gateway | Kind::GatewayClass | Kind::BackendTLSPolicy => GATEWAY_API_GROUP,
+            Kind::Gateway | Kind::GatewayClass | Kind::BackendTLSPolicy | Kind::ReferenceGrant => {
+                GATEWAY_API_GROUP
+            }
             Kind::Secret | Kind::Service | Kind::Pod => "",
         }
     }
@@ -118,7 +125,7 @@ impl Kind {
             }
             Kind::Backend => &["v1alpha1"],
             Kind::InferencePool => &["v1"],
-            Kind::Gateway | Kind::GatewayClass => &["v1", "v1beta1"],
+            Kind::Gateway | Kind::GatewayClass | Kind::ReferenceGrant => &["v1", "v1beta1"],
             Kind::BackendTLSPolicy => &["v1", "v1alpha3"],
             Kind::Secret | Kind::Service | Kind::Pod => &["v1"],
         }
@@ -274,6 +281,7 @@ pub enum Spec {
     InferencePool(InferencePoolSpec),
     Gateway(GatewaySpec),
     GatewayClass(GatewayClassSpec),
+    ReferenceGrant(ReferenceGrantSpec),
     Secret(SecretData),
     Service(ServiceSpec),
     Pod(PodInfo),
@@ -405,6 +413,7 @@ fn parse_spec(kind: Kind, doc: &str) -> Result<Spec, ParseError> {
         Kind::InferencePool => Spec::InferencePool(spec(doc)?),
         Kind::Gateway => Spec::Gateway(spec(doc)?),
         Kind::GatewayClass => Spec::GatewayClass(spec(doc)?),
+        Kind::ReferenceGrant => Spec::ReferenceGrant(spec(doc)?),
         Kind::Service => Spec::Service(spec(doc)?),
         Kind::Secret => Spec::Secret(serde_yaml::from_str(doc)?),
         Kind::Pod => Spec::Pod(serde_yaml::from_str(doc)?),
@@ -462,6 +471,7 @@ mod tests {
     fn api_keys_are_checked_without_quoting_them() {
         let secret = |value: &[u8]| SecretData {
             values: [(API_KEY_SECRET_KEY.to_string(), value.to_vec())].into(),
+            ..Default::default()
         };
         assert_eq!(api_key(&secret(b"sk-1\n")), Ok("sk-1"));
         for bad in [&b""[..], b" \n", b"sk-\x01", b"sk\xff", b"sk-\xd0\xbc"] {

@@ -34,6 +34,10 @@ pub enum Reason {
     InvalidExtensionRef,
     /// A backend the rule relies on is itself unresolved or rejected.
     BackendNotResolved,
+    /// A listener's certificateRef names no usable `kubernetes.io/tls` Secret.
+    InvalidCertificateRef,
+    /// A reference into another namespace that no ReferenceGrant there permits.
+    RefNotPermitted,
     /// An Envoy rejected (NACKed) a resource compiled from the object; the message is
     /// "<node id>: <Envoy's error>".
     RejectedByEnvoy,

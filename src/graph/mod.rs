@@ -14,7 +14,14 @@
 //! Edges point from referrer to target and carry the [`RefKind`] (the field that made them).
 //! Two kinds are walked forward as well when computing the affected set: a policy's `targetRef`
 //! (the policy changes its target's output) and a route's `parentRef` (the route's Gateway
-//! output, without expanding to the Gateway's other routes).
+//! output, without expanding to the Gateway's other routes). A Gateway's `certificateRef` is
+//! walked back without expanding either: a certificate's change is the Gateway's, not its
+//! routes'.
+//!
+//! [`Graph::reference_permitted`] says whether a ReferenceGrant in another namespace permits a
+//! reference into it (a Gateway's certificateRefs need one); a grant's change affects the
+//! referrers it permits, before or after, found through an index of references by target
+//! namespace (`grants.rs`).
 //!
 //! An InferencePool selects Pods by labels in its namespace. Pods are indexed by label so that a
 //! pool change finds its pods without scanning the namespace, and pools by their selector's first
@@ -22,6 +29,7 @@
 
 mod conditions;
 pub mod export;
+mod grants;
 mod refs;
 
 pub use conditions::{Condition, ConditionType, Issue, Reason};
@@ -98,6 +106,8 @@ pub struct Graph {
     /// Kinds the source cannot have (a CRD not installed), with why: a missing reference to one
     /// says so.
     missing_kinds: HashMap<Kind, String>,
+    /// ReferenceGrants and references across namespaces (see `grants.rs`).
+    grants: grants::Grants,
 }
 
 /// The index key of a pool: its namespace and the first label of its selector.
@@ -136,6 +146,7 @@ impl Graph {
         self.g[idx].conflict = conflict;
         self.set_outgoing(idx, targets);
         self.index_selection(idx);
+        previous.extend(self.index_grant(idx));
         let affected = self.affected_from(idx, &previous);
         self.recompute_conditions(&affected);
         self.to_keys(&affected)
@@ -304,6 +315,7 @@ impl Graph {
 
     /// Replaces the node's declared references (all but pod selection) with `targets`.
     fn set_outgoing(&mut self, idx: NodeIndex, targets: Vec<(RefKind, ObjectKey)>) {
+        self.index_references(idx, &targets);
         let wanted: HashSet<(RefKind, NodeIndex)> =
             targets.iter().map(|(kind, key)| (*kind, self.ensure_node(key))).collect();
         // Edges that stay are left alone: unlinking an edge walks its target's edge list, which
@@ -334,8 +346,9 @@ impl Graph {
         }
     }
 
-    /// Takes a Pod or InferencePool out of the selection indexes and drops its selection edges.
-    /// Returns the pools that selected the node (for a Pod), which are affected by its change.
+    /// Takes a Pod or InferencePool out of the selection indexes and drops its selection edges,
+    /// or a ReferenceGrant out of the grant index. Returns what the node's change affects
+    /// besides its referrers: the pools that selected a Pod, the referrers a grant permitted.
     fn unindex(&mut self, idx: NodeIndex) -> Vec<NodeIndex> {
         let Some(object) = self.g[idx].object.clone() else { return Vec::new() };
         let ns = &object.key.namespace;
@@ -384,6 +397,7 @@ impl Graph {
                 }
                 Vec::new()
             }
+            Spec::ReferenceGrant(_) => self.unindex_grant(idx),
             _ => Vec::new(),
         }
     }
@@ -440,7 +454,8 @@ impl Graph {
     }
 
     /// The changed node, everything that transitively references it, the targets of policies
-    /// among those, and the parents of routes among those (not expanded further).
+    /// among those, and the parents of routes among those and the Gateways of certificates
+    /// among those (neither expanded further).
     fn affected_from(&self, start: NodeIndex, extra: &[NodeIndex]) -> Vec<NodeIndex> {
         let mut seen: HashSet<NodeIndex> = HashSet::new();
         let mut order = Vec::new();
@@ -453,7 +468,13 @@ impl Graph {
             }
             order.push(idx);
             for e in self.g.edges_directed(idx, Direction::Incoming) {
-                stack.push(e.source());
+                match e.weight() {
+                    // A certificate changes what its Gateway's listeners serve, not the routes
+                    // attached to the Gateway.
+                    RefKind::CertificateRef if seen.insert(e.source()) => order.push(e.source()),
+                    RefKind::CertificateRef => {}
+                    _ => stack.push(e.source()),
+                }
             }
             for e in self.g.edges_directed(idx, Direction::Outgoing) {
                 match e.weight() {

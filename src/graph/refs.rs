@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::{Condition, ConditionType, Graph, Issue, Reason};
 use crate::api::{
     AIGATEWAY_GROUP, BackendTarget, ENVOY_GATEWAY_GROUP, GATEWAY_API_GROUP, INFERENCE_GROUP, Kind,
-    Object, ObjectKey, SecurityPolicyType, Spec, api_key,
+    Object, ObjectKey, SecurityPolicyType, Spec, TlsMode, api_key,
 };
 
 /// The field a reference comes from.
@@ -25,6 +25,8 @@ pub enum RefKind {
     TargetRef,
     /// BackendSecurityPolicy → Secret.
     SecretRef,
+    /// Gateway → Secret, a listener's TLS certificate.
+    CertificateRef,
     /// InferencePool → endpoint picker Service.
     EndpointPickerRef,
     /// InferencePool → Pod, by label selector.
@@ -38,6 +40,7 @@ impl RefKind {
             RefKind::BackendRef => "backendRef",
             RefKind::TargetRef => "targetRef",
             RefKind::SecretRef => "secretRef",
+            RefKind::CertificateRef => "certificateRef",
             RefKind::EndpointPickerRef => "endpointPickerRef",
             RefKind::Selects => "selects",
         }
@@ -209,8 +212,25 @@ pub(super) fn references(object: &Object) -> (Vec<(RefKind, ObjectKey)>, Vec<Iss
             if let Err(message) = gateway.validate() {
                 issues.push(accepted_issue(Reason::Invalid, message));
             }
+            // Refs of another kind make no edge: the listener's conditions say what is wrong
+            // (`compile::secret::listener_certificates`).
+            let certificates = gateway
+                .listeners
+                .iter()
+                .filter_map(|l| l.tls.as_ref())
+                .filter(|tls| tls.mode == TlsMode::Terminate)
+                .flat_map(|tls| &tls.certificate_refs)
+                .filter(|r| r.group.as_deref().unwrap_or("") == "")
+                .filter(|r| r.kind.as_deref().unwrap_or("Secret") == "Secret");
+            for r in certificates {
+                refs.push((RefKind::CertificateRef, in_ns(Kind::Secret, &r.namespace, &r.name)));
+            }
         }
-        Spec::GatewayClass(_) | Spec::Secret(_) | Spec::Service(_) | Spec::Pod(_) => {}
+        Spec::GatewayClass(_)
+        | Spec::ReferenceGrant(_)
+        | Spec::Secret(_)
+        | Spec::Service(_)
+        | Spec::Pod(_) => {}
     }
     (refs, issues)
 }
@@ -227,7 +247,10 @@ pub(super) fn conditions(graph: &Graph, idx: NodeIndex) -> Vec<Condition> {
         reason: Reason::Conflict,
         message: message.clone(),
     });
-    if matches!(object.key.kind, Kind::Secret | Kind::Service | Kind::Pod | Kind::GatewayClass) {
+    if matches!(
+        object.key.kind,
+        Kind::Secret | Kind::Service | Kind::Pod | Kind::GatewayClass | Kind::ReferenceGrant
+    ) {
         return conflict.into_iter().collect();
     }
     let accepted = match node.issues.iter().find(|i| i.type_ == ConditionType::Accepted) {
@@ -323,7 +346,8 @@ fn reference_problem(
             RefKind::TargetRef => Reason::TargetNotFound,
             RefKind::SecretRef => Reason::SecretNotFound,
             RefKind::EndpointPickerRef => Reason::InvalidExtensionRef,
-            RefKind::Selects => return None,
+            // Reported on the listener, not the Gateway (`compile::secret`).
+            RefKind::CertificateRef | RefKind::Selects => return None,
         };
         let what = if kind == RefKind::EndpointPickerRef { "endpoint picker " } else { "" };
         return Some((

@@ -28,6 +28,7 @@ pub const WATCHED: &[Watched] = &[
     watched(Kind::BackendTLSPolicy, "backendtlspolicies", false),
     watched(Kind::Gateway, "gateways", false),
     watched(Kind::InferencePool, "inferencepools", true),
+    watched(Kind::ReferenceGrant, "referencegrants", false),
     Watched {
         kind: Kind::Secret,
         plural: "secrets",
