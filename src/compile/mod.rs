@@ -1,8 +1,8 @@
 //! The compiler: from the graph's objects to the Envoy resources served over ADS.
 //!
 //! Takes: the [`Graph`], and after each change the [`Affected`](crate::graph::Affected) keys.
-//! Gives: [`Update`]s for Listeners, RouteConfigurations, Clusters and ClusterLoadAssignments,
-//! removals included. Each resource type has its own file of pure functions; this module only
+//! Gives: [`Update`]s for Listeners, RouteConfigurations, Clusters, ClusterLoadAssignments and
+//! Secrets, removals included. Each resource type has its own file of pure functions; this module only
 //! decides what to recompile and remembers what it has emitted.
 //!
 //! What depends on what:
@@ -14,7 +14,11 @@
 //!   AIServiceBackend, and per InferencePool that a route names directly;
 //! - a fallback Cluster per route rule whose backendRefs have several priorities, kept in the
 //!   route's fragment: it depends on the route and on every backend the rule names, all of
-//!   which put the route in the affected set.
+//!   which put the route in the affected set;
+//! - a Secret (SDS) per `kubernetes.io/tls` Secret that a listener of an accepted Gateway serves
+//!   (`secret.rs`): it depends on the Secret and on the Gateways naming it, which a change of
+//!   the Secret or of a ReferenceGrant puts in the affected set. A Secret's change recompiles
+//!   its SDS resource and its Gateways' certificate sets, nothing else.
 //!
 //! Every listener runs the translation ext_proc's router phase before the router, and every
 //! AIServiceBackend cluster its upstream phase (`extproc.rs`); both call aixds over the
@@ -34,6 +38,7 @@ mod listener;
 mod local_reply;
 pub mod picker;
 mod route;
+mod secret;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -44,7 +49,7 @@ use envoy_types::pb::google::protobuf::Any;
 
 use crate::api::{Kind, ObjectKey};
 use crate::graph::Graph;
-use crate::xds::{Resource, TypeUrl, Update};
+use crate::xds::{Resource, TYPE_COUNT, TypeUrl, Update};
 
 pub use cluster::{backend_cluster_name, pool_cluster_name};
 pub use route::{NOT_FOUND_ANTHROPIC_BODY, NOT_FOUND_BODY, route_backend_id};
@@ -89,9 +94,13 @@ pub struct Compiler {
     ports: BTreeMap<u16, Vec<ObjectKey>>,
     /// One entry per AIGatewayRoute present in the graph, accepted or not.
     fragments: BTreeMap<ObjectKey, route::Fragment>,
+    /// Gateway → the Secrets its listeners serve (none when not accepted).
+    certificates: BTreeMap<ObjectKey, BTreeSet<ObjectKey>>,
+    /// Secret → the Gateways serving it; its SDS resource exists while there is one.
+    certificate_users: BTreeMap<ObjectKey, BTreeSet<ObjectKey>>,
     /// Names of the resources last emitted, per type, so that removals are sent only for what
     /// Envoy was given.
-    emitted: [BTreeSet<String>; 4],
+    emitted: [BTreeSet<String>; TYPE_COUNT],
 }
 
 impl Compiler {
@@ -103,6 +112,8 @@ impl Compiler {
     pub fn full(&mut self, graph: &Graph) -> Vec<Update> {
         let stale = std::mem::take(&mut self.emitted);
         self.fragments.clear();
+        self.certificates.clear();
+        self.certificate_users.clear();
         let mut out = Vec::new();
 
         self.gateways = graph
@@ -125,11 +136,18 @@ impl Compiler {
                 Kind::InferencePool => {
                     pools.insert(object.key.clone());
                 }
+                Kind::Gateway => {
+                    self.gateway_certificates(graph, &object.key);
+                }
                 _ => {}
             }
         }
         for pool in &pools {
             self.compile_pool(graph, pool, &mut out);
+        }
+        let secrets: Vec<ObjectKey> = self.certificate_users.keys().cloned().collect();
+        for key in &secrets {
+            self.compile_secret(graph, key, &mut out);
         }
         let ports: BTreeSet<u16> = self.ports.keys().copied().collect();
         self.assemble_routes(&ports, &mut out);
@@ -153,6 +171,7 @@ impl Compiler {
         // A route that stops naming a pool is no longer its referrer in the graph, so the pools
         // to check come from the route's old fragment as well as from the affected set.
         let mut pools: BTreeSet<ObjectKey> = BTreeSet::new();
+        let mut secrets: BTreeSet<ObjectKey> = BTreeSet::new();
 
         // The graph lists a route's Gateways among what the route affects, so a Gateway here
         // has not necessarily changed: compare what it contributes before redoing listeners.
@@ -185,6 +204,10 @@ impl Compiler {
                 Kind::AIServiceBackend => self.compile_backend(graph, key, &mut out),
                 Kind::InferencePool => {
                     pools.insert(key.clone());
+                }
+                Kind::Gateway => secrets.extend(self.gateway_certificates(graph, key)),
+                Kind::Secret => {
+                    secrets.insert(key.clone());
                 }
                 Kind::AIGatewayRoute => {
                     let new = graph
@@ -228,6 +251,9 @@ impl Compiler {
         }
         for pool in &pools {
             self.compile_pool(graph, pool, &mut out);
+        }
+        for key in &secrets {
+            self.compile_secret(graph, key, &mut out);
         }
         self.assemble_routes(&dirty_ports, &mut out);
         out
@@ -283,6 +309,41 @@ impl Compiler {
         match cluster::picker(graph, key, self.opts.picker_client_cert.as_ref()) {
             Some(picker) => self.put(out, TypeUrl::Cluster, picker),
             None => self.remove(out, TypeUrl::Cluster, picker::picker_cluster_name(key)),
+        }
+    }
+
+    /// Records the Secrets the Gateway `key` serves now; returns those it served before or
+    /// serves now, whose SDS resources may change.
+    fn gateway_certificates(&mut self, graph: &Graph, key: &ObjectKey) -> BTreeSet<ObjectKey> {
+        let now = secret::gateway_certificates(graph, key);
+        let before = match now.is_empty() {
+            true => self.certificates.remove(key),
+            false => self.certificates.insert(key.clone(), now.clone()),
+        };
+        let before = before.unwrap_or_default();
+        for gone in before.difference(&now) {
+            if let Some(users) = self.certificate_users.get_mut(gone) {
+                users.remove(key);
+                if users.is_empty() {
+                    self.certificate_users.remove(gone);
+                }
+            }
+        }
+        for secret in &now {
+            self.certificate_users.entry(secret.clone()).or_default().insert(key.clone());
+        }
+        before.union(&now).cloned().collect()
+    }
+
+    /// The SDS resource of the Secret `key` while a Gateway serves it.
+    fn compile_secret(&mut self, graph: &Graph, key: &ObjectKey, out: &mut Vec<Update>) {
+        let compiled = graph
+            .object(key)
+            .filter(|_| self.certificate_users.contains_key(key))
+            .and_then(|object| secret::tls_secret(key, object).ok());
+        match compiled {
+            Some(resource) => self.put(out, TypeUrl::Secret, resource),
+            None => self.remove(out, TypeUrl::Secret, secret::sds_name(key)),
         }
     }
 
