@@ -153,6 +153,8 @@ pub(crate) fn dump(updates: &[Update]) -> String {
             TypeUrl::ClusterLoadAssignment => {
                 out.push_str(&debug_dump(&ClusterLoadAssignment::decode(bytes).unwrap()))
             }
+            // A private key is never written into a golden file.
+            TypeUrl::Secret => out.push_str("(certificate and key not shown)\n"),
             TypeUrl::Cluster => {
                 let mut cluster = Cluster::decode(bytes).unwrap();
                 // Metadata is a HashMap: printed sorted, apart.

@@ -234,6 +234,11 @@ fn every_kind_parses_from_upstream_style_yaml() {
             "spec: {gatewayClassName: c, listeners: [{name: l, port: 80, protocol: HTTP}]}",
         ),
         ("gateway.networking.k8s.io/v1", "GatewayClass", "spec: {controllerName: c}"),
+        (
+            "gateway.networking.k8s.io/v1beta1",
+            "ReferenceGrant",
+            "spec: {from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: a}], to: [{group: '', kind: Secret}]}",
+        ),
         ("v1", "Secret", "data: {k: dg==}"),
         ("v1", "Service", "spec: {ports: [{port: 80, targetPort: 8080}], selector: {a: b}}"),
         ("v1", "Pod", "status: {podIP: 10.1.1.1, phase: Running}"),

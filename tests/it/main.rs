@@ -22,6 +22,7 @@ mod kubernetes;
 mod local_reply;
 mod picker;
 mod properties;
+mod sds;
 mod source;
 mod tls;
 mod translate;

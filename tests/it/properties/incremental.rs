@@ -1,6 +1,7 @@
 //! Incremental updates give what a fresh build gives: random sequences of object edits (apply
-//! and delete of routes, backends, policies, secrets, pools, pods, services and Gateways, whose
-//! references may or may not resolve), applied batch by batch as the run loop applies them
+//! and delete of routes, backends, policies, secrets (API keys and TLS certificates, usable or
+//! not), pools, pods, services, Gateways (with HTTPS listeners) and ReferenceGrants, whose
+//! references may or may not resolve or be permitted), applied batch by batch as the run loop applies them
 //! (`Change::apply_to`, then `Compiler::update` with the batch's affected keys), end in the same
 //! graph, conditions and compiled resources (byte for byte, with the objects each comes from)
 //! as building from the final objects, which itself gives the same in any order.
@@ -44,15 +45,47 @@ fn target() -> impl Strategy<Value = String> {
 }
 
 fn gateway() -> impl Strategy<Value = String> {
-    (name(), prop::sample::select(vec![8080u16, 8081]), prop::bool::weighted(0.85)).prop_map(
-        |(n, port, ours)| {
+    let https = prop::option::weighted(0.8, target()).prop_map(|certificate| match certificate {
+        Some(t) => format!(
+            ", {{name: https, protocol: HTTPS, port: 8443, tls: {{certificateRefs: [{{{t}}}]}}}}"
+        ),
+        None => String::new(),
+    });
+    (name(), prop::sample::select(vec![8080u16, 8081]), prop::bool::weighted(0.85), https)
+        .prop_map(|(n, port, ours, https)| {
             let class = if ours { "aixds" } else { "someone-else" };
             format!(
                 "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: {n}}}\n\
-                 spec: {{gatewayClassName: {class}, listeners: [{{name: http, protocol: HTTP, port: {port}}}]}}\n"
+                 spec: {{gatewayClassName: {class}, listeners: [{{name: http, protocol: HTTP, port: {port}}}{https}]}}\n"
             )
-        },
-    )
+        })
+}
+
+/// A `kubernetes.io/tls` Secret: a certificate with its own key, or with the other one.
+fn tls_secret() -> impl Strategy<Value = String> {
+    (name(), 0..2usize, prop::bool::weighted(0.75)).prop_map(|(n, crt, matching)| {
+        let key = if matching { crt } else { 1 - crt };
+        let pairs = &*crate::sds::PAIRS;
+        let crt = serde_json::to_string(&pairs[crt].0).unwrap();
+        let key = serde_json::to_string(&pairs[key].1).unwrap();
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {n}}}\ntype: kubernetes.io/tls\n\
+             stringData: {{tls.crt: {crt}, tls.key: {key}}}\n"
+        )
+    })
+}
+
+/// A grant of Secrets (one, or all) to the Gateways (or to another kind) of a namespace.
+fn reference_grant() -> impl Strategy<Value = String> {
+    let from = prop::sample::select(vec!["Gateway", "HTTPRoute"]);
+    (name(), from, namespace(), prop::option::of(name())).prop_map(|(n, kind, from, to)| {
+        let to = to.map(|t| format!(", name: {t}")).unwrap_or_default();
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {{name: {n}}}\n\
+             spec: {{from: [{{group: gateway.networking.k8s.io, kind: {kind}, namespace: {from}}}], \
+             to: [{{group: '', kind: Secret{to}}}]}}\n"
+        )
+    })
 }
 
 fn backend_ref() -> impl Strategy<Value = String> {
@@ -172,6 +205,9 @@ fn object() -> impl Strategy<Value = Object> {
         envoy_backend(),
         security_policy(),
         secret(),
+        tls_secret(),
+        tls_secret(),
+        reference_grant(),
         pool(),
         pod(),
         service(),
@@ -185,8 +221,9 @@ fn object() -> impl Strategy<Value = Object> {
     })
 }
 
-const KINDS: [Kind; 9] = [
+const KINDS: [Kind; 10] = [
     Kind::Gateway,
+    Kind::ReferenceGrant,
     Kind::AIGatewayRoute,
     Kind::AIServiceBackend,
     Kind::Backend,

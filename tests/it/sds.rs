@@ -1,0 +1,322 @@
+//! TLS certificates served over SDS: which Secrets the compiler emits for Gateway listeners
+//! (across namespaces only with a ReferenceGrant), what a Secret's rotation sends, and a real
+//! Envoy loading the emitted certificate. Certificates are made by openssl at test time.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::LazyLock;
+
+use aixds::api::{Kind, Object, ObjectKey};
+use aixds::compile::{CompileOptions, Compiler};
+use aixds::graph::Graph;
+use aixds::xds::{SnapshotStore, TypeUrl, Update};
+use envoy_types::pb::envoy::config::bootstrap::v3::{Bootstrap, bootstrap::StaticResources};
+use envoy_types::pb::envoy::config::core::v3::{
+    Address, DataSource, SocketAddress, TransportSocket, address, data_source, socket_address,
+    transport_socket,
+};
+use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, HttpFilter, http_connection_manager, http_filter,
+};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CommonTlsContext, DownstreamTlsContext, SdsSecretConfig, Secret, TlsCertificate, secret,
+};
+use envoy_types::util::pack_any;
+use prost::Message;
+
+use crate::builders::parse;
+use crate::harness::*;
+
+/// Two certificates with their keys, made once per test run: `(crt, key)` of a CA and of a
+/// server certificate it signs.
+pub(crate) static PAIRS: LazyLock<[(String, String); 2]> = LazyLock::new(|| {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = crate::tls::certificates(dir.path());
+    let read = |f: &str| std::fs::read_to_string(certs.join(f)).unwrap();
+    [(read("ca.crt"), read("ca.key")), (read("server.crt"), read("server.key"))]
+});
+
+/// A `kubernetes.io/tls` Secret holding `crt` and `key`.
+pub(crate) fn tls_secret_yaml(ns: &str, name: &str, crt: &str, key: &str) -> String {
+    // JSON strings are YAML double-quoted strings: the PEM's newlines survive.
+    let (crt, key) = (serde_json::to_string(crt).unwrap(), serde_json::to_string(key).unwrap());
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {ns}}}\n\
+         type: kubernetes.io/tls\nstringData: {{tls.crt: {crt}, tls.key: {key}}}\n"
+    )
+}
+
+fn tls_secret(ns: &str, name: &str, pair: usize) -> Object {
+    let (crt, key) = &PAIRS[pair];
+    parse(&tls_secret_yaml(ns, name, crt, key))
+}
+
+/// A Gateway in `ns` with an HTTPS listener serving the Secret `secret` (`name` or `ns/name`).
+fn gateway(ns: &str, secret: &str) -> Object {
+    let target = match secret.split_once('/') {
+        Some((secret_ns, name)) => format!("name: {name}, namespace: {secret_ns}"),
+        None => format!("name: {secret}"),
+    };
+    parse(&format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: {ns}}}\n\
+         spec: {{gatewayClassName: aixds, listeners: [{{name: https, protocol: HTTPS, port: 8443, \
+         tls: {{certificateRefs: [{{{target}}}]}}}}]}}\n"
+    ))
+}
+
+fn grant(from_ns: &str, ns: &str) -> Object {
+    parse(&format!(
+        "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {{name: certs, namespace: {ns}}}\n\
+         spec: {{from: [{{group: gateway.networking.k8s.io, kind: Gateway, namespace: {from_ns}}}], \
+         to: [{{group: '', kind: Secret}}]}}\n"
+    ))
+}
+
+/// A graph, its compiler and the store it publishes to, changed as the run loop changes them.
+struct Live {
+    graph: Graph,
+    compiler: Compiler,
+    store: SnapshotStore,
+}
+
+impl Live {
+    fn new(objects: Vec<Object>) -> Live {
+        let mut graph = Graph::new();
+        for o in objects {
+            graph.apply(o);
+        }
+        let mut compiler = Compiler::new(CompileOptions::default());
+        let store = SnapshotStore::new();
+        store.publish(compiler.full(&graph));
+        Live { graph, compiler, store }
+    }
+
+    /// Applies `object`; returns the names the publish changed.
+    fn apply(&mut self, object: Object) -> Vec<(TypeUrl, String)> {
+        let affected = self.graph.apply(object);
+        self.store.publish(self.compiler.update(&self.graph, &affected.keys))
+    }
+
+    fn delete(&mut self, key: &ObjectKey) -> Vec<(TypeUrl, String)> {
+        let affected = self.graph.delete(key);
+        self.store.publish(self.compiler.update(&self.graph, &affected.keys))
+    }
+
+    /// The served Secrets, by name.
+    fn secrets(&self) -> BTreeMap<String, TlsCertificate> {
+        self.store
+            .load()
+            .resources(TypeUrl::Secret)
+            .values()
+            .map(|r| {
+                (r.name.clone(), certificate(&Secret::decode(r.body.value.as_slice()).unwrap()))
+            })
+            .collect()
+    }
+
+    /// What a fresh build of the same objects serves: the incremental result must equal it.
+    fn assert_fresh(&self) {
+        let fresh = Compiler::new(CompileOptions::default()).full(&self.graph);
+        let mut want: Vec<(String, String)> = fresh
+            .iter()
+            .filter_map(|u| {
+                Some((format!("{} {}", u.type_url, u.name), u.resource.as_ref()?.version.clone()))
+            })
+            .collect();
+        want.sort();
+        let snapshot = self.store.load();
+        let got: Vec<(String, String)> =
+            snapshot.all().map(|(t, r)| (format!("{t} {}", r.name), r.version.clone())).collect();
+        assert_eq!(got, want);
+    }
+}
+
+fn certificate(secret: &Secret) -> TlsCertificate {
+    match &secret.r#type {
+        Some(secret::Type::TlsCertificate(c)) => c.clone(),
+        other => panic!("not a TLS certificate: {other:?}"),
+    }
+}
+
+/// The served chain's PEM.
+fn chain_pem(cert: &TlsCertificate) -> Vec<u8> {
+    match cert.certificate_chain.as_ref().and_then(|d| d.specifier.as_ref()) {
+        Some(data_source::Specifier::InlineBytes(b)) => b.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+const SDS_NAME: &str = "secret/certs/cert";
+
+#[test]
+fn a_certificate_in_another_namespace_is_served_only_while_a_grant_permits_it() {
+    let mut live = Live::new(vec![gateway("team", "certs/cert"), tls_secret("certs", "cert", 1)]);
+    assert!(live.secrets().is_empty(), "no grant: refused (RefNotPermitted)");
+    live.assert_fresh();
+
+    let changed = live.apply(grant("team", "certs"));
+    assert_eq!(changed, [(TypeUrl::Secret, SDS_NAME.to_string())]);
+    assert_eq!(live.secrets().keys().collect::<Vec<_>>(), [SDS_NAME]);
+    let served = chain_pem(&live.secrets()[SDS_NAME]);
+    assert!(String::from_utf8(served).unwrap().starts_with("-----BEGIN CERTIFICATE-----\n"));
+    live.assert_fresh();
+
+    // A grant for another namespace's Gateways permits nothing here.
+    live.apply(grant("someone-else", "certs"));
+    assert!(live.secrets().is_empty());
+    live.assert_fresh();
+    live.apply(grant("team", "certs"));
+    assert_eq!(live.secrets().len(), 1);
+
+    let changed = live.delete(&ObjectKey::new(Kind::ReferenceGrant, "certs", "certs"));
+    assert_eq!(changed, [(TypeUrl::Secret, SDS_NAME.to_string())]);
+    assert!(live.secrets().is_empty(), "refused again");
+    live.assert_fresh();
+}
+
+#[test]
+fn rotating_a_certificate_sends_only_its_secret() {
+    let mut live = Live::new(vec![gateway("certs", "cert"), tls_secret("certs", "cert", 0)]);
+    let before = chain_pem(&live.secrets()[SDS_NAME]);
+    let listeners = live.store.load().resources(TypeUrl::Listener).clone();
+
+    let changed = live.apply(tls_secret("certs", "cert", 1));
+    assert_eq!(changed, [(TypeUrl::Secret, SDS_NAME.to_string())], "the listener is untouched");
+    assert_ne!(chain_pem(&live.secrets()[SDS_NAME]), before);
+    assert_eq!(live.store.load().resources(TypeUrl::Listener), &listeners);
+    live.assert_fresh();
+
+    // A key that does not match its certificate: the Secret is no longer served.
+    let (crt, _) = &PAIRS[0];
+    let (_, key) = &PAIRS[1];
+    let changed = live.apply(parse(&tls_secret_yaml("certs", "cert", crt, key)));
+    assert_eq!(changed, [(TypeUrl::Secret, SDS_NAME.to_string())]);
+    assert!(live.secrets().is_empty());
+    live.assert_fresh();
+
+    live.apply(tls_secret("certs", "cert", 0));
+    assert_eq!(chain_pem(&live.secrets()[SDS_NAME]), before);
+    let changed = live.delete(&ObjectKey::new(Kind::Gateway, "certs", "gw"));
+    assert!(changed.contains(&(TypeUrl::Secret, SDS_NAME.to_string())), "{changed:?}");
+    assert!(live.secrets().is_empty(), "no Gateway serves it");
+    live.assert_fresh();
+}
+
+#[test]
+fn secrets_nobody_serves_and_opaque_secrets_are_never_sent() {
+    let opaque = parse(
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: cert, namespace: certs}\nstringData: {apiKey: sk-1}\n",
+    );
+    let live = Live::new(vec![tls_secret("certs", "unused", 0), gateway("certs", "cert"), opaque]);
+    assert!(live.secrets().is_empty());
+}
+
+/// The emitted Secret as Envoy would hold it from SDS: a static secret named by a TLS
+/// listener's `tls_certificate_sds_secret_configs`.
+fn tls_bootstrap(secret: Secret) -> Bootstrap {
+    let tls = DownstreamTlsContext {
+        common_tls_context: Some(CommonTlsContext {
+            tls_certificate_sds_secret_configs: vec![SdsSecretConfig {
+                name: secret.name.clone(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let hcm = HttpConnectionManager {
+        stat_prefix: "tls".into(),
+        route_specifier: Some(http_connection_manager::RouteSpecifier::RouteConfig(
+            RouteConfiguration::default(),
+        )),
+        http_filters: vec![HttpFilter {
+            name: "envoy.filters.http.router".into(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(Router::default()))),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let listener = Listener {
+        name: "tls".into(),
+        address: Some(Address {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: "127.0.0.1".into(),
+                port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(
+                    free_port(),
+                ))),
+                ..Default::default()
+            })),
+        }),
+        filter_chains: vec![FilterChain {
+            filters: vec![Filter {
+                name: "envoy.filters.network.http_connection_manager".into(),
+                config_type: Some(filter::ConfigType::TypedConfig(pack_any(hcm))),
+            }],
+            transport_socket: Some(TransportSocket {
+                name: "envoy.transport_sockets.tls".into(),
+                config_type: Some(transport_socket::ConfigType::TypedConfig(pack_any(tls))),
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    Bootstrap {
+        static_resources: Some(StaticResources {
+            listeners: vec![listener],
+            secrets: vec![secret],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn envoy_validate(bootstrap: &Bootstrap) -> Result<(), String> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bootstrap.pb");
+    std::fs::write(&path, bootstrap.encode_to_vec()).unwrap();
+    let out = Command::new(envoy_bin())
+        .args(["--mode", "validate", "--log-level", "warn", "-c"])
+        .arg(&path)
+        .output()
+        .expect("envoy runs");
+    match out.status.success() {
+        true => Ok(()),
+        false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+    }
+}
+
+#[test]
+fn envoy_loads_the_certificate_it_is_served() {
+    let live = Live::new(vec![gateway("certs", "cert"), tls_secret("certs", "cert", 1)]);
+    let snapshot = live.store.load();
+    let resource = snapshot.get(TypeUrl::Secret, SDS_NAME).expect("served");
+    let served = Secret::decode(resource.body.value.as_slice()).unwrap();
+    envoy_validate(&tls_bootstrap(served.clone())).unwrap();
+
+    // The check bites: the same certificate with the other key is refused by Envoy.
+    let mut mismatched = certificate(&served);
+    let (_, key) = &PAIRS[0];
+    mismatched.private_key = Some(DataSource {
+        specifier: Some(data_source::Specifier::InlineBytes(key.clone().into_bytes())),
+        ..Default::default()
+    });
+    let bad = Secret { r#type: Some(secret::Type::TlsCertificate(mismatched)), ..served };
+    assert!(envoy_validate(&tls_bootstrap(bad)).is_err(), "Envoy checks the key");
+}
+
+#[test]
+fn compiled_updates_never_debug_print_a_key() {
+    let live = Live::new(vec![gateway("certs", "cert"), tls_secret("certs", "cert", 1)]);
+    let updates: Vec<Update> = Compiler::new(CompileOptions::default()).full(&live.graph);
+    let printed = format!("{updates:?}");
+    let (_, key) = &PAIRS[1];
+    let lines: Vec<&str> = key.lines().filter(|l| !l.starts_with("-----")).collect();
+    assert!(!lines.is_empty());
+    for line in lines {
+        assert!(!printed.contains(line), "{printed}");
+    }
+    assert!(printed.contains(SDS_NAME));
+}
