@@ -24,7 +24,7 @@
 //!
 //! **No secrets.** The graph views carry object keys, references and conditions, never specs;
 //! the xDS views carry names, versions, sizes and sources, never resource bodies (a cluster's
-//! headers may carry credentials).
+//! headers may carry credentials, a Secret's body is a private key).
 
 pub mod html;
 pub mod metrics;

@@ -13,6 +13,10 @@ use aixds::graph::export::{self, View};
 use aixds::run::{RunOptions, Running};
 use aixds::xds::{Resource, TypeUrl, Update};
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::core::v3::{Node, data_source};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{Secret, secret};
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use prost::Message;
 
 use crate::compat::golden;
@@ -558,6 +562,64 @@ async fn html_page_works_in_headless_chromium() {
     assert!(std::fs::metadata(&shot).map(|m| m.len() > 1000).unwrap_or(false), "screenshot saved");
 }
 
+/// The routes' Gateway, with an HTTPS listener serving the Secret `tls-cert`.
+const HTTPS_GATEWAY: &str = "\
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: envoy-ai-gateway-basic, namespace: default}
+spec:
+  gatewayClassName: aixds
+  listeners:
+  - {name: https, protocol: HTTPS, port: 8443, tls: {certificateRefs: [{name: tls-cert}]}}
+";
+
+/// Subscribes to the SDS Secret `name` as Envoy does (delta ADS, by name), ACKs it, and
+/// returns the private key it was sent; the stream stays open, so the Envoy is listed.
+async fn fetch_private_key(
+    xds: SocketAddr,
+    name: &str,
+) -> (Vec<u8>, tokio::sync::mpsc::Sender<DeltaDiscoveryRequest>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut client =
+        AggregatedDiscoveryServiceClient::connect(format!("http://{xds}")).await.unwrap();
+    let mut responses = client
+        .delta_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    tx.send(DeltaDiscoveryRequest {
+        node: Some(Node { id: "sds-envoy".into(), ..Default::default() }),
+        type_url: TypeUrl::Secret.as_str().into(),
+        resource_names_subscribe: vec![name.into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let response = responses.message().await.unwrap().expect("a response");
+    tx.send(DeltaDiscoveryRequest {
+        type_url: response.type_url.clone(),
+        response_nonce: response.nonce.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let body = response.resources[0].resource.as_ref().expect("a body");
+    let secret = Secret::decode(body.value.as_slice()).unwrap();
+    let Some(secret::Type::TlsCertificate(certificate)) = secret.r#type else {
+        panic!("not a certificate: {secret:?}")
+    };
+    let key = match certificate.private_key.and_then(|k| k.specifier) {
+        Some(data_source::Specifier::InlineBytes(bytes)) => bytes,
+        other => panic!("{other:?}"),
+    };
+    (key, tx)
+}
+
+/// The base64 lines of a PEM private key.
+fn key_lines(pem: &str) -> Vec<String> {
+    pem.lines().filter(|l| !l.starts_with("-----")).map(String::from).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_endpoint_serves_a_secret_value() {
     const SECRET: &str = "sk-test-SECRET-VALUE-123";
@@ -566,8 +628,23 @@ async fn no_endpoint_serves_a_secret_value() {
     assert!(text.contains(SECRET));
     let dir = tempfile::tempdir().unwrap();
     write_atomic(dir.path().join("openai.yaml"), text);
+    let (crt, key) = &crate::sds::PAIRS[1];
+    let tls = crate::sds::tls_secret_yaml("default", "tls-cert", crt, key);
+    write_atomic(dir.path().join("https.yaml"), format!("{HTTPS_GATEWAY}---\n{tls}"));
     let running = start_plain(dir.path()).await;
     let admin = running.admin_addr.unwrap();
+
+    // The key is served over SDS, to an Envoy that asks for it by name.
+    let (served, _stream) =
+        fetch_private_key(running.xds_addr.unwrap(), "secret/default/tls-cert").await;
+    let served = String::from_utf8(served).unwrap();
+    let private = key_lines(key);
+    // The key's first line as JSON or Debug would print bytes: numbers with "," or ", ".
+    let numbers: Vec<String> = private[0].bytes().map(|b| b.to_string()).collect();
+    let private_as_numbers = [numbers.join(","), numbers.join(", ")];
+    assert_eq!(key_lines(&served).concat(), private.concat(), "the key Envoy gets");
+    let xds = get_json(admin, "/debug/xds?type=Secret&name=secret/default/tls-cert").await;
+    assert_eq!(xds["sources"], serde_json::json!(["Secret/default/tls-cert"]));
 
     let graph = get_json(admin, "/debug/graph").await;
     let mut paths: Vec<String> =
@@ -589,10 +666,20 @@ async fn no_endpoint_serves_a_secret_value() {
         }
     }
     assert!(paths.len() > 10, "{paths:?}");
+    assert!(paths.iter().any(|p| p.contains("type=Secret&name=secret/default/tls-cert")));
+    assert!(paths.iter().any(|p| p.contains("Secret/default/tls-cert")), "{paths:?}");
+    let clients = get(admin, "/debug/xds").await.body;
+    assert!(clients.contains("sds-envoy") && clients.contains("secret/default/tls-cert"));
     for path in paths {
         let r = get(admin, &path).await;
         assert_eq!(r.status, 200, "{path}: {}", r.body);
         assert!(!r.body.contains(SECRET), "{path} serves the secret");
+        for line in &private {
+            assert!(!r.body.contains(line.as_str()), "{path} serves the private key");
+        }
+        for bytes in &private_as_numbers {
+            assert!(!r.body.contains(bytes.as_str()), "{path} serves the private key's bytes");
+        }
     }
     running.shutdown().await;
 }
