@@ -1,5 +1,6 @@
 //! What `aixds serve` reads and when it says it is ready, against the test API server: the
-//! Secret and Pod filters, `--namespace`, `--no-status`, and `/readyz` while a watch relists.
+//! Secret and Pod filters, `--namespace`, `--no-status`, ReferenceGrants coming and going, and
+//! `/readyz` while a watch relists.
 //! Each test asserts what aixds made of the objects (its graph, its admin endpoints) and what
 //! the API server was asked (paths, selectors, PATCHes).
 
@@ -9,6 +10,7 @@ use std::net::SocketAddr;
 use aixds::kube::KubeOptions;
 use aixds::kube::lease::LeaseOptions;
 use aixds::kube::rbac::{POD_FIELD_SELECTOR, SECRET_FIELD_SELECTOR, WATCHED};
+use aixds::xds::TypeUrl;
 use serde_json::{Value, json};
 
 use crate::harness::*;
@@ -283,5 +285,45 @@ async fn readyz_is_503_while_a_watch_relists_after_a_dropped_connection_and_200_
     wait_present(&running, "Backend/default/a", false).await;
     let metrics = request(admin.port(), "GET", "/metrics", &[], "").await.unwrap().body;
     assert!(!metrics.contains("aixds_kube_watch_failures_total 0"), "{metrics}");
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reference_grant_that_appears_and_disappears_permits_then_refuses_a_certificate() {
+    let api = TestApi::new().await;
+    api.apply_yaml(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+         metadata: {name: gw, namespace: team}\n\
+         spec: {gatewayClassName: aixds, listeners: [{name: https, protocol: HTTPS, port: 8443, \
+         tls: {certificateRefs: [{name: cert, namespace: certs}]}}]}\n",
+    );
+    let (crt, key) = &crate::sds::PAIRS[1];
+    api.apply_yaml(&crate::sds::tls_secret_yaml("certs", "cert", crt, key));
+    let running = start(&api, None).await;
+    let served = |running: &aixds::run::Running| {
+        running.store.load().get(TypeUrl::Secret, "secret/certs/cert").is_some()
+    };
+    assert!(present(&running, "Secret/certs/cert"));
+    assert!(!served(&running), "no grant: the certificate is not served");
+
+    api.apply_yaml(
+        "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\n\
+         metadata: {name: gateways, namespace: certs}\n\
+         spec: {from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: team}], \
+         to: [{group: '', kind: Secret, name: cert}]}\n",
+    );
+    eventually(10, "the granted certificate is served", || async {
+        served(&running).then_some(())
+    })
+    .await;
+    let graph = admin_get(running.admin_addr.unwrap().port(), "/debug/graph").await;
+    assert!(graph.contains("ReferenceGrant/certs/gateways"), "{graph}");
+
+    assert!(api.delete("ReferenceGrant", "certs", "gateways"));
+    wait_present(&running, "ReferenceGrant/certs/gateways", false).await;
+    eventually(10, "the certificate is no longer served", || async {
+        (!served(&running)).then_some(())
+    })
+    .await;
     running.shutdown().await;
 }

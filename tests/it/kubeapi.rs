@@ -73,6 +73,15 @@ pub const BACKEND: Resource = crd("gateway.envoyproxy.io", "v1alpha1", "Backend"
 pub const BACKEND_TLS_POLICY: Resource = crd("gateway.networking.k8s.io", "v1", "BackendTLSPolicy");
 pub const GATEWAY: Resource = crd("gateway.networking.k8s.io", "v1", "Gateway");
 pub const INFERENCE_POOL: Resource = crd("inference.networking.k8s.io", "v1", "InferencePool");
+/// Served at v1beta1 only, as by Gateway API releases before v1 of the kind.
+pub const REFERENCE_GRANT: Resource = Resource {
+    group: "gateway.networking.k8s.io",
+    version: "v1beta1",
+    kind: "ReferenceGrant",
+    plural: "referencegrants",
+    namespaced: true,
+    status: false,
+};
 pub const SECRET: Resource = core("Secret", "secrets", false);
 pub const SERVICE: Resource = core("Service", "services", true);
 pub const POD: Resource = core("Pod", "pods", true);
@@ -112,6 +121,7 @@ pub fn all_resources() -> Vec<Resource> {
         BACKEND_TLS_POLICY,
         GATEWAY,
         INFERENCE_POOL,
+        REFERENCE_GRANT,
         SECRET,
         SERVICE,
         POD,
