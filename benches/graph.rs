@@ -141,6 +141,7 @@ fn gateway(ns: &str) -> Object {
             hostname: None,
             port: 8080,
             protocol: "HTTP".into(),
+            tls: None,
         }],
     };
     object(Kind::Gateway, ns, GATEWAY, BTreeMap::new(), Spec::Gateway(spec))
@@ -282,7 +283,13 @@ fn secret(group: usize) -> Object {
     )]);
     let name = format!("secret-{group}");
     let ns = namespace(group);
-    object(Kind::Secret, &ns, &name, BTreeMap::new(), Spec::Secret(SecretData { values }))
+    object(
+        Kind::Secret,
+        &ns,
+        &name,
+        BTreeMap::new(),
+        Spec::Secret(SecretData { type_: "Opaque".into(), values }),
+    )
 }
 
 fn pool_label(group: usize) -> String {

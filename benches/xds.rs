@@ -85,6 +85,7 @@ fn gateway() -> Object {
             hostname: None,
             port: PORT,
             protocol: "HTTP".into(),
+            tls: None,
         }],
     };
     object(Kind::Gateway, GATEWAY, Spec::Gateway(spec))

@@ -339,7 +339,7 @@ mod tests {
     fn compiled(object: &Object) -> Result<TlsCertificate, String> {
         let resource = tls_secret(&object.key, object)?;
         assert_eq!(resource.name, "secret/default/cert");
-        assert_eq!(resource.sources, [object.key.clone()]);
+        assert_eq!(resource.sources, std::slice::from_ref(&object.key));
         let decoded = Secret::decode(resource.body.value.as_slice()).unwrap();
         assert_eq!(decoded.name, resource.name);
         match decoded.r#type {

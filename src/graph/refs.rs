@@ -220,7 +220,7 @@ pub(super) fn references(object: &Object) -> (Vec<(RefKind, ObjectKey)>, Vec<Iss
                 .filter_map(|l| l.tls.as_ref())
                 .filter(|tls| tls.mode == TlsMode::Terminate)
                 .flat_map(|tls| &tls.certificate_refs)
-                .filter(|r| r.group.as_deref().unwrap_or("") == "")
+                .filter(|r| r.group.as_deref().unwrap_or("").is_empty())
                 .filter(|r| r.kind.as_deref().unwrap_or("Secret") == "Secret");
             for r in certificates {
                 refs.push((RefKind::CertificateRef, in_ns(Kind::Secret, &r.namespace, &r.name)));
