@@ -179,7 +179,9 @@ async fn endpoints_answer() {
     );
     assert_eq!(one["version"], clusters["resources"][0]["version"]);
     assert_eq!(get(admin, "/debug/xds?type=Cluster&name=nope").await.status, 404);
-    assert_eq!(get(admin, "/debug/xds?type=Secret").await.status, 400);
+    assert_eq!(get(admin, "/debug/xds?type=VirtualHost").await.status, 400);
+    let secrets = get_json(admin, "/debug/xds?type=Secret").await;
+    assert_eq!(secrets["types"][0]["resources"], serde_json::json!([]), "no listener serves one");
 
     let explain = get(admin, "/debug/explain?object=AIGatewayRoute/default/r").await;
     assert!(
