@@ -1,22 +1,27 @@
 //! TLS certificates served over SDS: which Secrets the compiler emits for Gateway listeners
-//! (across namespaces only with a ReferenceGrant), what a Secret's rotation sends, and a real
-//! Envoy loading the emitted certificate. Certificates are made by openssl at test time.
+//! (across namespaces only with a ReferenceGrant), what a Secret's rotation sends, a real Envoy
+//! loading the emitted certificate, and a real Envoy fetching it over ADS for a TLS listener and
+//! serving the rotated one. Certificates are made by openssl at test time.
 
 use std::collections::BTreeMap;
 use std::process::Command;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use aixds::api::{Kind, Object, ObjectKey};
+use aixds::bootstrap::BootstrapOptions;
 use aixds::compile::{CompileOptions, Compiler};
 use aixds::graph::Graph;
-use aixds::xds::{SnapshotStore, TypeUrl, Update};
+use aixds::xds::{AdsServer, Resource, SnapshotStore, TypeUrl, Update};
 use envoy_types::pb::envoy::config::bootstrap::v3::{Bootstrap, bootstrap::StaticResources};
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::{
-    Address, DataSource, SocketAddress, TransportSocket, address, data_source, socket_address,
-    transport_socket,
+    Address, AggregatedConfigSource, ApiVersion, ConfigSource, DataSource, SocketAddress,
+    TransportSocket, address, config_source, data_source, socket_address, transport_socket,
 };
 use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
-use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::config::route::v3::{
+    DirectResponseAction, Route, RouteConfiguration, RouteMatch, VirtualHost, route, route_match,
+};
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, http_connection_manager, http_filter,
@@ -319,4 +324,145 @@ fn compiled_updates_never_debug_print_a_key() {
         assert!(!printed.contains(line), "{printed}");
     }
     assert!(printed.contains(SDS_NAME));
+}
+
+/// A listener on `port` terminating TLS with the certificate `sds_name`, fetched over ADS, and
+/// answering every request with 200 `tls ok`.
+fn sds_listener(port: u16, sds_name: &str) -> Listener {
+    let tls = DownstreamTlsContext {
+        common_tls_context: Some(CommonTlsContext {
+            tls_certificate_sds_secret_configs: vec![SdsSecretConfig {
+                name: sds_name.into(),
+                sds_config: Some(ConfigSource {
+                    resource_api_version: ApiVersion::V3 as i32,
+                    config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(
+                        AggregatedConfigSource {},
+                    )),
+                    ..Default::default()
+                }),
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut listener =
+        tls_bootstrap(Secret::default()).static_resources.unwrap().listeners.remove(0);
+    listener.name = "sds-probe".into();
+    listener.address = Some(Address {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            address: "127.0.0.1".into(),
+            port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(port))),
+            ..Default::default()
+        })),
+    });
+    let chain = &mut listener.filter_chains[0];
+    chain.transport_socket = Some(TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(pack_any(tls))),
+    });
+    let Some(filter::ConfigType::TypedConfig(any)) = &chain.filters[0].config_type else {
+        unreachable!()
+    };
+    let mut hcm = HttpConnectionManager::decode(any.value.as_slice()).unwrap();
+    hcm.route_specifier =
+        Some(http_connection_manager::RouteSpecifier::RouteConfig(RouteConfiguration {
+            virtual_hosts: vec![VirtualHost {
+                name: "all".into(),
+                domains: vec!["*".into()],
+                routes: vec![Route {
+                    r#match: Some(RouteMatch {
+                        path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
+                        ..Default::default()
+                    }),
+                    action: Some(route::Action::DirectResponse(DirectResponseAction {
+                        status: 200,
+                        body: Some(DataSource {
+                            specifier: Some(data_source::Specifier::InlineString("tls ok".into())),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }));
+    chain.filters[0].config_type = Some(filter::ConfigType::TypedConfig(pack_any(hcm)));
+    listener
+}
+
+/// The subject of the certificate the TLS server on `port` presents, if a handshake succeeds.
+fn presented_subject(port: u16) -> Option<String> {
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-servername", "gw.test"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let subject = text.lines().find_map(|l| l.strip_prefix("subject="))?;
+    Some(subject.replace(' ', ""))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_fetches_the_certificate_over_ads_and_serves_the_rotated_one() {
+    let mut live = Live::new(vec![gateway("certs", "cert"), tls_secret("certs", "cert", 1)]);
+    // Only the Secrets aixds compiled, and a TLS listener naming one, as HTTPS listeners will.
+    let store = Arc::new(SnapshotStore::new());
+    let port = free_port();
+    let probe = sds_listener(port, SDS_NAME);
+    let secrets = |live: &Live| -> Vec<Update> {
+        let snapshot = live.store.load();
+        let resources = snapshot.resources(TypeUrl::Secret).values();
+        resources
+            .map(|r| Update {
+                type_url: TypeUrl::Secret,
+                name: r.name.clone(),
+                resource: Some((**r).clone()),
+            })
+            .collect()
+    };
+    let mut updates = secrets(&live);
+    assert_eq!(updates.len(), 1);
+    // A cluster, so that Envoy's first CDS answer comes at once and listeners follow.
+    let cluster = Cluster { name: "probe".into(), ..Default::default() };
+    updates.push(Update {
+        type_url: TypeUrl::Cluster,
+        name: cluster.name.clone(),
+        resource: Some(Resource::new(cluster.name.clone(), &cluster, vec![])),
+    });
+    updates.push(Update {
+        type_url: TypeUrl::Listener,
+        name: probe.name.clone(),
+        resource: Some(Resource::new(probe.name.clone(), &probe, vec![])),
+    });
+    store.publish(updates);
+
+    let server = AdsServer::new(Arc::clone(&store));
+    let ads = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let xds_address = ads.local_addr().unwrap().to_string();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(server.into_service())
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(ads)),
+    );
+    let _envoy = start_envoy(&BootstrapOptions {
+        xds_address,
+        admin_port: free_port(),
+        ..Default::default()
+    });
+    let subject = eventually(20, "Envoy serves TLS with the certificate from SDS", || async {
+        presented_subject(port)
+    })
+    .await;
+    assert_eq!(subject, "CN=server");
+
+    // Rotation: the new Secret alone is published; the listener is not touched.
+    let changed = live.apply(tls_secret("certs", "cert", 0));
+    assert_eq!(changed, [(TypeUrl::Secret, SDS_NAME.to_string())]);
+    store.publish(secrets(&live));
+    eventually(20, "Envoy serves the rotated certificate", || async {
+        (presented_subject(port)? == "CN=aixdstestCA").then_some(())
+    })
+    .await;
 }
