@@ -85,6 +85,7 @@ fn gateway() -> Object {
             hostname: None,
             port: PORT,
             protocol: "HTTP".into(),
+            ..Default::default()
         }],
     };
     object(Kind::Gateway, GATEWAY, Spec::Gateway(spec))

@@ -67,6 +67,24 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Why a Secret cannot serve as a listener's certificate (`tls.crt` and `tls.key` in PEM), if
+/// it cannot. Never quotes the Secret's values.
+pub fn tls_certificate_problem(secret: &SecretData) -> Option<String> {
+    let pem = |key: &str, label: &str| {
+        let value = secret.values.get(key)?;
+        let text = std::str::from_utf8(value).ok()?;
+        text.contains("-----BEGIN ").then_some(())?;
+        text.contains(label).then_some(())
+    };
+    if pem("tls.crt", "CERTIFICATE-----").is_none() {
+        return Some("has no PEM certificate under \"tls.crt\"".into());
+    }
+    if pem("tls.key", "PRIVATE KEY-----").is_none() {
+        return Some("has no PEM private key under \"tls.key\"".into());
+    }
+    None
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceSpec {

@@ -134,6 +134,10 @@ pub enum Command {
         /// Serve no endpoint picker (pools then need one deployed apart).
         #[arg(long, conflicts_with = "picker_address")]
         no_picker: bool,
+        /// Program only the Gateways whose GatewayClass has this `controllerName` [default:
+        /// every Gateway in the files, whatever its class].
+        #[arg(long, value_name = "NAME")]
+        controller_name: Option<String>,
         #[command(flatten)]
         drain: DrainArgs,
     },
@@ -200,6 +204,15 @@ pub enum Command {
         /// Have Envoy write one JSON line per request to PATH (see `aixds run --help`).
         #[arg(long, value_name = "PATH")]
         access_log: Option<String>,
+        /// Program only the Gateways whose GatewayClass has this `controllerName`, and write
+        /// status only on them, on those GatewayClasses and on what attaches to them: Gateways
+        /// of other controllers are left to those.
+        #[arg(long, value_name = "NAME", default_value = crate::api::DEFAULT_CONTROLLER_NAME)]
+        controller_name: String,
+        /// The Service (NAMESPACE/NAME) in front of the Envoys, whose address Gateways report in
+        /// `status.addresses` (the Helm chart passes its Envoy Service).
+        #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_service)]
+        gateway_service: Option<crate::api::ObjectKey>,
         #[command(flatten)]
         drain: DrainArgs,
     },
@@ -409,6 +422,13 @@ pub enum LogFormat {
     Json,
 }
 
+fn parse_service(s: &str) -> Result<crate::api::ObjectKey, String> {
+    let (namespace, name) = s.split_once('/').ok_or("expected NAMESPACE/NAME")?;
+    let key = crate::api::ObjectKey::new(crate::api::Kind::Service, namespace, name);
+    key.validate()?;
+    Ok(key)
+}
+
 fn parse_key(s: &str) -> Result<crate::api::ObjectKey, String> {
     crate::api::ObjectKey::parse(s).ok_or_else(|| {
         format!("{s:?} is not Kind/namespace/name (or Kind/name for cluster-scoped kinds)")
@@ -497,6 +517,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             access_log,
             picker_address,
             no_picker,
+            controller_name,
             drain,
         } => {
             let envoy = match no_envoy {
@@ -528,6 +549,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     default_port,
                     access_log,
                     picker_client_cert,
+                    controller_name,
                 },
                 envoy,
                 extproc: crate::extproc::ExtProcOptions { max_body_bytes: max_request_body },
@@ -556,6 +578,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             picker_address,
             no_picker,
             access_log,
+            controller_name,
+            gateway_service,
             drain,
         } => {
             let identity = identity
@@ -586,6 +610,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             discovery_interval.max(1),
                         ),
                         status,
+                        gateway_service,
                     },
                 )),
                 grpc: Some(grpc),
@@ -595,6 +620,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     default_port,
                     access_log,
                     picker_client_cert,
+                    controller_name: Some(controller_name),
                 },
                 envoy,
                 extproc: crate::extproc::ExtProcOptions { max_body_bytes: max_request_body },

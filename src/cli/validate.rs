@@ -35,7 +35,7 @@ pub fn file_messages(source: &ManifestSource) -> Vec<String> {
 
 /// A condition that keeps a backend from being served: its credential cannot be had.
 fn refused(c: &Condition) -> bool {
-    !c.status
+    !c.is_good()
         && matches!(
             c.reason,
             Reason::SecretNotFound | Reason::InvalidSecret | Reason::InvalidPolicy

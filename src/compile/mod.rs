@@ -34,6 +34,7 @@ mod listener;
 mod local_reply;
 pub mod picker;
 mod route;
+mod secret;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -47,6 +48,7 @@ use crate::graph::Graph;
 use crate::xds::{Resource, TypeUrl, Update};
 
 pub use cluster::{backend_cluster_name, pool_cluster_name};
+pub use listener::name as listener_name;
 pub use route::{NOT_FOUND_ANTHROPIC_BODY, NOT_FOUND_BODY, route_backend_id};
 
 /// How much of one request or response Envoy holds per connection. The ext_proc phases buffer
@@ -66,6 +68,9 @@ pub struct CompileOptions {
     /// Envoy's client certificate (paths in Envoy's filesystem), presented to every endpoint
     /// picker over TLS: aixds's own picker requires it when aixds requires mutual TLS.
     pub picker_client_cert: Option<crate::bootstrap::ClientCert>,
+    /// The GatewayClass `controllerName` whose Gateways aixds programs (see
+    /// [`Graph::with_controller`]); `None` programs every Gateway.
+    pub controller_name: Option<String>,
 }
 
 impl Default for CompileOptions {
@@ -75,6 +80,7 @@ impl Default for CompileOptions {
             default_port: 1975,
             access_log: None,
             picker_client_cert: None,
+            controller_name: None,
         }
     }
 }
@@ -83,10 +89,12 @@ impl Default for CompileOptions {
 #[derive(Debug, Default)]
 pub struct Compiler {
     opts: CompileOptions,
-    /// Every Gateway present → the listener ports it contributes (none when not accepted).
-    gateways: BTreeMap<ObjectKey, Vec<u16>>,
-    /// Listener port → the Gateways that declare it (empty for the default listener).
-    ports: BTreeMap<u16, Vec<ObjectKey>>,
+    /// Every Gateway present → the listeners Envoy serves of it (none when it is not accepted
+    /// or another controller's).
+    gateways: BTreeMap<ObjectKey, Vec<listener::Served>>,
+    /// Listener port → the listeners served there (the default listener alone when there is no
+    /// Gateway).
+    ports: BTreeMap<u16, Vec<listener::Served>>,
     /// One entry per AIGatewayRoute present in the graph, accepted or not.
     fragments: BTreeMap<ObjectKey, route::Fragment>,
     /// Names of the resources last emitted, per type, so that removals are sent only for what
@@ -169,12 +177,16 @@ impl Compiler {
         }
         if gateways_changed {
             let ports = listener::ports(&self.gateways, &self.opts);
-            if !ports.keys().eq(self.ports.keys()) {
-                // Routes without parentRefs attach to every port, and nothing else would tell
-                // them the ports changed.
-                dirty_ports.extend(self.ports.keys().chain(ports.keys()));
-                for (key, fragment) in self.fragments.iter_mut() {
-                    fragment.ports = route::attached_ports(graph, key, &ports);
+            dirty_ports.extend(
+                self.ports.keys().chain(ports.keys()).filter(|p| self.ports.get(p) != ports.get(p)),
+            );
+            // Routes without parentRefs attach to every listener, and nothing else would tell
+            // them the listeners changed.
+            for (key, fragment) in self.fragments.iter_mut() {
+                let attachments = route::attachments(graph, key, &ports);
+                if attachments != fragment.attachments {
+                    dirty_ports.extend(fragment.attachments.keys().chain(attachments.keys()));
+                    fragment.attachments = attachments;
                 }
             }
             self.ports = ports;
@@ -213,7 +225,7 @@ impl Compiler {
                     }
                     if old.as_ref() != new {
                         for fragment in old.iter().chain(new) {
-                            dirty_ports.extend(&fragment.ports);
+                            dirty_ports.extend(fragment.attachments.keys());
                         }
                     }
                     for name in gone {
@@ -243,8 +255,11 @@ impl Compiler {
         for name in gone {
             self.remove(out, TypeUrl::Listener, name);
         }
-        let listeners: Vec<Resource> =
-            self.ports.iter().map(|(p, gws)| listener::compile(&self.opts, *p, gws)).collect();
+        let listeners: Vec<Resource> = self
+            .ports
+            .iter()
+            .map(|(p, served)| listener::compile(&self.opts, *p, served))
+            .collect();
         for resource in listeners {
             self.put(out, TypeUrl::Listener, resource);
         }

@@ -89,7 +89,7 @@ impl View {
         };
         let mut merged = node.conditions().to_vec();
         for c in extra {
-            match merged.iter_mut().find(|m| m.type_ == c.type_ && m.status) {
+            match merged.iter_mut().find(|m| m.type_ == c.type_ && m.is_good()) {
                 Some(m) => *m = c.clone(),
                 None => merged.push(c.clone()),
             }
@@ -147,7 +147,7 @@ pub fn to_dot_view(graph: &Graph, view: &View) -> String {
     for n in view.nodes(graph) {
         let (style, color) = if n.is_placeholder() {
             ("dashed", "grey")
-        } else if view.conditions(n).iter().all(|c| c.status) {
+        } else if view.conditions(n).iter().all(|c| c.is_good()) {
             ("rounded", "darkgreen")
         } else {
             ("\"rounded,bold\"", "red")

@@ -22,6 +22,7 @@
 
 mod conditions;
 pub mod export;
+pub mod listeners;
 mod refs;
 
 pub use conditions::{Condition, ConditionType, Issue, Reason};
@@ -98,6 +99,8 @@ pub struct Graph {
     /// Kinds the source cannot have (a CRD not installed), with why: a missing reference to one
     /// says so.
     missing_kinds: HashMap<Kind, String>,
+    /// The GatewayClass `controllerName` whose Gateways are aixds's; `None`: every Gateway is.
+    controller: Option<String>,
 }
 
 /// The index key of a pool: its namespace and the first label of its selector.
@@ -109,6 +112,86 @@ fn pool_label(ns: &str, pool: &crate::api::InferencePoolSpec) -> Option<(String,
 impl Graph {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A graph that takes as its own only the Gateways whose GatewayClass names `controller`
+    /// (`None`: every Gateway, as with manifest files the user chose).
+    pub fn with_controller(controller: Option<String>) -> Self {
+        Graph { controller, ..Self::default() }
+    }
+
+    /// Whether the Gateway `key` is aixds's to program and report on: every Gateway when the
+    /// graph has no controller name, else those whose GatewayClass exists and names it.
+    pub fn owns_gateway(&self, key: &ObjectKey) -> bool {
+        let Some(controller) = &self.controller else { return true };
+        let Some(Spec::Gateway(gateway)) = self.object(key).map(|o| &o.spec) else { return false };
+        let class = ObjectKey::new(Kind::GatewayClass, "", &gateway.gateway_class_name);
+        matches!(self.object(&class).map(|o| &o.spec),
+            Some(Spec::GatewayClass(c)) if c.controller_name == *controller)
+    }
+
+    /// Whether the GatewayClass `key` is aixds's (see [`Graph::owns_gateway`]).
+    pub fn owns_class(&self, key: &ObjectKey) -> bool {
+        match (&self.controller, self.object(key).map(|o| &o.spec)) {
+            (_, None) => false,
+            (None, _) => true,
+            (Some(controller), Some(Spec::GatewayClass(c))) => c.controller_name == *controller,
+            (Some(_), Some(_)) => false,
+        }
+    }
+
+    /// Whether status about `key` is another controller's to write: it is a Gateway or
+    /// GatewayClass of another controller, or it serves only routes and Gateways that are.
+    /// Objects nothing attaches to a Gateway are aixds's to report on.
+    pub fn foreign(&self, key: &ObjectKey) -> bool {
+        if self.controller.is_none() {
+            return false;
+        }
+        let Some(&start) = self.index.get(key) else { return false };
+        let mut seen: HashSet<NodeIndex> = HashSet::from([start]);
+        let mut stack = vec![start];
+        let (mut anchors, mut ours) = (0usize, 0usize);
+        while let Some(idx) = stack.pop() {
+            let node_key = &self.g[idx].key;
+            let anchor = match node_key.kind {
+                Kind::GatewayClass => Some(self.owns_class(node_key)),
+                Kind::Gateway => Some(self.owns_gateway(node_key)),
+                Kind::AIGatewayRoute => {
+                    let parents = listeners::route_parents(self, node_key);
+                    Some(parents.is_empty() || parents.iter().any(|p| !p.foreign))
+                }
+                _ => None,
+            };
+            if let Some(owned) = anchor {
+                anchors += 1;
+                ours += usize::from(owned);
+                continue;
+            }
+            // Upwards: what references this object, and what a policy among those targets.
+            let next = self
+                .g
+                .edges_directed(idx, Direction::Incoming)
+                .filter(|e| *e.weight() != RefKind::Selects)
+                .map(|e| e.source())
+                .chain(
+                    self.g
+                        .edges_directed(idx, Direction::Outgoing)
+                        .filter(|e| *e.weight() == RefKind::TargetRef)
+                        .map(|e| e.target()),
+                );
+            for n in next.collect::<Vec<_>>() {
+                if seen.insert(n) {
+                    stack.push(n);
+                }
+            }
+        }
+        anchors > 0 && ours == 0
+    }
+
+    /// Whether `from` may reference `to` in another namespace: a ReferenceGrant in `to`'s
+    /// namespace must allow it. aixds reads no ReferenceGrant yet, so none is allowed.
+    pub fn reference_permitted(&self, from: &ObjectKey, to: &ObjectKey) -> bool {
+        from.namespace == to.namespace
     }
 
     /// Adds or replaces an object and returns what it affects.

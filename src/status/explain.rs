@@ -85,7 +85,7 @@ pub fn explain(
 fn state(node: &Node, view: &View) -> &'static str {
     if node.is_placeholder() {
         "missing"
-    } else if view.conditions(node).iter().all(|c| c.status) {
+    } else if view.conditions(node).iter().all(|c| c.is_good()) {
         "ok"
     } else if !node.accepted() {
         "not accepted"

@@ -113,6 +113,7 @@ async fn start_plain(dir: &Path) -> Running {
             default_port: 1975,
             access_log: None,
             picker_client_cert: None,
+            controller_name: None,
         },
         envoy: None,
         extproc: Default::default(),

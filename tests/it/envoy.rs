@@ -72,6 +72,7 @@ pub(crate) async fn start_gateway(dir: &Path, port: u16, sotw: bool, node_id: &s
             default_port: port,
             access_log: None,
             picker_client_cert: None,
+            controller_name: None,
         },
         envoy: Some(EnvoyOptions {
             binary: envoy_bin(),

@@ -72,6 +72,14 @@ pub const BACKEND_SECURITY_POLICY: Resource =
 pub const BACKEND: Resource = crd("gateway.envoyproxy.io", "v1alpha1", "Backend");
 pub const BACKEND_TLS_POLICY: Resource = crd("gateway.networking.k8s.io", "v1", "BackendTLSPolicy");
 pub const GATEWAY: Resource = crd("gateway.networking.k8s.io", "v1", "Gateway");
+pub const GATEWAY_CLASS: Resource = Resource {
+    group: "gateway.networking.k8s.io",
+    version: "v1",
+    kind: "GatewayClass",
+    plural: "gatewayclasses",
+    namespaced: false,
+    status: true,
+};
 pub const INFERENCE_POOL: Resource = crd("inference.networking.k8s.io", "v1", "InferencePool");
 pub const SECRET: Resource = core("Secret", "secrets", false);
 pub const SERVICE: Resource = core("Service", "services", true);
@@ -111,6 +119,7 @@ pub fn all_resources() -> Vec<Resource> {
         BACKEND,
         BACKEND_TLS_POLICY,
         GATEWAY,
+        GATEWAY_CLASS,
         INFERENCE_POOL,
         SECRET,
         SERVICE,
