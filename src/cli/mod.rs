@@ -3,7 +3,7 @@
 mod explain;
 mod validate;
 
-pub use validate::{Loaded, Report, load};
+pub use validate::{Loaded, Report, condition_line, load};
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::graph::listeners::listeners;
 use crate::graph::{Condition, Graph, Reason, export};
 use crate::source::{Location, ManifestSource, RootError};
 
@@ -40,6 +41,16 @@ fn refused(c: &Condition) -> bool {
             c.reason,
             Reason::SecretNotFound | Reason::InvalidSecret | Reason::InvalidPolicy
         )
+}
+
+/// `Type=Status`, then `Reason: message` when there is a message.
+pub fn condition_line(c: &Condition) -> String {
+    let status = if c.status { "True" } else { "False" };
+    if c.message.is_empty() {
+        format!("{:?}={status}", c.type_)
+    } else {
+        format!("{:?}={status} {:?}: {}", c.type_, c.reason, c.message)
+    }
 }
 
 pub struct Report<'a> {
@@ -83,11 +94,12 @@ impl<'a> Report<'a> {
                 source.locations(&node.key).iter().map(Location::to_string).collect();
             let _ = writeln!(out, "{} ({})", node.key, places.join(", "));
             for c in node.conditions() {
-                let status = if c.status { "True" } else { "False" };
-                if c.message.is_empty() {
-                    let _ = writeln!(out, "  {:?}={status}", c.type_);
-                } else {
-                    let _ = writeln!(out, "  {:?}={status} {:?}: {}", c.type_, c.reason, c.message);
+                let _ = writeln!(out, "  {}", condition_line(c));
+            }
+            for l in listeners(graph, &node.key) {
+                let _ = writeln!(out, "  listener {:?}:", l.spec.name);
+                for c in &l.conditions {
+                    let _ = writeln!(out, "    {}", condition_line(c));
                 }
             }
         }
@@ -111,7 +123,7 @@ impl<'a> Report<'a> {
             .into_iter()
             .filter(|n| !n.is_placeholder())
             .map(|n| ObjectJson {
-                node: export::node_json(n),
+                node: export::node_json(graph, n),
                 locations: source.locations(&n.key).iter().map(Location::to_string).collect(),
             })
             .collect();

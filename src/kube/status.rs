@@ -27,9 +27,8 @@ use super::rbac::WATCHED;
 use super::watch::Served;
 use crate::admin::RunMetrics;
 use crate::api::{GATEWAY_API_GROUP, Kind, ObjectKey, Spec};
-use crate::graph::{Condition, ConditionType, Graph, Reason, RefKind, listeners};
-use crate::status::Delivery;
-use crate::xds::{Clients, SnapshotStore, TypeUrl};
+use crate::graph::{Condition, ConditionType, Graph, RefKind, listeners};
+use crate::xds::{Clients, SnapshotStore};
 
 /// How often rejections are looked at between batches.
 pub const RECHECK: Duration = Duration::from_secs(2);
@@ -249,51 +248,12 @@ impl GatewayStatus<'_> {
         generation: i64,
         times: &mut TransitionTimes,
     ) -> Value {
-        let produced = self.produced.get(key).map(Vec::as_slice).unwrap_or_default();
-        let listener_resources: Vec<&crate::status::Produced> =
-            produced.iter().filter(|p| p.type_url == TypeUrl::Listener).collect();
-        let programmed = |name: &str| -> Condition {
-            match listener_resources.iter().find(|p| p.name == name) {
-                None => Condition::failed(
-                    ConditionType::Programmed,
-                    Reason::Invalid,
-                    "nothing of it is served",
-                ),
-                Some(p) if p.envoys.iter().any(|e| e.state == Delivery::Rejected) => {
-                    Condition::failed(
-                        ConditionType::Programmed,
-                        Reason::Invalid,
-                        format!("an Envoy rejected Listener {}", p.name),
-                    )
-                }
-                Some(p) if p.envoys.iter().any(|e| e.state == Delivery::Acked) => {
-                    Condition::ok(ConditionType::Programmed)
-                }
-                Some(p) => Condition::failed(
-                    ConditionType::Programmed,
-                    Reason::Pending,
-                    format!("no Envoy has ACKed Listener {} yet", p.name),
-                ),
-            }
-        };
+        let programmed = crate::status::programmed(self.graph, key, self.produced);
         let states = listeners::listeners(self.graph, key);
         let mut listeners_json = Vec::new();
-        let mut ports_programmed = Vec::new();
-        for l in &states {
-            let resource = crate::compile::listener_name(l.spec.port);
+        for (l, p) in states.iter().zip(&programmed.listeners) {
             let mut conds = l.conditions.clone();
-            let p = match l.usable() {
-                true => programmed(&resource),
-                false => Condition::failed(
-                    ConditionType::Programmed,
-                    Reason::Invalid,
-                    "the listener is not served",
-                ),
-            };
-            if l.usable() {
-                ports_programmed.push(p.clone());
-            }
-            conds.push(p);
+            conds.push(p.clone());
             let conds: Vec<Value> = conds
                 .iter()
                 .map(|c| condition_json(c, generation, times.at_part(key, &l.spec.name, c)))
@@ -310,15 +270,7 @@ impl GatewayStatus<'_> {
         }
         let mut top: Vec<Condition> =
             conditions.iter().filter(|c| c.type_ == ConditionType::Accepted).cloned().collect();
-        top.push(match ports_programmed.iter().find(|c| !c.is_good()) {
-            Some(c) => c.clone(),
-            None if ports_programmed.is_empty() => Condition::failed(
-                ConditionType::Programmed,
-                Reason::Invalid,
-                "no listener is served",
-            ),
-            None => Condition::ok(ConditionType::Programmed),
-        });
+        top.push(programmed.gateway);
         let top: Vec<Value> =
             top.iter().map(|c| condition_json(c, generation, times.at(key, c))).collect();
         json!({ "conditions": top, "listeners": listeners_json, "addresses": self.addresses })

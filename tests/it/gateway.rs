@@ -329,6 +329,32 @@ fn without_a_controller_name_every_gateway_is_programmed() {
     assert!(!graph.foreign(&key(Kind::Gateway, "gw")));
 }
 
+#[test]
+fn validate_and_explain_show_each_listener_with_its_conditions() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gw.yaml");
+    let docs =
+        [gateway("gw", "any", &["http:HTTP:8080", "raw:TCP:9000"]), route("r", "gw", &[], "a")];
+    write_atomic(&file, docs.join("---\n") + "---\n" + &backend("a", "10.0.0.1", 80));
+    let path = file.to_str().unwrap();
+    let (code, out, _) = crate::cli::aixds(&["validate", path]);
+    assert_eq!(code, 0, "a Gateway with one listener left out still serves: {out}");
+    assert!(
+        out.contains("  listener \"raw\":\n    Accepted=False UnsupportedProtocol: protocol TCP"),
+        "{out}"
+    );
+    assert!(out.contains("  listener \"http\":\n    Accepted=True\n"), "{out}");
+    let (code, json, _) = crate::cli::aixds(&["validate", "-o", "json", path]);
+    assert_eq!(code, 0);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let gw = json["objects"].as_array().unwrap().iter().find(|o| o["kind"] == "Gateway").unwrap();
+    assert_eq!(gw["listeners"][1]["conditions"][0]["reason"], "UnsupportedProtocol", "{gw}");
+    let (code, text, _) = crate::cli::aixds(&["explain", "Gateway/default/gw", path]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("Listeners:\n  http (HTTP *:8080)\n    Accepted=True"), "{text}");
+    assert!(text.contains("  raw (TCP *:9000)\n    Accepted=False UnsupportedProtocol"), "{text}");
+}
+
 /// A real Envoy: two teams share one Gateway by host name, a wildcard listener takes the rest of
 /// its domain, and a route outside every listener's hostname serves nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -384,6 +410,15 @@ async fn envoy_routes_one_model_by_host_name() {
     .await;
     assert_eq!(served("a.example.com").await, Ok("B".into()), "now the wildcard's");
     assert_eq!(rejected_updates(gw.admin).await, 0, "Envoy rejected no config");
+
+    // The debug graph shows the Gateway programmed, with its listeners.
+    let admin = gw.running.admin_addr.unwrap().port();
+    let graph = request(admin, "GET", "/debug/graph", &[], "").await.unwrap().json();
+    let node = graph["nodes"].as_array().unwrap().iter().find(|n| n["kind"] == "Gateway").unwrap();
+    let programmed =
+        node["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Programmed");
+    assert_eq!(programmed.map(|c| c["status"].clone()), Some("True".into()), "{node}");
+    assert_eq!(node["listeners"][0]["hostname"], "*.example.com", "{node}");
     gw.running.shutdown().await;
 }
 
