@@ -2,6 +2,7 @@
 //! as Envoy virtual hosts, and a real Envoy routing by host name.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 use aixds::api::{Kind, ObjectKey};
 use aixds::compile::{CompileOptions, Compiler};
@@ -17,6 +18,33 @@ use crate::envoy::{edit, start_gateway};
 use crate::harness::*;
 
 const CONTROLLER: &str = "aixds.io/gateway-controller";
+
+/// A self-signed certificate for `host` and its private key, in PEM, made by openssl once per
+/// host and test run.
+pub(crate) fn certificate(host: &str) -> (String, String) {
+    static MADE: Mutex<BTreeMap<String, (String, String)>> = Mutex::new(BTreeMap::new());
+    let mut made = MADE.lock().unwrap_or_else(|e| e.into_inner());
+    made.entry(host.to_string())
+        .or_insert_with(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let out = std::process::Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
+                .args(["-nodes", "-keyout", "key.pem", "-out", "cert.pem", "-days", "1"])
+                .args([
+                    "-subj",
+                    &format!("/CN={host}"),
+                    "-addext",
+                    &format!("subjectAltName=DNS:{host}"),
+                ])
+                .current_dir(dir.path())
+                .output()
+                .expect("run openssl (hack/install.sh installs it)");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
+            (read("cert.pem"), read("key.pem"))
+        })
+        .clone()
+}
 
 fn class(name: &str, controller: &str) -> String {
     format!(
