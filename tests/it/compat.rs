@@ -5,7 +5,7 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use aixds::api::{Kind, ObjectKey};
-use aixds::cli::{Loaded, Report, load};
+use aixds::cli::{Loaded, Report, Verdict, load};
 
 fn compat_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/compat/envoy-ai-gateway")
@@ -137,7 +137,7 @@ fn basic_examples() {
             )
         ]
     );
-    assert!(!Report::new(&loaded).ok());
+    assert_eq!(Report::new(&loaded).verdict(), Verdict::Problems);
     assert_eq!(
         loaded.source.set().skipped().count(),
         3,
@@ -158,7 +158,11 @@ fn inference_pool_examples() {
                 .to_string()
         )]
     );
-    assert!(Report::new(&loaded).ok(), "an unresolved reference does not reject the route");
+    assert_eq!(
+        Report::new(&loaded).verdict(),
+        Verdict::Problems,
+        "the pool is in none of the files"
+    );
     let kinds: Vec<&str> = loaded.source.set().skipped().map(|s| s.kind.as_str()).collect();
     assert!(kinds.contains(&"InferenceObjective") && kinds.contains(&"Deployment"), "{kinds:?}");
 }
