@@ -2,6 +2,8 @@
 
 use std::process::Command;
 
+use crate::compat::compat_dir;
+
 fn aixds(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_aixds"))
         .args(args)
@@ -126,6 +128,45 @@ fn validate_help_lists_the_exit_codes() {
     {
         assert!(stdout.contains(line), "{line:?} in {stdout}");
     }
+}
+
+/// Our own fixture sets validate cleanly, as a user would run them.
+#[test]
+fn validate_fixture_sets_succeeds() {
+    for set in ["tests/fixtures/manifests/basic", "tests/fixtures/manifests/inference-pool"] {
+        let (code, stdout, _) = aixds(&["validate", set]);
+        assert_eq!(code, 0, "{set}: {stdout}");
+    }
+}
+
+/// The upstream InferencePool route names a pool that is in none of its files: it fails until
+/// the pool is supplied.
+#[test]
+fn validate_upstream_pool_route_passes_once_its_pool_is_supplied() {
+    let Some(compat) = compat_dir() else { return };
+    let base = compat.join("inference-pool-base.yaml");
+    let route = compat.join("inference-pool-aigwroute.yaml");
+    let (base, route) = (base.to_str().unwrap(), route.to_str().unwrap());
+    let (code, stdout, _) = aixds(&["validate", base, route]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains(
+            "ResolvedRefs=False BackendNotFound: InferencePool default/vllm-llama3-8b-instruct not found"
+        ),
+        "{stdout}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let pool = dir.path().join("pool.yaml");
+    std::fs::write(
+        &pool,
+        "apiVersion: inference.networking.k8s.io/v1\nkind: InferencePool\n\
+         metadata: {name: vllm-llama3-8b-instruct, namespace: default}\n\
+         spec: {targetPorts: [{number: 8000}], selector: {matchLabels: {app: vllm-llama3}}}\n",
+    )
+    .unwrap();
+    let (code, stdout, _) = aixds(&["validate", base, route, pool.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}");
 }
 
 #[test]
