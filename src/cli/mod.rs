@@ -3,7 +3,7 @@
 mod explain;
 mod validate;
 
-pub use validate::{Loaded, Report, condition_line, load};
+pub use validate::{Loaded, Report, Verdict, condition_line, load};
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -34,12 +34,22 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 #[allow(clippy::large_enum_variant, reason = "one value, parsed once per process")]
 pub enum Command {
-    /// Check manifests: print every object with its conditions; exit 1 if any object is not
-    /// accepted or a file does not parse.
+    /// Check manifests: print every object's conditions; exit 1 on a problem, 2 if unreadable.
     ///
     /// PATHs are YAML/JSON files or directories (read recursively). Kinds aixds does not read
     /// (Deployments, ConfigMaps, ...) are skipped with one warning each. References may cross
-    /// files and namespaces; a reference without a namespace means the referrer's.
+    /// files and namespaces; a reference without a namespace means the referrer's. Give every
+    /// file that will be applied together: a reference to an object in none of them fails.
+    ///
+    /// Exit codes:
+    ///   0  every object is Accepted, defined once, and resolves every reference.
+    ///   1  a problem in the manifests: an object not Accepted, an unresolved reference
+    ///      (ResolvedRefs=False: a missing object, a Secret without its key, ...), an object
+    ///      defined differently in two files, an invalid name, or a document that does not
+    ///      parse (bad YAML included: it is reported with its file and line like any other).
+    ///   2  the input cannot be read: a PATH that does not exist (nothing is checked), or a
+    ///      file that cannot be read (permissions, not UTF-8 text; the others are reported).
+    #[command(verbatim_doc_comment)]
     Validate {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
@@ -465,7 +475,13 @@ fn log_directive(var: impl Fn(&str) -> Option<String>) -> Option<(&'static str, 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Validate { paths, output } => {
-            let loaded = load(paths)?;
+            let loaded = match load(paths) {
+                Ok(loaded) => loaded,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(Verdict::Unreadable.exit_code()));
+                }
+            };
             let report = Report::new(&loaded);
             let mut stdout = std::io::stdout().lock();
             match output {
@@ -477,7 +493,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     writeln!(stdout)?;
                 }
             }
-            Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(ExitCode::from(report.verdict().exit_code()))
         }
         Command::Graph { paths, format, focus, depth } => {
             use crate::graph::export::{View, to_dot_view, to_json_view};

@@ -15,9 +15,10 @@ use aixds::xds::{Resource, TypeUrl, Update};
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use prost::Message;
 
-use crate::compat::golden;
 use crate::envoy::{manifests, start_gateway};
+use crate::golden::golden;
 use crate::harness::*;
+use crate::manifests::fixture_dir;
 
 /// A route to a pool that does not exist and to a backend that resolves.
 const MISSING_POOL: &str = "\
@@ -561,12 +562,22 @@ async fn html_page_works_in_headless_chromium() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_endpoint_serves_a_secret_value() {
-    const SECRET: &str = "sk-test-SECRET-VALUE-123";
-    let compat = repo().join("../shared/compat/envoy-ai-gateway/basic-openai.yaml");
-    let text = std::fs::read_to_string(compat).unwrap().replace("OPENAI_API_KEY", SECRET);
-    assert!(text.contains(SECRET));
+    // Each placeholder key of the fixtures becomes a value that must never be served.
     let dir = tempfile::tempdir().unwrap();
-    write_atomic(dir.path().join("openai.yaml"), text);
+    let mut secrets = Vec::new();
+    for entry in std::fs::read_dir(fixture_dir("basic")).unwrap() {
+        let path = entry.unwrap().path();
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        for provider in ["openai", "anthropic", "azure"] {
+            let secret = format!("sk-test-SECRET-{provider}-123");
+            if text.contains(&format!("placeholder-{provider}-key")) {
+                text = text.replace(&format!("placeholder-{provider}-key"), &secret);
+                secrets.push(secret);
+            }
+        }
+        write_atomic(dir.path().join(path.file_name().unwrap()), text);
+    }
+    assert_eq!(secrets.len(), 3, "{secrets:?}");
     let running = start_plain(dir.path()).await;
     let admin = running.admin_addr.unwrap();
 
@@ -593,7 +604,9 @@ async fn no_endpoint_serves_a_secret_value() {
     for path in paths {
         let r = get(admin, &path).await;
         assert_eq!(r.status, 200, "{path}: {}", r.body);
-        assert!(!r.body.contains(SECRET), "{path} serves the secret");
+        for secret in &secrets {
+            assert!(!r.body.contains(secret), "{path} serves {secret}");
+        }
     }
     running.shutdown().await;
 }

@@ -366,14 +366,14 @@ fn validate_and_explain_show_each_listener_with_its_conditions() {
     write_atomic(&file, docs.join("---\n") + "---\n" + &backend("a", "10.0.0.1", 80));
     let path = file.to_str().unwrap();
     let (code, out, _) = crate::cli::aixds(&["validate", path]);
-    assert_eq!(code, 0, "a Gateway with one listener left out still serves: {out}");
+    assert_eq!(code, 1, "a listener left out is a problem, though the Gateway serves: {out}");
     assert!(
         out.contains("  listener \"raw\":\n    Accepted=False UnsupportedProtocol: protocol TCP"),
         "{out}"
     );
     assert!(out.contains("  listener \"http\":\n    Accepted=True\n"), "{out}");
     let (code, json, _) = crate::cli::aixds(&["validate", "-o", "json", path]);
-    assert_eq!(code, 0);
+    assert_eq!(code, 1);
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
     let gw = json["objects"].as_array().unwrap().iter().find(|o| o["kind"] == "Gateway").unwrap();
     assert_eq!(gw["listeners"][1]["conditions"][0]["reason"], "UnsupportedProtocol", "{gw}");
