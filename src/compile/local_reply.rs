@@ -43,7 +43,7 @@ const ANTHROPIC_PATH: &str = r"(/anthropic)?/v1/messages/?(\?.*)?";
 
 /// Statuses whose error type in either schema differs from the type of their class (any 5xx
 /// like 500, anything else like 400); see `translate::error`.
-const TYPED_STATUSES: [u16; 7] = [401, 403, 404, 413, 429, 503, 529];
+const TYPED_STATUSES: [u16; 8] = [401, 403, 404, 413, 429, 503, 504, 529];
 
 /// Every message: what Envoy said, and its response code details (e.g. `no_healthy_upstream`).
 const MESSAGE: &str = "%LOCAL_REPLY_BODY% (%RESPONSE_CODE_DETAILS%)";

@@ -132,7 +132,7 @@ async fn envoys_own_replies_are_in_the_clients_format() {
 
     let [openai, anthropic] = both_clients(port, "silent").await;
     assert_openai(&openai, 504, "server_error");
-    assert_anthropic(&anthropic, 504, "api_error");
+    assert_anthropic(&anthropic, 504, "timeout_error");
     assert!(openai.json()["error"]["message"].as_str().unwrap().contains("timeout"));
 
     // A reset before the response: Envoy's 503; an answer that is not HTTP: its 502.

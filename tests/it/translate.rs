@@ -955,6 +955,19 @@ fn gateway_errors_in_each_format() {
         got,
         json!({"type": "error", "error": {"type": "not_found_error", "message": "no route"}})
     );
+    // Anthropic's documented type per status, which its SDK reads (a 504 is a `timeout_error`).
+    for (status, kind) in [
+        (413, "request_too_large"),
+        (500, "api_error"),
+        (502, "api_error"),
+        (503, "overloaded_error"),
+        (504, "timeout_error"),
+        (529, "overloaded_error"),
+    ] {
+        let got: Value = serde_json::from_slice(&error_body(ClientSchema::Anthropic, status, "m"))
+            .expect("JSON");
+        assert_eq!(got["error"]["type"], kind, "{status}");
+    }
     let err = TranslateError::MissingModel;
     let got: Value =
         serde_json::from_slice(&error_body(ClientSchema::OpenAI, err.status(), &err.to_string()))
