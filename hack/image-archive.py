@@ -37,7 +37,6 @@ MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 CONFIG = "application/vnd.oci.image.config.v1+json"
 LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 INDEX = "application/vnd.oci.image.index.v1+json"
-CHUNK = 1 << 20
 
 
 class DockerfileError(Exception):
@@ -49,9 +48,7 @@ def instructions(text):
     logical, current = [], ""
     for line in text.splitlines():
         stripped = line.strip()
-        if not current and (not stripped or stripped.startswith("#")):
-            continue
-        if stripped.startswith("#"):
+        if not stripped or stripped.startswith("#"):
             continue
         if stripped.endswith("\\"):
             current += stripped[:-1] + " "
@@ -60,8 +57,11 @@ def instructions(text):
         current = ""
     if current:
         raise DockerfileError("the Dockerfile ends inside a continued line")
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "")
-            for line in logical]
+    parsed = []
+    for line in logical:
+        instruction, *arguments = line.split(None, 1)
+        parsed.append((instruction.upper(), arguments[0] if arguments else ""))
+    return parsed
 
 
 def substitute(value, args):
