@@ -141,7 +141,7 @@ fn gateway(ns: &str) -> Object {
             hostname: None,
             port: 8080,
             protocol: "HTTP".into(),
-            tls: None,
+            ..Default::default()
         }],
     };
     object(Kind::Gateway, ns, GATEWAY, BTreeMap::new(), Spec::Gateway(spec))

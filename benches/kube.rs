@@ -119,6 +119,7 @@ async fn run(objects: usize, edits: usize) {
             default_port: port,
             access_log: None,
             picker_client_cert: None,
+            controller_name: None,
         },
         picker: None,
         envoy: Some(EnvoyOptions {

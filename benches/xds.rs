@@ -85,7 +85,7 @@ fn gateway() -> Object {
             hostname: None,
             port: PORT,
             protocol: "HTTP".into(),
-            tls: None,
+            ..Default::default()
         }],
     };
     object(Kind::Gateway, GATEWAY, Spec::Gateway(spec))

@@ -207,11 +207,12 @@ spec:
 
 
 def route(rules):
-    """An AIGatewayRoute with one rule per (model, backend name)."""
+    """An AIGatewayRoute with one rule per (model, backend name[, request timeout])."""
     body = "".join(
         f"""  - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: "{model}"}}]}}]
     backendRefs: [{{name: {backend}}}]
-""" for model, backend in rules)
+""" + (f"    timeouts: {{request: {timeout[0]}}}\n" if timeout else "")
+        for model, backend, *timeout in rules)
     return f"""---
 apiVersion: aigateway.envoyproxy.io/v1beta1
 kind: AIGatewayRoute

@@ -223,6 +223,24 @@ def test_aixds_pods_are_probed_hardened_and_served(values):
         assert budgets == []
 
 
+def test_aixds_programs_the_gateways_of_its_controller_name_and_reports_the_envoy_service():
+    deployment = one(render({}), "Deployment", f"{RELEASE}-aixds")
+    args = container(deployment, "aixds")["args"]
+    assert "--controller-name=aixds.io/gateway-controller" in args
+    assert not any(a.startswith("--gateway-service") for a in args), "no Envoy, no address"
+
+    values = {"controllerName": "example.com/ai", "gatewayClass": {"create": True, "name": "ai"},
+              "envoy": {"enabled": True}}
+    objects = render(values)
+    args = container(one(objects, "Deployment", f"{RELEASE}-aixds"), "aixds")["args"]
+    assert "--controller-name=example.com/ai" in args
+    assert f"--gateway-service={NAMESPACE}/{RELEASE}-aixds-envoy" in args
+    one(objects, "Service", f"{RELEASE}-aixds-envoy")
+    gateway_class = one(objects, "GatewayClass", "ai")
+    assert gateway_class["apiVersion"] == "gateway.networking.k8s.io/v1"
+    assert gateway_class["spec"]["controllerName"] == "example.com/ai"
+
+
 def test_tls_mounts_the_secret_and_serves_with_it():
     for values, secret in [(CUSTOM, "aixds-tls"), ({}, f"{RELEASE}-aixds-tls")]:
         deployment = one(render(values), "Deployment", f"{RELEASE}-aixds")

@@ -49,6 +49,8 @@ spec:
     backendRefs: [{{name: llama, group: inference.networking.k8s.io, kind: InferencePool}}]
   - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: llama-backend}}]}}]
     backendRefs: [{{name: llama-backend}}]
+  - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: llama-reset}}]}}]
+    backendRefs: [{{name: llama, group: inference.networking.k8s.io, kind: InferencePool}}]
 """
 
 
@@ -106,3 +108,24 @@ def test_openai_sdk_reaches_a_pool(pool, model):
     assert {r["path"] for r in received(pods, model)} == {"/v1/chat/completions"}
     assert {p.id for p in pods if received([p], model)} == {f"pod-{ip}" for ip in PODS}, \
         "both pods serve"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_a_pod_that_resets_is_a_typed_error_for_both_sdks(pool, stream):
+    """A pod resets the connection (`reset` in the model name): Envoy's own 503 reaches each
+    client in its format, the Anthropic one's too although the pool phase sent its request on as
+    an OpenAI chat completion."""
+    gw, _ = pool
+    client = openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key="k", max_retries=0)
+    with pytest.raises(openai.InternalServerError) as err:
+        client.chat.completions.create(model="llama-reset", messages=MESSAGES, stream=stream)
+    assert err.value.status_code == 503
+    assert err.value.type == "server_error", err.value.body
+    client = anthropic.Anthropic(base_url=gw.base_url, api_key="k", max_retries=0)
+    with pytest.raises(anthropic.ServiceUnavailableError) as err:
+        client.messages.create(model="llama-reset", max_tokens=5, messages=MESSAGES,
+                               stream=stream)
+    assert err.value.response.headers["content-type"] == "application/json"
+    assert err.value.response.headers["retry-after"] == "1"
+    assert err.value.body["type"] == "error", err.value.body
+    assert err.value.type == "overloaded_error"

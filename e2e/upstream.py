@@ -9,16 +9,21 @@ Every reply says "Hello from <id>" and carries an `x-upstream-id: <id>` header, 
 tests and demos see which backend the gateway routed to. A request that offers tools gets a
 call to the first tool (arguments {"city": "Paris"}) until it carries a tool result. For
 failure tests: `--fail-status N` (or `fail-NNN` in the model name) answers with that error in
-the API's own format. `cut` in the model name makes a stream send its start and first piece of
-text, wait for a `POST /cut` (at most 10 s, so that a test can first see those events arrive),
-then close the connection without ending the chunked body. `unframed` in the model name sends a
-stream without chunked framing (the body ends when the connection closes, as in HTTP/1.0), so a
-cut looks like a complete body to the gateway.
+the API's own format. Before answering, `silent` in the model name reads the request and never
+answers (until the gateway closes the connection), `reset` resets the connection (TCP RST) and
+`garbage` answers with bytes that are not HTTP. `cut` in the model name makes a stream send its
+start and first piece of text, wait for a `POST /cut` (at most 10 s, so that a test can first
+see those events arrive), then close the connection without ending the chunked body (`cut-reset`:
+reset it); `stall` sends the same start and then nothing more, until the gateway closes the
+connection. `unframed` in the model name sends a stream without chunked framing (the body ends
+when the connection closes, as in HTTP/1.0), so a cut looks like a complete body to the gateway.
 """
 
 import argparse
 import json
 import re
+import socket
+import struct
 import threading
 import time
 import uuid
@@ -78,6 +83,13 @@ class Handler(BaseHTTPRequestHandler):
             self.send_error_json(400, "request body must be a JSON object")
         elif self.failure(body) is not None:
             self.send_failure(self.failure(body))
+        elif self.misbehaviour(body) == "silent":
+            self.wait_for_close()
+        elif self.misbehaviour(body) == "reset":
+            self.reset()
+        elif self.misbehaviour(body) == "garbage":
+            self.wfile.write(b"this is not HTTP\r\n\r\n")
+            self.close_connection = True
         elif self.path == "/v1/chat/completions":
             self.chat_completions(body)
         elif self.path == "/v1/messages":
@@ -101,6 +113,26 @@ class Handler(BaseHTTPRequestHandler):
             kind = "rate_limit_exceeded" if status == 429 else "server_error"
             self.send_error_json(status, message, kind)
 
+    def misbehaviour(self, body):
+        """What to do instead of answering: `silent`, `reset` or `garbage` in the model name (a
+        `cut` or `stall` model misbehaves in the middle of its stream instead)."""
+        model = str(body.get("model", ""))
+        if "cut" in model or "stall" in model:
+            return None
+        return next((m for m in ("silent", "reset", "garbage") if m in model), None)
+
+    def wait_for_close(self):
+        """Sends nothing more and returns once the peer has closed the connection."""
+        while self.connection.recv(4096):
+            pass
+        self.close_connection = True
+
+    def reset(self):
+        """Resets the connection: a zero linger time makes closing it send a TCP RST."""
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+        self.close_connection = True
+
     def tool_call(self, body):
         """(name, arguments) of a tool to call: the first tool offered, unless the last message
         already carries a tool result."""
@@ -118,12 +150,21 @@ class Handler(BaseHTTPRequestHandler):
         return (name, {"city": "Paris"}) if name else None
 
     def cut(self, body):
-        """Whether a streamed reply stops after its first events: `cut` in the model name."""
-        return "cut" in str(body.get("model", ""))
+        """Whether a streamed reply stops after its first events: `cut` or `stall` in the model
+        name."""
+        model = str(body.get("model", ""))
+        return "cut" in model or "stall" in model
 
-    def close_when_cut(self):
-        """Waits for `POST /cut` (at most 10 s), then ends the reply by closing the connection."""
+    def end_cut(self, body):
+        """Ends a cut reply: a `stall` one once the peer closes the connection; otherwise after a
+        `POST /cut` (at most 10 s), by closing the connection, or resetting it for `cut-reset`."""
+        model = str(body.get("model", ""))
+        if "stall" in model:
+            self.wait_for_close()
+            return
         self.server.cut_release.acquire(timeout=10)
+        if "reset" in model:
+            self.reset()
         self.close_connection = True
 
     def chat_completions(self, body):
@@ -179,7 +220,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_sse(chunk({"role": "assistant", "content": ""}))
         if self.cut(body):
             self.send_sse(chunk({"content": pieces[0]}))
-            self.close_when_cut()
+            self.end_cut(body)
             return
         if call:
             arguments = json.dumps(call[1])
@@ -249,7 +290,7 @@ class Handler(BaseHTTPRequestHandler):
                 "index": 0,
                 "delta": {"type": "text_delta", "text": pieces[0]},
             }, event="content_block_delta")
-            self.close_when_cut()
+            self.end_cut(body)
             return
         if call:
             arguments = json.dumps(call[1])

@@ -15,7 +15,7 @@ cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
-# A golden rewrite fails its test anyway (see tests/it/compat.rs); never let a stray variable try.
+# A golden rewrite fails its test anyway (see tests/it/golden.rs); never let a stray variable try.
 env -u UPDATE_GOLDEN cargo test --locked
 echo "== e2e (pytest)"
 cargo build --locked --bin aixds

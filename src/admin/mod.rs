@@ -158,7 +158,8 @@ async fn debug_graph(State(s): State<AdminState>, Query(q): Query<GraphQuery>) -
             }
         }
     };
-    let view = view.with_extra(status::conditions(&rejections));
+    let produced = status::produced(&snapshot, &clients, &rejections);
+    let view = view.with_extra(status::envoy_conditions(&graph, &rejections, &produced));
     match q.format.as_deref().unwrap_or("json") {
         "json" => Json(export::to_json_view(&graph, &view)).into_response(),
         "dot" => (
@@ -167,7 +168,6 @@ async fn debug_graph(State(s): State<AdminState>, Query(q): Query<GraphQuery>) -
         )
             .into_response(),
         "html" => {
-            let produced = status::produced(&snapshot, &clients, &rejections);
             let page = html::page(&graph, &view, &produced);
             ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()
         }
@@ -275,7 +275,8 @@ async fn debug_explain(State(s): State<AdminState>, Query(q): Query<ExplainQuery
     let produced = status::produced(&snapshot, &clients, &rejections);
     let graph = s.graph();
     let mine = produced.get(&key).map(Vec::as_slice).unwrap_or_default();
-    match status::explain(&graph, &key, status::conditions(&rejections), mine, &[]) {
+    let extra = status::envoy_conditions(&graph, &rejections, &produced);
+    match status::explain(&graph, &key, extra, mine, &[]) {
         Ok(text) => text.into_response(),
         Err(e) => (StatusCode::NOT_FOUND, format!("{e}\n")).into_response(),
     }

@@ -1,9 +1,14 @@
-//! The core kinds aixds reads, reduced to the fields it uses: Secret type and data, Service
-//! ports, Pod labels and address.
+//! The core kinds aixds reads, reduced to the fields it uses: Secret type and data (and the TLS
+//! certificate a `kubernetes.io/tls` one holds), Service ports, Pod labels and address.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
+use rustls::crypto::ring::sign::any_supported_type;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::ParsedCertificate;
+use rustls::sign::CertifiedKey;
 use serde::{Deserialize, Serialize};
 
 /// The Secret type of a TLS certificate and its key (`tls.crt`, `tls.key`).
@@ -75,6 +80,71 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
         }
     }
     Some(out)
+}
+
+/// The certificate chain's key in a `kubernetes.io/tls` Secret.
+pub const TLS_CERT_KEY: &str = "tls.crt";
+/// The private key's key in a `kubernetes.io/tls` Secret.
+pub const TLS_KEY_KEY: &str = "tls.key";
+
+/// A listener's certificate as a `kubernetes.io/tls` Secret holds it, parsed and checked: the
+/// certificates of `tls.crt`, end-entity first, and the private key of `tls.key`, which
+/// matches the first. `Debug` never prints the key.
+pub struct TlsCertificate {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl fmt::Debug for TlsCertificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsCertificate")
+            .field("chain", &self.chain.len())
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The certificate in `secret`, or why it holds none a listener can serve, phrased to follow
+/// "Secret ns/name" and never quoting the Secret's values. Usable: type `kubernetes.io/tls`,
+/// PEM X.509 v3 certificates under `tls.crt`, and under `tls.key` a PEM private key (PKCS#8,
+/// PKCS#1 or SEC1; RSA of 2048 bits or more, ECDSA P-256 or P-384, or Ed25519) that matches the
+/// first certificate. Checked with what Envoy will check, so that Envoy never refuses it.
+pub fn tls_certificate(secret: &SecretData) -> Result<TlsCertificate, String> {
+    if secret.type_ != TLS_SECRET_TYPE {
+        return Err(format!("is of type {:?}, not {TLS_SECRET_TYPE}", secret.type_));
+    }
+    let value = |name: &str| secret.values.get(name).ok_or_else(|| format!("has no {name:?} key"));
+    let (cert_pem, key_pem) = (value(TLS_CERT_KEY)?, value(TLS_KEY_KEY)?);
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("has a {TLS_CERT_KEY:?} that is not valid PEM"))?;
+    if chain.is_empty() {
+        return Err(format!("has no PEM certificate under {TLS_CERT_KEY:?}"));
+    }
+    for (i, cert) in chain.iter().enumerate() {
+        ParsedCertificate::try_from(cert).map_err(|e| {
+            format!("has a certificate {} under {TLS_CERT_KEY:?} that is not X.509 v3 ({e})", i + 1)
+        })?;
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| {
+        format!("has no PEM private key (PKCS#8, PKCS#1 or SEC1) under {TLS_KEY_KEY:?}")
+    })?;
+    let signing_key = any_supported_type(&key).map_err(|_| {
+        format!(
+            "has a key under {TLS_KEY_KEY:?} that is not usable (RSA of 2048 bits or more, ECDSA \
+             P-256 or P-384, or Ed25519)"
+        )
+    })?;
+    CertifiedKey::new(chain.clone(), signing_key).keys_match().map_err(|_| {
+        format!("has a key under {TLS_KEY_KEY:?} that does not match its first certificate")
+    })?;
+    Ok(TlsCertificate { chain, key })
+}
+
+/// Why a Secret cannot serve as a listener's certificate (see [`tls_certificate`]), if it
+/// cannot.
+pub fn tls_certificate_problem(secret: &SecretData) -> Option<String> {
+    tls_certificate(secret).err()
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

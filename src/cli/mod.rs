@@ -3,7 +3,7 @@
 mod explain;
 mod validate;
 
-pub use validate::{Loaded, Report, load};
+pub use validate::{Loaded, Report, Verdict, condition_line, load};
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -34,12 +34,22 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 #[allow(clippy::large_enum_variant, reason = "one value, parsed once per process")]
 pub enum Command {
-    /// Check manifests: print every object with its conditions; exit 1 if any object is not
-    /// accepted or a file does not parse.
+    /// Check manifests: print every object's conditions; exit 1 on a problem, 2 if unreadable.
     ///
     /// PATHs are YAML/JSON files or directories (read recursively). Kinds aixds does not read
     /// (Deployments, ConfigMaps, ...) are skipped with one warning each. References may cross
-    /// files and namespaces; a reference without a namespace means the referrer's.
+    /// files and namespaces; a reference without a namespace means the referrer's. Give every
+    /// file that will be applied together: a reference to an object in none of them fails.
+    ///
+    /// Exit codes:
+    ///   0  every object is Accepted, defined once, and resolves every reference.
+    ///   1  a problem in the manifests: an object not Accepted, an unresolved reference
+    ///      (ResolvedRefs=False: a missing object, a Secret without its key, ...), an object
+    ///      defined differently in two files, an invalid name, or a document that does not
+    ///      parse (bad YAML included: it is reported with its file and line like any other).
+    ///   2  the input cannot be read: a PATH that does not exist (nothing is checked), or a
+    ///      file that cannot be read (permissions, not UTF-8 text; the others are reported).
+    #[command(verbatim_doc_comment)]
     Validate {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
@@ -134,6 +144,10 @@ pub enum Command {
         /// Serve no endpoint picker (pools then need one deployed apart).
         #[arg(long, conflicts_with = "picker_address")]
         no_picker: bool,
+        /// Program only the Gateways whose GatewayClass has this `controllerName` [default:
+        /// every Gateway in the files, whatever its class].
+        #[arg(long, value_name = "NAME")]
+        controller_name: Option<String>,
         #[command(flatten)]
         drain: DrainArgs,
     },
@@ -200,6 +214,15 @@ pub enum Command {
         /// Have Envoy write one JSON line per request to PATH (see `aixds run --help`).
         #[arg(long, value_name = "PATH")]
         access_log: Option<String>,
+        /// Program only the Gateways whose GatewayClass has this `controllerName`, and write
+        /// status only on them, on those GatewayClasses and on what attaches to them: Gateways
+        /// of other controllers are left to those.
+        #[arg(long, value_name = "NAME", default_value = crate::api::DEFAULT_CONTROLLER_NAME)]
+        controller_name: String,
+        /// The Service (NAMESPACE/NAME) in front of the Envoys, whose address Gateways report in
+        /// `status.addresses` (the Helm chart passes its Envoy Service).
+        #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_service)]
+        gateway_service: Option<crate::api::ObjectKey>,
         #[command(flatten)]
         drain: DrainArgs,
     },
@@ -409,6 +432,13 @@ pub enum LogFormat {
     Json,
 }
 
+fn parse_service(s: &str) -> Result<crate::api::ObjectKey, String> {
+    let (namespace, name) = s.split_once('/').ok_or("expected NAMESPACE/NAME")?;
+    let key = crate::api::ObjectKey::new(crate::api::Kind::Service, namespace, name);
+    key.validate()?;
+    Ok(key)
+}
+
 fn parse_key(s: &str) -> Result<crate::api::ObjectKey, String> {
     crate::api::ObjectKey::parse(s).ok_or_else(|| {
         format!("{s:?} is not Kind/namespace/name (or Kind/name for cluster-scoped kinds)")
@@ -445,7 +475,13 @@ fn log_directive(var: impl Fn(&str) -> Option<String>) -> Option<(&'static str, 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Validate { paths, output } => {
-            let loaded = load(paths)?;
+            let loaded = match load(paths) {
+                Ok(loaded) => loaded,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(Verdict::Unreadable.exit_code()));
+                }
+            };
             let report = Report::new(&loaded);
             let mut stdout = std::io::stdout().lock();
             match output {
@@ -457,7 +493,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     writeln!(stdout)?;
                 }
             }
-            Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(ExitCode::from(report.verdict().exit_code()))
         }
         Command::Graph { paths, format, focus, depth } => {
             use crate::graph::export::{View, to_dot_view, to_json_view};
@@ -497,6 +533,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             access_log,
             picker_address,
             no_picker,
+            controller_name,
             drain,
         } => {
             let envoy = match no_envoy {
@@ -528,6 +565,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     default_port,
                     access_log,
                     picker_client_cert,
+                    controller_name,
                 },
                 envoy,
                 extproc: crate::extproc::ExtProcOptions { max_body_bytes: max_request_body },
@@ -556,6 +594,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             picker_address,
             no_picker,
             access_log,
+            controller_name,
+            gateway_service,
             drain,
         } => {
             let identity = identity
@@ -586,6 +626,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             discovery_interval.max(1),
                         ),
                         status,
+                        gateway_service,
                     },
                 )),
                 grpc: Some(grpc),
@@ -595,6 +636,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     default_port,
                     access_log,
                     picker_client_cert,
+                    controller_name: Some(controller_name),
                 },
                 envoy,
                 extproc: crate::extproc::ExtProcOptions { max_body_bytes: max_request_body },

@@ -39,7 +39,8 @@ pub(super) const HTTP_PROTOCOL_OPTIONS: &str =
 const MESSAGE_TIMEOUT_SECONDS: i64 = 10;
 
 /// The router phase: request headers and the whole request body, nothing of the response.
-/// A failing service fails the request: unparsed, it would match no model anyway.
+/// A failing service fails the request: unparsed, it would match no model anyway. It records
+/// the client's API in the request's metadata, for Envoy's own replies.
 pub(super) fn router_filter() -> HttpFilter {
     let mode = ProcessingMode {
         request_header_mode: processing_mode::HeaderSendMode::Send as i32,
@@ -48,7 +49,19 @@ pub(super) fn router_filter() -> HttpFilter {
         response_body_mode: processing_mode::BodySendMode::None as i32,
         ..Default::default()
     };
-    hcm_filter(EXT_PROC_FILTER, Vec::new(), mode, false)
+    let config = ExternalProcessor {
+        grpc_service: Some(grpc_service(Vec::new())),
+        processing_mode: Some(mode),
+        metadata_options: Some(MetadataOptions {
+            receiving_namespaces: Some(metadata_options::MetadataNamespaces {
+                untyped: vec![ATTEMPT_METADATA_NAMESPACE.into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    hcm_filter(EXT_PROC_FILTER, config)
 }
 
 /// The pool phase: on routes to InferencePools only (see [`pool_phase_on`]; the virtual host turns
@@ -68,24 +81,22 @@ pub(super) fn pool_filter() -> HttpFilter {
         response_body_mode: processing_mode::BodySendMode::Streamed as i32,
         ..Default::default()
     };
-    hcm_filter(POOL_FILTER, metadata, mode, true)
-}
-
-/// An HCM ext_proc filter `name` calling aixds with `metadata`, failing closed.
-fn hcm_filter(
-    name: &str,
-    metadata: Vec<HeaderValue>,
-    mode: ProcessingMode,
-    allow_mode_override: bool,
-) -> HttpFilter {
     let config = ExternalProcessor {
         grpc_service: Some(grpc_service(metadata)),
         processing_mode: Some(mode),
-        allow_mode_override,
+        allow_mode_override: true,
+        ..Default::default()
+    };
+    hcm_filter(POOL_FILTER, config)
+}
+
+/// An HCM ext_proc filter `name` of `config`, failing closed.
+fn hcm_filter(name: &str, config: ExternalProcessor) -> HttpFilter {
+    let config = ExternalProcessor {
         message_timeout: Some(message_timeout()),
         failure_mode_allow: false,
         status_on_error: Some(unavailable()),
-        ..Default::default()
+        ..config
     };
     HttpFilter {
         name: name.into(),

@@ -1,17 +1,27 @@
-//! Listeners: one per distinct port across the accepted Gateways' listeners.
+//! Listeners: one per distinct port across the listeners of aixds's accepted Gateways.
 //!
-//! Takes: the Gateways in the graph. Gives: the port set, and per port an Envoy Listener whose
-//! HTTP connection manager fetches RouteConfiguration `route-{port}` over ADS and runs the
-//! translation ext_proc's router phase before the router, writes the access log when one is
-//! asked for, and turns Envoy's own replies into the client's error format (`local_reply.rs`).
+//! Takes: the Gateways in the graph, their listeners judged by `graph::listeners`. Gives: per
+//! port the listeners served there, and an Envoy Listener whose HTTP connection manager fetches
+//! RouteConfiguration `route-{port}` over ADS and runs the translation ext_proc's router phase
+//! before the router, writes the access log when one is asked for, and turns Envoy's own replies
+//! into the client's error format (`local_reply.rs`). An HTTPS port terminates TLS with a filter
+//! chain per listener, chosen by SNI, its certificates fetched over SDS (`secret.rs`).
 
 use std::collections::BTreeMap;
 
-use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
-use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
+use envoy_types::pb::envoy::config::core::v3::{
+    Address, SocketAddress, TransportSocket, address, socket_address, transport_socket,
+};
+use envoy_types::pb::envoy::config::listener::v3::{
+    Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter, listener_filter,
+};
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
+};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CommonTlsContext, DownstreamTlsContext, SdsSecretConfig,
 };
 use envoy_types::pb::google::protobuf::{Any, UInt32Value};
 use envoy_types::util::pack_any;
@@ -19,69 +29,85 @@ use prost::{Message, Name};
 
 use super::{
     BODY_BUFFER_LIMIT, CompileOptions, access_log, ads_config_source, canonical, extproc,
-    local_reply, picker, route,
+    local_reply, picker, route, secret,
 };
-use crate::api::{Kind, ObjectKey, Spec};
-use crate::graph::Graph;
+use crate::api::{Kind, ObjectKey};
+use crate::graph::{Graph, listeners};
 use crate::xds::Resource;
 
-pub(super) fn name(port: u16) -> String {
+/// The name of the Listener on `port`.
+pub fn name(port: u16) -> String {
     format!("listener-{port}")
 }
 
-/// The listener ports `key` contributes: `None` when there is no such Gateway, empty when it is
-/// not accepted (it still counts as a Gateway, so there is no default listener).
-pub(super) fn gateway(graph: &Graph, key: &ObjectKey) -> Option<Vec<u16>> {
-    let Spec::Gateway(spec) = &graph.object(key)?.spec else { return None };
-    if !graph.node(key).is_some_and(|n| n.accepted()) {
-        return Some(Vec::new());
-    }
-    let mut ports: Vec<u16> = spec.listeners.iter().map(|l| l.port).collect();
-    ports.sort_unstable();
-    ports.dedup();
-    Some(ports)
+/// One Gateway listener Envoy serves (or the default listener, when there is no Gateway).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Served {
+    pub gateway: Option<ObjectKey>,
+    pub name: String,
+    pub port: u16,
+    pub hostname: Option<String>,
+    /// HTTPS: the Secrets of its certificates. `None`: plain HTTP.
+    pub certificates: Option<Vec<ObjectKey>>,
 }
 
-/// Port → the Gateways listening on it. With no Gateway object at all, the default port alone,
-/// so that a manifest of routes and backends still serves.
-pub(super) fn ports(
-    gateways: &BTreeMap<ObjectKey, Vec<u16>>,
-    opts: &CompileOptions,
-) -> BTreeMap<u16, Vec<ObjectKey>> {
-    if gateways.is_empty() {
-        return BTreeMap::from([(opts.default_port, Vec::new())]);
+/// The listeners of `key` Envoy serves: `None` when there is no such Gateway, empty when it is
+/// another controller's or not accepted (it still counts as a Gateway, so there is no default
+/// listener).
+pub(super) fn gateway(graph: &Graph, key: &ObjectKey) -> Option<Vec<Served>> {
+    graph.object(key).filter(|o| o.key.kind == Kind::Gateway)?;
+    if !graph.owns_gateway(key) || !graph.node(key).is_some_and(|n| n.accepted()) {
+        return Some(Vec::new());
     }
-    let mut ports: BTreeMap<u16, Vec<ObjectKey>> = BTreeMap::new();
-    for (key, gateway_ports) in gateways {
-        for port in gateway_ports {
-            ports.entry(*port).or_default().push(key.clone());
+    let served = listeners::listeners(graph, key)
+        .into_iter()
+        .filter(|l| l.usable())
+        .map(|l| Served {
+            gateway: Some(key.clone()),
+            name: l.spec.name.clone(),
+            port: l.spec.port,
+            hostname: l.spec.hostname.clone(),
+            certificates: l.https().then(|| l.certificates.clone()),
+        })
+        .collect();
+    Some(served)
+}
+
+/// Port → the listeners Envoy serves on it. With no Gateway object at all, the default port
+/// alone, so that a manifest of routes and backends still serves. Listeners of several Gateways
+/// share a port when they agree: the first (by Gateway, then listener order) sets the protocol,
+/// and an HTTPS listener whose hostname an earlier one on the port has is left out, as Envoy
+/// cannot choose between two certificates for one name.
+pub(super) fn ports(
+    gateways: &BTreeMap<ObjectKey, Vec<Served>>,
+    opts: &CompileOptions,
+) -> BTreeMap<u16, Vec<Served>> {
+    if gateways.is_empty() {
+        let default = Served {
+            gateway: None,
+            name: String::new(),
+            port: opts.default_port,
+            hostname: None,
+            certificates: None,
+        };
+        return BTreeMap::from([(opts.default_port, vec![default])]);
+    }
+    let mut ports: BTreeMap<u16, Vec<Served>> = BTreeMap::new();
+    for served in gateways.values().flatten() {
+        let on_port = ports.entry(served.port).or_default();
+        let fits = on_port.first().is_none_or(|first| {
+            first.certificates.is_some() == served.certificates.is_some()
+                && (served.certificates.is_none()
+                    || !on_port.iter().any(|o| o.hostname == served.hostname))
+        });
+        if fits {
+            on_port.push(served.clone());
         }
     }
     ports
 }
 
-/// The ports of `gateway` (all of them, or the one `section`/`port` picks) that have a listener.
-pub(super) fn gateway_ports(
-    graph: &Graph,
-    gateway: &ObjectKey,
-    section: Option<&str>,
-    port: Option<i32>,
-) -> Vec<u16> {
-    if gateway.kind != Kind::Gateway || !graph.node(gateway).is_some_and(|n| n.accepted()) {
-        return Vec::new();
-    }
-    let Some(Spec::Gateway(spec)) = graph.object(gateway).map(|o| &o.spec) else {
-        return Vec::new();
-    };
-    spec.listeners
-        .iter()
-        .filter(|l| section.is_none_or(|s| s == l.name))
-        .filter(|l| port.is_none_or(|p| p == i32::from(l.port)))
-        .map(|l| l.port)
-        .collect()
-}
-
-pub(super) fn compile(opts: &CompileOptions, port: u16, gateways: &[ObjectKey]) -> Resource {
+pub(super) fn compile(opts: &CompileOptions, port: u16, served: &[Served]) -> Resource {
     let name = name(port);
     let hcm = HttpConnectionManager {
         stat_prefix: name.clone(),
@@ -111,6 +137,44 @@ pub(super) fn compile(opts: &CompileOptions, port: u16, gateways: &[ObjectKey]) 
     // HttpConnectionManager.local_reply_config is field 38, encoded apart (see `local_reply.rs`).
     let mut hcm = hcm.encode_to_vec();
     canonical::append_field(&mut hcm, 38, &local_reply::encoded());
+    let filters = vec![Filter {
+        name: "envoy.filters.network.http_connection_manager".into(),
+        config_type: Some(filter::ConfigType::TypedConfig(Any {
+            type_url: HttpConnectionManager::type_url(),
+            value: hcm,
+        })),
+    }];
+    // HTTPS: a filter chain per listener, chosen by the client's SNI (the listener's hostname;
+    // none takes the rest), each presenting its certificates, which Envoy fetches over SDS: no
+    // private key is in the Listener, and a rotated Secret needs no listener drain.
+    let https = served.first().is_some_and(|s| s.certificates.is_some());
+    let filter_chains = match https {
+        false => vec![FilterChain { filters, ..Default::default() }],
+        true => served
+            .iter()
+            .map(|s| FilterChain {
+                filter_chain_match: Some(FilterChainMatch {
+                    server_names: s.hostname.iter().cloned().collect(),
+                    ..Default::default()
+                }),
+                filters: filters.clone(),
+                transport_socket: Some(tls_transport(
+                    s.certificates.as_deref().unwrap_or_default(),
+                )),
+                ..Default::default()
+            })
+            .collect(),
+    };
+    let listener_filters = match https {
+        false => Vec::new(),
+        true => vec![ListenerFilter {
+            name: "envoy.filters.listener.tls_inspector".into(),
+            config_type: Some(listener_filter::ConfigType::TypedConfig(pack_any(
+                TlsInspector::default(),
+            ))),
+            ..Default::default()
+        }],
+    };
     let listener = Listener {
         name: name.clone(),
         address: Some(Address {
@@ -121,17 +185,34 @@ pub(super) fn compile(opts: &CompileOptions, port: u16, gateways: &[ObjectKey]) 
             })),
         }),
         per_connection_buffer_limit_bytes: Some(UInt32Value { value: BODY_BUFFER_LIMIT }),
-        filter_chains: vec![FilterChain {
-            filters: vec![Filter {
-                name: "envoy.filters.network.http_connection_manager".into(),
-                config_type: Some(filter::ConfigType::TypedConfig(Any {
-                    type_url: HttpConnectionManager::type_url(),
-                    value: hcm,
-                })),
-            }],
-            ..Default::default()
-        }],
+        listener_filters,
+        filter_chains,
         ..Default::default()
     };
-    Resource::new(name, &listener, gateways.to_vec())
+    let mut sources: Vec<ObjectKey> = served.iter().filter_map(|s| s.gateway.clone()).collect();
+    sources.dedup();
+    Resource::new(name, &listener, sources)
+}
+
+/// TLS termination with the certificates of `secrets`, by SDS name over the ADS stream; HTTP/2
+/// and HTTP/1.1 offered by ALPN.
+fn tls_transport(secrets: &[ObjectKey]) -> TransportSocket {
+    let context = DownstreamTlsContext {
+        common_tls_context: Some(CommonTlsContext {
+            tls_certificate_sds_secret_configs: secrets
+                .iter()
+                .map(|key| SdsSecretConfig {
+                    name: secret::sds_name(key),
+                    sds_config: Some(ads_config_source()),
+                })
+                .collect(),
+            alpn_protocols: vec!["h2".into(), "http/1.1".into()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(pack_any(context))),
+    }
 }

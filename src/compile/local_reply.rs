@@ -3,13 +3,21 @@
 //! Takes: nothing. Gives: the HTTP connection manager's `local_reply_config`, which rewrites the
 //! replies Envoy makes itself — no healthy upstream, a connection refused or reset (503), a reply
 //! that is not HTTP (502), an upstream timeout (504), a body over a buffer limit (413), the
-//! translation ext_proc unreachable (503) — into the error JSON the client's SDK parses: Anthropic's on `/v1/messages` and
-//! `/anthropic/v1/messages`, OpenAI's everywhere else, with `content-type: application/json`.
-//! The bodies are the ones the translation writes for the same status
+//! translation ext_proc unreachable (503) — into the error JSON the client's SDK parses, with
+//! `content-type: application/json`: Anthropic's for an Anthropic client, OpenAI's for any
+//! other. The router phase records which API the client speaks in the request's metadata; a
+//! request it never parsed is judged by its path (Anthropic's under `/v1/messages` and
+//! `/anthropic`). The bodies are the ones the translation writes for the same status
 //! ([`error_body`]), with Envoy's own text as the message. A 503 also says when to retry.
+//! Streamed requests get the same JSON: the status comes before any event.
 //!
 //! Replies that are JSON already (aixds's immediate responses, the routes' 404s, the endpoint
 //! picker's) keep their body; a 503 among them gets `retry-after` too.
+//!
+//! Once a response has started (its 200 and first events on their way to the client) nothing
+//! here applies: when the backend then resets, closes mid-body or outlasts the route timeout,
+//! Envoy can only end the client's stream, and the client sees the body end before its last
+//! chunk (see RELIABILITY.md for what each SDK raises).
 
 use envoy_types::pb::envoy::config::accesslog::v3::{
     AccessLogFilter, AndFilter, ComparisonFilter, ExtensionFilter, HeaderFilter, MetadataFilter,
@@ -31,19 +39,20 @@ use prost::Message;
 
 use super::canonical;
 
-use crate::extproc::translate::{ClientSchema, Endpoint, error_body};
-use crate::extproc::{ATTEMPT_METADATA_NAMESPACE, endpoint_path};
+use crate::extproc::translate::{ClientSchema, error_body};
+use crate::extproc::{ATTEMPT_METADATA_NAMESPACE, CLIENT_METADATA_KEY};
 
 /// Seconds a client is asked to wait after a 503: about how long a failed replica or backend
 /// takes to leave Envoy's rotation (health checks every second) or come back.
 const RETRY_AFTER_SECONDS: u32 = 1;
 
-/// The `:path` of an Anthropic client's request, query included.
-const ANTHROPIC_PATH: &str = r"(/anthropic)?/v1/messages/?(\?.*)?";
+/// The `:path` of a request to Anthropic's API, query included: the paths
+/// `ClientSchema::of_path` gives to Anthropic.
+const ANTHROPIC_PATH: &str = r"(/v1/messages|/anthropic)(/[^?#]*)?([?#].*)?";
 
 /// Statuses whose error type in either schema differs from the type of their class (any 5xx
 /// like 500, anything else like 400); see `translate::error`.
-const TYPED_STATUSES: [u16; 7] = [401, 403, 404, 413, 429, 503, 529];
+const TYPED_STATUSES: [u16; 8] = [401, 403, 404, 413, 429, 503, 504, 529];
 
 /// Every message: what Envoy said, and its response code details (e.g. `no_healthy_upstream`).
 const MESSAGE: &str = "%LOCAL_REPLY_BODY% (%RESPONSE_CODE_DETAILS%)";
@@ -181,9 +190,11 @@ fn status(op: comparison_filter::Op, code: u16) -> AccessLogFilter {
     }
 }
 
-/// The request came from an Anthropic client: its `:path` says so, or, once the upstream phase
-/// has rewritten the path for an OpenAI backend, the endpoint that phase keeps in the request's
-/// metadata.
+/// The request came from an Anthropic client: the router phase recorded so in the request's
+/// metadata, or, where it recorded nothing (aixds unreachable, or Envoy refused the request
+/// before aixds saw its body), the `:path` is Anthropic's. Once the router phase has run the
+/// path does not count: the upstream or pool phase rewrites it for a backend of the other
+/// schema.
 fn anthropic_client() -> AccessLogFilter {
     let path = StringMatcher {
         match_pattern: Some(string_matcher::MatchPattern::SafeRegex(RegexMatcher {
@@ -203,36 +214,41 @@ fn anthropic_client() -> AccessLogFilter {
             }),
         })),
     };
-    let endpoint = StringMatcher {
+    let anthropic = StringMatcher {
         match_pattern: Some(string_matcher::MatchPattern::Exact(
-            endpoint_path(Endpoint::Messages).into(),
+            ClientSchema::Anthropic.name().into(),
         )),
         ..Default::default()
     };
-    let kept = AccessLogFilter {
+    let said_anthropic = client(value_matcher::MatchPattern::StringMatch(anthropic), false);
+    // Envoy never matches `present_match: false` against a value that is there.
+    let said_nothing = client(value_matcher::MatchPattern::PresentMatch(false), true);
+    AccessLogFilter {
+        filter_specifier: Some(access_log_filter::FilterSpecifier::OrFilter(OrFilter {
+            filters: vec![said_anthropic, all([said_nothing, path])],
+        })),
+    }
+}
+
+/// The router phase's record of the client's API matched against `pattern`; `if_absent` where
+/// it recorded none.
+fn client(pattern: value_matcher::MatchPattern, if_absent: bool) -> AccessLogFilter {
+    AccessLogFilter {
         filter_specifier: Some(access_log_filter::FilterSpecifier::MetadataFilter(
             MetadataFilter {
                 matcher: Some(MetadataMatcher {
                     filter: ATTEMPT_METADATA_NAMESPACE.into(),
                     path: vec![metadata_matcher::PathSegment {
                         segment: Some(metadata_matcher::path_segment::Segment::Key(
-                            "endpoint".into(),
+                            CLIENT_METADATA_KEY.into(),
                         )),
                     }],
-                    value: Some(ValueMatcher {
-                        match_pattern: Some(value_matcher::MatchPattern::StringMatch(endpoint)),
-                    }),
+                    value: Some(ValueMatcher { match_pattern: Some(pattern) }),
                     invert: false,
                 }),
-                // Envoy's default is to match a request without the key.
-                match_if_key_not_found: Some(BoolValue { value: false }),
+                match_if_key_not_found: Some(BoolValue { value: if_absent }),
             },
         )),
-    };
-    AccessLogFilter {
-        filter_specifier: Some(access_log_filter::FilterSpecifier::OrFilter(OrFilter {
-            filters: vec![path, kept],
-        })),
     }
 }
 

@@ -15,10 +15,10 @@
 //! - a fallback Cluster per route rule whose backendRefs have several priorities, kept in the
 //!   route's fragment: it depends on the route and on every backend the rule names, all of
 //!   which put the route in the affected set;
-//! - a Secret (SDS) per `kubernetes.io/tls` Secret that a listener of an accepted Gateway serves
-//!   (`secret.rs`): it depends on the Secret and on the Gateways naming it, which a change of
-//!   the Secret or of a ReferenceGrant puts in the affected set. A Secret's change recompiles
-//!   its SDS resource and its Gateways' certificate sets, nothing else.
+//! - a Secret (SDS) per `kubernetes.io/tls` Secret that a served HTTPS listener names
+//!   (`secret.rs`): it depends on the Secret and on the listeners, which a change of the Secret,
+//!   of its Gateways or of a ReferenceGrant redoes. A rotated Secret that stays usable changes
+//!   its SDS resource alone: the listeners name it, they do not hold it.
 //!
 //! Every listener runs the translation ext_proc's router phase before the router, and every
 //! AIServiceBackend cluster its upstream phase (`extproc.rs`); both call aixds over the
@@ -52,6 +52,7 @@ use crate::graph::Graph;
 use crate::xds::{Resource, TYPE_COUNT, TypeUrl, Update};
 
 pub use cluster::{backend_cluster_name, pool_cluster_name};
+pub use listener::name as listener_name;
 pub use route::{NOT_FOUND_ANTHROPIC_BODY, NOT_FOUND_BODY, route_backend_id};
 
 /// How much of one request or response Envoy holds per connection. The ext_proc phases buffer
@@ -71,6 +72,9 @@ pub struct CompileOptions {
     /// Envoy's client certificate (paths in Envoy's filesystem), presented to every endpoint
     /// picker over TLS: aixds's own picker requires it when aixds requires mutual TLS.
     pub picker_client_cert: Option<crate::bootstrap::ClientCert>,
+    /// The GatewayClass `controllerName` whose Gateways aixds programs (see
+    /// [`Graph::with_controller`]); `None` programs every Gateway.
+    pub controller_name: Option<String>,
 }
 
 impl Default for CompileOptions {
@@ -80,6 +84,7 @@ impl Default for CompileOptions {
             default_port: 1975,
             access_log: None,
             picker_client_cert: None,
+            controller_name: None,
         }
     }
 }
@@ -88,16 +93,16 @@ impl Default for CompileOptions {
 #[derive(Debug, Default)]
 pub struct Compiler {
     opts: CompileOptions,
-    /// Every Gateway present → the listener ports it contributes (none when not accepted).
-    gateways: BTreeMap<ObjectKey, Vec<u16>>,
-    /// Listener port → the Gateways that declare it (empty for the default listener).
-    ports: BTreeMap<u16, Vec<ObjectKey>>,
+    /// Every Gateway present → the listeners Envoy serves of it (none when it is not accepted
+    /// or another controller's).
+    gateways: BTreeMap<ObjectKey, Vec<listener::Served>>,
+    /// Listener port → the listeners served there (the default listener alone when there is no
+    /// Gateway).
+    ports: BTreeMap<u16, Vec<listener::Served>>,
     /// One entry per AIGatewayRoute present in the graph, accepted or not.
     fragments: BTreeMap<ObjectKey, route::Fragment>,
-    /// Gateway → the Secrets its listeners serve (none when not accepted).
-    certificates: BTreeMap<ObjectKey, BTreeSet<ObjectKey>>,
-    /// Secret → the Gateways serving it; its SDS resource exists while there is one.
-    certificate_users: BTreeMap<ObjectKey, BTreeSet<ObjectKey>>,
+    /// The Secrets the served HTTPS listeners name: each has its SDS resource.
+    certificates: BTreeSet<ObjectKey>,
     /// Names of the resources last emitted, per type, so that removals are sent only for what
     /// Envoy was given.
     emitted: [BTreeSet<String>; TYPE_COUNT],
@@ -112,8 +117,6 @@ impl Compiler {
     pub fn full(&mut self, graph: &Graph) -> Vec<Update> {
         let stale = std::mem::take(&mut self.emitted);
         self.fragments.clear();
-        self.certificates.clear();
-        self.certificate_users.clear();
         let mut out = Vec::new();
 
         self.gateways = graph
@@ -136,16 +139,14 @@ impl Compiler {
                 Kind::InferencePool => {
                     pools.insert(object.key.clone());
                 }
-                Kind::Gateway => {
-                    self.gateway_certificates(graph, &object.key);
-                }
                 _ => {}
             }
         }
         for pool in &pools {
             self.compile_pool(graph, pool, &mut out);
         }
-        let secrets: Vec<ObjectKey> = self.certificate_users.keys().cloned().collect();
+        self.certificates = self.served_certificates();
+        let secrets: Vec<ObjectKey> = self.certificates.iter().cloned().collect();
         for key in &secrets {
             self.compile_secret(graph, key, &mut out);
         }
@@ -188,16 +189,23 @@ impl Compiler {
         }
         if gateways_changed {
             let ports = listener::ports(&self.gateways, &self.opts);
-            if !ports.keys().eq(self.ports.keys()) {
-                // Routes without parentRefs attach to every port, and nothing else would tell
-                // them the ports changed.
-                dirty_ports.extend(self.ports.keys().chain(ports.keys()));
-                for (key, fragment) in self.fragments.iter_mut() {
-                    fragment.ports = route::attached_ports(graph, key, &ports);
+            dirty_ports.extend(
+                self.ports.keys().chain(ports.keys()).filter(|p| self.ports.get(p) != ports.get(p)),
+            );
+            // Routes without parentRefs attach to every listener, and nothing else would tell
+            // them the listeners changed.
+            for (key, fragment) in self.fragments.iter_mut() {
+                let attachments = route::attachments(graph, key, &ports);
+                if attachments != fragment.attachments {
+                    dirty_ports.extend(fragment.attachments.keys().chain(attachments.keys()));
+                    fragment.attachments = attachments;
                 }
             }
             self.ports = ports;
             self.refresh_listeners(&mut out);
+            let certificates = self.served_certificates();
+            secrets.extend(self.certificates.symmetric_difference(&certificates).cloned());
+            self.certificates = certificates;
         }
         for key in affected {
             match key.kind {
@@ -205,7 +213,6 @@ impl Compiler {
                 Kind::InferencePool => {
                     pools.insert(key.clone());
                 }
-                Kind::Gateway => secrets.extend(self.gateway_certificates(graph, key)),
                 Kind::Secret => {
                     secrets.insert(key.clone());
                 }
@@ -236,7 +243,7 @@ impl Compiler {
                     }
                     if old.as_ref() != new {
                         for fragment in old.iter().chain(new) {
-                            dirty_ports.extend(&fragment.ports);
+                            dirty_ports.extend(fragment.attachments.keys());
                         }
                     }
                     for name in gone {
@@ -269,8 +276,11 @@ impl Compiler {
         for name in gone {
             self.remove(out, TypeUrl::Listener, name);
         }
-        let listeners: Vec<Resource> =
-            self.ports.iter().map(|(p, gws)| listener::compile(&self.opts, *p, gws)).collect();
+        let listeners: Vec<Resource> = self
+            .ports
+            .iter()
+            .map(|(p, served)| listener::compile(&self.opts, *p, served))
+            .collect();
         for resource in listeners {
             self.put(out, TypeUrl::Listener, resource);
         }
@@ -312,34 +322,17 @@ impl Compiler {
         }
     }
 
-    /// Records the Secrets the Gateway `key` serves now; returns those it served before or
-    /// serves now, whose SDS resources may change.
-    fn gateway_certificates(&mut self, graph: &Graph, key: &ObjectKey) -> BTreeSet<ObjectKey> {
-        let now = secret::gateway_certificates(graph, key);
-        let before = match now.is_empty() {
-            true => self.certificates.remove(key),
-            false => self.certificates.insert(key.clone(), now.clone()),
-        };
-        let before = before.unwrap_or_default();
-        for gone in before.difference(&now) {
-            if let Some(users) = self.certificate_users.get_mut(gone) {
-                users.remove(key);
-                if users.is_empty() {
-                    self.certificate_users.remove(gone);
-                }
-            }
-        }
-        for secret in &now {
-            self.certificate_users.entry(secret.clone()).or_default().insert(key.clone());
-        }
-        before.union(&now).cloned().collect()
+    /// The Secrets the listeners Envoy is served name.
+    fn served_certificates(&self) -> BTreeSet<ObjectKey> {
+        let served = self.ports.values().flatten();
+        served.filter_map(|l| l.certificates.as_ref()).flatten().cloned().collect()
     }
 
-    /// The SDS resource of the Secret `key` while a Gateway serves it.
+    /// The SDS resource of the Secret `key` while a served listener names it.
     fn compile_secret(&mut self, graph: &Graph, key: &ObjectKey, out: &mut Vec<Update>) {
         let compiled = graph
             .object(key)
-            .filter(|_| self.certificate_users.contains_key(key))
+            .filter(|_| self.certificates.contains(key))
             .and_then(|object| secret::tls_secret(key, object).ok());
         match compiled {
             Some(resource) => self.put(out, TypeUrl::Secret, resource),

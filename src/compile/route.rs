@@ -22,11 +22,12 @@ use envoy_types::util::pack_any;
 
 use super::{cluster, extproc, listener, picker};
 use crate::api::{
-    AIGATEWAY_GROUP, AIGatewayRouteSpec, GATEWAY_API_GROUP, HeaderMatchType, INFERENCE_GROUP, Kind,
-    ObjectKey, RouteMatch as AIRouteMatch, RouteRule, Spec, group_kind,
+    AIGATEWAY_GROUP, AIGatewayRouteSpec, HeaderMatchType, INFERENCE_GROUP, Kind, ObjectKey,
+    RouteMatch as AIRouteMatch, RouteRule, Spec, group_kind,
 };
 use crate::extproc::ROUTE_BACKEND_HEADER;
 use crate::graph::Graph;
+use crate::graph::listeners;
 use crate::xds::Resource;
 use prost::{Message, Name};
 
@@ -44,8 +45,8 @@ const MAX_WEIGHT: u32 = 1_000_000;
 /// One AIGatewayRoute, compiled.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub(super) struct Fragment {
-    /// The listener ports it attaches to.
-    pub ports: BTreeSet<u16>,
+    /// The listener ports it attaches to, each with the hostnames it serves there (`*`: any).
+    pub attachments: BTreeMap<u16, BTreeSet<String>>,
     /// Empty when the route is not accepted or none of its rules has a usable backend.
     pub routes: Vec<Route>,
     /// `routes` encoded as entries of a VirtualHost's `routes` field, so that assembling a
@@ -66,7 +67,7 @@ pub(super) fn config_name(port: u16) -> String {
 pub(super) fn fragment(
     graph: &Graph,
     key: &ObjectKey,
-    ports: &BTreeMap<u16, Vec<ObjectKey>>,
+    ports: &BTreeMap<u16, Vec<listener::Served>>,
 ) -> Fragment {
     let Some(Spec::AIGatewayRoute(spec)) = graph.object(key).map(|o| &o.spec) else {
         return Fragment::default();
@@ -84,35 +85,41 @@ pub(super) fn fragment(
     let (routes, clusters) =
         if accepted { compile_rules(graph, key, spec) } else { Default::default() };
     let encoded = VirtualHost { routes: routes.clone(), ..Default::default() }.encode_to_vec();
-    Fragment { ports: attached_ports(graph, key, ports), routes, encoded, pools, clusters }
+    Fragment { attachments: attachments(graph, key, ports), routes, encoded, pools, clusters }
 }
 
-/// The ports the route attaches to: those of the Gateways in its parentRefs, or every port when
-/// it names none.
-pub(super) fn attached_ports(
+/// Where the route attaches: on each port, the hostnames it serves there. A route with
+/// parentRefs attaches to the listeners of its Gateways that take it (see
+/// `graph::listeners::route_parents`); one without attaches to every listener served.
+pub(super) fn attachments(
     graph: &Graph,
     key: &ObjectKey,
-    ports: &BTreeMap<u16, Vec<ObjectKey>>,
-) -> BTreeSet<u16> {
+    ports: &BTreeMap<u16, Vec<listener::Served>>,
+) -> BTreeMap<u16, BTreeSet<String>> {
     let Some(Spec::AIGatewayRoute(spec)) = graph.object(key).map(|o| &o.spec) else {
-        return BTreeSet::new();
+        return BTreeMap::new();
     };
+    let mut out: BTreeMap<u16, BTreeSet<String>> = BTreeMap::new();
     if spec.parent_refs.is_empty() {
-        return ports.keys().copied().collect();
+        for served in ports.values().flatten() {
+            if let Some(hosts) = listeners::hostnames(served.hostname.as_deref(), &spec.hostnames) {
+                out.entry(served.port).or_default().extend(hosts);
+            }
+        }
+        return out;
     }
-    spec.parent_refs
-        .iter()
-        .filter(|p| {
-            group_kind(&p.group, &p.kind, GATEWAY_API_GROUP, "Gateway")
-                == (GATEWAY_API_GROUP, "Gateway")
-        })
-        .flat_map(|p| {
-            let ns = p.namespace.as_deref().unwrap_or(&key.namespace);
-            let gateway = ObjectKey::new(Kind::Gateway, ns, &p.name);
-            listener::gateway_ports(graph, &gateway, p.section_name.as_deref(), p.port)
-        })
-        .filter(|port| ports.contains_key(port))
-        .collect()
+    for attachment in listeners::route_parents(graph, key).into_iter().flat_map(|p| p.attached) {
+        // A listener left out where Gateways share a port serves nothing.
+        let served = ports.get(&attachment.port).is_some_and(|on_port| {
+            on_port.iter().any(|s| {
+                s.gateway.as_ref() == Some(&attachment.gateway) && s.name == attachment.listener
+            })
+        });
+        if served {
+            out.entry(attachment.port).or_default().extend(attachment.hostnames);
+        }
+    }
+    out
 }
 
 /// The AIServiceBackend or InferencePool a backendRef names, as the graph keys it.
@@ -366,32 +373,69 @@ pub(super) fn parse_duration(s: &str) -> Option<Duration> {
     })
 }
 
-/// The RouteConfiguration of `port`: the routes of every fragment attached there, then the 404.
+/// The RouteConfiguration of `port`: a virtual host per hostname the routes attached there
+/// serve, and `*` for the rest. Each holds the routes of the fragments whose hostnames cover its
+/// own, the most specific hostname first (as Gateway API gives precedence), then the 404s.
 pub(super) fn assemble(port: u16, fragments: &BTreeMap<ObjectKey, Fragment>) -> Resource {
-    let attached: Vec<(&ObjectKey, &Fragment)> =
-        fragments.iter().filter(|(_, f)| f.ports.contains(&port) && !f.routes.is_empty()).collect();
-    // Repeated fields may arrive in pieces: the virtual host's name and domains, then each
-    // fragment's routes, then the 404s, decode as one virtual host with the routes in that order.
-    let head = VirtualHost { name: "*".into(), domains: vec!["*".into()], ..Default::default() };
-    let mut host = head.encode_to_vec();
-    // The pool phase and the picker are off unless a route to a pool turns them on (field 15,
-    // `typed_per_filter_config`, a map: see `canonical`).
-    let off = [extproc::POOL_FILTER, picker::PICKER_FILTER]
-        .map(|filter| (filter.to_string(), extproc::off().encode_to_vec()));
-    super::canonical::append_map(&mut host, 15, off);
-    for (_, f) in &attached {
-        host.extend_from_slice(&f.encoded);
-    }
-    let tail = VirtualHost { routes: not_found().to_vec(), ..Default::default() };
-    host.extend_from_slice(&tail.encode_to_vec());
+    let attached: Vec<(&ObjectKey, &Fragment, &BTreeSet<String>)> = fragments
+        .iter()
+        .filter(|(_, f)| !f.routes.is_empty())
+        .filter_map(|(k, f)| Some((k, f, f.attachments.get(&port)?)))
+        .collect();
+    let mut hosts: BTreeSet<&str> =
+        attached.iter().flat_map(|(_, _, h)| h.iter()).map(String::as_str).collect();
+    hosts.insert("*");
     let name = config_name(port);
-    let mut config =
-        RouteConfiguration { name: name.clone(), ..Default::default() }.encode_to_vec();
-    prost::encoding::encode_key(2, prost::encoding::WireType::LengthDelimited, &mut config);
-    prost::encoding::encode_varint(host.len() as u64, &mut config);
-    config.extend_from_slice(&host);
-    let sources = attached.into_iter().map(|(k, _)| k.clone()).collect();
+    let head = RouteConfiguration {
+        name: name.clone(),
+        // Clients send `Host: name:port`; the domains are names.
+        ignore_port_in_host_matching: hosts.len() > 1,
+        ..Default::default()
+    };
+    let mut config = head.encode_to_vec();
+    for host in hosts {
+        // The fragments serving `host`, by how specific the hostname they serve it under is.
+        let mut members: Vec<((bool, usize), &ObjectKey, &Fragment)> = attached
+            .iter()
+            .filter_map(|(k, f, hostnames)| {
+                let best =
+                    hostnames.iter().filter(|h| serves(h, host)).map(|h| specificity(h)).max()?;
+                Some((best, *k, *f))
+            })
+            .collect();
+        members.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+        // Repeated fields may arrive in pieces: the virtual host's name and domains, then each
+        // fragment's routes, then the 404s, decode as one virtual host with the routes in that
+        // order.
+        let head =
+            VirtualHost { name: host.into(), domains: vec![host.into()], ..Default::default() };
+        let mut vhost = head.encode_to_vec();
+        // The pool phase and the picker are off unless a route to a pool turns them on (field
+        // 15, `typed_per_filter_config`, a map: see `canonical`).
+        let off = [extproc::POOL_FILTER, picker::PICKER_FILTER]
+            .map(|filter| (filter.to_string(), extproc::off().encode_to_vec()));
+        super::canonical::append_map(&mut vhost, 15, off);
+        for (_, _, f) in &members {
+            vhost.extend_from_slice(&f.encoded);
+        }
+        let tail = VirtualHost { routes: not_found().to_vec(), ..Default::default() };
+        vhost.extend_from_slice(&tail.encode_to_vec());
+        prost::encoding::encode_key(2, prost::encoding::WireType::LengthDelimited, &mut config);
+        prost::encoding::encode_varint(vhost.len() as u64, &mut config);
+        config.extend_from_slice(&vhost);
+    }
+    let sources = attached.into_iter().map(|(k, _, _)| k.clone()).collect();
     super::resource_from_bytes(name, RouteConfiguration::type_url(), config, sources)
+}
+
+/// Whether a route serving `hostname` (`*`: any) serves requests for the virtual host `host`.
+fn serves(hostname: &str, host: &str) -> bool {
+    hostname == "*" || crate::api::hostname_intersection(hostname, host) == Some(host)
+}
+
+/// Exact names before wildcards, longer before shorter, `*` last.
+fn specificity(hostname: &str) -> (bool, usize) {
+    (!hostname.starts_with('*'), hostname.len())
 }
 
 /// The 404s for requests no route matched: in Anthropic's error format on the Anthropic

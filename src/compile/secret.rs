@@ -1,176 +1,41 @@
 //! TLS certificates for HTTPS listeners, served to Envoy over SDS on the ADS stream.
 //!
-//! Takes: a Gateway listener's `tls.certificateRefs` and the `kubernetes.io/tls` Secrets they
-//! name. Gives: per listener, the Secrets it serves or why it cannot (for the listener's
-//! conditions); per usable Secret, an Envoy `Secret` named [`sds_name`] holding the certificate
-//! chain and private key inline. A listener names its certificates through
-//! `tls_certificate_sds_secret_configs` with an ADS config source, so a private key never
-//! appears inside a Listener, and rotating a Secret sends Envoy that one resource: the
-//! listener's bytes stay the same and its connections are not drained.
+//! Takes: a `kubernetes.io/tls` Secret that a served listener names (`graph::listeners` judged
+//! it with [`crate::api::tls_certificate`]). Gives: an Envoy `Secret` named [`sds_name`]
+//! holding the certificate chain and private key inline. A listener names its certificates
+//! through `tls_certificate_sds_secret_configs` with an ADS config source (`listener.rs`), so a
+//! private key never appears inside a Listener, and rotating a Secret sends Envoy that one
+//! resource: the listener's bytes stay the same and its connections are not drained.
 //!
-//! A Secret is usable when `tls.crt` holds PEM X.509 v3 certificates, `tls.key` a PEM private key
-//! (PKCS#8, PKCS#1 or SEC1; RSA, ECDSA P-256/P-384 or Ed25519) and the key matches the first
-//! certificate. What Envoy gets is what was checked, encoded again: only the certificates of
-//! `tls.crt` (a key pasted into it never reaches `certificate_chain`, which Envoy's admin
-//! config dump shows) and the one key of `tls.key`. Errors name the Secret and the key at
-//! fault, never their bytes.
-
-use std::collections::BTreeSet;
+//! What Envoy gets is what was checked, encoded again: only the certificates of `tls.crt` (a
+//! key pasted into it never reaches `certificate_chain`, which Envoy's admin config dump shows)
+//! and the one key of `tls.key`. Errors name the Secret and what is wrong, never its bytes.
 
 use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     Secret, TlsCertificate, secret,
 };
-use rustls::crypto::ring::sign::any_supported_type;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::ParsedCertificate;
-use rustls::sign::CertifiedKey;
+use rustls::pki_types::PrivateKeyDer;
 
-use crate::api::{Kind, Listener, Object, ObjectKey, Spec, TLS_SECRET_TYPE, TlsMode};
-use crate::graph::{Graph, Reason};
+use crate::api::{Object, ObjectKey, Spec, tls_certificate};
 use crate::xds::Resource;
 
-/// The certificate chain's key in a `kubernetes.io/tls` Secret.
-pub const TLS_CERT_KEY: &str = "tls.crt";
-/// The private key's key in a `kubernetes.io/tls` Secret.
-pub const TLS_KEY_KEY: &str = "tls.key";
-
-/// The SDS resource name of a Secret's certificate.
-pub(super) fn sds_name(secret: &ObjectKey) -> String {
-    format!("secret/{}", secret.path())
-}
-
-/// The Secrets `listener` of `gateway` serves, in the order its `tls.certificateRefs` name
-/// them, or why they are not usable: `InvalidCertificateRef` for a ref to anything but a core
-/// Secret, to a Secret that is missing or holds no usable certificate and key, and for a
-/// terminating listener with no ref; `RefNotPermitted` for a Secret in another namespace that
-/// no ReferenceGrant there permits (checked first, so that it says nothing of that Secret). A
-/// listener without `tls`, or passing TLS through, serves none.
-pub(super) fn listener_certificates(
-    graph: &Graph,
-    gateway: &ObjectKey,
-    listener: &Listener,
-) -> Result<Vec<ObjectKey>, (Reason, String)> {
-    let Some(tls) = listener.tls.as_ref().filter(|tls| tls.mode == TlsMode::Terminate) else {
-        return Ok(Vec::new());
-    };
-    if tls.certificate_refs.is_empty() {
-        return Err((
-            Reason::InvalidCertificateRef,
-            "tls.certificateRefs is empty: a listener that terminates TLS needs a certificate"
-                .into(),
-        ));
-    }
-    let mut secrets = Vec::new();
-    let mut problems: Vec<(Reason, String)> = Vec::new();
-    for (i, r) in tls.certificate_refs.iter().enumerate() {
-        let field = format!("tls.certificateRefs[{i}]");
-        let group = r.group.as_deref().unwrap_or("");
-        let kind = r.kind.as_deref().unwrap_or("Secret");
-        if (group, kind) != ("", "Secret") {
-            problems.push((
-                Reason::InvalidCertificateRef,
-                format!("{field}: {kind}.{group} {:?} is not a core Secret", r.name),
-            ));
-            continue;
-        }
-        let namespace = r.namespace.as_deref().unwrap_or(&gateway.namespace);
-        let key = ObjectKey::new(Kind::Secret, namespace, &r.name);
-        if !graph.reference_permitted(gateway, &key) {
-            problems.push((
-                Reason::RefNotPermitted,
-                format!(
-                    "{field}: Secret {namespace}/{} is in another namespace and no \
-                     ReferenceGrant in {namespace} lets Gateways of {} reference it",
-                    r.name, gateway.namespace
-                ),
-            ));
-            continue;
-        }
-        let checked = match graph.object(&key) {
-            None => Err(format!("Secret {namespace}/{} not found", r.name)),
-            Some(object) => tls_secret(&key, object).map(|_| ()),
-        };
-        match checked {
-            Ok(()) if !secrets.contains(&key) => secrets.push(key),
-            Ok(()) => {}
-            Err(message) => {
-                problems.push((Reason::InvalidCertificateRef, format!("{field}: {message}")))
-            }
-        }
-    }
-    match problems.first() {
-        None => Ok(secrets),
-        Some((reason, _)) => {
-            let message: Vec<&str> = problems.iter().map(|(_, m)| m.as_str()).collect();
-            Err((*reason, message.join("; ")))
-        }
-    }
-}
-
-/// The Secrets that the listeners of the Gateway `key` serve, if it is accepted; a listener
-/// whose certificates are not usable contributes none.
-pub(super) fn gateway_certificates(graph: &Graph, key: &ObjectKey) -> BTreeSet<ObjectKey> {
-    let Some(Spec::Gateway(spec)) = graph.object(key).map(|o| &o.spec) else {
-        return BTreeSet::new();
-    };
-    if !graph.node(key).is_some_and(|n| n.accepted()) {
-        return BTreeSet::new();
-    }
-    spec.listeners
-        .iter()
-        .filter_map(|l| listener_certificates(graph, key, l).ok())
-        .flatten()
-        .collect()
+/// The SDS name of the certificate in the Secret `key`.
+pub(super) fn sds_name(key: &ObjectKey) -> String {
+    format!("secret/{}", key.path())
 }
 
 /// The Envoy Secret of the `kubernetes.io/tls` Secret `key`, or why it holds no usable
 /// certificate and key. The message never quotes the Secret's bytes.
 pub(super) fn tls_secret(key: &ObjectKey, object: &Object) -> Result<Resource, String> {
-    let what = format!("Secret {}/{}", key.namespace, key.name);
-    let Spec::Secret(data) = &object.spec else {
-        return Err(format!("{} {}/{} is not a Secret", key.kind, key.namespace, key.name));
-    };
-    if data.type_ != TLS_SECRET_TYPE {
-        return Err(format!("{what} is of type {:?}, not {TLS_SECRET_TYPE}", data.type_));
-    }
-    let value =
-        |name: &str| data.values.get(name).ok_or_else(|| format!("{what} has no {name:?} key"));
-    let (cert_pem, key_pem) = (value(TLS_CERT_KEY)?, value(TLS_KEY_KEY)?);
-
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
-        .collect::<Result<_, _>>()
-        .map_err(|_| format!("{what}: {TLS_CERT_KEY} is not valid PEM"))?;
-    if chain.is_empty() {
-        return Err(format!("{what}: {TLS_CERT_KEY} holds no PEM certificate"));
-    }
-    for (i, cert) in chain.iter().enumerate() {
-        ParsedCertificate::try_from(cert).map_err(|e| {
-            format!(
-                "{what}: certificate {} of {TLS_CERT_KEY} is not an X.509 v3 certificate ({e})",
-                i + 1
-            )
-        })?;
-    }
-    let private_key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| {
-        format!("{what}: {TLS_KEY_KEY} holds no PEM private key (PKCS#8, PKCS#1 or SEC1)")
-    })?;
-    let signing_key = any_supported_type(&private_key).map_err(|_| {
-        format!(
-            "{what}: {TLS_KEY_KEY} is not a usable private key (RSA of 2048 bits or more, ECDSA \
-             P-256 or P-384, or Ed25519)"
-        )
-    })?;
-    CertifiedKey::new(chain.clone(), signing_key).keys_match().map_err(|_| {
-        format!("{what}: the key in {TLS_KEY_KEY} does not match the first certificate of {TLS_CERT_KEY}")
-    })?;
-
+    let what = format!("{} {}/{}", key.kind, key.namespace, key.name);
+    let Spec::Secret(data) = &object.spec else { return Err(format!("{what} is not a Secret")) };
+    let checked = tls_certificate(data).map_err(|problem| format!("{what} {problem}"))?;
     let mut chain_pem = Vec::new();
-    for cert in &chain {
+    for cert in &checked.chain {
         chain_pem.extend(pem("CERTIFICATE", cert));
     }
-    let key_label = match &private_key {
+    let key_label = match &checked.key {
         PrivateKeyDer::Pkcs1(_) => "RSA PRIVATE KEY",
         PrivateKeyDer::Sec1(_) => "EC PRIVATE KEY",
         _ => "PRIVATE KEY",
@@ -180,7 +45,7 @@ pub(super) fn tls_secret(key: &ObjectKey, object: &Object) -> Result<Resource, S
         name: name.clone(),
         r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
             certificate_chain: Some(inline(chain_pem)),
-            private_key: Some(inline(pem(key_label, private_key.secret_der()))),
+            private_key: Some(inline(pem(key_label, checked.key.secret_der()))),
             ..Default::default()
         })),
     };
@@ -219,8 +84,14 @@ mod tests {
 
     use prost::Message;
 
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+
     use super::*;
-    use crate::api::{ParseOutcome, parse_document};
+    use crate::api::{
+        ParseOutcome, TLS_CERT_KEY, TLS_KEY_KEY, TLS_SECRET_TYPE, parse_document,
+        tls_certificate_problem,
+    };
 
     /// Runs openssl in `dir` (certificates are made at test time, never committed).
     fn openssl(dir: &Path, args: &[&str]) {
@@ -311,15 +182,11 @@ mod tests {
     }
 
     fn secret_object(name: &str, type_: &str, data: &[(&str, &str)]) -> Object {
-        secret_in("default", name, type_, data)
-    }
-
-    fn secret_in(namespace: &str, name: &str, type_: &str, data: &[(&str, &str)]) -> Object {
         let data: serde_json::Map<String, serde_json::Value> =
             data.iter().map(|(k, v)| (k.to_string(), (*v).into())).collect();
         let doc = serde_json::json!({
             "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": name, "namespace": namespace},
+            "metadata": {"name": name, "namespace": "default"},
             "type": type_, "stringData": data,
         });
         match parse_document(&doc.to_string()).unwrap() {
@@ -427,7 +294,7 @@ mod tests {
                     TLS_SECRET_TYPE,
                     &[(TLS_CERT_KEY, "no pem"), (TLS_KEY_KEY, &key)],
                 ),
-                "tls.crt holds no PEM certificate",
+                r#"has no PEM certificate under "tls.crt""#,
             ),
             (
                 secret_object(
@@ -435,7 +302,7 @@ mod tests {
                     TLS_SECRET_TYPE,
                     &[(TLS_CERT_KEY, garbage), (TLS_KEY_KEY, &key)],
                 ),
-                "certificate 1 of tls.crt is not an X.509 v3 certificate",
+                r#"has a certificate 1 under "tls.crt" that is not X.509 v3"#,
             ),
             (
                 secret_object(
@@ -443,7 +310,7 @@ mod tests {
                     TLS_SECRET_TYPE,
                     &[(TLS_CERT_KEY, &crt), (TLS_KEY_KEY, &crt)],
                 ),
-                "tls.key holds no PEM private key",
+                r#"has no PEM private key (PKCS#8, PKCS#1 or SEC1) under "tls.key""#,
             ),
             (
                 secret_object(
@@ -451,117 +318,20 @@ mod tests {
                     TLS_SECRET_TYPE,
                     &[(TLS_CERT_KEY, &crt), (TLS_KEY_KEY, &other)],
                 ),
-                "the key in tls.key does not match the first certificate of tls.crt",
+                r#"has a key under "tls.key" that does not match its first certificate"#,
             ),
         ];
         for (object, want) in cases {
             let err = tls_secret(&object.key, &object).unwrap_err();
-            assert!(err.starts_with("Secret default/cert") && err.contains(want), "{err}");
+            assert!(err.starts_with("Secret default/cert ") && err.contains(want), "{err}");
+            let Spec::Secret(data) = &object.spec else { unreachable!() };
+            assert_eq!(
+                tls_certificate_problem(data).as_deref(),
+                err.strip_prefix("Secret default/cert ")
+            );
             for line in key_lines(&key).into_iter().chain(key_lines(&other)) {
                 assert!(!err.contains(line), "{err}");
             }
         }
-    }
-
-    fn parse(doc: &str) -> Object {
-        match parse_document(doc).unwrap() {
-            ParseOutcome::Object(o) => *o,
-            other => panic!("{other:?}"),
-        }
-    }
-
-    const GATEWAY: &str = "\
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: default}
-spec:
-  gatewayClassName: aixds
-  listeners:
-  - {name: http, port: 80, protocol: HTTP}
-  - {name: own, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: cert}, {name: cert, kind: Secret, group: ''}]}}
-  - {name: kind, port: 444, protocol: HTTPS, tls: {certificateRefs: [{name: cert, kind: ConfigMap}]}}
-  - {name: missing, port: 445, protocol: HTTPS, tls: {certificateRefs: [{name: gone}]}}
-  - {name: elsewhere, port: 446, protocol: HTTPS, tls: {certificateRefs: [{name: cert, namespace: other}]}}
-  - {name: none, port: 447, protocol: HTTPS, tls: {mode: Terminate}}
-  - {name: through, port: 448, protocol: HTTPS, tls: {mode: Passthrough, certificateRefs: [{name: gone}]}}
-  - {name: mixed, port: 449, protocol: HTTPS, tls: {certificateRefs: [{name: cert}, {name: gone}]}}
-";
-
-    fn grant(name: Option<&str>) -> Object {
-        let to = match name {
-            Some(name) => format!("{{group: '', kind: Secret, name: {name}}}"),
-            None => "{group: '', kind: Secret}".into(),
-        };
-        parse(&format!(
-            "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\n\
-             metadata: {{name: g, namespace: other}}\n\
-             spec: {{from: [{{group: gateway.networking.k8s.io, kind: Gateway, namespace: default}}], \
-             to: [{to}]}}"
-        ))
-    }
-
-    #[test]
-    fn listener_certificates_name_the_secrets_or_say_why_not() {
-        let m = Material::new();
-        let (crt, key) = (m.read("leaf.crt"), m.read("leaf.key"));
-        let data = [(TLS_CERT_KEY, crt.as_str()), (TLS_KEY_KEY, key.as_str())];
-        let mut graph = Graph::new();
-        let gateway = parse(GATEWAY);
-        let gw = gateway.key.clone();
-        graph.apply(gateway);
-        graph.apply(secret_in("default", "cert", TLS_SECRET_TYPE, &data));
-        graph.apply(secret_in("other", "cert", TLS_SECRET_TYPE, &data));
-        let Some(Spec::Gateway(spec)) = graph.object(&gw).map(|o| o.spec.clone()) else {
-            unreachable!()
-        };
-        let check = |graph: &Graph, name: &str| {
-            let listener = spec.listeners.iter().find(|l| l.name == name).unwrap();
-            listener_certificates(graph, &gw, listener)
-        };
-        let own = ObjectKey::new(Kind::Secret, "default", "cert");
-        assert_eq!(check(&graph, "http"), Ok(vec![]));
-        assert_eq!(check(&graph, "own"), Ok(vec![own.clone()]), "named twice, served once");
-        assert_eq!(check(&graph, "through"), Ok(vec![]), "passthrough holds no certificate");
-        let refused = |graph: &Graph, name: &str, reason: Reason, want: &str| {
-            let (got, message) = check(graph, name).unwrap_err();
-            assert_eq!(got, reason, "{name}: {message}");
-            assert!(message.contains(want), "{name}: {message}");
-        };
-        let invalid = Reason::InvalidCertificateRef;
-        refused(
-            &graph,
-            "kind",
-            invalid,
-            r#"certificateRefs[0]: ConfigMap. "cert" is not a core Secret"#,
-        );
-        refused(
-            &graph,
-            "missing",
-            invalid,
-            "tls.certificateRefs[0]: Secret default/gone not found",
-        );
-        refused(&graph, "none", invalid, "tls.certificateRefs is empty");
-        refused(&graph, "mixed", invalid, "tls.certificateRefs[1]: Secret default/gone not found");
-        let not_permitted = "Secret other/cert is in another namespace and no ReferenceGrant";
-        refused(&graph, "elsewhere", Reason::RefNotPermitted, not_permitted);
-
-        graph.apply(grant(Some("another")));
-        refused(&graph, "elsewhere", Reason::RefNotPermitted, not_permitted);
-        graph.apply(grant(Some("cert")));
-        let theirs = ObjectKey::new(Kind::Secret, "other", "cert");
-        assert_eq!(check(&graph, "elsewhere"), Ok(vec![theirs.clone()]));
-        graph.apply(grant(None));
-        assert_eq!(check(&graph, "elsewhere"), Ok(vec![theirs.clone()]), "every Secret there");
-
-        let expected: BTreeSet<ObjectKey> = [own.clone(), theirs].into();
-        assert_eq!(gateway_certificates(&graph, &gw), expected);
-        graph.delete(&ObjectKey::new(Kind::ReferenceGrant, "other", "g"));
-        refused(&graph, "elsewhere", Reason::RefNotPermitted, not_permitted);
-        assert_eq!(gateway_certificates(&graph, &gw), [own].into());
-
-        // A Secret that stops being usable makes its listeners refuse it.
-        graph.apply(secret_in("default", "cert", "Opaque", &data));
-        refused(&graph, "own", invalid, "is of type \"Opaque\"");
-        assert!(gateway_certificates(&graph, &gw).is_empty());
     }
 }

@@ -59,8 +59,14 @@ pub const PHASE_METADATA: &str = "x-aixds-phase";
 pub const POOL_PHASE: &str = "pool";
 /// The dynamic metadata namespace where the upstream phase keeps [`ENDPOINT_HEADER`] and
 /// [`ROUTE_BACKEND_HEADER`] (`endpoint`, `route_backend`) for later attempts of the same request:
-/// it removes the headers, and Envoy gives a retry the header map the first attempt left.
+/// it removes the headers, and Envoy gives a retry the header map the first attempt left. The
+/// router phase records the client's API there too ([`CLIENT_METADATA_KEY`]).
 pub const ATTEMPT_METADATA_NAMESPACE: &str = "aixds.request";
+/// The key in [`ATTEMPT_METADATA_NAMESPACE`] under which the router phase names the API the
+/// client speaks ([`ClientSchema::name`](translate::ClientSchema::name)), so that Envoy's own
+/// replies are in its format (`compile::local_reply`) after the path was rewritten for a
+/// backend of the other schema or a pool.
+pub const CLIENT_METADATA_KEY: &str = "client";
 /// The dynamic metadata namespace token usage is written to, as Envoy AI Gateway does.
 pub const METADATA_NAMESPACE: &str = "io.envoy.ai_gateway";
 

@@ -1,9 +1,11 @@
 //! The router phase: before Envoy picks a route, find the model in the body.
 //!
 //! Takes: the request headers and the whole request body. Gives: `GET /v1/models` and errors
-//! answered directly, in the client's own format; otherwise the model header the routes match
-//! on, the internal headers the upstream phase reads, and a cleared route cache; a client's own
-//! `x-gateway-destination-endpoint` is removed, as only a pool's endpoint picker may choose.
+//! answered directly, in the client's own format (for a path where no API is served, the format
+//! of the API the path belongs to); otherwise the model header the routes match on, the internal
+//! headers the upstream phase reads, the client's API as dynamic metadata for Envoy's own
+//! replies, and a cleared route cache; a client's own `x-gateway-destination-endpoint` is
+//! removed, as only a pool's endpoint picker may choose.
 
 use std::sync::Arc;
 
@@ -13,13 +15,16 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
     BodyResponse, CommonResponse, HeadersResponse, HttpHeaders, ProcessingRequest,
     ProcessingResponse, TrailersResponse,
 };
+use envoy_types::pb::google::protobuf::{Struct, Value, value};
 use serde_json::json;
 use tonic::Status;
 
 use super::runtime::RuntimeConfig;
 use super::service::{describe, find, header_pairs, immediate, mutation};
 use super::translate::{ClientSchema, Endpoint, error_body, parse_request};
-use super::{ENDPOINT_HEADER, STREAM_HEADER, endpoint_path};
+use super::{
+    ATTEMPT_METADATA_NAMESPACE, CLIENT_METADATA_KEY, ENDPOINT_HEADER, STREAM_HEADER, endpoint_path,
+};
 use crate::api::MODEL_HEADER;
 use crate::picker::DESTINATION_ENDPOINT;
 
@@ -84,7 +89,8 @@ impl RouterPhase {
                 "no LLM API is served at {path:?}; use /v1/chat/completions, /v1/completions, \
                  /v1/embeddings, /v1/messages or /v1/models"
             );
-            return immediate(404, error_body(ClientSchema::OpenAI, 404, &message), "aixds_no_api");
+            let body = error_body(ClientSchema::of_path(path), 404, &message);
+            return immediate(404, body, "aixds_no_api");
         };
         let client = endpoint.client_schema();
         if method != "POST" {
@@ -160,6 +166,7 @@ impl RouterPhase {
                     ..Default::default()
                 }),
             })),
+            dynamic_metadata: Some(client_metadata(client)),
             ..Default::default()
         }
     }
@@ -183,6 +190,14 @@ impl RouterPhase {
     fn model_object(&self, id: &str) -> serde_json::Value {
         json!({"id": id, "object": "model", "created": self.runtime.created, "owned_by": "aixds"})
     }
+}
+
+/// `client` under [`CLIENT_METADATA_KEY`] in [`ATTEMPT_METADATA_NAMESPACE`].
+fn client_metadata(client: ClientSchema) -> Struct {
+    let text = |s: &str| Value { kind: Some(value::Kind::StringValue(s.into())) };
+    let fields = [(CLIENT_METADATA_KEY.to_string(), text(client.name()))].into();
+    let namespace = Value { kind: Some(value::Kind::StructValue(Struct { fields })) };
+    Struct { fields: [(ATTEMPT_METADATA_NAMESPACE.to_string(), namespace)].into() }
 }
 
 fn method_not_allowed(client: ClientSchema, method: &str, path: &str) -> ProcessingResponse {

@@ -6,6 +6,21 @@ use serde::Serialize;
 pub enum ConditionType {
     Accepted,
     ResolvedRefs,
+    /// A Gateway listener that shares its port with another in a way Envoy cannot serve. Its
+    /// good state is `False` (reason `NoConflicts`), as in Gateway API.
+    Conflicted,
+    /// What Envoy runs: `True` once an Envoy has ACKed every resource compiled from the object
+    /// (written by the status writer, which sees the Envoys).
+    Programmed,
+    /// A GatewayClass's Gateway API version is one aixds reads.
+    SupportedVersion,
+}
+
+impl ConditionType {
+    /// The status that means all is well: `False` for `Conflicted`, `True` for the rest.
+    pub fn good(self) -> bool {
+        self != ConditionType::Conflicted
+    }
 }
 
 /// Why a condition has its status. The `True` reasons mirror the type's name, as in Gateway API.
@@ -34,13 +49,24 @@ pub enum Reason {
     InvalidExtensionRef,
     /// A backend the rule relies on is itself unresolved or rejected.
     BackendNotResolved,
-    /// A listener's certificateRef names no usable `kubernetes.io/tls` Secret.
-    InvalidCertificateRef,
-    /// A reference into another namespace that no ReferenceGrant there permits.
-    RefNotPermitted,
     /// An Envoy rejected (NACKed) a resource compiled from the object; the message is
     /// "<node id>: <Envoy's error>".
     RejectedByEnvoy,
+    /// The reasons Gateway API gives Gateways, their listeners and the routes attached to them.
+    Programmed,
+    Pending,
+    NoConflicts,
+    SupportedVersion,
+    ListenersNotValid,
+    UnsupportedProtocol,
+    UnsupportedValue,
+    ProtocolConflict,
+    HostnameConflict,
+    InvalidCertificateRef,
+    InvalidRouteKinds,
+    RefNotPermitted,
+    NotAllowedByListeners,
+    NoMatchingListenerHostname,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -59,16 +85,26 @@ fn true_false<S: serde::Serializer>(status: &bool, s: S) -> Result<S::Ok, S::Err
 }
 
 impl Condition {
+    /// The condition saying all is well.
     pub fn ok(type_: ConditionType) -> Self {
         let reason = match type_ {
             ConditionType::Accepted => Reason::Accepted,
             ConditionType::ResolvedRefs => Reason::ResolvedRefs,
+            ConditionType::Conflicted => Reason::NoConflicts,
+            ConditionType::Programmed => Reason::Programmed,
+            ConditionType::SupportedVersion => Reason::SupportedVersion,
         };
-        Condition { type_, status: true, reason, message: String::new() }
+        Condition { type_, status: type_.good(), reason, message: String::new() }
     }
 
+    /// The condition saying what is wrong (`Conflicted=True`, the others `False`).
     pub fn failed(type_: ConditionType, reason: Reason, message: impl Into<String>) -> Self {
-        Condition { type_, status: false, reason, message: message.into() }
+        Condition { type_, status: !type_.good(), reason, message: message.into() }
+    }
+
+    /// Whether the condition says all is well.
+    pub fn is_good(&self) -> bool {
+        self.status == self.type_.good()
     }
 }
 

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use serde::Serialize;
 
 use super::{Condition, Graph, Node};
-use crate::api::ObjectKey;
+use crate::api::{Kind, ObjectKey};
 
 #[derive(Serialize)]
 pub struct NodeJson<'a> {
@@ -20,6 +20,20 @@ pub struct NodeJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub generation: Option<i64>,
     pub conditions: Cow<'a, [Condition]>,
+    /// A Gateway's listeners, each with its own conditions.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<ListenerJson<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerJson<'a> {
+    pub name: &'a str,
+    pub protocol: &'a str,
+    pub port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<&'a str>,
+    pub conditions: Vec<Condition>,
 }
 
 #[derive(Serialize)]
@@ -89,7 +103,7 @@ impl View {
         };
         let mut merged = node.conditions().to_vec();
         for c in extra {
-            match merged.iter_mut().find(|m| m.type_ == c.type_ && m.status) {
+            match merged.iter_mut().find(|m| m.type_ == c.type_ && m.is_good()) {
                 Some(m) => *m = c.clone(),
                 None => merged.push(c.clone()),
             }
@@ -103,7 +117,20 @@ impl View {
     }
 }
 
-pub fn node_json(n: &Node) -> NodeJson<'_> {
+pub fn node_json<'g>(graph: &'g Graph, n: &'g Node) -> NodeJson<'g> {
+    let listeners = match n.key.kind {
+        Kind::Gateway => super::listeners::listeners(graph, &n.key)
+            .into_iter()
+            .map(|l| ListenerJson {
+                name: &l.spec.name,
+                protocol: &l.spec.protocol,
+                port: l.spec.port,
+                hostname: l.spec.hostname.as_deref(),
+                conditions: l.conditions,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
     NodeJson {
         key: &n.key,
         kind: n.key.kind.as_str(),
@@ -112,6 +139,7 @@ pub fn node_json(n: &Node) -> NodeJson<'_> {
         placeholder: n.is_placeholder(),
         generation: n.object.as_ref().map(|o| o.generation),
         conditions: Cow::Borrowed(n.conditions()),
+        listeners,
     }
 }
 
@@ -124,7 +152,7 @@ pub fn to_json_view<'g>(graph: &'g Graph, view: &View) -> GraphJson<'g> {
         nodes: view
             .nodes(graph)
             .into_iter()
-            .map(|n| NodeJson { conditions: view.conditions(n), ..node_json(n) })
+            .map(|n| NodeJson { conditions: view.conditions(n), ..node_json(graph, n) })
             .collect(),
         edges: graph
             .edges()
@@ -147,7 +175,7 @@ pub fn to_dot_view(graph: &Graph, view: &View) -> String {
     for n in view.nodes(graph) {
         let (style, color) = if n.is_placeholder() {
             ("dashed", "grey")
-        } else if view.conditions(n).iter().all(|c| c.status) {
+        } else if view.conditions(n).iter().all(|c| c.is_good()) {
             ("rounded", "darkgreen")
         } else {
             ("\"rounded,bold\"", "red")

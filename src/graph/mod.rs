@@ -14,9 +14,7 @@
 //! Edges point from referrer to target and carry the [`RefKind`] (the field that made them).
 //! Two kinds are walked forward as well when computing the affected set: a policy's `targetRef`
 //! (the policy changes its target's output) and a route's `parentRef` (the route's Gateway
-//! output, without expanding to the Gateway's other routes). A Gateway's `certificateRef` is
-//! walked back without expanding either: a certificate's change is the Gateway's, not its
-//! routes'.
+//! output, without expanding to the Gateway's other routes).
 //!
 //! [`Graph::reference_permitted`] says whether a ReferenceGrant in another namespace permits a
 //! reference into it (a Gateway's certificateRefs need one); a grant's change affects the
@@ -30,6 +28,7 @@
 mod conditions;
 pub mod export;
 mod grants;
+pub mod listeners;
 mod refs;
 
 pub use conditions::{Condition, ConditionType, Issue, Reason};
@@ -108,6 +107,8 @@ pub struct Graph {
     missing_kinds: HashMap<Kind, String>,
     /// ReferenceGrants and references across namespaces (see `grants.rs`).
     grants: grants::Grants,
+    /// The GatewayClass `controllerName` whose Gateways are aixds's; `None`: every Gateway is.
+    controller: Option<String>,
 }
 
 /// The index key of a pool: its namespace and the first label of its selector.
@@ -119,6 +120,80 @@ fn pool_label(ns: &str, pool: &crate::api::InferencePoolSpec) -> Option<(String,
 impl Graph {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A graph that takes as its own only the Gateways whose GatewayClass names `controller`
+    /// (`None`: every Gateway, as with manifest files the user chose).
+    pub fn with_controller(controller: Option<String>) -> Self {
+        Graph { controller, ..Self::default() }
+    }
+
+    /// Whether the Gateway `key` is aixds's to program and report on: every Gateway when the
+    /// graph has no controller name, else those whose GatewayClass exists and names it.
+    pub fn owns_gateway(&self, key: &ObjectKey) -> bool {
+        let Some(controller) = &self.controller else { return true };
+        let Some(Spec::Gateway(gateway)) = self.object(key).map(|o| &o.spec) else { return false };
+        let class = ObjectKey::new(Kind::GatewayClass, "", &gateway.gateway_class_name);
+        matches!(self.object(&class).map(|o| &o.spec),
+            Some(Spec::GatewayClass(c)) if c.controller_name == *controller)
+    }
+
+    /// Whether the GatewayClass `key` is aixds's (see [`Graph::owns_gateway`]).
+    pub fn owns_class(&self, key: &ObjectKey) -> bool {
+        match (&self.controller, self.object(key).map(|o| &o.spec)) {
+            (_, None) => false,
+            (None, _) => true,
+            (Some(controller), Some(Spec::GatewayClass(c))) => c.controller_name == *controller,
+            (Some(_), Some(_)) => false,
+        }
+    }
+
+    /// Whether status about `key` is another controller's to write: it is a Gateway or
+    /// GatewayClass of another controller, or it serves only routes and Gateways that are.
+    /// Objects nothing attaches to a Gateway are aixds's to report on.
+    pub fn foreign(&self, key: &ObjectKey) -> bool {
+        if self.controller.is_none() {
+            return false;
+        }
+        let Some(&start) = self.index.get(key) else { return false };
+        let mut seen: HashSet<NodeIndex> = HashSet::from([start]);
+        let mut stack = vec![start];
+        let (mut anchors, mut ours) = (0usize, 0usize);
+        while let Some(idx) = stack.pop() {
+            let node_key = &self.g[idx].key;
+            let anchor = match node_key.kind {
+                Kind::GatewayClass => Some(self.owns_class(node_key)),
+                Kind::Gateway => Some(self.owns_gateway(node_key)),
+                Kind::AIGatewayRoute => {
+                    let parents = listeners::route_parents(self, node_key);
+                    Some(parents.is_empty() || parents.iter().any(|p| !p.foreign))
+                }
+                _ => None,
+            };
+            if let Some(owned) = anchor {
+                anchors += 1;
+                ours += usize::from(owned);
+                continue;
+            }
+            // Upwards: what references this object, and what a policy among those targets.
+            let next = self
+                .g
+                .edges_directed(idx, Direction::Incoming)
+                .filter(|e| *e.weight() != RefKind::Selects)
+                .map(|e| e.source())
+                .chain(
+                    self.g
+                        .edges_directed(idx, Direction::Outgoing)
+                        .filter(|e| *e.weight() == RefKind::TargetRef)
+                        .map(|e| e.target()),
+                );
+            for n in next.collect::<Vec<_>>() {
+                if seen.insert(n) {
+                    stack.push(n);
+                }
+            }
+        }
+        anchors > 0 && ours == 0
     }
 
     /// Adds or replaces an object and returns what it affects.
@@ -454,8 +529,7 @@ impl Graph {
     }
 
     /// The changed node, everything that transitively references it, the targets of policies
-    /// among those, and the parents of routes among those and the Gateways of certificates
-    /// among those (neither expanded further).
+    /// among those, and the parents of routes among those (not expanded further).
     fn affected_from(&self, start: NodeIndex, extra: &[NodeIndex]) -> Vec<NodeIndex> {
         let mut seen: HashSet<NodeIndex> = HashSet::new();
         let mut order = Vec::new();
@@ -468,13 +542,7 @@ impl Graph {
             }
             order.push(idx);
             for e in self.g.edges_directed(idx, Direction::Incoming) {
-                match e.weight() {
-                    // A certificate changes what its Gateway's listeners serve, not the routes
-                    // attached to the Gateway.
-                    RefKind::CertificateRef if seen.insert(e.source()) => order.push(e.source()),
-                    RefKind::CertificateRef => {}
-                    _ => stack.push(e.source()),
-                }
+                stack.push(e.source());
             }
             for e in self.g.edges_directed(idx, Direction::Outgoing) {
                 match e.weight() {

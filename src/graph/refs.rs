@@ -6,10 +6,10 @@ use petgraph::stable_graph::NodeIndex;
 use petgraph::visit::EdgeRef;
 use serde::Serialize;
 
-use super::{Condition, ConditionType, Graph, Issue, Reason};
+use super::{Condition, ConditionType, Graph, Issue, Reason, listeners};
 use crate::api::{
     AIGATEWAY_GROUP, BackendTarget, ENVOY_GATEWAY_GROUP, GATEWAY_API_GROUP, INFERENCE_GROUP, Kind,
-    Object, ObjectKey, SecurityPolicyType, Spec, TlsMode, api_key,
+    Object, ObjectKey, SecurityPolicyType, Spec, api_key, validate_hostname,
 };
 
 /// The field a reference comes from.
@@ -25,12 +25,14 @@ pub enum RefKind {
     TargetRef,
     /// BackendSecurityPolicy → Secret.
     SecretRef,
-    /// Gateway → Secret, a listener's TLS certificate.
-    CertificateRef,
     /// InferencePool → endpoint picker Service.
     EndpointPickerRef,
     /// InferencePool → Pod, by label selector.
     Selects,
+    /// Gateway → GatewayClass (`gatewayClassName`).
+    GatewayClassName,
+    /// Gateway → Secret (a listener's `tls.certificateRefs`).
+    CertificateRef,
 }
 
 impl RefKind {
@@ -40,9 +42,10 @@ impl RefKind {
             RefKind::BackendRef => "backendRef",
             RefKind::TargetRef => "targetRef",
             RefKind::SecretRef => "secretRef",
-            RefKind::CertificateRef => "certificateRef",
             RefKind::EndpointPickerRef => "endpointPickerRef",
             RefKind::Selects => "selects",
+            RefKind::GatewayClassName => "gatewayClassName",
+            RefKind::CertificateRef => "certificateRef",
         }
     }
 }
@@ -65,6 +68,14 @@ pub(super) fn references(object: &Object) -> (Vec<(RefKind, ObjectKey)>, Vec<Iss
     let mut issues = Vec::new();
     match &object.spec {
         Spec::AIGatewayRoute(route) => {
+            for (i, host) in route.hostnames.iter().enumerate() {
+                if let Err(message) = validate_hostname(host) {
+                    issues.push(accepted_issue(
+                        Reason::Invalid,
+                        format!("hostnames[{i}]: {message}"),
+                    ));
+                }
+            }
             for (i, p) in route.parent_refs.iter().enumerate() {
                 let group = p.group.as_deref().unwrap_or(GATEWAY_API_GROUP);
                 let kind = p.kind.as_deref().unwrap_or("Gateway");
@@ -212,18 +223,20 @@ pub(super) fn references(object: &Object) -> (Vec<(RefKind, ObjectKey)>, Vec<Iss
             if let Err(message) = gateway.validate() {
                 issues.push(accepted_issue(Reason::Invalid, message));
             }
-            // Refs of another kind make no edge: the listener's conditions say what is wrong
-            // (`compile::secret::listener_certificates`).
-            let certificates = gateway
-                .listeners
-                .iter()
-                .filter_map(|l| l.tls.as_ref())
-                .filter(|tls| tls.mode == TlsMode::Terminate)
-                .flat_map(|tls| &tls.certificate_refs)
-                .filter(|r| r.group.as_deref().unwrap_or("").is_empty())
-                .filter(|r| r.kind.as_deref().unwrap_or("Secret") == "Secret");
-            for r in certificates {
-                refs.push((RefKind::CertificateRef, in_ns(Kind::Secret, &r.namespace, &r.name)));
+            if !gateway.gateway_class_name.is_empty() {
+                let class = ObjectKey::new(Kind::GatewayClass, "", &gateway.gateway_class_name);
+                refs.push((RefKind::GatewayClassName, class));
+            }
+            let certificates = gateway.listeners.iter().filter_map(|l| l.tls.as_ref());
+            for r in certificates.flat_map(|tls| &tls.certificate_refs) {
+                if (r.group.as_deref().unwrap_or(""), r.kind.as_deref().unwrap_or("Secret"))
+                    == ("", "Secret")
+                {
+                    refs.push((
+                        RefKind::CertificateRef,
+                        in_ns(Kind::Secret, &r.namespace, &r.name),
+                    ));
+                }
             }
         }
         Spec::GatewayClass(_)
@@ -247,13 +260,18 @@ pub(super) fn conditions(graph: &Graph, idx: NodeIndex) -> Vec<Condition> {
         reason: Reason::Conflict,
         message: message.clone(),
     });
-    if matches!(
-        object.key.kind,
-        Kind::Secret | Kind::Service | Kind::Pod | Kind::GatewayClass | Kind::ReferenceGrant
-    ) {
+    if matches!(object.key.kind, Kind::Secret | Kind::Service | Kind::Pod | Kind::ReferenceGrant) {
         return conflict.into_iter().collect();
     }
-    let accepted = match node.issues.iter().find(|i| i.type_ == ConditionType::Accepted) {
+    if object.key.kind == Kind::GatewayClass {
+        // Another controller's class is not aixds's to speak of.
+        if !graph.owns_class(&object.key) {
+            return Vec::new();
+        }
+        let accepted = conflict.unwrap_or_else(|| Condition::ok(ConditionType::Accepted));
+        return vec![accepted, Condition::ok(ConditionType::SupportedVersion)];
+    }
+    let mut accepted = match node.issues.iter().find(|i| i.type_ == ConditionType::Accepted) {
         Some(issue) => {
             Condition::failed(ConditionType::Accepted, issue.reason, issue.message.clone())
         }
@@ -285,6 +303,71 @@ pub(super) fn conditions(graph: &Graph, idx: NodeIndex) -> Vec<Condition> {
     }
     if matches!(object.key.kind, Kind::AIServiceBackend | Kind::InferencePool) {
         problems.extend(credential_problems(graph, idx));
+    }
+    match object.key.kind {
+        Kind::Gateway => {
+            if !graph.owns_gateway(&object.key) {
+                return Vec::new();
+            }
+            let listeners = listeners::listeners(graph, &object.key);
+            let bad: Vec<String> = listeners
+                .iter()
+                .filter(|l| !l.usable())
+                .map(|l| {
+                    let why =
+                        l.conditions.iter().find(|c| !c.is_good()).map(|c| c.message.as_str());
+                    format!("listener {:?}: {}", l.spec.name, why.unwrap_or_default())
+                })
+                .collect();
+            if accepted.is_good() && !bad.is_empty() {
+                let none_left = listeners.iter().all(|l| !l.usable());
+                accepted = Condition {
+                    type_: ConditionType::Accepted,
+                    status: !none_left,
+                    reason: Reason::ListenersNotValid,
+                    message: bad.join("; "),
+                };
+            }
+            for l in &listeners {
+                let unresolved = l
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == ConditionType::ResolvedRefs && !c.is_good());
+                if let Some(c) = unresolved {
+                    problems.push((c.reason, format!("listener {:?}: {}", l.spec.name, c.message)));
+                }
+            }
+        }
+        Kind::AIGatewayRoute => {
+            let parents = listeners::route_parents(graph, &object.key);
+            if !parents.is_empty() && parents.iter().all(|p| p.foreign) {
+                return Vec::new();
+            }
+            // Parents that exist and are aixds's: the route is accepted when one takes it.
+            let judged: Vec<_> = parents
+                .iter()
+                .filter(|p| !p.foreign && graph.object(&p.gateway).is_some())
+                .collect();
+            let refused: Vec<String> = judged
+                .iter()
+                .filter_map(|p| {
+                    p.refused.as_ref().map(|(_, m)| format!("parentRefs[{}]: {m}", p.index))
+                })
+                .collect();
+            if accepted.is_good() && !refused.is_empty() {
+                if judged.iter().all(|p| p.attached.is_empty()) {
+                    let reason = judged.iter().find_map(|p| p.refused.as_ref()).map(|r| r.0);
+                    accepted = Condition::failed(
+                        ConditionType::Accepted,
+                        reason.unwrap_or(Reason::NoMatchingParent),
+                        refused.join("; "),
+                    );
+                } else {
+                    accepted.message = refused.join("; ");
+                }
+            }
+        }
+        _ => {}
     }
     let resolved = match problems.first() {
         None => Condition::ok(ConditionType::ResolvedRefs),
@@ -346,8 +429,8 @@ fn reference_problem(
             RefKind::TargetRef => Reason::TargetNotFound,
             RefKind::SecretRef => Reason::SecretNotFound,
             RefKind::EndpointPickerRef => Reason::InvalidExtensionRef,
-            // Reported on the listener, not the Gateway (`compile::secret`).
-            RefKind::CertificateRef | RefKind::Selects => return None,
+            // Whose a Gateway is and its listeners' certificates are judged with the listeners.
+            RefKind::Selects | RefKind::GatewayClassName | RefKind::CertificateRef => return None,
         };
         let what = if kind == RefKind::EndpointPickerRef { "endpoint picker " } else { "" };
         return Some((
@@ -358,7 +441,7 @@ fn reference_problem(
     match (&referrer.spec, &found.spec) {
         // A route relies on its AIServiceBackends resolving in turn.
         (Spec::AIGatewayRoute(_), _) if key.kind == Kind::AIServiceBackend => {
-            let failed = target.conditions.iter().find(|c| !c.status)?;
+            let failed = target.conditions.iter().find(|c| !c.is_good())?;
             Some((
                 Reason::BackendNotResolved,
                 format!("{} {}/{}: {}", key.kind, key.namespace, key.name, failed.message),

@@ -32,6 +32,8 @@ pub struct KubeOptions {
     pub discovery_interval: Duration,
     /// Leader election and status writing; `None` writes no status.
     pub status: Option<lease::LeaseOptions>,
+    /// The Service whose address Gateways report in `status.addresses` (the Envoy Service).
+    pub gateway_service: Option<crate::api::ObjectKey>,
 }
 
 impl std::fmt::Debug for KubeOptions {
@@ -42,6 +44,7 @@ impl std::fmt::Debug for KubeOptions {
             .field("namespace", &self.namespace)
             .field("discovery_interval", &self.discovery_interval)
             .field("status", &self.status)
+            .field("gateway_service", &self.gateway_service)
             .finish()
     }
 }
@@ -53,6 +56,7 @@ impl Default for KubeOptions {
             namespace: None,
             discovery_interval: Duration::from_secs(10),
             status: None,
+            gateway_service: None,
         }
     }
 }

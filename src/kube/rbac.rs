@@ -26,7 +26,8 @@ pub const WATCHED: &[Watched] = &[
     watched(Kind::BackendSecurityPolicy, "backendsecuritypolicies", true),
     watched(Kind::Backend, "backends", false),
     watched(Kind::BackendTLSPolicy, "backendtlspolicies", false),
-    watched(Kind::Gateway, "gateways", false),
+    watched(Kind::Gateway, "gateways", true),
+    watched(Kind::GatewayClass, "gatewayclasses", true),
     watched(Kind::InferencePool, "inferencepools", true),
     watched(Kind::ReferenceGrant, "referencegrants", false),
     Watched {
@@ -134,10 +135,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_kind_the_graph_reads_is_watched_except_gateway_classes() {
+    fn every_kind_the_graph_reads_is_watched() {
         for kind in Kind::ALL {
-            let watched = WATCHED.iter().any(|w| w.kind == kind);
-            assert_eq!(watched, kind != Kind::GatewayClass, "{kind}");
+            assert!(WATCHED.iter().any(|w| w.kind == kind), "{kind}");
         }
     }
 

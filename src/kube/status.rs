@@ -26,8 +26,8 @@ use super::lease::{self, LeaseOptions};
 use super::rbac::WATCHED;
 use super::watch::Served;
 use crate::admin::RunMetrics;
-use crate::api::{GATEWAY_API_GROUP, Kind, ObjectKey};
-use crate::graph::{Condition, ConditionType, Graph, RefKind};
+use crate::api::{GATEWAY_API_GROUP, Kind, ObjectKey, Spec};
+use crate::graph::{Condition, ConditionType, Graph, RefKind, listeners};
 use crate::xds::{Clients, SnapshotStore};
 
 /// How often rejections are looked at between batches.
@@ -47,6 +47,8 @@ pub struct StatusWriter {
     pub batches: watch::Receiver<u64>,
     pub stopped: watch::Receiver<bool>,
     pub metrics: Arc<RunMetrics>,
+    /// The Service whose addresses the Gateways report (the Envoy Service the chart makes).
+    pub gateway_service: Option<ObjectKey>,
 }
 
 /// Starts the election and the writer.
@@ -103,18 +105,45 @@ impl StatusWriter {
         ));
         let graph = self.graph.read().unwrap_or_else(|e| e.into_inner());
         let kinds: HashSet<Kind> = WATCHED.iter().filter(|w| w.status).map(|w| w.kind).collect();
+        let snapshot = self.store.load();
+        let envoys = self.clients.list();
+        let produced = crate::status::produced(
+            &snapshot,
+            &envoys,
+            &crate::status::rejections(&envoys, &snapshot),
+        );
+        let attached = attached_routes(&graph);
+        let addresses = self.addresses(&graph);
         let mut out = BTreeMap::new();
         for node in graph.nodes() {
             let Some(object) = &node.object else { continue };
             if !kinds.contains(&object.key.kind) {
                 continue;
             }
+            // Another controller's objects are its to report on.
+            if graph.foreign(&object.key) {
+                continue;
+            }
             let mut conditions = node.conditions().to_vec();
+            if object.key.kind == Kind::GatewayClass && conditions.is_empty() {
+                continue;
+            }
             for c in rejected.get(&object.key).into_iter().flatten() {
                 match conditions.iter_mut().find(|m| m.type_ == c.type_) {
                     Some(m) => *m = c.clone(),
                     None => conditions.push(c.clone()),
                 }
+            }
+            if object.key.kind == Kind::Gateway {
+                let gateway = GatewayStatus {
+                    graph: &graph,
+                    produced: &produced,
+                    attached: &attached,
+                    addresses: &addresses,
+                };
+                let status = gateway.json(&object.key, &conditions, object.generation, times);
+                out.insert(object.key.clone(), status);
+                continue;
             }
             let conditions: Vec<Value> = conditions
                 .iter()
@@ -143,22 +172,108 @@ impl StatusWriter {
         out
     }
 
+    /// `status.addresses` of every Gateway: the addresses of the Envoy Service.
+    fn addresses(&self, graph: &Graph) -> Vec<Value> {
+        let service = self.gateway_service.as_ref().and_then(|key| graph.object(key));
+        let Some(Spec::Service(service)) = service.map(|o| &o.spec) else { return Vec::new() };
+        let ip = service.cluster_ip.iter().filter(|ip| ip.parse::<std::net::IpAddr>().is_ok());
+        ip.map(|ip| json!({"type": "IPAddress", "value": ip})).collect()
+    }
+
     async fn write(&self, key: &ObjectKey, status: &Value) -> Result<(), kube::Error> {
         let Some(resource) = self.served.get(key.kind) else {
             return Ok(());
         };
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), &key.namespace, &resource);
+        let (api, metadata): (Api<DynamicObject>, Value) = match key.kind.namespaced() {
+            true => (
+                Api::namespaced_with(self.client.clone(), &key.namespace, &resource),
+                json!({"name": key.name, "namespace": key.namespace}),
+            ),
+            false => (Api::all_with(self.client.clone(), &resource), json!({"name": key.name})),
+        };
         let patch = json!({
             "apiVersion": resource.api_version,
             "kind": resource.kind,
-            "metadata": {"name": key.name, "namespace": key.namespace},
+            "metadata": metadata,
             "status": status,
         });
         let params = PatchParams::apply(FIELD_MANAGER).force();
         api.patch_status(&key.name, &params, &Patch::Apply(&patch)).await?;
         tracing::debug!(object = %key, "status written");
         Ok(())
+    }
+}
+
+/// Per (Gateway, listener name), how many routes attach there.
+fn attached_routes(graph: &Graph) -> HashMap<(ObjectKey, String), usize> {
+    let mut out: HashMap<(ObjectKey, String), usize> = HashMap::new();
+    let mut everywhere = 0;
+    for route in graph.objects().filter(|o| o.key.kind == Kind::AIGatewayRoute) {
+        let Spec::AIGatewayRoute(spec) = &route.spec else { continue };
+        if spec.parent_refs.is_empty() {
+            everywhere += usize::from(graph.node(&route.key).is_some_and(|n| n.accepted()));
+            continue;
+        }
+        for a in listeners::route_parents(graph, &route.key).into_iter().flat_map(|p| p.attached) {
+            *out.entry((a.gateway, a.listener)).or_default() += 1;
+        }
+    }
+    // A route that names no parent attaches to every listener.
+    if everywhere > 0 {
+        for gateway in graph.objects().filter(|o| o.key.kind == Kind::Gateway) {
+            for l in listeners::listeners(graph, &gateway.key).iter().filter(|l| l.usable()) {
+                *out.entry((gateway.key.clone(), l.spec.name.clone())).or_default() += everywhere;
+            }
+        }
+    }
+    out
+}
+
+/// What a Gateway's status is made of.
+struct GatewayStatus<'a> {
+    graph: &'a Graph,
+    produced: &'a BTreeMap<ObjectKey, Vec<crate::status::Produced>>,
+    attached: &'a HashMap<(ObjectKey, String), usize>,
+    addresses: &'a [Value],
+}
+
+impl GatewayStatus<'_> {
+    /// Gateway API's shape: the Gateway's `Accepted` and `Programmed`, and per listener its
+    /// conditions, `supportedKinds` and `attachedRoutes`. `Programmed` is `True` once an Envoy
+    /// has ACKed the Listener of the listener's port (for the Gateway: of every port it has).
+    fn json(
+        &self,
+        key: &ObjectKey,
+        conditions: &[Condition],
+        generation: i64,
+        times: &mut TransitionTimes,
+    ) -> Value {
+        let programmed = crate::status::programmed(self.graph, key, self.produced);
+        let states = listeners::listeners(self.graph, key);
+        let mut listeners_json = Vec::new();
+        for (l, p) in states.iter().zip(&programmed.listeners) {
+            let mut conds = l.conditions.clone();
+            conds.push(p.clone());
+            let conds: Vec<Value> = conds
+                .iter()
+                .map(|c| condition_json(c, generation, times.at_part(key, &l.spec.name, c)))
+                .collect();
+            let kinds: Vec<Value> =
+                l.kinds.iter().map(|(group, kind)| json!({"group": group, "kind": kind})).collect();
+            let attached = self.attached.get(&(key.clone(), l.spec.name.clone())).copied();
+            listeners_json.push(json!({
+                "name": l.spec.name,
+                "supportedKinds": kinds,
+                "attachedRoutes": attached.unwrap_or(0),
+                "conditions": conds,
+            }));
+        }
+        let mut top: Vec<Condition> =
+            conditions.iter().filter(|c| c.type_ == ConditionType::Accepted).cloned().collect();
+        top.push(programmed.gateway);
+        let top: Vec<Value> =
+            top.iter().map(|c| condition_json(c, generation, times.at(key, c))).collect();
+        json!({ "conditions": top, "listeners": listeners_json, "addresses": self.addresses })
     }
 }
 
@@ -172,12 +287,20 @@ fn condition_json(c: &Condition, generation: i64, since: &str) -> Value {
 /// When each condition took its current status, as Kubernetes shows it (RFC 3339, seconds).
 #[derive(Default)]
 struct TransitionTimes {
-    at: HashMap<(ObjectKey, ConditionType), (bool, String)>,
+    /// (object, part of it (a Gateway's listener) or "", condition type) → (status, since).
+    at: HashMap<(ObjectKey, String, ConditionType), (bool, String)>,
 }
 
 impl TransitionTimes {
     fn at(&mut self, key: &ObjectKey, c: &Condition) -> &str {
-        let entry = self.at.entry((key.clone(), c.type_)).or_insert_with(|| (c.status, now()));
+        self.at_part(key, "", c)
+    }
+
+    fn at_part(&mut self, key: &ObjectKey, part: &str, c: &Condition) -> &str {
+        let entry = self
+            .at
+            .entry((key.clone(), part.to_string(), c.type_))
+            .or_insert_with(|| (c.status, now()));
         if entry.0 != c.status {
             *entry = (c.status, now());
         }
@@ -185,7 +308,7 @@ impl TransitionTimes {
     }
 
     fn retain(&mut self, live: &BTreeMap<ObjectKey, Value>) {
-        self.at.retain(|(k, _), _| live.contains_key(k));
+        self.at.retain(|(k, _, _), _| live.contains_key(k));
     }
 }
 

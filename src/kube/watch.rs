@@ -1,8 +1,8 @@
 //! The Kubernetes source: one kube-runtime watcher per kind in [`WATCHED`], turned into the same
 //! [`Change`]s the manifest files give.
 //!
-//! **What is watched.** Every kind the graph reads except GatewayClass (the compiler does not use
-//! it), in all namespaces or in the one given. Secrets: all in the watched namespaces except Helm
+//! **What is watched.** Every kind the graph reads, in all namespaces or in the one given
+//! (GatewayClasses, which have no namespace, in all). Secrets: all in the watched namespaces except Helm
 //! release records and service-account tokens (a field selector): references to Secrets are by
 //! name from objects that arrive in any order, so watching only the referenced ones would mean
 //! restarting a watch per reference change, and labels on Secrets would be a new contract for
@@ -303,8 +303,10 @@ impl KindWatch {
             }
             self.shared.set_state(kind, KindState::Listing);
             let api: Api<DynamicObject> = match &self.namespace {
-                Some(ns) => Api::namespaced_with(self.client.clone(), ns, &resource),
-                None => Api::all_with(self.client.clone(), &resource),
+                Some(ns) if kind.namespaced() => {
+                    Api::namespaced_with(self.client.clone(), ns, &resource)
+                }
+                _ => Api::all_with(self.client.clone(), &resource),
             };
             let mut config = watcher::Config::default();
             if let Some(fields) = self.w.field_selector {

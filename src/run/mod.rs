@@ -29,6 +29,7 @@ use anyhow::Context;
 use tokio::sync::watch;
 
 use crate::admin::{AdminState, RunMetrics};
+use crate::api::ObjectKey;
 use crate::compile::{CompileOptions, Compiler};
 use crate::extproc::{ExtProcOptions, ExtProcService, RuntimeConfig, SharedRuntime};
 use crate::graph::Graph;
@@ -111,7 +112,7 @@ pub struct Running {
 /// snapshot, then serves xDS, runs the batch loop and starts Envoy.
 pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
     let metrics = Arc::new(RunMetrics::default());
-    let graph = Arc::new(RwLock::new(Graph::new()));
+    let graph = Arc::new(RwLock::new(Graph::with_controller(opts.compile.controller_name.clone())));
     let store = Arc::new(SnapshotStore::new());
     let ads = AdsServer::new(store.clone());
     let (clients, push_log) = (ads.clients(), ads.push_log());
@@ -196,7 +197,7 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
     };
 
     let (batch_tx, batches) = watch::channel(0u64);
-    if let (Some(kube), Some(lease)) = (feed.kube(), opts.status()) {
+    if let (Some(kube), Some((lease, gateway_service))) = (feed.kube(), opts.status()) {
         crate::kube::status::spawn(crate::kube::status::StatusWriter {
             client: kube.client().clone(),
             served: kube.served(),
@@ -207,6 +208,7 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
             batches: batches.clone(),
             stopped: stopped.clone(),
             metrics: metrics.clone(),
+            gateway_service: gateway_service.cloned(),
         });
     }
     let loop_store = store.clone();
@@ -335,9 +337,12 @@ fn apply_batch(
 
 impl RunOptions {
     /// Leader election and status writing, for a Kubernetes source that asks for them.
-    fn status(&self) -> Option<&crate::kube::lease::LeaseOptions> {
+    /// How status is written: the election, and the Service whose address Gateways report.
+    fn status(&self) -> Option<(&crate::kube::lease::LeaseOptions, Option<&ObjectKey>)> {
         match &self.source {
-            SourceOptions::Kubernetes(kube) => kube.status.as_ref(),
+            SourceOptions::Kubernetes(kube) => {
+                Some((kube.status.as_ref()?, kube.gateway_service.as_ref()))
+            }
             SourceOptions::Files(_) => None,
         }
     }

@@ -30,6 +30,9 @@ impl fmt::Display for Location {
 pub struct FileError {
     pub location: Location,
     pub message: String,
+    /// The file itself could not be read (it vanished, is not readable or is not UTF-8 text),
+    /// as opposed to a problem in what it says.
+    pub unreadable: bool,
 }
 
 impl fmt::Display for FileError {
@@ -124,7 +127,7 @@ impl ManifestSet {
         let state = self.files.entry(path.to_path_buf()).or_default();
         state.content_hash = 0;
         let location = Location { path: path.to_path_buf(), line: 1 };
-        state.errors = vec![FileError { location, message }];
+        state.errors = vec![FileError { location, message, unreadable: true }];
     }
 
     /// Forgets a file that was removed.
@@ -218,7 +221,11 @@ fn parse_file(path: &Path, text: &str, cache: &HashMap<u64, Parsed>) -> ParsedFi
                     // At the end of its input the parser points past the document's last line.
                     let line = e.line().unwrap_or(1).min(doc.lines().count().max(1));
                     let location = at(line);
-                    parsed.errors.push(FileError { location, message: e.to_string() });
+                    parsed.errors.push(FileError {
+                        location,
+                        message: e.to_string(),
+                        unreadable: false,
+                    });
                     continue;
                 }
             },
@@ -231,6 +238,7 @@ fn parse_file(path: &Path, text: &str, cache: &HashMap<u64, Parsed>) -> ParsedFi
                 Err(message) => parsed.rejected.push(FileError {
                     location: at(first),
                     message: format!("{} left out: {message}", object.key.kind),
+                    unreadable: false,
                 }),
             },
             Parsed::Skipped { api_version, kind, name } => parsed.skipped.push(Skipped {

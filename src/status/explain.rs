@@ -8,8 +8,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::{Delivery, Produced};
-use crate::api::ObjectKey;
+use crate::api::{Kind, ObjectKey};
+use crate::cli::condition_line;
 use crate::graph::export::{NotInGraph, View};
+use crate::graph::listeners::listeners;
 use crate::graph::{Condition, Graph, Node};
 
 pub fn explain(
@@ -37,11 +39,21 @@ pub fn explain(
         let _ = writeln!(w, "  (none)");
     }
     for c in conditions.iter() {
-        let status = if c.status { "True" } else { "False" };
-        if c.message.is_empty() {
-            let _ = writeln!(w, "  {:?}={status}", c.type_);
-        } else {
-            let _ = writeln!(w, "  {:?}={status} {:?}: {}", c.type_, c.reason, c.message);
+        let _ = writeln!(w, "  {}", condition_line(c));
+    }
+    if key.kind == Kind::Gateway && !graph.owns_gateway(key) {
+        let _ =
+            writeln!(w, "  not programmed: its GatewayClass is missing or another controller's");
+    }
+    let listeners = listeners(graph, key);
+    if !listeners.is_empty() {
+        let _ = writeln!(w, "Listeners:");
+    }
+    for l in &listeners {
+        let host = l.spec.hostname.as_deref().unwrap_or("*");
+        let _ = writeln!(w, "  {} ({} {host}:{})", l.spec.name, l.spec.protocol, l.spec.port);
+        for c in &l.conditions {
+            let _ = writeln!(w, "    {}", condition_line(c));
         }
     }
     let references = graph.references(key);
@@ -85,7 +97,7 @@ pub fn explain(
 fn state(node: &Node, view: &View) -> &'static str {
     if node.is_placeholder() {
         "missing"
-    } else if view.conditions(node).iter().all(|c| c.status) {
+    } else if view.conditions(node).iter().all(|c| c.is_good()) {
         "ok"
     } else if !node.accepted() {
         "not accepted"

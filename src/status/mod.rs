@@ -18,8 +18,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::api::ObjectKey;
-use crate::graph::{Condition, ConditionType, Reason};
+use crate::api::{Kind, ObjectKey};
+use crate::graph::listeners::listeners;
+use crate::graph::{Condition, ConditionType, Graph, Reason};
 use crate::xds::{ClientInfo, Snapshot, TypeUrl};
 
 /// One resource one Envoy rejected, and the objects it came from.
@@ -85,6 +86,80 @@ pub fn conditions(rejections: &[Rejection]) -> BTreeMap<ObjectKey, Vec<Condition
             (key.clone(), vec![c])
         })
         .collect()
+}
+
+/// Whether a Gateway and each of its listeners is programmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Programmed {
+    pub gateway: Condition,
+    /// One per listener, in the Gateway's order.
+    pub listeners: Vec<Condition>,
+}
+
+/// `Programmed` for the Gateway `key` (from [`produced`]): a listener is programmed once an
+/// Envoy has ACKed the Listener of its port and none rejected it; the Gateway once every
+/// listener it serves is.
+pub fn programmed(
+    graph: &Graph,
+    key: &ObjectKey,
+    produced: &BTreeMap<ObjectKey, Vec<Produced>>,
+) -> Programmed {
+    let produced = produced.get(key).map(Vec::as_slice).unwrap_or_default();
+    let listener = |port: u16| -> Condition {
+        let name = crate::compile::listener_name(port);
+        let resource = produced.iter().find(|p| p.type_url == TypeUrl::Listener && p.name == name);
+        let failed =
+            |reason, message| Condition::failed(ConditionType::Programmed, reason, message);
+        match resource {
+            None => failed(Reason::Invalid, format!("Listener {name} is not served")),
+            Some(p) if p.envoys.iter().any(|e| e.state == Delivery::Rejected) => {
+                failed(Reason::Invalid, format!("an Envoy rejected Listener {name}"))
+            }
+            Some(p) if p.envoys.iter().any(|e| e.state == Delivery::Acked) => {
+                Condition::ok(ConditionType::Programmed)
+            }
+            Some(_) => failed(Reason::Pending, format!("no Envoy has ACKed Listener {name} yet")),
+        }
+    };
+    let states = listeners(graph, key);
+    let listeners: Vec<Condition> = states
+        .iter()
+        .map(|l| match l.usable() {
+            true => listener(l.spec.port),
+            false => Condition::failed(
+                ConditionType::Programmed,
+                Reason::Invalid,
+                "the listener is not served",
+            ),
+        })
+        .collect();
+    let served: Vec<&Condition> =
+        states.iter().zip(&listeners).filter(|(l, _)| l.usable()).map(|(_, c)| c).collect();
+    let gateway = match served.iter().find(|c| !c.is_good()) {
+        Some(c) => (*c).clone(),
+        None if served.is_empty() => {
+            Condition::failed(ConditionType::Programmed, Reason::Invalid, "no listener is served")
+        }
+        None => Condition::ok(ConditionType::Programmed),
+    };
+    Programmed { gateway, listeners }
+}
+
+/// The conditions that come from the Envoys, to show with the graph's own: the standing
+/// rejections (see [`conditions`]) and each Gateway's `Programmed`.
+pub fn envoy_conditions(
+    graph: &Graph,
+    rejections: &[Rejection],
+    produced: &BTreeMap<ObjectKey, Vec<Produced>>,
+) -> BTreeMap<ObjectKey, Vec<Condition>> {
+    let mut out = conditions(rejections);
+    for gateway in graph.objects().filter(|o| o.key.kind == Kind::Gateway) {
+        if graph.owns_gateway(&gateway.key) {
+            let programmed = programmed(graph, &gateway.key, produced).gateway;
+            out.entry(gateway.key.clone()).or_default().push(programmed);
+        }
+    }
+    out
 }
 
 /// One resource compiled from an object, and where each Envoy that asked for it stands.

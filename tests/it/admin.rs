@@ -19,9 +19,10 @@ use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use prost::Message;
 
-use crate::compat::golden;
 use crate::envoy::{manifests, start_gateway};
+use crate::golden::golden;
 use crate::harness::*;
+use crate::manifests::fixture_dir;
 
 /// A route to a pool that does not exist and to a backend that resolves.
 const MISSING_POOL: &str = "\
@@ -117,6 +118,7 @@ async fn start_plain(dir: &Path) -> Running {
             default_port: 1975,
             access_log: None,
             picker_client_cert: None,
+            controller_name: None,
         },
         envoy: None,
         extproc: Default::default(),
@@ -564,11 +566,11 @@ async fn html_page_works_in_headless_chromium() {
     assert!(std::fs::metadata(&shot).map(|m| m.len() > 1000).unwrap_or(false), "screenshot saved");
 }
 
-/// The routes' Gateway, with an HTTPS listener serving the Secret `tls-cert`.
+/// A Gateway with an HTTPS listener serving the Secret `tls-cert`.
 const HTTPS_GATEWAY: &str = "\
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
-metadata: {name: envoy-ai-gateway-basic, namespace: default}
+metadata: {name: https, namespace: default}
 spec:
   gatewayClassName: aixds
   listeners:
@@ -624,12 +626,22 @@ fn key_lines(pem: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_endpoint_serves_a_secret_value() {
-    const SECRET: &str = "sk-test-SECRET-VALUE-123";
-    let compat = repo().join("../shared/compat/envoy-ai-gateway/basic-openai.yaml");
-    let text = std::fs::read_to_string(compat).unwrap().replace("OPENAI_API_KEY", SECRET);
-    assert!(text.contains(SECRET));
+    // Each placeholder key of the fixtures becomes a value that must never be served.
     let dir = tempfile::tempdir().unwrap();
-    write_atomic(dir.path().join("openai.yaml"), text);
+    let mut secrets = Vec::new();
+    for entry in std::fs::read_dir(fixture_dir("basic")).unwrap() {
+        let path = entry.unwrap().path();
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        for provider in ["openai", "anthropic", "azure"] {
+            let secret = format!("sk-test-SECRET-{provider}-123");
+            if text.contains(&format!("placeholder-{provider}-key")) {
+                text = text.replace(&format!("placeholder-{provider}-key"), &secret);
+                secrets.push(secret);
+            }
+        }
+        write_atomic(dir.path().join(path.file_name().unwrap()), text);
+    }
+    assert_eq!(secrets.len(), 3, "{secrets:?}");
     let (crt, key) = &crate::sds::PAIRS[1];
     let tls = crate::sds::tls_secret_yaml("default", "tls-cert", crt, key);
     write_atomic(dir.path().join("https.yaml"), format!("{HTTPS_GATEWAY}---\n{tls}"));
@@ -675,7 +687,9 @@ async fn no_endpoint_serves_a_secret_value() {
     for path in paths {
         let r = get(admin, &path).await;
         assert_eq!(r.status, 200, "{path}: {}", r.body);
-        assert!(!r.body.contains(SECRET), "{path} serves the secret");
+        for secret in &secrets {
+            assert!(!r.body.contains(secret), "{path} serves {secret}");
+        }
         for line in &private {
             assert!(!r.body.contains(line.as_str()), "{path} serves the private key");
         }

@@ -2,7 +2,9 @@
 
 use std::process::Command;
 
-fn aixds(args: &[&str]) -> (i32, String, String) {
+use crate::compat::compat_dir;
+
+pub(crate) fn aixds(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_aixds"))
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -45,9 +47,126 @@ fn validate_fails_on_a_rejected_object_and_reports_json() {
 
 #[test]
 fn validate_reports_missing_paths_clearly() {
-    let (code, _, stderr) = aixds(&["validate", "no/such/dir"]);
-    assert_eq!(code, 2);
+    let (code, stdout, stderr) = aixds(&["validate", "examples/", "no/such/dir"]);
+    assert_eq!(code, 2, "{stdout}");
     assert!(stderr.contains("no/such/dir: No such file or directory"), "{stderr}");
+    assert_eq!(stdout, "", "nothing was checked");
+}
+
+/// A reference to an object in none of the files fails validation, naming what is missing; with
+/// the object supplied the same files pass.
+#[test]
+fn validate_fails_on_an_unresolved_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("route.yaml"),
+        "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIGatewayRoute\nmetadata: {name: r}\n\
+         spec:\n  rules:\n  - matches: [{headers: [{name: x-ai-eg-model, value: m}]}]\n    \
+         backendRefs: [{name: b}]\n",
+    )
+    .unwrap();
+    let path = dir.path().to_str().unwrap();
+    for output in ["text", "json"] {
+        let (code, stdout, _) = aixds(&["validate", "-o", output, path]);
+        assert_eq!(code, 1, "{stdout}");
+        assert!(stdout.contains("AIServiceBackend default/b not found"), "{stdout}");
+    }
+    let (_, stdout, _) = aixds(&["validate", path]);
+    assert!(
+        stdout.ends_with("1 objects: 0 not accepted, 1 with unresolved references; 0 documents skipped; 0 file errors\n"),
+        "{stdout}"
+    );
+
+    std::fs::write(
+        dir.path().join("backend.yaml"),
+        "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIServiceBackend\nmetadata: {name: b}\n\
+         spec: {schema: {name: OpenAI}, backendRef: {name: b, group: gateway.envoyproxy.io, kind: Backend}}\n\
+         ---\napiVersion: gateway.envoyproxy.io/v1alpha1\nkind: Backend\nmetadata: {name: b}\n\
+         spec: {endpoints: [{ip: {address: 127.0.0.1, port: 8080}}]}\n",
+    )
+    .unwrap();
+    let (code, stdout, _) = aixds(&["validate", path]);
+    assert_eq!(code, 0, "{stdout}");
+}
+
+/// A file that is not YAML is a problem in the manifests (exit 1, with its file and line); a
+/// file that cannot be read at all is unreadable input (exit 2). Either way the other files are
+/// reported.
+#[test]
+fn validate_tells_bad_yaml_from_an_unreadable_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap();
+    std::fs::write(
+        dir.path().join("a.yaml"),
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: k}\nstringData: {apiKey: one}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("b.yaml"), "apiVersion: v1\nkind: Secret\nmetadata: [name: k\n")
+        .unwrap();
+    let (code, stdout, _) = aixds(&["validate", path]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains(&format!("error: {path}/b.yaml:")), "{stdout}");
+    assert!(stdout.contains(&format!("Secret/default/k ({path}/a.yaml:1)")), "{stdout}");
+
+    std::fs::write(dir.path().join("b.yaml"), b"apiVersion: v1\nkind: \xff\xfe\n").unwrap();
+    let (code, stdout, _) = aixds(&["validate", path]);
+    assert_eq!(code, 2, "{stdout}");
+    assert!(stdout.contains(&format!("error: {path}/b.yaml:1: cannot read: ")), "{stdout}");
+    assert!(stdout.contains(&format!("Secret/default/k ({path}/a.yaml:1)")), "{stdout}");
+    let (code, stdout, _) = aixds(&["validate", "-o", "json", path]);
+    assert_eq!(code, 2, "{stdout}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["ok"], false);
+}
+
+#[test]
+fn validate_help_lists_the_exit_codes() {
+    let (code, stdout, _) = aixds(&["validate", "--help"]);
+    assert_eq!(code, 0);
+    for line in
+        ["  0  every object", "  1  a problem in the manifests", "  2  the input cannot be read"]
+    {
+        assert!(stdout.contains(line), "{line:?} in {stdout}");
+    }
+}
+
+/// Our own fixture sets validate cleanly, as a user would run them.
+#[test]
+fn validate_fixture_sets_succeeds() {
+    for set in ["tests/fixtures/manifests/basic", "tests/fixtures/manifests/inference-pool"] {
+        let (code, stdout, _) = aixds(&["validate", set]);
+        assert_eq!(code, 0, "{set}: {stdout}");
+    }
+}
+
+/// The upstream InferencePool route names a pool that is in none of its files: it fails until
+/// the pool is supplied.
+#[test]
+fn validate_upstream_pool_route_passes_once_its_pool_is_supplied() {
+    let Some(compat) = compat_dir() else { return };
+    let base = compat.join("inference-pool-base.yaml");
+    let route = compat.join("inference-pool-aigwroute.yaml");
+    let (base, route) = (base.to_str().unwrap(), route.to_str().unwrap());
+    let (code, stdout, _) = aixds(&["validate", base, route]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains(
+            "ResolvedRefs=False BackendNotFound: InferencePool default/vllm-llama3-8b-instruct not found"
+        ),
+        "{stdout}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let pool = dir.path().join("pool.yaml");
+    std::fs::write(
+        &pool,
+        "apiVersion: inference.networking.k8s.io/v1\nkind: InferencePool\n\
+         metadata: {name: vllm-llama3-8b-instruct, namespace: default}\n\
+         spec: {targetPorts: [{number: 8000}], selector: {matchLabels: {app: vllm-llama3}}}\n",
+    )
+    .unwrap();
+    let (code, stdout, _) = aixds(&["validate", base, route, pool.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}");
 }
 
 #[test]
@@ -61,8 +180,12 @@ fn graph_formats() {
     let (code, json, _) = aixds(&["graph", "examples/"]);
     assert_eq!(code, 0);
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(json["nodes"].as_array().unwrap().len(), 6);
-    assert_eq!(json["edges"].as_array().unwrap().len(), 5);
+    assert_eq!(
+        json["nodes"].as_array().unwrap().len(),
+        7,
+        "the GatewayClass the Gateway names is a placeholder"
+    );
+    assert_eq!(json["edges"].as_array().unwrap().len(), 6);
 }
 
 #[test]

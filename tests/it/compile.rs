@@ -39,7 +39,9 @@ use envoy_types::util::pack_any;
 use prost::Message;
 
 use crate::builders::*;
-use crate::compat::{golden, load_compat};
+use crate::compat::{compat_dir, load_compat};
+use crate::golden::golden;
+use crate::manifests::load_fixtures;
 
 fn quickstart() -> Graph {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart.yaml");
@@ -47,11 +49,22 @@ fn quickstart() -> Graph {
 }
 
 fn basic() -> Graph {
-    load_compat(&["basic-*.yaml"]).graph
+    load_fixtures("basic").graph
 }
 
 fn inference_pool() -> Graph {
-    load_compat(&["inference-pool-base.yaml", "inference-pool-aigwroute.yaml"]).graph
+    load_fixtures("inference-pool").graph
+}
+
+/// The upstream basic examples, or `None` (said on stderr) without them.
+fn compat_basic() -> Option<Graph> {
+    Some(load_compat(&compat_dir()?, &["basic-*.yaml"]).graph)
+}
+
+/// The upstream InferencePool examples, or `None` (said on stderr) without them.
+fn compat_inference_pool() -> Option<Graph> {
+    let files = ["inference-pool-base.yaml", "inference-pool-aigwroute.yaml"];
+    Some(load_compat(&compat_dir()?, &files).graph)
 }
 
 fn full(graph: &Graph) -> Vec<Update> {
@@ -280,13 +293,25 @@ fn golden_quickstart() {
 }
 
 #[test]
+fn golden_basic() {
+    golden("compile-fixtures-basic.txt", &dump(&full(&basic())));
+}
+
+#[test]
+fn golden_inference_pool() {
+    golden("compile-fixtures-inference-pool.txt", &dump(&full(&inference_pool())));
+}
+
+#[test]
 fn golden_compat_basic() {
-    golden("compile-basic.txt", &dump(&full(&basic())));
+    let Some(graph) = compat_basic() else { return };
+    golden("compile-compat-basic.txt", &dump(&full(&graph)));
 }
 
 #[test]
 fn golden_compat_inference_pool() {
-    golden("compile-inference-pool.txt", &dump(&full(&inference_pool())));
+    let Some(graph) = compat_inference_pool() else { return };
+    golden("compile-compat-inference-pool.txt", &dump(&full(&graph)));
 }
 
 // ---- the real check: Envoy accepts the compiled config ----
@@ -446,13 +471,30 @@ fn envoy_accepts_quickstart() {
 }
 
 #[test]
-fn envoy_accepts_compat_basic() {
+fn envoy_accepts_basic() {
     envoy_validates(&full(&basic()));
 }
 
 #[test]
+fn envoy_accepts_inference_pool() {
+    let updates = full(&inference_pool());
+    let cla: BTreeMap<String, ClusterLoadAssignment> =
+        decoded(&updates, TypeUrl::ClusterLoadAssignment);
+    let endpoints = |pool: &str| cla[pool].endpoints[0].lb_endpoints.len();
+    assert_eq!(endpoints("pool/default/qwen"), 2);
+    assert_eq!(endpoints("aisb/default/granite"), 1, "the pod that is not ready is left out");
+    envoy_validates(&updates);
+}
+
+#[test]
+fn envoy_accepts_compat_basic() {
+    let Some(graph) = compat_basic() else { return };
+    envoy_validates(&full(&graph));
+}
+
+#[test]
 fn envoy_accepts_compat_inference_pool() {
-    let mut graph = inference_pool();
+    let Some(mut graph) = compat_inference_pool() else { return };
     // The examples' pods come from a Deployment; two hand-written ones give the pool endpoints.
     graph.apply(pod("default", "mistral-0", "mistral-upstream", "10.0.0.10"));
     graph.apply(pod("default", "mistral-1", "mistral-upstream", "10.0.0.11"));

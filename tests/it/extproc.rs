@@ -234,18 +234,30 @@ fn new_body(out: &Out) -> Vec<u8> {
 #[tokio::test]
 async fn router_sets_the_model_header_from_the_body_and_clears_the_route_cache() {
     let mut client = client().await;
-    for (path, endpoint) in [
-        ("/v1/chat/completions", "/v1/chat/completions"),
-        ("/v1/completions?x=1", "/v1/completions"),
-        ("/v1/embeddings", "/v1/embeddings"),
-        ("/v1/messages", "/v1/messages"),
-        ("/anthropic/v1/messages", "/v1/messages"),
+    for (path, endpoint, api) in [
+        ("/v1/chat/completions", "/v1/chat/completions", "openai"),
+        ("/v1/completions?x=1", "/v1/completions", "openai"),
+        ("/v1/embeddings", "/v1/embeddings", "openai"),
+        ("/v1/messages", "/v1/messages", "anthropic"),
+        ("/anthropic/v1/messages", "/v1/messages", "anthropic"),
     ] {
         let mut stream = Stream::router(&mut client).await;
         let out = stream.send(post(path, &[("x-ai-eg-model", "client-says")])).await;
         assert!(matches!(out, Out::RequestHeaders(_)), "{path}: {out:?}");
         assert_eq!(common(&out), CommonResponse::default(), "{path}: headers pass unchanged");
-        let out = stream.send(body(br#"{"model": "gpt", "stream": true, "messages": []}"#)).await;
+        let full =
+            stream.send_full(body(br#"{"model": "gpt", "stream": true, "messages": []}"#)).await;
+        // The client's API, for Envoy's own replies however a later phase rewrites the path.
+        let recorded = full.dynamic_metadata.as_ref().map(|m| &m.fields["aixds.request"].kind);
+        let Some(Some(value::Kind::StructValue(recorded))) = recorded else {
+            panic!("{path}: no aixds.request metadata: {full:?}")
+        };
+        assert_eq!(
+            recorded.fields["client"].kind,
+            Some(value::Kind::StringValue(api.into())),
+            "{path}"
+        );
+        let out = full.response.expect("a response kind");
         let (set, removed) = mutation(&out);
         assert_eq!(set["x-ai-eg-model"], "gpt", "{path}: the body's model wins");
         assert_eq!(set["x-aixds-endpoint"], endpoint);
@@ -283,6 +295,14 @@ async fn router_lists_models_and_refuses_unknown_paths() {
     let (status, error, _) = immediate(stream.send(post("/v1/nope", &[])).await);
     assert_eq!(status, 404);
     assert!(error["error"]["message"].as_str().unwrap().contains("/v1/nope"), "{error}");
+    // A path under Anthropic's API is answered in its format.
+    for path in ["/v1/messages/count_tokens", "/anthropic/v1/models?limit=1"] {
+        let mut stream = Stream::router(&mut client).await;
+        let (status, error, _) = immediate(stream.send(post(path, &[])).await);
+        assert_eq!((status, error["type"].as_str()), (404, Some("error")), "{path}: {error}");
+        assert_eq!(error["error"]["type"], "not_found_error");
+        assert!(error["error"]["message"].as_str().unwrap().contains(path), "{error}");
+    }
 
     let mut stream = Stream::router(&mut client).await;
     let get = headers(&[(":method", "GET"), (":path", "/v1/messages")], true);

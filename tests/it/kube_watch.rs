@@ -138,7 +138,8 @@ async fn with_a_namespace_only_that_namespaces_objects_are_read_and_written() {
         "/apis/aigateway.envoyproxy.io/v1beta1/namespaces/team-a/aigatewayroutes/r/status";
     status_patch(&api, route_status, |b| b["status"]["conditions"][1]["status"] == "True").await;
 
-    // Every list and watch was of team-a's collections; every write was to team-a.
+    // Every list and watch was of team-a's collections (GatewayClasses have no namespace);
+    // every write was to team-a.
     let plurals: BTreeSet<String> = WATCHED.iter().map(|w| format!("/{}", w.plural)).collect();
     let collections: Vec<Request> = api
         .requests()
@@ -147,7 +148,11 @@ async fn with_a_namespace_only_that_namespaces_objects_are_read_and_written() {
         .collect();
     assert!(collections.len() >= 2 * WATCHED.len(), "{collections:#?}");
     for r in &collections {
-        assert!(r.path.contains("/namespaces/team-a/"), "read outside team-a: {r:?}");
+        let cluster_scoped = r.path.ends_with("/gatewayclasses");
+        assert!(
+            r.path.contains("/namespaces/team-a/") || cluster_scoped,
+            "read outside team-a: {r:?}"
+        );
     }
     for p in api.patches() {
         assert!(p.path.contains("/namespaces/team-a/"), "written outside team-a: {p:?}");

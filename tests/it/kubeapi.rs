@@ -72,6 +72,14 @@ pub const BACKEND_SECURITY_POLICY: Resource =
 pub const BACKEND: Resource = crd("gateway.envoyproxy.io", "v1alpha1", "Backend");
 pub const BACKEND_TLS_POLICY: Resource = crd("gateway.networking.k8s.io", "v1", "BackendTLSPolicy");
 pub const GATEWAY: Resource = crd("gateway.networking.k8s.io", "v1", "Gateway");
+pub const GATEWAY_CLASS: Resource = Resource {
+    group: "gateway.networking.k8s.io",
+    version: "v1",
+    kind: "GatewayClass",
+    plural: "gatewayclasses",
+    namespaced: false,
+    status: true,
+};
 pub const INFERENCE_POOL: Resource = crd("inference.networking.k8s.io", "v1", "InferencePool");
 /// Served at v1beta1 only, as by Gateway API releases before v1 of the kind.
 pub const REFERENCE_GRANT: Resource = Resource {
@@ -120,6 +128,7 @@ pub fn all_resources() -> Vec<Resource> {
         BACKEND,
         BACKEND_TLS_POLICY,
         GATEWAY,
+        GATEWAY_CLASS,
         INFERENCE_POOL,
         REFERENCE_GRANT,
         SECRET,

@@ -21,6 +21,7 @@ pub(crate) fn kube_options(api: &TestApi, status: Option<LeaseOptions>) -> KubeO
         namespace: None,
         discovery_interval: Duration::from_millis(200),
         status,
+        gateway_service: None,
     }
 }
 
@@ -35,7 +36,17 @@ pub(crate) async fn start_with(
     port: u16,
     envoy: Option<EnvoyOptions>,
 ) -> anyhow::Result<Running> {
-    aixds::run::start(RunOptions {
+    aixds::run::start(run_options(kube, admin, port, envoy)).await
+}
+
+/// What [`start_with`] starts, for tests that change more.
+pub(crate) fn run_options(
+    kube: KubeOptions,
+    admin: SocketAddr,
+    port: u16,
+    envoy: Option<EnvoyOptions>,
+) -> RunOptions {
+    RunOptions {
         source: SourceOptions::Kubernetes(Box::new(kube)),
         grpc: Some(insecure_loopback()),
         admin_listen: Some(admin),
@@ -44,6 +55,7 @@ pub(crate) async fn start_with(
             default_port: port,
             access_log: None,
             picker_client_cert: None,
+            controller_name: None,
         },
         picker: None,
         envoy,
@@ -51,8 +63,7 @@ pub(crate) async fn start_with(
         debounce: Duration::from_millis(10),
         max_delay: Duration::from_millis(100),
         drain: Default::default(),
-    })
-    .await
+    }
 }
 
 pub(crate) async fn start(api: &TestApi, status: Option<LeaseOptions>) -> Running {
@@ -144,6 +155,13 @@ spec:
   rules:
   - matches: [{headers: [{type: Exact, name: x-ai-eg-model, value: m}]}]
     backendRefs: [{name: a}]
+"#;
+
+/// A GatewayClass of `aixds serve`'s default controller name, which [`GATEWAY`] names.
+pub(crate) const GATEWAY_CLASS: &str = r#"apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: aixds}
+spec: {controllerName: aixds.io/gateway-controller}
 "#;
 
 pub(crate) const GATEWAY: &str = r#"apiVersion: gateway.networking.k8s.io/v1
@@ -477,7 +495,7 @@ async fn rbac_rules_are_exactly_what_serve_uses() {
     );
 
     let api = TestApi::new().await;
-    for doc in [GATEWAY, ROUTE, POOL_ROUTE, POOL, EPP, POLICY] {
+    for doc in [GATEWAY_CLASS, GATEWAY, ROUTE, POOL_ROUTE, POOL, EPP, POLICY] {
         api.apply_yaml(doc);
     }
     api.apply_yaml(&backend_yaml("a", "127.0.0.1:9".parse().unwrap()));
@@ -487,6 +505,8 @@ async fn rbac_rules_are_exactly_what_serve_uses() {
         "/apis/aigateway.envoyproxy.io/v1beta1/namespaces/default/aiservicebackends/a/status",
         "/apis/aigateway.envoyproxy.io/v1beta1/namespaces/default/backendsecuritypolicies/key/status",
         "/apis/inference.networking.k8s.io/v1/namespaces/default/inferencepools/pool/status",
+        "/apis/gateway.networking.k8s.io/v1/namespaces/default/gateways/gw/status",
+        "/apis/gateway.networking.k8s.io/v1/gatewayclasses/aixds/status",
     ] {
         status_patch(&api, path, |_| true).await;
     }
@@ -612,6 +632,7 @@ pub(crate) fn kubeconfig(api: &TestApi, dir: &std::path::Path) -> std::path::Pat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_finds_the_api_server_through_the_kubeconfig() {
     let api = TestApi::new().await;
+    api.apply_yaml(GATEWAY_CLASS);
     api.apply_yaml(GATEWAY);
     api.apply_yaml(ROUTE);
     let dir = tempfile::tempdir().unwrap();

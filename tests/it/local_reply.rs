@@ -1,6 +1,7 @@
 //! The replies Envoy makes itself, as clients see them through a real Envoy: a backend that
 //! refuses connections, one that never answers, one that resets, one that speaks garbage, and
-//! aixds itself gone. Each is JSON in the client's error shape, a 503 with `retry-after`.
+//! aixds itself gone. Each is JSON in the client's error shape (also where the upstream phase
+//! rewrote the path for a backend of the other schema), a 503 with `retry-after`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -96,15 +97,18 @@ async fn envoys_own_replies_are_in_the_clients_format() {
             ("ok", vec![("ok", ok.addr, 1)]),
             ("refused", vec![("refused", refused, 1)]),
             ("silent", vec![("silent", silent, 1)]),
+            ("claude-silent", vec![("claude-silent", silent, 1)]),
             ("reset", vec![("reset", reset, 1)]),
             ("garbage", vec![("garbage", garbage, 1)]),
         ],
     )
+    .replace("silent, weight: 1}]\n", "silent, weight: 1}]\n    timeouts: {request: 1s}\n")
     .replace(
-        "backendRefs: [{name: silent, weight: 1}]\n",
-        "backendRefs: [{name: silent, weight: 1}]\n    timeouts: {request: 1s}\n",
+        "metadata: {name: claude-silent}\nspec: {schema: {name: OpenAI}",
+        "metadata: {name: claude-silent}\nspec: {schema: {name: Anthropic}",
     );
-    assert!(text.contains("timeouts"));
+    assert_eq!(text.matches("timeouts").count(), 2);
+    assert!(text.contains("{name: Anthropic}"));
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("gateway.yaml"), text).unwrap();
 
@@ -132,8 +136,13 @@ async fn envoys_own_replies_are_in_the_clients_format() {
 
     let [openai, anthropic] = both_clients(port, "silent").await;
     assert_openai(&openai, 504, "server_error");
-    assert_anthropic(&anthropic, 504, "api_error");
+    assert_anthropic(&anthropic, 504, "timeout_error");
     assert!(openai.json()["error"]["message"].as_str().unwrap().contains("timeout"));
+    // The OpenAI client's request went to the Anthropic backend as `/v1/messages`: the reply is
+    // still OpenAI's.
+    let [openai, anthropic] = both_clients(port, "claude-silent").await;
+    assert_openai(&openai, 504, "server_error");
+    assert_anthropic(&anthropic, 504, "timeout_error");
 
     // A reset before the response: Envoy's 503; an answer that is not HTTP: its 502.
     let [openai, anthropic] = both_clients(port, "reset").await;
@@ -166,5 +175,10 @@ async fn envoys_own_replies_are_in_the_clients_format() {
     for r in [&openai, &anthropic] {
         assert_eq!(r.headers.get("retry-after").map(String::as_str), Some("1"));
     }
+    // Nothing parsed these requests: their paths say whose API they call.
+    let r = request(port, "POST", "/v1/messages/count_tokens", &[], "{}").await.unwrap();
+    assert_anthropic(&r, 503, "overloaded_error");
+    let r = request(port, "POST", "/v1/responses", &[], "{}").await.unwrap();
+    assert_openai(&r, 503, "server_error");
     assert_eq!(rejected_updates(admin).await, 0);
 }

@@ -156,6 +156,15 @@ fn chain_pem(cert: &TlsCertificate) -> Vec<u8> {
 
 const SDS_NAME: &str = "secret/certs/cert";
 
+/// What changes when the HTTPS listener on 8443 comes or goes with its certificate.
+fn with_listener() -> Vec<(TypeUrl, String)> {
+    vec![
+        (TypeUrl::Listener, "listener-8443".into()),
+        (TypeUrl::RouteConfiguration, "route-8443".into()),
+        (TypeUrl::Secret, SDS_NAME.into()),
+    ]
+}
+
 #[test]
 fn a_certificate_in_another_namespace_is_served_only_while_a_grant_permits_it() {
     let mut live = Live::new(vec![gateway("team", "certs/cert"), tls_secret("certs", "cert", 1)]);
@@ -163,7 +172,8 @@ fn a_certificate_in_another_namespace_is_served_only_while_a_grant_permits_it() 
     live.assert_fresh();
 
     let changed = live.apply(grant("team", "certs"));
-    assert_eq!(changed, [(TypeUrl::Secret, SDS_NAME.to_string())]);
+    // The HTTPS listener is served, or left out, with its certificate.
+    assert_eq!(changed, with_listener(), "{changed:?}");
     assert_eq!(live.secrets().keys().collect::<Vec<_>>(), [SDS_NAME]);
     let served = chain_pem(&live.secrets()[SDS_NAME]);
     assert!(String::from_utf8(served).unwrap().starts_with("-----BEGIN CERTIFICATE-----\n"));
@@ -177,7 +187,8 @@ fn a_certificate_in_another_namespace_is_served_only_while_a_grant_permits_it() 
     assert_eq!(live.secrets().len(), 1);
 
     let changed = live.delete(&ObjectKey::new(Kind::ReferenceGrant, "certs", "certs"));
-    assert_eq!(changed, [(TypeUrl::Secret, SDS_NAME.to_string())]);
+    // The HTTPS listener is served, or left out, with its certificate.
+    assert_eq!(changed, with_listener(), "{changed:?}");
     assert!(live.secrets().is_empty(), "refused again");
     live.assert_fresh();
 }
@@ -198,7 +209,8 @@ fn rotating_a_certificate_sends_only_its_secret() {
     let (crt, _) = &PAIRS[0];
     let (_, key) = &PAIRS[1];
     let changed = live.apply(parse(&tls_secret_yaml("certs", "cert", crt, key)));
-    assert_eq!(changed, [(TypeUrl::Secret, SDS_NAME.to_string())]);
+    // The HTTPS listener is served, or left out, with its certificate.
+    assert_eq!(changed, with_listener(), "{changed:?}");
     assert!(live.secrets().is_empty());
     live.assert_fresh();
 

@@ -114,6 +114,7 @@ async fn start(
             default_port: port,
             access_log: None,
             picker_client_cert: None,
+            controller_name: None,
         },
         envoy: None,
         extproc: Default::default(),

@@ -79,6 +79,33 @@ fn endpoints_are_recognised_from_paths() {
 }
 
 #[test]
+fn any_path_belongs_to_one_api() {
+    let anthropic = [
+        "/v1/messages",
+        "/v1/messages/",
+        "/v1/messages?beta=true",
+        "/v1/messages/count_tokens",
+        "/v1/messages/batches/b1?x=1",
+        "/anthropic",
+        "/anthropic/v1/messages",
+        "/anthropic/v1/models",
+    ];
+    for path in anthropic {
+        assert_eq!(ClientSchema::of_path(path), ClientSchema::Anthropic, "{path}");
+    }
+    let openai = ["/v1/chat/completions", "/v1/responses", "/v1/messagesx", "/anthropics", "/", ""];
+    for path in openai {
+        assert_eq!(ClientSchema::of_path(path), ClientSchema::OpenAI, "{path}");
+    }
+    // A served endpoint's path says what its endpoint does.
+    for path in ["/v1/chat/completions", "/v1/embeddings", "/v1/messages", "/anthropic/v1/messages"]
+    {
+        let endpoint = Endpoint::from_path(path).expect("served");
+        assert_eq!(ClientSchema::of_path(path), endpoint.client_schema(), "{path}");
+    }
+}
+
+#[test]
 fn bad_request_bodies_get_client_errors() {
     let invalid_json = TranslateError::InvalidJson(String::new());
     let cases: [(&[u8], TranslateError); 7] = [
@@ -955,6 +982,19 @@ fn gateway_errors_in_each_format() {
         got,
         json!({"type": "error", "error": {"type": "not_found_error", "message": "no route"}})
     );
+    // Anthropic's documented type per status, which its SDK reads (a 504 is a `timeout_error`).
+    for (status, kind) in [
+        (413, "request_too_large"),
+        (500, "api_error"),
+        (502, "api_error"),
+        (503, "overloaded_error"),
+        (504, "timeout_error"),
+        (529, "overloaded_error"),
+    ] {
+        let got: Value = serde_json::from_slice(&error_body(ClientSchema::Anthropic, status, "m"))
+            .expect("JSON");
+        assert_eq!(got["error"]["type"], kind, "{status}");
+    }
     let err = TranslateError::MissingModel;
     let got: Value =
         serde_json::from_slice(&error_body(ClientSchema::OpenAI, err.status(), &err.to_string()))

@@ -153,6 +153,7 @@ fn anthropic_type(status: u16) -> &'static str {
         413 => "request_too_large",
         429 => "rate_limit_error",
         503 | 529 => "overloaded_error",
+        504 => "timeout_error",
         s if s >= 500 => "api_error",
         _ => "invalid_request_error",
     }

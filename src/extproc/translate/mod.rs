@@ -81,6 +81,30 @@ pub enum ClientSchema {
     Anthropic,
 }
 
+impl ClientSchema {
+    /// The API a request path belongs to, whether or not this gateway serves it: Anthropic's
+    /// for `/v1/messages` and `/anthropic` and the paths under them (`/v1/messages/count_tokens`),
+    /// OpenAI's for any other. `compile::local_reply` matches the same paths.
+    pub fn of_path(path: &str) -> ClientSchema {
+        let bare = path.split(['?', '#']).next().unwrap_or_default();
+        let under = |prefix: &str| {
+            bare.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        };
+        if under("/v1/messages") || under("/anthropic") {
+            return ClientSchema::Anthropic;
+        }
+        ClientSchema::OpenAI
+    }
+
+    /// How dynamic metadata names the schema.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientSchema::OpenAI => "openai",
+            ClientSchema::Anthropic => "anthropic",
+        }
+    }
+}
+
 /// A request body that passed the checks every endpoint shares.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParsedRequest {

@@ -13,7 +13,8 @@ use crate::compile::{dump, envoy_validate};
 
 fn base() -> Vec<Edit> {
     [
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: a, namespace: ns}\nspec: {gatewayClassName: aixds, listeners: [{name: http, protocol: HTTP, port: 8080}]}\n",
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: mine}\nspec: {controllerName: aixds.io/gateway-controller}\n",
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: a, namespace: ns}\nspec: {gatewayClassName: mine, listeners: [{name: http, protocol: HTTP, port: 8080}]}\n",
         "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIGatewayRoute\nmetadata: {name: a, namespace: ns}\nspec:\n  parentRefs: [{name: a}]\n  rules:\n  - matches: [{headers: [{name: x-ai-eg-model, value: m0}]}]\n    backendRefs: [{name: a, priority: 0}, {name: b, priority: 1}]\n  - matches: [{headers: [{name: x-ai-eg-model, value: m1}]}]\n    backendRefs: [{name: a, group: inference.networking.k8s.io, kind: InferencePool}]\n",
         "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIServiceBackend\nmetadata: {name: a, namespace: ns}\nspec: {schema: {name: OpenAI}, backendRef: {name: a, group: gateway.envoyproxy.io, kind: Backend}}\n",
         "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIServiceBackend\nmetadata: {name: b, namespace: ns}\nspec: {schema: {name: Anthropic}, backendRef: {name: b, group: gateway.envoyproxy.io, kind: Backend}}\n",

@@ -1,7 +1,8 @@
 //! Incremental updates give what a fresh build gives: random sequences of object edits (apply
-//! and delete of routes, backends, policies, secrets (API keys and TLS certificates, usable or
-//! not), pools, pods, services, Gateways (with HTTPS listeners) and ReferenceGrants, whose
-//! references may or may not resolve or be permitted), applied batch by batch as the run loop applies them
+//! and delete of routes, backends, policies, secrets (API keys and certificates, usable or not),
+//! pools, pods, services, Gateways with HTTP, HTTPS and unsupported listeners and hostnames,
+//! GatewayClasses of aixds's controller or another's, and ReferenceGrants, whose references may
+//! or may not resolve or be permitted), applied batch by batch as the run loop applies them
 //! (`Change::apply_to`, then `Compiler::update` with the batch's affected keys), end in the same
 //! graph, conditions and compiled resources (byte for byte, with the objects each comes from)
 //! as building from the final objects, which itself gives the same in any order.
@@ -44,46 +45,53 @@ fn target() -> impl Strategy<Value = String> {
     })
 }
 
+/// Hostnames listeners and routes may have: `None` is none.
+fn hostname() -> impl Strategy<Value = Option<&'static str>> {
+    prop::option::weighted(
+        0.5,
+        prop::sample::select(vec!["a.example.com", "*.example.com", "b.org"]),
+    )
+}
+
 fn gateway() -> impl Strategy<Value = String> {
-    let https = prop::option::weighted(0.8, target()).prop_map(|certificate| match certificate {
-        Some(t) => format!(
-            ", {{name: https, protocol: HTTPS, port: 8443, tls: {{certificateRefs: [{{{t}}}]}}}}"
-        ),
-        None => String::new(),
-    });
-    (name(), prop::sample::select(vec![8080u16, 8081]), prop::bool::weighted(0.85), https)
-        .prop_map(|(n, port, ours, https)| {
-            let class = if ours { "aixds" } else { "someone-else" };
+    let listener = (
+        prop::sample::select(vec!["http", "web"]),
+        prop::sample::select(vec!["HTTP", "HTTP", "HTTPS", "TCP"]),
+        prop::sample::select(vec![8080u16, 8081]),
+        hostname(),
+        target(),
+    )
+        .prop_map(|(n, protocol, port, host, secret)| {
+            let host = host.map(|h| format!(", hostname: \"{h}\"")).unwrap_or_default();
+            let tls = match protocol {
+                "HTTPS" => format!(", tls: {{certificateRefs: [{{{secret}}}]}}"),
+                _ => String::new(),
+            };
+            format!("{{name: {n}, protocol: {protocol}, port: {port}{host}{tls}}}")
+        });
+    (
+        name(),
+        prop::collection::vec(listener, 1..3),
+        prop::sample::select(vec!["mine", "theirs", "gone"]),
+    )
+        .prop_map(|(n, listeners, class)| {
             format!(
                 "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: {n}}}\n\
-                 spec: {{gatewayClassName: {class}, listeners: [{{name: http, protocol: HTTP, port: {port}}}{https}]}}\n"
+                 spec: {{gatewayClassName: {class}, listeners: [{}]}}\n",
+                listeners.join(", ")
             )
         })
 }
 
-/// A `kubernetes.io/tls` Secret: a certificate with its own key, or with the other one.
-fn tls_secret() -> impl Strategy<Value = String> {
-    (name(), 0..2usize, prop::bool::weighted(0.75)).prop_map(|(n, crt, matching)| {
-        let key = if matching { crt } else { 1 - crt };
-        let pairs = &*crate::sds::PAIRS;
-        let crt = serde_json::to_string(&pairs[crt].0).unwrap();
-        let key = serde_json::to_string(&pairs[key].1).unwrap();
-        format!(
-            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {n}}}\ntype: kubernetes.io/tls\n\
-             stringData: {{tls.crt: {crt}, tls.key: {key}}}\n"
-        )
-    })
-}
+/// The controller name the graphs of these tests are built with.
+const CONTROLLER: &str = "aixds.io/gateway-controller";
 
-/// A grant of Secrets (one, or all) to the Gateways (or to another kind) of a namespace.
-fn reference_grant() -> impl Strategy<Value = String> {
-    let from = prop::sample::select(vec!["Gateway", "HTTPRoute"]);
-    (name(), from, namespace(), prop::option::of(name())).prop_map(|(n, kind, from, to)| {
-        let to = to.map(|t| format!(", name: {t}")).unwrap_or_default();
+fn gateway_class() -> impl Strategy<Value = String> {
+    (prop::sample::select(vec!["mine", "theirs"]), prop::bool::ANY).prop_map(|(n, ours)| {
+        let controller = if ours { CONTROLLER } else { "example.com/other" };
         format!(
-            "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {{name: {n}}}\n\
-             spec: {{from: [{{group: gateway.networking.k8s.io, kind: {kind}, namespace: {from}}}], \
-             to: [{{group: '', kind: Secret{to}}}]}}\n"
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: {n}}}\n\
+             spec: {{controllerName: {controller}}}\n"
         )
     })
 }
@@ -105,11 +113,18 @@ fn route() -> impl Strategy<Value = String> {
                 refs.join(", ")
             )
         });
-    (name(), prop::option::of(name()), prop::collection::vec(rule, 1..3)).prop_map(
-        |(n, parent, rules)| {
-            let parents = parent.map(|p| format!("  parentRefs: [{{name: {p}}}]\n")).unwrap_or_default();
+    let parent = (name(), prop::option::weighted(0.3, prop::sample::select(vec!["http", "web"])));
+    (name(), prop::option::of(parent), hostname(), prop::collection::vec(rule, 1..3)).prop_map(
+        |(n, parent, host, rules)| {
+            let parents = parent
+                .map(|(p, section)| {
+                    let section = section.map(|s| format!(", sectionName: {s}")).unwrap_or_default();
+                    format!("  parentRefs: [{{name: {p}{section}}}]\n")
+                })
+                .unwrap_or_default();
+            let hosts = host.map(|h| format!("  hostnames: [\"{h}\"]\n")).unwrap_or_default();
             format!(
-                "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIGatewayRoute\nmetadata: {{name: {n}}}\nspec:\n{parents}  rules:\n{}",
+                "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIGatewayRoute\nmetadata: {{name: {n}}}\nspec:\n{parents}{hosts}  rules:\n{}",
                 rules.concat()
             )
         },
@@ -160,10 +175,48 @@ fn security_policy() -> impl Strategy<Value = String> {
 }
 
 fn secret() -> impl Strategy<Value = String> {
-    (name(), prop::sample::select(vec!["apiKey", "other"]), prop::sample::select(vec!["k1", "k2"]))
-        .prop_map(|(n, key, value)| {
-            format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: {n}}}\nstringData: {{{key}: {value}}}\n")
-        })
+    let api_key =
+        (name(), prop::sample::select(vec!["apiKey", "other"]), prop::sample::select(vec!["k1", "k2"]))
+            .prop_map(|(n, key, value)| {
+                format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: {n}}}\nstringData: {{{key}: {value}}}\n")
+            });
+    // A certificate for HTTPS listeners: a good one, or one whose key is missing.
+    let certificate = (name(), prop::bool::weighted(0.8)).prop_map(|(n, whole)| {
+        let (cert, key) = crate::gateway::certificate("a.example.com");
+        let key = if whole { key } else { String::new() };
+        let data = serde_json::json!({"tls.crt": cert, "tls.key": key});
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {n}}}\ntype: kubernetes.io/tls\nstringData: {data}\n"
+        )
+    });
+    prop_oneof![api_key, certificate]
+}
+
+/// A certificate of one of two pairs, with its own key or with the other pair's.
+fn tls_secret() -> impl Strategy<Value = String> {
+    (name(), 0..2usize, prop::bool::weighted(0.75)).prop_map(|(n, crt, matching)| {
+        let key = if matching { crt } else { 1 - crt };
+        let pairs = &*crate::sds::PAIRS;
+        let crt = serde_json::to_string(&pairs[crt].0).unwrap();
+        let key = serde_json::to_string(&pairs[key].1).unwrap();
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {n}}}\ntype: kubernetes.io/tls\n\
+             stringData: {{tls.crt: {crt}, tls.key: {key}}}\n"
+        )
+    })
+}
+
+/// A grant of Secrets (one, or all) to the Gateways (or to another kind) of a namespace.
+fn reference_grant() -> impl Strategy<Value = String> {
+    let from = prop::sample::select(vec!["Gateway", "HTTPRoute"]);
+    (name(), from, namespace(), prop::option::of(name())).prop_map(|(n, kind, from, to)| {
+        let to = to.map(|t| format!(", name: {t}")).unwrap_or_default();
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {{name: {n}}}\n\
+             spec: {{from: [{{group: gateway.networking.k8s.io, kind: {kind}, namespace: {from}}}], \
+             to: [{{group: '', kind: Secret{to}}}]}}\n"
+        )
+    })
 }
 
 fn pool() -> impl Strategy<Value = String> {
@@ -198,6 +251,7 @@ fn service() -> impl Strategy<Value = String> {
 fn object() -> impl Strategy<Value = Object> {
     let yaml = prop_oneof![
         gateway(),
+        gateway_class(),
         route(),
         route(),
         service_backend(),
@@ -205,7 +259,6 @@ fn object() -> impl Strategy<Value = Object> {
         envoy_backend(),
         security_policy(),
         secret(),
-        tls_secret(),
         tls_secret(),
         reference_grant(),
         pool(),
@@ -221,8 +274,9 @@ fn object() -> impl Strategy<Value = Object> {
     })
 }
 
-const KINDS: [Kind; 10] = [
+const KINDS: [Kind; 11] = [
     Kind::Gateway,
+    Kind::GatewayClass,
     Kind::ReferenceGrant,
     Kind::AIGatewayRoute,
     Kind::AIServiceBackend,
@@ -279,7 +333,7 @@ fn outcome(graph: &Graph, store: &SnapshotStore) -> Outcome {
 /// applied as changes and compiled from its affected keys. Returns the outcome and the final
 /// objects.
 pub fn incremental(batches: &[Vec<Edit>]) -> (Outcome, Vec<Object>) {
-    let mut graph = Graph::new();
+    let mut graph = Graph::with_controller(Some(CONTROLLER.into()));
     let mut compiler = Compiler::new(CompileOptions::default());
     let store = SnapshotStore::new();
     let change = |edit: &Edit| match edit {
@@ -303,7 +357,7 @@ pub fn incremental(batches: &[Vec<Edit>]) -> (Outcome, Vec<Object>) {
 
 /// A graph built from `objects` in the order given, compiled in full.
 pub fn fresh(objects: impl IntoIterator<Item = Object>) -> (Graph, Vec<aixds::xds::Update>) {
-    let mut graph = Graph::new();
+    let mut graph = Graph::with_controller(Some(CONTROLLER.into()));
     for object in objects {
         graph.apply(object);
     }
@@ -377,11 +431,17 @@ fn a_listener_shared_by_a_second_gateway_names_both() {
     let gateway = |name: &str| {
         parse(&format!(
             "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: {name}, namespace: ns}}\n\
-             spec: {{gatewayClassName: aixds, listeners: [{{name: http, protocol: HTTP, port: 8080}}]}}\n"
+             spec: {{gatewayClassName: mine, listeners: [{{name: http, protocol: HTTP, port: 8080}}]}}\n"
         ))
     };
-    let batches =
-        vec![vec![Edit::Apply(Box::new(gateway("b")))], vec![Edit::Apply(Box::new(gateway("a")))]];
+    let class = parse(&format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: mine}}\n\
+         spec: {{controllerName: {CONTROLLER}}}\n"
+    ));
+    let batches = vec![
+        vec![Edit::Apply(Box::new(class)), Edit::Apply(Box::new(gateway("b")))],
+        vec![Edit::Apply(Box::new(gateway("a")))],
+    ];
     assert_incremental_matches_fresh(&batches);
     let (outcome, _) = incremental(&batches);
     let (_, sources) = &outcome.resources[&(TypeUrl::Listener, "listener-8080".to_string())];
