@@ -196,12 +196,7 @@ fn tls_certificates(
                 ),
             ));
         }
-        let problem = match graph.object(&key).map(|o| &o.spec) {
-            None => Some("not found".to_string()),
-            Some(Spec::Secret(secret)) => crate::api::tls_certificate_problem(secret),
-            Some(_) => Some("is not a Secret".to_string()),
-        };
-        if let Some(problem) = problem {
+        if let Some(problem) = graph.certificate_problem(&key) {
             return Err((
                 Reason::InvalidCertificateRef,
                 format!(

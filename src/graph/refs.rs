@@ -9,7 +9,8 @@ use serde::Serialize;
 use super::{Condition, ConditionType, Graph, Issue, Reason, listeners};
 use crate::api::{
     AIGATEWAY_GROUP, BackendTarget, ENVOY_GATEWAY_GROUP, GATEWAY_API_GROUP, INFERENCE_GROUP, Kind,
-    Object, ObjectKey, SecurityPolicyType, Spec, api_key, validate_hostname,
+    Object, ObjectKey, SecurityPolicyType, Spec, TLS_SECRET_TYPE, api_key, tls_certificate_problem,
+    validate_hostname,
 };
 
 /// The field a reference comes from.
@@ -239,6 +240,13 @@ pub(super) fn references(object: &Object) -> (Vec<(RefKind, ObjectKey)>, Vec<Iss
                 }
             }
         }
+        // Parsing a certificate's key costs; a TLS Secret is judged once, here, for every
+        // listener that names it (see `Graph::certificate_problem`).
+        Spec::Secret(secret) if secret.type_ == TLS_SECRET_TYPE => {
+            if let Some(message) = tls_certificate_problem(secret) {
+                issues.push(accepted_issue(Reason::InvalidCertificateRef, message));
+            }
+        }
         Spec::GatewayClass(_)
         | Spec::ReferenceGrant(_)
         | Spec::Secret(_)
@@ -246,6 +254,26 @@ pub(super) fn references(object: &Object) -> (Vec<(RefKind, ObjectKey)>, Vec<Iss
         | Spec::Pod(_) => {}
     }
     (refs, issues)
+}
+
+impl Graph {
+    /// Why the Secret `key` cannot serve as a listener's certificate (see
+    /// [`crate::api::tls_certificate`]), if it cannot or is not there. A `kubernetes.io/tls`
+    /// Secret was judged when it was applied; any other is refused for its type.
+    pub fn certificate_problem(&self, key: &ObjectKey) -> Option<String> {
+        let Some(node) = self.node(key).filter(|n| n.object.is_some()) else {
+            return Some("not found".into());
+        };
+        match node.object.as_deref().map(|o| &o.spec) {
+            Some(Spec::Secret(secret)) if secret.type_ == TLS_SECRET_TYPE => node
+                .issues
+                .iter()
+                .find(|i| i.reason == Reason::InvalidCertificateRef)
+                .map(|i| i.message.clone()),
+            Some(Spec::Secret(secret)) => tls_certificate_problem(secret),
+            _ => Some("is not a Secret".into()),
+        }
+    }
 }
 
 /// Conditions for one node, from its own issues and the state of what it references.
