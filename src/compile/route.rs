@@ -38,6 +38,10 @@ pub const NOT_FOUND_BODY: &str = r#"{"error":{"message":"No route matches the re
 /// [`NOT_FOUND_BODY`] for Anthropic clients, in the shape Anthropic's API answers errors.
 pub const NOT_FOUND_ANTHROPIC_BODY: &str = r#"{"type":"error","error":{"type":"not_found_error","message":"No route matches the requested model."}}"#;
 
+/// How long a rule without `timeouts.request` (or with one that does not parse) gives a
+/// response, a stream included, to complete: Envoy's own default, 15 s, cuts long answers.
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration { seconds: 60, nanos: 0 };
+
 /// Gateway API's largest backendRef weight. Envoy rejects weights that sum past `u32::MAX`, which
 /// weights within this bound cannot reach with any realistic number of backends.
 const MAX_WEIGHT: u32 = 1_000_000;
@@ -235,6 +239,7 @@ fn route_action(
     let top = usable.iter().map(|u| u.0).min()?;
     let timeout =
         rule.timeouts.as_ref().and_then(|t| t.request.as_deref()).and_then(parse_duration);
+    let timeout = Some(timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT));
     let priorities: BTreeSet<u32> = usable.iter().map(|u| u.0).collect();
     let backends_only = usable.iter().all(|u| u.4.kind == Kind::AIServiceBackend);
     if priorities.len() > 1 && backends_only {
