@@ -2,8 +2,8 @@
 //!
 //! Takes: the [`Graph`], and after each change the [`Affected`](crate::graph::Affected) keys.
 //! Gives: [`Update`]s for Listeners, RouteConfigurations, Clusters, ClusterLoadAssignments and
-//! Secrets, removals included. Each resource type has its own file of pure functions; this module only
-//! decides what to recompile and remembers what it has emitted.
+//! Secrets, removals included. Each resource type has its own file of pure functions; this
+//! module only decides what to recompile and remembers what it has emitted.
 //!
 //! What depends on what:
 //! - a Listener per port of the accepted Gateways (or one default listener when there is no
