@@ -1,7 +1,9 @@
 //! TLS certificates served over SDS: which Secrets the compiler emits for Gateway listeners
 //! (across namespaces only with a ReferenceGrant), what a Secret's rotation sends, a real Envoy
-//! loading the emitted certificate, and a real Envoy fetching it over ADS for a TLS listener and
-//! serving the rotated one. Certificates are made by openssl at test time.
+//! loading the emitted certificate, a real Envoy fetching it over ADS for a TLS listener and
+//! serving the rotated one, and `aixds run` end to end: a verified HTTPS request through a
+//! Gateway's HTTPS listener, then the rotated certificate. Certificates are made by openssl at
+//! test time.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -477,4 +479,67 @@ async fn envoy_fetches_the_certificate_over_ads_and_serves_the_rotated_one() {
         (presented_subject(port)? == "CN=aixdstestCA").then_some(())
     })
     .await;
+}
+
+/// `aixds run` with its own Envoy: an HTTPS listener whose certificate aixds serves over SDS
+/// answers a client that trusts the CA, and editing the Secret in its file makes Envoy present
+/// the new certificate while the Listener stays as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_listener_serves_its_certificate_and_then_the_rotated_one() {
+    let upstream = Upstream::start("A").await;
+    let port = free_port();
+    let (ca, _) = &PAIRS[0];
+    let trust = tempfile::tempdir().unwrap();
+    let ca_file = trust.path().join("ca.crt");
+    std::fs::write(&ca_file, ca).unwrap();
+    let gateway = crate::envoy::manifests(port, &[("model-a", vec![("a", upstream.addr, 1)])])
+        .replacen(
+            &format!("{{name: http, protocol: HTTP, port: {port}}}"),
+            &format!(
+                "{{name: https, protocol: HTTPS, port: {port}, tls: {{certificateRefs: [{{name: cert}}]}}}}"
+            ),
+            1,
+        );
+    assert!(gateway.contains("protocol: HTTPS"));
+    let with_pair = |pair: usize| {
+        let (crt, key) = &PAIRS[pair];
+        format!("{gateway}---\n{}", tls_secret_yaml("default", "cert", crt, key))
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.yaml");
+    write_atomic(&file, with_pair(1));
+    let mut gw = crate::envoy::start_gateway(dir.path(), port, false, "https").await;
+
+    let https_chat = || {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-D", "-", "--cacert"])
+            .arg(&ca_file)
+            .arg(format!("https://127.0.0.1:{port}/v1/chat/completions"))
+            .args(["-H", "content-type: application/json"])
+            .args(["-d", r#"{"model":"model-a","messages":[{"role":"user","content":"hi"}]}"#])
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).to_lowercase()
+    };
+    let headers = eventually(30, "a verified TLS request reaches upstream A", || async {
+        let headers = https_chat();
+        headers.contains("x-upstream-id: a").then_some(headers)
+    })
+    .await;
+    let status = headers.lines().next().and_then(|l| l.split(' ').nth(1));
+    assert_eq!(status, Some("200"), "{headers}");
+    assert_eq!(presented_subject(port).as_deref(), Some("CN=server"));
+    let listener = |gw: &crate::envoy::Gateway| {
+        let snapshot = gw.running.store.load();
+        snapshot.get(TypeUrl::Listener, &format!("listener-{port}")).map(|l| l.version.clone())
+    };
+    let before = listener(&gw).expect("the HTTPS listener is served");
+
+    crate::envoy::edit(&mut gw, &file, &with_pair(0)).await;
+    eventually(30, "Envoy presents the rotated certificate", || async {
+        (presented_subject(port)? == "CN=aixdstestCA").then_some(())
+    })
+    .await;
+    assert_eq!(listener(&gw), Some(before), "the Listener names the Secret, it does not hold it");
+    gw.running.shutdown().await;
 }
