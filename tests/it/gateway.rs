@@ -461,3 +461,259 @@ async fn served_at(port: u16, host: String) -> Result<String, (u16, String)> {
         status => Err((status, r.body)),
     }
 }
+
+/// A test CA and leaf certificates it signs, made by openssl in one directory.
+struct TestCa {
+    dir: tempfile::TempDir,
+}
+
+impl TestCa {
+    fn new() -> TestCa {
+        let dir = tempfile::tempdir().unwrap();
+        openssl(
+            dir.path(),
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=gateway test CA",
+            ],
+        );
+        TestCa { dir }
+    }
+
+    fn ca(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("ca.crt")).unwrap()
+    }
+
+    /// A certificate for `host` (its subject CN is `cn`) and its key, in PEM.
+    fn leaf(&self, host: &str, cn: &str) -> (String, String) {
+        let d = self.dir.path();
+        std::fs::write(d.join(format!("{cn}.ext")), format!("subjectAltName=DNS:{host}\n"))
+            .unwrap();
+        let [key, csr, crt, ext] = [".key", ".csr", ".crt", ".ext"].map(|s| format!("{cn}{s}"));
+        openssl(
+            d,
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+                "-subj",
+                &format!("/CN={cn}"),
+            ],
+        );
+        openssl(
+            d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "1",
+                "-out",
+                &crt,
+                "-extfile",
+                &ext,
+            ],
+        );
+        let read = |f: &str| std::fs::read_to_string(d.join(f)).unwrap();
+        (read(&crt), read(&key))
+    }
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A TLS connection to 127.0.0.1:`port` for `sni`, trusting only `ca`.
+async fn tls_connect(
+    port: u16,
+    sni: &str,
+    ca: &str,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(ca.as_bytes()).unwrap()).unwrap();
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    connector.connect(ServerName::try_from(sni.to_string()).unwrap(), tcp).await
+}
+
+/// The DER of the leaf certificate the server presented on `stream`.
+fn presented(stream: &tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> Vec<u8> {
+    stream.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+fn der(pem: &str) -> Vec<u8> {
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    CertificateDer::from_pem_slice(pem.as_bytes()).unwrap().to_vec()
+}
+
+/// One chat request for model `m` on an open connection (kept alive); the upstream that served
+/// it.
+async fn chat_on<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    stream: &mut S,
+    host: &str,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n\
+         x-ai-eg-model: m\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("a response")
+            .unwrap();
+        assert!(n > 0, "the connection closed: {}", String::from_utf8_lossy(&raw));
+        raw.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&raw).to_string();
+        let Some((head, rest)) = text.split_once("\r\n\r\n") else { continue };
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap())
+            })
+            .unwrap_or(0);
+        if rest.len() < length {
+            continue;
+        }
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let id = head.lines().find_map(|l| {
+            l.to_ascii_lowercase().strip_prefix("x-upstream-id:").map(|v| v.trim().to_string())
+        });
+        return id.unwrap_or_default();
+    }
+}
+
+/// A real Envoy terminating TLS for two hostnames on one port, each with its own certificate
+/// chosen by SNI, for a client that trusts only the test CA; then one certificate rotated in
+/// its Secret: new connections get it within seconds, a connection opened before keeps
+/// working, and Envoy never drains or changes the listener. No private key is in a Listener,
+/// as aixds serves it or as Envoy holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_listeners_pick_certificates_by_sni_and_rotate_without_a_drain() {
+    let upstream = Upstream::start("A").await;
+    let ca = TestCa::new();
+    let (a_crt, a_key) = ca.leaf("a.example.com", "a");
+    let (b_crt, b_key) = ca.leaf("b.example.com", "b");
+    let (a2_crt, a2_key) = ca.leaf("a.example.com", "a-rotated");
+    let port = free_port();
+    let secret =
+        |name: &str, crt: &str, key: &str| crate::sds::tls_secret_yaml("default", name, crt, key);
+    let https = |name: &str, host: &str| {
+        format!(
+            "{{name: {name}, protocol: HTTPS, port: {port}, hostname: {host}, \
+             tls: {{mode: Terminate, certificateRefs: [{{name: cert-{name}}}]}}}}"
+        )
+    };
+    let manifests = |a: (&str, &str)| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw}}\n\
+             spec: {{gatewayClassName: any, listeners: [{}, {}]}}\n---\n{}---\n{}---\n{}---\n{}",
+            https("a", "a.example.com"),
+            https("b", "b.example.com"),
+            route("r", "gw", &[], "up"),
+            backend("up", &upstream.addr.ip().to_string(), upstream.addr.port()),
+            secret("cert-a", a.0, a.1),
+            secret("cert-b", &b_crt, &b_key),
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.yaml");
+    write_atomic(&file, manifests((&a_crt, &a_key)));
+    let mut gw = start_gateway(dir.path(), port, false, "https-sni").await;
+    let ca_pem = ca.ca();
+
+    let mut a = eventually(30, "a.example.com answers over TLS", || async {
+        tls_connect(port, "a.example.com", &ca_pem).await.ok()
+    })
+    .await;
+    assert_eq!(presented(&a), der(&a_crt), "a.example.com's certificate");
+    assert_eq!(chat_on(&mut a, "a.example.com").await, "a");
+    let mut b = tls_connect(port, "b.example.com", &ca_pem).await.unwrap();
+    assert_eq!(presented(&b), der(&b_crt), "b.example.com's certificate");
+    assert_eq!(chat_on(&mut b, "b.example.com").await, "a");
+    assert!(
+        tls_connect(port, "c.example.com", &ca_pem).await.is_err(),
+        "no listener serves c.example.com"
+    );
+
+    // No private key in the Listener aixds serves, nor in Envoy's config dump.
+    let key_lines = |key: &str| -> Vec<String> {
+        key.lines().filter(|l| !l.starts_with("-----")).map(str::to_string).collect()
+    };
+    let snapshot = gw.running.store.load();
+    let listener = snapshot.get(TypeUrl::Listener, &format!("listener-{port}")).unwrap();
+    let listener_bytes = String::from_utf8_lossy(&listener.body.value).to_string();
+    let dump = admin_get(gw.admin, "/config_dump?include_eds").await;
+    for line in key_lines(&a_key).iter().chain(&key_lines(&b_key)) {
+        assert!(!listener_bytes.contains(line.as_str()), "a key line in the Listener");
+        assert!(!dump.contains(line.as_str()), "a key line in Envoy's config dump");
+    }
+    assert!(dump.contains("tls_certificate_sds_secret_configs"), "the listener names its secrets");
+    let envoy_admin = gw.admin;
+    let modified = || async move {
+        admin_get(envoy_admin, "/stats?filter=listener_manager.listener_(modified|removed)$").await
+    };
+    let before = modified().await;
+    assert!(before.contains("listener_manager.listener_modified: 0"), "{before}");
+
+    // Rotation: a's Secret gets a new certificate and key.
+    edit(&mut gw, &file, &manifests((&a2_crt, &a2_key))).await;
+    let fresh = eventually(10, "a new connection gets the rotated certificate", || async {
+        let s = tls_connect(port, "a.example.com", &ca_pem).await.ok()?;
+        (presented(&s) == der(&a2_crt)).then_some(s)
+    })
+    .await;
+    let mut fresh = fresh;
+    assert_eq!(chat_on(&mut fresh, "a.example.com").await, "a");
+    assert_eq!(chat_on(&mut a, "a.example.com").await, "a", "the old connection still works");
+    assert_eq!(presented(&a), der(&a_crt), "on the certificate it was opened with");
+    assert_eq!(modified().await, before, "the listener was neither modified nor drained");
+    for line in key_lines(&a2_key) {
+        assert!(!admin_get(gw.admin, "/config_dump").await.contains(line.as_str()));
+    }
+    assert_eq!(rejected_updates(gw.admin).await, 0, "Envoy rejected no config");
+    gw.running.shutdown().await;
+}
