@@ -72,7 +72,10 @@ fn full(graph: &Graph) -> Vec<Update> {
 }
 
 /// The compiled resources of one type, decoded, by name.
-fn decoded<M: Message + Default>(updates: &[Update], type_url: TypeUrl) -> BTreeMap<String, M> {
+pub(crate) fn decoded<M: Message + Default>(
+    updates: &[Update],
+    type_url: TypeUrl,
+) -> BTreeMap<String, M> {
     updates
         .iter()
         .filter(|u| u.type_url == type_url)
@@ -623,14 +626,16 @@ fn key(kind: Kind, ns: &str, name: &str) -> ObjectKey {
 }
 
 /// A graph, a compiler and a store kept in step, as the server will run them.
-struct Harness {
-    graph: Graph,
+/// A graph and its compiler, the store holding what was published: a change applied as the run
+/// loop applies it.
+pub(crate) struct Harness {
+    pub(crate) graph: Graph,
     compiler: Compiler,
-    store: SnapshotStore,
+    pub(crate) store: SnapshotStore,
 }
 
 impl Harness {
-    fn new(objects: Vec<aixds::api::Object>) -> Harness {
+    pub(crate) fn new(objects: Vec<aixds::api::Object>) -> Harness {
         let mut graph = Graph::new();
         for o in objects {
             graph.apply(o);
@@ -642,7 +647,7 @@ impl Harness {
     }
 
     /// Applies `object` and returns what the store saw change.
-    fn apply(&mut self, object: aixds::api::Object) -> Vec<(TypeUrl, String)> {
+    pub(crate) fn apply(&mut self, object: aixds::api::Object) -> Vec<(TypeUrl, String)> {
         let affected = self.graph.apply(object);
         self.store.publish(self.compiler.update(&self.graph, &affected.keys))
     }
@@ -657,7 +662,7 @@ impl Harness {
         names
     }
 
-    fn delete(&mut self, key: &ObjectKey) -> Vec<(TypeUrl, String)> {
+    pub(crate) fn delete(&mut self, key: &ObjectKey) -> Vec<(TypeUrl, String)> {
         let affected = self.graph.delete(key);
         self.store.publish(self.compiler.update(&self.graph, &affected.keys))
     }
@@ -667,7 +672,7 @@ impl Harness {
     }
 
     /// The store holds exactly what a fresh full compile of the graph gives.
-    fn assert_matches_full(&self) {
+    pub(crate) fn assert_matches_full(&self) {
         let fresh = SnapshotStore::new();
         fresh.publish(full(&self.graph));
         for t in TypeUrl::ALL {

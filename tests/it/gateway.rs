@@ -8,12 +8,12 @@ use aixds::api::{Kind, ObjectKey};
 use aixds::compile::{CompileOptions, Compiler};
 use aixds::graph::listeners::listeners;
 use aixds::graph::{ConditionType, Graph, Reason};
-use aixds::xds::{TypeUrl, Update};
+use aixds::xds::TypeUrl;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
-use prost::Message;
 
 use crate::builders::parse;
+use crate::compile::decoded;
 use crate::envoy::{edit, start_gateway};
 use crate::harness::*;
 
@@ -106,15 +106,6 @@ fn graph_of(controller: Option<&str>, docs: &[String]) -> Graph {
 
 fn key(kind: Kind, name: &str) -> ObjectKey {
     ObjectKey::new(kind, "default", name)
-}
-
-fn decoded<M: Message + Default>(updates: &[Update], type_url: TypeUrl) -> BTreeMap<String, M> {
-    updates
-        .iter()
-        .filter(|u| u.type_url == type_url)
-        .filter_map(|u| u.resource.as_ref())
-        .map(|r| (r.name.clone(), M::decode(r.body.value.as_slice()).unwrap()))
-        .collect()
 }
 
 /// Per virtual host of `config`: its domains and the routes' names up to the 404s.
@@ -462,94 +453,6 @@ async fn served_at(port: u16, host: String) -> Result<String, (u16, String)> {
     }
 }
 
-/// A test CA and leaf certificates it signs, made by openssl in one directory.
-struct TestCa {
-    dir: tempfile::TempDir,
-}
-
-impl TestCa {
-    fn new() -> TestCa {
-        let dir = tempfile::tempdir().unwrap();
-        openssl(
-            dir.path(),
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.crt",
-                "-days",
-                "1",
-                "-subj",
-                "/CN=gateway test CA",
-            ],
-        );
-        TestCa { dir }
-    }
-
-    fn ca(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("ca.crt")).unwrap()
-    }
-
-    /// A certificate for `host` (its subject CN is `cn`) and its key, in PEM.
-    fn leaf(&self, host: &str, cn: &str) -> (String, String) {
-        let d = self.dir.path();
-        std::fs::write(d.join(format!("{cn}.ext")), format!("subjectAltName=DNS:{host}\n"))
-            .unwrap();
-        let [key, csr, crt, ext] = [".key", ".csr", ".crt", ".ext"].map(|s| format!("{cn}{s}"));
-        openssl(
-            d,
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-                "-subj",
-                &format!("/CN={cn}"),
-            ],
-        );
-        openssl(
-            d,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "1",
-                "-out",
-                &crt,
-                "-extfile",
-                &ext,
-            ],
-        );
-        let read = |f: &str| std::fs::read_to_string(d.join(f)).unwrap();
-        (read(&crt), read(&key))
-    }
-}
-
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().unwrap();
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 /// A TLS connection to 127.0.0.1:`port` for `sni`, trusting only `ca`.
 async fn tls_connect(
     port: u16,
@@ -634,10 +537,10 @@ async fn chat_on<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_listeners_pick_certificates_by_sni_and_rotate_without_a_drain() {
     let upstream = Upstream::start("A").await;
-    let ca = TestCa::new();
-    let (a_crt, a_key) = ca.leaf("a.example.com", "a");
-    let (b_crt, b_key) = ca.leaf("b.example.com", "b");
-    let (a2_crt, a2_key) = ca.leaf("a.example.com", "a-rotated");
+    let ca = crate::tls::TestCa::new();
+    let (a_crt, a_key) = ca.leaf("a", "subjectAltName=DNS:a.example.com");
+    let (b_crt, b_key) = ca.leaf("b", "subjectAltName=DNS:b.example.com");
+    let (a2_crt, a2_key) = ca.leaf("a-rotated", "subjectAltName=DNS:a.example.com");
     let port = free_port();
     let secret =
         |name: &str, crt: &str, key: &str| crate::sds::tls_secret_yaml("default", name, crt, key);

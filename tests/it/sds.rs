@@ -12,7 +12,6 @@ use std::sync::{Arc, LazyLock};
 use aixds::api::{Kind, Object, ObjectKey};
 use aixds::bootstrap::BootstrapOptions;
 use aixds::compile::{CompileOptions, Compiler};
-use aixds::graph::Graph;
 use aixds::xds::{AdsServer, Resource, SnapshotStore, TypeUrl, Update};
 use envoy_types::pb::envoy::config::bootstrap::v3::{Bootstrap, bootstrap::StaticResources};
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
@@ -35,6 +34,7 @@ use envoy_types::util::pack_any;
 use prost::Message;
 
 use crate::builders::parse;
+use crate::compile::Harness;
 use crate::harness::*;
 
 /// Two certificates with their keys, made once per test run: `(crt, key)` of a CA and of a
@@ -83,62 +83,14 @@ fn grant(from_ns: &str, ns: &str) -> Object {
 }
 
 /// A graph, its compiler and the store it publishes to, changed as the run loop changes them.
-struct Live {
-    graph: Graph,
-    compiler: Compiler,
-    store: SnapshotStore,
-}
-
-impl Live {
-    fn new(objects: Vec<Object>) -> Live {
-        let mut graph = Graph::new();
-        for o in objects {
-            graph.apply(o);
-        }
-        let mut compiler = Compiler::new(CompileOptions::default());
-        let store = SnapshotStore::new();
-        store.publish(compiler.full(&graph));
-        Live { graph, compiler, store }
-    }
-
-    /// Applies `object`; returns the names the publish changed.
-    fn apply(&mut self, object: Object) -> Vec<(TypeUrl, String)> {
-        let affected = self.graph.apply(object);
-        self.store.publish(self.compiler.update(&self.graph, &affected.keys))
-    }
-
-    fn delete(&mut self, key: &ObjectKey) -> Vec<(TypeUrl, String)> {
-        let affected = self.graph.delete(key);
-        self.store.publish(self.compiler.update(&self.graph, &affected.keys))
-    }
-
-    /// The served Secrets, by name.
-    fn secrets(&self) -> BTreeMap<String, TlsCertificate> {
-        self.store
-            .load()
-            .resources(TypeUrl::Secret)
-            .values()
-            .map(|r| {
-                (r.name.clone(), certificate(&Secret::decode(r.body.value.as_slice()).unwrap()))
-            })
-            .collect()
-    }
-
-    /// What a fresh build of the same objects serves: the incremental result must equal it.
-    fn assert_fresh(&self) {
-        let fresh = Compiler::new(CompileOptions::default()).full(&self.graph);
-        let mut want: Vec<(String, String)> = fresh
-            .iter()
-            .filter_map(|u| {
-                Some((format!("{} {}", u.type_url, u.name), u.resource.as_ref()?.version.clone()))
-            })
-            .collect();
-        want.sort();
-        let snapshot = self.store.load();
-        let got: Vec<(String, String)> =
-            snapshot.all().map(|(t, r)| (format!("{t} {}", r.name), r.version.clone())).collect();
-        assert_eq!(got, want);
-    }
+/// The Secrets `live` serves, by name.
+fn secrets(live: &Harness) -> BTreeMap<String, TlsCertificate> {
+    live.store
+        .load()
+        .resources(TypeUrl::Secret)
+        .values()
+        .map(|r| (r.name.clone(), certificate(&Secret::decode(r.body.value.as_slice()).unwrap())))
+        .collect()
 }
 
 fn certificate(secret: &Secret) -> TlsCertificate {
@@ -169,43 +121,44 @@ fn with_listener() -> Vec<(TypeUrl, String)> {
 
 #[test]
 fn a_certificate_in_another_namespace_is_served_only_while_a_grant_permits_it() {
-    let mut live = Live::new(vec![gateway("team", "certs/cert"), tls_secret("certs", "cert", 1)]);
-    assert!(live.secrets().is_empty(), "no grant: refused (RefNotPermitted)");
-    live.assert_fresh();
+    let mut live =
+        Harness::new(vec![gateway("team", "certs/cert"), tls_secret("certs", "cert", 1)]);
+    assert!(secrets(&live).is_empty(), "no grant: refused (RefNotPermitted)");
+    live.assert_matches_full();
 
     let changed = live.apply(grant("team", "certs"));
     // The HTTPS listener is served, or left out, with its certificate.
     assert_eq!(changed, with_listener(), "{changed:?}");
-    assert_eq!(live.secrets().keys().collect::<Vec<_>>(), [SDS_NAME]);
-    let served = chain_pem(&live.secrets()[SDS_NAME]);
+    assert_eq!(secrets(&live).keys().collect::<Vec<_>>(), [SDS_NAME]);
+    let served = chain_pem(&secrets(&live)[SDS_NAME]);
     assert!(String::from_utf8(served).unwrap().starts_with("-----BEGIN CERTIFICATE-----\n"));
-    live.assert_fresh();
+    live.assert_matches_full();
 
     // A grant for another namespace's Gateways permits nothing here.
     live.apply(grant("someone-else", "certs"));
-    assert!(live.secrets().is_empty());
-    live.assert_fresh();
+    assert!(secrets(&live).is_empty());
+    live.assert_matches_full();
     live.apply(grant("team", "certs"));
-    assert_eq!(live.secrets().len(), 1);
+    assert_eq!(secrets(&live).len(), 1);
 
     let changed = live.delete(&ObjectKey::new(Kind::ReferenceGrant, "certs", "certs"));
     // The HTTPS listener is served, or left out, with its certificate.
     assert_eq!(changed, with_listener(), "{changed:?}");
-    assert!(live.secrets().is_empty(), "refused again");
-    live.assert_fresh();
+    assert!(secrets(&live).is_empty(), "refused again");
+    live.assert_matches_full();
 }
 
 #[test]
 fn rotating_a_certificate_sends_only_its_secret() {
-    let mut live = Live::new(vec![gateway("certs", "cert"), tls_secret("certs", "cert", 0)]);
-    let before = chain_pem(&live.secrets()[SDS_NAME]);
+    let mut live = Harness::new(vec![gateway("certs", "cert"), tls_secret("certs", "cert", 0)]);
+    let before = chain_pem(&secrets(&live)[SDS_NAME]);
     let listeners = live.store.load().resources(TypeUrl::Listener).clone();
 
     let changed = live.apply(tls_secret("certs", "cert", 1));
     assert_eq!(changed, [(TypeUrl::Secret, SDS_NAME.to_string())], "the listener is untouched");
-    assert_ne!(chain_pem(&live.secrets()[SDS_NAME]), before);
+    assert_ne!(chain_pem(&secrets(&live)[SDS_NAME]), before);
     assert_eq!(live.store.load().resources(TypeUrl::Listener), &listeners);
-    live.assert_fresh();
+    live.assert_matches_full();
 
     // A key that does not match its certificate: the Secret is no longer served.
     let (crt, _) = &PAIRS[0];
@@ -213,15 +166,15 @@ fn rotating_a_certificate_sends_only_its_secret() {
     let changed = live.apply(parse(&tls_secret_yaml("certs", "cert", crt, key)));
     // The HTTPS listener is served, or left out, with its certificate.
     assert_eq!(changed, with_listener(), "{changed:?}");
-    assert!(live.secrets().is_empty());
-    live.assert_fresh();
+    assert!(secrets(&live).is_empty());
+    live.assert_matches_full();
 
     live.apply(tls_secret("certs", "cert", 0));
-    assert_eq!(chain_pem(&live.secrets()[SDS_NAME]), before);
+    assert_eq!(chain_pem(&secrets(&live)[SDS_NAME]), before);
     let changed = live.delete(&ObjectKey::new(Kind::Gateway, "certs", "gw"));
     assert!(changed.contains(&(TypeUrl::Secret, SDS_NAME.to_string())), "{changed:?}");
-    assert!(live.secrets().is_empty(), "no Gateway serves it");
-    live.assert_fresh();
+    assert!(secrets(&live).is_empty(), "no Gateway serves it");
+    live.assert_matches_full();
 }
 
 #[test]
@@ -229,8 +182,9 @@ fn secrets_nobody_serves_and_opaque_secrets_are_never_sent() {
     let opaque = parse(
         "apiVersion: v1\nkind: Secret\nmetadata: {name: cert, namespace: certs}\nstringData: {apiKey: sk-1}\n",
     );
-    let live = Live::new(vec![tls_secret("certs", "unused", 0), gateway("certs", "cert"), opaque]);
-    assert!(live.secrets().is_empty());
+    let live =
+        Harness::new(vec![tls_secret("certs", "unused", 0), gateway("certs", "cert"), opaque]);
+    assert!(secrets(&live).is_empty());
 }
 
 /// The emitted Secret as Envoy would hold it from SDS: a static secret named by a TLS
@@ -309,7 +263,7 @@ fn envoy_validate(bootstrap: &Bootstrap) -> Result<(), String> {
 
 #[test]
 fn envoy_loads_the_certificate_it_is_served() {
-    let live = Live::new(vec![gateway("certs", "cert"), tls_secret("certs", "cert", 1)]);
+    let live = Harness::new(vec![gateway("certs", "cert"), tls_secret("certs", "cert", 1)]);
     let snapshot = live.store.load();
     let resource = snapshot.get(TypeUrl::Secret, SDS_NAME).expect("served");
     let served = Secret::decode(resource.body.value.as_slice()).unwrap();
@@ -328,7 +282,7 @@ fn envoy_loads_the_certificate_it_is_served() {
 
 #[test]
 fn compiled_updates_never_debug_print_a_key() {
-    let live = Live::new(vec![gateway("certs", "cert"), tls_secret("certs", "cert", 1)]);
+    let live = Harness::new(vec![gateway("certs", "cert"), tls_secret("certs", "cert", 1)]);
     let updates: Vec<Update> = Compiler::new(CompileOptions::default()).full(&live.graph);
     let printed = format!("{updates:?}");
     let (_, key) = &PAIRS[1];
@@ -420,12 +374,12 @@ fn presented_subject(port: u16) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_fetches_the_certificate_over_ads_and_serves_the_rotated_one() {
-    let mut live = Live::new(vec![gateway("certs", "cert"), tls_secret("certs", "cert", 1)]);
+    let mut live = Harness::new(vec![gateway("certs", "cert"), tls_secret("certs", "cert", 1)]);
     // Only the Secrets aixds compiled, and a TLS listener naming one, as HTTPS listeners will.
     let store = Arc::new(SnapshotStore::new());
     let port = free_port();
     let probe = sds_listener(port, SDS_NAME);
-    let secrets = |live: &Live| -> Vec<Update> {
+    let secrets = |live: &Harness| -> Vec<Update> {
         let snapshot = live.store.load();
         let resources = snapshot.resources(TypeUrl::Secret).values();
         resources

@@ -12,51 +12,70 @@ use aixds::run::{GrpcListen, RunOptions, Running, ServerTls, TcpAuth};
 use crate::envoy::manifests;
 use crate::harness::*;
 
+/// A throwaway CA (`ca.crt`, `ca.key` in its directory) and the certificates it signs, made
+/// by the openssl command line.
+pub(crate) struct TestCa {
+    dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl TestCa {
+    /// A CA in a directory of its own.
+    pub(crate) fn new() -> TestCa {
+        let temp = tempfile::tempdir().unwrap();
+        let mut ca = TestCa::in_dir(temp.path());
+        ca._temp = Some(temp);
+        ca
+    }
+
+    /// A CA in `dir`.
+    pub(crate) fn in_dir(dir: &Path) -> TestCa {
+        let ca = TestCa { dir: dir.to_path_buf(), _temp: None };
+        let mut req =
+            vec!["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+        req.extend(["-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "1"]);
+        req.extend(["-subj", "/CN=aixds test CA"]);
+        ca.openssl(req);
+        ca
+    }
+
+    pub(crate) fn ca(&self) -> String {
+        std::fs::read_to_string(self.dir.join("ca.crt")).unwrap()
+    }
+
+    /// `{name}.crt` (subject `/CN={name}`, extensions `ext` in openssl's config syntax) and
+    /// `{name}.key`, signed by the CA; returns both in PEM.
+    pub(crate) fn leaf(&self, name: &str, ext: &str) -> (String, String) {
+        std::fs::write(self.dir.join(format!("{name}.ext")), format!("{ext}\n")).unwrap();
+        let [key, csr, crt, ext] = [".key", ".csr", ".crt", ".ext"].map(|s| format!("{name}{s}"));
+        let subject = format!("/CN={name}");
+        let mut req = vec!["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+        req.extend(["-nodes", "-keyout", &key, "-out", &csr, "-subj", &subject]);
+        self.openssl(req);
+        let mut sign = vec!["x509", "-req", "-in", &csr, "-CA", "ca.crt", "-CAkey", "ca.key"];
+        sign.extend(["-CAcreateserial", "-days", "1", "-out", &crt, "-extfile", &ext]);
+        self.openssl(sign);
+        let read = |f: &str| std::fs::read_to_string(self.dir.join(f)).unwrap();
+        (read(&crt), read(&key))
+    }
+
+    fn openssl(&self, args: Vec<&str>) {
+        let out = Command::new("openssl")
+            .args(&args)
+            .current_dir(&self.dir)
+            .output()
+            .expect("run openssl (hack/install.sh installs it)");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
 /// A throwaway CA, a serving certificate for `127.0.0.1` and `aixds.test` and a client
 /// certificate (`envoy`), all signed by it; returns the directory holding them as
 /// `ca.crt`, `server.crt`/`server.key` and `client.crt`/`client.key`.
 pub(crate) fn certificates(dir: &Path) -> PathBuf {
-    let openssl = |args: Vec<&str>| {
-        let out = Command::new("openssl")
-            .args(&args)
-            .current_dir(dir)
-            .output()
-            .expect("run openssl (hack/install.sh installs it)");
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    let mut ca = vec!["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
-    ca.extend(["-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "1"]);
-    ca.extend(["-subj", "/CN=aixds test CA"]);
-    openssl(ca);
-    for (name, ext) in [
-        ("server", "subjectAltName=IP:127.0.0.1,DNS:aixds.test\nextendedKeyUsage=serverAuth\n"),
-        ("client", "subjectAltName=DNS:envoy\nextendedKeyUsage=clientAuth\n"),
-    ] {
-        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
-        let [key, csr, crt, ext] =
-            [".key", ".csr", ".crt", ".ext"].map(|suffix| format!("{name}{suffix}"));
-        let subject = format!("/CN={name}");
-        let mut req = vec!["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
-        req.extend(["-nodes", "-keyout", &key, "-out", &csr, "-subj", &subject]);
-        openssl(req);
-        openssl(vec![
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-out",
-            &crt,
-            "-extfile",
-            &ext,
-        ]);
-    }
+    let ca = TestCa::in_dir(dir);
+    ca.leaf("server", "subjectAltName=IP:127.0.0.1,DNS:aixds.test\nextendedKeyUsage=serverAuth");
+    ca.leaf("client", "subjectAltName=DNS:envoy\nextendedKeyUsage=clientAuth");
     dir.to_path_buf()
 }
 
