@@ -2,7 +2,8 @@
 //!
 //! Takes: Envoy's [`DeltaDiscoveryRequest`]s, and on every wake-up the current [`Snapshot`] with
 //! the names changed since the previous call. Gives: the responses to send (at most one per
-//! type, never empty, clusters before endpoints and listeners before routes), what each request
+//! type, empty only as the first answer to a wildcard subscription, clusters before endpoints
+//! and listeners before routes), what each request
 //! answered (ACK/NACK), and a [`TypeInfo`] summary per requested type.
 //!
 //! Per type it tracks the wildcard flag, explicit subscriptions, the version Envoy holds of each
@@ -48,6 +49,10 @@ struct TypeState {
     dirty: BTreeSet<String>,
     /// Re-evaluate every name on the next push.
     dirty_all: bool,
+    /// A wildcard subscription not answered yet: it is answered even when there is nothing, so
+    /// that Envoy stops waiting for the type (with no Clusters, Envoy would wait its initial
+    /// fetch timeout, 15 s, before asking for Listeners).
+    wildcard_unanswered: bool,
     /// Nonce -> what that response carried.
     pending: BTreeMap<u64, Pending>,
     sent: Option<(u64, String)>,
@@ -89,10 +94,13 @@ impl DeltaState {
             st.dirty_all = true;
             // Legacy wildcard: a first request naming nothing asks for everything.
             st.wildcard = req.resource_names_subscribe.is_empty() && type_url.wildcard_by_default();
+            // An Envoy that reconnects holding resources is initialised already.
+            st.wildcard_unanswered = st.wildcard && req.initial_resource_versions.is_empty();
         }
         for name in &req.resource_names_subscribe {
             if name == WILDCARD {
                 st.dirty_all |= !st.wildcard;
+                st.wildcard_unanswered |= !st.wildcard;
                 st.wildcard = true;
             } else {
                 // A (re)subscription always gets the current version: Envoy asks again when it
@@ -155,9 +163,10 @@ impl DeltaState {
             for name in candidates {
                 st.evaluate(type_url, name, snapshot, &mut resources, &mut removed);
             }
-            if resources.is_empty() && removed.is_empty() {
+            if resources.is_empty() && removed.is_empty() && !st.wildcard_unanswered {
                 continue;
             }
+            st.wildcard_unanswered = false;
             let nonce = self.next_nonce;
             self.next_nonce += 1;
             if type_url == TypeUrl::Cluster {
@@ -415,6 +424,18 @@ mod tests {
         assert!(out.is_empty(), "{out:?}");
         let (_, out) = request(&mut state, &store, sub(EDS, &["a"]));
         assert_eq!(names(&out[0]), ["a"]);
+    }
+
+    #[test]
+    fn a_wildcard_is_answered_once_even_when_there_is_nothing() {
+        let store = store(Vec::new());
+        let mut state = DeltaState::new();
+        state.on_request(&sub(TypeUrl::Cluster, &[])).unwrap();
+        let out = state.responses(&store.load(), None);
+        assert_eq!(out.len(), 1, "Envoy must not wait out its initial fetch timeout");
+        assert!(out[0].resources.is_empty() && out[0].removed_resources.is_empty());
+        state.on_request(&ack(&out[0])).unwrap();
+        assert!(state.responses(&store.load(), None).is_empty(), "once only");
     }
 
     #[test]

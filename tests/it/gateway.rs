@@ -441,6 +441,24 @@ async fn envoy_routes_one_model_by_host_name() {
     gw.running.shutdown().await;
 }
 
+/// A Gateway with nothing routed yet compiles to no Cluster at all: the empty answer to Envoy's
+/// Cluster subscription lets it ask for Listeners at once, rather than after its initial fetch
+/// timeout (15 s), and the listener answers with the 404 in the client's format.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_without_routes_listens_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    write_atomic(dir.path().join("gw.yaml"), gateway("gw", "any", &[&format!("http:HTTP:{port}")]));
+    let gw = start_gateway(dir.path(), port, false, "no-clusters").await;
+    let (status, body) = eventually(10, "the listener answers", || async {
+        served_at(port, "localhost".into()).await.err().filter(|(status, _)| *status != 0)
+    })
+    .await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("model_not_found"), "{body}");
+    gw.running.shutdown().await;
+}
+
 /// Which upstream served model `m` for Host `host`, or the status and body of the refusal.
 async fn served_at(port: u16, host: String) -> Result<String, (u16, String)> {
     let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;

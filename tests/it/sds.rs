@@ -14,7 +14,6 @@ use aixds::bootstrap::BootstrapOptions;
 use aixds::compile::{CompileOptions, Compiler};
 use aixds::xds::{AdsServer, Resource, SnapshotStore, TypeUrl, Update};
 use envoy_types::pb::envoy::config::bootstrap::v3::{Bootstrap, bootstrap::StaticResources};
-use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::{
     Address, AggregatedConfigSource, ApiVersion, ConfigSource, DataSource, SocketAddress,
     TransportSocket, address, config_source, data_source, socket_address, transport_socket,
@@ -392,13 +391,6 @@ async fn envoy_fetches_the_certificate_over_ads_and_serves_the_rotated_one() {
     };
     let mut updates = secrets(&live);
     assert_eq!(updates.len(), 1);
-    // A cluster, so that Envoy's first CDS answer comes at once and listeners follow.
-    let cluster = Cluster { name: "probe".into(), ..Default::default() };
-    updates.push(Update {
-        type_url: TypeUrl::Cluster,
-        name: cluster.name.clone(),
-        resource: Some(Resource::new(cluster.name.clone(), &cluster, vec![])),
-    });
     updates.push(Update {
         type_url: TypeUrl::Listener,
         name: probe.name.clone(),
