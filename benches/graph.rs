@@ -323,6 +323,7 @@ fn epp_service(group: usize) -> Object {
             app_protocol: Some("http2".into()),
         }],
         cluster_ip: Some(format!("10.96.{}.{}", group / 250, group % 250 + 1)),
+        ingress: Vec::new(),
         selector: labels(&[("app", &format!("epp-{group}"))]),
     };
     let name = format!("epp-{group}");

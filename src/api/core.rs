@@ -156,6 +156,62 @@ pub struct ServiceSpec {
     pub cluster_ip: Option<String>,
     #[serde(default)]
     pub selector: BTreeMap<String, String>,
+    /// `status.loadBalancer.ingress`: the IPs and host names a load balancer gave the Service.
+    #[serde(skip)]
+    pub ingress: Vec<ServiceIngress>,
+}
+
+/// One address a load balancer gave a Service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceIngress {
+    Ip(String),
+    Hostname(String),
+}
+
+impl ServiceSpec {
+    /// Parses a whole Service document: its spec, and the load balancer's addresses from its
+    /// status.
+    pub(super) fn from_document(doc: &str) -> Result<ServiceSpec, serde_yaml::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Raw {
+            #[serde(default)]
+            spec: Option<ServiceSpec>,
+            #[serde(default)]
+            status: Option<RawStatus>,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(rename_all = "camelCase")]
+        struct RawStatus {
+            #[serde(default)]
+            load_balancer: Option<RawLoadBalancer>,
+        }
+        #[derive(Deserialize, Default)]
+        struct RawLoadBalancer {
+            #[serde(default)]
+            ingress: Vec<RawIngress>,
+        }
+        #[derive(Deserialize)]
+        struct RawIngress {
+            #[serde(default)]
+            ip: Option<String>,
+            #[serde(default)]
+            hostname: Option<String>,
+        }
+        let raw: Raw = serde_yaml::from_str(doc)?;
+        let mut spec = raw.spec.unwrap_or_default();
+        let ingress = raw.status.and_then(|s| s.load_balancer).map(|lb| lb.ingress);
+        spec.ingress = ingress
+            .into_iter()
+            .flatten()
+            .filter_map(|i| match (i.ip, i.hostname) {
+                (Some(ip), _) if !ip.is_empty() => Some(ServiceIngress::Ip(ip)),
+                (_, Some(host)) if !host.is_empty() => Some(ServiceIngress::Hostname(host)),
+                _ => None,
+            })
+            .collect();
+        Ok(spec)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -218,6 +274,19 @@ impl From<RawPod> for PodInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_service_keeps_its_load_balancer_addresses() {
+        let doc = "spec: {clusterIP: 10.0.0.1, ports: [{port: 80}]}\n\
+                   status: {loadBalancer: {ingress: [{ip: 192.0.2.1}, {hostname: lb.test}, {}]}}\n";
+        let spec = ServiceSpec::from_document(doc).unwrap();
+        assert_eq!(spec.cluster_ip.as_deref(), Some("10.0.0.1"));
+        assert_eq!(
+            spec.ingress,
+            [ServiceIngress::Ip("192.0.2.1".into()), ServiceIngress::Hostname("lb.test".into())]
+        );
+        assert!(ServiceSpec::from_document("spec: {}\n").unwrap().ingress.is_empty());
+    }
 
     #[test]
     fn base64_roundtrip_and_redaction() {

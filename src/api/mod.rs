@@ -414,7 +414,7 @@ fn parse_spec(kind: Kind, doc: &str) -> Result<Spec, ParseError> {
         Kind::Gateway => Spec::Gateway(spec(doc)?),
         Kind::GatewayClass => Spec::GatewayClass(spec(doc)?),
         Kind::ReferenceGrant => Spec::ReferenceGrant(spec(doc)?),
-        Kind::Service => Spec::Service(spec(doc)?),
+        Kind::Service => Spec::Service(ServiceSpec::from_document(doc)?),
         Kind::Secret => Spec::Secret(serde_yaml::from_str(doc)?),
         Kind::Pod => Spec::Pod(serde_yaml::from_str(doc)?),
     })

@@ -26,7 +26,7 @@ use super::lease::{self, LeaseOptions};
 use super::rbac::WATCHED;
 use super::watch::Served;
 use crate::admin::RunMetrics;
-use crate::api::{GATEWAY_API_GROUP, Kind, ObjectKey, Spec};
+use crate::api::{GATEWAY_API_GROUP, Kind, ObjectKey, ServiceIngress, Spec};
 use crate::graph::{Condition, ConditionType, Graph, RefKind, listeners};
 use crate::xds::{Clients, SnapshotStore};
 
@@ -172,10 +172,21 @@ impl StatusWriter {
         out
     }
 
-    /// `status.addresses` of every Gateway: the addresses of the Envoy Service.
+    /// `status.addresses` of every Gateway: the Envoy Service's load balancer addresses, or
+    /// its cluster IP while it has none.
     fn addresses(&self, graph: &Graph) -> Vec<Value> {
         let service = self.gateway_service.as_ref().and_then(|key| graph.object(key));
         let Some(Spec::Service(service)) = service.map(|o| &o.spec) else { return Vec::new() };
+        if !service.ingress.is_empty() {
+            return service
+                .ingress
+                .iter()
+                .map(|i| match i {
+                    ServiceIngress::Ip(ip) => json!({"type": "IPAddress", "value": ip}),
+                    ServiceIngress::Hostname(h) => json!({"type": "Hostname", "value": h}),
+                })
+                .collect();
+        }
         let ip = service.cluster_ip.iter().filter(|ip| ip.parse::<std::net::IpAddr>().is_ok());
         ip.map(|ip| json!({"type": "IPAddress", "value": ip})).collect()
     }

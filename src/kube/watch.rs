@@ -448,7 +448,8 @@ impl KindWatch {
 
 /// A watched object as the graph's [`Object`]: the fields the API server maintains
 /// (resourceVersion, managedFields, status) are dropped, so that only a change of what the user
-/// wrote changes the content hash. Pods keep only labels and the status fields the graph reads.
+/// wrote changes the content hash. Pods keep only labels and the status fields the graph reads,
+/// Services their load balancer's addresses.
 fn decode(o: DynamicObject, resource: &ApiResource, kind: Kind) -> Result<Object, String> {
     let mut value = serde_json::to_value(&o).map_err(|e| e.to_string())?;
     value["apiVersion"] = resource.api_version.clone().into();
@@ -457,10 +458,18 @@ fn decode(o: DynamicObject, resource: &ApiResource, kind: Kind) -> Result<Object
         meta.remove("resourceVersion");
         meta.remove("managedFields");
     }
+    // A Service's load balancer addresses are what Gateways report as theirs.
+    let load_balancer = match kind {
+        Kind::Service => value.pointer("/status/loadBalancer").cloned(),
+        _ => None,
+    };
     if kind == Kind::Pod {
         value = trim_pod(&value);
     } else if let Some(fields) = value.as_object_mut() {
         fields.remove("status");
+        if let Some(lb) = load_balancer {
+            fields.insert("status".into(), serde_json::json!({ "loadBalancer": lb }));
+        }
     }
     let text = serde_json::to_string(&value).map_err(|e| e.to_string())?;
     match api::parse_document(&text) {

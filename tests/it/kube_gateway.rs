@@ -82,6 +82,22 @@ async fn only_its_own_gateways_are_programmed_and_get_status_which_follows_envoy
         (&json!("False"), &json!("Pending"))
     );
     assert_eq!(status["addresses"], json!([{"type": "IPAddress", "value": "10.96.0.10"}]));
+
+    // A load balancer gives the Envoy Service its addresses: the Gateway reports those.
+    api.apply_yaml(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: envoy}\n\
+         spec: {clusterIP: 10.96.0.10, type: LoadBalancer, ports: [{port: 80}]}\n\
+         status: {loadBalancer: {ingress: [{ip: 203.0.113.7}, {hostname: lb.example.com}]}}\n",
+    );
+    let body = status_patch(&api, &path, |b| {
+        b["status"]["addresses"].as_array().is_some_and(|a| a.len() == 2)
+    })
+    .await;
+    assert_eq!(
+        body["status"]["addresses"],
+        json!([{"type": "IPAddress", "value": "203.0.113.7"}, {"type": "Hostname", "value": "lb.example.com"}])
+    );
+    let status = &body["status"];
     let http = listener(status, "http");
     assert_eq!(http["attachedRoutes"], 1);
     assert_eq!(
