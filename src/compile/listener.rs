@@ -51,6 +51,17 @@ pub(super) struct Served {
     pub certificates: Option<Vec<ObjectKey>>,
 }
 
+impl Served {
+    fn share(&self) -> listeners::PortShare<'_> {
+        listeners::PortShare {
+            gateway: self.gateway.as_ref(),
+            name: &self.name,
+            https: self.certificates.is_some(),
+            hostname: self.hostname.as_deref(),
+        }
+    }
+}
+
 /// The listeners of `key` Envoy serves: `None` when there is no such Gateway, empty when it is
 /// another controller's or not accepted (it still counts as a Gateway, so there is no default
 /// listener).
@@ -75,9 +86,9 @@ pub(super) fn gateway(graph: &Graph, key: &ObjectKey) -> Option<Vec<Served>> {
 
 /// Port → the listeners Envoy serves on it. With no Gateway object at all, the default port
 /// alone, so that a manifest of routes and backends still serves. Listeners of several Gateways
-/// share a port when they agree: the first (by Gateway, then listener order) sets the protocol,
-/// and an HTTPS listener whose hostname an earlier one on the port has is left out, as Envoy
-/// cannot choose between two certificates for one name.
+/// share a port when they agree (`graph::listeners::shared_port_conflict`, which the status
+/// writer reads too): the first, by Gateway then listener order, sets the protocol, and an HTTPS
+/// listener whose hostname an earlier one on the port has is left out.
 pub(super) fn ports(
     gateways: &BTreeMap<ObjectKey, Vec<Served>>,
     opts: &CompileOptions,
@@ -95,12 +106,8 @@ pub(super) fn ports(
     let mut ports: BTreeMap<u16, Vec<Served>> = BTreeMap::new();
     for served in gateways.values().flatten() {
         let on_port = ports.entry(served.port).or_default();
-        let fits = on_port.first().is_none_or(|first| {
-            first.certificates.is_some() == served.certificates.is_some()
-                && (served.certificates.is_none()
-                    || !on_port.iter().any(|o| o.hostname == served.hostname))
-        });
-        if fits {
+        let earlier: Vec<listeners::PortShare> = on_port.iter().map(Served::share).collect();
+        if listeners::shared_port_conflict(&earlier, &served.share()).is_none() {
             on_port.push(served.clone());
         }
     }

@@ -12,6 +12,8 @@
 //! judged within one Gateway, first listener first: HTTP and HTTPS on one port, or two listeners
 //! of one protocol on one port with the same hostname.
 
+use std::collections::HashMap;
+
 use super::{Condition, ConditionType, Graph, Reason};
 use crate::api::{
     AIGATEWAY_GROUP, GATEWAY_API_GROUP, Kind, Listener, ObjectKey, Spec, hostname_intersection,
@@ -208,6 +210,72 @@ fn tls_certificates(
         secrets.push(key);
     }
     Ok(secrets)
+}
+
+/// A listener as it shares its port with those of other Gateways.
+#[derive(Debug, Clone, Copy)]
+pub struct PortShare<'a> {
+    /// `None` for the default listener, which no Gateway declares.
+    pub gateway: Option<&'a ObjectKey>,
+    pub name: &'a str,
+    pub https: bool,
+    pub hostname: Option<&'a str>,
+}
+
+/// Why `l` cannot be served on its port after `earlier` (the listeners already there, of
+/// Gateways before its own in key order): Envoy serves one protocol per port, and for HTTPS one
+/// filter chain per server name. Conflicts within one Gateway are judged by [`listeners`].
+pub fn shared_port_conflict(earlier: &[PortShare], l: &PortShare) -> Option<(Reason, String)> {
+    let who = |o: &PortShare| match o.gateway {
+        Some(g) => format!("listener {:?} of Gateway {}/{}", o.name, g.namespace, g.name),
+        None => "the default listener".to_string(),
+    };
+    let first = earlier.first()?;
+    if first.https != l.https {
+        let protocol = if first.https { "HTTPS" } else { "HTTP" };
+        return Some((
+            Reason::ProtocolConflict,
+            format!("{} serves {protocol} on its port", who(first)),
+        ));
+    }
+    let same = earlier.iter().find(|o| l.https && o.hostname == l.hostname)?;
+    Some((
+        Reason::HostnameConflict,
+        format!("{} serves HTTPS for the same hostname on its port", who(same)),
+    ))
+}
+
+/// The listeners of aixds's accepted Gateways that a listener of an earlier Gateway keeps off
+/// their port (see [`shared_port_conflict`]), by (Gateway, listener name), with why.
+pub fn port_conflicts(graph: &Graph) -> HashMap<(ObjectKey, String), (Reason, String)> {
+    let gateways: Vec<&ObjectKey> = graph
+        .objects()
+        .map(|o| &o.key)
+        .filter(|k| k.kind == Kind::Gateway && graph.owns_gateway(k))
+        .filter(|k| graph.node(k).is_some_and(|n| n.accepted()))
+        .collect();
+    let mut on_port: HashMap<u16, Vec<PortShare>> = HashMap::new();
+    let mut out = HashMap::new();
+    let all: Vec<(&ObjectKey, ListenerState)> = gateways
+        .iter()
+        .flat_map(|g| listeners(graph, g).into_iter().filter(|l| l.usable()).map(move |l| (*g, l)))
+        .collect();
+    for (gateway, l) in &all {
+        let share = PortShare {
+            gateway: Some(gateway),
+            name: &l.spec.name,
+            https: l.https(),
+            hostname: l.spec.hostname.as_deref(),
+        };
+        let earlier = on_port.entry(l.spec.port).or_default();
+        match shared_port_conflict(earlier, &share) {
+            Some(why) => {
+                out.insert(((*gateway).clone(), l.spec.name.clone()), why);
+            }
+            None => earlier.push(share),
+        }
+    }
+    out
 }
 
 /// Where one listener takes a route, and under which hostnames (`*` for any).

@@ -113,6 +113,7 @@ impl StatusWriter {
             &crate::status::rejections(&envoys, &snapshot),
         );
         let attached = attached_routes(&graph);
+        let conflicts = listeners::port_conflicts(&graph);
         let addresses = self.addresses(&graph);
         let mut out = BTreeMap::new();
         for node in graph.nodes() {
@@ -139,6 +140,7 @@ impl StatusWriter {
                     graph: &graph,
                     produced: &produced,
                     attached: &attached,
+                    conflicts: &conflicts,
                     addresses: &addresses,
                 };
                 let status = gateway.json(&object.key, &conditions, object.generation, times);
@@ -245,6 +247,7 @@ struct GatewayStatus<'a> {
     graph: &'a Graph,
     produced: &'a BTreeMap<ObjectKey, Vec<crate::status::Produced>>,
     attached: &'a HashMap<(ObjectKey, String), usize>,
+    conflicts: &'a HashMap<(ObjectKey, String), (crate::graph::Reason, String)>,
     addresses: &'a [Value],
 }
 
@@ -259,12 +262,9 @@ impl GatewayStatus<'_> {
         generation: i64,
         times: &mut TransitionTimes,
     ) -> Value {
-        let programmed = crate::status::programmed(self.graph, key, self.produced);
-        let states = listeners::listeners(self.graph, key);
+        let report = crate::status::gateway_report(self.graph, key, self.produced, self.conflicts);
         let mut listeners_json = Vec::new();
-        for (l, p) in states.iter().zip(&programmed.listeners) {
-            let mut conds = l.conditions.clone();
-            conds.push(p.clone());
+        for (l, conds) in &report.listeners {
             let conds: Vec<Value> = conds
                 .iter()
                 .map(|c| condition_json(c, generation, times.at_part(key, &l.spec.name, c)))
@@ -281,7 +281,7 @@ impl GatewayStatus<'_> {
         }
         let mut top: Vec<Condition> =
             conditions.iter().filter(|c| c.type_ == ConditionType::Accepted).cloned().collect();
-        top.push(programmed.gateway);
+        top.push(report.programmed);
         let top: Vec<Value> =
             top.iter().map(|c| condition_json(c, generation, times.at(key, c))).collect();
         json!({ "conditions": top, "listeners": listeners_json, "addresses": self.addresses })

@@ -14,12 +14,12 @@ mod explain;
 
 pub use explain::explain;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
 use crate::api::{Kind, ObjectKey};
-use crate::graph::listeners::listeners;
+use crate::graph::listeners::{ListenerState, listeners, port_conflicts};
 use crate::graph::{Condition, ConditionType, Graph, Reason};
 use crate::xds::{ClientInfo, Snapshot, TypeUrl};
 
@@ -88,28 +88,30 @@ pub fn conditions(rejections: &[Rejection]) -> BTreeMap<ObjectKey, Vec<Condition
         .collect()
 }
 
-/// Whether a Gateway and each of its listeners is programmed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Programmed {
-    pub gateway: Condition,
-    /// One per listener, in the Gateway's order.
-    pub listeners: Vec<Condition>,
+/// A Gateway's state as the Envoys have it: whether it is programmed, and each listener's
+/// conditions, `Programmed` last.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayReport<'g> {
+    pub programmed: Condition,
+    pub listeners: Vec<(ListenerState<'g>, Vec<Condition>)>,
 }
 
-/// `Programmed` for the Gateway `key` (from [`produced`]): a listener is programmed once an
-/// Envoy has ACKed the Listener of its port and none rejected it; the Gateway once every
-/// listener it serves is.
-pub fn programmed(
-    graph: &Graph,
+/// The report for the Gateway `key` (from [`produced`], and [`port_conflicts`] of the whole
+/// graph): a listener is programmed once an Envoy has ACKed the Listener of its port and none
+/// rejected it, unless another Gateway's listener keeps it off that port (`Conflicted`); the
+/// Gateway once every listener it serves is.
+pub fn gateway_report<'g>(
+    graph: &'g Graph,
     key: &ObjectKey,
     produced: &BTreeMap<ObjectKey, Vec<Produced>>,
-) -> Programmed {
+    conflicts: &HashMap<(ObjectKey, String), (Reason, String)>,
+) -> GatewayReport<'g> {
     let produced = produced.get(key).map(Vec::as_slice).unwrap_or_default();
-    let listener = |port: u16| -> Condition {
+    let failed =
+        |reason, message: String| Condition::failed(ConditionType::Programmed, reason, message);
+    let on_port = |port: u16| -> Condition {
         let name = crate::compile::listener_name(port);
         let resource = produced.iter().find(|p| p.type_url == TypeUrl::Listener && p.name == name);
-        let failed =
-            |reason, message| Condition::failed(ConditionType::Programmed, reason, message);
         match resource {
             None => failed(Reason::Invalid, format!("Listener {name} is not served")),
             Some(p) if p.envoys.iter().any(|e| e.state == Delivery::Rejected) => {
@@ -121,28 +123,36 @@ pub fn programmed(
             Some(_) => failed(Reason::Pending, format!("no Envoy has ACKed Listener {name} yet")),
         }
     };
-    let states = listeners(graph, key);
-    let listeners: Vec<Condition> = states
-        .iter()
-        .map(|l| match l.usable() {
-            true => listener(l.spec.port),
-            false => Condition::failed(
-                ConditionType::Programmed,
-                Reason::Invalid,
-                "the listener is not served",
-            ),
+    let mut served = Vec::new();
+    let listeners: Vec<(ListenerState<'g>, Vec<Condition>)> = listeners(graph, key)
+        .into_iter()
+        .map(|l| {
+            let mut conditions = l.conditions.clone();
+            let conflict = conflicts.get(&(key.clone(), l.spec.name.clone()));
+            let programmed = match (l.usable(), conflict) {
+                (false, _) => failed(Reason::Invalid, "the listener is not served".into()),
+                (true, Some((reason, message))) => {
+                    let c = Condition::failed(ConditionType::Conflicted, *reason, message.clone());
+                    conditions.retain(|c| c.type_ != ConditionType::Conflicted);
+                    conditions.push(c);
+                    failed(Reason::Invalid, format!("not served: {message}"))
+                }
+                (true, None) => {
+                    let c = on_port(l.spec.port);
+                    served.push(c.clone());
+                    c
+                }
+            };
+            conditions.push(programmed);
+            (l, conditions)
         })
         .collect();
-    let served: Vec<&Condition> =
-        states.iter().zip(&listeners).filter(|(l, _)| l.usable()).map(|(_, c)| c).collect();
-    let gateway = match served.iter().find(|c| !c.is_good()) {
-        Some(c) => (*c).clone(),
-        None if served.is_empty() => {
-            Condition::failed(ConditionType::Programmed, Reason::Invalid, "no listener is served")
-        }
+    let programmed = match served.iter().find(|c| !c.is_good()) {
+        Some(c) => c.clone(),
+        None if served.is_empty() => failed(Reason::Invalid, "no listener is served".into()),
         None => Condition::ok(ConditionType::Programmed),
     };
-    Programmed { gateway, listeners }
+    GatewayReport { programmed, listeners }
 }
 
 /// The conditions that come from the Envoys, to show with the graph's own: the standing
@@ -153,10 +163,11 @@ pub fn envoy_conditions(
     produced: &BTreeMap<ObjectKey, Vec<Produced>>,
 ) -> BTreeMap<ObjectKey, Vec<Condition>> {
     let mut out = conditions(rejections);
+    let conflicts = port_conflicts(graph);
     for gateway in graph.objects().filter(|o| o.key.kind == Kind::Gateway) {
         if graph.owns_gateway(&gateway.key) {
-            let programmed = programmed(graph, &gateway.key, produced).gateway;
-            out.entry(gateway.key.clone()).or_default().push(programmed);
+            let report = gateway_report(graph, &gateway.key, produced, &conflicts);
+            out.entry(gateway.key.clone()).or_default().push(report.programmed);
         }
     }
     out

@@ -275,6 +275,68 @@ fn listeners_that_cannot_be_served_are_left_out_and_the_rest_serves() {
 }
 
 #[test]
+fn gateways_sharing_a_port_agree_or_the_later_listener_is_reported_conflicted() {
+    let (crt, key) = certificate("x.example.com");
+    let tls = |name: &str| crate::sds::tls_secret_yaml("default", name, &crt, &key);
+    let https = |gw: &str, host: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: {gw}}}\n\
+             spec: {{gatewayClassName: any, listeners: [{{name: web, protocol: HTTPS, port: 8443, \
+             hostname: \"{host}\", tls: {{certificateRefs: [{{name: cert}}]}}}}]}}\n"
+        )
+    };
+    let graph = graph_of(
+        None,
+        &[
+            gateway("a-plain", "any", &["web:HTTP:8080"]),
+            https("b-tls-on-plain", "x.example.com").replace("8443", "8080"),
+            https("c-tls", "x.example.com"),
+            https("d-same-host", "x.example.com"),
+            https("e-other-host", "y.example.com"),
+            tls("cert"),
+        ],
+    );
+    let conflicts = aixds::graph::listeners::port_conflicts(&graph);
+    let reason = |gw: &str| conflicts.get(&(key_of(gw), "web".to_string())).map(|c| c.0);
+    assert_eq!(reason("a-plain"), None);
+    assert_eq!(reason("b-tls-on-plain"), Some(Reason::ProtocolConflict));
+    assert_eq!(reason("c-tls"), None);
+    assert_eq!(reason("d-same-host"), Some(Reason::HostnameConflict));
+    assert_eq!(reason("e-other-host"), None);
+
+    // What Envoy gets agrees: one plain chain on 8080, two SNI chains on 8443.
+    let out = Compiler::new(CompileOptions::default()).full(&graph);
+    let served = decoded::<Listener>(&out, TypeUrl::Listener);
+    assert_eq!(served["listener-8080"].filter_chains.len(), 1);
+    assert!(served["listener-8080"].filter_chains[0].transport_socket.is_none());
+    let names: Vec<Vec<String>> = served["listener-8443"]
+        .filter_chains
+        .iter()
+        .map(|c| c.filter_chain_match.as_ref().unwrap().server_names.clone())
+        .collect();
+    assert_eq!(names, [vec!["x.example.com".to_string()], vec!["y.example.com".to_string()]]);
+
+    // And so does the status: the listener kept off its port is Conflicted, not Programmed.
+    let report =
+        aixds::status::gateway_report(&graph, &key_of("d-same-host"), &BTreeMap::new(), &conflicts);
+    let conditions: Vec<(ConditionType, bool, Reason)> =
+        report.listeners[0].1.iter().map(|c| (c.type_, c.status, c.reason)).collect();
+    assert!(
+        conditions.contains(&(ConditionType::Conflicted, true, Reason::HostnameConflict)),
+        "{conditions:?}"
+    );
+    assert!(
+        conditions.contains(&(ConditionType::Programmed, false, Reason::Invalid)),
+        "{conditions:?}"
+    );
+    assert_eq!((report.programmed.status, report.programmed.reason), (false, Reason::Invalid));
+}
+
+fn key_of(gateway: &str) -> ObjectKey {
+    key(Kind::Gateway, gateway)
+}
+
+#[test]
 fn only_gateways_of_its_own_classes_are_programmed_and_reported_on() {
     let docs = [
         class("mine", CONTROLLER),
