@@ -5,7 +5,7 @@
 //! attached there, in route key order, ending in catch-alls that answer 404 in the client's error
 //! format (Anthropic's on its endpoints, OpenAI's elsewhere).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use envoy_types::pb::envoy::config::core::v3::{
     DataSource, HeaderValue, HeaderValueOption, data_source, header_value_option,
@@ -387,8 +387,17 @@ pub(super) fn assemble(port: u16, fragments: &BTreeMap<ObjectKey, Fragment>) -> 
         .filter(|(_, f)| !f.routes.is_empty())
         .filter_map(|(k, f)| Some((k, f, f.attachments.get(&port)?)))
         .collect();
-    let mut hosts: BTreeSet<&str> =
-        attached.iter().flat_map(|(_, _, h)| h.iter()).map(String::as_str).collect();
+    // Hostname → the fragments serving it, in key order; wildcards (and `*`) apart, as each may
+    // cover many hosts.
+    let mut exact: BTreeMap<&str, Vec<(&ObjectKey, &Fragment)>> = BTreeMap::new();
+    let mut wildcards: BTreeMap<&str, Vec<(&ObjectKey, &Fragment)>> = BTreeMap::new();
+    for (k, f, hostnames) in &attached {
+        for h in hostnames.iter() {
+            let map = if h.starts_with('*') { &mut wildcards } else { &mut exact };
+            map.entry(h.as_str()).or_default().push((*k, *f));
+        }
+    }
+    let mut hosts: BTreeSet<&str> = exact.keys().chain(wildcards.keys()).copied().collect();
     hosts.insert("*");
     let name = config_name(port);
     let head = RouteConfiguration {
@@ -399,16 +408,23 @@ pub(super) fn assemble(port: u16, fragments: &BTreeMap<ObjectKey, Fragment>) -> 
     };
     let mut config = head.encode_to_vec();
     for host in hosts {
-        // The fragments serving `host`, by how specific the hostname they serve it under is.
-        let mut members: Vec<((bool, usize), &ObjectKey, &Fragment)> = attached
+        // The fragments serving `host`: under its own name, then under the wildcards covering
+        // it, the most specific first; each once, under its most specific hostname.
+        let mut covering: Vec<(&str, &Vec<(&ObjectKey, &Fragment)>)> =
+            wildcards.iter().filter(|(w, _)| serves(w, host)).map(|(w, f)| (*w, f)).collect();
+        covering.sort_by_key(|(w, _)| std::cmp::Reverse(specificity(w)));
+        let groups: Vec<&Vec<(&ObjectKey, &Fragment)>> =
+            exact.get(host).into_iter().chain(covering.into_iter().map(|(_, f)| f)).collect();
+        // A fragment under several of the hostnames counts once; with one group (the usual
+        // case: only `*`) there is nothing to check.
+        let mut seen: HashSet<&ObjectKey> = HashSet::new();
+        let members: Vec<&Fragment> = groups
             .iter()
-            .filter_map(|(k, f, hostnames)| {
-                let best =
-                    hostnames.iter().filter(|h| serves(h, host)).map(|h| specificity(h)).max()?;
-                Some((best, *k, *f))
-            })
+            .copied()
+            .flatten()
+            .filter(|(k, _)| groups.len() == 1 || seen.insert(*k))
+            .map(|(_, f)| *f)
             .collect();
-        members.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
         // Repeated fields may arrive in pieces: the virtual host's name and domains, then each
         // fragment's routes, then the 404s, decode as one virtual host with the routes in that
         // order.
@@ -420,7 +436,7 @@ pub(super) fn assemble(port: u16, fragments: &BTreeMap<ObjectKey, Fragment>) -> 
         let off = [extproc::POOL_FILTER, picker::PICKER_FILTER]
             .map(|filter| (filter.to_string(), extproc::off().encode_to_vec()));
         super::canonical::append_map(&mut vhost, 15, off);
-        for (_, _, f) in &members {
+        for f in &members {
             vhost.extend_from_slice(&f.encoded);
         }
         let tail = VirtualHost { routes: not_found().to_vec(), ..Default::default() };
