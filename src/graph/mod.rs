@@ -148,44 +148,55 @@ impl Graph {
         }
     }
 
-    /// Whether status about `key` is another controller's to write: it is a Gateway or
-    /// GatewayClass of another controller, or it serves only routes and Gateways that are.
-    /// Objects nothing attaches to a Gateway are aixds's to report on.
-    pub fn foreign(&self, key: &ObjectKey) -> bool {
+    /// The objects status about which is another controller's to write: Gateways and
+    /// GatewayClasses of another controller, routes all of whose parents are such Gateways, and
+    /// what serves only those (backends, pools, policies, Secrets, ...). Objects attached to no
+    /// Gateway at all are aixds's to report on. Empty without a controller name. One pass over
+    /// the graph: what the foreign anchors reach, less what aixds's own reach.
+    pub fn foreign_objects(&self) -> HashSet<ObjectKey> {
         if self.controller.is_none() {
-            return false;
+            return HashSet::new();
         }
-        let Some(&start) = self.index.get(key) else { return false };
-        let mut seen: HashSet<NodeIndex> = HashSet::from([start]);
-        let mut stack = vec![start];
-        let (mut anchors, mut ours) = (0usize, 0usize);
-        while let Some(idx) = stack.pop() {
-            let node_key = &self.g[idx].key;
-            let anchor = match node_key.kind {
-                Kind::GatewayClass => Some(self.owns_class(node_key)),
-                Kind::Gateway => Some(self.owns_gateway(node_key)),
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for idx in self.g.node_indices() {
+            let key = &self.g[idx].key;
+            let owned = match key.kind {
+                Kind::GatewayClass => self.owns_class(key),
+                Kind::Gateway => self.owns_gateway(key),
                 Kind::AIGatewayRoute => {
-                    let parents = listeners::route_parents(self, node_key);
-                    Some(parents.is_empty() || parents.iter().any(|p| !p.foreign))
+                    let parents = listeners::route_parents(self, key);
+                    parents.is_empty() || parents.iter().any(|p| !p.foreign)
                 }
-                _ => None,
+                _ => continue,
             };
-            if let Some(owned) = anchor {
-                anchors += 1;
-                ours += usize::from(owned);
-                continue;
+            if self.g[idx].object.is_some() {
+                if owned { ours.push(idx) } else { theirs.push(idx) }
             }
-            // Upwards: what references this object, and what a policy among those targets.
+        }
+        let ours = self.served_by(ours);
+        self.served_by(theirs)
+            .into_iter()
+            .filter(|idx| !ours.contains(idx))
+            .map(|idx| self.g[idx].key.clone())
+            .collect()
+    }
+
+    /// `roots` and what they rely on: what they reference (a route's parent Gateway aside),
+    /// and the policies targeting any of those, transitively.
+    fn served_by(&self, roots: Vec<NodeIndex>) -> HashSet<NodeIndex> {
+        let mut seen: HashSet<NodeIndex> = roots.iter().copied().collect();
+        let mut stack = roots;
+        while let Some(idx) = stack.pop() {
             let next = self
                 .g
-                .edges_directed(idx, Direction::Incoming)
-                .filter(|e| *e.weight() != RefKind::Selects)
-                .map(|e| e.source())
+                .edges_directed(idx, Direction::Outgoing)
+                .filter(|e| !matches!(e.weight(), RefKind::ParentRef | RefKind::Selects))
+                .map(|e| e.target())
                 .chain(
                     self.g
-                        .edges_directed(idx, Direction::Outgoing)
+                        .edges_directed(idx, Direction::Incoming)
                         .filter(|e| *e.weight() == RefKind::TargetRef)
-                        .map(|e| e.target()),
+                        .map(|e| e.source()),
                 );
             for n in next.collect::<Vec<_>>() {
                 if seen.insert(n) {
@@ -193,7 +204,7 @@ impl Graph {
                 }
             }
         }
-        anchors > 0 && ours == 0
+        seen
     }
 
     /// Adds or replaces an object and returns what it affects.

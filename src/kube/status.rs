@@ -113,6 +113,7 @@ impl StatusWriter {
             &crate::status::rejections(&envoys, &snapshot),
         );
         let attached = attached_routes(&graph);
+        let foreign = graph.foreign_objects();
         let conflicts = listeners::port_conflicts(&graph);
         let addresses = self.addresses(&graph);
         let mut out = BTreeMap::new();
@@ -122,13 +123,10 @@ impl StatusWriter {
                 continue;
             }
             // Another controller's objects are its to report on.
-            if graph.foreign(&object.key) {
+            if foreign.contains(&object.key) {
                 continue;
             }
             let mut conditions = node.conditions().to_vec();
-            if object.key.kind == Kind::GatewayClass && conditions.is_empty() {
-                continue;
-            }
             for c in rejected.get(&object.key).into_iter().flatten() {
                 match conditions.iter_mut().find(|m| m.type_ == c.type_) {
                     Some(m) => *m = c.clone(),

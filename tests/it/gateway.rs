@@ -96,6 +96,16 @@ fn backend(name: &str, ip: &str, port: u16) -> String {
     )
 }
 
+/// An API key policy on backend `target`, its key in Secret `secret`.
+fn policy(name: &str, target: &str, secret: &str) -> String {
+    format!(
+        "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: BackendSecurityPolicy\nmetadata: {{name: {name}}}\n\
+         spec: {{targetRefs: [{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: {target}}}], \
+         type: APIKey, apiKey: {{secretRef: {{name: {secret}}}}}}}\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {{name: {secret}}}\nstringData: {{apiKey: k}}\n"
+    )
+}
+
 fn graph_of(controller: Option<&str>, docs: &[String]) -> Graph {
     let mut graph = Graph::with_controller(controller.map(str::to_string));
     for doc in docs.iter().flat_map(|d| d.split("---\n")) {
@@ -349,6 +359,8 @@ fn only_gateways_of_its_own_classes_are_programmed_and_reported_on() {
         route("r-theirs-too", "gw-theirs", &[], "shared"),
         backend("shared", "10.0.0.1", 80),
         backend("b-theirs", "10.0.0.2", 80),
+        policy("key-theirs", "b-theirs", "secret-theirs"),
+        policy("key-shared", "shared", "secret-shared"),
     ];
     let mut graph = graph_of(Some(CONTROLLER), &docs);
     let mut compiler = Compiler::new(CompileOptions::default());
@@ -368,8 +380,12 @@ fn only_gateways_of_its_own_classes_are_programmed_and_reported_on() {
         (key(Kind::AIServiceBackend, "b-theirs"), true),
         (key(Kind::Backend, "b-theirs"), true),
         (key(Kind::AIServiceBackend, "shared"), false),
+        (key(Kind::BackendSecurityPolicy, "key-theirs"), true),
+        (key(Kind::Secret, "secret-theirs"), true),
+        (key(Kind::BackendSecurityPolicy, "key-shared"), false),
+        (key(Kind::Secret, "secret-shared"), false),
     ] {
-        assert_eq!(graph.foreign(&k), foreign, "{k}");
+        assert_eq!(graph.foreign_objects().contains(&k), foreign, "{k}");
     }
     let conditions = |k: &ObjectKey| graph.node(k).unwrap().conditions().to_vec();
     let mine: Vec<(ConditionType, bool)> =
@@ -387,7 +403,7 @@ fn only_gateways_of_its_own_classes_are_programmed_and_reported_on() {
     let configs = decoded::<RouteConfiguration>(&out, TypeUrl::RouteConfiguration);
     let routes = &virtual_hosts(&configs["route-8081"])["*"].1;
     assert_eq!(routes.len(), 2, "both of its routes: {routes:?}");
-    assert!(!graph.foreign(&key(Kind::AIGatewayRoute, "r-theirs")));
+    assert!(!graph.foreign_objects().contains(&key(Kind::AIGatewayRoute, "r-theirs")));
     assert_eq!(
         compiler.full(&graph).len(),
         Compiler::new(CompileOptions::default()).full(&graph).len()
@@ -407,7 +423,7 @@ fn without_a_controller_name_every_gateway_is_programmed() {
     let out = Compiler::new(CompileOptions::default()).full(&graph);
     let served = decoded::<Listener>(&out, TypeUrl::Listener);
     assert_eq!(served.keys().collect::<Vec<_>>(), ["listener-8080", "listener-8081"]);
-    assert!(!graph.foreign(&key(Kind::Gateway, "gw")));
+    assert!(graph.foreign_objects().is_empty(), "without a controller name nothing is foreign");
 }
 
 #[test]
