@@ -391,10 +391,16 @@ pub(super) fn assemble(port: u16, fragments: &BTreeMap<ObjectKey, Fragment>) -> 
     // cover many hosts.
     let mut exact: BTreeMap<&str, Vec<(&ObjectKey, &Fragment)>> = BTreeMap::new();
     let mut wildcards: BTreeMap<&str, Vec<(&ObjectKey, &Fragment)>> = BTreeMap::new();
-    for (k, f, hostnames) in &attached {
-        for h in hostnames.iter() {
-            let map = if h.starts_with('*') { &mut wildcards } else { &mut exact };
-            map.entry(h.as_str()).or_default().push((*k, *f));
+    let any_host = |hostnames: &BTreeSet<String>| hostnames.len() == 1 && hostnames.contains("*");
+    if attached.iter().all(|(_, _, hostnames)| any_host(hostnames)) {
+        // The usual case, no hostnames anywhere: one virtual host, the fragments in key order.
+        wildcards.insert("*", attached.iter().map(|(k, f, _)| (*k, *f)).collect());
+    } else {
+        for (k, f, hostnames) in &attached {
+            for h in hostnames.iter() {
+                let map = if h.starts_with('*') { &mut wildcards } else { &mut exact };
+                map.entry(h.as_str()).or_default().push((*k, *f));
+            }
         }
     }
     let mut hosts: BTreeSet<&str> = exact.keys().chain(wildcards.keys()).copied().collect();

@@ -40,7 +40,13 @@ fn run_with_envoy(dir: &Path, port: u16, envoy_admin: u16) -> Child {
 }
 
 fn run_with_envoy_and(dir: &Path, port: u16, envoy_admin: u16, extra: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_aixds"))
+    aixds_run(dir, port, envoy_admin, extra).spawn().expect("start aixds run")
+}
+
+/// `aixds run` with its own Envoy, not started yet.
+fn aixds_run(dir: &Path, port: u16, envoy_admin: u16, extra: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_aixds"));
+    command
         .arg("run")
         .arg(dir)
         .args(extra)
@@ -50,9 +56,8 @@ fn run_with_envoy_and(dir: &Path, port: u16, envoy_admin: u16, extra: &[&str]) -
         .args(["--envoy-admin-port", &envoy_admin.to_string(), "--node-id", "auth"])
         .env("AIXDS_LOG", "warn")
         .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start aixds run")
+        .kill_on_drop(true);
+    command
 }
 
 /// The inodes of the sockets process `pid` holds open.
@@ -244,13 +249,17 @@ async fn envoy_dies_with_a_killed_aixds_run_and_a_rerun_works() {
     )
     .unwrap();
     let envoy_admin = free_port();
-    let mut aixds = run_with_envoy(dir.path(), port, envoy_admin);
+    // A temporary directory of its own, so that other tests' files cannot be taken for its.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut aixds = aixds_run(dir.path(), port, envoy_admin, &[])
+        .env("TMPDIR", tmp.path())
+        .spawn()
+        .expect("start aixds run");
     eventually(60, "m served", || async {
         (served_by(port, "m").await == Ok("A".into())).then_some(())
     })
     .await;
     let envoy = child_of(aixds.id().unwrap(), "--config-yaml").expect("Envoy is aixds's child");
-    let temp_before = std::fs::read_dir(std::env::temp_dir()).unwrap().count();
 
     aixds.start_kill().unwrap();
     let _ = aixds.wait().await;
@@ -261,8 +270,8 @@ async fn envoy_dies_with_a_killed_aixds_run_and_a_rerun_works() {
         })
         .await;
     }
-    let temp_after = std::fs::read_dir(std::env::temp_dir()).unwrap().count();
-    assert!(temp_after <= temp_before, "aixds left files in {}", std::env::temp_dir().display());
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().map(|e| e.path()).collect();
+    assert!(left.is_empty(), "aixds or Envoy left files in their TMPDIR: {left:?}");
 
     let _again = run_with_envoy(dir.path(), port, envoy_admin);
     eventually(60, "m served after a rerun", || async {

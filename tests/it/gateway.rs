@@ -679,9 +679,11 @@ async fn https_listeners_pick_certificates_by_sni_and_rotate_without_a_drain() {
     );
 
     // No private key in the Listener aixds serves, nor in Envoy's config dump.
+    // The key's full base64 lines (64 characters): a short last line could occur anywhere.
     let key_lines = |key: &str| -> Vec<String> {
-        key.lines().filter(|l| !l.starts_with("-----")).map(str::to_string).collect()
+        key.lines().filter(|l| l.len() == 64).map(str::to_string).collect()
     };
+    assert!(key_lines(&a_key).len() >= 2, "{a_key}");
     let snapshot = gw.running.store.load();
     let listener = snapshot.get(TypeUrl::Listener, &format!("listener-{port}")).unwrap();
     let listener_bytes = String::from_utf8_lossy(&listener.body.value).to_string();
