@@ -94,7 +94,8 @@ pub(super) fn fragment(
 
 /// Where the route attaches: on each port, the hostnames it serves there. A route with
 /// parentRefs attaches to the listeners of its Gateways that take it (see
-/// `graph::listeners::route_parents`); one without attaches to every listener served.
+/// `graph::listeners::route_parents`, kept with the route's node); one without attaches to every
+/// listener served.
 pub(super) fn attachments(
     graph: &Graph,
     key: &ObjectKey,
@@ -112,7 +113,8 @@ pub(super) fn attachments(
         }
         return out;
     }
-    for attachment in listeners::route_parents(graph, key).into_iter().flat_map(|p| p.attached) {
+    let parents = graph.node(key).map(|n| n.parents()).unwrap_or_default();
+    for attachment in parents.iter().flat_map(|p| &p.attached) {
         // A listener left out where Gateways share a port serves nothing.
         let served = ports.get(&attachment.port).is_some_and(|on_port| {
             on_port.iter().any(|s| {
@@ -120,7 +122,7 @@ pub(super) fn attachments(
             })
         });
         if served {
-            out.entry(attachment.port).or_default().extend(attachment.hostnames);
+            out.entry(attachment.port).or_default().extend(attachment.hostnames.iter().cloned());
         }
     }
     out

@@ -53,6 +53,10 @@ pub struct Node {
     /// Set by the source when two definitions of this object disagree.
     conflict: Option<String>,
     conditions: Vec<Condition>,
+    /// For a route: where each of its parentRefs attaches, worked out with its conditions (which
+    /// are recomputed whenever a Gateway, listener certificate or grant it depends on changes),
+    /// so that the compiler and the status writer read it rather than work it out again.
+    parents: Vec<listeners::ParentState>,
 }
 
 impl Node {
@@ -72,6 +76,12 @@ impl Node {
 
     pub fn resolved(&self) -> bool {
         self.conditions.iter().all(|c| c.type_ != ConditionType::ResolvedRefs || c.status)
+    }
+
+    /// For a route, where each of its parentRefs that names a Gateway attaches (see
+    /// [`listeners::route_parents`]), as of its last conditions.
+    pub fn parents(&self) -> &[listeners::ParentState] {
+        &self.parents
     }
 
     /// Where the source holds conflicting definitions of the object, if it does.
@@ -164,7 +174,7 @@ impl Graph {
                 Kind::GatewayClass => self.owns_class(key),
                 Kind::Gateway => self.owns_gateway(key),
                 Kind::AIGatewayRoute => {
-                    let parents = listeners::route_parents(self, key);
+                    let parents = self.g[idx].parents.as_slice();
                     parents.is_empty() || parents.iter().any(|p| !p.foreign)
                 }
                 _ => continue,
@@ -384,6 +394,7 @@ impl Graph {
             issues: Vec::new(),
             conflict: None,
             conditions: Vec::new(),
+            parents: Vec::new(),
         });
         self.index.insert(key.clone(), idx);
         idx
@@ -575,6 +586,10 @@ impl Graph {
         let (backends, rest): (Vec<NodeIndex>, Vec<NodeIndex>) =
             nodes.iter().partition(|i| self.g[**i].key.kind != Kind::AIGatewayRoute);
         for idx in backends.into_iter().chain(rest) {
+            if self.g[idx].key.kind == Kind::AIGatewayRoute {
+                let parents = listeners::route_parents(self, &self.g[idx].key);
+                self.g[idx].parents = parents;
+            }
             let conditions = refs::conditions(self, idx);
             self.g[idx].conditions = conditions;
         }

@@ -367,7 +367,7 @@ pub(super) fn conditions(graph: &Graph, idx: NodeIndex) -> Vec<Condition> {
             }
         }
         Kind::AIGatewayRoute => {
-            let parents = listeners::route_parents(graph, &object.key);
+            let parents = node.parents();
             if !parents.is_empty() && parents.iter().all(|p| p.foreign) {
                 return Vec::new();
             }

@@ -225,8 +225,9 @@ fn attached_routes(graph: &Graph) -> HashMap<(ObjectKey, String), usize> {
             everywhere += usize::from(graph.node(&route.key).is_some_and(|n| n.accepted()));
             continue;
         }
-        for a in listeners::route_parents(graph, &route.key).into_iter().flat_map(|p| p.attached) {
-            *out.entry((a.gateway, a.listener)).or_default() += 1;
+        let parents = graph.node(&route.key).map(|n| n.parents()).unwrap_or_default();
+        for a in parents.iter().flat_map(|p| &p.attached) {
+            *out.entry((a.gateway.clone(), a.listener.clone())).or_default() += 1;
         }
     }
     // A route that names no parent attaches to every listener.
