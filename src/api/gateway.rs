@@ -88,6 +88,13 @@ pub struct GatewayClassSpec {
     pub controller_name: String,
 }
 
+/// Gateway API's largest number of listeners on a Gateway.
+pub const MAX_LISTENERS: usize = 64;
+/// Gateway API's largest number of certificateRefs on a listener.
+pub const MAX_CERTIFICATE_REFS: usize = 64;
+/// Gateway API's largest number of hostnames on a route.
+pub const MAX_ROUTE_HOSTNAMES: usize = 16;
+
 /// The controller name aixds claims GatewayClasses by in a cluster, unless told another.
 pub const DEFAULT_CONTROLLER_NAME: &str = "aixds.io/gateway-controller";
 
@@ -95,7 +102,22 @@ impl GatewaySpec {
     /// Problems of the Gateway as a whole; each listener is checked on its own (see
     /// `graph::listeners`), so that one bad listener leaves the rest serving.
     pub fn validate(&self) -> Result<(), String> {
+        // Gateway API's own bounds, which the API server enforces and files may not: past them a
+        // Gateway would cost the compiler quadratic work and Envoy a listener of that size.
+        if self.listeners.len() > MAX_LISTENERS {
+            return Err(format!(
+                "{} listeners: Gateway API allows at most {MAX_LISTENERS}",
+                self.listeners.len()
+            ));
+        }
         for (i, l) in self.listeners.iter().enumerate() {
+            let refs = l.tls.as_ref().map_or(0, |t| t.certificate_refs.len());
+            if refs > MAX_CERTIFICATE_REFS {
+                return Err(format!(
+                    "listeners[{i}]: {refs} certificateRefs: Gateway API allows at most \
+                     {MAX_CERTIFICATE_REFS}"
+                ));
+            }
             if self.listeners[..i].iter().any(|o| o.name == l.name) {
                 return Err(format!("listeners[{i}]: the name {:?} is used twice", l.name));
             }
@@ -168,6 +190,28 @@ mod tests {
         assert_eq!(meet("a.example.com", "b.example.com"), None);
         assert_eq!(meet("*.example.com", "*.example.org"), None);
         assert_eq!(meet("*.ample.com", "a.example.com"), None, "a label is matched whole");
+    }
+
+    #[test]
+    fn gateways_past_gateway_apis_bounds_are_refused() {
+        let listener = |i: usize| Listener {
+            name: format!("l{i}"),
+            port: 8000 + i as u16,
+            protocol: "HTTP".into(),
+            ..Default::default()
+        };
+        let mut spec =
+            GatewaySpec { listeners: (0..64).map(listener).collect(), ..Default::default() };
+        assert_eq!(spec.validate(), Ok(()));
+        spec.listeners.push(listener(64));
+        assert!(spec.validate().unwrap_err().contains("at most 64"));
+        let refs = vec![CertificateRef { name: "c".into(), ..Default::default() }; 65];
+        let tls = ListenerTls { certificate_refs: refs, ..Default::default() };
+        let spec = GatewaySpec {
+            listeners: vec![Listener { tls: Some(tls), ..listener(0) }],
+            ..Default::default()
+        };
+        assert!(spec.validate().unwrap_err().contains("65 certificateRefs"));
     }
 
     #[test]

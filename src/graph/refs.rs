@@ -9,8 +9,8 @@ use serde::Serialize;
 use super::{Condition, ConditionType, Graph, Issue, Reason, listeners};
 use crate::api::{
     AIGATEWAY_GROUP, BackendTarget, ENVOY_GATEWAY_GROUP, GATEWAY_API_GROUP, INFERENCE_GROUP, Kind,
-    Object, ObjectKey, SecurityPolicyType, Spec, TLS_SECRET_TYPE, api_key, tls_certificate_problem,
-    validate_hostname,
+    MAX_ROUTE_HOSTNAMES, Object, ObjectKey, SecurityPolicyType, Spec, TLS_SECRET_TYPE, api_key,
+    tls_certificate_problem, validate_hostname,
 };
 
 /// The field a reference comes from.
@@ -69,6 +69,15 @@ pub(super) fn references(object: &Object) -> (Vec<(RefKind, ObjectKey)>, Vec<Iss
     let mut issues = Vec::new();
     match &object.spec {
         Spec::AIGatewayRoute(route) => {
+            if route.hostnames.len() > MAX_ROUTE_HOSTNAMES {
+                issues.push(accepted_issue(
+                    Reason::Invalid,
+                    format!(
+                        "{} hostnames: Gateway API allows at most {MAX_ROUTE_HOSTNAMES}",
+                        route.hostnames.len()
+                    ),
+                ));
+            }
             for (i, host) in route.hostnames.iter().enumerate() {
                 if let Err(message) = validate_hostname(host) {
                     issues.push(accepted_issue(

@@ -12,6 +12,8 @@ use aixds::xds::TypeUrl;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 
+use prost::Message;
+
 use crate::builders::parse;
 use crate::compile::decoded;
 use crate::envoy::{edit, start_gateway};
@@ -342,6 +344,71 @@ fn gateways_sharing_a_port_agree_or_the_later_listener_is_reported_conflicted() 
     assert_eq!((report.programmed.status, report.programmed.reason), (false, Reason::Invalid));
 }
 
+/// A certificate Secret deleted while its listener serves: that listener leaves, with why; its
+/// neighbour on the same port keeps its chain, its certificate and the routes.
+#[test]
+fn deleting_one_listeners_certificate_leaves_its_neighbour_serving() {
+    let (crt, tls_key) = certificate("x.example.com");
+    let https = |name: &str, host: &str| {
+        format!(
+            "{{name: {name}, protocol: HTTPS, port: 8443, hostname: \"{host}\", \
+             tls: {{certificateRefs: [{{name: cert-{name}}}]}}}}"
+        )
+    };
+    let docs = [
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw}}\n\
+             spec: {{gatewayClassName: any, listeners: [{}, {}]}}\n",
+            https("a", "a.example.com"),
+            https("b", "b.example.com")
+        ),
+        route("r", "gw", &[], "up"),
+        backend("up", "10.0.0.1", 80),
+        crate::sds::tls_secret_yaml("default", "cert-a", &crt, &tls_key),
+        crate::sds::tls_secret_yaml("default", "cert-b", &crt, &tls_key),
+    ];
+    let objects: Vec<_> = docs.iter().flat_map(|d| d.split("---\n")).map(parse).collect();
+    let mut live = crate::compile::Harness::new(objects);
+    let chains = |live: &crate::compile::Harness| -> Vec<Vec<String>> {
+        let snapshot = live.store.load();
+        let listener = snapshot.get(TypeUrl::Listener, "listener-8443").unwrap();
+        Listener::decode(listener.body.value.as_slice())
+            .unwrap()
+            .filter_chains
+            .iter()
+            .map(|c| c.filter_chain_match.as_ref().unwrap().server_names.clone())
+            .collect()
+    };
+    assert_eq!(chains(&live).len(), 2);
+
+    live.delete(&ObjectKey::new(Kind::Secret, "default", "cert-a"));
+    assert_eq!(chains(&live), [vec!["b.example.com".to_string()]]);
+    let secrets: Vec<String> =
+        live.store.load().resources(TypeUrl::Secret).keys().cloned().collect();
+    assert_eq!(secrets, ["secret/default/cert-b"]);
+    let routes = live.store.load();
+    let config = routes.get(TypeUrl::RouteConfiguration, "route-8443").unwrap();
+    let config = RouteConfiguration::decode(config.body.value.as_slice()).unwrap();
+    let hosts = virtual_hosts(&config);
+    assert_eq!(hosts["b.example.com"].1, ["default/r/rule/0/match/0"], "the route stays on b");
+    assert!(!hosts.contains_key("a.example.com"), "{hosts:?}");
+    let a = listeners(&live.graph, &key_of("gw"));
+    assert_eq!(a[0].conditions[1].reason, Reason::InvalidCertificateRef, "{:?}", a[0].conditions);
+    live.assert_matches_full();
+}
+
+#[test]
+fn a_route_past_gateway_apis_hostname_bound_is_refused() {
+    let many: Vec<String> = (0..17).map(|i| format!("h{i}.example.com")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let graph =
+        graph_of(None, &[gateway("gw", "any", &["http:HTTP:8080"]), route("r", "gw", &many, "a")]);
+    let (ok, reason, message) =
+        condition(&graph, &key(Kind::AIGatewayRoute, "r"), ConditionType::Accepted);
+    assert_eq!((ok, reason), (false, Reason::Invalid));
+    assert!(message.contains("17 hostnames"), "{message}");
+}
+
 fn key_of(gateway: &str) -> ObjectKey {
     key(Kind::Gateway, gateway)
 }
@@ -606,15 +673,15 @@ async fn chat_on<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
         raw.extend_from_slice(&buf[..n]);
         let text = String::from_utf8_lossy(&raw).to_string();
         let Some((head, rest)) = text.split_once("\r\n\r\n") else { continue };
-        let length: usize = head
-            .lines()
-            .find_map(|l| {
-                l.to_ascii_lowercase()
-                    .strip_prefix("content-length:")
-                    .map(|v| v.trim().parse().unwrap())
-            })
-            .unwrap_or(0);
-        if rest.len() < length {
+        let lower = head.to_ascii_lowercase();
+        // The whole response is read, so that the next one on the connection starts clean:
+        // by its length, or to the last chunk.
+        let complete = match lower.lines().find_map(|l| l.strip_prefix("content-length:")) {
+            Some(length) => rest.len() >= length.trim().parse::<usize>().unwrap(),
+            None if lower.contains("transfer-encoding: chunked") => rest.ends_with("0\r\n\r\n"),
+            None => true,
+        };
+        if !complete {
             continue;
         }
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
