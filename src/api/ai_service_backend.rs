@@ -84,10 +84,3 @@ pub enum APISchema {
     GCPAnthropic,
     Cohere,
 }
-
-impl APISchema {
-    /// Whether aixds can translate to this schema today.
-    pub fn supported(self) -> bool {
-        matches!(self, APISchema::OpenAI | APISchema::Anthropic | APISchema::AzureOpenAI)
-    }
-}

@@ -139,7 +139,7 @@ pub(super) fn references(object: &Object) -> (Vec<(RefKind, ObjectKey)>, Vec<Iss
             }
         }
         Spec::AIServiceBackend(backend) => {
-            if !backend.schema.name.supported() {
+            if crate::extproc::translate::Wire::of(backend.schema.name).is_none() {
                 issues.push(accepted_issue(
                     Reason::Unsupported,
                     format!("schema {:?} is not supported yet", backend.schema.name),

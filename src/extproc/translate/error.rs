@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use super::ClientSchema;
+use super::{ClientSchema, Wire};
 use crate::api::APISchema;
 
 /// Why a request or response could not be translated.
@@ -62,12 +62,12 @@ pub fn translate_error(
     body: &[u8],
 ) -> Vec<u8> {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
-    let upstream = parsed.as_ref().and_then(UpstreamError::parse);
-    let same_family = matches!(
-        (client, backend),
-        (ClientSchema::OpenAI, APISchema::OpenAI | APISchema::AzureOpenAI)
-            | (ClientSchema::Anthropic, APISchema::Anthropic)
-    );
+    let wire = Wire::of(backend);
+    let upstream = parsed.as_ref().and_then(|v| match wire {
+        // Both families' error bodies are told apart by their shape.
+        Some(Wire::OpenAI | Wire::Anthropic) | None => UpstreamError::parse(v),
+    });
+    let same_family = wire == Some(Wire::of_client(client));
     if same_family && upstream.as_ref().is_some_and(|u| u.schema == client) {
         return body.to_vec();
     }

@@ -7,11 +7,25 @@
 //! token [`Usage`] ([`ResponseTranslator`]). Error responses go through [`translate_error`];
 //! errors of the gateway's own through [`error_body`].
 //!
-//! Pairs: OpenAI chat ⇄ OpenAI, Azure OpenAI and Anthropic; Anthropic messages ⇄ Anthropic,
-//! OpenAI and Azure OpenAI; OpenAI completions and embeddings to OpenAI and Azure OpenAI only.
+//! **Organised by wire family.** Each family a backend can speak ([`Wire`]) is one module that
+//! knows its request, response, stream and error shapes: `openai` (OpenAI, Azure OpenAI and
+//! compatible servers) and `anthropic` (Anthropic). Clients speak one of two families
+//! ([`ClientSchema`]). Translation goes through a hub, OpenAI chat completions: a client's
+//! request becomes a hub request, which becomes the backend's; the backend's response or stream
+//! becomes hub objects ([`stream::Hub`]), which become the client's. Each family therefore only
+//! converts to and from the hub, and a family both ends speak is not converted at all (its
+//! bytes pass, read for usage). The dispatch is by exhaustive matches on [`Wire`] and
+//! [`ClientSchema`] (here, in `response.rs` and `error.rs`), so a new family is a new module
+//! plus the arms the compiler asks for; the ext_proc phases do not change.
+//!
+//! What the hub cannot carry is lost only between families: e.g. Anthropic's cache control
+//! and thinking blocks reach an Anthropic backend intact, but not an OpenAI one. Chat and
+//! messages requests translate between every client and backend family; completions and
+//! embeddings go to OpenAI-family backends only.
 
+mod anthropic;
 mod error;
-mod request;
+mod openai;
 mod response;
 mod sse;
 mod stream;
@@ -151,6 +165,38 @@ pub fn parse_request(endpoint: Endpoint, body: &[u8]) -> Result<ParsedRequest, T
     Ok(ParsedRequest { endpoint, model, stream, include_usage, body })
 }
 
+/// The wire family a backend speaks: what its request, response, stream and error bodies look
+/// like. Several schemas share one (OpenAI and Azure OpenAI differ only in paths and
+/// credentials).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    OpenAI,
+    Anthropic,
+}
+
+impl Wire {
+    /// The family `schema` speaks, or `None` for a schema aixds does not translate to yet.
+    pub fn of(schema: APISchema) -> Option<Wire> {
+        match schema {
+            APISchema::OpenAI | APISchema::AzureOpenAI => Some(Wire::OpenAI),
+            APISchema::Anthropic => Some(Wire::Anthropic),
+            APISchema::AWSBedrock
+            | APISchema::AWSAnthropic
+            | APISchema::GCPVertexAI
+            | APISchema::GCPAnthropic
+            | APISchema::Cohere => None,
+        }
+    }
+
+    /// The family a client speaks.
+    pub fn of_client(client: ClientSchema) -> Wire {
+        match client {
+            ClientSchema::OpenAI => Wire::OpenAI,
+            ClientSchema::Anthropic => Wire::Anthropic,
+        }
+    }
+}
+
 /// Rewrites a parsed request for a backend of schema `backend`, with `model_override` replacing
 /// the client's model when the route says so.
 pub fn translate_request(
@@ -161,38 +207,55 @@ pub fn translate_request(
     let model = model_override.unwrap_or(&req.model).to_string();
     let mut body = req.body.clone();
     body.insert("model".into(), Value::String(model.clone()));
-    let body = match (req.endpoint, backend.name) {
-        (
-            Endpoint::ChatCompletions | Endpoint::Completions,
-            APISchema::OpenAI | APISchema::AzureOpenAI,
-        ) => {
-            ask_for_usage(&mut body, req.stream);
-            body
+    let refused = || {
+        let schema = backend.name;
+        TranslateError::Unsupported(format!(
+            "{} requests cannot be sent to a backend of schema {schema:?}{}",
+            req.endpoint.describe(),
+            if Wire::of(schema).is_some() { "" } else { ", which aixds does not translate to yet" }
+        ))
+    };
+    let wire = Wire::of(backend.name).ok_or_else(refused)?;
+    let (path, body) = match req.endpoint {
+        Endpoint::ChatCompletions | Endpoint::Messages => {
+            let body = conversation(req.endpoint.client_schema(), wire, body, req.stream)?;
+            let path = match wire {
+                Wire::OpenAI => openai::path("chat/completions", backend, &model),
+                Wire::Anthropic => anthropic::path("messages", backend),
+            };
+            (path, body)
         }
-        (Endpoint::Embeddings, APISchema::OpenAI | APISchema::AzureOpenAI) => body,
-        (Endpoint::ChatCompletions, APISchema::Anthropic) => request::chat_to_messages(body)?,
-        (Endpoint::Messages, APISchema::Anthropic) => body,
-        (Endpoint::Messages, APISchema::OpenAI | APISchema::AzureOpenAI) => {
-            let mut body = request::messages_to_chat(body)?;
-            ask_for_usage(&mut body, req.stream);
-            body
-        }
-        (endpoint, schema) => {
-            return Err(TranslateError::Unsupported(format!(
-                "{} requests cannot be sent to a backend of schema {schema:?}{}",
-                endpoint.describe(),
-                if schema.supported() { "" } else { ", which aixds does not translate to yet" }
-            )));
-        }
+        Endpoint::Completions | Endpoint::Embeddings => match wire {
+            Wire::OpenAI => {
+                let operation = openai::operation(req.endpoint);
+                (openai::path(operation, backend, &model), openai::request(body, req.stream))
+            }
+            Wire::Anthropic => return Err(refused()),
+        },
     };
     let body = serde_json::to_vec(&Value::Object(body)).map_err(|e| {
         TranslateError::InvalidRequest(format!("cannot encode the translated request: {e}"))
     })?;
-    Ok(TranslatedRequest {
-        path: upstream_path(req.endpoint, backend, &model),
-        body,
-        model,
-        stream: req.stream,
+    Ok(TranslatedRequest { path, body, model, stream: req.stream })
+}
+
+/// A chat completions or messages request for a backend of family `wire`: as the client sent it
+/// within a family, through the hub between families.
+fn conversation(
+    client: ClientSchema,
+    wire: Wire,
+    body: Map<String, Value>,
+    stream: bool,
+) -> Result<Map<String, Value>, TranslateError> {
+    let hub = match (client, wire) {
+        // Nothing changes within the Anthropic family; the OpenAI family asks for usage below.
+        (ClientSchema::Anthropic, Wire::Anthropic) => return Ok(body),
+        (ClientSchema::OpenAI, _) => body,
+        (ClientSchema::Anthropic, _) => anthropic::request::to_chat(body)?,
+    };
+    Ok(match wire {
+        Wire::OpenAI => openai::request(hub, stream),
+        Wire::Anthropic => anthropic::request::from_chat(hub)?,
     })
 }
 
@@ -205,52 +268,6 @@ impl Endpoint {
             Endpoint::Messages => "Anthropic messages",
         }
     }
-}
-
-/// Streamed OpenAI responses carry usage only when asked; the gateway always needs it to count
-/// tokens. The response translator hides the extra chunk from clients that did not ask.
-fn ask_for_usage(body: &mut Map<String, Value>, stream: bool) {
-    if !stream {
-        return;
-    }
-    let options = body.entry("stream_options").or_insert_with(|| Value::Object(Map::new()));
-    if !options.is_object() {
-        *options = Value::Object(Map::new());
-    }
-    if let Value::Object(o) = options {
-        o.insert("include_usage".into(), Value::Bool(true));
-    }
-}
-
-/// The upstream path. A backend's `prefix` replaces the `/v1` root of OpenAI and Anthropic paths
-/// (e.g. `/v1beta/openai` for Gemini's OpenAI-compatible API); Azure paths are fixed.
-fn upstream_path(endpoint: Endpoint, backend: &VersionedAPISchema, model: &str) -> String {
-    let operation = match (endpoint, backend.name) {
-        (Endpoint::ChatCompletions, APISchema::Anthropic)
-        | (Endpoint::Messages, APISchema::Anthropic) => "messages",
-        (Endpoint::ChatCompletions | Endpoint::Messages, _) => "chat/completions",
-        (Endpoint::Completions, _) => "completions",
-        (Endpoint::Embeddings, _) => "embeddings",
-    };
-    if backend.name == APISchema::AzureOpenAI {
-        let version = backend
-            .version
-            .as_deref()
-            .filter(|v| !v.is_empty())
-            .unwrap_or(DEFAULT_AZURE_API_VERSION);
-        return format!(
-            "/openai/deployments/{}/{operation}?api-version={}",
-            percent_encode(model),
-            percent_encode(version)
-        );
-    }
-    let prefix = backend
-        .prefix
-        .as_deref()
-        .map(|p| p.trim_matches('/'))
-        .filter(|p| !p.is_empty())
-        .unwrap_or("v1");
-    format!("/{prefix}/{operation}")
 }
 
 /// Escapes all but RFC 3986 unreserved characters, so a model name stays one path segment.

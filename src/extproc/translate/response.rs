@@ -1,26 +1,30 @@
 //! Response bodies back into the client's schema.
 //!
 //! Takes the upstream's 2xx body in pieces as they arrive and gives the client's bytes: streams
-//! event by event, JSON bodies once whole. Also counts the tokens used.
+//! event by event, JSON bodies once whole. Also counts the tokens used. Which family decodes and
+//! which encodes is chosen here, by exhaustive matches on [`Wire`] and [`ClientSchema`]; the
+//! shapes are the families' own modules.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::error::error_body;
 use super::sse::SseParser;
-use super::stream::{AnthropicToChat, ChatToAnthropic, Passthrough, stream_error};
-use super::usage::{AnthropicCounts, Usage};
-use super::{ClientSchema, Endpoint, TranslateError};
+use super::stream::{Passthrough, stream_error};
+use super::usage::Usage;
+use super::{ClientSchema, Endpoint, TranslateError, Wire, anthropic, openai};
 use crate::api::APISchema;
 
 /// A translator for one response. See [`ResponseTranslator::feed`].
 #[derive(Debug)]
 pub struct ResponseTranslator {
-    mode: Mode,
+    endpoint: Endpoint,
+    backend: APISchema,
     stream: bool,
     include_usage: bool,
     created: u64,
+    mode: Mode,
     usage: Usage,
     /// The upstream's stream ended before it was complete.
     truncated: bool,
@@ -28,22 +32,36 @@ pub struct ResponseTranslator {
 
 #[derive(Debug)]
 enum Mode {
-    /// Same schema both sides: bytes go out as they come; JSON is kept to count usage at the end.
+    /// Same family both sides: bytes go out as they come; JSON is kept to count usage at the end.
     JsonPassthrough {
-        anthropic: bool,
-        body: Vec<u8>,
-    },
-    /// Anthropic message JSON → OpenAI chat completion JSON, once whole.
-    JsonMessagesToChat {
-        body: Vec<u8>,
-    },
-    /// OpenAI chat completion JSON → Anthropic message JSON, once whole.
-    JsonChatToMessages {
+        family: ClientSchema,
         body: Vec<u8>,
     },
     SsePassthrough(SseParser, Passthrough),
-    SseMessagesToChat(SseParser, Box<AnthropicToChat>),
-    SseChatToMessages(SseParser, Box<ChatToAnthropic>),
+    /// The backend's JSON → the hub → the client's JSON, once whole.
+    Json {
+        backend: Wire,
+        body: Vec<u8>,
+    },
+    /// The backend's stream → hub events → the client's stream, event by event.
+    Stream {
+        decoder: Decoder,
+        encoder: Encoder,
+    },
+}
+
+/// A backend family's stream decoder.
+#[derive(Debug)]
+enum Decoder {
+    OpenAI(openai::Decoder),
+    Anthropic(Box<anthropic::stream::Decoder>),
+}
+
+/// A client family's stream encoder.
+#[derive(Debug)]
+enum Encoder {
+    OpenAI(openai::Encoder),
+    Anthropic(Box<anthropic::stream::Encoder>),
 }
 
 /// A translator for the response to a request of `endpoint` sent to a `backend`; `stream` is
@@ -55,43 +73,71 @@ pub fn response_translator(
 ) -> ResponseTranslator {
     let created =
         SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
-    let anthropic_backend = backend == APISchema::Anthropic;
-    let mode = match (endpoint, anthropic_backend, stream) {
-        (Endpoint::ChatCompletions, true, false) => Mode::JsonMessagesToChat { body: Vec::new() },
-        (Endpoint::ChatCompletions, true, true) => {
-            Mode::SseMessagesToChat(SseParser::default(), Box::new(AnthropicToChat::new()))
-        }
-        (Endpoint::Messages, false, false) => Mode::JsonChatToMessages { body: Vec::new() },
-        (Endpoint::Messages, false, true) => {
-            Mode::SseChatToMessages(SseParser::default(), Box::new(ChatToAnthropic::new()))
-        }
-        (_, anthropic, false) => Mode::JsonPassthrough { anthropic, body: Vec::new() },
-        (_, anthropic, true) => {
-            Mode::SsePassthrough(SseParser::default(), Passthrough::new(anthropic))
-        }
-    };
-    ResponseTranslator {
-        mode,
-        stream,
-        include_usage: false,
-        created,
-        usage: Usage::default(),
-        truncated: false,
-    }
+    ResponseTranslator::new(endpoint, backend, stream, false, created)
 }
 
 impl ResponseTranslator {
+    fn new(
+        endpoint: Endpoint,
+        backend: APISchema,
+        stream: bool,
+        include_usage: bool,
+        created: u64,
+    ) -> Self {
+        let client = endpoint.client_schema();
+        // A backend of a schema with no family never gets a request (translate_request refuses
+        // it), so its response never comes; were it to, it would pass as it is.
+        let wire = Wire::of(backend).unwrap_or(Wire::of_client(client));
+        let mode = if Wire::of_client(client) == wire {
+            if stream {
+                Mode::SsePassthrough(SseParser::default(), Passthrough::new(client))
+            } else {
+                Mode::JsonPassthrough { family: client, body: Vec::new() }
+            }
+        } else if stream {
+            let decoder = match wire {
+                Wire::OpenAI => Decoder::OpenAI(openai::Decoder::default()),
+                Wire::Anthropic => {
+                    Decoder::Anthropic(Box::new(anthropic::stream::Decoder::new(created)))
+                }
+            };
+            let encoder = match client {
+                ClientSchema::OpenAI => Encoder::OpenAI(openai::Encoder::new(include_usage)),
+                ClientSchema::Anthropic => {
+                    Encoder::Anthropic(Box::new(anthropic::stream::Encoder::new()))
+                }
+            };
+            Mode::Stream { decoder, encoder }
+        } else {
+            Mode::Json { backend: wire, body: Vec::new() }
+        };
+        ResponseTranslator {
+            endpoint,
+            backend,
+            stream,
+            include_usage,
+            created,
+            mode,
+            usage: Usage::default(),
+            truncated: false,
+        }
+    }
+
     /// Whether the OpenAI client asked for the final usage chunk of a stream
     /// ([`super::ParsedRequest::include_usage`]); without it that chunk is withheld.
-    pub fn include_usage(mut self, include: bool) -> Self {
-        self.include_usage = include;
-        self
+    pub fn include_usage(self, include: bool) -> Self {
+        ResponseTranslator::new(self.endpoint, self.backend, self.stream, include, self.created)
     }
 
     /// Sets the `created` timestamp of generated OpenAI objects (now, by default).
-    pub fn with_created(mut self, created: u64) -> Self {
-        self.created = created;
-        self
+    pub fn with_created(self, created: u64) -> Self {
+        ResponseTranslator::new(
+            self.endpoint,
+            self.backend,
+            self.stream,
+            self.include_usage,
+            created,
+        )
     }
 
     /// Feeds upstream response body bytes as they arrive (SSE or JSON) and returns the bytes to
@@ -104,32 +150,16 @@ impl ResponseTranslator {
     /// ([`ResponseTranslator::truncated`]).
     pub fn feed(&mut self, chunk: &[u8], end_of_stream: bool) -> Result<Vec<u8>, TranslateError> {
         let mut out = Vec::new();
+        let client = self.endpoint.client_schema();
         match &mut self.mode {
-            Mode::JsonPassthrough { anthropic, body } => {
+            Mode::JsonPassthrough { family, body } => {
                 body.extend_from_slice(chunk);
                 out.extend_from_slice(chunk);
-                if end_of_stream {
-                    let v: Option<Value> = serde_json::from_slice(body).ok();
-                    if let Some(u) = v.as_ref().and_then(|v| v.get("usage")) {
-                        self.usage =
-                            if *anthropic { anthropic_usage(u) } else { Usage::from_openai(u) };
-                    }
-                }
-            }
-            Mode::JsonMessagesToChat { body } => {
-                body.extend_from_slice(chunk);
-                if end_of_stream {
-                    let (v, usage) = messages_to_chat(&parse_body(body)?, self.created);
-                    self.usage = usage;
-                    out = v.to_string().into_bytes();
-                }
-            }
-            Mode::JsonChatToMessages { body } => {
-                body.extend_from_slice(chunk);
-                if end_of_stream {
-                    let (v, usage) = chat_to_messages(&parse_body(body)?);
-                    self.usage = usage;
-                    out = v.to_string().into_bytes();
+                if end_of_stream && let Ok(v) = serde_json::from_slice::<Value>(body) {
+                    self.usage = match family {
+                        ClientSchema::OpenAI => openai::read_usage(&v),
+                        ClientSchema::Anthropic => anthropic::response::read_usage(&v),
+                    };
                 }
             }
             Mode::SsePassthrough(parser, p) => {
@@ -141,31 +171,52 @@ impl ResponseTranslator {
                 }
                 self.usage = p.usage();
             }
-            Mode::SseMessagesToChat(parser, t) => {
-                for ev in parser.feed(chunk, end_of_stream)? {
-                    match t.event(&ev, self.created, self.include_usage, &mut out) {
-                        // The body ended inside this event: `end` reports the cut.
-                        Err(_) if !ev.ended => {}
-                        result => result?,
-                    }
-                }
+            Mode::Json { backend, body } => {
+                body.extend_from_slice(chunk);
                 if end_of_stream {
-                    self.truncated = t.end(self.created, self.include_usage, &mut out);
+                    let v = parse_body(body)?;
+                    let (hub, usage) = match backend {
+                        Wire::OpenAI => {
+                            let usage = openai::read_usage(&v);
+                            (v, usage)
+                        }
+                        Wire::Anthropic => anthropic::response::to_chat(&v, self.created),
+                    };
+                    self.usage = usage;
+                    let v = match client {
+                        ClientSchema::OpenAI => hub,
+                        ClientSchema::Anthropic => anthropic::response::from_chat(&hub).0,
+                    };
+                    out = v.to_string().into_bytes();
                 }
-                self.usage = t.usage();
             }
-            Mode::SseChatToMessages(parser, t) => {
-                for ev in parser.feed(chunk, end_of_stream)? {
-                    match t.event(&ev, &mut out) {
-                        // The body ended inside this event: `end` reports the cut.
-                        Err(_) if !ev.ended => {}
-                        result => result?,
+            Mode::Stream { decoder, encoder } => {
+                let mut hub = Vec::new();
+                match decoder {
+                    Decoder::OpenAI(d) => d.feed(chunk, end_of_stream, &mut hub)?,
+                    Decoder::Anthropic(d) => d.feed(chunk, end_of_stream, &mut hub)?,
+                }
+                let complete = end_of_stream
+                    && match decoder {
+                        Decoder::OpenAI(d) => d.end(&mut hub),
+                        Decoder::Anthropic(d) => d.end(&mut hub),
+                    };
+                for event in hub {
+                    match encoder {
+                        Encoder::OpenAI(e) => e.write(event, &mut out),
+                        Encoder::Anthropic(e) => e.write(event, &mut out),
                     }
                 }
                 if end_of_stream {
-                    self.truncated = t.end(&mut out);
+                    self.truncated = match encoder {
+                        Encoder::OpenAI(e) => e.end(complete, &mut out),
+                        Encoder::Anthropic(e) => e.end(complete, &mut out),
+                    };
                 }
-                self.usage = t.usage();
+                self.usage = match decoder {
+                    Decoder::OpenAI(d) => d.usage(),
+                    Decoder::Anthropic(d) => d.usage(),
+                };
             }
         }
         Ok(out)
@@ -185,7 +236,7 @@ impl ResponseTranslator {
     /// [`ResponseTranslator::feed`] already gave: an error event for a stream, a 502 error body
     /// otherwise (JSON is only translated whole, so nothing of it went out before).
     pub fn failure(&self, message: &str) -> Vec<u8> {
-        let client = self.client();
+        let client = self.endpoint.client_schema();
         if !self.stream {
             return error_body(client, 502, message);
         }
@@ -194,26 +245,10 @@ impl ResponseTranslator {
         out
     }
 
-    /// The schema the client reads, from the translation's direction.
-    fn client(&self) -> ClientSchema {
-        match &self.mode {
-            Mode::JsonMessagesToChat { .. } | Mode::SseMessagesToChat(..) => ClientSchema::OpenAI,
-            Mode::JsonChatToMessages { .. } | Mode::SseChatToMessages(..) => {
-                ClientSchema::Anthropic
-            }
-            Mode::JsonPassthrough { anthropic, .. } => family(*anthropic),
-            Mode::SsePassthrough(_, p) => family(p.anthropic()),
-        }
-    }
-
     /// The content type of what [`ResponseTranslator::feed`] returns.
     pub fn content_type(&self) -> &'static str {
         if self.stream { "text/event-stream" } else { "application/json" }
     }
-}
-
-fn family(anthropic: bool) -> ClientSchema {
-    if anthropic { ClientSchema::Anthropic } else { ClientSchema::OpenAI }
 }
 
 fn parse_body(body: &[u8]) -> Result<Value, TranslateError> {
@@ -223,111 +258,4 @@ fn parse_body(body: &[u8]) -> Result<Value, TranslateError> {
         return Err(TranslateError::Upstream("the response body is not a JSON object".into()));
     }
     Ok(v)
-}
-
-fn anthropic_usage(u: &Value) -> Usage {
-    let mut counts = AnthropicCounts::default();
-    counts.merge(u);
-    counts.usage()
-}
-
-/// Anthropic `stop_reason` → OpenAI `finish_reason`.
-pub(super) fn openai_finish_reason(stop_reason: &str) -> &'static str {
-    match stop_reason {
-        "max_tokens" | "model_context_window_exceeded" => "length",
-        "tool_use" => "tool_calls",
-        "refusal" => "content_filter",
-        _ => "stop",
-    }
-}
-
-/// An OpenAI completion id as an Anthropic message id (`msg_…`), as Anthropic clients expect.
-pub(super) fn anthropic_message_id(openai_id: &str) -> String {
-    format!("msg_{}", openai_id.strip_prefix("chatcmpl-").unwrap_or(openai_id))
-}
-
-/// OpenAI `finish_reason` → Anthropic `stop_reason`.
-pub(super) fn anthropic_stop_reason(finish_reason: &str) -> &'static str {
-    match finish_reason {
-        "length" => "max_tokens",
-        "tool_calls" | "function_call" => "tool_use",
-        "content_filter" => "refusal",
-        _ => "end_turn",
-    }
-}
-
-/// An Anthropic message → an OpenAI chat completion.
-fn messages_to_chat(v: &Value, created: u64) -> (Value, Usage) {
-    let usage = v.get("usage").map(anthropic_usage).unwrap_or_default();
-    let mut text = String::new();
-    let mut calls = Vec::new();
-    for block in v.get("content").and_then(Value::as_array).into_iter().flatten() {
-        match block.get("type").and_then(Value::as_str) {
-            Some("text") => text.push_str(block.get("text").and_then(Value::as_str).unwrap_or_default()),
-            Some("tool_use") => calls.push(json!({
-                "id": block.get("id").and_then(Value::as_str).unwrap_or_default(),
-                "type": "function",
-                "function": {
-                    "name": block.get("name").and_then(Value::as_str).unwrap_or_default(),
-                    "arguments": block.get("input").cloned().unwrap_or_else(|| json!({})).to_string(),
-                },
-            })),
-            _ => {}
-        }
-    }
-    let mut message = json!({
-        "role": "assistant",
-        "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { Value::String(text) },
-    });
-    if !calls.is_empty() {
-        message["tool_calls"] = Value::Array(calls);
-    }
-    let finish = v.get("stop_reason").and_then(Value::as_str).map(openai_finish_reason);
-    let out = json!({
-        "id": v.get("id").cloned().unwrap_or(Value::Null),
-        "object": "chat.completion",
-        "created": created,
-        "model": v.get("model").cloned().unwrap_or(Value::Null),
-        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-        "usage": usage.to_openai(),
-    });
-    (out, usage)
-}
-
-/// An OpenAI chat completion → an Anthropic message.
-fn chat_to_messages(v: &Value) -> (Value, Usage) {
-    let usage = v.get("usage").map(Usage::from_openai).unwrap_or_default();
-    let choice = v.pointer("/choices/0").unwrap_or(&Value::Null);
-    let message = choice.get("message").unwrap_or(&Value::Null);
-    let mut content = Vec::new();
-    if let Some(text) = message.get("content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
-        content.push(json!({"type": "text", "text": text}));
-    }
-    for call in message.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
-        let args = call.pointer("/function/arguments").and_then(Value::as_str).unwrap_or_default();
-        // A model may emit arguments that are not JSON; keep them where the client can see them.
-        let input = match serde_json::from_str::<Value>(args) {
-            Ok(v @ Value::Object(_)) => v,
-            _ if args.trim().is_empty() => json!({}),
-            _ => json!({"arguments": args}),
-        };
-        content.push(json!({
-            "type": "tool_use",
-            "id": call.get("id").and_then(Value::as_str).unwrap_or_default(),
-            "name": call.pointer("/function/name").and_then(Value::as_str).unwrap_or_default(),
-            "input": input,
-        }));
-    }
-    let stop = choice.get("finish_reason").and_then(Value::as_str).map(anthropic_stop_reason);
-    let out = json!({
-        "id": anthropic_message_id(v.get("id").and_then(Value::as_str).unwrap_or_default()),
-        "type": "message",
-        "role": "assistant",
-        "model": v.get("model").cloned().unwrap_or(Value::Null),
-        "content": content,
-        "stop_reason": stop,
-        "stop_sequence": null,
-        "usage": usage.to_anthropic(),
-    });
-    (out, usage)
 }

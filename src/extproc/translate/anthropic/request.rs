@@ -1,4 +1,4 @@
-//! Request bodies between OpenAI chat completions and Anthropic messages.
+//! Anthropic messages requests to and from OpenAI chat completions requests (the hub).
 //!
 //! Takes the client's JSON object (model already set) and gives the backend's. Tuning fields
 //! with no counterpart (penalties, `seed`, `logprobs`, `top_k`, `thinking`, ...) are dropped;
@@ -9,7 +9,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{DEFAULT_MAX_TOKENS, TranslateError};
+use crate::extproc::translate::{DEFAULT_MAX_TOKENS, TranslateError};
 
 fn invalid(msg: impl Into<String>) -> TranslateError {
     TranslateError::InvalidRequest(msg.into())
@@ -20,9 +20,7 @@ fn unsupported(msg: impl Into<String>) -> TranslateError {
 }
 
 /// OpenAI chat completions request → Anthropic messages request.
-pub(super) fn chat_to_messages(
-    mut body: Map<String, Value>,
-) -> Result<Map<String, Value>, TranslateError> {
+pub fn from_chat(mut body: Map<String, Value>) -> Result<Map<String, Value>, TranslateError> {
     let mut out = Map::new();
     if let Some(model) = body.remove("model") {
         out.insert("model".into(), model);
@@ -324,9 +322,7 @@ fn openai_tool_choice_to_anthropic(c: &Value) -> Result<Value, TranslateError> {
 }
 
 /// Anthropic messages request → OpenAI chat completions request.
-pub(super) fn messages_to_chat(
-    mut body: Map<String, Value>,
-) -> Result<Map<String, Value>, TranslateError> {
+pub fn to_chat(mut body: Map<String, Value>) -> Result<Map<String, Value>, TranslateError> {
     let mut out = Map::new();
     if let Some(model) = body.remove("model") {
         out.insert("model".into(), model);

@@ -1,0 +1,215 @@
+//! The OpenAI wire family (OpenAI, Azure OpenAI, and every OpenAI-compatible server): chat
+//! completions, completions and embeddings.
+//!
+//! OpenAI chat completions are also the hub every translation goes through, so this family
+//! needs no conversion to or from it: its request is the hub request with usage asked for, its
+//! response and stream are hub objects already. What it knows is its paths, how its streams say
+//! they are complete, and how it writes a stream's events.
+
+use serde_json::{Map, Value, json};
+
+use super::sse::SseParser;
+use super::stream::{Hub, parse_event, truncated_error};
+use super::usage::Usage;
+use super::{ClientSchema, DEFAULT_AZURE_API_VERSION, Endpoint, TranslateError, percent_encode};
+use crate::api::{APISchema, VersionedAPISchema};
+
+/// The request for an OpenAI-family backend: the hub request, asking for usage when streamed.
+pub fn request(mut body: Map<String, Value>, stream: bool) -> Map<String, Value> {
+    ask_for_usage(&mut body, stream);
+    body
+}
+
+/// Streamed OpenAI responses carry usage only when asked; the gateway always needs it to count
+/// tokens. The response translator hides the extra chunk from clients that did not ask.
+fn ask_for_usage(body: &mut Map<String, Value>, stream: bool) {
+    if !stream {
+        return;
+    }
+    let options = body.entry("stream_options").or_insert_with(|| Value::Object(Map::new()));
+    if !options.is_object() {
+        *options = Value::Object(Map::new());
+    }
+    if let Value::Object(o) = options {
+        o.insert("include_usage".into(), Value::Bool(true));
+    }
+}
+
+/// The upstream path for `operation` (`chat/completions`, `embeddings`, ...). A backend's
+/// `prefix` replaces the `/v1` root (e.g. `/v1beta/openai` for Gemini's OpenAI-compatible API);
+/// Azure's paths name the deployment and the API version.
+pub fn path(operation: &str, backend: &VersionedAPISchema, model: &str) -> String {
+    if backend.name == APISchema::AzureOpenAI {
+        let version = backend
+            .version
+            .as_deref()
+            .filter(|v| !v.is_empty())
+            .unwrap_or(DEFAULT_AZURE_API_VERSION);
+        return format!(
+            "/openai/deployments/{}/{operation}?api-version={}",
+            percent_encode(model),
+            percent_encode(version)
+        );
+    }
+    let prefix = backend
+        .prefix
+        .as_deref()
+        .map(|p| p.trim_matches('/'))
+        .filter(|p| !p.is_empty())
+        .unwrap_or("v1");
+    format!("/{prefix}/{operation}")
+}
+
+/// The operation path of an endpoint on an OpenAI-family backend.
+pub fn operation(endpoint: Endpoint) -> &'static str {
+    match endpoint {
+        Endpoint::ChatCompletions | Endpoint::Messages => "chat/completions",
+        Endpoint::Completions => "completions",
+        Endpoint::Embeddings => "embeddings",
+    }
+}
+
+/// Usage of a whole response body.
+pub fn read_usage(body: &Value) -> Usage {
+    body.get("usage").map(Usage::from_openai).unwrap_or_default()
+}
+
+/// Whether chunk `v` says why the answer stopped: a `finish_reason`, or an error.
+pub fn ends_response(v: &Value) -> bool {
+    let finished = v
+        .get("choices")
+        .and_then(Value::as_array)
+        .is_some_and(|c| c.iter().any(|c| c.get("finish_reason").is_some_and(|f| !f.is_null())));
+    finished || v.get("error").is_some_and(|e| !e.is_null())
+}
+
+/// Whether chunk `v` is the usage-only chunk that ends a stream asked to include usage.
+pub fn is_usage_chunk(v: &Value) -> bool {
+    v.get("choices").and_then(Value::as_array).is_some_and(Vec::is_empty)
+}
+
+fn write_data(out: &mut Vec<u8>, v: &Value) {
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(v.to_string().as_bytes());
+    out.extend_from_slice(b"\n\n");
+}
+
+/// An error chunk, which the OpenAI SDK raises as an API error.
+pub fn write_error_event(message: &str, out: &mut Vec<u8>) {
+    write_error(message, "server_error", out);
+}
+
+fn write_error(message: &str, kind: &str, out: &mut Vec<u8>) {
+    let error = json!({"error": {"message": message, "type": kind, "param": null, "code": null}});
+    write_data(out, &error);
+}
+
+/// An OpenAI backend's stream → hub events: its chunks as they are.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    sse: SseParser,
+    usage: Usage,
+    /// The upstream said why the answer stopped, sent `[DONE]`, or failed.
+    complete: bool,
+}
+
+impl Decoder {
+    pub fn usage(&self) -> Usage {
+        self.usage
+    }
+
+    /// Feeds upstream body bytes, split anywhere; pushes the hub events they complete.
+    pub fn feed(
+        &mut self,
+        chunk: &[u8],
+        end_of_stream: bool,
+        out: &mut Vec<Hub>,
+    ) -> Result<(), TranslateError> {
+        for ev in self.sse.feed(chunk, end_of_stream)? {
+            if !ev.has_data {
+                continue;
+            }
+            if ev.data.trim() == "[DONE]" {
+                self.complete = true;
+                out.push(Hub::Done);
+                continue;
+            }
+            let v = match parse_event(&ev) {
+                Ok(v) => v,
+                // The body ended inside this event: `end` reports the cut.
+                Err(_) if !ev.ended => continue,
+                Err(e) => return Err(e),
+            };
+            self.complete |= ends_response(&v);
+            if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
+                let message = err
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .or(err.as_str())
+                    .unwrap_or("upstream error")
+                    .to_string();
+                let kind = err.get("type").and_then(Value::as_str).map(str::to_string);
+                out.push(Hub::Error { message, kind });
+                continue;
+            }
+            if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+                self.usage = Usage::from_openai(u);
+            }
+            out.push(Hub::Chunk(v));
+        }
+        Ok(())
+    }
+
+    /// The upstream's body ended: whether its answer was complete.
+    pub fn end(&mut self, _out: &mut Vec<Hub>) -> bool {
+        self.complete
+    }
+}
+
+/// Hub events → the client's `data:` lines.
+#[derive(Debug)]
+pub struct Encoder {
+    /// The client asked for the usage-only chunk (`stream_options.include_usage`).
+    include_usage: bool,
+    done: bool,
+}
+
+impl Encoder {
+    pub fn new(include_usage: bool) -> Self {
+        Encoder { include_usage, done: false }
+    }
+
+    /// Writes the client's lines for one hub event.
+    pub fn write(&mut self, hub: Hub, out: &mut Vec<u8>) {
+        if self.done {
+            return;
+        }
+        match hub {
+            Hub::Chunk(v) if is_usage_chunk(&v) && !self.include_usage => {}
+            Hub::Chunk(v) => write_data(out, &v),
+            Hub::Error { message, kind } => {
+                write_error(&message, kind.as_deref().unwrap_or("server_error"), out);
+                self.done = true;
+            }
+            Hub::Done => {
+                out.extend_from_slice(b"data: [DONE]\n\n");
+                self.done = true;
+            }
+        }
+    }
+
+    /// The upstream's body ended, `complete` or cut short: `[DONE]` if it was not sent yet, or
+    /// an error chunk for a cut. Returns whether it was cut.
+    pub fn end(&mut self, complete: bool, out: &mut Vec<u8>) -> bool {
+        if self.done {
+            return false;
+        }
+        self.done = true;
+        if complete {
+            out.extend_from_slice(b"data: [DONE]\n\n");
+            return false;
+        }
+        truncated_error(ClientSchema::OpenAI, out);
+        true
+    }
+}
