@@ -1135,3 +1135,90 @@ fn chat_messages_survive_a_round_trip_through_anthropic() {
     assert_eq!(back["messages"], messages);
     assert_eq!(back["max_completion_tokens"], json!(9));
 }
+
+const RESPONSES_STREAM: &str = include_str!("../fixtures/translate/openai_responses_stream.sse");
+
+#[test]
+fn responses_and_count_tokens_reach_only_their_own_family() {
+    assert_eq!(Endpoint::from_path("/v1/responses"), Some(Endpoint::Responses));
+    assert_eq!(Endpoint::from_path("/v1/messages/count_tokens"), Some(Endpoint::CountTokens));
+    assert_eq!(
+        Endpoint::from_path("/anthropic/v1/messages/count_tokens/"),
+        Some(Endpoint::CountTokens)
+    );
+    assert_eq!(Endpoint::CountTokens.client_schema(), ClientSchema::Anthropic);
+    assert_eq!(Endpoint::Responses.client_schema(), ClientSchema::OpenAI);
+
+    let responses = json!({"model": "gpt-4o", "input": "hi", "stream": true,
+                           "previous_response_id": "resp_0", "tools": [{"type": "web_search"}]});
+    let req = parse(Endpoint::Responses, &responses);
+    for (schema, path) in [
+        (backend(APISchema::OpenAI), "/v1/responses"),
+        (
+            VersionedAPISchema {
+                prefix: Some("/v1beta/openai/".into()),
+                ..backend(APISchema::OpenAI)
+            },
+            "/v1beta/openai/responses",
+        ),
+        (backend(APISchema::AzureOpenAI), "/openai/v1/responses"),
+    ] {
+        let t = translate_request(&req, &schema, Some("gpt-4.1")).expect("passes");
+        assert_eq!(t.path, path);
+        let body: Value = serde_json::from_slice(&t.body).expect("JSON");
+        // Unchanged but for the model: no stream_options, which the Responses API refuses.
+        let mut want = responses.clone();
+        want["model"] = json!("gpt-4.1");
+        assert_eq!(body, want);
+    }
+    let err = translate_request(&req, &backend(APISchema::Anthropic), None).expect_err("refused");
+    assert_eq!(err.status(), 422);
+    assert!(err.to_string().contains("OpenAI responses requests"), "{err}");
+
+    let count = json!({"model": "claude-x", "messages": [{"role": "user", "content": "hi"}],
+                       "system": "be brief"});
+    let req = parse(Endpoint::CountTokens, &count);
+    let t = translate_request(&req, &backend(APISchema::Anthropic), None).expect("passes");
+    assert_eq!(t.path, "/v1/messages/count_tokens");
+    assert_eq!(serde_json::from_slice::<Value>(&t.body).expect("JSON"), count);
+    for schema in [APISchema::OpenAI, APISchema::AzureOpenAI] {
+        let err = translate_request(&req, &backend(schema), None).expect_err("refused");
+        assert_eq!(err.status(), 422, "{schema:?}");
+        assert!(err.to_string().contains("Anthropic token counting"), "{err}");
+    }
+
+    // A count passes back as it came, and counts no usage.
+    let mut t = translator(Endpoint::CountTokens, APISchema::Anthropic, false);
+    assert_eq!(feed_whole(&mut t, br#"{"input_tokens":12}"#), br#"{"input_tokens":12}"#);
+    assert_eq!(t.usage(), Usage::default());
+}
+
+#[test]
+fn responses_bodies_and_streams_pass_with_their_usage_counted() {
+    let body = br#"{"id":"resp_1","object":"response","status":"completed","output":[],
+        "usage":{"input_tokens":9,"input_tokens_details":{"cached_tokens":2},"output_tokens":5,"total_tokens":14}}"#;
+    let mut t = translator(Endpoint::Responses, APISchema::OpenAI, false);
+    assert_eq!(feed_whole(&mut t, body), body);
+    assert_eq!(t.usage(), Usage { input: 9, output: 5, cached_input: 2, total: 14 });
+
+    let input = RESPONSES_STREAM.as_bytes();
+    let usage = Usage { input: 12, output: 3, cached_input: 4, total: 15 };
+    let completed = stop_line_end(RESPONSES_STREAM, "event: response.completed");
+    for at in 0..=input.len() {
+        // Split anywhere, the stream passes byte for byte and counts its usage.
+        let out = feed_split(translator(Endpoint::Responses, APISchema::OpenAI, true), input, at);
+        assert_eq!(out, input, "split at {at}");
+        // Cut anywhere before `response.completed`, it ends in an error the SDK raises.
+        let mut t = translator(Endpoint::Responses, APISchema::OpenAI, true);
+        let out = t.feed(&input[..at], true).expect("cut");
+        let events = sse(&out);
+        if at < completed {
+            assert!(t.truncated(), "cut at {at}");
+            let error = &events.last().expect("an error event").1;
+            assert_eq!(error["error"]["type"], "server_error", "cut at {at}");
+        } else {
+            assert!(!t.truncated(), "cut at {at}");
+            assert_eq!(t.usage(), usage, "cut at {at}");
+        }
+    }
+}

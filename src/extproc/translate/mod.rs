@@ -56,6 +56,11 @@ pub enum Endpoint {
     Embeddings,
     /// `POST /v1/messages` or `/anthropic/v1/messages`
     Messages,
+    /// `POST /v1/responses`: OpenAI's Responses API, passed to OpenAI-family backends.
+    Responses,
+    /// `POST /v1/messages/count_tokens` or `/anthropic/v1/messages/count_tokens`: Anthropic's
+    /// token counting, passed to Anthropic-family backends.
+    CountTokens,
 }
 
 impl Endpoint {
@@ -73,6 +78,10 @@ impl Endpoint {
             "/v1/completions" => Ok(Endpoint::Completions),
             "/v1/embeddings" => Ok(Endpoint::Embeddings),
             "/v1/messages" | "/anthropic/v1/messages" => Ok(Endpoint::Messages),
+            "/v1/responses" => Ok(Endpoint::Responses),
+            "/v1/messages/count_tokens" | "/anthropic/v1/messages/count_tokens" => {
+                Ok(Endpoint::CountTokens)
+            }
             _ => Err(TranslateError::UnknownEndpoint(path.to_string())),
         }
     }
@@ -80,10 +89,11 @@ impl Endpoint {
     /// The schema family the client speaks, which decides the shape of responses and errors.
     pub fn client_schema(self) -> ClientSchema {
         match self {
-            Endpoint::Messages => ClientSchema::Anthropic,
-            Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings => {
-                ClientSchema::OpenAI
-            }
+            Endpoint::Messages | Endpoint::CountTokens => ClientSchema::Anthropic,
+            Endpoint::ChatCompletions
+            | Endpoint::Completions
+            | Endpoint::Embeddings
+            | Endpoint::Responses => ClientSchema::OpenAI,
         }
     }
 }
@@ -225,12 +235,25 @@ pub fn translate_request(
             };
             (path, body)
         }
-        Endpoint::Completions | Endpoint::Embeddings => match wire {
+        Endpoint::Completions => match wire {
             Wire::OpenAI => {
-                let operation = openai::operation(req.endpoint);
-                (openai::path(operation, backend, &model), openai::request(body, req.stream))
+                (openai::path("completions", backend, &model), openai::request(body, req.stream))
             }
             Wire::Anthropic => return Err(refused()),
+        },
+        Endpoint::Embeddings => match wire {
+            Wire::OpenAI => (openai::path("embeddings", backend, &model), body),
+            Wire::Anthropic => return Err(refused()),
+        },
+        // The Responses API keeps state and tools of its own that no other family has: it
+        // passes, unchanged, to OpenAI-family backends only.
+        Endpoint::Responses => match wire {
+            Wire::OpenAI => (openai::responses_path(backend), body),
+            Wire::Anthropic => return Err(refused()),
+        },
+        Endpoint::CountTokens => match wire {
+            Wire::Anthropic => (anthropic::path("messages/count_tokens", backend), body),
+            Wire::OpenAI => return Err(refused()),
         },
     };
     let body = serde_json::to_vec(&Value::Object(body)).map_err(|e| {
@@ -266,6 +289,8 @@ impl Endpoint {
             Endpoint::Completions => "OpenAI completions",
             Endpoint::Embeddings => "OpenAI embeddings",
             Endpoint::Messages => "Anthropic messages",
+            Endpoint::Responses => "OpenAI responses",
+            Endpoint::CountTokens => "Anthropic token counting",
         }
     }
 }
