@@ -335,7 +335,17 @@ fn openai_chat_content_anthropic_cannot_take_is_refused() {
         ),
         (json!({"model": "c", "messages": [], "tools": [{"type": "web_search"}]}), 422),
         (json!({"model": "c", "messages": [], "n": 3}), 422),
-        (json!({"model": "c", "messages": [], "response_format": {"type": "json_object"}}), 422),
+        (
+            json!({"model": "c", "messages": [], "response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "array"}}}}),
+            422,
+        ),
+        (json!({"model": "c", "messages": [], "response_format": {"type": "json_schema"}}), 400),
+        (json!({"model": "c", "messages": [], "response_format": {"type": "xml"}}), 400),
+        (
+            json!({"model": "c", "messages": [], "response_format": {"type": "json_object"},
+                   "tools": [{"type": "function", "function": {"name": "aixds_json_response"}}]}),
+            400,
+        ),
     ];
     for (body, status) in cases {
         let req = parse(Endpoint::ChatCompletions, &body);
@@ -1221,4 +1231,73 @@ fn responses_bodies_and_streams_pass_with_their_usage_counted() {
             assert_eq!(t.usage(), usage, "cut at {at}");
         }
     }
+}
+
+/// A JSON response format reaches Anthropic as a tool the model must call, and its call comes
+/// back as the content the client asked for, whole or streamed.
+#[test]
+fn json_response_formats_reach_anthropic_as_a_forced_tool() {
+    let schema = json!({"type": "object", "properties": {"city": {"type": "string"}},
+                        "required": ["city"]});
+    let body = json!({"model": "c", "messages": [{"role": "user", "content": "where?"}],
+                      "response_format": {"type": "json_schema",
+                                          "json_schema": {"name": "place", "schema": schema}}});
+    let (_, sent) = translate(Endpoint::ChatCompletions, body.clone(), APISchema::Anthropic);
+    assert_eq!(
+        sent["tools"],
+        json!([{"name": "aixds_json_response",
+        "description": sent["tools"][0]["description"], "input_schema": schema}])
+    );
+    assert_eq!(sent["tool_choice"], json!({"type": "tool", "name": "aixds_json_response"}));
+    assert!(sent.get("response_format").is_none());
+
+    // With tools of the client's, the model may call them or answer; json_object is any object.
+    let mut with_tools = body;
+    with_tools["response_format"] = json!({"type": "json_object"});
+    with_tools["tools"] = json!([{"type": "function", "function": {"name": "lookup"}}]);
+    with_tools["parallel_tool_calls"] = json!(false);
+    let (_, sent) = translate(Endpoint::ChatCompletions, with_tools, APISchema::Anthropic);
+    assert_eq!(sent["tool_choice"], json!({"type": "any", "disable_parallel_tool_use": true}));
+    assert_eq!(sent["tools"][1]["input_schema"], json!({"type": "object"}));
+
+    let message = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "c",
+        "content": [{"type": "tool_use", "id": "toolu_1", "name": "aixds_json_response",
+                     "input": {"city": "Paris"}}],
+        "stop_reason": "tool_use", "usage": {"input_tokens": 5, "output_tokens": 7}});
+    let mut t = translator(Endpoint::ChatCompletions, APISchema::Anthropic, false);
+    let out: Value =
+        serde_json::from_slice(&feed_whole(&mut t, message.to_string().as_bytes())).expect("JSON");
+    assert_eq!(out["choices"][0]["finish_reason"], "stop");
+    assert_eq!(out["choices"][0]["message"]["content"], r#"{"city":"Paris"}"#);
+    assert!(out["choices"][0]["message"].get("tool_calls").is_none());
+
+    let events = [
+        json!({"type": "message_start", "message": {"id": "msg_1", "model": "c",
+               "usage": {"input_tokens": 5, "output_tokens": 1}}}),
+        json!({"type": "content_block_start", "index": 0, "content_block":
+               {"type": "tool_use", "id": "toolu_1", "name": "aixds_json_response", "input": {}}}),
+        json!({"type": "content_block_delta", "index": 0,
+               "delta": {"type": "input_json_delta", "partial_json": "{\"city\": "}}),
+        json!({"type": "content_block_delta", "index": 0,
+               "delta": {"type": "input_json_delta", "partial_json": "\"Paris\"}"}}),
+        json!({"type": "content_block_stop", "index": 0}),
+        json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"},
+               "usage": {"output_tokens": 7}}),
+        json!({"type": "message_stop"}),
+    ];
+    let stream: String = events
+        .iter()
+        .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap_or_default()))
+        .collect();
+    let mut t = translator(Endpoint::ChatCompletions, APISchema::Anthropic, true);
+    let chunks = sse(&feed_whole(&mut t, stream.as_bytes()));
+    let text: String = chunks
+        .iter()
+        .filter_map(|(_, c)| c.pointer("/choices/0/delta/content").and_then(Value::as_str))
+        .collect();
+    assert_eq!(text, r#"{"city": "Paris"}"#);
+    assert!(chunks.iter().all(|(_, c)| c.pointer("/choices/0/delta/tool_calls").is_none()));
+    let finish: Vec<&Value> =
+        chunks.iter().filter_map(|(_, c)| c.pointer("/choices/0/finish_reason")).collect();
+    assert_eq!(finish.last(), Some(&&json!("stop")));
 }

@@ -42,6 +42,11 @@ pub use usage::Usage;
 /// Anthropic rejects a request without `max_tokens`; OpenAI clients may leave it out.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 
+/// The tool through which a family without JSON response formats gives the JSON answer an
+/// OpenAI client asked for (`response_format`): the model is made to call it, and its call comes
+/// back as the answer's content. Reserved: a client tool of this name is refused.
+const JSON_RESPONSE_TOOL: &str = "aixds_json_response";
+
 /// Azure requires an `api-version`; this GA version is used when the backend names none.
 pub const DEFAULT_AZURE_API_VERSION: &str = "2024-10-21";
 

@@ -35,6 +35,27 @@ fn ask_for_usage(body: &mut Map<String, Value>, stream: bool) {
     }
 }
 
+/// The JSON schema a chat request's `response_format` asks the answer to follow: the given one
+/// for `json_schema`, any object for `json_object`; `None` for text.
+pub fn json_response_schema(body: &Map<String, Value>) -> Result<Option<Value>, TranslateError> {
+    let Some(format) = body.get("response_format").filter(|f| !f.is_null()) else {
+        return Ok(None);
+    };
+    match format.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(json!({"type": "object"}))),
+        Some("json_schema") => match format.pointer("/json_schema/schema") {
+            Some(schema @ Value::Object(_)) => Ok(Some(schema.clone())),
+            _ => Err(TranslateError::InvalidRequest(
+                "response_format json_schema needs a \"json_schema.schema\" object".into(),
+            )),
+        },
+        _ => Err(TranslateError::InvalidRequest(
+            "\"response_format.type\" must be text, json_object or json_schema".into(),
+        )),
+    }
+}
+
 /// The upstream path for `operation` (`chat/completions`, `embeddings`, ...). A backend's
 /// `prefix` replaces the `/v1` root (e.g. `/v1beta/openai` for Gemini's OpenAI-compatible API);
 /// Azure's paths name the deployment and the API version.
