@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 
 import fakeserver
 import google_token
-from conftest import PROVIDERS, Upstream, free_port
+from conftest import PROVIDERS, REPO, Upstream, free_port
 
 ACCESS_KEY, SECRET_KEY, REGION = "AKIDFAKEPROVIDER", "fake-secret-key", "eu-west-3"
 CLAUDE = "anthropic.claude-3-5-haiku-20241022-v1:0"
@@ -76,6 +76,20 @@ def test_split_writer_cuts_messages_at_odd_places_and_loses_nothing():
     assert len(pieces) > 2 * len(messages), pieces
     boundaries = {sum(len(p) for p in pieces[:i]) for i in range(len(pieces) + 1)}
     assert 40 not in boundaries and 43 not in boundaries, "a message boundary never ends a write"
+
+
+FIXTURES = REPO / "tests" / "fixtures" / "providers"
+
+
+@pytest.mark.parametrize("name", ["converse-stream", "converse-stream-tool-use", "invoke-anthropic-stream"])
+def test_bedrock_fixture_frames_match_their_readable_events(name):
+    frames = decode_event_stream((FIXTURES / "bedrock" / f"{name}.bin").read_bytes())
+    readable = [json.loads(line) for line in (FIXTURES / "bedrock" / f"{name}.jsonl").read_text().splitlines()]
+    assert [{"event-type": h[":event-type"], "payload": p} for h, p in frames] == readable
+    assert all(h[":message-type"] == "event" and h[":content-type"] == "application/json" for h, _ in frames)
+    if name == "invoke-anthropic-stream":
+        events = [json.loads(line) for line in (FIXTURES / "bedrock" / f"{name}.events.jsonl").read_text().splitlines()]
+        assert [json.loads(base64.b64decode(p["bytes"])) for _, p in frames] == events
 
 
 # ---------------------------------------------------------------------------------------------
