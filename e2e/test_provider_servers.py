@@ -259,16 +259,13 @@ def test_bedrock_refuses_bad_signatures(bedrock):
     assert refused.value.response["Error"]["Code"] == "InvalidSignatureException"
 
 
-def test_bedrock_checks_the_session_token(tmp_path_factory):
-    server = start(tmp_path_factory, "bedrock", "bedrock-sts", "--access-key-id", ACCESS_KEY,
-                   "--secret-access-key", SECRET_KEY, "--region", REGION, "--session-token", "sts-token")
-    try:
-        assert bedrock_client(server, token="sts-token").converse(modelId=CLAUDE, messages=USER)["stopReason"] == "end_turn"
-        with pytest.raises(ClientError) as refused:
-            bedrock_client(server).converse(modelId=CLAUDE, messages=USER)
-        assert refused.value.response["Error"]["Code"] == "UnrecognizedClientException"
-    finally:
-        server.stop()
+def test_bedrock_checks_the_session_token(providers):
+    server = providers("bedrock", "bedrock-sts", "--access-key-id", ACCESS_KEY, "--secret-access-key", SECRET_KEY,
+                       "--region", REGION, "--session-token", "sts-token")
+    assert bedrock_client(server, token="sts-token").converse(modelId=CLAUDE, messages=USER)["stopReason"] == "end_turn"
+    with pytest.raises(ClientError) as refused:
+        bedrock_client(server).converse(modelId=CLAUDE, messages=USER)
+    assert refused.value.response["Error"]["Code"] == "UnrecognizedClientException"
 
 
 def test_bedrock_failure_knob_uses_bedrock_error_types(bedrock):
@@ -518,23 +515,19 @@ def test_vertex_refuses_what_gemini_refuses(vertex, body, fragment):
     assert fragment in error["message"]
 
 
-def test_vertex_refuses_missing_foreign_or_expired_tokens(vertex, tmp_path_factory):
+def test_vertex_refuses_missing_foreign_or_expired_tokens(vertex, providers, tmp_path):
     for headers in ({}, {"Authorization": "Bearer ya29.forged"}, {"Authorization": access_token(vertex)}):
         response = requests.post(f"{vertex.base_url}{GEMINI}:generateContent", json={"contents": CONTENTS},
                                  headers=headers, timeout=10)
         assert response.status_code == 401
         assert response.json()["error"]["status"] == "UNAUTHENTICATED"
     port = free_port()
-    key_path = tmp_path_factory.mktemp("sa-short") / "key.json"
-    account = google_token.write_service_account(key_path, f"http://127.0.0.1:{port}/token")
-    short = start(tmp_path_factory, "vertex", "vertex-short", "--service-account", str(key_path),
-                  "--token-lifetime", "0", port=port)
-    try:
-        short.account = account
-        expired = access_token(short)
-        assert gemini(short, {"contents": CONTENTS}, token=expired).status_code == 401
-    finally:
-        short.stop()
+    account = google_token.write_service_account(tmp_path / "key.json", f"http://127.0.0.1:{port}/token")
+    short = providers("vertex", "vertex-short", "--service-account", str(tmp_path / "key.json"), "--token-lifetime", "0",
+                      port=port)
+    short.account = account
+    expired = access_token(short)
+    assert gemini(short, {"contents": CONTENTS}, token=expired).status_code == 401
 
 
 def test_vertex_checks_the_project(vertex):
@@ -542,19 +535,16 @@ def test_vertex_checks_the_project(vertex):
     assert (response.status_code, response.json()["error"]["status"]) == (403, "PERMISSION_DENIED")
 
 
-def test_vertex_accepts_tokens_from_a_separate_token_server(tmp_path_factory):
-    token_port, vertex_port = free_port(), free_port()
-    key_path = tmp_path_factory.mktemp("sa-split") / "key.json"
-    account = google_token.write_service_account(key_path, f"http://127.0.0.1:{token_port}/token")
-    token_server = start(tmp_path_factory, "google_token", "google-token", "--service-account", str(key_path),
-                         "--token-secret", "shared", port=token_port)
-    vertex_server = start(tmp_path_factory, "vertex", "vertex-split", "--token-secret", "shared", port=vertex_port)
-    try:
-        token_server.account = account
-        assert gemini(vertex_server, {"contents": CONTENTS}, token=access_token(token_server)).status_code == 200
-    finally:
-        token_server.stop()
-        vertex_server.stop()
+def test_vertex_accepts_tokens_from_a_separate_token_server(providers, tmp_path):
+    token_port = free_port()
+    account = google_token.write_service_account(tmp_path / "key.json", f"http://127.0.0.1:{token_port}/token")
+    token_server = providers("google_token", "google-token", "--service-account", str(tmp_path / "key.json"),
+                             "--token-secret", "shared", port=token_port)
+    token_server.account = account
+    vertex_server = providers("vertex", "vertex-split", "--token-secret", "shared")
+    assert gemini(vertex_server, {"contents": CONTENTS}, token=access_token(token_server)).status_code == 200
+    other_secret = providers("vertex", "vertex-other", "--token-secret", "not-shared")
+    assert gemini(other_secret, {"contents": CONTENTS}, token=access_token(token_server)).status_code == 401
 
 
 def test_vertex_text_embeddings(vertex):
@@ -739,3 +729,72 @@ def test_entra_client_credentials(entra):
             (entra_grant(entra, tenant="tenant-2"), 400, "invalid_request")):
         assert (response.status_code, response.json()["error"]) == (status, error)
         assert response.json()["error_description"].startswith("AADSTS")
+
+
+# ---------------------------------------------------------------------------------------------
+# No malformed body crashes a server: each answers 200 or a 400 in its own shape.
+
+def mutations(value, path=()):
+    """(path, replacement) for every node of a JSON value, each replaced by values of other types."""
+    for wrong in (None, 7, "x", "", [], {}, [{}], {"type": None}):
+        yield path, wrong
+    children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in children:
+        yield from mutations(child, (*path, key))
+
+
+def mutated(body, path, replacement):
+    body = json.loads(json.dumps(body))
+    if not path:
+        return replacement
+    target = body
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = replacement
+    return body
+
+
+def assert_never_crashes(post, body):
+    for path, replacement in mutations(body):
+        try:
+            response = post(mutated(body, path, replacement))
+        except requests.ConnectionError as err:
+            raise AssertionError(f"the server dropped the request with {path} = {replacement!r}") from err
+        assert response.status_code in (200, 400), (path, replacement, response.status_code, response.text)
+
+
+def test_malformed_bodies_never_crash_the_servers(bedrock, vertex, cohere):
+    assert_never_crashes(lambda b: signed_post(bedrock, f"/model/{CLAUDE}/converse", b), {
+        "messages": [*USER, {"role": "assistant", "content": [{"toolUse": {"toolUseId": "t1", "name": "get_weather",
+                                                                           "input": {"city": "Paris"}}}]},
+                     {"role": "user", "content": [{"toolResult": {"toolUseId": "t1", "content": [{"text": "sunny"}]}}]}],
+        "system": [{"text": "be brief"}, {"cachePoint": {"type": "default"}}],
+        "inferenceConfig": {"maxTokens": 5, "stopSequences": ["x"]},
+        "toolConfig": {"tools": [WEATHER_SPEC], "toolChoice": {"auto": {}}}})
+    image = base64.b64encode(b"\x89PNG fake").decode()
+    assert_never_crashes(lambda b: signed_post(bedrock, f"/model/{CLAUDE}/converse", b), {"messages": [
+        {"role": "user", "content": [{"image": {"format": "png", "source": {"bytes": image}}},
+                                     {"document": {"format": "txt", "name": "n", "source": {"bytes": image}}}]}]})
+    assert_never_crashes(lambda b: signed_post(bedrock, f"/model/{CLAUDE}/invoke", b), {
+        **ANTHROPIC_BODY, "system": [{"type": "text", "text": "s", "cache_control": {"type": "ephemeral"}}],
+        "tools": [{"name": "f", "input_schema": {"type": "object"}}], "tool_choice": {"type": "auto"},
+        "messages": [
+            {"role": "user", "content": [{"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                                                      "data": image}}, {"type": "text", "text": "q"}]},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1",
+                                          "content": [{"type": "text", "text": "r"}]}]}]})
+    token = access_token(vertex)
+    assert_never_crashes(lambda b: gemini(vertex, b, token=token), {
+        "contents": [{"role": "user", "parts": [{"text": "see"}, {"inlineData": {"mimeType": "image/png", "data": image}}]},
+                     {"role": "model", "parts": [{"functionCall": {"name": "get_weather", "args": {}}}]},
+                     {"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {"t": 1}}}]}],
+        "tools": FUNCTIONS, "toolConfig": {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}},
+        "generationConfig": {"responseMimeType": "application/json", "responseSchema": {"type": "OBJECT", "properties": {
+            "a": {"type": "STRING"}}}, "stopSequences": ["x"]},
+        "safetySettings": [{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"}]})
+    assert_never_crashes(lambda b: cohere_post(cohere, "/v2/chat", b), {
+        "model": "command-r", "tools": COHERE_TOOLS, "response_format": {"type": "json_object"},
+        "messages": [*COHERE_MESSAGES, {"role": "assistant", "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": [{"type": "text", "text": "sunny"}]}]})

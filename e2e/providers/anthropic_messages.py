@@ -24,7 +24,7 @@ TOP_LEVEL = {"anthropic_version", "messages", "system", "max_tokens", "metadata"
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
 # Recent official SDKs send their dated API version (e.g. "2026-10-21") in place of the cloud's.
 API_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-IMAGE_TYPES = {"image/jpeg", "image/png", "image/gif", "image/webp"}
+IMAGE_TYPES = ("image/gif", "image/jpeg", "image/png", "image/webp")
 STOP_REASONS = {"end": "end_turn", "max_tokens": "max_tokens", "stop_sequence": "stop_sequence", "tool": "tool_use"}
 
 
@@ -194,7 +194,7 @@ BLOCKS = {
 
 def check_block(block, where, role):
     kind = block.get("type")
-    if kind not in BLOCKS:
+    if not isinstance(kind, str) or kind not in BLOCKS:
         raise Invalid(f"{where}.type must be one of {', '.join(BLOCKS)}")
     check_keys(block, where, *BLOCKS[kind])
     check_cache_control(block, where)

@@ -72,9 +72,9 @@ TOP_LEVEL = {"messages", "system", "inferenceConfig", "toolConfig", "guardrailCo
              "requestMetadata", "performanceConfig"}
 CONTENT_BLOCKS = ("text", "image", "document", "video", "toolUse", "toolResult", "guardContent",
                   "cachePoint", "reasoningContent", "citationsContent")
-IMAGE_FORMATS = {"png", "jpeg", "gif", "webp"}
-DOCUMENT_FORMATS = {"pdf", "csv", "doc", "docx", "xls", "xlsx", "html", "txt", "md"}
-VIDEO_FORMATS = {"mkv", "mov", "mp4", "webm", "flv", "mpeg", "mpg", "wmv", "three_gp"}
+IMAGE_FORMATS = ("gif", "jpeg", "png", "webp")
+DOCUMENT_FORMATS = ("csv", "doc", "docx", "html", "md", "pdf", "txt", "xls", "xlsx")
+VIDEO_FORMATS = ("flv", "mkv", "mov", "mp4", "mpeg", "mpg", "three_gp", "webm", "wmv")
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 TOOL_USE_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 DOCUMENT_NAME = re.compile(r"^[a-zA-Z0-9\-()\[\]]+( [a-zA-Z0-9\-()\[\]]+)*$")

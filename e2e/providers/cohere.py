@@ -38,8 +38,8 @@ CHAT = {"model", "messages", "stream", "tools", "strict_tools", "documents", "ci
         "safety_mode", "max_tokens", "stop_sequences", "temperature", "seed", "frequency_penalty", "presence_penalty",
         "k", "p", "logprobs", "tool_choice", "thinking", "priority"}
 FINISH = {"end": "COMPLETE", "max_tokens": "MAX_TOKENS", "stop_sequence": "STOP_SEQUENCE", "tool": "TOOL_CALL"}
-INPUT_TYPES = {"search_document", "search_query", "classification", "clustering", "image"}
-EMBEDDING_TYPES = {"float", "int8", "uint8", "binary", "ubinary", "base64"}
+INPUT_TYPES = ("classification", "clustering", "image", "search_document", "search_query")
+EMBEDDING_TYPES = ("base64", "binary", "float", "int8", "ubinary", "uint8")
 TEMPLATE_TOKENS_PER_MESSAGE = 4
 
 
@@ -139,7 +139,7 @@ def check_messages(messages):
         role = message.get("role")
         if role == "tool":
             check_keys(message, where, {"role", "tool_call_id", "content"}, ("tool_call_id", "content"))
-            if message["tool_call_id"] not in open_calls:
+            if check_string(message["tool_call_id"], f"{where}.tool_call_id") not in open_calls:
                 raise Invalid(f"{where}.tool_call_id {message['tool_call_id']!r} answers no tool call of the "
                               "assistant message before it")
             open_calls.discard(message["tool_call_id"])
@@ -174,7 +174,7 @@ def check_content(content, where, kinds):
         part_where = f"{where}[{i}]"
         check_object(part, part_where)
         kind = part.get("type")
-        if kind not in kinds:
+        if not isinstance(kind, str) or kind not in kinds:
             raise Invalid(f"{part_where}.type must be one of {', '.join(sorted(kinds))} (not {kind!r})")
         if kind == "text":
             check_keys(part, part_where, {"type", "text"}, ("text",))
@@ -264,8 +264,7 @@ class CohereHandler(Handler):
         return answer, finish, self.usage(body, answer.output_tokens)
 
     def usage(self, body, output_tokens):
-        texts = [t for m in body["messages"] if m["role"] != "assistant" or "content" in m
-                 for t in content_texts(m.get("content", []))]
+        texts = [t for m in body["messages"] for t in content_texts(m.get("content", []))]
         billed = max(1, sum(words(t) for t in texts))
         return {"billed_units": {"input_tokens": billed, "output_tokens": output_tokens},
                 "tokens": {"input_tokens": billed + TEMPLATE_TOKENS_PER_MESSAGE * len(body["messages"]),
