@@ -17,10 +17,11 @@ import requests
 E2E = Path(__file__).parent
 REPO = E2E.parent
 UPSTREAM = E2E / "upstream.py"
-# The strict fake provider servers; on the path so that tests can use their helpers
-# (e.g. google_token.write_service_account).
+# The strict fake provider servers; at the end of the path so that tests can use their helpers
+# (e.g. google_token.write_service_account) while installed packages of the same name (cohere)
+# still come first.
 PROVIDERS = E2E / "providers"
-sys.path.insert(0, str(PROVIDERS))
+sys.path.append(str(PROVIDERS))
 
 
 def free_port():
