@@ -242,7 +242,8 @@ class SplitWriter:
 
 class Handler(BaseHTTPRequestHandler):
     """Base of the fake provider servers' handlers: reads and records requests, sends JSON and
-    streams. Subclasses implement `handle_post(path, query, raw)` and `send_refusal` hooks."""
+    streams. Subclasses implement `handle_post(path, query, raw)` (and `handle_get`), raising
+    `Refused` for an error answer."""
 
     # HTTP/1.1 keeps connections alive, as Envoy expects from its upstreams.
     protocol_version = "HTTP/1.1"
