@@ -306,3 +306,27 @@ def test_anthropic_token_counting_and_model_list(two_schemas):
         client.models.retrieve("no-such-model")
     prefixed = requests.get(f"{gw.base_url}/anthropic/v1/models", timeout=10).json()
     assert prefixed["has_more"] is False and prefixed["data"][0]["type"] == "model"
+
+
+def test_openai_structured_output_from_an_anthropic_backend(two_schemas):
+    """`response_format` reaches Anthropic as a tool the model must call; the SDK parses the
+    call's input as the JSON answer it asked for."""
+    from pydantic import BaseModel
+
+    class Weather(BaseModel):
+        city: str
+
+    gw, _, an = two_schemas
+    client = openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key="client-key", max_retries=0)
+    reply = client.chat.completions.parse(model="claude", messages=MESSAGES, response_format=Weather)
+    assert reply.choices[0].message.parsed == Weather(city="Paris")
+    assert reply.choices[0].finish_reason == "stop"
+
+    with client.chat.completions.stream(model="claude", messages=MESSAGES,
+                                        response_format=Weather) as stream:
+        final = stream.get_final_completion()
+    assert final.choices[0].message.parsed == Weather(city="Paris")
+
+    sent_tools = sent(an)[-1]["body"]["tools"]
+    assert [t["name"] for t in sent_tools] == ["aixds_json_response"]
+    assert sent_tools[0]["input_schema"]["properties"]["city"]["type"] == "string"
