@@ -4,10 +4,10 @@
 //! replies Envoy makes itself — no healthy upstream, a connection refused or reset (503), a reply
 //! that is not HTTP (502), an upstream timeout (504), a body over a buffer limit (413), the
 //! translation ext_proc unreachable (503) — into the error JSON the client's SDK parses, with
-//! `content-type: application/json`: Anthropic's for an Anthropic client, OpenAI's for any
-//! other. The router phase records which API the client speaks in the request's metadata; a
-//! request it never parsed is judged by its path (Anthropic's under `/v1/messages` and
-//! `/anthropic`). The bodies are the ones the translation writes for the same status
+//! `content-type: application/json`: Anthropic's for an Anthropic client, Cohere's for a Cohere
+//! client, OpenAI's for any other. The router phase records which API the client speaks in the
+//! request's metadata; a request it never parsed is judged by its path (Anthropic's under
+//! `/v1/messages` and `/anthropic`, Cohere's under `/cohere`). The bodies are the ones the translation writes for the same status
 //! ([`error_body`]), with Envoy's own text as the message. A 503 also says when to retry.
 //! Streamed requests get the same JSON: the status comes before any event.
 //!
@@ -50,9 +50,17 @@ const RETRY_AFTER_SECONDS: u32 = 1;
 /// `ClientSchema::of_path` gives to Anthropic.
 const ANTHROPIC_PATH: &str = r"(/v1/messages|/anthropic)(/[^?#]*)?([?#].*)?";
 
-/// Statuses whose error type in either schema differs from the type of their class (any 5xx
-/// like 500, anything else like 400); see `translate::error`.
+/// The `:path` of a request to Cohere's API, query included: the paths `ClientSchema::of_path`
+/// gives to Cohere.
+const COHERE_PATH: &str = r"/cohere(/[^?#]*)?([?#].*)?";
+
+/// Statuses whose error type in OpenAI's or Anthropic's schema differs from the type of their
+/// class (any 5xx like 500, anything else like 400); see `translate::error`.
 const TYPED_STATUSES: [u16; 8] = [401, 403, 404, 413, 429, 503, 504, 529];
+
+/// Cohere's error body is the same whatever the status: only a 503 differs, by its
+/// `retry-after`.
+const COHERE_STATUSES: [u16; 1] = [503];
 
 /// Every message: what Envoy said, and its response code details (e.g. `no_healthy_upstream`).
 const MESSAGE: &str = "%LOCAL_REPLY_BODY% (%RESPONSE_CODE_DETAILS%)";
@@ -91,13 +99,16 @@ fn mappers() -> Vec<(ResponseMapper, Option<serde_json::Value>)> {
         ),
         (ResponseMapper { filter: Some(is_json()), ..Default::default() }, None),
     ];
-    // Anthropic's clients first: the OpenAI mappers match any request.
-    for client in [ClientSchema::Anthropic, ClientSchema::OpenAI] {
-        let path = match client {
-            ClientSchema::Anthropic => Some(anthropic_client()),
-            ClientSchema::OpenAI => None,
+    // Anthropic's and Cohere's clients first: the OpenAI mappers match any request.
+    for client in [ClientSchema::Anthropic, ClientSchema::Cohere, ClientSchema::OpenAI] {
+        let (path, typed) = match client {
+            ClientSchema::Anthropic => {
+                (Some(client_of(client, ANTHROPIC_PATH)), &TYPED_STATUSES[..])
+            }
+            ClientSchema::Cohere => (Some(client_of(client, COHERE_PATH)), &COHERE_STATUSES[..]),
+            ClientSchema::OpenAI => (None, &TYPED_STATUSES[..]),
         };
-        let classes = TYPED_STATUSES
+        let classes = typed
             .iter()
             .map(|s| (comparison_filter::Op::Eq, *s, *s))
             .chain([(comparison_filter::Op::Ge, 500, 500), (comparison_filter::Op::Ge, 0, 400)]);
@@ -190,15 +201,15 @@ fn status(op: comparison_filter::Op, code: u16) -> AccessLogFilter {
     }
 }
 
-/// The request came from an Anthropic client: the router phase recorded so in the request's
+/// The request came from a client of `schema`: the router phase recorded so in the request's
 /// metadata, or, where it recorded nothing (aixds unreachable, or Envoy refused the request
-/// before aixds saw its body), the `:path` is Anthropic's. Once the router phase has run the
-/// path does not count: the upstream or pool phase rewrites it for a backend of the other
-/// schema.
-fn anthropic_client() -> AccessLogFilter {
+/// before aixds saw its body), the `:path` matches `path_regex`, its API's paths. Once the
+/// router phase has run the path does not count: the upstream or pool phase rewrites it for a
+/// backend of another schema.
+fn client_of(schema: ClientSchema, path_regex: &str) -> AccessLogFilter {
     let path = StringMatcher {
         match_pattern: Some(string_matcher::MatchPattern::SafeRegex(RegexMatcher {
-            regex: ANTHROPIC_PATH.into(),
+            regex: path_regex.into(),
             ..Default::default()
         })),
         ..Default::default()
@@ -214,18 +225,16 @@ fn anthropic_client() -> AccessLogFilter {
             }),
         })),
     };
-    let anthropic = StringMatcher {
-        match_pattern: Some(string_matcher::MatchPattern::Exact(
-            ClientSchema::Anthropic.name().into(),
-        )),
+    let name = StringMatcher {
+        match_pattern: Some(string_matcher::MatchPattern::Exact(schema.name().into())),
         ..Default::default()
     };
-    let said_anthropic = client(value_matcher::MatchPattern::StringMatch(anthropic), false);
+    let said_so = client(value_matcher::MatchPattern::StringMatch(name), false);
     // Envoy never matches `present_match: false` against a value that is there.
     let said_nothing = client(value_matcher::MatchPattern::PresentMatch(false), true);
     AccessLogFilter {
         filter_specifier: Some(access_log_filter::FilterSpecifier::OrFilter(OrFilter {
-            filters: vec![said_anthropic, all([said_nothing, path])],
+            filters: vec![said_so, all([said_nothing, path])],
         })),
     }
 }
@@ -300,7 +309,11 @@ mod tests {
         };
         assert_eq!(text(&error.fields["type"]), "request_too_large");
         assert_eq!(text(&error.fields["message"]), MESSAGE);
-        let openai_5xx = json(2 + 2 * (TYPED_STATUSES.len() + 2) - 2);
+        let cohere_503 = json(2 + TYPED_STATUSES.len() + 2);
+        assert_eq!(cohere_503.fields.len(), 1, "message only");
+        assert_eq!(text(&cohere_503.fields["message"]), MESSAGE);
+        assert_eq!(config.mappers[2 + TYPED_STATUSES.len() + 2].headers_to_add.len(), 1);
+        let openai_5xx = json(2 + 2 * (TYPED_STATUSES.len() + 2) + COHERE_STATUSES.len() + 2 - 2);
         let Some(value::Kind::StructValue(error)) = &openai_5xx.fields["error"].kind else {
             panic!("{openai_5xx:?}")
         };

@@ -53,7 +53,9 @@ use crate::xds::{Resource, TYPE_COUNT, TypeUrl, Update};
 
 pub use cluster::{backend_cluster_name, pool_cluster_name};
 pub use listener::name as listener_name;
-pub use route::{NOT_FOUND_ANTHROPIC_BODY, NOT_FOUND_BODY, route_backend_id};
+pub use route::{
+    NOT_FOUND_ANTHROPIC_BODY, NOT_FOUND_BODY, NOT_FOUND_COHERE_BODY, route_backend_id,
+};
 
 /// How much of one request or response Envoy holds per connection. The ext_proc phases buffer
 /// whole request bodies, and AI request bodies (long prompts, images) are large.

@@ -38,6 +38,9 @@ pub const NOT_FOUND_BODY: &str = r#"{"error":{"message":"No route matches the re
 /// [`NOT_FOUND_BODY`] for Anthropic clients, in the shape Anthropic's API answers errors.
 pub const NOT_FOUND_ANTHROPIC_BODY: &str = r#"{"type":"error","error":{"type":"not_found_error","message":"No route matches the requested model."}}"#;
 
+/// [`NOT_FOUND_BODY`] for Cohere clients, in the shape Cohere's API answers errors.
+pub const NOT_FOUND_COHERE_BODY: &str = r#"{"message":"No route matches the requested model."}"#;
+
 /// How long a rule without `timeouts.request` (or with one that does not parse) gives a
 /// response, a stream included, to complete: Envoy's own default, 15 s, cuts long answers.
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration { seconds: 60, nanos: 0 };
@@ -468,15 +471,17 @@ fn specificity(hostname: &str) -> (bool, usize) {
 }
 
 /// The 404s for requests no route matched: in Anthropic's error format on the Anthropic
-/// endpoints (the path, without its query, is one the translation ext_proc let through), in
-/// OpenAI's everywhere else.
-fn not_found() -> [Route; 2] {
+/// endpoints and in Cohere's on Cohere's (the path, without its query, is one the translation
+/// ext_proc let through), in OpenAI's everywhere else.
+fn not_found() -> [Route; 3] {
     let anthropic = route_match::PathSpecifier::SafeRegex(RegexMatcher {
         regex: "(/anthropic)?/v1/messages/?".into(),
         ..Default::default()
     });
+    let cohere = route_match::PathSpecifier::PathSeparatedPrefix("/cohere".into());
     [
         direct_404("not-found-anthropic", anthropic, NOT_FOUND_ANTHROPIC_BODY),
+        direct_404("not-found-cohere", cohere, NOT_FOUND_COHERE_BODY),
         direct_404("not-found", route_match::PathSpecifier::Prefix("/".into()), NOT_FOUND_BODY),
     ]
 }

@@ -5,7 +5,8 @@
 //! - `gen_ai_server_request_duration_seconds` (with `error_type` when the attempt failed),
 //! - `gen_ai_server_time_to_first_token_seconds` (streamed responses),
 //!
-//! each labelled with `gen_ai_operation_name` (`chat`, `text_completion`, `embeddings`),
+//! each labelled with `gen_ai_operation_name` (`chat`, `text_completion`, `embeddings`, and
+//! `count_tokens` and `rerank`, which the conventions do not name),
 //! `gen_ai_provider_name` (the backend's schema: `openai`, `anthropic`, `azure.ai.openai`, ...)
 //! and `gen_ai_request_model` (the model sent to the backend, after any override).
 //!
@@ -196,6 +197,7 @@ fn operation(endpoint: Endpoint) -> &'static str {
         Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Responses => "chat",
         // Not an operation the GenAI conventions name: no model generates anything.
         Endpoint::CountTokens => "count_tokens",
+        Endpoint::Rerank => "rerank",
         Endpoint::Completions => "text_completion",
         Endpoint::Embeddings => "embeddings",
     }

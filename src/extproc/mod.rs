@@ -80,5 +80,6 @@ pub fn endpoint_path(endpoint: Endpoint) -> &'static str {
         Endpoint::Messages => "/v1/messages",
         Endpoint::Responses => "/v1/responses",
         Endpoint::CountTokens => "/v1/messages/count_tokens",
+        Endpoint::Rerank => "/cohere/v2/rerank",
     }
 }

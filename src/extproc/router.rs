@@ -1,7 +1,7 @@
 //! The router phase: before Envoy picks a route, find the model in the body.
 //!
-//! Takes: the request headers and the whole request body. Gives: `GET /v1/models` and errors
-//! answered directly, in the client's own format (for a path where no API is served, the format
+//! Takes: the request headers and the whole request body. Gives: `GET /v1/models` (and
+//! Anthropic's and Cohere's model lists) and errors answered directly, in the client's own format (for a path where no API is served, the format
 //! of the API the path belongs to); otherwise the model header the routes match on, the internal
 //! headers the upstream phase reads, the client's API as dynamic metadata for Envoy's own
 //! replies, and a cleared route cache; a client's own `x-gateway-destination-endpoint` is
@@ -78,13 +78,15 @@ impl RouterPhase {
         let bare = path.split(['?', '#']).next().unwrap_or_default();
         let bare = bare.trim_end_matches('/');
         // Anthropic's SDK lists models at the same path as OpenAI's, and always sends its
-        // version header; `/anthropic/v1/models` is Anthropic's whatever the headers.
-        let models = match bare.strip_prefix("/anthropic") {
-            Some(rest) => Some((ClientSchema::Anthropic, rest)),
-            None if find(&headers, "anthropic-version").is_some() => {
+        // version header; `/anthropic/v1/models` is Anthropic's whatever the headers, and
+        // `/cohere/v1/models` Cohere's.
+        let models = match (bare.strip_prefix("/anthropic"), bare.strip_prefix("/cohere")) {
+            (Some(rest), _) => Some((ClientSchema::Anthropic, rest)),
+            (_, Some(rest)) => Some((ClientSchema::Cohere, rest)),
+            _ if find(&headers, "anthropic-version").is_some() => {
                 Some((ClientSchema::Anthropic, bare))
             }
-            None => Some((ClientSchema::OpenAI, bare)),
+            _ => Some((ClientSchema::OpenAI, bare)),
         }
         .filter(|(_, rest)| *rest == "/v1/models" || rest.starts_with("/v1/models/"));
         if let Some((client, rest)) = models {
@@ -99,8 +101,8 @@ impl RouterPhase {
         let Some(endpoint) = Endpoint::from_path(path) else {
             let message = format!(
                 "no LLM API is served at {path:?}; use /v1/chat/completions, /v1/completions, \
-                 /v1/embeddings, /v1/responses, /v1/messages, /v1/messages/count_tokens or \
-                 /v1/models"
+                 /v1/embeddings, /v1/responses, /v1/messages, /v1/messages/count_tokens, \
+                 /cohere/v2/rerank or /v1/models"
             );
             let body = error_body(ClientSchema::of_path(path), 404, &message);
             return immediate(404, body, "aixds_no_api");
@@ -184,8 +186,8 @@ impl RouterPhase {
         }
     }
 
-    /// The list of every model a route matches exactly, in `client`'s format (Anthropic's
-    /// lists are pages: this one is the only page).
+    /// The list of every model a route matches exactly, in `client`'s format (Anthropic's and
+    /// Cohere's lists are pages: this one is the only page).
     fn models(&self, client: ClientSchema) -> Vec<u8> {
         let data: Vec<serde_json::Value> =
             self.runtime.models.iter().map(|id| self.model_object(client, id)).collect();
@@ -197,6 +199,7 @@ impl RouterPhase {
                 "first_id": self.runtime.models.first(),
                 "last_id": self.runtime.models.last(),
             }),
+            ClientSchema::Cohere => json!({"models": data}),
         };
         list.to_string().into_bytes()
     }
@@ -210,6 +213,7 @@ impl RouterPhase {
         let body = match client {
             ClientSchema::OpenAI => crate::compile::NOT_FOUND_BODY.as_bytes().to_vec(),
             ClientSchema::Anthropic => crate::compile::NOT_FOUND_ANTHROPIC_BODY.as_bytes().to_vec(),
+            ClientSchema::Cohere => crate::compile::NOT_FOUND_COHERE_BODY.as_bytes().to_vec(),
         };
         immediate(404, body, "aixds_no_model")
     }
@@ -234,6 +238,8 @@ impl RouterPhase {
                     "created_at": created.to_string(),
                 })
             }
+            // Cohere's model objects name what each model serves; aixds cannot tell.
+            ClientSchema::Cohere => json!({"name": id}),
         }
     }
 }

@@ -8,10 +8,11 @@ use serde::Serialize;
 
 use super::{Condition, ConditionType, Graph, Issue, Reason, listeners};
 use crate::api::{
-    AIGATEWAY_GROUP, BackendTarget, ENVOY_GATEWAY_GROUP, GATEWAY_API_GROUP, INFERENCE_GROUP, Kind,
-    MAX_ROUTE_HOSTNAMES, Object, ObjectKey, SecurityPolicyType, Spec, TLS_SECRET_TYPE, api_key,
-    tls_certificate_problem, validate_hostname,
+    AIGATEWAY_GROUP, APISchema, BackendTarget, ENVOY_GATEWAY_GROUP, GATEWAY_API_GROUP,
+    INFERENCE_GROUP, Kind, MAX_ROUTE_HOSTNAMES, Object, ObjectKey, SecurityPolicyType, Spec,
+    TLS_SECRET_TYPE, api_key, tls_certificate_problem, validate_hostname,
 };
+use crate::extproc::translate::COHERE_API_VERSION;
 
 /// The field a reference comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -143,6 +144,18 @@ pub(super) fn references(object: &Object) -> (Vec<(RefKind, ObjectKey)>, Vec<Iss
                 issues.push(accepted_issue(
                     Reason::Unsupported,
                     format!("schema {:?} is not supported yet", backend.schema.name),
+                ));
+            }
+            let version = backend.schema.version.as_deref().filter(|v| !v.is_empty());
+            if backend.schema.name == APISchema::Cohere
+                && let Some(v) = version.filter(|v| *v != COHERE_API_VERSION)
+            {
+                issues.push(accepted_issue(
+                    Reason::Unsupported,
+                    format!(
+                        "Cohere API version {v:?} is not supported; aixds speaks Cohere's \
+                         {COHERE_API_VERSION} (leave version out, or set it to {COHERE_API_VERSION})"
+                    ),
                 ));
             }
             let r = &backend.backend_ref;

@@ -22,7 +22,9 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
 };
 use envoy_types::pb::envoy::config::listener::v3::{Listener, filter};
-use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, route, route_action};
+use envoy_types::pb::envoy::config::route::v3::{
+    RouteConfiguration, route, route_action, route_match,
+};
 use envoy_types::pb::envoy::extensions::access_loggers::filters::cel::v3::ExpressionFilter;
 use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::ExternalProcessor;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
@@ -548,6 +550,7 @@ fn envoy_accepts_every_kind_of_backend_and_match() {
             "ns/r/rule/0/match/1",
             "ns/r/rule/1/match/0",
             "not-found-anthropic",
+            "not-found-cohere",
             "not-found"
         ],
         "the match with an invalid regex is left out"
@@ -604,7 +607,7 @@ fn catch_all_answers_404_in_openai_error_format() {
 
     // Anthropic clients get Anthropic's error shape.
     let routes = &routes["route-1975"].virtual_hosts[0].routes;
-    let anthropic = &routes[routes.len() - 2];
+    let anthropic = &routes[routes.len() - 3];
     assert_eq!(anthropic.name, "not-found-anthropic");
     let Some(route::Action::DirectResponse(response)) = &anthropic.action else { panic!() };
     let Some(data_source::Specifier::InlineString(body)) =
@@ -616,6 +619,25 @@ fn catch_all_answers_404_in_openai_error_format() {
     assert_eq!(
         (json["type"].as_str(), json["error"]["type"].as_str()),
         (Some("error"), Some("not_found_error"))
+    );
+    // And Cohere's clients Cohere's, under /cohere.
+    let cohere = &routes[routes.len() - 2];
+    assert_eq!(cohere.name, "not-found-cohere");
+    let Some(route_match::PathSpecifier::PathSeparatedPrefix(prefix)) =
+        cohere.r#match.as_ref().and_then(|m| m.path_specifier.clone())
+    else {
+        panic!("{cohere:?}")
+    };
+    assert_eq!(prefix, "/cohere");
+    let Some(route::Action::DirectResponse(response)) = &cohere.action else { panic!() };
+    let Some(data_source::Specifier::InlineString(body)) =
+        response.body.as_ref().and_then(|b| b.specifier.clone())
+    else {
+        panic!("no inline body")
+    };
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap(),
+        serde_json::json!({"message": "No route matches the requested model."})
     );
 }
 
@@ -830,6 +852,7 @@ fn invalid_backend_compiles_nothing_and_the_rest_compiles() {
             "ns/r/rule/0/match/0",
             "ns/r/rule/1/match/0",
             "not-found-anthropic",
+            "not-found-cohere",
             "not-found"
         ]
     );
@@ -851,7 +874,10 @@ fn route_to_missing_pool_omits_that_rule_until_the_pool_appears() {
             .map(|r| r.name.clone())
             .collect()
     };
-    assert_eq!(route_names(&h), ["ns/r/rule/1/match/0", "not-found-anthropic", "not-found"]);
+    assert_eq!(
+        route_names(&h),
+        ["ns/r/rule/1/match/0", "not-found-anthropic", "not-found-cohere", "not-found"]
+    );
     assert_eq!(h.names(TypeUrl::Cluster), ["aisb/ns/b"]);
 
     let changed = h.apply(pool("ns", "llama", "llama"));
@@ -865,7 +891,13 @@ fn route_to_missing_pool_omits_that_rule_until_the_pool_appears() {
     );
     assert_eq!(
         route_names(&h),
-        ["ns/r/rule/0/match/0", "ns/r/rule/1/match/0", "not-found-anthropic", "not-found"]
+        [
+            "ns/r/rule/0/match/0",
+            "ns/r/rule/1/match/0",
+            "not-found-anthropic",
+            "not-found-cohere",
+            "not-found"
+        ]
     );
 
     // A pod joining the pool changes its load assignment alone.

@@ -234,12 +234,14 @@ fn new_body(out: &Out) -> Vec<u8> {
 #[tokio::test]
 async fn router_sets_the_model_header_from_the_body_and_clears_the_route_cache() {
     let mut client = client().await;
-    for (path, endpoint, api) in [
-        ("/v1/chat/completions", "/v1/chat/completions", "openai"),
-        ("/v1/completions?x=1", "/v1/completions", "openai"),
-        ("/v1/embeddings", "/v1/embeddings", "openai"),
-        ("/v1/messages", "/v1/messages", "anthropic"),
-        ("/anthropic/v1/messages", "/v1/messages", "anthropic"),
+    // Embeddings and rankings come whole, whatever the body says.
+    for (path, endpoint, api, streamed) in [
+        ("/v1/chat/completions", "/v1/chat/completions", "openai", "true"),
+        ("/v1/completions?x=1", "/v1/completions", "openai", "true"),
+        ("/v1/embeddings", "/v1/embeddings", "openai", "false"),
+        ("/v1/messages", "/v1/messages", "anthropic", "true"),
+        ("/anthropic/v1/messages", "/v1/messages", "anthropic", "true"),
+        ("/cohere/v2/rerank", "/cohere/v2/rerank", "cohere", "false"),
     ] {
         let mut stream = Stream::router(&mut client).await;
         let out = stream.send(post(path, &[("x-ai-eg-model", "client-says")])).await;
@@ -261,7 +263,7 @@ async fn router_sets_the_model_header_from_the_body_and_clears_the_route_cache()
         let (set, removed) = mutation(&out);
         assert_eq!(set["x-ai-eg-model"], "gpt", "{path}: the body's model wins");
         assert_eq!(set["x-aixds-endpoint"], endpoint);
-        assert_eq!(set["x-aixds-stream"], "true");
+        assert_eq!(set["x-aixds-stream"], streamed, "{path}");
         assert!(removed.is_empty());
         assert!(common(&out).clear_route_cache, "{path}");
         let overwrite = common(&out).header_mutation.unwrap().set_headers[0].append_action;
@@ -296,7 +298,7 @@ async fn router_lists_models_and_refuses_unknown_paths() {
     assert_eq!(status, 404);
     assert!(error["error"]["message"].as_str().unwrap().contains("/v1/nope"), "{error}");
     // A path under Anthropic's API is answered in its format.
-    for path in ["/v1/messages/count_tokens", "/anthropic/v1/models?limit=1"] {
+    for path in ["/v1/messages/batches", "/anthropic/v1/complete?x=1"] {
         let mut stream = Stream::router(&mut client).await;
         let (status, error, _) = immediate(stream.send(post(path, &[])).await);
         assert_eq!((status, error["type"].as_str()), (404, Some("error")), "{path}: {error}");
@@ -304,10 +306,36 @@ async fn router_lists_models_and_refuses_unknown_paths() {
         assert!(error["error"]["message"].as_str().unwrap().contains(path), "{error}");
     }
 
+    // And one under Cohere's in Cohere's, which the cohere SDK raises by its status.
+    let mut stream = Stream::router(&mut client).await;
+    let (status, error, _) = immediate(stream.send(post("/cohere/v2/chat", &[])).await);
+    assert_eq!(status, 404);
+    assert!(error["message"].as_str().unwrap().contains("/cohere/v2/rerank"), "{error}");
+    assert_eq!(error.as_object().map(|e| e.len()), Some(1), "{error}");
+
     let mut stream = Stream::router(&mut client).await;
     let get = headers(&[(":method", "GET"), (":path", "/v1/messages")], true);
     let (status, error, _) = immediate(stream.send(In::RequestHeaders(get)).await);
     assert_eq!((status, error["type"].as_str()), (405, Some("error")), "{error}");
+    let mut stream = Stream::router(&mut client).await;
+    let get = headers(&[(":method", "GET"), (":path", "/cohere/v2/rerank")], true);
+    let (status, error, _) = immediate(stream.send(In::RequestHeaders(get)).await);
+    assert_eq!(status, 405);
+    assert!(error["message"].as_str().unwrap().contains("GET"), "{error}");
+
+    // Cohere's model list and model, and its 404 for a model no route serves.
+    let mut stream = Stream::router(&mut client).await;
+    let get = headers(&[(":method", "GET"), (":path", "/cohere/v1/models")], true);
+    let (status, list, _) = immediate(stream.send(In::RequestHeaders(get)).await);
+    assert_eq!((status, list), (200, json!({"models": [{"name": "claude"}, {"name": "gpt"}]})));
+    let mut stream = Stream::router(&mut client).await;
+    let get = headers(&[(":method", "GET"), (":path", "/cohere/v1/models/gpt")], true);
+    let (status, model, _) = immediate(stream.send(In::RequestHeaders(get)).await);
+    assert_eq!((status, model), (200, json!({"name": "gpt"})));
+    let mut stream = Stream::router(&mut client).await;
+    let get = headers(&[(":method", "GET"), (":path", "/cohere/v1/models/rerank-v3.5")], true);
+    let (status, error, _) = immediate(stream.send(In::RequestHeaders(get)).await);
+    assert_eq!((status, error), (404, json!({"message": "No route matches the requested model."})));
 }
 
 #[tokio::test]

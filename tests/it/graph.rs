@@ -291,3 +291,31 @@ fn a_policy_moved_to_another_target_leaves_the_old_one_clean() {
     let (resolved, _, message) = resolved_refs(&graph, &b);
     assert!(resolved, "{message}");
 }
+
+#[test]
+fn cohere_backends_are_accepted_for_the_api_version_aixds_speaks() {
+    let backend = |version: &str| {
+        parse(&format!(
+            "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIServiceBackend\n\
+             metadata: {{name: co, namespace: default}}\n\
+             spec: {{schema: {{name: Cohere{version}}}, backendRef: {{name: co, group: gateway.envoyproxy.io, kind: Backend}}}}\n"
+        ))
+    };
+    let co = key(Kind::AIServiceBackend, "default", "co");
+    for version in ["", ", version: v2"] {
+        let mut graph = Graph::new();
+        graph.apply(backend(version));
+        let node = graph.node(&co).unwrap();
+        assert!(node.accepted(), "{version}: {:?}", node.conditions());
+    }
+    let mut graph = Graph::new();
+    graph.apply(backend(", version: v1"));
+    let node = graph.node(&co).unwrap();
+    assert!(!node.accepted());
+    let accepted = &node.conditions()[0];
+    assert_eq!(accepted.reason, Reason::Unsupported);
+    assert!(
+        accepted.message.contains("Cohere API version \"v1\" is not supported"),
+        "{accepted:?}"
+    );
+}

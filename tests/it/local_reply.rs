@@ -1,7 +1,8 @@
 //! The replies Envoy makes itself, as clients see them through a real Envoy: a backend that
 //! refuses connections, one that never answers, one that resets, one that speaks garbage, and
-//! aixds itself gone. Each is JSON in the client's error shape (also where the upstream phase
-//! rewrote the path for a backend of the other schema), a 503 with `retry-after`.
+//! aixds itself gone. Each is JSON in the client's error shape (OpenAI's, Anthropic's, Cohere's;
+//! also where the upstream phase rewrote the path for a backend of another schema), a 503 with
+//! `retry-after`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -74,6 +75,21 @@ fn assert_openai(r: &Response, status: u16, kind: &str) {
     assert!(v["error"]["message"].as_str().is_some_and(|m| m.len() > 5), "{v}");
 }
 
+/// `r` is `status` with Cohere's error, `{"message"}`, its message Envoy's or aixds's words.
+fn assert_cohere(r: &Response, status: u16) {
+    assert_eq!(r.status, status, "{}", r.body);
+    assert_eq!(r.headers.get("content-type").map(String::as_str), Some("application/json"));
+    let v = r.json();
+    assert_eq!(v.as_object().map(|o| o.len()), Some(1), "{v}");
+    assert!(v["message"].as_str().is_some_and(|m| m.len() > 5), "{v}");
+}
+
+/// A rerank request for `model`, as Cohere's clients send it.
+async fn rerank(port: u16, model: &str) -> Response {
+    let body = json!({"model": model, "query": "q", "documents": ["a", "b"]});
+    request(port, "POST", "/cohere/v2/rerank", &[], &body.to_string()).await.unwrap()
+}
+
 /// `r` is `status` with the Anthropic error of type `kind`.
 fn assert_anthropic(r: &Response, status: u16, kind: &str) {
     assert_eq!(r.status, status, "{}", r.body);
@@ -100,15 +116,26 @@ async fn envoys_own_replies_are_in_the_clients_format() {
             ("claude-silent", vec![("claude-silent", silent, 1)]),
             ("reset", vec![("reset", reset, 1)]),
             ("garbage", vec![("garbage", garbage, 1)]),
+            ("rerank-refused", vec![("rerank-refused", refused, 1)]),
+            ("rerank-silent", vec![("rerank-silent", silent, 1)]),
         ],
     )
     .replace("silent, weight: 1}]\n", "silent, weight: 1}]\n    timeouts: {request: 1s}\n")
     .replace(
         "metadata: {name: claude-silent}\nspec: {schema: {name: OpenAI}",
         "metadata: {name: claude-silent}\nspec: {schema: {name: Anthropic}",
+    )
+    .replace(
+        "{name: rerank-refused}\nspec: {schema: {name: OpenAI}",
+        "{name: rerank-refused}\nspec: {schema: {name: Cohere}",
+    )
+    .replace(
+        "{name: rerank-silent}\nspec: {schema: {name: OpenAI}",
+        "{name: rerank-silent}\nspec: {schema: {name: Cohere}",
     );
-    assert_eq!(text.matches("timeouts").count(), 2);
+    assert_eq!(text.matches("timeouts").count(), 3);
     assert!(text.contains("{name: Anthropic}"));
+    assert_eq!(text.matches("{name: Cohere}").count(), 2);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("gateway.yaml"), text).unwrap();
 
@@ -130,9 +157,15 @@ async fn envoys_own_replies_are_in_the_clients_format() {
     let [openai, anthropic] = both_clients(port, "refused").await;
     assert_openai(&openai, 503, "server_error");
     assert_anthropic(&anthropic, 503, "overloaded_error");
-    for r in [&openai, &anthropic] {
+    let cohere = rerank(port, "rerank-refused").await;
+    assert_cohere(&cohere, 503);
+    for r in [&openai, &anthropic, &cohere] {
         assert_eq!(r.headers.get("retry-after").map(String::as_str), Some("1"));
     }
+    let cohere = rerank(port, "rerank-silent").await;
+    assert_cohere(&cohere, 504);
+    assert!(cohere.json()["message"].as_str().unwrap().contains("timeout"));
+    assert!(!cohere.headers.contains_key("retry-after"));
 
     let [openai, anthropic] = both_clients(port, "silent").await;
     assert_openai(&openai, 504, "server_error");
@@ -162,6 +195,17 @@ async fn envoys_own_replies_are_in_the_clients_format() {
     let r = request(port, "POST", "/v1/chat/completions", &[], "{oops").await.unwrap();
     assert_eq!(r.status, 400);
     assert!(r.json()["error"]["message"].as_str().unwrap().contains("not valid JSON"));
+    let r = rerank(port, "nope").await;
+    assert_eq!(
+        (r.status, r.json()),
+        (404, json!({"message": "No route matches the requested model."}))
+    );
+    let r = request(port, "POST", "/cohere/v2/rerank", &[], "{oops").await.unwrap();
+    assert_cohere(&r, 400);
+    // A rerank reaches Cohere backends only: the upstream phase refuses an OpenAI one.
+    let r = rerank(port, "ok").await;
+    assert_cohere(&r, 422);
+    assert!(r.json()["message"].as_str().unwrap().contains("Cohere rerank"), "{}", r.body);
 
     // No aixds: nothing can translate a request, and the client is told to come back.
     aixds.kill().await.unwrap();
@@ -180,5 +224,8 @@ async fn envoys_own_replies_are_in_the_clients_format() {
     assert_anthropic(&r, 503, "overloaded_error");
     let r = request(port, "POST", "/v1/responses", &[], "{}").await.unwrap();
     assert_openai(&r, 503, "server_error");
+    let r = request(port, "POST", "/cohere/v2/rerank", &[], "{}").await.unwrap();
+    assert_cohere(&r, 503);
+    assert_eq!(r.headers.get("retry-after").map(String::as_str), Some("1"));
     assert_eq!(rejected_updates(admin).await, 0);
 }

@@ -10,13 +10,13 @@ use serde_json::{Value, json};
 
 const ANTHROPIC_STREAM: &str = include_str!("../fixtures/translate/anthropic_stream.sse");
 const OPENAI_STREAM: &str = include_str!("../fixtures/translate/openai_stream.sse");
-const CREATED: u64 = 1_700_000_000;
+pub(super) const CREATED: u64 = 1_700_000_000;
 
-fn backend(name: APISchema) -> VersionedAPISchema {
+pub(super) fn backend(name: APISchema) -> VersionedAPISchema {
     VersionedAPISchema { name, version: None, prefix: None }
 }
 
-fn parse(endpoint: Endpoint, body: &Value) -> ParsedRequest {
+pub(super) fn parse(endpoint: Endpoint, body: &Value) -> ParsedRequest {
     parse_request(endpoint, body.to_string().as_bytes()).expect("fixture parses")
 }
 
@@ -42,7 +42,7 @@ fn feed_whole(t: &mut ResponseTranslator, input: &[u8]) -> Vec<u8> {
 }
 
 /// The `data:` payloads of an SSE body, `[DONE]` as a string, with the `event:` names.
-fn sse(bytes: &[u8]) -> Vec<(Option<String>, Value)> {
+pub(super) fn sse(bytes: &[u8]) -> Vec<(Option<String>, Value)> {
     let text = std::str::from_utf8(bytes).expect("output is UTF-8");
     text.split("\n\n")
         .filter(|e| !e.trim().is_empty())
@@ -1016,17 +1016,17 @@ fn gateway_errors_in_each_format() {
 }
 
 /// A small deterministic generator; the point is many odd inputs, not their distribution.
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
 
-    fn below(&mut self, n: usize) -> usize {
+    pub(super) fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
 }

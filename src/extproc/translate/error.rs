@@ -1,11 +1,12 @@
 //! Errors of the translation, and error bodies in the shape each client schema expects.
 //!
 //! Takes a status and a message (ours or an upstream's error body) and gives the JSON a client of
-//! that schema can parse: OpenAI `{"error":{...}}` or Anthropic `{"type":"error","error":{...}}`.
+//! that schema can parse: OpenAI `{"error":{...}}`, Anthropic `{"type":"error","error":{...}}` or
+//! Cohere `{"message":...}` (Cohere's SDK tells errors apart by their status alone).
 
 use serde_json::{Value, json};
 
-use super::{ClientSchema, Wire};
+use super::{ClientSchema, Wire, cohere};
 use crate::api::APISchema;
 
 /// Why a request or response could not be translated.
@@ -20,7 +21,7 @@ pub enum TranslateError {
     #[error("invalid request: {0}")]
     InvalidRequest(String),
     #[error(
-        "no LLM API is served at path {0:?}; use /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses, /v1/messages or /v1/messages/count_tokens"
+        "no LLM API is served at path {0:?}; use /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses, /v1/messages, /v1/messages/count_tokens or /cohere/v2/rerank"
     )]
     UnknownEndpoint(String),
     #[error("{0}")]
@@ -49,6 +50,7 @@ pub fn error_body(client: ClientSchema, status: u16, message: &str) -> Vec<u8> {
     let v = match client {
         ClientSchema::OpenAI => openai_error(message, openai_type(status), None),
         ClientSchema::Anthropic => anthropic_error(anthropic_type(status), message),
+        ClientSchema::Cohere => cohere_error(message),
     };
     v.to_string().into_bytes()
 }
@@ -66,6 +68,8 @@ pub fn translate_error(
     let upstream = parsed.as_ref().and_then(|v| match wire {
         // Both families' error bodies are told apart by their shape.
         Some(Wire::OpenAI | Wire::Anthropic) | None => UpstreamError::parse(v),
+        // A proxy in front of Cohere may answer in OpenAI's shape.
+        Some(Wire::Cohere) => UpstreamError::parse_cohere(v).or_else(|| UpstreamError::parse(v)),
     });
     let same_family = wire == Some(Wire::of_client(client));
     if same_family && upstream.as_ref().is_some_and(|u| u.schema == client) {
@@ -88,6 +92,7 @@ pub fn translate_error(
             openai_error(&u.message, &kind, u.code)
         }
         ClientSchema::Anthropic => anthropic_error(anthropic_type(status), &u.message),
+        ClientSchema::Cohere => cohere_error(&u.message),
     };
     v.to_string().into_bytes()
 }
@@ -123,6 +128,12 @@ impl UpstreamError {
         let code = err.get("code").filter(|c| !c.is_null()).cloned();
         Some(UpstreamError { schema, message, kind, code })
     }
+
+    /// A Cohere error body: `{"id": ..., "message": ...}`.
+    fn parse_cohere(v: &Value) -> Option<UpstreamError> {
+        let message = cohere::error_message(v)?.to_string();
+        Some(UpstreamError { schema: ClientSchema::Cohere, message, kind: None, code: None })
+    }
 }
 
 fn openai_error(message: &str, kind: &str, code: Option<Value>) -> Value {
@@ -131,6 +142,10 @@ fn openai_error(message: &str, kind: &str, code: Option<Value>) -> Value {
 
 fn anthropic_error(kind: &str, message: &str) -> Value {
     json!({"type": "error", "error": {"type": kind, "message": message}})
+}
+
+fn cohere_error(message: &str) -> Value {
+    json!({"message": message})
 }
 
 fn openai_type(status: u16) -> &'static str {

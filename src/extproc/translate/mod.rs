@@ -9,8 +9,9 @@
 //!
 //! **Organised by wire family.** Each family a backend can speak ([`Wire`]) is one module that
 //! knows its request, response, stream and error shapes: `openai` (OpenAI, Azure OpenAI and
-//! compatible servers) and `anthropic` (Anthropic). Clients speak one of two families
-//! ([`ClientSchema`]). Translation goes through a hub, OpenAI chat completions: a client's
+//! compatible servers), `anthropic` (Anthropic) and `cohere` (Cohere's API v2). Clients speak
+//! one of three families ([`ClientSchema`]); Cohere's clients only call rerank, which no other
+//! family serves. Translation goes through a hub, OpenAI chat completions: a client's
 //! request becomes a hub request, which becomes the backend's; the backend's response or stream
 //! becomes hub objects ([`stream::Hub`]), which become the client's. Each family therefore only
 //! converts to and from the hub, and a family both ends speak is not converted at all (its
@@ -20,10 +21,11 @@
 //!
 //! What the hub cannot carry is lost only between families: e.g. Anthropic's cache control
 //! and thinking blocks reach an Anthropic backend intact, but not an OpenAI one. Chat and
-//! messages requests translate between every client and backend family; completions and
-//! embeddings go to OpenAI-family backends only.
+//! messages requests translate between every client and backend family; completions go to
+//! OpenAI-family backends only, embeddings to OpenAI- and Cohere-family ones.
 
 mod anthropic;
+mod cohere;
 mod error;
 mod openai;
 mod response;
@@ -35,6 +37,7 @@ use serde_json::{Map, Value};
 
 use crate::api::{APISchema, VersionedAPISchema};
 
+pub use cohere::API_VERSION as COHERE_API_VERSION;
 pub use error::{TranslateError, error_body, translate_error};
 pub use response::{ResponseTranslator, response_translator};
 pub use usage::Usage;
@@ -66,6 +69,8 @@ pub enum Endpoint {
     /// `POST /v1/messages/count_tokens` or `/anthropic/v1/messages/count_tokens`: Anthropic's
     /// token counting, passed to Anthropic-family backends.
     CountTokens,
+    /// `POST /cohere/v2/rerank`: Cohere's rerank, passed to Cohere-family backends.
+    Rerank,
 }
 
 impl Endpoint {
@@ -87,6 +92,7 @@ impl Endpoint {
             "/v1/messages/count_tokens" | "/anthropic/v1/messages/count_tokens" => {
                 Ok(Endpoint::CountTokens)
             }
+            "/cohere/v2/rerank" => Ok(Endpoint::Rerank),
             _ => Err(TranslateError::UnknownEndpoint(path.to_string())),
         }
     }
@@ -99,6 +105,19 @@ impl Endpoint {
             | Endpoint::Completions
             | Endpoint::Embeddings
             | Endpoint::Responses => ClientSchema::OpenAI,
+            Endpoint::Rerank => ClientSchema::Cohere,
+        }
+    }
+
+    /// Whether the endpoint's answers can be streamed: an embedding, a token count or a
+    /// ranking comes whole, whatever the body's `stream` says.
+    fn streams(self) -> bool {
+        match self {
+            Endpoint::ChatCompletions
+            | Endpoint::Completions
+            | Endpoint::Messages
+            | Endpoint::Responses => true,
+            Endpoint::Embeddings | Endpoint::CountTokens | Endpoint::Rerank => false,
         }
     }
 }
@@ -108,12 +127,14 @@ impl Endpoint {
 pub enum ClientSchema {
     OpenAI,
     Anthropic,
+    Cohere,
 }
 
 impl ClientSchema {
     /// The API a request path belongs to, whether or not this gateway serves it: Anthropic's
     /// for `/v1/messages` and `/anthropic` and the paths under them (`/v1/messages/count_tokens`),
-    /// OpenAI's for any other. `compile::local_reply` matches the same paths.
+    /// Cohere's for `/cohere` and the paths under it, OpenAI's for any other. `compile::local_reply`
+    /// matches the same paths.
     pub fn of_path(path: &str) -> ClientSchema {
         let bare = path.split(['?', '#']).next().unwrap_or_default();
         let under = |prefix: &str| {
@@ -121,6 +142,9 @@ impl ClientSchema {
         };
         if under("/v1/messages") || under("/anthropic") {
             return ClientSchema::Anthropic;
+        }
+        if under("/cohere") {
+            return ClientSchema::Cohere;
         }
         ClientSchema::OpenAI
     }
@@ -130,6 +154,7 @@ impl ClientSchema {
         match self {
             ClientSchema::OpenAI => "openai",
             ClientSchema::Anthropic => "anthropic",
+            ClientSchema::Cohere => "cohere",
         }
     }
 }
@@ -166,6 +191,7 @@ pub fn parse_request(endpoint: Endpoint, body: &[u8]) -> Result<ParsedRequest, T
     let model =
         body.get("model").and_then(Value::as_str).ok_or(TranslateError::MissingModel)?.to_string();
     let stream = match body.get("stream") {
+        _ if !endpoint.streams() => false,
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
         Some(_) => {
@@ -187,6 +213,7 @@ pub fn parse_request(endpoint: Endpoint, body: &[u8]) -> Result<ParsedRequest, T
 pub enum Wire {
     OpenAI,
     Anthropic,
+    Cohere,
 }
 
 impl Wire {
@@ -195,11 +222,11 @@ impl Wire {
         match schema {
             APISchema::OpenAI | APISchema::AzureOpenAI => Some(Wire::OpenAI),
             APISchema::Anthropic => Some(Wire::Anthropic),
+            APISchema::Cohere => Some(Wire::Cohere),
             APISchema::AWSBedrock
             | APISchema::AWSAnthropic
             | APISchema::GCPVertexAI
-            | APISchema::GCPAnthropic
-            | APISchema::Cohere => None,
+            | APISchema::GCPAnthropic => None,
         }
     }
 
@@ -208,6 +235,7 @@ impl Wire {
         match client {
             ClientSchema::OpenAI => Wire::OpenAI,
             ClientSchema::Anthropic => Wire::Anthropic,
+            ClientSchema::Cohere => Wire::Cohere,
         }
     }
 }
@@ -237,6 +265,7 @@ pub fn translate_request(
             let path = match wire {
                 Wire::OpenAI => openai::path("chat/completions", backend, &model),
                 Wire::Anthropic => anthropic::path("messages", backend),
+                Wire::Cohere => cohere::path("chat", backend),
             };
             (path, body)
         }
@@ -244,21 +273,27 @@ pub fn translate_request(
             Wire::OpenAI => {
                 (openai::path("completions", backend, &model), openai::request(body, req.stream))
             }
-            Wire::Anthropic => return Err(refused()),
+            Wire::Anthropic | Wire::Cohere => return Err(refused()),
         },
         Endpoint::Embeddings => match wire {
             Wire::OpenAI => (openai::path("embeddings", backend, &model), body),
+            Wire::Cohere => (cohere::path("embed", backend), cohere::embed::request(body)?),
             Wire::Anthropic => return Err(refused()),
         },
         // The Responses API keeps state and tools of its own that no other family has: it
         // passes, unchanged, to OpenAI-family backends only.
         Endpoint::Responses => match wire {
             Wire::OpenAI => (openai::responses_path(backend), body),
-            Wire::Anthropic => return Err(refused()),
+            Wire::Anthropic | Wire::Cohere => return Err(refused()),
         },
         Endpoint::CountTokens => match wire {
             Wire::Anthropic => (anthropic::path("messages/count_tokens", backend), body),
-            Wire::OpenAI => return Err(refused()),
+            Wire::OpenAI | Wire::Cohere => return Err(refused()),
+        },
+        // Cohere's own API: it passes, unchanged but for the model, to Cohere backends.
+        Endpoint::Rerank => match wire {
+            Wire::Cohere => (cohere::path("rerank", backend), body),
+            Wire::OpenAI | Wire::Anthropic => return Err(refused()),
         },
     };
     let body = serde_json::to_vec(&Value::Object(body)).map_err(|e| {
@@ -280,10 +315,17 @@ fn conversation(
         (ClientSchema::Anthropic, Wire::Anthropic) => return Ok(body),
         (ClientSchema::OpenAI, _) => body,
         (ClientSchema::Anthropic, _) => anthropic::request::to_chat(body)?,
+        // No endpoint of Cohere's clients is a conversation (they call rerank).
+        (ClientSchema::Cohere, _) => {
+            return Err(TranslateError::Unsupported(
+                "Cohere chat requests are not served; use /v1/chat/completions".into(),
+            ));
+        }
     };
     Ok(match wire {
         Wire::OpenAI => openai::request(hub, stream),
         Wire::Anthropic => anthropic::request::from_chat(hub)?,
+        Wire::Cohere => cohere::request::from_chat(hub)?,
     })
 }
 
@@ -296,6 +338,7 @@ impl Endpoint {
             Endpoint::Messages => "Anthropic messages",
             Endpoint::Responses => "OpenAI responses",
             Endpoint::CountTokens => "Anthropic token counting",
+            Endpoint::Rerank => "Cohere rerank",
         }
     }
 }

@@ -13,7 +13,9 @@ use super::error::error_body;
 use super::sse::SseParser;
 use super::stream::{Passthrough, stream_error};
 use super::usage::Usage;
-use super::{ClientSchema, Endpoint, TranslateError, Wire, anthropic, openai};
+use super::{
+    ClientSchema, Endpoint, TranslateError, TranslatedRequest, Wire, anthropic, cohere, openai,
+};
 use crate::api::APISchema;
 
 /// A translator for one response. See [`ResponseTranslator::feed`].
@@ -24,6 +26,8 @@ pub struct ResponseTranslator {
     stream: bool,
     include_usage: bool,
     created: u64,
+    /// The model asked for, for backends whose answers do not name it.
+    model: String,
     mode: Mode,
     usage: Usage,
     /// The upstream's stream ended before it was complete.
@@ -40,6 +44,7 @@ enum Mode {
     /// The backend's JSON → the hub → the client's JSON, once whole.
     Json {
         backend: Wire,
+        client: Writer,
         body: Vec<u8>,
     },
     /// The backend's stream → hub events → the client's stream, event by event.
@@ -54,6 +59,25 @@ enum Mode {
 enum Decoder {
     OpenAI(openai::Decoder),
     Anthropic(Box<anthropic::stream::Decoder>),
+    Cohere(Box<cohere::stream::Decoder>),
+}
+
+/// A client family the hub's answers are written for. Cohere's clients are not one: their only
+/// endpoint, rerank, is served by Cohere backends alone, so their answers always pass as they are.
+#[derive(Debug, Clone, Copy)]
+enum Writer {
+    OpenAI,
+    Anthropic,
+}
+
+impl Writer {
+    fn of(client: ClientSchema) -> Option<Writer> {
+        match client {
+            ClientSchema::OpenAI => Some(Writer::OpenAI),
+            ClientSchema::Anthropic => Some(Writer::Anthropic),
+            ClientSchema::Cohere => None,
+        }
+    }
 }
 
 /// A client family's stream encoder.
@@ -72,7 +96,7 @@ pub fn response_translator(
 ) -> ResponseTranslator {
     let created =
         SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
-    ResponseTranslator::new(endpoint, backend, stream, false, created)
+    ResponseTranslator::new(endpoint, backend, stream, false, created, String::new())
 }
 
 impl ResponseTranslator {
@@ -82,33 +106,38 @@ impl ResponseTranslator {
         stream: bool,
         include_usage: bool,
         created: u64,
+        model: String,
     ) -> Self {
         let client = endpoint.client_schema();
         // A backend of a schema with no family never gets a request (translate_request refuses
         // it), so its response never comes; were it to, it would pass as it is.
         let wire = Wire::of(backend).unwrap_or(Wire::of_client(client));
-        let mode = if Wire::of_client(client) == wire {
-            if stream {
+        let writer = Writer::of(client).filter(|_| Wire::of_client(client) != wire);
+        let mode = match writer {
+            None if stream => {
                 Mode::SsePassthrough(SseParser::default(), Passthrough::new(endpoint))
-            } else {
-                Mode::JsonPassthrough { body: Vec::new() }
             }
-        } else if stream {
-            let decoder = match wire {
-                Wire::OpenAI => Decoder::OpenAI(openai::Decoder::default()),
-                Wire::Anthropic => {
-                    Decoder::Anthropic(Box::new(anthropic::stream::Decoder::new(created)))
-                }
-            };
-            let encoder = match client {
-                ClientSchema::OpenAI => Encoder::OpenAI(openai::Encoder::new(include_usage)),
-                ClientSchema::Anthropic => {
-                    Encoder::Anthropic(Box::new(anthropic::stream::Encoder::new()))
-                }
-            };
-            Mode::Stream { decoder, encoder }
-        } else {
-            Mode::Json { backend: wire, body: Vec::new() }
+            None => Mode::JsonPassthrough { body: Vec::new() },
+            Some(client) if stream => {
+                let decoder = match wire {
+                    Wire::OpenAI => Decoder::OpenAI(openai::Decoder::default()),
+                    Wire::Anthropic => {
+                        Decoder::Anthropic(Box::new(anthropic::stream::Decoder::new(created)))
+                    }
+                    Wire::Cohere => Decoder::Cohere(Box::new(cohere::stream::Decoder::new(
+                        model.clone(),
+                        created,
+                    ))),
+                };
+                let encoder = match client {
+                    Writer::OpenAI => Encoder::OpenAI(openai::Encoder::new(include_usage)),
+                    Writer::Anthropic => {
+                        Encoder::Anthropic(Box::new(anthropic::stream::Encoder::new()))
+                    }
+                };
+                Mode::Stream { decoder, encoder }
+            }
+            Some(client) => Mode::Json { backend: wire, client, body: Vec::new() },
         };
         ResponseTranslator {
             endpoint,
@@ -116,6 +145,7 @@ impl ResponseTranslator {
             stream,
             include_usage,
             created,
+            model,
             mode,
             usage: Usage::default(),
             truncated: false,
@@ -125,7 +155,27 @@ impl ResponseTranslator {
     /// Whether the OpenAI client asked for the final usage chunk of a stream
     /// ([`super::ParsedRequest::include_usage`]); without it that chunk is withheld.
     pub fn include_usage(self, include: bool) -> Self {
-        ResponseTranslator::new(self.endpoint, self.backend, self.stream, include, self.created)
+        ResponseTranslator::new(
+            self.endpoint,
+            self.backend,
+            self.stream,
+            include,
+            self.created,
+            self.model,
+        )
+    }
+
+    /// Sets what the translation takes from the request sent upstream: the model asked for,
+    /// which answers that do not name theirs (Cohere's) are given.
+    pub fn answering(self, request: &TranslatedRequest) -> Self {
+        ResponseTranslator::new(
+            self.endpoint,
+            self.backend,
+            self.stream,
+            self.include_usage,
+            self.created,
+            request.model.clone(),
+        )
     }
 
     /// Sets the `created` timestamp of generated OpenAI objects (now, by default).
@@ -136,6 +186,7 @@ impl ResponseTranslator {
             self.stream,
             self.include_usage,
             created,
+            self.model,
         )
     }
 
@@ -149,7 +200,6 @@ impl ResponseTranslator {
     /// ([`ResponseTranslator::truncated`]).
     pub fn feed(&mut self, chunk: &[u8], end_of_stream: bool) -> Result<Vec<u8>, TranslateError> {
         let mut out = Vec::new();
-        let client = self.endpoint.client_schema();
         match &mut self.mode {
             Mode::JsonPassthrough { body } => {
                 body.extend_from_slice(chunk);
@@ -163,6 +213,7 @@ impl ResponseTranslator {
                         Endpoint::Messages => anthropic::response::read_usage(&v),
                         // Counting tokens uses none.
                         Endpoint::CountTokens => Usage::default(),
+                        Endpoint::Rerank => cohere::read_rerank_usage(&v),
                     };
                 }
             }
@@ -175,7 +226,7 @@ impl ResponseTranslator {
                 }
                 self.usage = p.usage();
             }
-            Mode::Json { backend, body } => {
+            Mode::Json { backend, client, body } => {
                 body.extend_from_slice(chunk);
                 if end_of_stream {
                     let v = parse_body(body)?;
@@ -185,11 +236,17 @@ impl ResponseTranslator {
                             (v, usage)
                         }
                         Wire::Anthropic => anthropic::response::to_chat(&v, self.created),
+                        // Embeddings are the only other endpoint Cohere serves a client of
+                        // another family: their OpenAI list is what the client gets.
+                        Wire::Cohere if self.endpoint == Endpoint::Embeddings => {
+                            cohere::embed::to_openai(&v, &self.model)?
+                        }
+                        Wire::Cohere => cohere::response::to_chat(&v, &self.model, self.created)?,
                     };
                     self.usage = usage;
                     let v = match client {
-                        ClientSchema::OpenAI => hub,
-                        ClientSchema::Anthropic => anthropic::response::from_chat(&hub).0,
+                        Writer::OpenAI => hub,
+                        Writer::Anthropic => anthropic::response::from_chat(&hub).0,
                     };
                     out = v.to_string().into_bytes();
                 }
@@ -199,11 +256,13 @@ impl ResponseTranslator {
                 match decoder {
                     Decoder::OpenAI(d) => d.feed(chunk, end_of_stream, &mut hub)?,
                     Decoder::Anthropic(d) => d.feed(chunk, end_of_stream, &mut hub)?,
+                    Decoder::Cohere(d) => d.feed(chunk, end_of_stream, &mut hub)?,
                 }
                 let complete = end_of_stream
                     && match decoder {
                         Decoder::OpenAI(d) => d.end(&mut hub),
                         Decoder::Anthropic(d) => d.end(&mut hub),
+                        Decoder::Cohere(d) => d.end(&mut hub),
                     };
                 for event in hub {
                     match encoder {
@@ -220,6 +279,7 @@ impl ResponseTranslator {
                 self.usage = match decoder {
                     Decoder::OpenAI(d) => d.usage(),
                     Decoder::Anthropic(d) => d.usage(),
+                    Decoder::Cohere(d) => d.usage(),
                 };
             }
         }

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::sse::SseEvent;
 use super::usage::{AnthropicCounts, Usage};
-use super::{ClientSchema, Endpoint, TranslateError, anthropic, openai};
+use super::{ClientSchema, Endpoint, TranslateError, anthropic, error_body, openai};
 
 /// One event of a translated stream, between a backend's decoder and a client's encoder.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,11 +33,14 @@ pub enum Hub {
 pub const TRUNCATED_MESSAGE: &str =
     "the upstream closed the stream before the response was complete";
 
-/// An error event in `client`'s streaming format: both SDKs raise it as an API error.
+/// An error event in `client`'s streaming format: both SDKs raise it as an API error. Cohere's
+/// clients call nothing that streams here (their endpoint, rerank, answers whole): theirs is
+/// the error body.
 pub fn stream_error(client: ClientSchema, message: &str, out: &mut Vec<u8>) {
     match client {
         ClientSchema::OpenAI => openai::write_error_event(message, out),
         ClientSchema::Anthropic => anthropic::stream::write_error_event(message, out),
+        ClientSchema::Cohere => out.extend(error_body(client, 502, message)),
     }
 }
 
@@ -73,9 +76,11 @@ enum Events {
 impl Events {
     fn of(endpoint: Endpoint) -> Events {
         match endpoint {
-            Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings => {
-                Events::Chunks
-            }
+            // Embeddings and rankings never stream (see `Endpoint::streams`).
+            Endpoint::ChatCompletions
+            | Endpoint::Completions
+            | Endpoint::Embeddings
+            | Endpoint::Rerank => Events::Chunks,
             Endpoint::Responses => Events::Responses,
             Endpoint::Messages | Endpoint::CountTokens => Events::Messages,
         }
