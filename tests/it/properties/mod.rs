@@ -5,6 +5,7 @@
 //! persistence file.
 
 mod api_shapes;
+mod cohere;
 mod envoy;
 mod incremental;
 mod manifest;

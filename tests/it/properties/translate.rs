@@ -16,16 +16,16 @@ fn schema(name: APISchema) -> VersionedAPISchema {
     VersionedAPISchema { name, version: None, prefix: None }
 }
 
-fn text() -> impl Strategy<Value = String> {
+pub(super) fn text() -> impl Strategy<Value = String> {
     "[A-Za-z][A-Za-z0-9 ,.!?é中]{0,12}"
 }
 
-fn ident() -> impl Strategy<Value = String> {
+pub(super) fn ident() -> impl Strategy<Value = String> {
     "[a-z][a-z0-9_]{0,8}"
 }
 
 /// A small JSON object, as tool arguments and inputs are.
-fn arguments() -> impl Strategy<Value = Value> {
+pub(super) fn arguments() -> impl Strategy<Value = Value> {
     prop::collection::btree_map(
         ident(),
         prop_oneof![text().prop_map(Value::from), (0i64..100).prop_map(Value::from)],
@@ -40,7 +40,7 @@ fn maybe(map: &mut Map<String, Value>, key: &str, value: Option<Value>) {
     }
 }
 
-const TOOL_NAMES: [&str; 3] = ["get_weather", "search", "lookup-2"];
+pub(super) const TOOL_NAMES: [&str; 3] = ["get_weather", "search", "lookup-2"];
 
 /// 0 to 3 tool names, distinct.
 fn tool_names() -> impl Strategy<Value = Vec<&'static str>> {
@@ -145,7 +145,7 @@ fn openai_tools(names: &[&str]) -> Value {
 }
 
 /// A chat completions request OpenAI accepts, using what aixds can send to Anthropic.
-fn openai_request() -> impl Strategy<Value = Value> {
+pub(super) fn openai_request() -> impl Strategy<Value = Value> {
     let conversation = (
         prop::option::of(openai_text_content()),
         openai_user_content(),
@@ -372,7 +372,7 @@ fn anthropic_tools(names: &[&str]) -> Value {
 
 /// A messages request Anthropic accepts, using what aixds can send to OpenAI: at most 4 stop
 /// sequences, OpenAI's limit.
-fn anthropic_request() -> impl Strategy<Value = Value> {
+pub(super) fn anthropic_request() -> impl Strategy<Value = Value> {
     let system = prop::option::of(prop_oneof![
         text().prop_map(Value::from),
         anthropic_text_blocks().prop_map(Value::from)
@@ -427,7 +427,7 @@ fn anthropic_request() -> impl Strategy<Value = Value> {
 }
 
 /// Translates `client` (a request to `endpoint`) for `backend` and returns the body sent.
-fn translated(endpoint: Endpoint, client: &Value, backend: APISchema) -> Value {
+pub(super) fn translated(endpoint: Endpoint, client: &Value, backend: APISchema) -> Value {
     let bytes = serde_json::to_vec(client).unwrap();
     let parsed = parse_request(endpoint, &bytes).unwrap_or_else(|e| panic!("{e}: {client:#}"));
     let out = translate_request(&parsed, &schema(backend), None)
@@ -435,7 +435,7 @@ fn translated(endpoint: Endpoint, client: &Value, backend: APISchema) -> Value {
     serde_json::from_slice(&out.body).unwrap()
 }
 
-fn accepted(check: fn(&Value) -> Result<(), String>, sent: &Value, client: &Value) {
+pub(super) fn accepted(check: fn(&Value) -> Result<(), String>, sent: &Value, client: &Value) {
     if let Err(e) = check(sent) {
         panic!("the backend would reject it: {e}\nsent: {sent:#}\nclient sent: {client:#}");
     }
@@ -472,7 +472,7 @@ proptest! {
 // ---- arbitrary requests ----
 
 /// JSON shaped like requests, with the keys translation looks at and values of any type.
-fn json_ish() -> impl Strategy<Value = Value> {
+pub(super) fn json_ish() -> impl Strategy<Value = Value> {
     let key = prop::sample::select(vec![
         "model",
         "messages",
@@ -604,12 +604,12 @@ proptest! {
 // ---- responses ----
 
 #[derive(Debug, Clone)]
-enum Block {
+pub(super) enum Block {
     Text(Vec<String>),
     Tool(&'static str, Vec<String>),
 }
 
-fn blocks() -> impl Strategy<Value = Vec<Block>> {
+pub(super) fn blocks() -> impl Strategy<Value = Vec<Block>> {
     let block = prop_oneof![
         prop::collection::vec(text(), 1..4).prop_map(Block::Text),
         (prop::sample::select(&TOOL_NAMES[..]), arguments()).prop_map(|(name, args)| {
@@ -627,7 +627,7 @@ fn blocks() -> impl Strategy<Value = Vec<Block>> {
     prop::collection::vec(block, 0..4)
 }
 
-fn sse(kind: Option<&str>, data: &Value, crlf: bool) -> String {
+pub(super) fn sse(kind: Option<&str>, data: &Value, crlf: bool) -> String {
     let nl = if crlf { "\r\n" } else { "\n" };
     let event = kind.map(|k| format!("event: {k}{nl}")).unwrap_or_default();
     format!("{event}data: {data}{nl}{nl}")
@@ -759,7 +759,7 @@ const RESPONSE_PAIRS: [(Endpoint, APISchema); 4] = [
 
 /// What the client gets from `body` cut at `cuts`: the bytes, then Ok with the usage and
 /// whether the stream was cut short, or the error that stopped it.
-fn run(
+pub(super) fn run(
     endpoint: Endpoint,
     backend: APISchema,
     stream: bool,
@@ -788,7 +788,7 @@ fn run(
 }
 
 /// Each event of an SSE body the client gets carries JSON (or OpenAI's `[DONE]`).
-fn assert_events_are_json(out: &[u8]) {
+pub(super) fn assert_events_are_json(out: &[u8]) {
     let text = std::str::from_utf8(out).expect("the client's stream is UTF-8");
     for line in text.lines().filter_map(|l| l.strip_prefix("data: ")) {
         if line != "[DONE]" {
