@@ -30,7 +30,7 @@ use super::runtime::{
 };
 use super::service::{describe, find, header_pairs, immediate, mutation};
 use super::translate::{
-    ClientSchema, Endpoint, Usage, error_body, parse_request, response_translator,
+    ClientSchema, Endpoint, Target, Usage, error_body, parse_request, response_translator,
     translate_request,
 };
 use super::{
@@ -223,7 +223,8 @@ impl UpstreamPhase {
         let route = self.route_backend();
         let translated = parse_request(endpoint, body).and_then(|parsed| {
             let model_override = route.and_then(|r| r.model_name_override.as_deref());
-            let translated = translate_request(&parsed, &backend.schema, model_override)?;
+            let translated =
+                translate_request(&parsed, Target::new(&backend.schema), model_override)?;
             Ok((parsed, translated))
         });
         let (parsed, translated) = match translated {

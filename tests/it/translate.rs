@@ -3,29 +3,34 @@
 
 use aixds::api::{APISchema, VersionedAPISchema};
 use aixds::extproc::translate::{
-    ClientSchema, Endpoint, ParsedRequest, ResponseTranslator, TranslateError, Usage, error_body,
-    parse_request, response_translator, translate_error, translate_request,
+    ClientSchema, Endpoint, ParsedRequest, ResponseTranslator, Target, TranslateError, Usage,
+    error_body, parse_request, response_translator, translate_error, translate_request,
 };
 use serde_json::{Value, json};
 
 const ANTHROPIC_STREAM: &str = include_str!("../fixtures/translate/anthropic_stream.sse");
 const OPENAI_STREAM: &str = include_str!("../fixtures/translate/openai_stream.sse");
-const CREATED: u64 = 1_700_000_000;
+pub(crate) const CREATED: u64 = 1_700_000_000;
 
 fn backend(name: APISchema) -> VersionedAPISchema {
     VersionedAPISchema { name, version: None, prefix: None }
 }
 
-fn parse(endpoint: Endpoint, body: &Value) -> ParsedRequest {
+pub(crate) fn parse(endpoint: Endpoint, body: &Value) -> ParsedRequest {
     parse_request(endpoint, body.to_string().as_bytes()).expect("fixture parses")
 }
 
 fn translate(endpoint: Endpoint, body: Value, to: APISchema) -> (String, Value) {
-    let t = translate_request(&parse(endpoint, &body), &backend(to), None).expect("translates");
+    let t = translate_request(&parse(endpoint, &body), Target::new(&backend(to)), None)
+        .expect("translates");
     (t.path, serde_json::from_slice(&t.body).expect("translated body is JSON"))
 }
 
-fn translator(endpoint: Endpoint, backend: APISchema, stream: bool) -> ResponseTranslator {
+pub(crate) fn translator(
+    endpoint: Endpoint,
+    backend: APISchema,
+    stream: bool,
+) -> ResponseTranslator {
     response_translator(endpoint, backend, stream).with_created(CREATED)
 }
 
@@ -37,12 +42,12 @@ fn feed_split(mut t: ResponseTranslator, input: &[u8], at: usize) -> Vec<u8> {
     out
 }
 
-fn feed_whole(t: &mut ResponseTranslator, input: &[u8]) -> Vec<u8> {
+pub(crate) fn feed_whole(t: &mut ResponseTranslator, input: &[u8]) -> Vec<u8> {
     t.feed(input, true).expect("whole body")
 }
 
 /// The `data:` payloads of an SSE body, `[DONE]` as a string, with the `event:` names.
-fn sse(bytes: &[u8]) -> Vec<(Option<String>, Value)> {
+pub(crate) fn sse(bytes: &[u8]) -> Vec<(Option<String>, Value)> {
     let text = std::str::from_utf8(bytes).expect("output is UTF-8");
     text.split("\n\n")
         .filter(|e| !e.trim().is_empty())
@@ -135,7 +140,7 @@ fn bad_request_bodies_get_client_errors() {
 fn openai_chat_to_openai_passes_through_with_model_override_and_usage() {
     let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "stream": true, "n": 2});
     let req = parse(Endpoint::ChatCompletions, &body);
-    let t = translate_request(&req, &backend(APISchema::OpenAI), Some("gpt-4o-mini"))
+    let t = translate_request(&req, Target::new(&backend(APISchema::OpenAI)), Some("gpt-4o-mini"))
         .expect("translates");
     assert_eq!(t.path, "/v1/chat/completions");
     assert_eq!((t.model.as_str(), t.stream), ("gpt-4o-mini", true));
@@ -151,11 +156,12 @@ fn openai_chat_to_openai_passes_through_with_model_override_and_usage() {
         version: None,
         prefix: Some("/v1beta/openai/".into()),
     };
-    let t = translate_request(&req, &prefixed, None).expect("translates");
+    let t = translate_request(&req, Target::new(&prefixed), None).expect("translates");
     assert_eq!(t.path, "/v1beta/openai/chat/completions");
 
     let no_stream = parse(Endpoint::ChatCompletions, &json!({"model": "m", "messages": []}));
-    let t = translate_request(&no_stream, &backend(APISchema::OpenAI), None).expect("translates");
+    let t = translate_request(&no_stream, Target::new(&backend(APISchema::OpenAI)), None)
+        .expect("translates");
     assert_eq!(
         serde_json::from_slice::<Value>(&t.body).expect("JSON"),
         json!({"model": "m", "messages": []})
@@ -170,25 +176,29 @@ fn azure_paths_name_the_deployment_and_api_version() {
         version: Some("2025-01-01-preview".into()),
         prefix: None,
     };
-    let t = translate_request(&req, &azure, None).expect("translates");
+    let t = translate_request(&req, Target::new(&azure), None).expect("translates");
     assert_eq!(
         t.path,
         "/openai/deployments/gpt%204o%2Fx/chat/completions?api-version=2025-01-01-preview"
     );
-    let t = translate_request(&req, &backend(APISchema::AzureOpenAI), Some("prod-gpt4"))
-        .expect("translates");
+    let t =
+        translate_request(&req, Target::new(&backend(APISchema::AzureOpenAI)), Some("prod-gpt4"))
+            .expect("translates");
     assert_eq!(t.path, "/openai/deployments/prod-gpt4/chat/completions?api-version=2024-10-21");
     let emb = parse(Endpoint::Embeddings, &json!({"model": "e", "input": "x"}));
     assert_eq!(
-        translate_request(&emb, &azure, None).expect("translates").path,
+        translate_request(&emb, Target::new(&azure), None).expect("translates").path,
         "/openai/deployments/e/embeddings?api-version=2025-01-01-preview"
     );
     assert_eq!(
-        translate_request(&emb, &backend(APISchema::OpenAI), None).expect("translates").path,
+        translate_request(&emb, Target::new(&backend(APISchema::OpenAI)), None)
+            .expect("translates")
+            .path,
         "/v1/embeddings"
     );
     let comp = parse(Endpoint::Completions, &json!({"model": "c", "prompt": "x", "stream": true}));
-    let t = translate_request(&comp, &backend(APISchema::OpenAI), None).expect("translates");
+    let t = translate_request(&comp, Target::new(&backend(APISchema::OpenAI)), None)
+        .expect("translates");
     assert_eq!(t.path, "/v1/completions");
     assert_eq!(
         serde_json::from_slice::<Value>(&t.body).expect("JSON")["stream_options"],
@@ -202,11 +212,12 @@ fn unsupported_pairs_say_which() {
         (Endpoint::Embeddings, APISchema::Anthropic),
         (Endpoint::Completions, APISchema::Anthropic),
         (Endpoint::ChatCompletions, APISchema::AWSBedrock),
-        (Endpoint::Messages, APISchema::GCPVertexAI),
+        (Endpoint::Completions, APISchema::GCPVertexAI),
     ] {
         let req =
             parse(endpoint, &json!({"model": "m", "messages": [], "input": "x", "prompt": "x"}));
-        let err = translate_request(&req, &backend(to), None).expect_err("unsupported");
+        let err =
+            translate_request(&req, Target::new(&backend(to)), None).expect_err("unsupported");
         assert!(matches!(err, TranslateError::Unsupported(_)), "{err:?}");
         assert_eq!(err.status(), 422);
         assert!(err.to_string().contains(&format!("{to:?}")), "{err}");
@@ -339,8 +350,8 @@ fn openai_chat_content_anthropic_cannot_take_is_refused() {
     ];
     for (body, status) in cases {
         let req = parse(Endpoint::ChatCompletions, &body);
-        let err =
-            translate_request(&req, &backend(APISchema::Anthropic), None).expect_err("refused");
+        let err = translate_request(&req, Target::new(&backend(APISchema::Anthropic)), None)
+            .expect_err("refused");
         assert_eq!(err.status(), status, "{body} gave {err}");
     }
 }
@@ -420,8 +431,9 @@ fn anthropic_messages_to_openai_request() {
 fn anthropic_messages_to_anthropic_passes_through() {
     let body = json!({"model": "claude", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}], "top_k": 3});
     let req = parse(Endpoint::Messages, &body);
-    let t = translate_request(&req, &backend(APISchema::Anthropic), Some("claude-haiku"))
-        .expect("translates");
+    let t =
+        translate_request(&req, Target::new(&backend(APISchema::Anthropic)), Some("claude-haiku"))
+            .expect("translates");
     assert_eq!(t.path, "/v1/messages");
     let mut want = body.clone();
     want["model"] = json!("claude-haiku");
@@ -1053,7 +1065,7 @@ fn nothing_panics_on_random_input() {
         let endpoint = endpoints[rng.below(endpoints.len())];
         let backend_schema = backends[rng.below(backends.len())];
         if let Ok(req) = parse_request(endpoint, &input) {
-            let _ = translate_request(&req, &backend(backend_schema), None);
+            let _ = translate_request(&req, Target::new(&backend(backend_schema)), None);
         }
         let mut t = translator(endpoint, backend_schema, rng.below(2) == 0)
             .include_usage(rng.below(2) == 0);
@@ -1091,7 +1103,7 @@ fn nothing_panics_on_random_input() {
             for endpoint in endpoints {
                 let req = parse(endpoint, &body);
                 for b in backends {
-                    let _ = translate_request(&req, &backend(b), None);
+                    let _ = translate_request(&req, Target::new(&backend(b)), None);
                 }
             }
             for endpoint in endpoints {

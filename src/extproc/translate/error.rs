@@ -1,7 +1,8 @@
 //! Errors of the translation, and error bodies in the shape each client schema expects.
 //!
-//! Takes a status and a message (ours or an upstream's error body) and gives the JSON a client of
-//! that schema can parse: OpenAI `{"error":{...}}` or Anthropic `{"type":"error","error":{...}}`.
+//! Takes a status and a message (ours or an upstream's error body: OpenAI's, Anthropic's or
+//! Google's `{"error":{"code","message","status"}}`) and gives the JSON a client of that schema
+//! can parse: OpenAI `{"error":{...}}` or Anthropic `{"type":"error","error":{...}}`.
 
 use serde_json::{Value, json};
 
@@ -25,6 +26,9 @@ pub enum TranslateError {
     UnknownEndpoint(String),
     #[error("{0}")]
     Unsupported(String),
+    /// The backend's configuration lacks what its requests need (e.g. a Vertex AI location).
+    #[error("{0}")]
+    Unconfigured(String),
     #[error("the upstream response could not be translated: {0}")]
     Upstream(String),
 }
@@ -40,6 +44,7 @@ impl TranslateError {
             TranslateError::UnknownEndpoint(_) => 404,
             TranslateError::Unsupported(_) => 422,
             TranslateError::Upstream(_) => 502,
+            TranslateError::Unconfigured(_) => 503,
         }
     }
 }
@@ -64,8 +69,9 @@ pub fn translate_error(
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     let wire = Wire::of(backend);
     let upstream = parsed.as_ref().and_then(|v| match wire {
-        // Both families' error bodies are told apart by their shape.
-        Some(Wire::OpenAI | Wire::Anthropic) | None => UpstreamError::parse(v),
+        // The families' error bodies are told apart by their shape; Vertex AI answers its own
+        // errors (authentication, quota, unknown model) in Google's, whichever family it serves.
+        Some(Wire::OpenAI | Wire::Anthropic | Wire::Gemini) | None => UpstreamError::parse(v),
     });
     let same_family = wire == Some(Wire::of_client(client));
     if same_family && upstream.as_ref().is_some_and(|u| u.schema == client) {
@@ -120,7 +126,14 @@ impl UpstreamError {
         let message =
             err.get("message").and_then(Value::as_str).unwrap_or("upstream error").to_string();
         let kind = err.get("type").and_then(Value::as_str).map(str::to_string);
-        let code = err.get("code").filter(|c| !c.is_null()).cloned();
+        // Google's errors carry the HTTP status as `code` and their name for it as `status`
+        // (`RESOURCE_EXHAUSTED`), which says more.
+        let code = err
+            .get("status")
+            .filter(|s| s.is_string())
+            .or_else(|| err.get("code"))
+            .filter(|c| !c.is_null())
+            .cloned();
         Some(UpstreamError { schema, message, kind, code })
     }
 }

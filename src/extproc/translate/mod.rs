@@ -9,12 +9,14 @@
 //!
 //! **Organised by wire family.** Each family a backend can speak ([`Wire`]) is one module that
 //! knows its request, response, stream and error shapes: `openai` (OpenAI, Azure OpenAI and
-//! compatible servers) and `anthropic` (Anthropic). Clients speak one of two families
-//! ([`ClientSchema`]). Translation goes through a hub, OpenAI chat completions: a client's
-//! request becomes a hub request, which becomes the backend's; the backend's response or stream
-//! becomes hub objects ([`stream::Hub`]), which become the client's. Each family therefore only
-//! converts to and from the hub, and a family both ends speak is not converted at all (its
-//! bytes pass, read for usage). The dispatch is by exhaustive matches on [`Wire`] and
+//! compatible servers), `anthropic` (Anthropic, and Anthropic's models on Vertex AI) and
+//! `gemini` (Google's models on Vertex AI). Where a backend's requests go, and any envelope its
+//! host wants around the family's body, is the schema's ([`Target`]; `vertex` is such a host).
+//! Clients speak one of two families ([`ClientSchema`]). Translation goes through a hub, OpenAI
+//! chat completions: a client's request becomes a hub request, which becomes the backend's; the
+//! backend's response or stream becomes hub objects ([`stream::Hub`]), which become the
+//! client's. Each family therefore only converts to and from the hub, and a family both ends
+//! speak is not converted at all (its bytes pass, read for usage). The dispatch is by exhaustive matches on [`Wire`] and
 //! [`ClientSchema`] (here, in `response.rs` and `error.rs`), so a new family is a new module
 //! plus the arms the compiler asks for; the ext_proc phases do not change.
 //!
@@ -25,11 +27,13 @@
 
 mod anthropic;
 mod error;
+mod gemini;
 mod openai;
 mod response;
 mod sse;
 mod stream;
 mod usage;
+mod vertex;
 
 use serde_json::{Map, Value};
 
@@ -38,6 +42,7 @@ use crate::api::{APISchema, VersionedAPISchema};
 pub use error::{TranslateError, error_body, translate_error};
 pub use response::{ResponseTranslator, response_translator};
 pub use usage::Usage;
+pub use vertex::VertexLocation;
 
 /// Anthropic rejects a request without `max_tokens`; OpenAI clients may leave it out.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
@@ -172,6 +177,7 @@ pub fn parse_request(endpoint: Endpoint, body: &[u8]) -> Result<ParsedRequest, T
 pub enum Wire {
     OpenAI,
     Anthropic,
+    Gemini,
 }
 
 impl Wire {
@@ -179,12 +185,9 @@ impl Wire {
     pub fn of(schema: APISchema) -> Option<Wire> {
         match schema {
             APISchema::OpenAI | APISchema::AzureOpenAI => Some(Wire::OpenAI),
-            APISchema::Anthropic => Some(Wire::Anthropic),
-            APISchema::AWSBedrock
-            | APISchema::AWSAnthropic
-            | APISchema::GCPVertexAI
-            | APISchema::GCPAnthropic
-            | APISchema::Cohere => None,
+            APISchema::Anthropic | APISchema::GCPAnthropic => Some(Wire::Anthropic),
+            APISchema::GCPVertexAI => Some(Wire::Gemini),
+            APISchema::AWSBedrock | APISchema::AWSAnthropic | APISchema::Cohere => None,
         }
     }
 
@@ -197,46 +200,97 @@ impl Wire {
     }
 }
 
-/// Rewrites a parsed request for a backend of schema `backend`, with `model_override` replacing
-/// the client's model when the route says so.
+/// The backend a request is translated for: its schema, and what the paths of some schemas
+/// name besides the model.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub schema: &'a VersionedAPISchema,
+    /// The GCP project and region of a Vertex AI backend (`GCPVertexAI`, `GCPAnthropic`), from
+    /// its `GCPCredentials` policy.
+    pub vertex: Option<VertexLocation<'a>>,
+}
+
+impl<'a> Target<'a> {
+    pub fn new(schema: &'a VersionedAPISchema) -> Self {
+        Target { schema, vertex: None }
+    }
+
+    pub fn in_vertex(self, location: VertexLocation<'a>) -> Self {
+        Target { vertex: Some(location), ..self }
+    }
+}
+
+/// Rewrites a parsed request for the backend `target`, with `model_override` replacing the
+/// client's model when the route says so.
 pub fn translate_request(
     req: &ParsedRequest,
-    backend: &VersionedAPISchema,
+    target: Target<'_>,
     model_override: Option<&str>,
 ) -> Result<TranslatedRequest, TranslateError> {
     let model = model_override.unwrap_or(&req.model).to_string();
     let mut body = req.body.clone();
     body.insert("model".into(), Value::String(model.clone()));
+    let schema = target.schema.name;
     let refused = || {
-        let schema = backend.name;
         TranslateError::Unsupported(format!(
             "{} requests cannot be sent to a backend of schema {schema:?}{}",
             req.endpoint.describe(),
             if Wire::of(schema).is_some() { "" } else { ", which aixds does not translate to yet" }
         ))
     };
-    let wire = Wire::of(backend.name).ok_or_else(refused)?;
-    let (path, body) = match req.endpoint {
-        Endpoint::ChatCompletions | Endpoint::Messages => {
-            let body = conversation(req.endpoint.client_schema(), wire, body, req.stream)?;
-            let path = match wire {
-                Wire::OpenAI => openai::path("chat/completions", backend, &model),
-                Wire::Anthropic => anthropic::path("messages", backend),
-            };
-            (path, body)
+    let wire = Wire::of(schema).ok_or_else(refused)?;
+    let body = match (req.endpoint, wire) {
+        (Endpoint::ChatCompletions | Endpoint::Messages, _) => {
+            conversation(req.endpoint.client_schema(), wire, body, req.stream)?
         }
-        Endpoint::Completions | Endpoint::Embeddings => match wire {
-            Wire::OpenAI => {
-                let operation = openai::operation(req.endpoint);
-                (openai::path(operation, backend, &model), openai::request(body, req.stream))
-            }
-            Wire::Anthropic => return Err(refused()),
-        },
+        (Endpoint::Completions | Endpoint::Embeddings, Wire::OpenAI) => {
+            openai::request(body, req.stream)
+        }
+        (Endpoint::Completions | Endpoint::Embeddings, Wire::Anthropic | Wire::Gemini) => {
+            return Err(refused());
+        }
     };
+    let (path, body) = address(req.endpoint, target, &model, req.stream, body)?;
     let body = serde_json::to_vec(&Value::Object(body)).map_err(|e| {
         TranslateError::InvalidRequest(format!("cannot encode the translated request: {e}"))
     })?;
     Ok(TranslatedRequest { path, body, model, stream: req.stream })
+}
+
+/// Where a backend's request goes, and the body its host takes: the family's body as it is, or
+/// in the host's envelope.
+fn address(
+    endpoint: Endpoint,
+    target: Target<'_>,
+    model: &str,
+    stream: bool,
+    body: Map<String, Value>,
+) -> Result<(String, Map<String, Value>), TranslateError> {
+    let backend = target.schema;
+    let path = match backend.name {
+        APISchema::OpenAI | APISchema::AzureOpenAI => {
+            openai::path(openai::operation(endpoint), backend, model)
+        }
+        APISchema::Anthropic => anthropic::path("messages", backend),
+        APISchema::GCPVertexAI => {
+            let method = if stream { "streamGenerateContent?alt=sse" } else { "generateContent" };
+            vertex::path(backend, target.vertex, vertex::Publisher::Google, model, method)?
+        }
+        APISchema::GCPAnthropic => {
+            let method = if stream { "streamRawPredict" } else { "rawPredict" };
+            let path =
+                vertex::path(backend, target.vertex, vertex::Publisher::Anthropic, model, method)?;
+            return Ok((path, vertex::anthropic_body(body, backend)));
+        }
+        // No family: translate_request refused these already.
+        APISchema::AWSBedrock | APISchema::AWSAnthropic | APISchema::Cohere => {
+            return Err(TranslateError::Unsupported(format!(
+                "aixds does not translate to schema {:?} yet",
+                backend.name
+            )));
+        }
+    };
+    Ok((path, body))
 }
 
 /// A chat completions or messages request for a backend of family `wire`: as the client sent it
@@ -256,6 +310,7 @@ fn conversation(
     Ok(match wire {
         Wire::OpenAI => openai::request(hub, stream),
         Wire::Anthropic => anthropic::request::from_chat(hub)?,
+        Wire::Gemini => gemini::request::from_chat(hub)?,
     })
 }
 

@@ -13,7 +13,7 @@ use super::error::error_body;
 use super::sse::SseParser;
 use super::stream::{Passthrough, stream_error};
 use super::usage::Usage;
-use super::{ClientSchema, Endpoint, TranslateError, Wire, anthropic, openai};
+use super::{ClientSchema, Endpoint, TranslateError, Wire, anthropic, gemini, openai};
 use crate::api::APISchema;
 
 /// A translator for one response. See [`ResponseTranslator::feed`].
@@ -55,6 +55,7 @@ enum Mode {
 enum Decoder {
     OpenAI(openai::Decoder),
     Anthropic(Box<anthropic::stream::Decoder>),
+    Gemini(Box<gemini::stream::Decoder>),
 }
 
 /// A client family's stream encoder.
@@ -100,6 +101,7 @@ impl ResponseTranslator {
                 Wire::Anthropic => {
                     Decoder::Anthropic(Box::new(anthropic::stream::Decoder::new(created)))
                 }
+                Wire::Gemini => Decoder::Gemini(Box::new(gemini::stream::Decoder::new(created))),
             };
             let encoder = match client {
                 ClientSchema::OpenAI => Encoder::OpenAI(openai::Encoder::new(include_usage)),
@@ -181,6 +183,7 @@ impl ResponseTranslator {
                             (v, usage)
                         }
                         Wire::Anthropic => anthropic::response::to_chat(&v, self.created),
+                        Wire::Gemini => gemini::response::to_chat(&v, self.created),
                     };
                     self.usage = usage;
                     let v = match client {
@@ -195,11 +198,13 @@ impl ResponseTranslator {
                 match decoder {
                     Decoder::OpenAI(d) => d.feed(chunk, end_of_stream, &mut hub)?,
                     Decoder::Anthropic(d) => d.feed(chunk, end_of_stream, &mut hub)?,
+                    Decoder::Gemini(d) => d.feed(chunk, end_of_stream, &mut hub)?,
                 }
                 let complete = end_of_stream
                     && match decoder {
                         Decoder::OpenAI(d) => d.end(&mut hub),
                         Decoder::Anthropic(d) => d.end(&mut hub),
+                        Decoder::Gemini(d) => d.end(&mut hub),
                     };
                 for event in hub {
                     match encoder {
@@ -216,6 +221,7 @@ impl ResponseTranslator {
                 self.usage = match decoder {
                     Decoder::OpenAI(d) => d.usage(),
                     Decoder::Anthropic(d) => d.usage(),
+                    Decoder::Gemini(d) => d.usage(),
                 };
             }
         }

@@ -5,7 +5,7 @@
 
 use aixds::api::{APISchema, VersionedAPISchema};
 use aixds::extproc::translate::{
-    Endpoint, TranslateError, Usage, parse_request, response_translator, translate_request,
+    Endpoint, Target, TranslateError, Usage, parse_request, response_translator, translate_request,
 };
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
@@ -430,7 +430,7 @@ fn anthropic_request() -> impl Strategy<Value = Value> {
 fn translated(endpoint: Endpoint, client: &Value, backend: APISchema) -> Value {
     let bytes = serde_json::to_vec(client).unwrap();
     let parsed = parse_request(endpoint, &bytes).unwrap_or_else(|e| panic!("{e}: {client:#}"));
-    let out = translate_request(&parsed, &schema(backend), None)
+    let out = translate_request(&parsed, Target::new(&schema(backend)), None)
         .unwrap_or_else(|e| panic!("a valid request was refused: {e}\n{client:#}"));
     serde_json::from_slice(&out.body).unwrap()
 }
@@ -564,7 +564,7 @@ fn translate_anything(body: &[u8]) {
     for endpoint in ENDPOINTS {
         let Ok(parsed) = parse_request(endpoint, body) else { continue };
         for backend in SCHEMAS {
-            match translate_request(&parsed, &schema(backend), None) {
+            match translate_request(&parsed, Target::new(&schema(backend)), None) {
                 Ok(out) => {
                     let _: Value =
                         serde_json::from_slice(&out.body).expect("a translated body is JSON");
