@@ -9,14 +9,14 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value};
 
-type Check = Result<(), String>;
+pub(super) type Check = Result<(), String>;
 
-fn fail<T>(path: &str, what: impl std::fmt::Display) -> Result<T, String> {
+pub(super) fn fail<T>(path: &str, what: impl std::fmt::Display) -> Result<T, String> {
     Err(format!("{path}: {what}"))
 }
 
 /// The object at `path`, with only `allowed` keys and every one of `required`.
-fn object<'a>(
+pub(super) fn object<'a>(
     v: &'a Value,
     path: &str,
     required: &[&str],
@@ -36,7 +36,11 @@ fn object<'a>(
     Ok(o)
 }
 
-fn string<'a>(o: &'a Map<String, Value>, key: &str, path: &str) -> Result<&'a str, String> {
+pub(super) fn string<'a>(
+    o: &'a Map<String, Value>,
+    key: &str,
+    path: &str,
+) -> Result<&'a str, String> {
     o.get(key)
         .and_then(Value::as_str)
         .map_or_else(|| fail(path, format!("{key:?} must be a string")), Ok)
@@ -46,25 +50,25 @@ fn opt<'a>(o: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     o.get(key)
 }
 
-fn array<'a>(v: &'a Value, path: &str) -> Result<&'a Vec<Value>, String> {
+pub(super) fn array<'a>(v: &'a Value, path: &str) -> Result<&'a Vec<Value>, String> {
     v.as_array().map_or_else(|| fail(path, "must be an array"), Ok)
 }
 
-fn number_in(v: &Value, path: &str, lo: f64, hi: f64) -> Check {
+pub(super) fn number_in(v: &Value, path: &str, lo: f64, hi: f64) -> Check {
     match v.as_f64() {
         Some(x) if (lo..=hi).contains(&x) => Ok(()),
         _ => fail(path, format!("must be a number in [{lo}, {hi}]")),
     }
 }
 
-fn positive_integer(v: &Value, path: &str) -> Check {
+pub(super) fn positive_integer(v: &Value, path: &str) -> Check {
     match v.as_u64() {
         Some(n) if n >= 1 => Ok(()),
         _ => fail(path, "must be an integer of at least 1"),
     }
 }
 
-fn boolean(v: &Value, path: &str) -> Check {
+pub(super) fn boolean(v: &Value, path: &str) -> Check {
     if v.is_boolean() { Ok(()) } else { fail(path, "must be true or false") }
 }
 
@@ -76,7 +80,7 @@ fn identifier(s: &str, path: &str, max: usize) -> Check {
     if ok { Ok(()) } else { fail(path, format!("{s:?} must match ^[a-zA-Z0-9_-]{{1,{max}}}$")) }
 }
 
-fn non_blank(s: &str, path: &str) -> Check {
+pub(super) fn non_blank(s: &str, path: &str) -> Check {
     if s.trim().is_empty() { fail(path, "text must contain non-whitespace text") } else { Ok(()) }
 }
 

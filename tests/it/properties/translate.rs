@@ -145,7 +145,7 @@ fn openai_tools(names: &[&str]) -> Value {
 }
 
 /// A chat completions request OpenAI accepts, using what aixds can send to Anthropic.
-fn openai_request() -> impl Strategy<Value = Value> {
+pub(super) fn openai_request() -> impl Strategy<Value = Value> {
     let conversation = (
         prop::option::of(openai_text_content()),
         openai_user_content(),
@@ -372,7 +372,7 @@ fn anthropic_tools(names: &[&str]) -> Value {
 
 /// A messages request Anthropic accepts, using what aixds can send to OpenAI: at most 4 stop
 /// sequences, OpenAI's limit.
-fn anthropic_request() -> impl Strategy<Value = Value> {
+pub(super) fn anthropic_request() -> impl Strategy<Value = Value> {
     let system = prop::option::of(prop_oneof![
         text().prop_map(Value::from),
         anthropic_text_blocks().prop_map(Value::from)
@@ -472,7 +472,7 @@ proptest! {
 // ---- arbitrary requests ----
 
 /// JSON shaped like requests, with the keys translation looks at and values of any type.
-fn json_ish() -> impl Strategy<Value = Value> {
+pub(super) fn json_ish() -> impl Strategy<Value = Value> {
     let key = prop::sample::select(vec![
         "model",
         "messages",
@@ -604,12 +604,12 @@ proptest! {
 // ---- responses ----
 
 #[derive(Debug, Clone)]
-enum Block {
+pub(super) enum Block {
     Text(Vec<String>),
     Tool(&'static str, Vec<String>),
 }
 
-fn blocks() -> impl Strategy<Value = Vec<Block>> {
+pub(super) fn blocks() -> impl Strategy<Value = Vec<Block>> {
     let block = prop_oneof![
         prop::collection::vec(text(), 1..4).prop_map(Block::Text),
         (prop::sample::select(&TOOL_NAMES[..]), arguments()).prop_map(|(name, args)| {
@@ -627,7 +627,7 @@ fn blocks() -> impl Strategy<Value = Vec<Block>> {
     prop::collection::vec(block, 0..4)
 }
 
-fn sse(kind: Option<&str>, data: &Value, crlf: bool) -> String {
+pub(super) fn sse(kind: Option<&str>, data: &Value, crlf: bool) -> String {
     let nl = if crlf { "\r\n" } else { "\n" };
     let event = kind.map(|k| format!("event: {k}{nl}")).unwrap_or_default();
     format!("{event}data: {data}{nl}{nl}")
@@ -759,7 +759,7 @@ const RESPONSE_PAIRS: [(Endpoint, APISchema); 4] = [
 
 /// What the client gets from `body` cut at `cuts`: the bytes, then Ok with the usage and
 /// whether the stream was cut short, or the error that stopped it.
-fn run(
+pub(super) fn run(
     endpoint: Endpoint,
     backend: APISchema,
     stream: bool,
@@ -788,7 +788,7 @@ fn run(
 }
 
 /// Each event of an SSE body the client gets carries JSON (or OpenAI's `[DONE]`).
-fn assert_events_are_json(out: &[u8]) {
+pub(super) fn assert_events_are_json(out: &[u8]) {
     let text = std::str::from_utf8(out).expect("the client's stream is UTF-8");
     for line in text.lines().filter_map(|l| l.strip_prefix("data: ")) {
         if line != "[DONE]" {
