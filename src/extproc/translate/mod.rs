@@ -47,6 +47,11 @@ pub use vertex::VertexLocation;
 /// Anthropic rejects a request without `max_tokens`; OpenAI clients may leave it out.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 
+/// The tool through which a family without JSON response formats gives the JSON answer an
+/// OpenAI client asked for (`response_format`): the model is made to call it, and its call comes
+/// back as the answer's content. Reserved: a client tool of this name is refused.
+const JSON_RESPONSE_TOOL: &str = "aixds_json_response";
+
 /// Azure requires an `api-version`; this GA version is used when the backend names none.
 pub const DEFAULT_AZURE_API_VERSION: &str = "2024-10-21";
 
@@ -61,6 +66,11 @@ pub enum Endpoint {
     Embeddings,
     /// `POST /v1/messages` or `/anthropic/v1/messages`
     Messages,
+    /// `POST /v1/responses`: OpenAI's Responses API, passed to OpenAI-family backends.
+    Responses,
+    /// `POST /v1/messages/count_tokens` or `/anthropic/v1/messages/count_tokens`: Anthropic's
+    /// token counting, passed to Anthropic-family backends.
+    CountTokens,
 }
 
 impl Endpoint {
@@ -78,6 +88,10 @@ impl Endpoint {
             "/v1/completions" => Ok(Endpoint::Completions),
             "/v1/embeddings" => Ok(Endpoint::Embeddings),
             "/v1/messages" | "/anthropic/v1/messages" => Ok(Endpoint::Messages),
+            "/v1/responses" => Ok(Endpoint::Responses),
+            "/v1/messages/count_tokens" | "/anthropic/v1/messages/count_tokens" => {
+                Ok(Endpoint::CountTokens)
+            }
             _ => Err(TranslateError::UnknownEndpoint(path.to_string())),
         }
     }
@@ -85,10 +99,11 @@ impl Endpoint {
     /// The schema family the client speaks, which decides the shape of responses and errors.
     pub fn client_schema(self) -> ClientSchema {
         match self {
-            Endpoint::Messages => ClientSchema::Anthropic,
-            Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings => {
-                ClientSchema::OpenAI
-            }
+            Endpoint::Messages | Endpoint::CountTokens => ClientSchema::Anthropic,
+            Endpoint::ChatCompletions
+            | Endpoint::Completions
+            | Endpoint::Embeddings
+            | Endpoint::Responses => ClientSchema::OpenAI,
         }
     }
 }
@@ -239,18 +254,30 @@ pub fn translate_request(
         ))
     };
     let wire = Wire::of(schema).ok_or_else(refused)?;
-    let body = match (req.endpoint, wire) {
-        (Endpoint::ChatCompletions | Endpoint::Messages, _) => {
+    let body = match req.endpoint {
+        Endpoint::ChatCompletions | Endpoint::Messages => {
             conversation(req.endpoint.client_schema(), wire, body, req.stream)?
         }
-        (Endpoint::Completions | Endpoint::Embeddings, Wire::OpenAI) => {
-            openai::request(body, req.stream)
-        }
-        (Endpoint::Completions | Endpoint::Embeddings, Wire::Anthropic | Wire::Gemini) => {
-            return Err(refused());
-        }
+        Endpoint::Completions => match wire {
+            Wire::OpenAI => openai::request(body, req.stream),
+            Wire::Anthropic | Wire::Gemini => return Err(refused()),
+        },
+        Endpoint::Embeddings => match wire {
+            Wire::OpenAI => body,
+            Wire::Anthropic | Wire::Gemini => return Err(refused()),
+        },
+        // The Responses API keeps state and tools of its own that no other family has: it
+        // passes, unchanged, to OpenAI-family backends only.
+        Endpoint::Responses => match wire {
+            Wire::OpenAI => body,
+            Wire::Anthropic | Wire::Gemini => return Err(refused()),
+        },
+        Endpoint::CountTokens => match wire {
+            Wire::Anthropic => body,
+            Wire::OpenAI | Wire::Gemini => return Err(refused()),
+        },
     };
-    let (path, body) = address(req.endpoint, target, &model, req.stream, body)?;
+    let (path, body) = address(req.endpoint, target, &model, req.stream, body, refused)?;
     let body = serde_json::to_vec(&Value::Object(body)).map_err(|e| {
         TranslateError::InvalidRequest(format!("cannot encode the translated request: {e}"))
     })?;
@@ -258,36 +285,68 @@ pub fn translate_request(
 }
 
 /// Where a backend's request goes, and the body its host takes: the family's body as it is, or
-/// in the host's envelope.
+/// in the host's envelope. `refused` is the error for an endpoint the backend does not serve
+/// (`translate_request` refuses those before they get here).
 fn address(
     endpoint: Endpoint,
     target: Target<'_>,
     model: &str,
     stream: bool,
     body: Map<String, Value>,
+    refused: impl Fn() -> TranslateError,
 ) -> Result<(String, Map<String, Value>), TranslateError> {
     let backend = target.schema;
-    let path = match backend.name {
-        APISchema::OpenAI | APISchema::AzureOpenAI => {
-            openai::path(openai::operation(endpoint), backend, model)
+    let path = match (backend.name, endpoint) {
+        (APISchema::OpenAI | APISchema::AzureOpenAI, Endpoint::Responses) => {
+            openai::responses_path(backend)
         }
-        APISchema::Anthropic => anthropic::path("messages", backend),
-        APISchema::GCPVertexAI => {
+        (APISchema::OpenAI | APISchema::AzureOpenAI, Endpoint::Completions) => {
+            openai::path("completions", backend, model)
+        }
+        (APISchema::OpenAI | APISchema::AzureOpenAI, Endpoint::Embeddings) => {
+            openai::path("embeddings", backend, model)
+        }
+        (
+            APISchema::OpenAI | APISchema::AzureOpenAI,
+            Endpoint::ChatCompletions | Endpoint::Messages,
+        ) => openai::path("chat/completions", backend, model),
+        (APISchema::Anthropic, Endpoint::ChatCompletions | Endpoint::Messages) => {
+            anthropic::path("messages", backend)
+        }
+        (APISchema::Anthropic, Endpoint::CountTokens) => {
+            anthropic::path("messages/count_tokens", backend)
+        }
+        (APISchema::GCPVertexAI, Endpoint::ChatCompletions | Endpoint::Messages) => {
             let method = if stream { "streamGenerateContent?alt=sse" } else { "generateContent" };
             vertex::path(backend, target.vertex, vertex::Publisher::Google, model, method)?
         }
-        APISchema::GCPAnthropic => {
+        (APISchema::GCPAnthropic, Endpoint::ChatCompletions | Endpoint::Messages) => {
             let method = if stream { "streamRawPredict" } else { "rawPredict" };
             let path =
                 vertex::path(backend, target.vertex, vertex::Publisher::Anthropic, model, method)?;
             return Ok((path, vertex::anthropic_body(body, backend)));
         }
-        // No family: translate_request refused these already.
-        APISchema::AWSBedrock | APISchema::AWSAnthropic | APISchema::Cohere => {
-            return Err(TranslateError::Unsupported(format!(
-                "aixds does not translate to schema {:?} yet",
-                backend.name
-            )));
+        // Vertex counts tokens at a model of its own, and names the model in the body.
+        (APISchema::GCPAnthropic, Endpoint::CountTokens) => {
+            let publisher = vertex::Publisher::Anthropic;
+            let path =
+                vertex::path(backend, target.vertex, publisher, "count-tokens", "rawPredict")?;
+            return Ok((path, vertex::count_tokens_body(body, backend)));
+        }
+        (APISchema::OpenAI | APISchema::AzureOpenAI, Endpoint::CountTokens)
+        | (
+            APISchema::Anthropic | APISchema::GCPAnthropic,
+            Endpoint::Completions | Endpoint::Embeddings | Endpoint::Responses,
+        )
+        | (
+            APISchema::GCPVertexAI,
+            Endpoint::Completions
+            | Endpoint::Embeddings
+            | Endpoint::Responses
+            | Endpoint::CountTokens,
+        )
+        | (APISchema::AWSBedrock | APISchema::AWSAnthropic | APISchema::Cohere, _) => {
+            return Err(refused());
         }
     };
     Ok((path, body))
@@ -321,6 +380,8 @@ impl Endpoint {
             Endpoint::Completions => "OpenAI completions",
             Endpoint::Embeddings => "OpenAI embeddings",
             Endpoint::Messages => "Anthropic messages",
+            Endpoint::Responses => "OpenAI responses",
+            Endpoint::CountTokens => "Anthropic token counting",
         }
     }
 }

@@ -34,7 +34,6 @@ pub struct ResponseTranslator {
 enum Mode {
     /// Same family both sides: bytes go out as they come; JSON is kept to count usage at the end.
     JsonPassthrough {
-        family: ClientSchema,
         body: Vec<u8>,
     },
     SsePassthrough(SseParser, Passthrough),
@@ -91,9 +90,9 @@ impl ResponseTranslator {
         let wire = Wire::of(backend).unwrap_or(Wire::of_client(client));
         let mode = if Wire::of_client(client) == wire {
             if stream {
-                Mode::SsePassthrough(SseParser::default(), Passthrough::new(client))
+                Mode::SsePassthrough(SseParser::default(), Passthrough::new(endpoint))
             } else {
-                Mode::JsonPassthrough { family: client, body: Vec::new() }
+                Mode::JsonPassthrough { body: Vec::new() }
             }
         } else if stream {
             let decoder = match wire {
@@ -154,13 +153,18 @@ impl ResponseTranslator {
         let mut out = Vec::new();
         let client = self.endpoint.client_schema();
         match &mut self.mode {
-            Mode::JsonPassthrough { family, body } => {
+            Mode::JsonPassthrough { body } => {
                 body.extend_from_slice(chunk);
                 out.extend_from_slice(chunk);
                 if end_of_stream && let Ok(v) = serde_json::from_slice::<Value>(body) {
-                    self.usage = match family {
-                        ClientSchema::OpenAI => openai::read_usage(&v),
-                        ClientSchema::Anthropic => anthropic::response::read_usage(&v),
+                    self.usage = match self.endpoint {
+                        Endpoint::ChatCompletions
+                        | Endpoint::Completions
+                        | Endpoint::Embeddings => openai::read_usage(&v),
+                        Endpoint::Responses => openai::read_responses_usage(&v),
+                        Endpoint::Messages => anthropic::response::read_usage(&v),
+                        // Counting tokens uses none.
+                        Endpoint::CountTokens => Usage::default(),
                     };
                 }
             }

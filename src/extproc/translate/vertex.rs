@@ -80,6 +80,24 @@ pub fn anthropic_body(
     backend: &VersionedAPISchema,
 ) -> Map<String, Value> {
     body.remove("model");
+    with_version(body, backend)
+}
+
+/// A token counting body as Vertex takes it: Anthropic's with `anthropic_version`, and the
+/// model (which stays in the body) without the `@default` or `@latest` alias that Vertex's
+/// counting does not resolve.
+pub fn count_tokens_body(
+    mut body: Map<String, Value>,
+    backend: &VersionedAPISchema,
+) -> Map<String, Value> {
+    if let Some(Value::String(model)) = body.get_mut("model") {
+        let bare = model.trim_end_matches("@default").trim_end_matches("@latest").len();
+        model.truncate(bare);
+    }
+    with_version(body, backend)
+}
+
+fn with_version(mut body: Map<String, Value>, backend: &VersionedAPISchema) -> Map<String, Value> {
     let version =
         backend.version.as_deref().filter(|v| !v.is_empty()).unwrap_or(DEFAULT_ANTHROPIC_VERSION);
     body.insert("anthropic_version".into(), Value::String(version.to_string()));
