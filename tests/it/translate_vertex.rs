@@ -324,6 +324,29 @@ fn anthropic_on_vertex_requests() {
         json!({"anthropic_version": "vertex-2099-01-01", "system": "S",
                "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4096})
     );
+
+    // Vertex counts tokens at its count-tokens model, with the model in the body (without the
+    // alias its counting does not resolve).
+    let count = json!({"model": "claude-sonnet-4-5@default", "messages": [{"role": "user", "content": "hi"}]});
+    let (path, got) = translate(Endpoint::CountTokens, count, APISchema::GCPAnthropic);
+    assert_eq!(
+        path,
+        "/v1/projects/my-project/locations/us-central1/publishers/anthropic/models/count-tokens:rawPredict"
+    );
+    assert_eq!(
+        got,
+        json!({"model": "claude-sonnet-4-5", "anthropic_version": "vertex-2023-10-16",
+               "messages": [{"role": "user", "content": "hi"}]})
+    );
+    for endpoint in [Endpoint::CountTokens, Endpoint::Responses, Endpoint::Completions] {
+        let err = translate_to(
+            endpoint,
+            &json!({"model": "g", "messages": [], "input": "x", "prompt": "x"}),
+            &schema(APISchema::GCPVertexAI),
+        )
+        .expect_err("Gemini does not serve it");
+        assert_eq!(err.status(), 422, "{endpoint:?}: {err}");
+    }
 }
 
 #[test]
