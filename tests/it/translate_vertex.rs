@@ -801,18 +801,27 @@ fn vertex_provider_fixtures_translate_for_both_clients() {
         (serde_json::from_slice(&out).expect("JSON"), t.usage())
     };
     let (chat, usage) = json(Endpoint::ChatCompletions, "gemini-generate.json");
-    assert_eq!(chat["choices"][0]["message"], json!({"role": "assistant", "content": "Paris is the capital of France."}));
+    assert_eq!(
+        chat["choices"][0]["message"],
+        json!({"role": "assistant", "content": "Paris is the capital of France."})
+    );
     assert_eq!(chat["choices"][0]["finish_reason"], "stop");
     assert_eq!(usage, Usage { input: 9, output: 8, cached_input: 0, total: 17 });
     let (message, _) = json(Endpoint::Messages, "gemini-generate.json");
-    assert_eq!(message["content"], json!([{"type": "text", "text": "Paris is the capital of France."}]));
+    assert_eq!(
+        message["content"],
+        json!([{"type": "text", "text": "Paris is the capital of France."}])
+    );
     assert_eq!(message["stop_reason"], "end_turn");
 
     let (chat, _) = json(Endpoint::ChatCompletions, "gemini-generate-function-call.json");
     let calls = &chat["choices"][0]["message"]["tool_calls"];
     assert_eq!(chat["choices"][0]["message"]["content"], Value::Null);
     assert_eq!(chat["choices"][0]["finish_reason"], "tool_calls");
-    assert_eq!(calls[0]["function"], json!({"name": "get_weather", "arguments": "{\"city\":\"Paris\",\"unit\":\"celsius\"}"}));
+    assert_eq!(
+        calls[0]["function"],
+        json!({"name": "get_weather", "arguments": "{\"city\":\"Paris\",\"unit\":\"celsius\"}"})
+    );
     assert_eq!(calls[1]["function"]["arguments"], "{\"city\":\"Lyon\",\"unit\":\"celsius\"}");
     assert_ne!(calls[0]["id"], calls[1]["id"], "parallel calls get ids of their own");
     let (message, _) = json(Endpoint::Messages, "gemini-generate-function-call.json");
@@ -824,20 +833,29 @@ fn vertex_provider_fixtures_translate_for_both_clients() {
     assert_eq!(chat["choices"][0]["finish_reason"], "content_filter");
     assert_eq!(usage, Usage { input: 12, output: 0, cached_input: 0, total: 12 });
     let (message, _) = json(Endpoint::Messages, "gemini-generate-safety.json");
-    assert_eq!((message["stop_reason"].clone(), message["content"].clone()), (json!("refusal"), json!([])));
+    assert_eq!(
+        (message["stop_reason"].clone(), message["content"].clone()),
+        (json!("refusal"), json!([]))
+    );
 
     for (name, text, finish) in [
         ("gemini-stream.sse", "Paris is the capital of France.", "stop"),
         ("gemini-stream-function-call.sse", "", "tool_calls"),
     ] {
         let input = provider_fixture(name);
-        let mut whole = translator(Endpoint::ChatCompletions, APISchema::GCPVertexAI, true).include_usage(true);
+        let mut whole =
+            translator(Endpoint::ChatCompletions, APISchema::GCPVertexAI, true).include_usage(true);
         let out = feed_whole(&mut whole, &input);
         let events: Vec<Value> = sse(&out).into_iter().map(|(_, d)| d).collect();
-        let streamed: String =
-            events.iter().filter_map(|e| e.pointer("/choices/0/delta/content").and_then(Value::as_str)).collect();
+        let streamed: String = events
+            .iter()
+            .filter_map(|e| e.pointer("/choices/0/delta/content").and_then(Value::as_str))
+            .collect();
         assert_eq!(streamed, text, "{name}");
-        assert!(events.iter().any(|e| e.pointer("/choices/0/finish_reason") == Some(&json!(finish))), "{name}");
+        assert!(
+            events.iter().any(|e| e.pointer("/choices/0/finish_reason") == Some(&json!(finish))),
+            "{name}"
+        );
         assert_eq!(events.last(), Some(&json!("[DONE]")), "{name}");
         assert!(!whole.truncated(), "{name}");
         for endpoint in [Endpoint::ChatCompletions, Endpoint::Messages] {
@@ -854,20 +872,32 @@ fn vertex_provider_fixtures_translate_for_both_clients() {
     }
     let mut t = translator(Endpoint::Messages, APISchema::GCPVertexAI, true);
     let events = sse(&feed_whole(&mut t, &provider_fixture("gemini-stream-function-call.sse")));
-    let tool = events.iter().find(|(n, _)| n.as_deref() == Some("content_block_start")).expect("a tool_use block");
+    let tool = events
+        .iter()
+        .find(|(n, _)| n.as_deref() == Some("content_block_start"))
+        .expect("a tool_use block");
     assert_eq!(tool.1["content_block"]["name"], "get_weather");
     assert_eq!(t.usage(), Usage { input: 41, output: 11, cached_input: 0, total: 52 });
 
-    let error: Value = serde_json::from_slice(&provider_fixture("gemini-error.json")).expect("JSON");
+    let error: Value =
+        serde_json::from_slice(&provider_fixture("gemini-error.json")).expect("JSON");
     let body = error["body"].to_string();
-    let got: Value =
-        serde_json::from_slice(&translate_error(ClientSchema::OpenAI, APISchema::GCPVertexAI, 400, body.as_bytes()))
-            .expect("JSON");
+    let got: Value = serde_json::from_slice(&translate_error(
+        ClientSchema::OpenAI,
+        APISchema::GCPVertexAI,
+        400,
+        body.as_bytes(),
+    ))
+    .expect("JSON");
     assert_eq!(got["error"]["type"], "invalid_request_error");
     assert_eq!(got["error"]["code"], "INVALID_ARGUMENT");
     assert!(got["error"]["message"].as_str().is_some_and(|m| m.contains("additionalProperties")));
-    let got: Value =
-        serde_json::from_slice(&translate_error(ClientSchema::Anthropic, APISchema::GCPVertexAI, 400, body.as_bytes()))
-            .expect("JSON");
+    let got: Value = serde_json::from_slice(&translate_error(
+        ClientSchema::Anthropic,
+        APISchema::GCPVertexAI,
+        400,
+        body.as_bytes(),
+    ))
+    .expect("JSON");
     assert_eq!(got["error"]["type"], "invalid_request_error");
 }
