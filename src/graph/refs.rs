@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::{Condition, ConditionType, Graph, Issue, Reason, listeners};
 use crate::api::{
     AIGATEWAY_GROUP, BackendTarget, ENVOY_GATEWAY_GROUP, GATEWAY_API_GROUP, INFERENCE_GROUP, Kind,
-    MAX_ROUTE_HOSTNAMES, Object, ObjectKey, SecurityPolicyType, Spec, TLS_SECRET_TYPE, api_key,
+    MAX_ROUTE_HOSTNAMES, Object, ObjectKey, PolicyError, Spec, TLS_SECRET_TYPE,
     tls_certificate_problem, validate_hostname,
 };
 
@@ -179,20 +179,19 @@ pub(super) fn references(object: &Object) -> (Vec<(RefKind, ObjectKey)>, Vec<Iss
                     )),
                 }
             }
-            match policy.policy_type {
-                SecurityPolicyType::AzureCredentials
-                | SecurityPolicyType::AWSCredentials
-                | SecurityPolicyType::GCPCredentials => issues.push(accepted_issue(
-                    Reason::Unsupported,
-                    format!("type {} is not supported yet", policy.policy_type),
+            // The Secret is a reference like any other: its changes reach the policy's
+            // backends, and through them the ext_proc's runtime config.
+            match policy.secret_ref() {
+                Ok(secret) => refs.push((
+                    RefKind::SecretRef,
+                    in_ns(Kind::Secret, &secret.namespace, &secret.name),
                 )),
-                _ => match policy.secret_ref() {
-                    Ok(secret) => refs.push((
-                        RefKind::SecretRef,
-                        in_ns(Kind::Secret, &secret.namespace, &secret.name),
-                    )),
-                    Err(message) => issues.push(accepted_issue(Reason::Invalid, message)),
-                },
+                Err(PolicyError::Invalid(message)) => {
+                    issues.push(accepted_issue(Reason::Invalid, message))
+                }
+                Err(PolicyError::Unsupported(message)) => {
+                    issues.push(accepted_issue(Reason::Unsupported, message))
+                }
             }
         }
         Spec::BackendTLSPolicy(policy) => {
@@ -484,8 +483,8 @@ fn reference_problem(
                 format!("{} {}/{}: {}", key.kind, key.namespace, key.name, failed.message),
             ))
         }
-        (Spec::BackendSecurityPolicy(_), Spec::Secret(secret)) => {
-            let problem = api_key(secret).err()?;
+        (Spec::BackendSecurityPolicy(policy), Spec::Secret(secret)) => {
+            let problem = policy.secret_problem(secret)?;
             Some((
                 Reason::InvalidSecret,
                 format!("Secret {}/{} {problem}", key.namespace, key.name),
