@@ -73,7 +73,6 @@ pub struct SecretKeyRef {
 #[serde(rename_all = "camelCase")]
 pub struct AwsCredentials {
     /// The region requests are signed for (`us-east-1`, ...).
-    #[serde(default)]
     pub region: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_file: Option<AwsCredentialsFile>,
@@ -108,8 +107,7 @@ pub const DEFAULT_AWS_PROFILE: &str = "default";
 pub struct OidcExchange {
     /// Envoy Gateway's OIDC settings (provider, client id, client secret reference, scopes).
     #[serde(default)]
-    #[schemars(with = "serde_json::Map<String, serde_json::Value>")]
-    pub oidc: serde_json::Value,
+    pub oidc: serde_json::Map<String, serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -130,10 +128,8 @@ pub struct AwsOidcExchangeToken {
 #[serde(rename_all = "camelCase")]
 pub struct GcpCredentials {
     /// The project of the Vertex AI endpoint (`/v1/projects/{project}/...`).
-    #[serde(default)]
     pub project_name: String,
     /// Its region (`/locations/{region}/...`).
-    #[serde(default)]
     pub region: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_file: Option<GcpCredentialsFile>,
@@ -158,8 +154,8 @@ pub struct GcpWorkloadIdentityFederation {
     pub workload_identity_provider_name: String,
     #[serde(default)]
     pub workload_identity_pool_name: String,
-    #[serde(default)]
-    pub oidc_exchange_token: OidcExchange,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc_exchange_token: Option<OidcExchange>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_impersonation: Option<GcpServiceAccountImpersonation>,
 }
@@ -175,9 +171,9 @@ pub struct GcpServiceAccountImpersonation {
 /// tokens (client-credentials grant).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AzureCredentials {
-    #[serde(default, rename = "clientID")]
+    #[serde(rename = "clientID")]
     pub client_id: String,
-    #[serde(default, rename = "tenantID")]
+    #[serde(rename = "tenantID")]
     pub tenant_id: String,
     /// A Secret whose `client-secret` key holds the application's client secret.
     #[serde(default, rename = "clientSecretRef", skip_serializing_if = "Option::is_none")]
