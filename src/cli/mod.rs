@@ -403,7 +403,8 @@ pub struct CredentialArgs {
     /// Entra ID's authority host, for AzureCredentials policies (another Azure cloud, or a test
     /// endpoint; plain http only on loopback).
     #[arg(long, env = "AZURE_AUTHORITY_HOST", value_name = "URL",
-          default_value = crate::extproc::credentials::azure::DEFAULT_AUTHORITY_HOST)]
+          default_value = crate::extproc::credentials::azure::DEFAULT_AUTHORITY_HOST,
+          value_parser = parse_token_host)]
     pub azure_authority_host: String,
 }
 
@@ -452,6 +453,11 @@ pub enum GraphFormat {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// A token endpoint's scheme and host, which a client secret may be sent to.
+fn parse_token_host(s: &str) -> Result<String, String> {
+    crate::api::token_endpoint(s).map(|_| s.trim_end_matches('/').to_string())
 }
 
 fn parse_service(s: &str) -> Result<crate::api::ObjectKey, String> {
