@@ -8,8 +8,9 @@ use serde::Serialize;
 
 use super::{Condition, ConditionType, Graph, Issue, Reason, listeners};
 use crate::api::{
-    AIGATEWAY_GROUP, BackendTarget, ENVOY_GATEWAY_GROUP, GATEWAY_API_GROUP, INFERENCE_GROUP, Kind,
-    MAX_ROUTE_HOSTNAMES, Object, ObjectKey, PolicyError, Spec, TLS_SECRET_TYPE,
+    AIGATEWAY_GROUP, BackendTarget, ENVOY_GATEWAY_GROUP, GATEWAY_API_GROUP,
+    GCP_SERVICE_ACCOUNT_KEY, INFERENCE_GROUP, Kind, MAX_ROUTE_HOSTNAMES, Object, ObjectKey,
+    PolicyError, SecurityPolicyType, Spec, TLS_SECRET_TYPE, gcp_service_account,
     tls_certificate_problem, validate_hostname,
 };
 
@@ -255,6 +256,13 @@ pub(super) fn references(object: &Object) -> (Vec<(RefKind, ObjectKey)>, Vec<Iss
                 issues.push(accepted_issue(Reason::InvalidCertificateRef, message));
             }
         }
+        // Likewise a service account key, for every GCPCredentials policy that names it (see
+        // `reference_problem`).
+        Spec::Secret(secret) if secret.values.contains_key(GCP_SERVICE_ACCOUNT_KEY) => {
+            if let Err(message) = gcp_service_account(secret) {
+                issues.push(accepted_issue(Reason::InvalidSecret, message));
+            }
+        }
         Spec::GatewayClass(_)
         | Spec::ReferenceGrant(_)
         | Spec::Secret(_)
@@ -484,7 +492,19 @@ fn reference_problem(
             ))
         }
         (Spec::BackendSecurityPolicy(policy), Spec::Secret(secret)) => {
-            let problem = policy.secret_problem(secret)?;
+            // A service account key was judged when its Secret was applied: parsing an RSA key
+            // costs, and every backend a policy targets asks, every batch.
+            let judged = policy.policy_type == SecurityPolicyType::GCPCredentials
+                && secret.type_ != TLS_SECRET_TYPE
+                && secret.values.contains_key(GCP_SERVICE_ACCOUNT_KEY);
+            let problem = match judged {
+                true => target
+                    .issues
+                    .iter()
+                    .find(|i| i.reason == Reason::InvalidSecret)
+                    .map(|i| i.message.clone()),
+                false => policy.secret_problem(secret),
+            }?;
             Some((
                 Reason::InvalidSecret,
                 format!("Secret {}/{} {problem}", key.namespace, key.name),

@@ -388,3 +388,52 @@ async fn token_sources_carry_over_rebuilds_until_their_policy_or_secret_changes(
     let debug = format!("{:?}", shared.load());
     assert!(!debug.contains("rotated") && !debug.contains(CLIENT_SECRET), "{debug}");
 }
+
+/// A service account Secret is judged once, when applied, for every policy and backend that
+/// uses it; replacing it with a good one resolves them.
+#[test]
+fn a_bad_service_account_key_is_named_on_the_policy_and_its_backend() {
+    use aixds::api::{Kind, ObjectKey};
+    use aixds::graph::ConditionType;
+    let dir = tempfile::tempdir().unwrap();
+    let (private_key, _) = key_pair(dir.path());
+    let resolved = |graph: &Graph, kind, name| {
+        let node = graph.node(&ObjectKey::new(kind, "default", name)).unwrap();
+        let c = node.conditions().iter().find(|c| c.type_ == ConditionType::ResolvedRefs).unwrap();
+        (c.status, c.message.clone())
+    };
+    let mut graph = Graph::new();
+    let backend = "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIServiceBackend\n\
+                   metadata: {name: gcp}\nspec: {schema: {name: OpenAI}, backendRef: {name: gcp, \
+                   group: gateway.envoyproxy.io, kind: Backend}}";
+    let target = "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: Backend\nmetadata: {name: gcp}\n\
+                  spec: {endpoints: [{ip: {address: 127.0.0.1, port: 9}}]}";
+    let broken = service_account(
+        "-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----\n",
+        "https://oauth2.googleapis.com/token",
+    );
+    let docs = policies(&broken);
+    let gcp = docs.split("\n---\n").filter(|doc| doc.contains("gcp"));
+    for doc in [backend, target].into_iter().chain(gcp) {
+        graph.apply(parse(doc.trim_start_matches("---\n")));
+    }
+    let (ok, message) = resolved(&graph, Kind::BackendSecurityPolicy, "gcp");
+    assert!(!ok);
+    assert!(
+        message.contains(
+            "\"service_account.json\" has a \"private_key\" that is not a usable RSA key"
+        ),
+        "{message}"
+    );
+    assert!(!message.contains("c2VjcmV0"), "{message}");
+    let (ok, message) = resolved(&graph, Kind::AIServiceBackend, "gcp");
+    assert!(!ok && message.contains("BackendSecurityPolicy default/gcp"), "{message}");
+
+    let good = policies(&service_account(&private_key, "https://oauth2.googleapis.com/token"));
+    let secret =
+        good.split("\n---\n").find(|doc| doc.contains("kind: Secret\nmetadata: {name: gcp-sa}"));
+    let secret = secret.unwrap();
+    graph.apply(parse(secret));
+    assert_eq!(resolved(&graph, Kind::BackendSecurityPolicy, "gcp"), (true, String::new()));
+    assert!(resolved(&graph, Kind::AIServiceBackend, "gcp").0);
+}
