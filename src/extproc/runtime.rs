@@ -5,7 +5,10 @@
 //! name (what the upstream-phase filter sends in its gRPC metadata) and by route backendRef id
 //! (what the route sets in [`ROUTE_BACKEND_HEADER`](super::ROUTE_BACKEND_HEADER)).
 //!
-//! Only accepted objects contribute, as in the compiled Envoy config.
+//! Only accepted objects contribute, as in the compiled Envoy config. A backend's credential is
+//! resolved here from its BackendSecurityPolicy and Secret: an API key, a SigV4 signer, or a
+//! token source that [`Credentials`] hands from each config to the next (see
+//! [`super::credentials`]).
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
