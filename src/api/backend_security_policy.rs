@@ -349,3 +349,71 @@ fn tenant_id(tenant: &str) -> Result<(), &'static str> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(yaml: &str) -> BackendSecurityPolicySpec {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn cloud_sections_name_their_secret_or_say_what_is_not_done() {
+        let aws = spec(
+            "{type: AWSCredentials, awsCredentials: {region: us-east-1, credentialsFile: \
+             {secretRef: {name: aws}}}}",
+        );
+        assert_eq!(aws.secret_ref().map(|s| s.name.as_str()), Ok("aws"));
+        let file = aws.aws_credentials.as_ref().unwrap().credentials_file.as_ref().unwrap();
+        assert_eq!(file.profile(), DEFAULT_AWS_PROFILE);
+        let unsupported = |yaml: &str, words: &str| match spec(yaml).secret_ref() {
+            Err(PolicyError::Unsupported(m)) => assert!(m.contains(words), "{m}"),
+            other => panic!("{yaml}: {other:?}"),
+        };
+        unsupported(
+            "{type: AWSCredentials, awsCredentials: {region: us-east-1}}",
+            "default credential chain",
+        );
+        unsupported(
+            "{type: AWSCredentials, awsCredentials: {region: us-east-1, credentialsFile: \
+             {secretRef: {name: a}}, oidcExchangeToken: {awsRoleArn: r, oidc: {clientID: c}}}}",
+            "STS AssumeRoleWithWebIdentity",
+        );
+        unsupported(
+            "{type: GCPCredentials, gcpCredentials: {projectName: p, region: r, \
+             workloadIdentityFederationConfig: {projectID: p}}}",
+            "workload identity federation",
+        );
+        unsupported(
+            "{type: GCPCredentials, gcpCredentials: {projectName: p, region: r}}",
+            "Application Default Credentials",
+        );
+        unsupported(
+            "{type: AzureCredentials, azureCredentials: {clientID: c, tenantID: t, \
+             oidcExchangeToken: {oidc: {}}}}",
+            "OIDC token for an Entra ID token",
+        );
+        let invalid = |yaml: &str, words: &str| match spec(yaml).secret_ref() {
+            Err(PolicyError::Invalid(m)) => assert!(m.contains(words), "{m}"),
+            other => panic!("{yaml}: {other:?}"),
+        };
+        invalid("{type: AWSCredentials}", "needs spec.awsCredentials");
+        invalid(
+            "{type: AWSCredentials, awsCredentials: {region: 'us east'}}",
+            "awsCredentials.region",
+        );
+        invalid(
+            "{type: GCPCredentials, gcpCredentials: {projectName: '', region: r}}",
+            "projectName is empty",
+        );
+        invalid(
+            "{type: AzureCredentials, azureCredentials: {clientID: c, tenantID: 'a/b'}}",
+            "tenantID",
+        );
+        invalid(
+            "{type: AzureCredentials, azureCredentials: {clientID: c, tenantID: t}}",
+            "clientSecretRef",
+        );
+    }
+}
