@@ -482,3 +482,11 @@ fn rust_log_is_read_and_aixds_log_wins() {
     assert!(both.contains("AIXDS_LOG") && !both.contains("RUST_LOG"), "{both}");
     assert_eq!(run(&[("AIXDS_LOG", "warn"), ("RUST_LOG", "aixds=loud")]), "", "AIXDS_LOG wins");
 }
+
+#[test]
+fn a_client_secret_never_goes_to_a_plain_http_authority() {
+    let (code, _, stderr) =
+        aixds(&["run", "--no-envoy", "--azure-authority-host", "http://login.example.com", "x"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("plain http to a host that is not loopback"), "{stderr}");
+}

@@ -8,6 +8,7 @@ mod cli;
 mod compat;
 mod compile;
 mod crds;
+mod credentials;
 mod envoy;
 mod envoy_translate;
 mod extproc;
