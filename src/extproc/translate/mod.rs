@@ -9,7 +9,9 @@
 //!
 //! **Organised by wire family.** Each family a backend can speak ([`Wire`]) is one module that
 //! knows its request, response, stream and error shapes: `openai` (OpenAI, Azure OpenAI and
-//! compatible servers) and `anthropic` (Anthropic). Clients speak one of two families
+//! compatible servers), `anthropic` (Anthropic, and Anthropic models on AWS Bedrock) and
+//! `bedrock` (AWS Bedrock's Converse API, and the paths, framing and errors Bedrock gives the
+//! Anthropic family; `eventstream` decodes its binary framing). Clients speak one of two families
 //! ([`ClientSchema`]). Translation goes through a hub, OpenAI chat completions: a client's
 //! request becomes a hub request, which becomes the backend's; the backend's response or stream
 //! becomes hub objects ([`stream::Hub`]), which become the client's. Each family therefore only
@@ -24,7 +26,9 @@
 //! embeddings go to OpenAI-family backends only.
 
 mod anthropic;
+mod bedrock;
 mod error;
+mod eventstream;
 mod openai;
 mod response;
 mod sse;
@@ -139,6 +143,10 @@ pub struct TranslatedRequest {
     /// The model the backend is asked for, after any override.
     pub model: String,
     pub stream: bool,
+    /// The client asked for a JSON answer (`response_format`) that the backend gives as the
+    /// input of a tool it is made to call; the response translation turns that call back into
+    /// the answer's content ([`ResponseTranslator::answering`]).
+    pub json_by_tool: bool,
 }
 
 /// Checks that `body` is a JSON object with a string `model`, and reads the stream flags.
@@ -167,11 +175,22 @@ pub fn parse_request(endpoint: Endpoint, body: &[u8]) -> Result<ParsedRequest, T
 
 /// The wire family a backend speaks: what its request, response, stream and error bodies look
 /// like. Several schemas share one (OpenAI and Azure OpenAI differ only in paths and
-/// credentials).
+/// credentials); a family served by a cloud as well as by its maker says which ([`AnthropicHost`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wire {
     OpenAI,
+    Anthropic(AnthropicHost),
+    /// AWS Bedrock's Converse API.
+    Converse,
+}
+
+/// Who serves an Anthropic-family backend. A cloud takes Anthropic's messages with paths of its
+/// own, the model in the path rather than the body, and its own stream framing and errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnthropicHost {
     Anthropic,
+    /// InvokeModel on AWS Bedrock: event-stream framed streams, Bedrock's error bodies.
+    Bedrock,
 }
 
 impl Wire {
@@ -179,12 +198,10 @@ impl Wire {
     pub fn of(schema: APISchema) -> Option<Wire> {
         match schema {
             APISchema::OpenAI | APISchema::AzureOpenAI => Some(Wire::OpenAI),
-            APISchema::Anthropic => Some(Wire::Anthropic),
-            APISchema::AWSBedrock
-            | APISchema::AWSAnthropic
-            | APISchema::GCPVertexAI
-            | APISchema::GCPAnthropic
-            | APISchema::Cohere => None,
+            APISchema::Anthropic => Some(Wire::Anthropic(AnthropicHost::Anthropic)),
+            APISchema::AWSAnthropic => Some(Wire::Anthropic(AnthropicHost::Bedrock)),
+            APISchema::AWSBedrock => Some(Wire::Converse),
+            APISchema::GCPVertexAI | APISchema::GCPAnthropic | APISchema::Cohere => None,
         }
     }
 
@@ -192,7 +209,19 @@ impl Wire {
     pub fn of_client(client: ClientSchema) -> Wire {
         match client {
             ClientSchema::OpenAI => Wire::OpenAI,
-            ClientSchema::Anthropic => Wire::Anthropic,
+            ClientSchema::Anthropic => Wire::Anthropic(AnthropicHost::Anthropic),
+        }
+    }
+
+    /// Whether this family's bodies are `client`'s own, wherever it is hosted: then they need no
+    /// conversion, only (for a cloud's framing) unwrapping.
+    pub fn speaks(self, client: ClientSchema) -> bool {
+        match (self, client) {
+            (Wire::OpenAI, ClientSchema::OpenAI)
+            | (Wire::Anthropic(_), ClientSchema::Anthropic) => true,
+            (Wire::OpenAI, ClientSchema::Anthropic)
+            | (Wire::Anthropic(_), ClientSchema::OpenAI)
+            | (Wire::Converse, ClientSchema::OpenAI | ClientSchema::Anthropic) => false,
         }
     }
 }
@@ -216,13 +245,24 @@ pub fn translate_request(
         ))
     };
     let wire = Wire::of(backend.name).ok_or_else(refused)?;
+    let mut json_by_tool = false;
     let (path, body) = match req.endpoint {
         Endpoint::ChatCompletions | Endpoint::Messages => {
-            let body = conversation(req.endpoint.client_schema(), wire, body, req.stream)?;
+            let client = req.endpoint.client_schema();
             let path = match wire {
                 Wire::OpenAI => openai::path("chat/completions", backend, &model),
-                Wire::Anthropic => anthropic::path("messages", backend),
+                Wire::Anthropic(AnthropicHost::Anthropic) => anthropic::path("messages", backend),
+                Wire::Anthropic(AnthropicHost::Bedrock) => {
+                    let operation =
+                        if req.stream { "invoke-with-response-stream" } else { "invoke" };
+                    bedrock::path(&model, operation)
+                }
+                Wire::Converse => {
+                    bedrock::path(&model, if req.stream { "converse-stream" } else { "converse" })
+                }
             };
+            let (body, by_tool) = conversation(client, wire, backend, body, req.stream)?;
+            json_by_tool = by_tool;
             (path, body)
         }
         Endpoint::Completions | Endpoint::Embeddings => match wire {
@@ -230,33 +270,65 @@ pub fn translate_request(
                 let operation = openai::operation(req.endpoint);
                 (openai::path(operation, backend, &model), openai::request(body, req.stream))
             }
-            Wire::Anthropic => return Err(refused()),
+            Wire::Anthropic(_) | Wire::Converse => return Err(refused()),
         },
     };
     let body = serde_json::to_vec(&Value::Object(body)).map_err(|e| {
         TranslateError::InvalidRequest(format!("cannot encode the translated request: {e}"))
     })?;
-    Ok(TranslatedRequest { path, body, model, stream: req.stream })
+    Ok(TranslatedRequest { path, body, model, stream: req.stream, json_by_tool })
+}
+
+/// A client's chat completions or messages request as a hub request.
+fn hub(
+    client: ClientSchema,
+    body: Map<String, Value>,
+) -> Result<Map<String, Value>, TranslateError> {
+    match client {
+        ClientSchema::OpenAI => Ok(body),
+        ClientSchema::Anthropic => anthropic::request::to_chat(body),
+    }
 }
 
 /// A chat completions or messages request for a backend of family `wire`: as the client sent it
-/// within a family, through the hub between families.
+/// within a family, through the hub between families; in the envelope of the family's host. Also
+/// whether the backend gives a JSON answer as a tool call ([`TranslatedRequest::json_by_tool`]).
 fn conversation(
     client: ClientSchema,
     wire: Wire,
+    backend: &VersionedAPISchema,
     body: Map<String, Value>,
     stream: bool,
-) -> Result<Map<String, Value>, TranslateError> {
-    let hub = match (client, wire) {
-        // Nothing changes within the Anthropic family; the OpenAI family asks for usage below.
-        (ClientSchema::Anthropic, Wire::Anthropic) => return Ok(body),
-        (ClientSchema::OpenAI, _) => body,
-        (ClientSchema::Anthropic, _) => anthropic::request::to_chat(body)?,
-    };
+) -> Result<(Map<String, Value>, bool), TranslateError> {
+    // Nothing changes within the Anthropic family but the envelope.
+    if client == ClientSchema::Anthropic
+        && let Wire::Anthropic(host) = wire
+    {
+        return Ok((envelope(host, backend, body), false));
+    }
+    let hub = hub(client, body)?;
     Ok(match wire {
-        Wire::OpenAI => openai::request(hub, stream),
-        Wire::Anthropic => anthropic::request::from_chat(hub)?,
+        Wire::OpenAI => (openai::request(hub, stream), false),
+        Wire::Anthropic(host) => {
+            (envelope(host, backend, anthropic::request::from_chat(hub)?), false)
+        }
+        Wire::Converse => {
+            let converse = bedrock::request::from_chat(hub)?;
+            (converse.body, converse.json_by_tool)
+        }
     })
+}
+
+/// An Anthropic messages request as `host` takes it.
+fn envelope(
+    host: AnthropicHost,
+    backend: &VersionedAPISchema,
+    body: Map<String, Value>,
+) -> Map<String, Value> {
+    match host {
+        AnthropicHost::Anthropic => body,
+        AnthropicHost::Bedrock => bedrock::invoke::envelope(body, backend),
+    }
 }
 
 impl Endpoint {
