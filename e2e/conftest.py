@@ -17,6 +17,11 @@ import requests
 E2E = Path(__file__).parent
 REPO = E2E.parent
 UPSTREAM = E2E / "upstream.py"
+# The strict fake provider servers; at the end of the path so that tests can use their helpers
+# (e.g. google_token.write_service_account) while installed packages of the same name (cohere)
+# still come first.
+PROVIDERS = E2E / "providers"
+sys.path.append(str(PROVIDERS))
 
 
 def free_port():
@@ -66,14 +71,15 @@ def envoy_bin():
 
 
 class Upstream:
-    """One e2e/upstream.py process that records what it receives."""
+    """One e2e/upstream.py process (or another `script` taking the same options, such as the
+    fake providers in e2e/providers/, with its own `args`) that records what it receives."""
 
-    def __init__(self, upstream_id, tmp_path, host="127.0.0.1", port=0):
+    def __init__(self, upstream_id, tmp_path, host="127.0.0.1", port=0, script=UPSTREAM, args=()):
         self.id = upstream_id
         self.record_path = tmp_path / f"{upstream_id}.jsonl"
         self.proc = subprocess.Popen(
-            [sys.executable, str(UPSTREAM), "--host", host, "--port", str(port),
-             "--id", upstream_id, "--record", str(self.record_path)],
+            [sys.executable, str(script), "--host", host, "--port", str(port),
+             "--id", upstream_id, "--record", str(self.record_path), *args],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
         ready, _, _ = select.select([self.proc.stdout], [], [], 15)
@@ -81,6 +87,7 @@ class Upstream:
         assert line.startswith("listening on "), f"upstream did not start: {line!r}"
         self.host, port = line.split()[-1].rsplit(":", 1)
         self.port = int(port)
+        self.base_url = f"http://{self.host}:{self.port}"
 
     def cut(self):
         """Lets one stream of a `cut` model close its connection (see upstream.py)."""
@@ -172,6 +179,22 @@ def upstreams(tmp_path):
     yield start
     for u in started:
         u.stop()
+
+
+@pytest.fixture
+def providers(tmp_path):
+    """Starts strict fake provider servers: `start("bedrock", "bedrock-a", "--access-key-id", ...)`
+    runs e2e/providers/bedrock.py with those arguments (see each server's --help)."""
+    started = []
+
+    def start(provider, server_id, *args, port=0):
+        p = Upstream(server_id, tmp_path, port=port, script=PROVIDERS / f"{provider}.py", args=args)
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.stop()
 
 
 @pytest.fixture

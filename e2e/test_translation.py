@@ -254,3 +254,79 @@ def test_upstream_closing_mid_stream_is_an_error_for_both_sdks(two_schemas, fram
         .choices[0].message.content == "Hello from anthropic-up"
     with an_client.messages.stream(model="gpt", max_tokens=8, messages=MESSAGES) as stream:
         assert "".join(stream.text_stream) == "Hello from openai-up"
+
+
+def test_responses_api_passes_to_openai_backends_with_usage_counted(two_schemas):
+    gw, oa, _ = two_schemas
+    client = openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key="client-key", max_retries=0)
+    before = gw.metrics()
+    reply = client.responses.create(model="gpt", input="what is the weather like")
+    assert reply.output_text == "Hello from openai-up"
+    assert (reply.usage.input_tokens, reply.usage.output_tokens) == (5, 3)
+
+    with client.responses.create(model="gpt", input="what is the weather like", stream=True) as stream:
+        events = list(stream)
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == \
+        "Hello from openai-up"
+    assert events[-1].type == "response.completed"
+
+    records = [r for r in oa.recorded() if r["path"] == "/v1/responses"]
+    assert len(records) == 2
+    # Passed as sent: the chat-only usage option would be refused by the Responses API.
+    assert "stream_options" not in records[1]["body"]
+    assert_clean(records[1], "authorization", OPENAI_KEY)
+    after = gw.metrics()
+    tokens = ('gen_ai_client_token_usage_sum{gen_ai_operation_name="chat",'
+              'gen_ai_provider_name="openai",gen_ai_request_model="gpt",gen_ai_token_type="input"}')
+    assert after[tokens] - before.get(tokens, 0) == 10, "both calls' input tokens are counted"
+
+    # A backend of another family cannot serve it: a typed 4xx, nothing sent upstream.
+    with pytest.raises(openai.UnprocessableEntityError) as err:
+        client.responses.create(model="claude", input="hi")
+    assert "OpenAI responses requests" in err.value.message
+
+
+def test_anthropic_token_counting_and_model_list(two_schemas):
+    gw, _, an = two_schemas
+    client = anthropic.Anthropic(base_url=gw.base_url, api_key="client-key", max_retries=0)
+    count = client.messages.count_tokens(model="claude", system="be brief", messages=MESSAGES)
+    assert count.input_tokens == 7
+    record = [r for r in an.recorded() if r["path"] == "/v1/messages/count_tokens"][-1]
+    assert_clean(record, "x-api-key", ANTHROPIC_KEY)
+    with pytest.raises(anthropic.UnprocessableEntityError) as err:
+        client.messages.count_tokens(model="gpt", messages=MESSAGES)
+    assert err.value.body["type"] == "error"
+
+    # Anthropic's SDK lists models at OpenAI's path and gets its own format there.
+    models = list(client.models.list())
+    assert {"gpt", "claude"} <= {m.id for m in models}
+    assert {m.type for m in models} == {"model"}
+    assert client.models.retrieve("claude").display_name == "claude"
+    with pytest.raises(anthropic.NotFoundError):
+        client.models.retrieve("no-such-model")
+    prefixed = requests.get(f"{gw.base_url}/anthropic/v1/models", timeout=10).json()
+    assert prefixed["has_more"] is False and prefixed["data"][0]["type"] == "model"
+
+
+def test_openai_structured_output_from_an_anthropic_backend(two_schemas):
+    """`response_format` reaches Anthropic as a tool the model must call; the SDK parses the
+    call's input as the JSON answer it asked for."""
+    from pydantic import BaseModel
+
+    class Weather(BaseModel):
+        city: str
+
+    gw, _, an = two_schemas
+    client = openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key="client-key", max_retries=0)
+    reply = client.chat.completions.parse(model="claude", messages=MESSAGES, response_format=Weather)
+    assert reply.choices[0].message.parsed == Weather(city="Paris")
+    assert reply.choices[0].finish_reason == "stop"
+
+    with client.chat.completions.stream(model="claude", messages=MESSAGES,
+                                        response_format=Weather) as stream:
+        final = stream.get_final_completion()
+    assert final.choices[0].message.parsed == Weather(city="Paris")
+
+    sent_tools = sent(an)[-1]["body"]["tools"]
+    assert [t["name"] for t in sent_tools] == ["aixds_json_response"]
+    assert sent_tools[0]["input_schema"]["properties"]["city"]["type"] == "string"

@@ -94,6 +94,10 @@ class Handler(BaseHTTPRequestHandler):
             self.chat_completions(body)
         elif self.path == "/v1/messages":
             self.messages(body)
+        elif self.path == "/v1/responses":
+            self.responses_api(body)
+        elif self.path == "/v1/messages/count_tokens":
+            self.send_json(200, {"input_tokens": count_tokens(body.get("messages"), body.get("system"))})
         else:
             self.send_error_json(404, f"no route for POST {self.path}", "not_found_error")
 
@@ -240,6 +244,49 @@ class Handler(BaseHTTPRequestHandler):
             final["usage"] = usage
             self.send_sse(final)
         self.send_sse_raw("[DONE]")
+        self.end_sse()
+
+    def responses_api(self, body):
+        """OpenAI's Responses API, text only. Like OpenAI, it refuses the chat-only
+        `stream_options.include_usage` (usage always comes with `response.completed`)."""
+        if "include_usage" in (body.get("stream_options") or {}):
+            self.send_error_json(400, "Unknown parameter: 'stream_options.include_usage'.")
+            return
+        given = body.get("input")
+        if isinstance(given, str):
+            given = [{"role": "user", "content": given}]
+        input_tokens = count_tokens(given, body.get("instructions"))
+        pieces = reply_pieces(self.server.upstream_id)
+        response_id = f"resp_{uuid.uuid4().hex}"
+        item_id = f"msg_{uuid.uuid4().hex}"
+
+        def response(status, text, usage):
+            output = []
+            if text is not None:
+                output = [{"type": "message", "id": item_id, "status": "completed", "role": "assistant",
+                           "content": [{"type": "output_text", "text": text, "annotations": []}]}]
+            return {"id": response_id, "object": "response", "created_at": int(time.time()),
+                    "status": status, "model": body.get("model"), "output": output, "usage": usage}
+
+        usage = {"input_tokens": input_tokens, "input_tokens_details": {"cached_tokens": 0},
+                 "output_tokens": len(pieces), "output_tokens_details": {"reasoning_tokens": 0},
+                 "total_tokens": input_tokens + len(pieces)}
+        if not body.get("stream"):
+            self.send_json(200, response("completed", "".join(pieces), usage))
+            return
+        self.start_sse(body)
+        sequence = iter(range(1000))
+        self.send_sse({"type": "response.created", "sequence_number": next(sequence),
+                       "response": response("in_progress", None, None)}, "response.created")
+        for piece in pieces:
+            self.send_sse({"type": "response.output_text.delta", "sequence_number": next(sequence),
+                           "item_id": item_id, "output_index": 0, "content_index": 0, "delta": piece},
+                          "response.output_text.delta")
+            if self.cut(body):
+                self.end_cut(body)
+                return
+        self.send_sse({"type": "response.completed", "sequence_number": next(sequence),
+                       "response": response("completed", "".join(pieces), usage)}, "response.completed")
         self.end_sse()
 
     def messages(self, body):

@@ -193,7 +193,9 @@ fn escape(value: &str) -> String {
 /// `gen_ai.operation.name`.
 fn operation(endpoint: Endpoint) -> &'static str {
     match endpoint {
-        Endpoint::ChatCompletions | Endpoint::Messages => "chat",
+        Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Responses => "chat",
+        // Not an operation the GenAI conventions name: no model generates anything.
+        Endpoint::CountTokens => "count_tokens",
         Endpoint::Completions => "text_completion",
         Endpoint::Embeddings => "embeddings",
     }

@@ -78,5 +78,7 @@ pub fn endpoint_path(endpoint: Endpoint) -> &'static str {
         Endpoint::Completions => "/v1/completions",
         Endpoint::Embeddings => "/v1/embeddings",
         Endpoint::Messages => "/v1/messages",
+        Endpoint::Responses => "/v1/responses",
+        Endpoint::CountTokens => "/v1/messages/count_tokens",
     }
 }

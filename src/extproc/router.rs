@@ -25,6 +25,8 @@ use super::translate::{ClientSchema, Endpoint, error_body, parse_request};
 use super::{
     ATTEMPT_METADATA_NAMESPACE, CLIENT_METADATA_KEY, ENDPOINT_HEADER, STREAM_HEADER, endpoint_path,
 };
+use k8s_openapi::jiff::Timestamp;
+
 use crate::api::MODEL_HEADER;
 use crate::picker::DESTINATION_ENDPOINT;
 
@@ -75,19 +77,30 @@ impl RouterPhase {
         let method = find(&headers, ":method").unwrap_or_default();
         let bare = path.split(['?', '#']).next().unwrap_or_default();
         let bare = bare.trim_end_matches('/');
-        if bare == "/v1/models" || bare.starts_with("/v1/models/") {
-            if !matches!(method, "GET" | "HEAD") {
-                return method_not_allowed(ClientSchema::OpenAI, method, path);
+        // Anthropic's SDK lists models at the same path as OpenAI's, and always sends its
+        // version header; `/anthropic/v1/models` is Anthropic's whatever the headers.
+        let models = match bare.strip_prefix("/anthropic") {
+            Some(rest) => Some((ClientSchema::Anthropic, rest)),
+            None if find(&headers, "anthropic-version").is_some() => {
+                Some((ClientSchema::Anthropic, bare))
             }
-            return match bare.strip_prefix("/v1/models/") {
-                None => immediate(200, self.models(), "aixds_models"),
-                Some(id) => self.model(id),
+            None => Some((ClientSchema::OpenAI, bare)),
+        }
+        .filter(|(_, rest)| *rest == "/v1/models" || rest.starts_with("/v1/models/"));
+        if let Some((client, rest)) = models {
+            if !matches!(method, "GET" | "HEAD") {
+                return method_not_allowed(client, method, path);
+            }
+            return match rest.strip_prefix("/v1/models/") {
+                None => immediate(200, self.models(client), "aixds_models"),
+                Some(id) => self.model(client, id),
             };
         }
         let Some(endpoint) = Endpoint::from_path(path) else {
             let message = format!(
                 "no LLM API is served at {path:?}; use /v1/chat/completions, /v1/completions, \
-                 /v1/embeddings, /v1/messages or /v1/models"
+                 /v1/embeddings, /v1/responses, /v1/messages, /v1/messages/count_tokens or \
+                 /v1/models"
             );
             let body = error_body(ClientSchema::of_path(path), 404, &message);
             return immediate(404, body, "aixds_no_api");
@@ -171,24 +184,57 @@ impl RouterPhase {
         }
     }
 
-    /// The OpenAI model list of every model a route matches exactly.
-    fn models(&self) -> Vec<u8> {
+    /// The list of every model a route matches exactly, in `client`'s format (Anthropic's
+    /// lists are pages: this one is the only page).
+    fn models(&self, client: ClientSchema) -> Vec<u8> {
         let data: Vec<serde_json::Value> =
-            self.runtime.models.iter().map(|id| self.model_object(id)).collect();
-        json!({"object": "list", "data": data}).to_string().into_bytes()
+            self.runtime.models.iter().map(|id| self.model_object(client, id)).collect();
+        let list = match client {
+            ClientSchema::OpenAI => json!({"object": "list", "data": data}),
+            ClientSchema::Anthropic => json!({
+                "data": data,
+                "has_more": false,
+                "first_id": self.runtime.models.first(),
+                "last_id": self.runtime.models.last(),
+            }),
+        };
+        list.to_string().into_bytes()
     }
 
-    /// `GET /v1/models/{id}`: one model, or OpenAI's 404 for a model no route serves.
-    fn model(&self, id: &str) -> ProcessingResponse {
+    /// `GET /v1/models/{id}`: one model, or a 404 for a model no route serves.
+    fn model(&self, client: ClientSchema, id: &str) -> ProcessingResponse {
         if self.runtime.models.iter().any(|m| m == id) {
-            let body = self.model_object(id).to_string().into_bytes();
+            let body = self.model_object(client, id).to_string().into_bytes();
             return immediate(200, body, "aixds_models");
         }
-        immediate(404, crate::compile::NOT_FOUND_BODY.as_bytes().to_vec(), "aixds_no_model")
+        let body = match client {
+            ClientSchema::OpenAI => crate::compile::NOT_FOUND_BODY.as_bytes().to_vec(),
+            ClientSchema::Anthropic => crate::compile::NOT_FOUND_ANTHROPIC_BODY.as_bytes().to_vec(),
+        };
+        immediate(404, body, "aixds_no_model")
     }
 
-    fn model_object(&self, id: &str) -> serde_json::Value {
-        json!({"id": id, "object": "model", "created": self.runtime.created, "owned_by": "aixds"})
+    fn model_object(&self, client: ClientSchema, id: &str) -> serde_json::Value {
+        match client {
+            ClientSchema::OpenAI => json!({
+                "id": id,
+                "object": "model",
+                "created": self.runtime.created,
+                "owned_by": "aixds",
+            }),
+            ClientSchema::Anthropic => {
+                let created = i64::try_from(self.runtime.created)
+                    .ok()
+                    .and_then(|s| Timestamp::from_second(s).ok())
+                    .unwrap_or(Timestamp::UNIX_EPOCH);
+                json!({
+                    "type": "model",
+                    "id": id,
+                    "display_name": id,
+                    "created_at": created.to_string(),
+                })
+            }
+        }
     }
 }
 

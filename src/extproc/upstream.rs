@@ -239,7 +239,7 @@ impl UpstreamPhase {
         };
         let translator = response_translator(endpoint, backend.schema.name, parsed.stream)
             .include_usage(parsed.include_usage)
-            .answering(&translated);
+            .model(&translated.model);
         let mutations =
             [backend.body_mutation.as_ref(), route.and_then(|r| r.body_mutation.as_ref())];
         let body = mutate_body(translated.body, mutations.into_iter().flatten());

@@ -335,7 +335,17 @@ fn openai_chat_content_anthropic_cannot_take_is_refused() {
         ),
         (json!({"model": "c", "messages": [], "tools": [{"type": "web_search"}]}), 422),
         (json!({"model": "c", "messages": [], "n": 3}), 422),
-        (json!({"model": "c", "messages": [], "response_format": {"type": "json_object"}}), 422),
+        (
+            json!({"model": "c", "messages": [], "response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "array"}}}}),
+            422,
+        ),
+        (json!({"model": "c", "messages": [], "response_format": {"type": "json_schema"}}), 400),
+        (json!({"model": "c", "messages": [], "response_format": {"type": "xml"}}), 400),
+        (
+            json!({"model": "c", "messages": [], "response_format": {"type": "json_object"},
+                   "tools": [{"type": "function", "function": {"name": "aixds_json_response"}}]}),
+            400,
+        ),
     ];
     for (body, status) in cases {
         let req = parse(Endpoint::ChatCompletions, &body);
@@ -1147,4 +1157,160 @@ fn chat_messages_survive_a_round_trip_through_anthropic() {
     let (_, back) = translate(Endpoint::Messages, anthropic, APISchema::OpenAI);
     assert_eq!(back["messages"], messages);
     assert_eq!(back["max_completion_tokens"], json!(9));
+}
+
+const RESPONSES_STREAM: &str = include_str!("../fixtures/translate/openai_responses_stream.sse");
+
+#[test]
+fn responses_and_count_tokens_reach_only_their_own_family() {
+    assert_eq!(Endpoint::from_path("/v1/responses"), Some(Endpoint::Responses));
+    assert_eq!(Endpoint::from_path("/v1/messages/count_tokens"), Some(Endpoint::CountTokens));
+    assert_eq!(
+        Endpoint::from_path("/anthropic/v1/messages/count_tokens/"),
+        Some(Endpoint::CountTokens)
+    );
+    assert_eq!(Endpoint::CountTokens.client_schema(), ClientSchema::Anthropic);
+    assert_eq!(Endpoint::Responses.client_schema(), ClientSchema::OpenAI);
+
+    let responses = json!({"model": "gpt-4o", "input": "hi", "stream": true,
+                           "previous_response_id": "resp_0", "tools": [{"type": "web_search"}]});
+    let req = parse(Endpoint::Responses, &responses);
+    for (schema, path) in [
+        (backend(APISchema::OpenAI), "/v1/responses"),
+        (
+            VersionedAPISchema {
+                prefix: Some("/v1beta/openai/".into()),
+                ..backend(APISchema::OpenAI)
+            },
+            "/v1beta/openai/responses",
+        ),
+        (backend(APISchema::AzureOpenAI), "/openai/v1/responses"),
+    ] {
+        let t = translate_request(&req, &schema, Some("gpt-4.1")).expect("passes");
+        assert_eq!(t.path, path);
+        let body: Value = serde_json::from_slice(&t.body).expect("JSON");
+        // Unchanged but for the model: no stream_options, which the Responses API refuses.
+        let mut want = responses.clone();
+        want["model"] = json!("gpt-4.1");
+        assert_eq!(body, want);
+    }
+    let err = translate_request(&req, &backend(APISchema::Anthropic), None).expect_err("refused");
+    assert_eq!(err.status(), 422);
+    assert!(err.to_string().contains("OpenAI responses requests"), "{err}");
+
+    let count = json!({"model": "claude-x", "messages": [{"role": "user", "content": "hi"}],
+                       "system": "be brief"});
+    let req = parse(Endpoint::CountTokens, &count);
+    let t = translate_request(&req, &backend(APISchema::Anthropic), None).expect("passes");
+    assert_eq!(t.path, "/v1/messages/count_tokens");
+    assert_eq!(serde_json::from_slice::<Value>(&t.body).expect("JSON"), count);
+    for schema in [APISchema::OpenAI, APISchema::AzureOpenAI] {
+        let err = translate_request(&req, &backend(schema), None).expect_err("refused");
+        assert_eq!(err.status(), 422, "{schema:?}");
+        assert!(err.to_string().contains("Anthropic token counting"), "{err}");
+    }
+
+    // A count passes back as it came, and counts no usage.
+    let mut t = translator(Endpoint::CountTokens, APISchema::Anthropic, false);
+    assert_eq!(feed_whole(&mut t, br#"{"input_tokens":12}"#), br#"{"input_tokens":12}"#);
+    assert_eq!(t.usage(), Usage::default());
+}
+
+#[test]
+fn responses_bodies_and_streams_pass_with_their_usage_counted() {
+    let body = br#"{"id":"resp_1","object":"response","status":"completed","output":[],
+        "usage":{"input_tokens":9,"input_tokens_details":{"cached_tokens":2},"output_tokens":5,"total_tokens":14}}"#;
+    let mut t = translator(Endpoint::Responses, APISchema::OpenAI, false);
+    assert_eq!(feed_whole(&mut t, body), body);
+    assert_eq!(t.usage(), Usage { input: 9, output: 5, cached_input: 2, total: 14 });
+
+    let input = RESPONSES_STREAM.as_bytes();
+    let usage = Usage { input: 12, output: 3, cached_input: 4, total: 15 };
+    let completed = stop_line_end(RESPONSES_STREAM, "event: response.completed");
+    for at in 0..=input.len() {
+        // Split anywhere, the stream passes byte for byte and counts its usage.
+        let out = feed_split(translator(Endpoint::Responses, APISchema::OpenAI, true), input, at);
+        assert_eq!(out, input, "split at {at}");
+        // Cut anywhere before `response.completed`, it ends in an error the SDK raises.
+        let mut t = translator(Endpoint::Responses, APISchema::OpenAI, true);
+        let out = t.feed(&input[..at], true).expect("cut");
+        let events = sse(&out);
+        if at < completed {
+            assert!(t.truncated(), "cut at {at}");
+            let error = &events.last().expect("an error event").1;
+            assert_eq!(error["error"]["type"], "server_error", "cut at {at}");
+        } else {
+            assert!(!t.truncated(), "cut at {at}");
+            assert_eq!(t.usage(), usage, "cut at {at}");
+        }
+    }
+}
+
+/// A JSON response format reaches Anthropic as a tool the model must call, and its call comes
+/// back as the content the client asked for, whole or streamed.
+#[test]
+fn json_response_formats_reach_anthropic_as_a_forced_tool() {
+    let schema = json!({"type": "object", "properties": {"city": {"type": "string"}},
+                        "required": ["city"]});
+    let body = json!({"model": "c", "messages": [{"role": "user", "content": "where?"}],
+                      "response_format": {"type": "json_schema",
+                                          "json_schema": {"name": "place", "schema": schema}}});
+    let (_, sent) = translate(Endpoint::ChatCompletions, body.clone(), APISchema::Anthropic);
+    assert_eq!(
+        sent["tools"],
+        json!([{"name": "aixds_json_response",
+        "description": sent["tools"][0]["description"], "input_schema": schema}])
+    );
+    assert_eq!(sent["tool_choice"], json!({"type": "tool", "name": "aixds_json_response"}));
+    assert!(sent.get("response_format").is_none());
+
+    // With tools of the client's, the model may call them or answer; json_object is any object.
+    let mut with_tools = body;
+    with_tools["response_format"] = json!({"type": "json_object"});
+    with_tools["tools"] = json!([{"type": "function", "function": {"name": "lookup"}}]);
+    with_tools["parallel_tool_calls"] = json!(false);
+    let (_, sent) = translate(Endpoint::ChatCompletions, with_tools, APISchema::Anthropic);
+    assert_eq!(sent["tool_choice"], json!({"type": "any", "disable_parallel_tool_use": true}));
+    assert_eq!(sent["tools"][1]["input_schema"], json!({"type": "object"}));
+
+    let message = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "c",
+        "content": [{"type": "tool_use", "id": "toolu_1", "name": "aixds_json_response",
+                     "input": {"city": "Paris"}}],
+        "stop_reason": "tool_use", "usage": {"input_tokens": 5, "output_tokens": 7}});
+    let mut t = translator(Endpoint::ChatCompletions, APISchema::Anthropic, false);
+    let out: Value =
+        serde_json::from_slice(&feed_whole(&mut t, message.to_string().as_bytes())).expect("JSON");
+    assert_eq!(out["choices"][0]["finish_reason"], "stop");
+    assert_eq!(out["choices"][0]["message"]["content"], r#"{"city":"Paris"}"#);
+    assert!(out["choices"][0]["message"].get("tool_calls").is_none());
+
+    let events = [
+        json!({"type": "message_start", "message": {"id": "msg_1", "model": "c",
+               "usage": {"input_tokens": 5, "output_tokens": 1}}}),
+        json!({"type": "content_block_start", "index": 0, "content_block":
+               {"type": "tool_use", "id": "toolu_1", "name": "aixds_json_response", "input": {}}}),
+        json!({"type": "content_block_delta", "index": 0,
+               "delta": {"type": "input_json_delta", "partial_json": "{\"city\": "}}),
+        json!({"type": "content_block_delta", "index": 0,
+               "delta": {"type": "input_json_delta", "partial_json": "\"Paris\"}"}}),
+        json!({"type": "content_block_stop", "index": 0}),
+        json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"},
+               "usage": {"output_tokens": 7}}),
+        json!({"type": "message_stop"}),
+    ];
+    let stream: String = events
+        .iter()
+        .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap_or_default()))
+        .collect();
+    let mut t = translator(Endpoint::ChatCompletions, APISchema::Anthropic, true);
+    let chunks = sse(&feed_whole(&mut t, stream.as_bytes()));
+    let text: String = chunks
+        .iter()
+        .filter_map(|(_, c)| c.pointer("/choices/0/delta/content").and_then(Value::as_str))
+        .collect();
+    assert_eq!(text, r#"{"city": "Paris"}"#);
+    assert!(chunks.iter().all(|(_, c)| c.pointer("/choices/0/delta/tool_calls").is_none()));
+    let finish: Vec<&Value> =
+        chunks.iter().filter_map(|(_, c)| c.pointer("/choices/0/finish_reason")).collect();
+    assert_eq!(finish.last(), Some(&&json!("stop")));
 }

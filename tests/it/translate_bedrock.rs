@@ -38,24 +38,9 @@ fn refusal(endpoint: Endpoint, body: Value, to: APISchema) -> TranslateError {
     translate_request(&parse(endpoint, &body), &backend(to), None).expect_err("refused")
 }
 
-/// The translator for the answer to `request`.
-fn translator(
-    endpoint: Endpoint,
-    to: APISchema,
-    request: &TranslatedRequest,
-) -> ResponseTranslator {
-    response_translator(endpoint, to, request.stream).with_created(CREATED).answering(request)
-}
-
-/// A chat request for `MODEL`, streamed or not, as the translator for its answer sees it.
-fn chat(stream: bool, json_by_tool: bool) -> TranslatedRequest {
-    TranslatedRequest {
-        path: String::new(),
-        body: Vec::new(),
-        model: MODEL.into(),
-        stream,
-        json_by_tool,
-    }
+/// The translator for the answer to a request for `MODEL`, streamed or not.
+fn translator(endpoint: Endpoint, to: APISchema, stream: bool) -> ResponseTranslator {
+    response_translator(endpoint, to, stream).with_created(CREATED).model(MODEL)
 }
 
 /// One event-stream message, framed here independently of aixds's decoder.
@@ -181,7 +166,7 @@ fn openai_chat_to_converse_request() {
     });
     let t = request(Endpoint::ChatCompletions, body, APISchema::AWSBedrock);
     assert_eq!(t.path, "/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/converse-stream");
-    assert_eq!((t.model.as_str(), t.stream, t.json_by_tool), (MODEL, true, false));
+    assert_eq!((t.model.as_str(), t.stream), (MODEL, true));
     let got: Value = serde_json::from_slice(&t.body).expect("JSON");
     assert_eq!(
         got,
@@ -259,23 +244,33 @@ fn tool_choices_reach_converse_as_far_as_it_can_say_them() {
         assert_eq!(got["toolConfig"].get("toolChoice"), want.as_ref(), "{choice}");
         assert_eq!(got["toolConfig"]["tools"].as_array().map(Vec::len), Some(2), "{choice}");
     }
-    // "none": the model is given no tools, which Converse cannot do once the conversation has
-    // tool calls (it needs their tools defined, and cannot be told not to call them).
+    // "none": the model is given no tools. Converse refuses tool blocks without tools, and
+    // cannot be told not to call the tools it has: earlier calls and results travel as text.
     let (_, got) =
         translate(Endpoint::ChatCompletions, ask(json!("none"), hi), APISchema::AWSBedrock);
     assert_eq!(got.get("toolConfig"), None);
     let history = json!([
         {"role": "user", "content": "hi"},
-        {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}}]},
         {"role": "tool", "tool_call_id": "c1", "content": "done"}
     ]);
-    let err = refusal(
+    let as_text = json!([
+        {"role": "user", "content": [{"text": "hi"}]},
+        {"role": "assistant", "content": [{"text": "[tool call c1: f({\"a\":1})]"}]},
+        {"role": "user", "content": [{"text": "[tool result c1: done]"}]}
+    ]);
+    let (_, got) = translate(
         Endpoint::ChatCompletions,
         ask(json!("none"), history.clone()),
         APISchema::AWSBedrock,
     );
-    assert_eq!(err.status(), 422);
-    assert!(err.to_string().contains("tool_choice \"none\""), "{err}");
+    assert_eq!((got.get("toolConfig"), &got["messages"]), (None, &as_text));
+    let (_, got) = translate(
+        Endpoint::ChatCompletions,
+        json!({"model": "m", "messages": history.clone()}),
+        APISchema::AWSBedrock,
+    );
+    assert_eq!((got.get("toolConfig"), &got["messages"]), (None, &as_text));
     let (_, got) =
         translate(Endpoint::ChatCompletions, ask(json!("auto"), history), APISchema::AWSBedrock);
     assert_eq!(
@@ -331,13 +326,13 @@ fn what_converse_cannot_take_is_refused_clearly() {
             json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
                 "response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "array"}}}}),
             422,
-            "\"object\"",
+            "not an object",
         ),
         (
-            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"},
-                "tools": [{"type": "function", "function": {"name": "json_answer"}}]}),
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+                "tools": [{"type": "function", "function": {"name": "aixds_json_response"}}]}),
             400,
-            "json_answer",
+            "reserved",
         ),
         (
             json!({"model": "m", "messages": [{"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "f"}}]}]}),
@@ -374,8 +369,8 @@ fn json_response_formats_become_a_forced_tool() {
     let schema =
         json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]});
     let answer_tool = |schema: &Value| {
-        json!({"toolSpec": {"name": "json_answer",
-            "description": "Give your answer by calling this tool: its input is the answer, a JSON object.",
+        json!({"toolSpec": {"name": "aixds_json_response",
+            "description": "Give your answer to the user. Its input is the whole answer, in the format the user asked for.",
             "inputSchema": {"json": schema}}})
     };
     let hi = json!([{"role": "user", "content": "Where?"}]);
@@ -384,11 +379,10 @@ fn json_response_formats_become_a_forced_tool() {
         json!({"model": "m", "messages": hi, "response_format": {"type": "json_schema", "json_schema": {"name": "place", "schema": schema}}}),
         APISchema::AWSBedrock,
     );
-    assert!(t.json_by_tool);
     let got: Value = serde_json::from_slice(&t.body).expect("JSON");
     assert_eq!(
         got["toolConfig"],
-        json!({"tools": [answer_tool(&schema)], "toolChoice": {"tool": {"name": "json_answer"}}})
+        json!({"tools": [answer_tool(&schema)], "toolChoice": {"tool": {"name": "aixds_json_response"}}})
     );
 
     // With tools of its own the model may call one of them or answer.
@@ -408,16 +402,16 @@ fn json_response_formats_become_a_forced_tool() {
     );
     assert_eq!(
         got["toolConfig"],
-        json!({"tools": [answer_tool(&object)], "toolChoice": {"tool": {"name": "json_answer"}}})
+        json!({"tools": [answer_tool(&object)], "toolChoice": {"tool": {"name": "aixds_json_response"}}})
     );
 
     // A text format asks nothing.
-    let t = request(
+    let (_, got) = translate(
         Endpoint::ChatCompletions,
         json!({"model": "m", "messages": hi, "response_format": {"type": "text"}}),
         APISchema::AWSBedrock,
     );
-    assert!(!t.json_by_tool);
+    assert_eq!(got.get("toolConfig"), None);
 }
 
 #[test]
@@ -469,7 +463,7 @@ fn anthropic_messages_to_converse_request() {
 #[test]
 fn converse_response_to_openai_and_anthropic() {
     let usage = Usage { input: 1512, output: 58, cached_input: 1000, total: 1570 };
-    let mut t = translator(Endpoint::ChatCompletions, APISchema::AWSBedrock, &chat(false, false));
+    let mut t = translator(Endpoint::ChatCompletions, APISchema::AWSBedrock, false);
     assert_eq!(t.content_type(), "application/json");
     assert_eq!(t.feed(&CONVERSE.as_bytes()[..40], false).expect("a piece"), b"");
     let mut got: Value =
@@ -490,7 +484,7 @@ fn converse_response_to_openai_and_anthropic() {
     );
     assert_eq!(t.usage(), usage);
 
-    let mut t = translator(Endpoint::Messages, APISchema::AWSBedrock, &chat(false, false));
+    let mut t = translator(Endpoint::Messages, APISchema::AWSBedrock, false);
     let got: Value =
         serde_json::from_slice(&t.feed(CONVERSE.as_bytes(), true).expect("whole")).expect("JSON");
     assert!(
@@ -511,7 +505,7 @@ fn converse_response_to_openai_and_anthropic() {
     assert_eq!(t.usage(), usage);
 
     // A 200 without an answer cannot be translated: a 502 for the client.
-    let mut t = translator(Endpoint::ChatCompletions, APISchema::AWSBedrock, &chat(false, false));
+    let mut t = translator(Endpoint::ChatCompletions, APISchema::AWSBedrock, false);
     let err = t.feed(br#"{"stopReason":"end_turn"}"#, true).expect_err("no output");
     assert_eq!(err.status(), 502);
 }
@@ -529,13 +523,12 @@ fn converse_stop_reasons_become_finish_reasons() {
         ("something_new", "stop", "end_turn"),
     ] {
         let body = json!({"output": {"message": {"role": "assistant", "content": [{"text": "x"}]}}, "stopReason": stop});
-        let mut t =
-            translator(Endpoint::ChatCompletions, APISchema::AWSBedrock, &chat(false, false));
+        let mut t = translator(Endpoint::ChatCompletions, APISchema::AWSBedrock, false);
         let got: Value =
             serde_json::from_slice(&t.feed(body.to_string().as_bytes(), true).expect("ok"))
                 .expect("JSON");
         assert_eq!(got["choices"][0]["finish_reason"], json!(openai), "{stop}");
-        let mut t = translator(Endpoint::Messages, APISchema::AWSBedrock, &chat(false, false));
+        let mut t = translator(Endpoint::Messages, APISchema::AWSBedrock, false);
         let got: Value =
             serde_json::from_slice(&t.feed(body.to_string().as_bytes(), true).expect("ok"))
                 .expect("JSON");
@@ -546,8 +539,7 @@ fn converse_stop_reasons_become_finish_reasons() {
             event("messageStop", &json!({"stopReason": stop})),
         ]
         .concat();
-        let mut t =
-            translator(Endpoint::ChatCompletions, APISchema::AWSBedrock, &chat(true, false));
+        let mut t = translator(Endpoint::ChatCompletions, APISchema::AWSBedrock, true);
         let got = sse(&t.feed(&stream, true).expect("ok"));
         assert_eq!(got[1].1["choices"][0]["finish_reason"], json!(openai), "{stop}");
         assert_eq!(got.last(), Some(&(None, json!("[DONE]"))), "the stop reason makes it whole");
@@ -584,7 +576,6 @@ fn converse_stream_as_openai(include_usage: bool) -> Vec<Value> {
 #[test]
 fn converse_stream_to_openai_at_every_split() {
     for include_usage in [true, false] {
-        let request = chat(true, false);
         let whole = |t: ResponseTranslator| -> Vec<Value> {
             let mut t = t.include_usage(include_usage);
             let mut got: Vec<Value> = sse(&t.feed(CONVERSE_STREAM, true).expect("whole"))
@@ -601,11 +592,11 @@ fn converse_stream_to_openai_at_every_split() {
             );
             got
         };
-        let t = translator(Endpoint::ChatCompletions, APISchema::AWSBedrock, &request);
+        let t = translator(Endpoint::ChatCompletions, APISchema::AWSBedrock, true);
         assert_eq!(t.content_type(), "text/event-stream");
         assert_eq!(whole(t), converse_stream_as_openai(include_usage));
         for at in 0..=CONVERSE_STREAM.len() {
-            let t = translator(Endpoint::ChatCompletions, APISchema::AWSBedrock, &request)
+            let t = translator(Endpoint::ChatCompletions, APISchema::AWSBedrock, true)
                 .include_usage(include_usage);
             let mut got: Vec<Value> =
                 sse(&feed_split(t, CONVERSE_STREAM, at)).into_iter().map(|(_, d)| d).collect();
@@ -617,8 +608,7 @@ fn converse_stream_to_openai_at_every_split() {
 
 #[test]
 fn converse_stream_to_anthropic_at_every_split() {
-    let request = chat(true, false);
-    let mut t = translator(Endpoint::Messages, APISchema::AWSBedrock, &request);
+    let mut t = translator(Endpoint::Messages, APISchema::AWSBedrock, true);
     let whole = sse(&t.feed(CONVERSE_STREAM, true).expect("whole"));
     let names: Vec<&str> = whole.iter().map(|(n, _)| n.as_deref().unwrap_or_default()).collect();
     assert_eq!(
@@ -657,7 +647,7 @@ fn converse_stream_to_anthropic_at_every_split() {
     };
     let whole = strip_id(whole);
     for at in 0..=CONVERSE_STREAM.len() {
-        let t = translator(Endpoint::Messages, APISchema::AWSBedrock, &request);
+        let t = translator(Endpoint::Messages, APISchema::AWSBedrock, true);
         assert_eq!(strip_id(sse(&feed_split(t, CONVERSE_STREAM, at))), whole, "split at {at}");
     }
 }
@@ -667,12 +657,12 @@ fn a_json_answer_comes_back_as_content() {
     let answer = json!({"city": "Paris"});
     let body = json!({
         "output": {"message": {"role": "assistant", "content": [
-            {"toolUse": {"toolUseId": "tooluse_1", "name": "json_answer", "input": answer}}
+            {"toolUse": {"toolUseId": "tooluse_1", "name": "aixds_json_response", "input": answer}}
         ]}},
         "stopReason": "tool_use",
         "usage": {"inputTokens": 10, "outputTokens": 5, "totalTokens": 15}
     });
-    let mut t = translator(Endpoint::ChatCompletions, APISchema::AWSBedrock, &chat(false, true));
+    let mut t = translator(Endpoint::ChatCompletions, APISchema::AWSBedrock, false);
     let got: Value =
         serde_json::from_slice(&t.feed(body.to_string().as_bytes(), true).expect("ok"))
             .expect("JSON");
@@ -681,18 +671,12 @@ fn a_json_answer_comes_back_as_content() {
         got["choices"][0]["message"],
         json!({"role": "assistant", "content": answer.to_string()})
     );
-    // Without the request's JSON format, a tool of that name is the client's own.
-    let mut t = translator(Endpoint::ChatCompletions, APISchema::AWSBedrock, &chat(false, false));
-    let got: Value =
-        serde_json::from_slice(&t.feed(body.to_string().as_bytes(), true).expect("ok"))
-            .expect("JSON");
-    assert_eq!(got["choices"][0]["finish_reason"], json!("tool_calls"));
 
     // Streamed: the tool's input pieces are the content's; a client tool called beside it stays
     // a tool call.
     let stream: Vec<u8> = [
         event("messageStart", &json!({"role": "assistant"})),
-        event("contentBlockStart", &json!({"contentBlockIndex": 0, "start": {"toolUse": {"toolUseId": "t1", "name": "json_answer"}}})),
+        event("contentBlockStart", &json!({"contentBlockIndex": 0, "start": {"toolUse": {"toolUseId": "t1", "name": "aixds_json_response"}}})),
         event("contentBlockDelta", &json!({"contentBlockIndex": 0, "delta": {"toolUse": {"input": "{\"city\":"}}})),
         event("contentBlockDelta", &json!({"contentBlockIndex": 0, "delta": {"toolUse": {"input": "\"Paris\"}"}}})),
         event("contentBlockStop", &json!({"contentBlockIndex": 0})),
@@ -700,7 +684,7 @@ fn a_json_answer_comes_back_as_content() {
         event("metadata", &json!({"usage": {"inputTokens": 10, "outputTokens": 5, "totalTokens": 15}})),
     ]
     .concat();
-    let mut t = translator(Endpoint::ChatCompletions, APISchema::AWSBedrock, &chat(true, true));
+    let mut t = translator(Endpoint::ChatCompletions, APISchema::AWSBedrock, true);
     let got = sse(&t.feed(&stream, true).expect("ok"));
     let content: String =
         got.iter().filter_map(|(_, c)| c.pointer("/choices/0/delta/content")?.as_str()).collect();
@@ -708,7 +692,7 @@ fn a_json_answer_comes_back_as_content() {
     assert!(!got.iter().any(|(_, c)| c.pointer("/choices/0/delta/tool_calls").is_some()));
     assert_eq!(got[got.len() - 2].1["choices"][0]["finish_reason"], json!("stop"));
 
-    let mut t = translator(Endpoint::Messages, APISchema::AWSBedrock, &chat(true, true));
+    let mut t = translator(Endpoint::Messages, APISchema::AWSBedrock, true);
     let got = sse(&t.feed(&stream, true).expect("ok"));
     let text: String = got.iter().filter_map(|(_, e)| e.pointer("/delta/text")?.as_str()).collect();
     assert_eq!(serde_json::from_str::<Value>(&text).expect("JSON text"), answer);
@@ -719,7 +703,7 @@ fn a_json_answer_comes_back_as_content() {
         stream.clone(),
     ]
     .concat();
-    let mut t = translator(Endpoint::ChatCompletions, APISchema::AWSBedrock, &chat(true, true));
+    let mut t = translator(Endpoint::ChatCompletions, APISchema::AWSBedrock, true);
     let got = sse(&t.feed(&with_call, true).expect("ok"));
     assert_eq!(got[0].1["choices"][0]["delta"]["tool_calls"][0]["function"]["name"], json!("f"));
     assert_eq!(got[got.len() - 2].1["choices"][0]["finish_reason"], json!("tool_calls"));
@@ -737,7 +721,7 @@ fn converse_stream_exceptions_cuts_and_bad_frames() {
     ]
     .concat();
 
-    let mut t = translator(Endpoint::ChatCompletions, APISchema::AWSBedrock, &chat(true, false));
+    let mut t = translator(Endpoint::ChatCompletions, APISchema::AWSBedrock, true);
     let got = sse(&t.feed(&failed, true).expect("ok"));
     assert_eq!(
         got.last(),
@@ -747,7 +731,7 @@ fn converse_stream_exceptions_cuts_and_bad_frames() {
         ))
     );
     assert!(!got.iter().any(|(_, d)| d == "[DONE]"));
-    let mut t = translator(Endpoint::Messages, APISchema::AWSBedrock, &chat(true, false));
+    let mut t = translator(Endpoint::Messages, APISchema::AWSBedrock, true);
     let got = sse(&t.feed(&failed, true).expect("ok"));
     assert_eq!(got.last().map(|(n, _)| n.as_deref()), Some(Some("error")));
     assert_eq!(
@@ -764,7 +748,7 @@ fn converse_stream_exceptions_cuts_and_bad_frames() {
         ],
         b"",
     );
-    let mut t = translator(Endpoint::ChatCompletions, APISchema::AWSBedrock, &chat(true, false));
+    let mut t = translator(Endpoint::ChatCompletions, APISchema::AWSBedrock, true);
     let got = sse(&t.feed(&[start.clone(), error].concat(), true).expect("ok"));
     assert_eq!(
         got.last().map(|(_, d)| &d["error"]),
@@ -776,8 +760,7 @@ fn converse_stream_exceptions_cuts_and_bad_frames() {
         [start.clone(), text.clone(), event("messageStop", &json!({"stopReason": "end_turn"}))]
             .concat();
     for at in 0..until_stop.len() {
-        let mut t =
-            translator(Endpoint::ChatCompletions, APISchema::AWSBedrock, &chat(true, false));
+        let mut t = translator(Endpoint::ChatCompletions, APISchema::AWSBedrock, true);
         let got = sse(&t.feed(&until_stop[..at], true).expect("ok"));
         assert!(t.truncated(), "cut at {at}");
         assert_eq!(
@@ -786,7 +769,7 @@ fn converse_stream_exceptions_cuts_and_bad_frames() {
             "cut at {at}"
         );
     }
-    let mut t = translator(Endpoint::ChatCompletions, APISchema::AWSBedrock, &chat(true, false));
+    let mut t = translator(Endpoint::ChatCompletions, APISchema::AWSBedrock, true);
     t.feed(&until_stop, true).expect("ok");
     assert!(!t.truncated(), "whole once the stop reason came, without metadata");
 
@@ -794,15 +777,15 @@ fn converse_stream_exceptions_cuts_and_bad_frames() {
     let mut bad = text.clone();
     let last = bad.len() - 1;
     bad[last] ^= 1;
-    let mut t = translator(Endpoint::ChatCompletions, APISchema::AWSBedrock, &chat(true, false));
+    let mut t = translator(Endpoint::ChatCompletions, APISchema::AWSBedrock, true);
     let err = t.feed(&[start, bad].concat(), false).expect_err("bad checksum");
     assert_eq!(err.status(), 502);
     assert!(err.to_string().contains("checksum"), "{err}");
-    let mut t = translator(Endpoint::ChatCompletions, APISchema::AWSBedrock, &chat(true, false));
+    let mut t = translator(Endpoint::ChatCompletions, APISchema::AWSBedrock, true);
     let err = t.feed(&event("contentBlockDelta", &json!("x"))[..], false).map(|_| ());
     assert_eq!(err, Ok(()), "an event of an unexpected shape carries nothing");
     let not_json = frame(&[(":event-type", "messageStart"), (":message-type", "event")], b"{");
-    let mut t = translator(Endpoint::ChatCompletions, APISchema::AWSBedrock, &chat(true, false));
+    let mut t = translator(Endpoint::ChatCompletions, APISchema::AWSBedrock, true);
     assert_eq!(t.feed(&not_json, false).expect_err("not JSON").status(), 502);
 }
 
@@ -843,11 +826,10 @@ fn anthropic_on_bedrock_answers_pass_through_or_translate() {
     let message = json!({"id": "msg_01", "type": "message", "role": "assistant", "model": "claude", "content": [{"type": "text", "text": "Hi"}],
                          "stop_reason": "end_turn", "stop_sequence": null, "usage": {"input_tokens": 5, "output_tokens": 2}});
     let bytes = message.to_string().into_bytes();
-    let req = chat(false, false);
-    let mut t = translator(Endpoint::Messages, APISchema::AWSAnthropic, &req);
+    let mut t = translator(Endpoint::Messages, APISchema::AWSAnthropic, false);
     assert_eq!(t.feed(&bytes, true).expect("ok"), bytes);
     assert_eq!(t.usage(), Usage { input: 5, output: 2, cached_input: 0, total: 7 });
-    let mut t = translator(Endpoint::ChatCompletions, APISchema::AWSAnthropic, &req);
+    let mut t = translator(Endpoint::ChatCompletions, APISchema::AWSAnthropic, false);
     let got: Value = serde_json::from_slice(&t.feed(&bytes, true).expect("ok")).expect("JSON");
     assert_eq!(got["choices"][0]["message"]["content"], json!("Hi"));
 }
@@ -856,17 +838,16 @@ fn anthropic_on_bedrock_answers_pass_through_or_translate() {
 fn anthropic_on_bedrock_streams_unwrap_at_every_split() {
     let input = invoke_stream();
     let events = sse(ANTHROPIC_STREAM.as_bytes());
-    let req = chat(true, false);
     let usage = Usage { input: 35, output: 42, cached_input: 10, total: 77 };
     for at in 0..=input.len() {
         // To an Anthropic client: Anthropic's events as they were.
-        let mut t = translator(Endpoint::Messages, APISchema::AWSAnthropic, &req);
+        let mut t = translator(Endpoint::Messages, APISchema::AWSAnthropic, true);
         let mut out = t.feed(&input[..at], false).expect("first piece");
         out.extend(t.feed(&input[at..], true).expect("second piece"));
         assert_eq!(sse(&out), events, "split at {at}");
         assert_eq!((t.usage(), t.truncated()), (usage, false), "split at {at}");
         // To an OpenAI client: chunks.
-        let mut t = translator(Endpoint::ChatCompletions, APISchema::AWSAnthropic, &req)
+        let mut t = translator(Endpoint::ChatCompletions, APISchema::AWSAnthropic, true)
             .include_usage(true);
         let mut out = t.feed(&input[..at], false).expect("first piece");
         out.extend(t.feed(&input[at..], true).expect("second piece"));
@@ -883,7 +864,7 @@ fn anthropic_on_bedrock_streams_unwrap_at_every_split() {
     let mut cut: Vec<u8> = events[..events.len() - 2].iter().flat_map(|(_, e)| chunk(e)).collect();
     let stop = chunk(&events[events.len() - 2].1);
     cut.extend_from_slice(&stop[..stop.len() - 30]);
-    let mut t = translator(Endpoint::Messages, APISchema::AWSAnthropic, &req);
+    let mut t = translator(Endpoint::Messages, APISchema::AWSAnthropic, true);
     let got = sse(&t.feed(&cut, true).expect("ok"));
     assert!(t.truncated());
     assert_eq!(got[..got.len() - 1], events[..events.len() - 2]);
@@ -895,7 +876,7 @@ fn anthropic_on_bedrock_streams_unwrap_at_every_split() {
         exception("serviceUnavailableException", "Bedrock is unavailable."),
     ]
     .concat();
-    let mut t = translator(Endpoint::Messages, APISchema::AWSAnthropic, &req);
+    let mut t = translator(Endpoint::Messages, APISchema::AWSAnthropic, true);
     let got = sse(&t.feed(&frames, true).expect("ok"));
     assert_eq!(
         got.last(),
@@ -912,7 +893,7 @@ fn anthropic_on_bedrock_streams_unwrap_at_every_split() {
         json!({"nobytes": 1}),
         json!({"bytes": STANDARD.encode("{\"type\":\"a\\nb\"}")}),
     ] {
-        let mut t = translator(Endpoint::Messages, APISchema::AWSAnthropic, &req);
+        let mut t = translator(Endpoint::Messages, APISchema::AWSAnthropic, true);
         assert_eq!(
             t.feed(&event("chunk", &bad), false).expect_err("bad chunk").status(),
             502,

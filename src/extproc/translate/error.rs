@@ -20,7 +20,7 @@ pub enum TranslateError {
     #[error("invalid request: {0}")]
     InvalidRequest(String),
     #[error(
-        "no LLM API is served at path {0:?}; use /v1/chat/completions, /v1/completions, /v1/embeddings or /v1/messages"
+        "no LLM API is served at path {0:?}; use /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses, /v1/messages or /v1/messages/count_tokens"
     )]
     UnknownEndpoint(String),
     #[error("{0}")]

@@ -46,6 +46,11 @@ pub use usage::Usage;
 /// Anthropic rejects a request without `max_tokens`; OpenAI clients may leave it out.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 
+/// The tool through which a family without JSON response formats gives the JSON answer an
+/// OpenAI client asked for (`response_format`): the model is made to call it, and its call comes
+/// back as the answer's content. Reserved: a client tool of this name is refused.
+const JSON_RESPONSE_TOOL: &str = "aixds_json_response";
+
 /// Azure requires an `api-version`; this GA version is used when the backend names none.
 pub const DEFAULT_AZURE_API_VERSION: &str = "2024-10-21";
 
@@ -60,6 +65,11 @@ pub enum Endpoint {
     Embeddings,
     /// `POST /v1/messages` or `/anthropic/v1/messages`
     Messages,
+    /// `POST /v1/responses`: OpenAI's Responses API, passed to OpenAI-family backends.
+    Responses,
+    /// `POST /v1/messages/count_tokens` or `/anthropic/v1/messages/count_tokens`: Anthropic's
+    /// token counting, passed to Anthropic-family backends.
+    CountTokens,
 }
 
 impl Endpoint {
@@ -77,6 +87,10 @@ impl Endpoint {
             "/v1/completions" => Ok(Endpoint::Completions),
             "/v1/embeddings" => Ok(Endpoint::Embeddings),
             "/v1/messages" | "/anthropic/v1/messages" => Ok(Endpoint::Messages),
+            "/v1/responses" => Ok(Endpoint::Responses),
+            "/v1/messages/count_tokens" | "/anthropic/v1/messages/count_tokens" => {
+                Ok(Endpoint::CountTokens)
+            }
             _ => Err(TranslateError::UnknownEndpoint(path.to_string())),
         }
     }
@@ -84,10 +98,11 @@ impl Endpoint {
     /// The schema family the client speaks, which decides the shape of responses and errors.
     pub fn client_schema(self) -> ClientSchema {
         match self {
-            Endpoint::Messages => ClientSchema::Anthropic,
-            Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings => {
-                ClientSchema::OpenAI
-            }
+            Endpoint::Messages | Endpoint::CountTokens => ClientSchema::Anthropic,
+            Endpoint::ChatCompletions
+            | Endpoint::Completions
+            | Endpoint::Embeddings
+            | Endpoint::Responses => ClientSchema::OpenAI,
         }
     }
 }
@@ -143,10 +158,6 @@ pub struct TranslatedRequest {
     /// The model the backend is asked for, after any override.
     pub model: String,
     pub stream: bool,
-    /// The client asked for a JSON answer (`response_format`) that the backend gives as the
-    /// input of a tool it is made to call; the response translation turns that call back into
-    /// the answer's content ([`ResponseTranslator::answering`]).
-    pub json_by_tool: bool,
 }
 
 /// Checks that `body` is a JSON object with a string `model`, and reads the stream flags.
@@ -245,7 +256,6 @@ pub fn translate_request(
         ))
     };
     let wire = Wire::of(backend.name).ok_or_else(refused)?;
-    let mut json_by_tool = false;
     let (path, body) = match req.endpoint {
         Endpoint::ChatCompletions | Endpoint::Messages => {
             let client = req.endpoint.client_schema();
@@ -261,22 +271,38 @@ pub fn translate_request(
                     bedrock::path(&model, if req.stream { "converse-stream" } else { "converse" })
                 }
             };
-            let (body, by_tool) = conversation(client, wire, backend, body, req.stream)?;
-            json_by_tool = by_tool;
-            (path, body)
+            (path, conversation(client, wire, backend, body, req.stream)?)
         }
-        Endpoint::Completions | Endpoint::Embeddings => match wire {
+        Endpoint::Completions => match wire {
             Wire::OpenAI => {
-                let operation = openai::operation(req.endpoint);
-                (openai::path(operation, backend, &model), openai::request(body, req.stream))
+                (openai::path("completions", backend, &model), openai::request(body, req.stream))
             }
             Wire::Anthropic(_) | Wire::Converse => return Err(refused()),
+        },
+        Endpoint::Embeddings => match wire {
+            Wire::OpenAI => (openai::path("embeddings", backend, &model), body),
+            Wire::Anthropic(_) | Wire::Converse => return Err(refused()),
+        },
+        // The Responses API keeps state and tools of its own that no other family has: it
+        // passes, unchanged, to OpenAI-family backends only.
+        Endpoint::Responses => match wire {
+            Wire::OpenAI => (openai::responses_path(backend), body),
+            Wire::Anthropic(_) | Wire::Converse => return Err(refused()),
+        },
+        Endpoint::CountTokens => match wire {
+            Wire::Anthropic(AnthropicHost::Anthropic) => {
+                (anthropic::path("messages/count_tokens", backend), body)
+            }
+            // Bedrock counts tokens with a body of its own (CountTokens), not Anthropic's.
+            Wire::OpenAI | Wire::Anthropic(AnthropicHost::Bedrock) | Wire::Converse => {
+                return Err(refused());
+            }
         },
     };
     let body = serde_json::to_vec(&Value::Object(body)).map_err(|e| {
         TranslateError::InvalidRequest(format!("cannot encode the translated request: {e}"))
     })?;
-    Ok(TranslatedRequest { path, body, model, stream: req.stream, json_by_tool })
+    Ok(TranslatedRequest { path, body, model, stream: req.stream })
 }
 
 /// A client's chat completions or messages request as a hub request.
@@ -291,31 +317,25 @@ fn hub(
 }
 
 /// A chat completions or messages request for a backend of family `wire`: as the client sent it
-/// within a family, through the hub between families; in the envelope of the family's host. Also
-/// whether the backend gives a JSON answer as a tool call ([`TranslatedRequest::json_by_tool`]).
+/// within a family, through the hub between families; in the envelope of the family's host.
 fn conversation(
     client: ClientSchema,
     wire: Wire,
     backend: &VersionedAPISchema,
     body: Map<String, Value>,
     stream: bool,
-) -> Result<(Map<String, Value>, bool), TranslateError> {
+) -> Result<Map<String, Value>, TranslateError> {
     // Nothing changes within the Anthropic family but the envelope.
     if client == ClientSchema::Anthropic
         && let Wire::Anthropic(host) = wire
     {
-        return Ok((envelope(host, backend, body), false));
+        return Ok(envelope(host, backend, body));
     }
     let hub = hub(client, body)?;
     Ok(match wire {
-        Wire::OpenAI => (openai::request(hub, stream), false),
-        Wire::Anthropic(host) => {
-            (envelope(host, backend, anthropic::request::from_chat(hub)?), false)
-        }
-        Wire::Converse => {
-            let converse = bedrock::request::from_chat(hub)?;
-            (converse.body, converse.json_by_tool)
-        }
+        Wire::OpenAI => openai::request(hub, stream),
+        Wire::Anthropic(host) => envelope(host, backend, anthropic::request::from_chat(hub)?),
+        Wire::Converse => bedrock::request::from_chat(hub)?,
     })
 }
 
@@ -338,6 +358,8 @@ impl Endpoint {
             Endpoint::Completions => "OpenAI completions",
             Endpoint::Embeddings => "OpenAI embeddings",
             Endpoint::Messages => "Anthropic messages",
+            Endpoint::Responses => "OpenAI responses",
+            Endpoint::CountTokens => "Anthropic token counting",
         }
     }
 }

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use super::sse::SseParser;
 use super::stream::{Hub, parse_event, truncated_error};
 use super::usage::Usage;
-use super::{ClientSchema, DEFAULT_AZURE_API_VERSION, Endpoint, TranslateError, percent_encode};
+use super::{ClientSchema, DEFAULT_AZURE_API_VERSION, TranslateError, percent_encode};
 use crate::api::{APISchema, VersionedAPISchema};
 
 /// The request for an OpenAI-family backend: the hub request, asking for usage when streamed.
@@ -32,6 +32,27 @@ fn ask_for_usage(body: &mut Map<String, Value>, stream: bool) {
     }
     if let Value::Object(o) = options {
         o.insert("include_usage".into(), Value::Bool(true));
+    }
+}
+
+/// The JSON schema a chat request's `response_format` asks the answer to follow: the given one
+/// for `json_schema`, any object for `json_object`; `None` for text.
+pub fn json_response_schema(body: &Map<String, Value>) -> Result<Option<Value>, TranslateError> {
+    let Some(format) = body.get("response_format").filter(|f| !f.is_null()) else {
+        return Ok(None);
+    };
+    match format.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(json!({"type": "object"}))),
+        Some("json_schema") => match format.pointer("/json_schema/schema") {
+            Some(schema @ Value::Object(_)) => Ok(Some(schema.clone())),
+            _ => Err(TranslateError::InvalidRequest(
+                "response_format json_schema needs a \"json_schema.schema\" object".into(),
+            )),
+        },
+        _ => Err(TranslateError::InvalidRequest(
+            "\"response_format.type\" must be text, json_object or json_schema".into(),
+        )),
     }
 }
 
@@ -60,18 +81,36 @@ pub fn path(operation: &str, backend: &VersionedAPISchema, model: &str) -> Strin
     format!("/{prefix}/{operation}")
 }
 
-/// The operation path of an endpoint on an OpenAI-family backend.
-pub fn operation(endpoint: Endpoint) -> &'static str {
-    match endpoint {
-        Endpoint::ChatCompletions | Endpoint::Messages => "chat/completions",
-        Endpoint::Completions => "completions",
-        Endpoint::Embeddings => "embeddings",
+/// The upstream path of the Responses API. Azure serves it on its v1 API, which takes the
+/// model from the body and needs no `api-version`.
+pub fn responses_path(backend: &VersionedAPISchema) -> String {
+    if backend.name == APISchema::AzureOpenAI {
+        return "/openai/v1/responses".to_string();
     }
+    path("responses", backend, "")
 }
 
 /// Usage of a whole response body.
 pub fn read_usage(body: &Value) -> Usage {
     body.get("usage").map(Usage::from_openai).unwrap_or_default()
+}
+
+/// Usage of a whole Responses API body.
+pub fn read_responses_usage(body: &Value) -> Usage {
+    body.get("usage").map(Usage::from_responses).unwrap_or_default()
+}
+
+/// Whether Responses API event `v` ends the response: completed, failed, incomplete, or an error.
+pub fn ends_responses_stream(v: &Value) -> bool {
+    matches!(
+        v.get("type").and_then(Value::as_str),
+        Some("response.completed" | "response.failed" | "response.incomplete" | "error")
+    )
+}
+
+/// The usage a Responses API event carries (`response.completed` and friends), if any.
+pub fn responses_event_usage(v: &Value) -> Option<Usage> {
+    v.pointer("/response/usage").filter(|u| u.is_object()).map(Usage::from_responses)
 }
 
 /// Whether chunk `v` says why the answer stopped: a `finish_reason`, or an error.

@@ -16,8 +16,7 @@ use super::sse::SseParser;
 use super::stream::{Passthrough, stream_error};
 use super::usage::Usage;
 use super::{
-    AnthropicHost, ClientSchema, Endpoint, TranslateError, TranslatedRequest, Wire, anthropic,
-    bedrock, openai,
+    AnthropicHost, ClientSchema, Endpoint, TranslateError, Wire, anthropic, bedrock, openai,
 };
 use crate::api::APISchema;
 
@@ -42,7 +41,6 @@ struct Settings {
     created: u64,
     /// The model asked for, for backends whose answers do not name it.
     model: String,
-    json_by_tool: bool,
 }
 
 /// What comes off a backend's stream before its family's decoder (or the passthrough) reads it.
@@ -57,7 +55,6 @@ enum Unwrap {
 enum Mode {
     /// Same family both sides: bytes go out as they come; JSON is kept to count usage at the end.
     JsonPassthrough {
-        family: ClientSchema,
         body: Vec<u8>,
     },
     SsePassthrough(SseParser, Passthrough),
@@ -104,7 +101,6 @@ pub fn response_translator(
         include_usage: false,
         created,
         model: String::new(),
-        json_by_tool: false,
     })
 }
 
@@ -129,9 +125,9 @@ impl ResponseTranslator {
         };
         let mode = if wire.speaks(client) {
             if stream {
-                Mode::SsePassthrough(SseParser::default(), Passthrough::new(client))
+                Mode::SsePassthrough(SseParser::default(), Passthrough::new(settings.endpoint))
             } else {
-                Mode::JsonPassthrough { family: client, body: Vec::new() }
+                Mode::JsonPassthrough { body: Vec::new() }
             }
         } else if stream {
             let decoder = match wire {
@@ -171,12 +167,10 @@ impl ResponseTranslator {
         ResponseTranslator::new(self.settings)
     }
 
-    /// What the translated request asked the backend, which some answers need to be read:
-    /// the model (Bedrock's answers do not name it) and how a JSON answer comes
-    /// ([`TranslatedRequest::json_by_tool`]).
-    pub fn answering(mut self, request: &TranslatedRequest) -> Self {
-        self.settings.model = request.model.clone();
-        self.settings.json_by_tool = request.json_by_tool;
+    /// The model the backend was asked for ([`super::TranslatedRequest::model`]), which names
+    /// the answer when the backend's does not (Bedrock's Converse).
+    pub fn model(mut self, model: &str) -> Self {
+        self.settings.model = model.to_string();
         ResponseTranslator::new(self.settings)
     }
 
@@ -197,13 +191,18 @@ impl ResponseTranslator {
         };
         let chunk = chunk.as_ref();
         match &mut self.mode {
-            Mode::JsonPassthrough { family, body } => {
+            Mode::JsonPassthrough { body } => {
                 body.extend_from_slice(chunk);
                 out.extend_from_slice(chunk);
                 if end_of_stream && let Ok(v) = serde_json::from_slice::<Value>(body) {
-                    self.usage = match family {
-                        ClientSchema::OpenAI => openai::read_usage(&v),
-                        ClientSchema::Anthropic => anthropic::response::read_usage(&v),
+                    self.usage = match self.settings.endpoint {
+                        Endpoint::ChatCompletions
+                        | Endpoint::Completions
+                        | Endpoint::Embeddings => openai::read_usage(&v),
+                        Endpoint::Responses => openai::read_responses_usage(&v),
+                        Endpoint::Messages => anthropic::response::read_usage(&v),
+                        // Counting tokens uses none.
+                        Endpoint::CountTokens => Usage::default(),
                     };
                 }
             }
@@ -308,7 +307,6 @@ impl Settings {
             id: answer_id(self.created),
             model: self.model.clone(),
             created: self.created,
-            json_by_tool: self.json_by_tool,
         }
     }
 }

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::sse::SseEvent;
 use super::usage::{AnthropicCounts, Usage};
-use super::{ClientSchema, TranslateError, anthropic, openai};
+use super::{ClientSchema, Endpoint, TranslateError, anthropic, openai};
 
 /// One event of a translated stream, between a backend's decoder and a client's encoder.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,11 +58,36 @@ pub fn str_at<'a>(v: &'a Value, ptr: &str) -> &'a str {
     v.pointer(ptr).and_then(Value::as_str).unwrap_or_default()
 }
 
+/// The kind of events a passed-through stream carries, which says how it reports usage and
+/// completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Events {
+    /// OpenAI chat and completion chunks, ended by a `finish_reason` and `[DONE]`.
+    Chunks,
+    /// OpenAI Responses API events, ended by `response.completed` (or failed, incomplete).
+    Responses,
+    /// Anthropic message events, ended by the stop reason and `message_stop`.
+    Messages,
+}
+
+impl Events {
+    fn of(endpoint: Endpoint) -> Events {
+        match endpoint {
+            Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings => {
+                Events::Chunks
+            }
+            Endpoint::Responses => Events::Responses,
+            Endpoint::Messages | Endpoint::CountTokens => Events::Messages,
+        }
+    }
+}
+
 /// The upstream's events unchanged, read for usage and for whether the stream completed.
 #[derive(Debug)]
 pub struct Passthrough {
-    /// The family both ends speak.
-    family: ClientSchema,
+    events: Events,
+    /// The client's family, which the error event of a cut stream is written in.
+    client: ClientSchema,
     counts: AnthropicCounts,
     usage: Usage,
     /// The upstream said the response is complete (or failed with an error event).
@@ -73,9 +98,11 @@ pub struct Passthrough {
 }
 
 impl Passthrough {
-    pub fn new(family: ClientSchema) -> Self {
+    /// For the stream answering a request of `endpoint`, both ends speaking its family.
+    pub fn new(endpoint: Endpoint) -> Self {
         Passthrough {
-            family,
+            events: Events::of(endpoint),
+            client: endpoint.client_schema(),
             counts: AnthropicCounts::default(),
             usage: Usage::default(),
             complete: false,
@@ -84,35 +111,41 @@ impl Passthrough {
     }
 
     pub fn usage(&self) -> Usage {
-        match self.family {
-            ClientSchema::Anthropic => self.counts.usage(),
-            ClientSchema::OpenAI => self.usage,
+        match self.events {
+            Events::Messages => self.counts.usage(),
+            Events::Chunks | Events::Responses => self.usage,
         }
     }
 
     /// Passes one event on; `strip_usage_chunk` drops OpenAI's usage-only chunk, which the
     /// gateway asked for and the client did not.
     pub fn event(&mut self, ev: &SseEvent, strip_usage_chunk: bool, out: &mut Vec<u8>) {
-        if ev.has_data && self.family == ClientSchema::OpenAI && ev.data.trim() == "[DONE]" {
+        if ev.has_data && self.events == Events::Chunks && ev.data.trim() == "[DONE]" {
             self.complete = true;
         }
         // What cannot be read is still the client's to see; only usage counting misses it.
         let v = if ev.has_data { serde_json::from_str::<Value>(&ev.data).ok() } else { None };
         if let Some(v) = v {
-            match self.family {
-                ClientSchema::Anthropic => {
+            match self.events {
+                Events::Messages => {
                     self.complete |= anthropic::stream::ends_response(&v);
                     if let Some(u) = v.pointer("/message/usage").or_else(|| v.get("usage")) {
                         self.counts.merge(u);
                     }
                 }
-                ClientSchema::OpenAI => {
+                Events::Chunks => {
                     self.complete |= openai::ends_response(&v);
                     if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
                         self.usage = Usage::from_openai(u);
                         if strip_usage_chunk && openai::is_usage_chunk(&v) {
                             return;
                         }
+                    }
+                }
+                Events::Responses => {
+                    self.complete |= openai::ends_responses_stream(&v);
+                    if let Some(usage) = openai::responses_event_usage(&v) {
+                        self.usage = usage;
                     }
                 }
             }
@@ -133,7 +166,7 @@ impl Passthrough {
             out.extend_from_slice(&fragment);
             return false;
         }
-        truncated_error(self.family, out);
+        truncated_error(self.client, out);
         self.complete = true;
         true
     }

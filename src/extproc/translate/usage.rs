@@ -44,6 +44,16 @@ impl Usage {
         Usage { input, output, cached_input: cache_read, total: input.saturating_add(output) }
     }
 
+    /// From a Responses API `usage` object.
+    pub(super) fn from_responses(u: &Value) -> Usage {
+        let input = count(u, "input_tokens").unwrap_or(0);
+        let output = count(u, "output_tokens").unwrap_or(0);
+        let cached_input =
+            u.get("input_tokens_details").and_then(|d| count(d, "cached_tokens")).unwrap_or(0);
+        let total = count(u, "total_tokens").unwrap_or(input.saturating_add(output));
+        Usage { input, output, cached_input, total }
+    }
+
     pub(super) fn to_openai(self) -> Value {
         json!({
             "prompt_tokens": self.input,

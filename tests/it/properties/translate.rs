@@ -444,13 +444,9 @@ fn try_translated(
 }
 
 /// Whether Converse cannot take a valid request: it names an image by URL (Converse takes
-/// bytes), or it says `tool_choice` none in a conversation with tool calls (Converse needs the
-/// tools then, and cannot be told not to call them).
+/// bytes).
 fn converse_refuses(client: &Value) -> bool {
-    let text = client.to_string();
-    let none = client["tool_choice"] == json!("none") || client["tool_choice"]["type"] == "none";
-    text.contains("\"url\":\"https://")
-        || (none && (text.contains("\"tool_calls\"") || text.contains("\"tool_use\"")))
+    client.to_string().contains("\"url\":\"https://")
 }
 
 /// A valid request sent to Converse: accepted by Converse's shape, or refused with a 422 for

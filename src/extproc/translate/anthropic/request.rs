@@ -9,7 +9,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::extproc::translate::{DEFAULT_MAX_TOKENS, TranslateError};
+use crate::extproc::translate::{DEFAULT_MAX_TOKENS, JSON_RESPONSE_TOOL, TranslateError, openai};
 
 fn invalid(msg: impl Into<String>) -> TranslateError {
     TranslateError::InvalidRequest(msg.into())
@@ -123,22 +123,60 @@ pub fn from_chat(mut body: Map<String, Value>) -> Result<Map<String, Value>, Tra
             o.insert("disable_parallel_tool_use".into(), Value::Bool(true));
         }
     }
+    if let Some(schema) = openai::json_response_schema(&body)? {
+        choice = Some(answer_with_json_tool(&mut out, schema, choice)?);
+    }
     if let Some(c) = choice {
         out.insert("tool_choice".into(), c);
-    }
-    // Dropping these would silently change what the client gets back.
-    let format = body.get("response_format").and_then(|f| f.get("type")).and_then(Value::as_str);
-    if let Some(kind @ ("json_object" | "json_schema")) = format {
-        return Err(unsupported(format!(
-            "response_format {kind:?} cannot be sent to an Anthropic backend; describe the format in the prompt or use a tool"
-        )));
     }
     if let Some(n) = body.get("n").and_then(Value::as_u64)
         && n > 1
     {
+        // Several answers would be several requests, each billed, with their streams and
+        // usage merged: not worth pretending to be one call.
         return Err(unsupported("\"n\" greater than 1 cannot be sent to an Anthropic backend"));
     }
     Ok(out)
+}
+
+/// A JSON response format as Anthropic can express it: a tool whose input schema is the format,
+/// which the model must call when it answers (alongside the client's own tools, if any); the
+/// call comes back to the client as the JSON content it asked for (see `response.rs` and
+/// `stream.rs`). Returns the tool choice that makes the model use it.
+fn answer_with_json_tool(
+    out: &mut Map<String, Value>,
+    schema: Value,
+    choice: Option<Value>,
+) -> Result<Value, TranslateError> {
+    if schema.get("type").and_then(Value::as_str) != Some("object") {
+        return Err(unsupported(
+            "a response_format schema whose root is not an object cannot be sent to an \
+             Anthropic backend",
+        ));
+    }
+    let tools = out.entry("tools").or_insert_with(|| json!([]));
+    let Value::Array(tools) = tools else {
+        return Err(invalid("\"tools\" must be an array"));
+    };
+    let own_tools = !tools.is_empty();
+    tools.push(json!({
+        "name": JSON_RESPONSE_TOOL,
+        "description": "Give your answer to the user. Its input is the whole answer, in the format the user asked for.",
+        "input_schema": schema,
+    }));
+    let kind = choice.as_ref().and_then(|c| c.get("type")).and_then(Value::as_str);
+    let mut answer = match kind {
+        // The client named one of its tools: that call comes first, the answer after it.
+        Some("tool") => return Ok(choice.unwrap_or_default()),
+        // The model calls the client's tools or gives its answer.
+        Some("auto" | "any") | None if own_tools => json!({"type": "any"}),
+        // No tools of the client's to call (or `none`): the model gives its answer.
+        _ => json!({"type": "tool", "name": JSON_RESPONSE_TOOL}),
+    };
+    if let Some(flag) = choice.as_ref().and_then(|c| c.get("disable_parallel_tool_use")) {
+        answer["disable_parallel_tool_use"] = flag.clone();
+    }
+    Ok(answer)
 }
 
 /// The text of a string or an array of `{"type":"text"}` parts; `null` has none.
@@ -286,6 +324,9 @@ fn openai_tools_to_anthropic(tools: Value) -> Result<Value, TranslateError> {
             .and_then(|f| f.get("name"))
             .and_then(Value::as_str)
             .ok_or_else(|| invalid(format!("tools[{i}] needs a string \"function.name\"")))?;
+        if name == JSON_RESPONSE_TOOL {
+            return Err(invalid(format!("tools[{i}]: the tool name {name:?} is reserved")));
+        }
         let mut tool = Map::new();
         tool.insert("name".into(), json!(name));
         if let Some(d) = f.and_then(|f| f.get("description")).filter(|d| d.is_string()) {

@@ -2,6 +2,7 @@
 
 use serde_json::{Value, json};
 
+use crate::extproc::translate::JSON_RESPONSE_TOOL;
 use crate::extproc::translate::usage::{AnthropicCounts, Usage};
 
 /// Usage of a whole message body.
@@ -42,20 +43,33 @@ pub fn to_chat(v: &Value, created: u64) -> (Value, Usage) {
     let usage = read_usage(v);
     let mut text = String::new();
     let mut calls = Vec::new();
+    let mut answered = false;
     for block in v.get("content").and_then(Value::as_array).into_iter().flatten() {
+        let name = block.get("name").and_then(Value::as_str).unwrap_or_default();
+        let input = || block.get("input").cloned().unwrap_or_else(|| json!({})).to_string();
         match block.get("type").and_then(Value::as_str) {
-            Some("text") => text.push_str(block.get("text").and_then(Value::as_str).unwrap_or_default()),
+            Some("text") => {
+                text.push_str(block.get("text").and_then(Value::as_str).unwrap_or_default())
+            }
+            // The answer in the JSON format the client asked for (see `request.rs`): it is the
+            // content, whatever the model said around it.
+            Some("tool_use") if name == JSON_RESPONSE_TOOL => {
+                text = input();
+                answered = true;
+            }
             Some("tool_use") => calls.push(json!({
                 "id": block.get("id").and_then(Value::as_str).unwrap_or_default(),
                 "type": "function",
-                "function": {
-                    "name": block.get("name").and_then(Value::as_str).unwrap_or_default(),
-                    "arguments": block.get("input").cloned().unwrap_or_else(|| json!({})).to_string(),
-                },
+                "function": {"name": name, "arguments": input()},
             })),
             _ => {}
         }
     }
+    let finish = match v.get("stop_reason").and_then(Value::as_str) {
+        // Only the answer was called for: the model stopped as it would with text.
+        Some("tool_use") if answered && calls.is_empty() => Some("stop"),
+        reason => reason.map(openai_finish_reason),
+    };
     let mut message = json!({
         "role": "assistant",
         "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { Value::String(text) },
@@ -63,7 +77,6 @@ pub fn to_chat(v: &Value, created: u64) -> (Value, Usage) {
     if !calls.is_empty() {
         message["tool_calls"] = Value::Array(calls);
     }
-    let finish = v.get("stop_reason").and_then(Value::as_str).map(openai_finish_reason);
     let out = json!({
         "id": v.get("id").cloned().unwrap_or(Value::Null),
         "object": "chat.completion",

@@ -9,7 +9,7 @@ use super::response::{anthropic_message_id, anthropic_stop_reason, openai_finish
 use crate::extproc::translate::sse::{SseEvent, SseParser};
 use crate::extproc::translate::stream::{Hub, parse_event, str_at, truncated_error};
 use crate::extproc::translate::usage::{AnthropicCounts, Usage};
-use crate::extproc::translate::{ClientSchema, TranslateError};
+use crate::extproc::translate::{ClientSchema, JSON_RESPONSE_TOOL, TranslateError};
 
 /// Writes one event as Anthropic streams it.
 pub fn write_event(out: &mut Vec<u8>, kind: &str, v: &Value) {
@@ -46,6 +46,8 @@ pub struct Decoder {
     counts: AnthropicCounts,
     /// Anthropic content block index → OpenAI tool call index.
     tools: HashMap<u64, u64>,
+    /// The content block calling [`JSON_RESPONSE_TOOL`]: its input is the answer's content.
+    answer: Option<u64>,
     /// The stop reason came (`message_delta`): the answer is whole even if `message_stop` is not.
     stopped: bool,
     done: bool,
@@ -60,6 +62,7 @@ impl Decoder {
             model: String::new(),
             counts: AnthropicCounts::default(),
             tools: HashMap::new(),
+            answer: None,
             stopped: false,
             done: false,
         }
@@ -115,6 +118,10 @@ impl Decoder {
             "content_block_start" => {
                 let block = v.get("content_block").unwrap_or(&Value::Null);
                 match block.get("type").and_then(Value::as_str) {
+                    // The answer in the JSON format the client asked for (see `request.rs`).
+                    Some("tool_use") if str_at(block, "/name") == JSON_RESPONSE_TOOL => {
+                        self.answer = v.get("index").and_then(Value::as_u64);
+                    }
                     Some("tool_use") => {
                         let index = self.tools.len() as u64;
                         self.tools.insert(
@@ -151,7 +158,10 @@ impl Decoder {
                     Some("input_json_delta") => {
                         let block = v.get("index").and_then(Value::as_u64).unwrap_or_default();
                         let partial = str_at(delta, "/partial_json");
-                        if let Some(&index) = self.tools.get(&block)
+                        if self.answer == Some(block) && !partial.is_empty() {
+                            let delta = json!({"content": partial});
+                            out.push(Hub::Chunk(self.chunk(delta, Value::Null)));
+                        } else if let Some(&index) = self.tools.get(&block)
                             && !partial.is_empty()
                         {
                             let call = json!({"index": index, "function": {"arguments": partial}});
@@ -167,10 +177,13 @@ impl Decoder {
                 if let Some(u) = v.get("usage") {
                     self.counts.merge(u);
                 }
-                let finish = v
-                    .pointer("/delta/stop_reason")
-                    .and_then(Value::as_str)
-                    .map(openai_finish_reason);
+                let finish = match v.pointer("/delta/stop_reason").and_then(Value::as_str) {
+                    // Only the answer was called for: the model stopped as it would with text.
+                    Some("tool_use") if self.answer.is_some() && self.tools.is_empty() => {
+                        Some("stop")
+                    }
+                    reason => reason.map(openai_finish_reason),
+                };
                 out.push(Hub::Chunk(self.chunk(json!({}), json!(finish))));
                 self.stopped |= finish.is_some();
             }

@@ -22,15 +22,13 @@ pub fn path(model: &str, operation: &str) -> String {
     format!("/model/{}/{operation}", percent_encode(model))
 }
 
-/// What a Converse answer does not say itself: the model (its responses do not name it), the id
-/// and time to stamp it with, and whether a JSON answer comes as a call of
-/// [`request::ANSWER_TOOL`] ([`super::TranslatedRequest::json_by_tool`]).
+/// What a Converse answer does not say itself: the model (its responses do not name it), and
+/// the id and time to stamp it with.
 #[derive(Debug, Clone, Default)]
 pub struct Answer {
     pub id: String,
     pub model: String,
     pub created: u64,
-    pub json_by_tool: bool,
 }
 
 /// The message of a Bedrock error body: `message`, or `Message` as some AWS services write it.

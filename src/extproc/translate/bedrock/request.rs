@@ -8,30 +8,23 @@
 //! out (and a turn left empty with them). Images must be `data:` URLs: Converse takes image bytes
 //! or S3 objects, not URLs.
 //!
-//! A JSON `response_format` is asked for through a tool the model is made to call
-//! ([`ANSWER_TOOL`], its input schema the requested one): the response translation gives the
-//! call's input back as the answer's content. Tuning fields with no counterpart (penalties,
-//! `seed`, `logprobs`, `user`, `parallel_tool_calls`, ...) are dropped; what would change the
-//! answer if dropped is an [`TranslateError::Unsupported`] error instead: `n` above 1, audio or
-//! file parts, image URLs, and `tool_choice: "none"` in a conversation that already has tool
-//! calls (Converse needs the tools to read those calls, and cannot be told not to call them).
-//! Values are passed as given: e.g. an OpenAI `temperature` above 1 reaches Bedrock, which
-//! refuses it with an error the client sees.
+//! Converse cannot be told not to call the tools it is given, and refuses a conversation with
+//! tool calls but no tools. So `tool_choice: "none"` gives the model no tools, and when it is
+//! given none (that way or because the client offered none) the conversation's earlier calls and
+//! results travel as text: the model still reads them, and cannot call anything.
+//!
+//! A JSON `response_format` is asked for through the tool every family without JSON formats uses
+//! ([`JSON_RESPONSE_TOOL`], its input schema the requested one, which the model is made to
+//! call); the response translation gives the call's input back as the answer's content. Tuning
+//! fields with no counterpart (penalties, `seed`, `logprobs`, `user`, `parallel_tool_calls`, ...)
+//! are dropped; what would change the answer if dropped is an [`TranslateError::Unsupported`]
+//! error instead: `n` above 1, audio or file parts, image URLs. Values are passed as given: e.g.
+//! an OpenAI `temperature` above 1 reaches Bedrock, which refuses it with an error the client
+//! sees.
 
 use serde_json::{Map, Value, json};
 
-use crate::extproc::translate::TranslateError;
-
-/// The tool a JSON answer is asked for by; no tool of the client's may have this name then.
-pub const ANSWER_TOOL: &str = "json_answer";
-
-/// A Converse request body.
-#[derive(Debug)]
-pub struct Converse {
-    pub body: Map<String, Value>,
-    /// The client's JSON answer comes as a call of [`ANSWER_TOOL`].
-    pub json_by_tool: bool,
-}
+use crate::extproc::translate::{JSON_RESPONSE_TOOL, TranslateError, openai};
 
 fn invalid(msg: impl Into<String>) -> TranslateError {
     TranslateError::InvalidRequest(msg.into())
@@ -50,6 +43,28 @@ struct Conversation {
     uses_tools: bool,
 }
 
+/// A `toolUse` or `toolResult` block as text, for a model given no tools.
+fn as_text(block: Value) -> Value {
+    if let Some(call) = block.get("toolUse") {
+        let id = call.get("toolUseId").and_then(Value::as_str).unwrap_or_default();
+        let name = call.get("name").and_then(Value::as_str).unwrap_or_default();
+        let input = call.get("input").cloned().unwrap_or_default();
+        return text_block(format!("[tool call {id}: {name}({input})]"));
+    }
+    if let Some(result) = block.get("toolResult") {
+        let id = result.get("toolUseId").and_then(Value::as_str).unwrap_or_default();
+        let texts: Vec<&str> = result
+            .get("content")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.get("text").and_then(Value::as_str))
+            .collect();
+        return text_block(format!("[tool result {id}: {}]", texts.join("\n")));
+    }
+    block
+}
+
 impl Conversation {
     /// Adds `blocks` to the last turn when it is `role`'s, as a new turn otherwise.
     fn push(&mut self, role: &'static str, blocks: Vec<Value>) {
@@ -64,7 +79,7 @@ impl Conversation {
 }
 
 /// OpenAI chat completions request → Converse request.
-pub fn from_chat(mut body: Map<String, Value>) -> Result<Converse, TranslateError> {
+pub fn from_chat(mut body: Map<String, Value>) -> Result<Map<String, Value>, TranslateError> {
     let Some(Value::Array(messages)) = body.remove("messages") else {
         return Err(invalid("\"messages\" must be an array"));
     };
@@ -102,32 +117,34 @@ pub fn from_chat(mut body: Map<String, Value>) -> Result<Converse, TranslateErro
             }
         }
     }
-
     if let Some(n) = body.get("n").and_then(Value::as_u64)
         && n > 1
     {
         return Err(unsupported("\"n\" greater than 1 cannot be sent to a Bedrock backend"));
     }
+
     let mut out = Map::new();
-    let turns: Vec<Value> = c
-        .turns
-        .into_iter()
-        .map(|(role, content)| json!({"role": role, "content": content}))
-        .collect();
-    out.insert("messages".into(), Value::Array(turns));
+    let config = inference_config(&mut body)?;
+    let tools = tool_config(&mut body)?;
+    let turns = c.turns.into_iter().map(|(role, content)| {
+        let content: Vec<Value> = match &tools {
+            Some(_) => content,
+            None if c.uses_tools => content.into_iter().map(as_text).collect(),
+            None => content,
+        };
+        json!({"role": role, "content": content})
+    });
+    out.insert("messages".into(), Value::Array(turns.collect()));
     if !c.system.is_empty() {
         out.insert("system".into(), Value::Array(c.system));
     }
-    let config = inference_config(&mut body)?;
     if !config.is_empty() {
         out.insert("inferenceConfig".into(), Value::Object(config));
     }
-    let answer = answer_schema(&body)?;
-    let json_by_tool = answer.is_some();
-    if let Some(tools) = tool_config(&mut body, answer, c.uses_tools)? {
+    if let Some(tools) = tools {
         out.insert("toolConfig".into(), tools);
     }
-    Ok(Converse { body: out, json_by_tool })
+    Ok(out)
 }
 
 fn text_block(text: impl Into<String>) -> Value {
@@ -298,30 +315,6 @@ fn assistant_blocks(m: &Value, i: usize) -> Result<Vec<Value>, TranslateError> {
     Ok(blocks)
 }
 
-/// The input schema of [`ANSWER_TOOL`] when the client asked for a JSON answer.
-fn answer_schema(body: &Map<String, Value>) -> Result<Option<Value>, TranslateError> {
-    let Some(format) = body.get("response_format").filter(|f| !f.is_null()) else {
-        return Ok(None);
-    };
-    match format.get("type").and_then(Value::as_str) {
-        Some("text") => Ok(None),
-        Some("json_object") => Ok(Some(json!({"type": "object"}))),
-        Some("json_schema") => {
-            let schema = format
-                .pointer("/json_schema/schema")
-                .cloned()
-                .unwrap_or_else(|| json!({"type": "object"}));
-            if schema.get("type").and_then(Value::as_str) != Some("object") {
-                return Err(unsupported(
-                    "a Bedrock backend can only be asked for a JSON object: the response_format schema's type must be \"object\"",
-                ));
-            }
-            Ok(Some(schema))
-        }
-        _ => Err(invalid("\"response_format.type\" must be text, json_object or json_schema")),
-    }
-}
-
 /// What the client's `tool_choice` asks.
 enum Choice {
     Auto,
@@ -354,13 +347,9 @@ fn choice(c: Option<Value>) -> Result<Choice, TranslateError> {
     })
 }
 
-/// `toolConfig` from the client's tools and tool choice, with [`ANSWER_TOOL`] for a JSON
-/// answer; `None` when the model is to be given no tools.
-fn tool_config(
-    body: &mut Map<String, Value>,
-    answer: Option<Value>,
-    uses_tools: bool,
-) -> Result<Option<Value>, TranslateError> {
+/// `toolConfig` from the client's tools and tool choice, with [`JSON_RESPONSE_TOOL`] for a JSON
+/// answer; `None` when the model is given no tools.
+fn tool_config(body: &mut Map<String, Value>) -> Result<Option<Value>, TranslateError> {
     let mut tools = match body.remove("tools") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(tools)) => {
@@ -369,53 +358,44 @@ fn tool_config(
         Some(_) => return Err(invalid("\"tools\" must be an array")),
     };
     let choice = choice(body.remove("tool_choice"))?;
-    let tool = |name: &str| json!({"tool": {"name": name}});
-    let Some(schema) = answer else {
-        if tools.is_empty() {
-            return Ok(None);
-        }
-        let choice = match choice {
-            Choice::Auto => None,
-            Choice::Required => Some(json!({"any": {}})),
-            Choice::Tool(name) => Some(tool(&name)),
-            Choice::None if uses_tools => {
-                return Err(unsupported(
-                    "tool_choice \"none\" cannot be sent to a Bedrock backend in a conversation with tool calls: Converse needs the tools to read the calls and cannot be told not to call them",
-                ));
-            }
-            Choice::None => return Ok(None),
-        };
-        let mut config = json!({"tools": tools});
-        if let Some(choice) = choice {
-            config["toolChoice"] = choice;
-        }
-        return Ok(Some(config));
-    };
-    if tools
-        .iter()
-        .any(|t| t.pointer("/toolSpec/name").and_then(Value::as_str) == Some(ANSWER_TOOL))
-    {
-        return Err(invalid(format!(
-            "a tool named {ANSWER_TOOL:?} cannot be sent to a Bedrock backend with a JSON response_format: the gateway asks for the JSON answer by a tool of that name"
-        )));
+    if matches!(choice, Choice::None) {
+        tools.clear();
     }
-    let answer_tool = json!({"toolSpec": {
-        "name": ANSWER_TOOL,
-        "description": "Give your answer by calling this tool: its input is the answer, a JSON object.",
-        "inputSchema": {"json": schema},
-    }});
-    // With tools of its own the model may call one of those or answer; without, it answers.
-    let choice = match choice {
-        Choice::Auto | Choice::Required if tools.is_empty() => tool(ANSWER_TOOL),
-        Choice::Auto | Choice::Required => json!({"any": {}}),
-        Choice::Tool(name) => tool(&name),
-        Choice::None => {
-            tools.clear();
-            tool(ANSWER_TOOL)
-        }
+    let tool = |name: &str| json!({"tool": {"name": name}});
+    let mut choice = match choice {
+        Choice::Auto | Choice::None => None,
+        Choice::Required => Some(json!({"any": {}})),
+        Choice::Tool(name) => Some(tool(&name)),
     };
-    tools.push(answer_tool);
-    Ok(Some(json!({"tools": tools, "toolChoice": choice})))
+    if let Some(schema) = openai::json_response_schema(body)? {
+        if schema.get("type").and_then(Value::as_str) != Some("object") {
+            return Err(unsupported(
+                "a response_format schema whose root is not an object cannot be sent to a \
+                 Bedrock backend",
+            ));
+        }
+        choice = match choice {
+            // The client named one of its tools: that call comes first, the answer after it.
+            Some(named) if named.get("tool").is_some() => Some(named),
+            // The model calls the client's tools or gives its answer.
+            _ if !tools.is_empty() => Some(json!({"any": {}})),
+            // No tools of the client's to call: the model gives its answer.
+            _ => Some(tool(JSON_RESPONSE_TOOL)),
+        };
+        tools.push(json!({"toolSpec": {
+            "name": JSON_RESPONSE_TOOL,
+            "description": "Give your answer to the user. Its input is the whole answer, in the format the user asked for.",
+            "inputSchema": {"json": schema},
+        }}));
+    }
+    if tools.is_empty() {
+        return Ok(None);
+    }
+    let mut config = json!({"tools": tools});
+    if let Some(choice) = choice {
+        config["toolChoice"] = choice;
+    }
+    Ok(Some(config))
 }
 
 fn tool_spec(t: &Value, i: usize) -> Result<Value, TranslateError> {
@@ -429,6 +409,9 @@ fn tool_spec(t: &Value, i: usize) -> Result<Value, TranslateError> {
         .and_then(|f| f.get("name"))
         .and_then(Value::as_str)
         .ok_or_else(|| invalid(format!("tools[{i}] needs a string \"function.name\"")))?;
+    if name == JSON_RESPONSE_TOOL {
+        return Err(invalid(format!("tools[{i}]: the tool name {name:?} is reserved")));
+    }
     let schema = f
         .and_then(|f| f.get("parameters"))
         .filter(|p| p.is_object())

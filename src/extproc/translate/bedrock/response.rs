@@ -3,9 +3,8 @@
 use serde_json::{Value, json};
 
 use super::Answer;
-use super::request::ANSWER_TOOL;
-use crate::extproc::translate::TranslateError;
 use crate::extproc::translate::usage::Usage;
+use crate::extproc::translate::{JSON_RESPONSE_TOOL, TranslateError};
 
 /// Converse `stopReason` → OpenAI `finish_reason`.
 pub fn finish_reason(stop_reason: &str) -> &'static str {
@@ -17,11 +16,12 @@ pub fn finish_reason(stop_reason: &str) -> &'static str {
     }
 }
 
-/// The finish reason of an answer that called `client_tools` of the client's: a JSON answer
-/// given by [`ANSWER_TOOL`] alone is a stop, not a tool call.
-pub fn answer_finish(stop_reason: &str, answer: &Answer, client_tools: bool) -> &'static str {
+/// The finish reason of an answer that called tools of the client's (`client_tools`) or gave a
+/// JSON answer through [`JSON_RESPONSE_TOOL`] (`answered`): the JSON answer alone is a stop, as
+/// it would be with text.
+pub fn answer_finish(stop_reason: &str, answered: bool, client_tools: bool) -> &'static str {
     match finish_reason(stop_reason) {
-        "tool_calls" if answer.json_by_tool && !client_tools => "stop",
+        "tool_calls" if answered && !client_tools => "stop",
         reason => reason,
     }
 }
@@ -46,14 +46,18 @@ pub fn to_chat(v: &Value, answer: &Answer) -> Result<(Value, Usage), TranslateEr
     let usage = v.get("usage").map(usage).unwrap_or_default();
     let mut text = String::new();
     let mut calls = Vec::new();
+    let mut answered = false;
     for block in blocks {
         if let Some(t) = block.get("text").and_then(Value::as_str) {
             text.push_str(t);
         } else if let Some(call) = block.get("toolUse") {
             let name = call.get("name").and_then(Value::as_str).unwrap_or_default();
             let input = call.get("input").cloned().unwrap_or_else(|| json!({}));
-            if answer.json_by_tool && name == ANSWER_TOOL {
-                text.push_str(&input.to_string());
+            // The answer in the JSON format the client asked for: it is the content, whatever
+            // the model said around it.
+            if name == JSON_RESPONSE_TOOL {
+                text = input.to_string();
+                answered = true;
                 continue;
             }
             calls.push(json!({
@@ -71,7 +75,7 @@ pub fn to_chat(v: &Value, answer: &Answer) -> Result<(Value, Usage), TranslateEr
     let finish = v
         .get("stopReason")
         .and_then(Value::as_str)
-        .map(|r| answer_finish(r, answer, !calls.is_empty()));
+        .map(|r| answer_finish(r, answered, !calls.is_empty()));
     if !calls.is_empty() {
         message["tool_calls"] = Value::Array(calls);
     }

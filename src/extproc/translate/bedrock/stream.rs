@@ -10,20 +10,19 @@ use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
-use super::request::ANSWER_TOOL;
 use super::response::{answer_finish, usage};
 use super::{Answer, stream_error};
-use crate::extproc::translate::TranslateError;
 use crate::extproc::translate::eventstream::{self, Message};
 use crate::extproc::translate::stream::{Hub, str_at};
 use crate::extproc::translate::usage::Usage;
+use crate::extproc::translate::{JSON_RESPONSE_TOOL, TranslateError};
 
 /// A content block of the answer, by Converse's block index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Block {
     /// A call of the client's tool, by its OpenAI tool call index.
     Tool(u64),
-    /// The call of [`ANSWER_TOOL`]: its input is the answer's content.
+    /// The call of [`JSON_RESPONSE_TOOL`]: its input is the answer's content.
     Answer,
 }
 
@@ -36,6 +35,8 @@ pub struct Decoder {
     blocks: HashMap<u64, Block>,
     /// The client's tools the answer called so far.
     calls: u64,
+    /// The answer came through [`JSON_RESPONSE_TOOL`].
+    answered: bool,
     /// The stop reason came: the answer is whole.
     stopped: bool,
     /// The usage came (`metadata`).
@@ -51,6 +52,7 @@ impl Decoder {
             usage: Usage::default(),
             blocks: HashMap::new(),
             calls: 0,
+            answered: false,
             stopped: false,
             counted: false,
             done: false,
@@ -104,8 +106,9 @@ impl Decoder {
             "contentBlockStart" => {
                 let Some(call) = v.pointer("/start/toolUse") else { return Ok(()) };
                 let name = str_at(call, "/name");
-                if self.answer.json_by_tool && name == ANSWER_TOOL {
+                if name == JSON_RESPONSE_TOOL {
                     self.blocks.insert(index, Block::Answer);
+                    self.answered = true;
                     return Ok(());
                 }
                 let call_index = self.calls;
@@ -139,7 +142,7 @@ impl Decoder {
             }
             "messageStop" => {
                 let reason = str_at(&v, "/stopReason");
-                let finish = answer_finish(reason, &self.answer, self.calls > 0);
+                let finish = answer_finish(reason, self.answered, self.calls > 0);
                 out.push(self.chunk(json!({}), json!(finish)));
                 self.stopped = true;
                 if self.counted {

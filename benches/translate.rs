@@ -1,0 +1,103 @@
+//! Translation cost per provider (issue 13): the pure translation library, no gRPC and no Envoy.
+//!
+//! - `translate/request/{client}→{schema}`: `parse_request` + `translate_request` of a 1 KB chat
+//!   request (system prompt, two turns, one tool), as the upstream phase does per attempt;
+//! - `translate/chunk/{client}→{schema}`: one streamed text event of the backend's, fed to a
+//!   [`ResponseTranslator`] already past the stream's start, as the upstream phase feeds each
+//!   response body chunk.
+//!
+//! The same-family pairs (openai→OpenAI, anthropic→Anthropic) pass bytes through and are the
+//! baseline of each run. `cargo bench --bench translate`; under `cargo test --benches` each
+//! benchmark runs once as a smoke test.
+
+use std::hint::black_box;
+
+use aixds::api::{APISchema, VersionedAPISchema};
+use aixds::extproc::translate::{
+    Endpoint, ResponseTranslator, parse_request, response_translator, translate_request,
+};
+use criterion::{Criterion, criterion_group, criterion_main};
+use serde_json::json;
+
+/// A chat request of exactly `size` bytes in the client's schema.
+fn request(endpoint: Endpoint, size: usize) -> Vec<u8> {
+    let tool = json!({"name": "get_weather", "description": "Weather in a city",
+                      "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}});
+    let build = |pad: usize| {
+        let filler = "x".repeat(pad);
+        let turns = json!([
+            {"role": "user", "content": format!("What is the weather like in Paris? {filler}")},
+            {"role": "assistant", "content": "Let me check."},
+            {"role": "user", "content": "Please hurry."},
+        ]);
+        let body = match endpoint {
+            Endpoint::Messages => json!({
+                "model": "m", "max_tokens": 256, "system": "You are a helpful assistant.",
+                "messages": turns,
+                "tools": [{"name": tool["name"], "description": tool["description"],
+                           "input_schema": tool["parameters"]}],
+            }),
+            _ => {
+                let mut messages =
+                    vec![json!({"role": "system", "content": "You are a helpful assistant."})];
+                messages.extend(turns.as_array().cloned().unwrap_or_default());
+                json!({"model": "m", "max_tokens": 256, "messages": messages,
+                       "tools": [{"type": "function", "function": tool}]})
+            }
+        };
+        serde_json::to_vec(&body).unwrap_or_default()
+    };
+    let base = build(0).len();
+    build(size.saturating_sub(base))
+}
+
+/// The stream's opening events and one text event, in the backend's schema.
+fn stream_events(backend: APISchema) -> (Vec<u8>, Vec<u8>) {
+    match backend {
+        APISchema::Anthropic => (
+            b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"m\",\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}\n\n\
+              event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n"
+                .to_vec(),
+            b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello there\"}}\n\n"
+                .to_vec(),
+        ),
+        _ => (
+            b"data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n"
+                .to_vec(),
+            b"data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello there\"},\"finish_reason\":null}]}\n\n"
+                .to_vec(),
+        ),
+    }
+}
+
+/// Every client and backend pair the library translates, named `{client}→{schema}`.
+fn pairs() -> Vec<(&'static str, Endpoint, APISchema)> {
+    vec![
+        ("openai→OpenAI", Endpoint::ChatCompletions, APISchema::OpenAI),
+        ("openai→Anthropic", Endpoint::ChatCompletions, APISchema::Anthropic),
+        ("anthropic→Anthropic", Endpoint::Messages, APISchema::Anthropic),
+        ("anthropic→OpenAI", Endpoint::Messages, APISchema::OpenAI),
+    ]
+}
+
+fn bench(c: &mut Criterion) {
+    for (name, endpoint, schema) in pairs() {
+        let backend = VersionedAPISchema { name: schema, version: None, prefix: None };
+        let body = request(endpoint, 1024);
+        c.bench_function(&format!("translate/request/{name}"), |b| {
+            b.iter(|| {
+                let parsed = parse_request(endpoint, black_box(&body)).ok();
+                parsed.and_then(|p| translate_request(&p, &backend, None).ok())
+            })
+        });
+        let (start, event) = stream_events(schema);
+        let mut translator: ResponseTranslator = response_translator(endpoint, schema, true);
+        let _ = translator.feed(&start, false);
+        c.bench_function(&format!("translate/chunk/{name}"), |b| {
+            b.iter(|| translator.feed(black_box(&event), false).map(|out| out.len()))
+        });
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
