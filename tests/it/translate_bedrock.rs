@@ -959,3 +959,120 @@ fn bedrock_errors_become_the_clients_format() {
     assert_eq!(got["error"]["type"], json!("permission_error"));
     assert_eq!(got["error"]["code"], json!("AccessDeniedException"));
 }
+
+/// The provider fixtures (written from Bedrock's API reference by the fake servers' authors):
+/// what their events say reaches the client, whatever the byte split.
+#[test]
+fn bedrock_provider_fixtures_translate_at_every_split() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/providers/bedrock/");
+    let read = |name: &str| std::fs::read(format!("{dir}{name}")).expect("fixture");
+    let lines = |name: &str| -> Vec<Value> {
+        String::from_utf8(read(name))
+            .expect("UTF-8")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect()
+    };
+    let converse_usage = |u: &Value| {
+        let n = |k: &str| u[k].as_u64().unwrap_or(0);
+        let input = n("inputTokens") + n("cacheReadInputTokens") + n("cacheWriteInputTokens");
+        Usage {
+            input,
+            output: n("outputTokens"),
+            cached_input: n("cacheReadInputTokens"),
+            total: input + n("outputTokens"),
+        }
+    };
+
+    for name in ["converse.json", "converse-tool-use.json", "converse-cache.json"] {
+        let body = read(name);
+        let v: Value = serde_json::from_slice(&body).expect("JSON");
+        let text: String = v["output"]["message"]["content"]
+            .as_array()
+            .expect("content")
+            .iter()
+            .filter_map(|b| b["text"].as_str())
+            .collect();
+        let mut t = translator(Endpoint::ChatCompletions, APISchema::AWSBedrock, false);
+        let got: Value = serde_json::from_slice(&t.feed(&body, true).expect(name)).expect("JSON");
+        assert_eq!(got["choices"][0]["message"]["content"], json!(text), "{name}");
+        assert_eq!(t.usage(), converse_usage(&v["usage"]), "{name}");
+        let mut t = translator(Endpoint::Messages, APISchema::AWSBedrock, false);
+        let got: Value = serde_json::from_slice(&t.feed(&body, true).expect(name)).expect("JSON");
+        assert_eq!(got["content"][0]["text"], json!(text), "{name}");
+    }
+
+    for name in ["converse-stream", "converse-stream-tool-use"] {
+        let input = read(&format!("{name}.bin"));
+        let events = lines(&format!("{name}.jsonl"));
+        let payloads = |kind: &'static str| events.iter().filter(move |e| e["event-type"] == kind);
+        let text: String = payloads("contentBlockDelta")
+            .filter_map(|e| e["payload"]["delta"]["text"].as_str())
+            .collect();
+        let args: String = payloads("contentBlockDelta")
+            .filter_map(|e| e["payload"]["delta"]["toolUse"]["input"].as_str())
+            .collect();
+        let usage =
+            converse_usage(&payloads("metadata").next().expect("metadata")["payload"]["usage"]);
+        let read_out = |out: &[u8]| {
+            let chunks: Vec<Value> = sse(out).into_iter().map(|(_, d)| d).collect();
+            let pieces = |ptr: &str| -> String {
+                chunks.iter().filter_map(|c| c.pointer(ptr).and_then(Value::as_str)).collect()
+            };
+            (
+                pieces("/choices/0/delta/content"),
+                pieces("/choices/0/delta/tool_calls/0/function/arguments"),
+                chunks.last().cloned(),
+            )
+        };
+        for at in 0..=input.len() {
+            let t = translator(Endpoint::ChatCompletions, APISchema::AWSBedrock, true);
+            let (got_text, got_args, last) = read_out(&feed_split(t, &input, at));
+            assert_eq!((&got_text, &got_args), (&text, &args), "{name} split at {at}");
+            assert_eq!(last, Some(json!("[DONE]")), "{name} split at {at}");
+        }
+        let mut t = translator(Endpoint::ChatCompletions, APISchema::AWSBedrock, true);
+        t.feed(&input, true).expect(name);
+        assert_eq!(t.usage(), usage, "{name}");
+    }
+
+    let input = read("invoke-anthropic-stream.bin");
+    let events = lines("invoke-anthropic-stream.events.jsonl");
+    for at in 0..=input.len() {
+        let t = translator(Endpoint::Messages, APISchema::AWSAnthropic, true);
+        let got = sse(&feed_split(t, &input, at));
+        let names: Vec<Option<String>> =
+            events.iter().map(|e| e["type"].as_str().map(str::to_string)).collect();
+        assert_eq!(got.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(), names, "split at {at}");
+        assert_eq!(got.into_iter().map(|(_, d)| d).collect::<Vec<_>>(), events, "split at {at}");
+    }
+    let body = read("invoke-anthropic.json");
+    let mut t = translator(Endpoint::Messages, APISchema::AWSAnthropic, false);
+    assert_eq!(t.feed(&body, true).expect("passes"), body);
+
+    for name in ["error-validation.json", "error-throttling.json"] {
+        let e: Value = serde_json::from_slice(&read(name)).expect("JSON");
+        let status = e["status"].as_u64().expect("status") as u16;
+        let headers: Vec<(String, String)> = e["headers"]
+            .as_object()
+            .expect("headers")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+            .collect();
+        let body = e["body"].to_string();
+        let got: Value = serde_json::from_slice(&translate_error(
+            aixds::extproc::translate::ClientSchema::OpenAI,
+            APISchema::AWSBedrock,
+            status,
+            &headers,
+            body.as_bytes(),
+        ))
+        .expect("JSON");
+        assert_eq!(got["error"]["message"], e["body"]["message"], "{name}");
+        assert_eq!(
+            Some(got["error"]["code"].as_str().unwrap_or_default()),
+            headers[0].1.split(':').next(),
+            "{name}"
+        );
+    }
+}
