@@ -251,6 +251,9 @@ impl UpstreamPhase {
                 );
             }
         };
+        let translator = response_translator(endpoint, backend.schema.name, parsed.stream)
+            .include_usage(parsed.include_usage)
+            .model(&translated.model);
         let mutations =
             [backend.body_mutation.as_ref(), route.and_then(|r| r.body_mutation.as_ref())];
         let body = mutate_body(translated.body, mutations.into_iter().flatten());
@@ -269,8 +272,6 @@ impl UpstreamPhase {
             stream = translated.stream,
             "translated a request"
         );
-        let translator = response_translator(endpoint, backend.schema.name, parsed.stream)
-            .include_usage(parsed.include_usage);
         self.response = Some(ResponseState {
             observation: Observation {
                 endpoint,

@@ -139,6 +139,20 @@ fn validate_fixture_sets_succeeds() {
     }
 }
 
+/// Bedrock backends of both schemas (Converse and Anthropic on InvokeModel) are accepted; what
+/// their credential policy gets is the credentials' business.
+#[test]
+fn validate_accepts_bedrock_backends() {
+    let (_, stdout, _) = aixds(&["validate", "tests/fixtures/manifests/aws"]);
+    for backend in
+        ["AIServiceBackend/default/bedrock-converse", "AIServiceBackend/default/bedrock-claude"]
+    {
+        let at = stdout.find(backend).unwrap_or_else(|| panic!("{backend} in {stdout}"));
+        assert_eq!(stdout[at..].lines().nth(1), Some("  Accepted=True"), "{stdout}");
+    }
+    assert!(!stdout.contains("schema"), "{stdout}");
+}
+
 /// The upstream InferencePool route names a pool that is in none of its files: it fails until
 /// the pool is supplied.
 #[test]

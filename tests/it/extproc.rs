@@ -648,7 +648,7 @@ fn runtime_config_credentials_per_policy_type_and_only_when_resolved() {
 
     // A backend that is not accepted is not served.
     graph.apply(parse(
-        "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIServiceBackend\nmetadata: {name: openai}\nspec:\n  schema: {name: AWSBedrock}\n  backendRef: {name: openai, group: gateway.envoyproxy.io, kind: Backend}\n",
+        "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIServiceBackend\nmetadata: {name: openai}\nspec:\n  schema: {name: Cohere}\n  backendRef: {name: openai, group: gateway.envoyproxy.io, kind: Backend}\n",
     ));
     let config = RuntimeConfig::from_graph(&graph);
     assert!(!config.backends.contains_key("aisb/default/openai"));

@@ -31,3 +31,4 @@ mod sds;
 mod source;
 mod tls;
 mod translate;
+mod translate_bedrock;

@@ -9,7 +9,9 @@
 //!
 //! **Organised by wire family.** Each family a backend can speak ([`Wire`]) is one module that
 //! knows its request, response, stream and error shapes: `openai` (OpenAI, Azure OpenAI and
-//! compatible servers) and `anthropic` (Anthropic). Clients speak one of two families
+//! compatible servers), `anthropic` (Anthropic, and Anthropic models on AWS Bedrock) and
+//! `bedrock` (AWS Bedrock's Converse API, and the paths, framing and errors Bedrock gives the
+//! Anthropic family; `eventstream` decodes its binary framing). Clients speak one of two families
 //! ([`ClientSchema`]). Translation goes through a hub, OpenAI chat completions: a client's
 //! request becomes a hub request, which becomes the backend's; the backend's response or stream
 //! becomes hub objects ([`stream::Hub`]), which become the client's. Each family therefore only
@@ -24,7 +26,9 @@
 //! embeddings go to OpenAI-family backends only.
 
 mod anthropic;
+mod bedrock;
 mod error;
+mod eventstream;
 mod openai;
 mod response;
 mod sse;
@@ -182,11 +186,22 @@ pub fn parse_request(endpoint: Endpoint, body: &[u8]) -> Result<ParsedRequest, T
 
 /// The wire family a backend speaks: what its request, response, stream and error bodies look
 /// like. Several schemas share one (OpenAI and Azure OpenAI differ only in paths and
-/// credentials).
+/// credentials); a family served by a cloud as well as by its maker says which ([`AnthropicHost`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wire {
     OpenAI,
+    Anthropic(AnthropicHost),
+    /// AWS Bedrock's Converse API.
+    Converse,
+}
+
+/// Who serves an Anthropic-family backend. A cloud takes Anthropic's messages with paths of its
+/// own, the model in the path rather than the body, and its own stream framing and errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnthropicHost {
     Anthropic,
+    /// InvokeModel on AWS Bedrock: event-stream framed streams, Bedrock's error bodies.
+    Bedrock,
 }
 
 impl Wire {
@@ -194,12 +209,10 @@ impl Wire {
     pub fn of(schema: APISchema) -> Option<Wire> {
         match schema {
             APISchema::OpenAI | APISchema::AzureOpenAI => Some(Wire::OpenAI),
-            APISchema::Anthropic => Some(Wire::Anthropic),
-            APISchema::AWSBedrock
-            | APISchema::AWSAnthropic
-            | APISchema::GCPVertexAI
-            | APISchema::GCPAnthropic
-            | APISchema::Cohere => None,
+            APISchema::Anthropic => Some(Wire::Anthropic(AnthropicHost::Anthropic)),
+            APISchema::AWSAnthropic => Some(Wire::Anthropic(AnthropicHost::Bedrock)),
+            APISchema::AWSBedrock => Some(Wire::Converse),
+            APISchema::GCPVertexAI | APISchema::GCPAnthropic | APISchema::Cohere => None,
         }
     }
 
@@ -207,7 +220,19 @@ impl Wire {
     pub fn of_client(client: ClientSchema) -> Wire {
         match client {
             ClientSchema::OpenAI => Wire::OpenAI,
-            ClientSchema::Anthropic => Wire::Anthropic,
+            ClientSchema::Anthropic => Wire::Anthropic(AnthropicHost::Anthropic),
+        }
+    }
+
+    /// Whether this family's bodies are `client`'s own, wherever it is hosted: then they need no
+    /// conversion, only (for a cloud's framing) unwrapping.
+    pub fn speaks(self, client: ClientSchema) -> bool {
+        match (self, client) {
+            (Wire::OpenAI, ClientSchema::OpenAI)
+            | (Wire::Anthropic(_), ClientSchema::Anthropic) => true,
+            (Wire::OpenAI, ClientSchema::Anthropic)
+            | (Wire::Anthropic(_), ClientSchema::OpenAI)
+            | (Wire::Converse, ClientSchema::OpenAI | ClientSchema::Anthropic) => false,
         }
     }
 }
@@ -233,32 +258,45 @@ pub fn translate_request(
     let wire = Wire::of(backend.name).ok_or_else(refused)?;
     let (path, body) = match req.endpoint {
         Endpoint::ChatCompletions | Endpoint::Messages => {
-            let body = conversation(req.endpoint.client_schema(), wire, body, req.stream)?;
+            let client = req.endpoint.client_schema();
             let path = match wire {
                 Wire::OpenAI => openai::path("chat/completions", backend, &model),
-                Wire::Anthropic => anthropic::path("messages", backend),
+                Wire::Anthropic(AnthropicHost::Anthropic) => anthropic::path("messages", backend),
+                Wire::Anthropic(AnthropicHost::Bedrock) => {
+                    let operation =
+                        if req.stream { "invoke-with-response-stream" } else { "invoke" };
+                    bedrock::path(&model, operation)
+                }
+                Wire::Converse => {
+                    bedrock::path(&model, if req.stream { "converse-stream" } else { "converse" })
+                }
             };
-            (path, body)
+            (path, conversation(client, wire, backend, body, req.stream)?)
         }
         Endpoint::Completions => match wire {
             Wire::OpenAI => {
                 (openai::path("completions", backend, &model), openai::request(body, req.stream))
             }
-            Wire::Anthropic => return Err(refused()),
+            Wire::Anthropic(_) | Wire::Converse => return Err(refused()),
         },
         Endpoint::Embeddings => match wire {
             Wire::OpenAI => (openai::path("embeddings", backend, &model), body),
-            Wire::Anthropic => return Err(refused()),
+            Wire::Anthropic(_) | Wire::Converse => return Err(refused()),
         },
         // The Responses API keeps state and tools of its own that no other family has: it
         // passes, unchanged, to OpenAI-family backends only.
         Endpoint::Responses => match wire {
             Wire::OpenAI => (openai::responses_path(backend), body),
-            Wire::Anthropic => return Err(refused()),
+            Wire::Anthropic(_) | Wire::Converse => return Err(refused()),
         },
         Endpoint::CountTokens => match wire {
-            Wire::Anthropic => (anthropic::path("messages/count_tokens", backend), body),
-            Wire::OpenAI => return Err(refused()),
+            Wire::Anthropic(AnthropicHost::Anthropic) => {
+                (anthropic::path("messages/count_tokens", backend), body)
+            }
+            // Bedrock counts tokens with a body of its own (CountTokens), not Anthropic's.
+            Wire::OpenAI | Wire::Anthropic(AnthropicHost::Bedrock) | Wire::Converse => {
+                return Err(refused());
+            }
         },
     };
     let body = serde_json::to_vec(&Value::Object(body)).map_err(|e| {
@@ -267,24 +305,50 @@ pub fn translate_request(
     Ok(TranslatedRequest { path, body, model, stream: req.stream })
 }
 
+/// A client's chat completions or messages request as a hub request.
+fn hub(
+    client: ClientSchema,
+    body: Map<String, Value>,
+) -> Result<Map<String, Value>, TranslateError> {
+    match client {
+        ClientSchema::OpenAI => Ok(body),
+        ClientSchema::Anthropic => anthropic::request::to_chat(body),
+    }
+}
+
 /// A chat completions or messages request for a backend of family `wire`: as the client sent it
-/// within a family, through the hub between families.
+/// within a family, through the hub between families; in the envelope of the family's host.
 fn conversation(
     client: ClientSchema,
     wire: Wire,
+    backend: &VersionedAPISchema,
     body: Map<String, Value>,
     stream: bool,
 ) -> Result<Map<String, Value>, TranslateError> {
-    let hub = match (client, wire) {
-        // Nothing changes within the Anthropic family; the OpenAI family asks for usage below.
-        (ClientSchema::Anthropic, Wire::Anthropic) => return Ok(body),
-        (ClientSchema::OpenAI, _) => body,
-        (ClientSchema::Anthropic, _) => anthropic::request::to_chat(body)?,
-    };
+    // Nothing changes within the Anthropic family but the envelope.
+    if client == ClientSchema::Anthropic
+        && let Wire::Anthropic(host) = wire
+    {
+        return Ok(envelope(host, backend, body));
+    }
+    let hub = hub(client, body)?;
     Ok(match wire {
         Wire::OpenAI => openai::request(hub, stream),
-        Wire::Anthropic => anthropic::request::from_chat(hub)?,
+        Wire::Anthropic(host) => envelope(host, backend, anthropic::request::from_chat(hub)?),
+        Wire::Converse => bedrock::request::from_chat(hub)?,
     })
+}
+
+/// An Anthropic messages request as `host` takes it.
+fn envelope(
+    host: AnthropicHost,
+    backend: &VersionedAPISchema,
+    body: Map<String, Value>,
+) -> Map<String, Value> {
+    match host {
+        AnthropicHost::Anthropic => body,
+        AnthropicHost::Bedrock => bedrock::invoke::envelope(body, backend),
+    }
 }
 
 impl Endpoint {
