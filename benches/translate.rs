@@ -7,7 +7,9 @@
 //!   response body chunk.
 //!
 //! The same-family pairs (openai→OpenAI, anthropic→Anthropic) pass bytes through and are the
-//! baseline of each run. `cargo bench --bench translate`; under `cargo test --benches` each
+//! baseline of each run. Bedrock's streams are AWS event-stream frames (a ConverseStream
+//! `contentBlockDelta`; for Anthropic models an InvokeModel `chunk` wrapping Anthropic's event in
+//! base64), framed here as Bedrock sends them. `cargo bench --bench translate`; under `cargo test --benches` each
 //! benchmark runs once as a smoke test.
 
 use std::hint::black_box;
@@ -17,8 +19,10 @@ use aixds::extproc::translate::{
     Endpoint, ResponseTranslator, Target, VertexLocation, parse_request, response_translator,
     translate_request,
 };
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use criterion::{Criterion, criterion_group, criterion_main};
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// Where the Vertex AI backends are (other schemas ignore it).
 const VERTEX: VertexLocation<'static> = VertexLocation { project: "p", region: "us-central1" };
@@ -55,9 +59,53 @@ fn request(endpoint: Endpoint, size: usize) -> Vec<u8> {
     build(size.saturating_sub(base))
 }
 
+/// One AWS event-stream event frame: string headers, JSON payload, both CRC32s.
+fn frame(event_type: &str, payload: &Value) -> Vec<u8> {
+    let payload = payload.to_string().into_bytes();
+    let mut headers = Vec::new();
+    for (name, value) in [
+        (":event-type", event_type),
+        (":content-type", "application/json"),
+        (":message-type", "event"),
+    ] {
+        headers.push(name.len() as u8);
+        headers.extend_from_slice(name.as_bytes());
+        headers.push(7);
+        headers.extend_from_slice(&(value.len() as u16).to_be_bytes());
+        headers.extend_from_slice(value.as_bytes());
+    }
+    let mut out = ((16 + headers.len() + payload.len()) as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&(headers.len() as u32).to_be_bytes());
+    out.extend_from_slice(&crc32fast::hash(&out).to_be_bytes());
+    out.extend_from_slice(&headers);
+    out.extend_from_slice(&payload);
+    out.extend_from_slice(&crc32fast::hash(&out).to_be_bytes());
+    out
+}
+
+/// Anthropic's SSE events as InvokeModelWithResponseStream frames them.
+fn invoke_chunks(sse: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(sse);
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .flat_map(|data| frame("chunk", &json!({"bytes": STANDARD.encode(data), "p": "abcdef"})))
+        .collect()
+}
+
 /// The stream's opening events and one text event, in the backend's schema.
 fn stream_events(backend: APISchema) -> (Vec<u8>, Vec<u8>) {
     match backend {
+        APISchema::AWSBedrock => (
+            frame("messageStart", &json!({"role": "assistant", "p": "abcdefgh"})),
+            frame(
+                "contentBlockDelta",
+                &json!({"contentBlockIndex": 0, "delta": {"text": "Hello there"}, "p": "abcd"}),
+            ),
+        ),
+        APISchema::AWSAnthropic => {
+            let (start, event) = stream_events(APISchema::Anthropic);
+            (invoke_chunks(&start), invoke_chunks(&event))
+        }
         APISchema::Anthropic | APISchema::GCPAnthropic => (
             b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"m\",\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}\n\n\
               event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n"
@@ -87,6 +135,10 @@ fn pairs() -> Vec<(&'static str, Endpoint, APISchema)> {
         ("openai→Anthropic", Endpoint::ChatCompletions, APISchema::Anthropic),
         ("anthropic→Anthropic", Endpoint::Messages, APISchema::Anthropic),
         ("anthropic→OpenAI", Endpoint::Messages, APISchema::OpenAI),
+        ("openai→AWSBedrock", Endpoint::ChatCompletions, APISchema::AWSBedrock),
+        ("anthropic→AWSBedrock", Endpoint::Messages, APISchema::AWSBedrock),
+        ("anthropic→AWSAnthropic", Endpoint::Messages, APISchema::AWSAnthropic),
+        ("openai→AWSAnthropic", Endpoint::ChatCompletions, APISchema::AWSAnthropic),
         ("openai→GCPVertexAI", Endpoint::ChatCompletions, APISchema::GCPVertexAI),
         ("anthropic→GCPVertexAI", Endpoint::Messages, APISchema::GCPVertexAI),
         ("openai→GCPAnthropic", Endpoint::ChatCompletions, APISchema::GCPAnthropic),

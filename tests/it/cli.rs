@@ -139,6 +139,20 @@ fn validate_fixture_sets_succeeds() {
     }
 }
 
+/// Bedrock backends of both schemas (Converse and Anthropic on InvokeModel) are accepted; what
+/// their credential policy gets is the credentials' business.
+#[test]
+fn validate_accepts_bedrock_backends() {
+    let (_, stdout, _) = aixds(&["validate", "tests/fixtures/manifests/aws"]);
+    for backend in
+        ["AIServiceBackend/default/bedrock-converse", "AIServiceBackend/default/bedrock-claude"]
+    {
+        let at = stdout.find(backend).unwrap_or_else(|| panic!("{backend} in {stdout}"));
+        assert_eq!(stdout[at..].lines().nth(1), Some("  Accepted=True"), "{stdout}");
+    }
+    assert!(!stdout.contains("schema"), "{stdout}");
+}
+
 /// The upstream InferencePool route names a pool that is in none of its files: it fails until
 /// the pool is supplied.
 #[test]
@@ -481,4 +495,12 @@ fn rust_log_is_read_and_aixds_log_wins() {
     let both = run(&[("AIXDS_LOG", "aixds=loud"), ("RUST_LOG", "aixds=loud")]);
     assert!(both.contains("AIXDS_LOG") && !both.contains("RUST_LOG"), "{both}");
     assert_eq!(run(&[("AIXDS_LOG", "warn"), ("RUST_LOG", "aixds=loud")]), "", "AIXDS_LOG wins");
+}
+
+#[test]
+fn a_client_secret_never_goes_to_a_plain_http_authority() {
+    let (code, _, stderr) =
+        aixds(&["run", "--no-envoy", "--azure-authority-host", "http://login.example.com", "x"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("plain http to a host that is not loopback"), "{stderr}");
 }

@@ -104,7 +104,7 @@ fn runtime(max_body_bytes: usize) -> (SharedRuntime, ExtProcOptions) {
     }
     let runtime = RuntimeConfig::shared();
     RuntimeConfig::publish(&runtime, &graph);
-    (runtime, ExtProcOptions { max_body_bytes })
+    (runtime, ExtProcOptions { max_body_bytes, ..Default::default() })
 }
 
 /// The service on a free loopback port, and a client for it.
@@ -635,7 +635,7 @@ fn runtime_config_credentials_per_policy_type_and_only_when_resolved() {
         panic!("the Azure key is injected")
     };
     assert!(matches!(azure, Credential::Azure(_)));
-    assert_eq!(azure.headers(false), [("api-key", "sk-openai-test".to_string())]);
+    assert_eq!(azure.headers(false), Ok(vec![("api-key", "sk-openai-test".to_string())]));
 
     // Without its Secret the backend is refused, naming the policy and the Secret.
     graph.delete(&aixds::api::ObjectKey::new(aixds::api::Kind::Secret, "default", "openai-key"));
@@ -648,7 +648,7 @@ fn runtime_config_credentials_per_policy_type_and_only_when_resolved() {
 
     // A backend that is not accepted is not served.
     graph.apply(parse(
-        "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIServiceBackend\nmetadata: {name: openai}\nspec:\n  schema: {name: AWSBedrock}\n  backendRef: {name: openai, group: gateway.envoyproxy.io, kind: Backend}\n",
+        "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIServiceBackend\nmetadata: {name: openai}\nspec:\n  schema: {name: Cohere}\n  backendRef: {name: openai, group: gateway.envoyproxy.io, kind: Backend}\n",
     ));
     let config = RuntimeConfig::from_graph(&graph);
     assert!(!config.backends.contains_key("aisb/default/openai"));

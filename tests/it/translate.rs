@@ -211,7 +211,7 @@ fn unsupported_pairs_say_which() {
     for (endpoint, to) in [
         (Endpoint::Embeddings, APISchema::Anthropic),
         (Endpoint::Completions, APISchema::Anthropic),
-        (Endpoint::ChatCompletions, APISchema::AWSBedrock),
+        (Endpoint::Embeddings, APISchema::AWSAnthropic),
         (Endpoint::Completions, APISchema::GCPVertexAI),
     ] {
         let req =
@@ -926,6 +926,7 @@ fn upstream_errors_become_the_clients_format() {
         ClientSchema::OpenAI,
         APISchema::Anthropic,
         429,
+        &[],
         anthropic_429,
     ))
     .expect("JSON");
@@ -939,6 +940,7 @@ fn upstream_errors_become_the_clients_format() {
         ClientSchema::Anthropic,
         APISchema::OpenAI,
         500,
+        &[],
         openai_500,
     ))
     .expect("JSON");
@@ -950,6 +952,7 @@ fn upstream_errors_become_the_clients_format() {
         ClientSchema::Anthropic,
         APISchema::AzureOpenAI,
         429,
+        &[],
         openai_500,
     ))
     .expect("JSON");
@@ -957,11 +960,11 @@ fn upstream_errors_become_the_clients_format() {
 
     // Same schema both sides: unchanged.
     assert_eq!(
-        translate_error(ClientSchema::OpenAI, APISchema::OpenAI, 500, openai_500),
+        translate_error(ClientSchema::OpenAI, APISchema::OpenAI, 500, &[], openai_500),
         openai_500
     );
     assert_eq!(
-        translate_error(ClientSchema::Anthropic, APISchema::Anthropic, 429, anthropic_429),
+        translate_error(ClientSchema::Anthropic, APISchema::Anthropic, 429, &[], anthropic_429),
         anthropic_429
     );
 
@@ -970,6 +973,7 @@ fn upstream_errors_become_the_clients_format() {
         ClientSchema::OpenAI,
         APISchema::OpenAI,
         503,
+        &[],
         b"upstream connect error",
     ))
     .expect("JSON");
@@ -981,6 +985,7 @@ fn upstream_errors_become_the_clients_format() {
         ClientSchema::Anthropic,
         APISchema::OpenAI,
         502,
+        &[],
         b"",
     ))
     .expect("JSON");
@@ -1053,8 +1058,16 @@ fn nothing_panics_on_random_input() {
         Endpoint::Embeddings,
         Endpoint::Messages,
     ];
-    let backends = [APISchema::OpenAI, APISchema::Anthropic, APISchema::AzureOpenAI];
+    let backends = [
+        APISchema::OpenAI,
+        APISchema::Anthropic,
+        APISchema::AzureOpenAI,
+        APISchema::AWSBedrock,
+        APISchema::AWSAnthropic,
+    ];
     let seeds: Vec<&[u8]> = vec![
+        include_bytes!("../fixtures/translate/bedrock_converse_stream.bin"),
+        include_str!("../fixtures/translate/bedrock_converse.json").as_bytes(),
         ANTHROPIC_STREAM.as_bytes(),
         OPENAI_STREAM.as_bytes(),
         br#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#,
@@ -1083,7 +1096,7 @@ fn nothing_panics_on_random_input() {
         let _ = t.feed(&input[..cut], false);
         let _ = t.feed(&input[cut..], true);
         let _ = t.usage();
-        let _ = translate_error(endpoint.client_schema(), backend_schema, 500, &input);
+        let _ = translate_error(endpoint.client_schema(), backend_schema, 500, &[], &input);
     }
     // Well-formed JSON of the wrong shapes in every field the translators read.
     let odd = [

@@ -720,17 +720,27 @@ fn anthropic_on_vertex_responses() {
 fn google_errors_become_the_clients_format() {
     let google = br#"{"error":{"code":429,"message":"Quota exceeded for aiplatform.googleapis.com/generate_content_requests_per_minute","status":"RESOURCE_EXHAUSTED"}}"#;
     for backend in [APISchema::GCPVertexAI, APISchema::GCPAnthropic] {
-        let got: Value =
-            serde_json::from_slice(&translate_error(ClientSchema::OpenAI, backend, 429, google))
-                .expect("JSON");
+        let got: Value = serde_json::from_slice(&translate_error(
+            ClientSchema::OpenAI,
+            backend,
+            429,
+            &[],
+            google,
+        ))
+        .expect("JSON");
         assert_eq!(
             got,
             json!({"error": {"message": "Quota exceeded for aiplatform.googleapis.com/generate_content_requests_per_minute",
                              "type": "rate_limit_error", "param": null, "code": "RESOURCE_EXHAUSTED"}})
         );
-        let got: Value =
-            serde_json::from_slice(&translate_error(ClientSchema::Anthropic, backend, 429, google))
-                .expect("JSON");
+        let got: Value = serde_json::from_slice(&translate_error(
+            ClientSchema::Anthropic,
+            backend,
+            429,
+            &[],
+            google,
+        ))
+        .expect("JSON");
         assert_eq!(got["type"], "error");
         assert_eq!(got["error"]["type"], "rate_limit_error");
     }
@@ -738,7 +748,7 @@ fn google_errors_become_the_clients_format() {
     let anthropic =
         br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
     assert_eq!(
-        translate_error(ClientSchema::Anthropic, APISchema::GCPAnthropic, 529, anthropic),
+        translate_error(ClientSchema::Anthropic, APISchema::GCPAnthropic, 529, &[], anthropic),
         anthropic
     );
 }
@@ -781,7 +791,8 @@ fn nothing_panics_on_random_input() {
                 let _ = t.feed(&input[..cut], false);
                 let _ = t.feed(&input[cut..], true);
             }
-            let _ = translate_error(endpoint.client_schema(), APISchema::GCPVertexAI, 500, &input);
+            let _ =
+                translate_error(endpoint.client_schema(), APISchema::GCPVertexAI, 500, &[], &input);
         }
     }
 }
@@ -886,6 +897,7 @@ fn vertex_provider_fixtures_translate_for_both_clients() {
         ClientSchema::OpenAI,
         APISchema::GCPVertexAI,
         400,
+        &[],
         body.as_bytes(),
     ))
     .expect("JSON");
@@ -896,6 +908,7 @@ fn vertex_provider_fixtures_translate_for_both_clients() {
         ClientSchema::Anthropic,
         APISchema::GCPVertexAI,
         400,
+        &[],
         body.as_bytes(),
     ))
     .expect("JSON");

@@ -6,7 +6,7 @@
 
 use serde_json::{Value, json};
 
-use super::{ClientSchema, Wire};
+use super::{AnthropicHost, ClientSchema, Wire, bedrock};
 use crate::api::APISchema;
 
 /// Why a request or response could not be translated.
@@ -58,23 +58,34 @@ pub fn error_body(client: ClientSchema, status: u16, message: &str) -> Vec<u8> {
     v.to_string().into_bytes()
 }
 
-/// An upstream error response (non-2xx) rewritten into the client's format. A body already in the
-/// client's format is returned unchanged; one that is not JSON becomes the message.
+/// An upstream error response (non-2xx) rewritten into the client's format, given the response's
+/// headers (Bedrock names its error type in one). A body already in the client's format is
+/// returned unchanged; one that is not JSON becomes the message.
 pub fn translate_error(
     client: ClientSchema,
     backend: APISchema,
     status: u16,
+    headers: &[(String, String)],
     body: &[u8],
 ) -> Vec<u8> {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     let wire = Wire::of(backend);
     let upstream = parsed.as_ref().and_then(|v| match wire {
-        // The families' error bodies are told apart by their shape; Vertex AI answers its own
-        // errors (authentication, quota, unknown model) in Google's, whichever family it serves.
-        Some(Wire::OpenAI | Wire::Anthropic | Wire::Gemini) | None => UpstreamError::parse(v),
+        // These families' error bodies are told apart by their shape; Vertex AI answers its
+        // own errors (authentication, quota, unknown model) in Google's, whichever family it
+        // serves.
+        Some(
+            Wire::OpenAI
+            | Wire::Anthropic(AnthropicHost::Anthropic | AnthropicHost::Vertex)
+            | Wire::Gemini,
+        )
+        | None => UpstreamError::parse(v),
+        Some(Wire::Converse | Wire::Anthropic(AnthropicHost::Bedrock)) => {
+            UpstreamError::bedrock(v, headers).or_else(|| UpstreamError::parse(v))
+        }
     });
-    let same_family = wire == Some(Wire::of_client(client));
-    if same_family && upstream.as_ref().is_some_and(|u| u.schema == client) {
+    let same_family = wire.is_some_and(|w| w.speaks(client));
+    if same_family && upstream.as_ref().is_some_and(|u| u.schema == Some(client)) {
         return body.to_vec();
     }
     let Some(u) = upstream else {
@@ -98,9 +109,10 @@ pub fn translate_error(
     v.to_string().into_bytes()
 }
 
-/// The parts of an error body either schema carries.
+/// The parts of an error body every schema carries.
 struct UpstreamError {
-    schema: ClientSchema,
+    /// The client schema whose shape the body has, if any.
+    schema: Option<ClientSchema>,
     message: String,
     kind: Option<String>,
     code: Option<Value>,
@@ -117,7 +129,7 @@ impl UpstreamError {
         // Some OpenAI-compatible servers send {"error": "text"}.
         if let Some(s) = err.as_str() {
             return Some(UpstreamError {
-                schema: ClientSchema::OpenAI,
+                schema: Some(ClientSchema::OpenAI),
                 message: s.to_string(),
                 kind: None,
                 code: None,
@@ -134,7 +146,15 @@ impl UpstreamError {
             .or_else(|| err.get("code"))
             .filter(|c| !c.is_null())
             .cloned();
-        Some(UpstreamError { schema, message, kind, code })
+        Some(UpstreamError { schema: Some(schema), message, kind, code })
+    }
+
+    /// Bedrock's `{"message": ...}`, its type in `x-amzn-errortype`. The type is kept as the
+    /// code: it says more than one derived from the status, but it is not an OpenAI type.
+    fn bedrock(v: &Value, headers: &[(String, String)]) -> Option<UpstreamError> {
+        let message = bedrock::error_message(v)?.to_string();
+        let code = bedrock::error_type(headers).map(|t| Value::String(t.to_string()));
+        Some(UpstreamError { schema: None, message, kind: None, code })
     }
 }
 

@@ -9,14 +9,16 @@
 //!
 //! **Organised by wire family.** Each family a backend can speak ([`Wire`]) is one module that
 //! knows its request, response, stream and error shapes: `openai` (OpenAI, Azure OpenAI and
-//! compatible servers), `anthropic` (Anthropic, and Anthropic's models on Vertex AI) and
-//! `gemini` (Google's models on Vertex AI). Where a backend's requests go, and any envelope its
-//! host wants around the family's body, is the schema's ([`Target`]; `vertex` is such a host).
-//! Clients speak one of two families ([`ClientSchema`]). Translation goes through a hub, OpenAI
-//! chat completions: a client's request becomes a hub request, which becomes the backend's; the
-//! backend's response or stream becomes hub objects ([`stream::Hub`]), which become the
-//! client's. Each family therefore only converts to and from the hub, and a family both ends
-//! speak is not converted at all (its bytes pass, read for usage). The dispatch is by exhaustive matches on [`Wire`] and
+//! compatible servers), `anthropic` (Anthropic, and Anthropic models on AWS Bedrock and GCP
+//! Vertex AI), `bedrock` (AWS Bedrock's Converse API, and the paths, framing and errors Bedrock
+//! gives the Anthropic family; `eventstream` decodes its binary framing) and `gemini` (Google's
+//! models on Vertex AI; `vertex` has Vertex's paths for both of its families, which name the
+//! project and region of the backend's [`Target`]). Clients speak one of two families
+//! ([`ClientSchema`]). Translation goes through a hub, OpenAI chat completions: a client's
+//! request becomes a hub request, which becomes the backend's; the backend's response or stream
+//! becomes hub objects ([`stream::Hub`]), which become the client's. Each family therefore only
+//! converts to and from the hub, and a family both ends speak is not converted at all (its
+//! bytes pass, read for usage). The dispatch is by exhaustive matches on [`Wire`] and
 //! [`ClientSchema`] (here, in `response.rs` and `error.rs`), so a new family is a new module
 //! plus the arms the compiler asks for; the ext_proc phases do not change.
 //!
@@ -26,7 +28,9 @@
 //! embeddings go to OpenAI-family backends only.
 
 mod anthropic;
+mod bedrock;
 mod error;
+mod eventstream;
 mod gemini;
 mod openai;
 mod response;
@@ -187,12 +191,26 @@ pub fn parse_request(endpoint: Endpoint, body: &[u8]) -> Result<ParsedRequest, T
 
 /// The wire family a backend speaks: what its request, response, stream and error bodies look
 /// like. Several schemas share one (OpenAI and Azure OpenAI differ only in paths and
-/// credentials).
+/// credentials); a family served by a cloud as well as by its maker says which ([`AnthropicHost`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wire {
     OpenAI,
-    Anthropic,
+    Anthropic(AnthropicHost),
+    /// AWS Bedrock's Converse API.
+    Converse,
+    /// Gemini's `generateContent`.
     Gemini,
+}
+
+/// Who serves an Anthropic-family backend. A cloud takes Anthropic's messages with paths of its
+/// own, the model in the path rather than the body, and its own stream framing and errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnthropicHost {
+    Anthropic,
+    /// InvokeModel on AWS Bedrock: event-stream framed streams, Bedrock's error bodies.
+    Bedrock,
+    /// rawPredict on GCP Vertex AI: Anthropic's streams, Anthropic's or Google's error bodies.
+    Vertex,
 }
 
 impl Wire {
@@ -200,9 +218,12 @@ impl Wire {
     pub fn of(schema: APISchema) -> Option<Wire> {
         match schema {
             APISchema::OpenAI | APISchema::AzureOpenAI => Some(Wire::OpenAI),
-            APISchema::Anthropic | APISchema::GCPAnthropic => Some(Wire::Anthropic),
+            APISchema::Anthropic => Some(Wire::Anthropic(AnthropicHost::Anthropic)),
+            APISchema::AWSAnthropic => Some(Wire::Anthropic(AnthropicHost::Bedrock)),
+            APISchema::AWSBedrock => Some(Wire::Converse),
+            APISchema::GCPAnthropic => Some(Wire::Anthropic(AnthropicHost::Vertex)),
             APISchema::GCPVertexAI => Some(Wire::Gemini),
-            APISchema::AWSBedrock | APISchema::AWSAnthropic | APISchema::Cohere => None,
+            APISchema::Cohere => None,
         }
     }
 
@@ -210,7 +231,21 @@ impl Wire {
     pub fn of_client(client: ClientSchema) -> Wire {
         match client {
             ClientSchema::OpenAI => Wire::OpenAI,
-            ClientSchema::Anthropic => Wire::Anthropic,
+            ClientSchema::Anthropic => Wire::Anthropic(AnthropicHost::Anthropic),
+        }
+    }
+
+    /// Whether this family's bodies are `client`'s own, wherever it is hosted: then they need no
+    /// conversion, only (for a cloud's framing) unwrapping.
+    pub fn speaks(self, client: ClientSchema) -> bool {
+        match (self, client) {
+            (Wire::OpenAI, ClientSchema::OpenAI)
+            | (Wire::Anthropic(_), ClientSchema::Anthropic) => true,
+            (Wire::OpenAI, ClientSchema::Anthropic)
+            | (Wire::Anthropic(_), ClientSchema::OpenAI)
+            | (Wire::Converse | Wire::Gemini, ClientSchema::OpenAI | ClientSchema::Anthropic) => {
+                false
+            }
         }
     }
 }
@@ -242,135 +277,134 @@ pub fn translate_request(
     target: Target<'_>,
     model_override: Option<&str>,
 ) -> Result<TranslatedRequest, TranslateError> {
+    let backend = target.schema;
     let model = model_override.unwrap_or(&req.model).to_string();
     let mut body = req.body.clone();
     body.insert("model".into(), Value::String(model.clone()));
-    let schema = target.schema.name;
     let refused = || {
+        let schema = backend.name;
         TranslateError::Unsupported(format!(
             "{} requests cannot be sent to a backend of schema {schema:?}{}",
             req.endpoint.describe(),
             if Wire::of(schema).is_some() { "" } else { ", which aixds does not translate to yet" }
         ))
     };
-    let wire = Wire::of(schema).ok_or_else(refused)?;
-    let body = match req.endpoint {
+    let wire = Wire::of(backend.name).ok_or_else(refused)?;
+    let (path, body) = match req.endpoint {
         Endpoint::ChatCompletions | Endpoint::Messages => {
-            conversation(req.endpoint.client_schema(), wire, body, req.stream)?
+            let client = req.endpoint.client_schema();
+            let path = match wire {
+                Wire::OpenAI => openai::path("chat/completions", backend, &model),
+                Wire::Anthropic(AnthropicHost::Anthropic) => anthropic::path("messages", backend),
+                Wire::Anthropic(AnthropicHost::Bedrock) => {
+                    let operation =
+                        if req.stream { "invoke-with-response-stream" } else { "invoke" };
+                    bedrock::path(&model, operation)
+                }
+                Wire::Anthropic(AnthropicHost::Vertex) => {
+                    let method = if req.stream { "streamRawPredict" } else { "rawPredict" };
+                    vertex::path(target, vertex::Publisher::Anthropic, &model, method)?
+                }
+                Wire::Converse => {
+                    bedrock::path(&model, if req.stream { "converse-stream" } else { "converse" })
+                }
+                Wire::Gemini => {
+                    let method = if req.stream {
+                        "streamGenerateContent?alt=sse"
+                    } else {
+                        "generateContent"
+                    };
+                    vertex::path(target, vertex::Publisher::Google, &model, method)?
+                }
+            };
+            (path, conversation(client, wire, backend, body, req.stream)?)
         }
         Endpoint::Completions => match wire {
-            Wire::OpenAI => openai::request(body, req.stream),
-            Wire::Anthropic | Wire::Gemini => return Err(refused()),
+            Wire::OpenAI => {
+                (openai::path("completions", backend, &model), openai::request(body, req.stream))
+            }
+            Wire::Anthropic(_) | Wire::Converse | Wire::Gemini => return Err(refused()),
         },
         Endpoint::Embeddings => match wire {
-            Wire::OpenAI => body,
-            Wire::Anthropic | Wire::Gemini => return Err(refused()),
+            Wire::OpenAI => (openai::path("embeddings", backend, &model), body),
+            Wire::Anthropic(_) | Wire::Converse | Wire::Gemini => return Err(refused()),
         },
         // The Responses API keeps state and tools of its own that no other family has: it
         // passes, unchanged, to OpenAI-family backends only.
         Endpoint::Responses => match wire {
-            Wire::OpenAI => body,
-            Wire::Anthropic | Wire::Gemini => return Err(refused()),
+            Wire::OpenAI => (openai::responses_path(backend), body),
+            Wire::Anthropic(_) | Wire::Converse | Wire::Gemini => return Err(refused()),
         },
         Endpoint::CountTokens => match wire {
-            Wire::Anthropic => body,
-            Wire::OpenAI | Wire::Gemini => return Err(refused()),
+            Wire::Anthropic(AnthropicHost::Anthropic) => {
+                (anthropic::path("messages/count_tokens", backend), body)
+            }
+            // Vertex counts tokens at a model of its own, and names the model in the body.
+            Wire::Anthropic(AnthropicHost::Vertex) => (
+                vertex::path(target, vertex::Publisher::Anthropic, "count-tokens", "rawPredict")?,
+                vertex::count_tokens_body(body, backend),
+            ),
+            // Bedrock counts tokens with a body of its own (CountTokens), not Anthropic's.
+            Wire::OpenAI
+            | Wire::Anthropic(AnthropicHost::Bedrock)
+            | Wire::Converse
+            | Wire::Gemini => {
+                return Err(refused());
+            }
         },
     };
-    let (path, body) = address(req.endpoint, target, &model, req.stream, body, refused)?;
     let body = serde_json::to_vec(&Value::Object(body)).map_err(|e| {
         TranslateError::InvalidRequest(format!("cannot encode the translated request: {e}"))
     })?;
     Ok(TranslatedRequest { path, body, model, stream: req.stream })
 }
 
-/// Where a backend's request goes, and the body its host takes: the family's body as it is, or
-/// in the host's envelope. `refused` is the error for an endpoint the backend does not serve
-/// (`translate_request` refuses those before they get here).
-fn address(
-    endpoint: Endpoint,
-    target: Target<'_>,
-    model: &str,
-    stream: bool,
+/// A client's chat completions or messages request as a hub request.
+fn hub(
+    client: ClientSchema,
     body: Map<String, Value>,
-    refused: impl Fn() -> TranslateError,
-) -> Result<(String, Map<String, Value>), TranslateError> {
-    let backend = target.schema;
-    let path = match (backend.name, endpoint) {
-        (APISchema::OpenAI | APISchema::AzureOpenAI, Endpoint::Responses) => {
-            openai::responses_path(backend)
-        }
-        (APISchema::OpenAI | APISchema::AzureOpenAI, Endpoint::Completions) => {
-            openai::path("completions", backend, model)
-        }
-        (APISchema::OpenAI | APISchema::AzureOpenAI, Endpoint::Embeddings) => {
-            openai::path("embeddings", backend, model)
-        }
-        (
-            APISchema::OpenAI | APISchema::AzureOpenAI,
-            Endpoint::ChatCompletions | Endpoint::Messages,
-        ) => openai::path("chat/completions", backend, model),
-        (APISchema::Anthropic, Endpoint::ChatCompletions | Endpoint::Messages) => {
-            anthropic::path("messages", backend)
-        }
-        (APISchema::Anthropic, Endpoint::CountTokens) => {
-            anthropic::path("messages/count_tokens", backend)
-        }
-        (APISchema::GCPVertexAI, Endpoint::ChatCompletions | Endpoint::Messages) => {
-            let method = if stream { "streamGenerateContent?alt=sse" } else { "generateContent" };
-            vertex::path(backend, target.vertex, vertex::Publisher::Google, model, method)?
-        }
-        (APISchema::GCPAnthropic, Endpoint::ChatCompletions | Endpoint::Messages) => {
-            let method = if stream { "streamRawPredict" } else { "rawPredict" };
-            let path =
-                vertex::path(backend, target.vertex, vertex::Publisher::Anthropic, model, method)?;
-            return Ok((path, vertex::anthropic_body(body, backend)));
-        }
-        // Vertex counts tokens at a model of its own, and names the model in the body.
-        (APISchema::GCPAnthropic, Endpoint::CountTokens) => {
-            let publisher = vertex::Publisher::Anthropic;
-            let path =
-                vertex::path(backend, target.vertex, publisher, "count-tokens", "rawPredict")?;
-            return Ok((path, vertex::count_tokens_body(body, backend)));
-        }
-        (APISchema::OpenAI | APISchema::AzureOpenAI, Endpoint::CountTokens)
-        | (
-            APISchema::Anthropic | APISchema::GCPAnthropic,
-            Endpoint::Completions | Endpoint::Embeddings | Endpoint::Responses,
-        )
-        | (
-            APISchema::GCPVertexAI,
-            Endpoint::Completions
-            | Endpoint::Embeddings
-            | Endpoint::Responses
-            | Endpoint::CountTokens,
-        )
-        | (APISchema::AWSBedrock | APISchema::AWSAnthropic | APISchema::Cohere, _) => {
-            return Err(refused());
-        }
-    };
-    Ok((path, body))
+) -> Result<Map<String, Value>, TranslateError> {
+    match client {
+        ClientSchema::OpenAI => Ok(body),
+        ClientSchema::Anthropic => anthropic::request::to_chat(body),
+    }
 }
 
 /// A chat completions or messages request for a backend of family `wire`: as the client sent it
-/// within a family, through the hub between families.
+/// within a family, through the hub between families; in the envelope of the family's host.
 fn conversation(
     client: ClientSchema,
     wire: Wire,
+    backend: &VersionedAPISchema,
     body: Map<String, Value>,
     stream: bool,
 ) -> Result<Map<String, Value>, TranslateError> {
-    let hub = match (client, wire) {
-        // Nothing changes within the Anthropic family; the OpenAI family asks for usage below.
-        (ClientSchema::Anthropic, Wire::Anthropic) => return Ok(body),
-        (ClientSchema::OpenAI, _) => body,
-        (ClientSchema::Anthropic, _) => anthropic::request::to_chat(body)?,
-    };
+    // Nothing changes within the Anthropic family but the envelope.
+    if client == ClientSchema::Anthropic
+        && let Wire::Anthropic(host) = wire
+    {
+        return Ok(envelope(host, backend, body));
+    }
+    let hub = hub(client, body)?;
     Ok(match wire {
         Wire::OpenAI => openai::request(hub, stream),
-        Wire::Anthropic => anthropic::request::from_chat(hub)?,
+        Wire::Anthropic(host) => envelope(host, backend, anthropic::request::from_chat(hub)?),
+        Wire::Converse => bedrock::request::from_chat(hub)?,
         Wire::Gemini => gemini::request::from_chat(hub)?,
     })
+}
+
+/// An Anthropic messages request as `host` takes it.
+fn envelope(
+    host: AnthropicHost,
+    backend: &VersionedAPISchema,
+    body: Map<String, Value>,
+) -> Map<String, Value> {
+    match host {
+        AnthropicHost::Anthropic => body,
+        AnthropicHost::Bedrock => bedrock::invoke::envelope(body, backend),
+        AnthropicHost::Vertex => vertex::anthropic_body(body, backend),
+    }
 }
 
 impl Endpoint {

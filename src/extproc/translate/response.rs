@@ -5,6 +5,8 @@
 //! which encodes is chosen here, by exhaustive matches on [`Wire`] and [`ClientSchema`]; the
 //! shapes are the families' own modules.
 
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
@@ -13,21 +15,40 @@ use super::error::error_body;
 use super::sse::SseParser;
 use super::stream::{Passthrough, stream_error};
 use super::usage::Usage;
-use super::{ClientSchema, Endpoint, TranslateError, Wire, anthropic, gemini, openai};
+use super::{
+    AnthropicHost, ClientSchema, Endpoint, TranslateError, Wire, anthropic, bedrock, gemini, openai,
+};
 use crate::api::APISchema;
 
 /// A translator for one response. See [`ResponseTranslator::feed`].
 #[derive(Debug)]
 pub struct ResponseTranslator {
+    settings: Settings,
+    unwrap: Unwrap,
+    mode: Mode,
+    usage: Usage,
+    /// The upstream's stream ended before it was complete.
+    truncated: bool,
+}
+
+/// What the translation of one response depends on.
+#[derive(Debug, Clone)]
+struct Settings {
     endpoint: Endpoint,
     backend: APISchema,
     stream: bool,
     include_usage: bool,
     created: u64,
-    mode: Mode,
-    usage: Usage,
-    /// The upstream's stream ended before it was complete.
-    truncated: bool,
+    /// The model asked for, for backends whose answers do not name it.
+    model: String,
+}
+
+/// What comes off a backend's stream before its family's decoder (or the passthrough) reads it.
+#[derive(Debug)]
+enum Unwrap {
+    Nothing,
+    /// Anthropic events in Bedrock's event-stream frames.
+    Bedrock(bedrock::invoke::Unwrap),
 }
 
 #[derive(Debug)]
@@ -54,6 +75,7 @@ enum Mode {
 enum Decoder {
     OpenAI(openai::Decoder),
     Anthropic(Box<anthropic::stream::Decoder>),
+    Converse(Box<bedrock::stream::Decoder>),
     Gemini(Box<gemini::stream::Decoder>),
 }
 
@@ -73,37 +95,58 @@ pub fn response_translator(
 ) -> ResponseTranslator {
     let created =
         SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
-    ResponseTranslator::new(endpoint, backend, stream, false, created)
+    ResponseTranslator::new(Settings {
+        endpoint,
+        backend,
+        stream,
+        include_usage: false,
+        created,
+        model: String::new(),
+    })
+}
+
+/// Ids for answers whose backend gives none, unique in this process.
+fn answer_id(created: u64) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("chatcmpl-{created:x}{:06x}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 impl ResponseTranslator {
-    fn new(
-        endpoint: Endpoint,
-        backend: APISchema,
-        stream: bool,
-        include_usage: bool,
-        created: u64,
-    ) -> Self {
-        let client = endpoint.client_schema();
+    fn new(settings: Settings) -> Self {
+        let client = settings.endpoint.client_schema();
+        let stream = settings.stream;
         // A backend of a schema with no family never gets a request (translate_request refuses
         // it), so its response never comes; were it to, it would pass as it is.
-        let wire = Wire::of(backend).unwrap_or(Wire::of_client(client));
-        let mode = if Wire::of_client(client) == wire {
+        let wire = Wire::of(settings.backend).unwrap_or(Wire::of_client(client));
+        let unwrap = match wire {
+            Wire::Anthropic(AnthropicHost::Bedrock) if stream => {
+                Unwrap::Bedrock(bedrock::invoke::Unwrap::default())
+            }
+            Wire::OpenAI | Wire::Anthropic(_) | Wire::Converse | Wire::Gemini => Unwrap::Nothing,
+        };
+        let mode = if wire.speaks(client) {
             if stream {
-                Mode::SsePassthrough(SseParser::default(), Passthrough::new(endpoint))
+                Mode::SsePassthrough(SseParser::default(), Passthrough::new(settings.endpoint))
             } else {
                 Mode::JsonPassthrough { body: Vec::new() }
             }
         } else if stream {
             let decoder = match wire {
                 Wire::OpenAI => Decoder::OpenAI(openai::Decoder::default()),
-                Wire::Anthropic => {
-                    Decoder::Anthropic(Box::new(anthropic::stream::Decoder::new(created)))
+                Wire::Anthropic(_) => {
+                    Decoder::Anthropic(Box::new(anthropic::stream::Decoder::new(settings.created)))
                 }
-                Wire::Gemini => Decoder::Gemini(Box::new(gemini::stream::Decoder::new(created))),
+                Wire::Converse => {
+                    Decoder::Converse(Box::new(bedrock::stream::Decoder::new(settings.answer())))
+                }
+                Wire::Gemini => {
+                    Decoder::Gemini(Box::new(gemini::stream::Decoder::new(settings.created)))
+                }
             };
             let encoder = match client {
-                ClientSchema::OpenAI => Encoder::OpenAI(openai::Encoder::new(include_usage)),
+                ClientSchema::OpenAI => {
+                    Encoder::OpenAI(openai::Encoder::new(settings.include_usage))
+                }
                 ClientSchema::Anthropic => {
                     Encoder::Anthropic(Box::new(anthropic::stream::Encoder::new()))
                 }
@@ -112,33 +155,27 @@ impl ResponseTranslator {
         } else {
             Mode::Json { backend: wire, body: Vec::new() }
         };
-        ResponseTranslator {
-            endpoint,
-            backend,
-            stream,
-            include_usage,
-            created,
-            mode,
-            usage: Usage::default(),
-            truncated: false,
-        }
+        ResponseTranslator { settings, unwrap, mode, usage: Usage::default(), truncated: false }
     }
 
     /// Whether the OpenAI client asked for the final usage chunk of a stream
     /// ([`super::ParsedRequest::include_usage`]); without it that chunk is withheld.
-    pub fn include_usage(self, include: bool) -> Self {
-        ResponseTranslator::new(self.endpoint, self.backend, self.stream, include, self.created)
+    pub fn include_usage(mut self, include: bool) -> Self {
+        self.settings.include_usage = include;
+        ResponseTranslator::new(self.settings)
     }
 
     /// Sets the `created` timestamp of generated OpenAI objects (now, by default).
-    pub fn with_created(self, created: u64) -> Self {
-        ResponseTranslator::new(
-            self.endpoint,
-            self.backend,
-            self.stream,
-            self.include_usage,
-            created,
-        )
+    pub fn with_created(mut self, created: u64) -> Self {
+        self.settings.created = created;
+        ResponseTranslator::new(self.settings)
+    }
+
+    /// The model the backend was asked for ([`super::TranslatedRequest::model`]), which names
+    /// the answer when the backend's does not (Bedrock's Converse).
+    pub fn model(mut self, model: &str) -> Self {
+        self.settings.model = model.to_string();
+        ResponseTranslator::new(self.settings)
     }
 
     /// Feeds upstream response body bytes as they arrive (SSE or JSON) and returns the bytes to
@@ -151,13 +188,18 @@ impl ResponseTranslator {
     /// ([`ResponseTranslator::truncated`]).
     pub fn feed(&mut self, chunk: &[u8], end_of_stream: bool) -> Result<Vec<u8>, TranslateError> {
         let mut out = Vec::new();
-        let client = self.endpoint.client_schema();
+        let client = self.settings.endpoint.client_schema();
+        let chunk = match &mut self.unwrap {
+            Unwrap::Nothing => Cow::Borrowed(chunk),
+            Unwrap::Bedrock(u) => Cow::Owned(u.feed(chunk)?),
+        };
+        let chunk = chunk.as_ref();
         match &mut self.mode {
             Mode::JsonPassthrough { body } => {
                 body.extend_from_slice(chunk);
                 out.extend_from_slice(chunk);
                 if end_of_stream && let Ok(v) = serde_json::from_slice::<Value>(body) {
-                    self.usage = match self.endpoint {
+                    self.usage = match self.settings.endpoint {
                         Endpoint::ChatCompletions
                         | Endpoint::Completions
                         | Endpoint::Embeddings => openai::read_usage(&v),
@@ -170,7 +212,7 @@ impl ResponseTranslator {
             }
             Mode::SsePassthrough(parser, p) => {
                 for ev in parser.feed(chunk, end_of_stream)? {
-                    p.event(&ev, !self.include_usage, &mut out);
+                    p.event(&ev, !self.settings.include_usage, &mut out);
                 }
                 if end_of_stream {
                     self.truncated = p.end(&mut out);
@@ -186,8 +228,11 @@ impl ResponseTranslator {
                             let usage = openai::read_usage(&v);
                             (v, usage)
                         }
-                        Wire::Anthropic => anthropic::response::to_chat(&v, self.created),
-                        Wire::Gemini => gemini::response::to_chat(&v, self.created),
+                        Wire::Anthropic(_) => {
+                            anthropic::response::to_chat(&v, self.settings.created)
+                        }
+                        Wire::Converse => bedrock::response::to_chat(&v, &self.settings.answer())?,
+                        Wire::Gemini => gemini::response::to_chat(&v, self.settings.created),
                     };
                     self.usage = usage;
                     let v = match client {
@@ -202,12 +247,14 @@ impl ResponseTranslator {
                 match decoder {
                     Decoder::OpenAI(d) => d.feed(chunk, end_of_stream, &mut hub)?,
                     Decoder::Anthropic(d) => d.feed(chunk, end_of_stream, &mut hub)?,
+                    Decoder::Converse(d) => d.feed(chunk, &mut hub)?,
                     Decoder::Gemini(d) => d.feed(chunk, end_of_stream, &mut hub)?,
                 }
                 let complete = end_of_stream
                     && match decoder {
                         Decoder::OpenAI(d) => d.end(&mut hub),
                         Decoder::Anthropic(d) => d.end(&mut hub),
+                        Decoder::Converse(d) => d.end(&mut hub),
                         Decoder::Gemini(d) => d.end(&mut hub),
                     };
                 for event in hub {
@@ -225,6 +272,7 @@ impl ResponseTranslator {
                 self.usage = match decoder {
                     Decoder::OpenAI(d) => d.usage(),
                     Decoder::Anthropic(d) => d.usage(),
+                    Decoder::Converse(d) => d.usage(),
                     Decoder::Gemini(d) => d.usage(),
                 };
             }
@@ -246,8 +294,8 @@ impl ResponseTranslator {
     /// [`ResponseTranslator::feed`] already gave: an error event for a stream, a 502 error body
     /// otherwise (JSON is only translated whole, so nothing of it went out before).
     pub fn failure(&self, message: &str) -> Vec<u8> {
-        let client = self.endpoint.client_schema();
-        if !self.stream {
+        let client = self.settings.endpoint.client_schema();
+        if !self.settings.stream {
             return error_body(client, 502, message);
         }
         let mut out = Vec::new();
@@ -257,7 +305,17 @@ impl ResponseTranslator {
 
     /// The content type of what [`ResponseTranslator::feed`] returns.
     pub fn content_type(&self) -> &'static str {
-        if self.stream { "text/event-stream" } else { "application/json" }
+        if self.settings.stream { "text/event-stream" } else { "application/json" }
+    }
+}
+
+impl Settings {
+    fn answer(&self) -> bedrock::Answer {
+        bedrock::Answer {
+            id: answer_id(self.created),
+            model: self.model.clone(),
+            created: self.created,
+        }
     }
 }
 

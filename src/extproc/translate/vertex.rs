@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{TranslateError, percent_encode};
+use super::{Target, TranslateError, percent_encode};
 use crate::api::VersionedAPISchema;
 
 /// The `anthropic_version` Anthropic models on Vertex take when the backend's schema names none.
@@ -39,20 +39,20 @@ impl Publisher {
 /// A backend's `prefix` replaces the `/v1` root (e.g. `v1beta1`). Without a location there is
 /// no path: the backend needs a `GCPCredentials` policy.
 pub fn path(
-    backend: &VersionedAPISchema,
-    location: Option<VertexLocation<'_>>,
+    target: Target<'_>,
     publisher: Publisher,
     model: &str,
     method: &str,
 ) -> Result<String, TranslateError> {
-    let Some(VertexLocation { project, region }) = location else {
+    let Some(VertexLocation { project, region }) = target.vertex else {
         return Err(TranslateError::Unconfigured(format!(
             "a {:?} backend needs a GCPCredentials BackendSecurityPolicy: its projectName and \
              region name the Vertex AI path",
-            backend.name
+            target.schema.name
         )));
     };
-    let root = backend
+    let root = target
+        .schema
         .prefix
         .as_deref()
         .map(|p| p.trim_matches('/'))
