@@ -296,7 +296,7 @@ async fn router_lists_models_and_refuses_unknown_paths() {
     assert_eq!(status, 404);
     assert!(error["error"]["message"].as_str().unwrap().contains("/v1/nope"), "{error}");
     // A path under Anthropic's API is answered in its format.
-    for path in ["/v1/messages/count_tokens", "/anthropic/v1/models?limit=1"] {
+    for path in ["/v1/messages/batches", "/anthropic/v1/files?limit=1"] {
         let mut stream = Stream::router(&mut client).await;
         let (status, error, _) = immediate(stream.send(post(path, &[])).await);
         assert_eq!((status, error["type"].as_str()), (404, Some("error")), "{path}: {error}");
@@ -307,6 +307,29 @@ async fn router_lists_models_and_refuses_unknown_paths() {
     let mut stream = Stream::router(&mut client).await;
     let get = headers(&[(":method", "GET"), (":path", "/v1/messages")], true);
     let (status, error, _) = immediate(stream.send(In::RequestHeaders(get)).await);
+    assert_eq!((status, error["type"].as_str()), (405, Some("error")), "{error}");
+
+    // Anthropic's list: at its own path, or at OpenAI's for a client sending its version.
+    for request in [
+        vec![(":method", "GET"), (":path", "/anthropic/v1/models?limit=1")],
+        vec![(":method", "GET"), (":path", "/v1/models"), ("anthropic-version", "2023-06-01")],
+    ] {
+        let mut stream = Stream::router(&mut client).await;
+        let (status, list, _) =
+            immediate(stream.send(In::RequestHeaders(headers(&request, true))).await);
+        assert_eq!(status, 200, "{request:?}");
+        assert_eq!(list["data"][0]["type"], "model", "{list}");
+        assert_eq!(
+            (list["first_id"].as_str(), list["has_more"].as_bool()),
+            (Some("claude"), Some(false))
+        );
+    }
+    let mut stream = Stream::router(&mut client).await;
+    let get = headers(&[(":method", "GET"), (":path", "/anthropic/v1/models/llama-3")], true);
+    let (status, error, _) = immediate(stream.send(In::RequestHeaders(get)).await);
+    assert_eq!((status, error["error"]["type"].as_str()), (404, Some("not_found_error")));
+    let mut stream = Stream::router(&mut client).await;
+    let (status, error, _) = immediate(stream.send(post("/anthropic/v1/models", &[])).await);
     assert_eq!((status, error["type"].as_str()), (405, Some("error")), "{error}");
 }
 
