@@ -106,7 +106,7 @@ class Upstream:
 class Gateway:
     """`aixds run` on a manifest directory, with Envoy listening on 127.0.0.1:`port`."""
 
-    def __init__(self, tmp_path, manifests, port, args=(), picker_port=0):
+    def __init__(self, tmp_path, manifests, port, args=(), picker_port=0, env=None):
         self.dir = tmp_path / "manifests"
         self.dir.mkdir()
         self.port = port
@@ -122,6 +122,7 @@ class Gateway:
              "--listener-address", "127.0.0.1", "--default-port", str(port),
              "--envoy-admin-port", str(self.admin_port), "--node-id", tmp_path.name, *args],
             cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
         )
         self.base_url = f"http://127.0.0.1:{port}"
 
@@ -201,8 +202,8 @@ def providers(tmp_path):
 def gateway(tmp_path):
     started = []
 
-    def start(manifests, port=None, args=(), picker_port=0):
-        g = Gateway(tmp_path, manifests, port or free_port(), args, picker_port)
+    def start(manifests, port=None, args=(), picker_port=0, env=None):
+        g = Gateway(tmp_path, manifests, port or free_port(), args, picker_port, env)
         started.append(g)
         return g
 

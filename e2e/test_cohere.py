@@ -2,7 +2,7 @@
 streamed, tools, structured output) and embeddings and the anthropic SDK's messages reach a
 strict fake Cohere API v2 (e2e/providers/cohere.py) as Cohere chat and embed requests, and the
 cohere SDK's rerank reaches it as it was sent. The gateway runs our own manifests for Cohere
-(e2e/manifests/cohere.yaml) with the fake server's address in place of api.cohere.com."""
+(tests/fixtures/manifests/cohere) with the fake server's address in place of api.cohere.com."""
 
 import base64
 import json
@@ -20,7 +20,7 @@ from conftest import REPO, aixds_bin, free_port, openai_backend
 from fakeserver import embedding_vector
 
 COHERE_KEY = "co-e2e-secret"
-MANIFEST = REPO / "e2e" / "manifests" / "cohere.yaml"
+MANIFEST = REPO / "tests" / "fixtures" / "manifests" / "cohere" / "cohere.yaml"
 CHAT, EMBED, RERANK = "command-a-03-2025", "embed-v4.0", "rerank-v3.5"
 MESSAGES = [{"role": "user", "content": "what is the weather like"}]
 WEATHER_OPENAI = [{"type": "function", "function": {

@@ -5,7 +5,8 @@ Stdlib only, so it runs anywhere python3 does:
 
     python3 e2e/upstream.py --host 127.0.0.1 --port 0 --id backend-a [--record requests.jsonl]
 
-Every reply says "Hello from <id>" and carries an `x-upstream-id: <id>` header, which lets
+With `--record FILE`, each request is appended to FILE as a JSON line: method, path, headers,
+the parsed body and the raw body (base64). Every reply says "Hello from <id>" and carries an `x-upstream-id: <id>` header, which lets
 tests and demos see which backend the gateway routed to. A request that offers tools gets a
 call to the first tool (arguments {"city": "Paris"}) until it carries a tool result. For
 failure tests: `--fail-status N` (or `fail-NNN` in the model name) answers with that error in
@@ -20,6 +21,7 @@ when the connection closes, as in HTTP/1.0), so a cut looks like a complete body
 """
 
 import argparse
+import base64
 import json
 import re
 import socket
@@ -75,10 +77,10 @@ class Handler(BaseHTTPRequestHandler):
         try:
             body = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            self.record(None)
+            self.record(None, raw)
             self.send_error_json(400, f"request body is not valid JSON: {err}")
             return
-        self.record(body)
+        self.record(body, raw)
         if not isinstance(body, dict):
             self.send_error_json(400, "request body must be a JSON object")
         elif self.failure(body) is not None:
@@ -388,7 +390,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.rfile.readline()
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
-    def record(self, body):
+    def record(self, body, raw=b""):
         if self.server.record_path is None:
             return
         line = json.dumps({
@@ -396,6 +398,8 @@ class Handler(BaseHTTPRequestHandler):
             "path": self.path,
             "headers": {k.lower(): v for k, v in self.headers.items()},
             "body": body,
+            # The bytes as received, for checks that hash them (a SigV4 signature).
+            "raw": base64.b64encode(raw).decode(),
         })
         with self.server.record_lock, open(self.server.record_path, "a", encoding="utf-8") as f:
             f.write(line + "\n")

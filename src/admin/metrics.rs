@@ -1,7 +1,7 @@
 //! `/metrics` in the Prometheus text exposition format (version 0.0.4).
 //!
 //! Takes: [`RunMetrics`] (filled by the run loop), the xDS counters and registry, the graph and
-//! the snapshot, the translation ext_proc's GenAI metrics. Gives: the page. Counters and histograms are atomics bumped where things happen;
+//! the snapshot, the translation ext_proc's GenAI metrics, the cloud credentials' token fetches. Gives: the page. Counters and histograms are atomics bumped where things happen;
 //! gauges (graph size, connected Envoys) are read when scraped, so nothing keeps them in sync.
 
 use std::fmt::Write;
@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::extproc::GenAiMetrics;
+use crate::extproc::credentials::TokenMetrics;
 use crate::graph::Graph;
 use crate::xds::{ClientInfo, Histogram, HistogramValues, Snapshot, StreamKind, TypeUrl, XdsStats};
 
@@ -128,6 +129,7 @@ pub struct Inputs<'a> {
     pub snapshot: &'a Snapshot,
     pub rejections: usize,
     pub genai: &'a GenAiMetrics,
+    pub credentials: &'a TokenMetrics,
 }
 
 pub fn render(i: &Inputs) -> String {
@@ -222,6 +224,7 @@ pub fn render(i: &Inputs) -> String {
     header(w, "aixds_ready", "gauge", "1 when /readyz answers 200.");
     let _ = writeln!(w, "aixds_ready {}", u8::from(i.run.ready()));
     i.genai.render(w);
+    i.credentials.render(w);
     out
 }
 

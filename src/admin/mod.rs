@@ -32,6 +32,7 @@ pub mod metrics;
 pub use metrics::RunMetrics;
 
 use crate::extproc::GenAiMetrics;
+use crate::extproc::credentials::TokenMetrics;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
@@ -63,6 +64,8 @@ pub struct AdminState {
     pub run: Arc<RunMetrics>,
     /// Recorded by the translation ext_proc.
     pub genai: Arc<GenAiMetrics>,
+    /// Token fetches of the cloud credentials.
+    pub credentials: Arc<TokenMetrics>,
 }
 
 impl AdminState {
@@ -126,6 +129,7 @@ async fn metrics(State(s): State<AdminState>) -> Response {
         snapshot: &snapshot,
         rejections: rejections.len(),
         genai: &s.genai,
+        credentials: &s.credentials,
     });
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }

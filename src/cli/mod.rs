@@ -149,6 +149,8 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         controller_name: Option<String>,
         #[command(flatten)]
+        credentials: CredentialArgs,
+        #[command(flatten)]
         drain: DrainArgs,
     },
     /// Run in a Kubernetes cluster: watch the objects at the API server, serve xDS and the
@@ -223,6 +225,8 @@ pub enum Command {
         /// `status.addresses` (the Helm chart passes its Envoy Service).
         #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_service)]
         gateway_service: Option<crate::api::ObjectKey>,
+        #[command(flatten)]
+        credentials: CredentialArgs,
         #[command(flatten)]
         drain: DrainArgs,
     },
@@ -393,6 +397,25 @@ impl ServeTlsArgs {
     }
 }
 
+/// Where cloud credentials get their tokens.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CredentialArgs {
+    /// Entra ID's authority host, for AzureCredentials policies (another Azure cloud, or a test
+    /// endpoint; plain http only on loopback).
+    #[arg(long, env = "AZURE_AUTHORITY_HOST", value_name = "URL",
+          default_value = crate::extproc::credentials::azure::DEFAULT_AUTHORITY_HOST,
+          value_parser = parse_token_host)]
+    pub azure_authority_host: String,
+}
+
+impl CredentialArgs {
+    fn options(&self) -> crate::extproc::credentials::CredentialOptions {
+        crate::extproc::credentials::CredentialOptions {
+            azure_authority_host: self.azure_authority_host.clone(),
+        }
+    }
+}
+
 /// How a replica stops on SIGTERM without losing requests.
 #[derive(clap::Args, Debug, Clone)]
 pub struct DrainArgs {
@@ -430,6 +453,11 @@ pub enum GraphFormat {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// A token endpoint's scheme and host, which a client secret may be sent to.
+fn parse_token_host(s: &str) -> Result<String, String> {
+    crate::api::token_endpoint(s).map(|_| s.trim_end_matches('/').to_string())
 }
 
 fn parse_service(s: &str) -> Result<crate::api::ObjectKey, String> {
@@ -534,6 +562,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             picker_address,
             no_picker,
             controller_name,
+            credentials,
             drain,
         } => {
             let envoy = match no_envoy {
@@ -568,7 +597,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     controller_name,
                 },
                 envoy,
-                extproc: crate::extproc::ExtProcOptions { max_body_bytes: max_request_body },
+                extproc: crate::extproc::ExtProcOptions {
+                    max_body_bytes: max_request_body,
+                    credentials: credentials.options(),
+                },
                 picker: picker_options(no_picker, picker_address),
                 debounce: BATCH_DEBOUNCE,
                 max_delay: BATCH_MAX_DELAY,
@@ -596,6 +628,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             access_log,
             controller_name,
             gateway_service,
+            credentials,
             drain,
         } => {
             let identity = identity
@@ -639,7 +672,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     controller_name: Some(controller_name),
                 },
                 envoy,
-                extproc: crate::extproc::ExtProcOptions { max_body_bytes: max_request_body },
+                extproc: crate::extproc::ExtProcOptions {
+                    max_body_bytes: max_request_body,
+                    credentials: credentials.options(),
+                },
                 picker: picker_options(no_picker, picker_address),
                 debounce: BATCH_DEBOUNCE,
                 max_delay: BATCH_MAX_DELAY,

@@ -12,8 +12,9 @@
 //!   translates Anthropic requests to OpenAI before the pool's endpoint picker reads them, and
 //!   their responses back.
 //! - **Upstream phase** (an upstream HTTP filter of each AIServiceBackend cluster, so once per
-//!   attempt): translates the request for the backend's schema, injects the credential, and
-//!   translates the response back, chunk by chunk.
+//!   attempt): translates the request for the backend's schema, injects the credential (an
+//!   API key, a cloud access token, or a SigV4 signature of the final request: see
+//!   [`credentials`]), and translates the response back, chunk by chunk.
 //!
 //! The two phases of one request may reach different aixds replicas, so nothing is kept between
 //! them: the router phase and the route pass what the upstream phase needs as request headers
@@ -21,6 +22,7 @@
 //! leaves Envoy. Which backend an attempt goes to comes from the gRPC metadata the cluster's
 //! filter sends ([`BACKEND_METADATA`]).
 
+pub mod credentials;
 pub mod metrics;
 mod pool;
 mod response;

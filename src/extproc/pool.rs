@@ -27,7 +27,8 @@ use tonic::Status;
 use super::response::ResponseTranslation;
 use super::service::{describe, find, header_pairs, immediate, mutation};
 use super::translate::{
-    ClientSchema, Endpoint, error_body, parse_request, response_translator, translate_request,
+    ClientSchema, Endpoint, Target, error_body, parse_request, response_translator,
+    translate_request,
 };
 use super::{ENDPOINT_HEADER, endpoint_path};
 use crate::api::{APISchema, VersionedAPISchema};
@@ -102,7 +103,7 @@ impl PoolPhase {
     fn on_request_body(&mut self, body: &[u8]) -> ProcessingResponse {
         let openai = VersionedAPISchema { name: APISchema::OpenAI, ..Default::default() };
         let translated = parse_request(Endpoint::Messages, body).and_then(|parsed| {
-            let translated = translate_request(&parsed, &openai, None)?;
+            let translated = translate_request(&parsed, Target::new(&openai), None)?;
             Ok((parsed, translated))
         });
         let (parsed, translated) = match translated {

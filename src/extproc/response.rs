@@ -17,7 +17,8 @@ pub(super) struct ResponseTranslation {
     translator: ResponseTranslator,
     /// The response status, once its headers came; 0 before.
     pub status: u16,
-    /// A non-2xx body, kept whole to translate at its end.
+    /// A non-2xx response's headers and body, kept whole to translate at its end.
+    error_headers: Vec<(String, String)>,
     error_body: Vec<u8>,
     /// The 2xx body could not be translated; the rest of it is dropped.
     pub failed: Option<String>,
@@ -30,6 +31,7 @@ impl ResponseTranslation {
             backend,
             translator,
             status: 0,
+            error_headers: Vec::new(),
             error_body: Vec::new(),
             failed: None,
         }
@@ -50,6 +52,9 @@ impl ResponseTranslation {
         self.status = find(&headers, ":status").and_then(|s| s.parse().ok()).unwrap_or(0);
         let content_type =
             if self.ok() { self.translator.content_type() } else { "application/json" };
+        if !self.ok() {
+            self.error_headers = headers.clone();
+        }
         let set = vec![("content-type".to_string(), content_type.to_string())];
         let remove = match find(&headers, "content-length") {
             Some(_) => vec!["content-length".to_string()],
@@ -67,7 +72,8 @@ impl ResponseTranslation {
             let room = MAX_ERROR_BODY.saturating_sub(self.error_body.len());
             self.error_body.extend_from_slice(&chunk[..chunk.len().min(room)]);
             if end_of_stream {
-                translate_error(self.client, self.backend, self.status, &self.error_body)
+                let headers = &self.error_headers;
+                translate_error(self.client, self.backend, self.status, headers, &self.error_body)
             } else {
                 Vec::new()
             }

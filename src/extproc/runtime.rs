@@ -5,7 +5,10 @@
 //! name (what the upstream-phase filter sends in its gRPC metadata) and by route backendRef id
 //! (what the route sets in [`ROUTE_BACKEND_HEADER`](super::ROUTE_BACKEND_HEADER)).
 //!
-//! Only accepted objects contribute, as in the compiled Envoy config.
+//! Only accepted objects contribute, as in the compiled Envoy config. A backend's credential is
+//! resolved here from its BackendSecurityPolicy and Secret: an API key, a SigV4 signer, or a
+//! token source that [`Credentials`] hands from each config to the next (see
+//! [`super::credentials`]).
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -13,10 +16,13 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use super::credentials::aws::BEDROCK_SERVICE;
+use super::credentials::{CredentialOptions, Credentials, Rebuild, SigV4, TokenSource};
+use super::translate::{Target, VertexLocation};
 use crate::api::{
-    AIGATEWAY_GROUP, BodyMutation, HeaderMatchType, HeaderMutation, Kind, LLMRequestCost,
-    MODEL_HEADER, ObjectKey, RouteBackendRef, SecurityPolicyType, Spec, VersionedAPISchema,
-    api_key, group_kind,
+    AIGATEWAY_GROUP, BackendSecurityPolicySpec, BodyMutation, HeaderMatchType, HeaderMutation,
+    Kind, LLMRequestCost, MODEL_HEADER, ObjectKey, RouteBackendRef, SecretData, SecurityPolicyType,
+    Spec, VersionedAPISchema, api_key, aws_keys, azure_client_secret, group_kind,
 };
 use crate::compile::{backend_cluster_name, pool_cluster_name, route_backend_id};
 use crate::graph::{Graph, Node, RefKind};
@@ -37,6 +43,8 @@ pub struct RuntimeConfig {
     pub models: Vec<String>,
     /// When this config was built (Unix seconds): the `created` of the models listed.
     pub created: u64,
+    /// The token sources, handed from each config to the next.
+    pub credentials: Credentials,
 }
 
 /// One accepted AIServiceBackend.
@@ -49,6 +57,31 @@ pub struct BackendRuntime {
     /// it); `None` for IP and socket backends and InferencePools.
     pub hostname: Option<String>,
     pub auth: Auth,
+    /// The region of the `AWSCredentials` policy that signs for the backend.
+    pub aws_region: Option<String>,
+    /// The project and region of the `GCPCredentials` policy targeting the backend (Vertex AI
+    /// paths are `/v1/projects/{project}/locations/{region}/publishers/...`).
+    pub gcp: Option<GcpLocation>,
+}
+
+/// Where a GCP backend is, from its `GCPCredentials` policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcpLocation {
+    pub project: String,
+    pub region: String,
+}
+
+impl BackendRuntime {
+    /// What translation needs to know of the backend: its schema, and where on Vertex AI it is.
+    pub fn target(&self) -> Target<'_> {
+        let target = Target::new(&self.schema);
+        match &self.gcp {
+            Some(GcpLocation { project, region }) => {
+                target.in_vertex(VertexLocation { project, region })
+            }
+            None => target,
+        }
+    }
 }
 
 /// What the backend's BackendSecurityPolicies ask for.
@@ -105,7 +138,7 @@ impl fmt::Display for Secret {
 }
 
 /// The credential a BackendSecurityPolicy injects.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Credential {
     /// `Authorization: Bearer <key>` (OpenAI and compatible APIs).
     Bearer(Secret),
@@ -113,13 +146,39 @@ pub enum Credential {
     Anthropic(Secret),
     /// `api-key: <key>` (Azure OpenAI).
     Azure(Secret),
+    /// `Authorization: Bearer <token>`, the token a GCP service account or Entra ID application
+    /// was last given.
+    Token(Arc<TokenSource>),
+    /// An AWS SigV4 signature of the final request (`authorization`, `x-amz-date`,
+    /// `x-amz-security-token`), made by the upstream phase once every other header and the body
+    /// are final.
+    SigV4(Arc<SigV4>),
 }
 
+impl PartialEq for Credential {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Credential::Bearer(a), Credential::Bearer(b))
+            | (Credential::Anthropic(a), Credential::Anthropic(b))
+            | (Credential::Azure(a), Credential::Azure(b)) => a == b,
+            (Credential::Token(a), Credential::Token(b)) => Arc::ptr_eq(a, b),
+            (Credential::SigV4(a), Credential::SigV4(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Credential {}
+
 impl Credential {
-    /// The headers to set. `has_anthropic_version` says whether the request already names an
-    /// Anthropic API version, which is then kept.
-    pub fn headers(&self, has_anthropic_version: bool) -> Vec<(&'static str, String)> {
-        match self {
+    /// The headers to set, but for a signature (see [`Credential::SigV4`]).
+    /// `has_anthropic_version` says whether the request already names an Anthropic API version,
+    /// which is then kept. An error says why the credential cannot be given now (no token yet).
+    pub fn headers(
+        &self,
+        has_anthropic_version: bool,
+    ) -> Result<Vec<(&'static str, String)>, String> {
+        Ok(match self {
             Credential::Bearer(key) => {
                 vec![("authorization", format!("Bearer {}", key.expose()))]
             }
@@ -131,9 +190,26 @@ impl Credential {
                 headers
             }
             Credential::Azure(key) => vec![("api-key", key.expose().to_string())],
+            Credential::Token(source) => {
+                vec![("authorization", format!("Bearer {}", source.token()?.expose()))]
+            }
+            Credential::SigV4(_) => Vec::new(),
+        })
+    }
+
+    /// Why the credential cannot be given now, if it cannot: a token source without a token.
+    pub fn unavailable(&self) -> Option<String> {
+        match self {
+            Credential::Token(source) => source.token().err(),
+            _ => None,
         }
     }
 }
+
+/// Client headers that carry part of an AWS signature: removed for a backend that aixds signs
+/// for, which sets its own.
+pub const SIGV4_CLIENT_HEADERS: [&str; 3] =
+    ["x-amz-date", "x-amz-security-token", "x-amz-content-sha256"];
 
 /// Client headers that carry a credential: removed for every backend a policy targets, so that a
 /// client's key never reaches a provider it was not meant for.
@@ -142,22 +218,37 @@ pub const CLIENT_AUTH_HEADERS: [&str; 3] = ["authorization", "x-api-key", "api-k
 impl RuntimeConfig {
     /// A shared, empty config.
     pub fn shared() -> SharedRuntime {
-        Arc::new(ArcSwap::from_pointee(RuntimeConfig::default()))
+        RuntimeConfig::shared_with(CredentialOptions::default())
     }
 
-    /// Builds the config from `graph` and makes it the one streams read from now on.
+    /// A shared, empty config whose credentials use `options`.
+    pub fn shared_with(options: CredentialOptions) -> SharedRuntime {
+        let config = RuntimeConfig { credentials: Credentials::new(options), ..Default::default() };
+        Arc::new(ArcSwap::from_pointee(config))
+    }
+
+    /// Builds the config from `graph` and makes it the one streams read from now on. Token
+    /// sources carry over from the config it replaces.
     pub fn publish(shared: &SharedRuntime, graph: &Graph) {
-        shared.store(Arc::new(RuntimeConfig::from_graph(graph)));
+        let credentials = shared.load().credentials.clone();
+        shared.store(Arc::new(RuntimeConfig::build(graph, credentials)));
     }
 
+    /// A config of its own (token sources included), for a look at what `graph` gives.
     pub fn from_graph(graph: &Graph) -> RuntimeConfig {
+        RuntimeConfig::build(graph, Credentials::default())
+    }
+
+    fn build(graph: &Graph, credentials: Credentials) -> RuntimeConfig {
         let mut config = RuntimeConfig {
             created: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or_default(),
+            credentials: credentials.clone(),
             ..Default::default()
         };
+        let mut rebuild = credentials.rebuild();
         let mut models = BTreeSet::new();
         for object in graph.objects() {
             if !graph.node(&object.key).is_some_and(Node::accepted) {
@@ -170,14 +261,13 @@ impl RuntimeConfig {
                         header_mutation: spec.header_mutation.clone(),
                         body_mutation: spec.body_mutation.clone(),
                         hostname: hostname(graph, &object.key),
-                        auth: auth(graph, &object.key),
+                        ..policy_auth(graph, &object.key, &mut rebuild)
                     };
                     config.backends.insert(backend_cluster_name(&object.key), backend);
                 }
                 // Named directly by a route, a pool is an OpenAI backend.
                 Spec::InferencePool(_) => {
-                    let backend =
-                        BackendRuntime { auth: auth(graph, &object.key), ..Default::default() };
+                    let backend = policy_auth(graph, &object.key, &mut rebuild);
                     config.backends.insert(pool_cluster_name(&object.key), backend);
                 }
                 Spec::AIGatewayRoute(spec) => {
@@ -216,6 +306,7 @@ impl RuntimeConfig {
             }
         }
         config.models = models.into_iter().collect();
+        rebuild.finish();
         config
     }
 }
@@ -244,11 +335,12 @@ fn hostname(graph: &Graph, backend: &ObjectKey) -> Option<String> {
     })
 }
 
-/// What the BackendSecurityPolicies targeting `backend` ask for: the credential of the first
-/// (by key), or a refusal when any of them gives none. Fails closed: a backend meant to carry a
-/// credential never goes out without one.
-fn auth(graph: &Graph, backend: &ObjectKey) -> Auth {
-    let mut credential = None;
+/// What the BackendSecurityPolicies targeting `backend` ask for (`auth`, and where a cloud
+/// policy says the backend is): the credential of the first (by key), or a refusal when any of
+/// them gives none. Fails closed: a backend meant to carry a credential never goes out without
+/// one.
+fn policy_auth(graph: &Graph, backend: &ObjectKey, rebuild: &mut Rebuild) -> BackendRuntime {
+    let mut found = None;
     for (kind, node) in graph.referrers(backend) {
         let Some(Spec::BackendSecurityPolicy(policy)) = node.object.as_deref().map(|o| &o.spec)
         else {
@@ -258,31 +350,74 @@ fn auth(graph: &Graph, backend: &ObjectKey) -> Auth {
             continue;
         }
         let named = |why: String| {
-            format!("{} {}/{}: {why}", node.key.kind, node.key.namespace, node.key.name)
+            let refused = Auth::Refuse(format!(
+                "{} {}/{}: {why}",
+                node.key.kind, node.key.namespace, node.key.name
+            ));
+            BackendRuntime { auth: refused, ..Default::default() }
         };
         if let Some(problem) = graph.policy_problem(&node.key) {
-            return Auth::Refuse(named(problem));
+            return named(problem);
         }
-        if credential.is_some() {
+        if found.is_some() {
             continue;
         }
-        let key = policy.secret_ref().ok().and_then(|secret_ref| {
+        let secret = policy.secret_ref().ok().and_then(|secret_ref| {
             let namespace = secret_ref.namespace.as_deref().unwrap_or(&node.key.namespace);
             let secret = ObjectKey::new(Kind::Secret, namespace, &secret_ref.name);
-            let Spec::Secret(data) = &graph.object(&secret)?.spec else { return None };
-            api_key(data).ok().map(Secret::new)
+            match &graph.object(&secret)?.spec {
+                Spec::Secret(data) => Some(data),
+                _ => None,
+            }
         });
-        let Some(key) = key else {
-            return Auth::Refuse(named("its Secret holds no usable key".into()));
+        let Some(secret) = secret else {
+            return named("its Secret is not there".into());
         };
-        credential = Some(match policy.policy_type {
-            SecurityPolicyType::APIKey => Credential::Bearer(key),
-            SecurityPolicyType::AnthropicAPIKey => Credential::Anthropic(key),
-            SecurityPolicyType::AzureAPIKey => Credential::Azure(key),
-            other => return Auth::Refuse(named(format!("type {other} is not supported yet"))),
-        });
+        match credential(&node.key, policy, secret, rebuild) {
+            Ok(runtime) => found = Some(runtime),
+            Err(why) => return named(why),
+        }
     }
-    credential.map_or(Auth::None, Auth::Inject)
+    found.unwrap_or_default()
+}
+
+/// The credential `policy` gives with `secret` (already found usable by the graph), and the
+/// location a cloud policy names.
+fn credential(
+    key: &ObjectKey,
+    policy: &BackendSecurityPolicySpec,
+    secret: &SecretData,
+    rebuild: &mut Rebuild,
+) -> Result<BackendRuntime, String> {
+    let key_of = |secret| api_key(secret).map(Secret::new);
+    let mut runtime = BackendRuntime::default();
+    let credential = match policy.policy_type {
+        SecurityPolicyType::APIKey => Credential::Bearer(key_of(secret)?),
+        SecurityPolicyType::AnthropicAPIKey => Credential::Anthropic(key_of(secret)?),
+        SecurityPolicyType::AzureAPIKey => Credential::Azure(key_of(secret)?),
+        SecurityPolicyType::AWSCredentials => {
+            let aws = policy.aws_credentials.as_ref().ok_or("no awsCredentials")?;
+            let file = aws.credentials_file.as_ref().ok_or("no awsCredentials.credentialsFile")?;
+            let keys = aws_keys(secret, file.profile())?;
+            runtime.aws_region = Some(aws.region.clone());
+            let region = aws.region.clone();
+            Credential::SigV4(Arc::new(SigV4 { keys, region, service: BEDROCK_SERVICE }))
+        }
+        SecurityPolicyType::GCPCredentials => {
+            let gcp = policy.gcp_credentials.as_ref().ok_or("no gcpCredentials")?;
+            runtime.gcp =
+                Some(GcpLocation { project: gcp.project_name.clone(), region: gcp.region.clone() });
+            Credential::Token(rebuild.gcp(key, secret)?)
+        }
+        SecurityPolicyType::AzureCredentials => {
+            let azure = policy.azure_credentials.as_ref().ok_or("no azureCredentials")?;
+            let client_secret = azure_client_secret(secret)?;
+            let source = rebuild.azure(key, &azure.tenant_id, &azure.client_id, client_secret)?;
+            Credential::Token(source)
+        }
+    };
+    runtime.auth = Auth::Inject(credential);
+    Ok(runtime)
 }
 
 #[cfg(test)]
@@ -299,15 +434,15 @@ mod tests {
         assert!(!format!("{backend:?}").contains("sk-ant"));
         assert_eq!(
             credential.headers(false),
-            [
+            Ok(vec![
                 ("x-api-key", "sk-ant-secret".into()),
                 ("anthropic-version", ANTHROPIC_VERSION.into())
-            ]
+            ])
         );
-        assert_eq!(credential.headers(true), [("x-api-key", "sk-ant-secret".into())]);
+        assert_eq!(credential.headers(true), Ok(vec![("x-api-key", "sk-ant-secret".into())]));
         assert_eq!(
             Credential::Bearer(Secret::new("k")).headers(false),
-            [("authorization", "Bearer k".into())]
+            Ok(vec![("authorization", "Bearer k".into())])
         );
     }
 }

@@ -24,6 +24,7 @@ use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::credentials::CredentialOptions;
 use super::metrics::GenAiMetrics;
 use super::pool::PoolPhase;
 use super::router::RouterPhase;
@@ -36,6 +37,8 @@ use super::{BACKEND_METADATA, PHASE_METADATA, POOL_PHASE};
 pub struct ExtProcOptions {
     /// Request bodies larger than this are refused with 413, in the client's format.
     pub max_body_bytes: usize,
+    /// Where cloud credentials get their tokens.
+    pub credentials: CredentialOptions,
 }
 
 /// The default of [`ExtProcOptions::max_body_bytes`].
@@ -43,7 +46,10 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
 impl Default for ExtProcOptions {
     fn default() -> Self {
-        ExtProcOptions { max_body_bytes: DEFAULT_MAX_BODY_BYTES }
+        ExtProcOptions {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            credentials: CredentialOptions::default(),
+        }
     }
 }
 

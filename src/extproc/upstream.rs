@@ -5,12 +5,13 @@
 //! request translated for the backend's schema, with the route's and backend's mutations and the
 //! backend's credential, nothing internal left in it (nor the client's credentials, for a backend
 //! a policy targets); the response translated back for the client, chunk by chunk; token usage as
-//! dynamic metadata at the end. A backend whose policy gives no credential is refused with a 503
-//! in the client's format before anything is sent.
+//! dynamic metadata at the end. A backend whose policy gives no credential (or no access token
+//! yet) is refused with a 503 in the client's format before anything is sent. A SigV4 signature
+//! is made last, over the request exactly as it leaves: final headers, `:path` and body.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use envoy_types::pb::envoy::service::ext_proc::v3::processing_request::Request as In;
 use envoy_types::pb::envoy::service::ext_proc::v3::processing_response::Response as Out;
@@ -23,10 +24,12 @@ use envoy_types::pb::google::protobuf::{Struct, Value, value};
 use serde_json::Map;
 use tonic::Status;
 
+use super::credentials::aws;
 use super::metrics::{GenAiMetrics, Observation};
 use super::response::ResponseTranslation;
 use super::runtime::{
-    Auth, BackendRuntime, CLIENT_AUTH_HEADERS, RouteBackendRuntime, RuntimeConfig,
+    Auth, BackendRuntime, CLIENT_AUTH_HEADERS, Credential, RouteBackendRuntime, RuntimeConfig,
+    SIGV4_CLIENT_HEADERS,
 };
 use super::service::{describe, find, header_pairs, immediate, mutation};
 use super::translate::{
@@ -160,14 +163,22 @@ impl UpstreamPhase {
     }
 
     /// A 503 in the client's format when a policy asks for a credential this attempt's backend
-    /// cannot have: the request is answered here, before anything is sent upstream.
+    /// cannot have, or cannot have yet (a token still being fetched): the request is answered
+    /// here, before anything is sent upstream.
     fn refusal(&self) -> Option<ProcessingResponse> {
-        let Auth::Refuse(why) = &self.backend()?.auth else { return None };
+        match &self.backend()?.auth {
+            Auth::Refuse(why) => Some(self.refuse(why)),
+            Auth::Inject(credential) => credential.unavailable().map(|why| self.refuse(&why)),
+            Auth::None => None,
+        }
+    }
+
+    fn refuse(&self, why: &str) -> ProcessingResponse {
         let message = format!("backend {} is not served: {why}", self.cluster);
         tracing::warn!("upstream phase: {message}");
         let endpoint = self.endpoint.as_deref().and_then(Endpoint::from_path);
         let client = endpoint.map_or(ClientSchema::OpenAI, |e| e.client_schema());
-        Some(immediate(503, error_body(client, 503, &message), "aixds_backend_credential"))
+        immediate(503, error_body(client, 503, &message), "aixds_backend_credential")
     }
 
     fn route_backend(&self) -> Option<&RouteBackendRuntime> {
@@ -199,7 +210,10 @@ impl UpstreamPhase {
             // No body to translate (the router phase lets none through to a known endpoint):
             // still no internal header or client credential leaves Envoy.
             let backend = self.backend();
-            let ops = self.header_ops(backend, self.route_backend(), Vec::new());
+            let ops = match self.header_ops(backend, self.route_backend(), Vec::new(), &[]) {
+                Ok(ops) => ops,
+                Err(why) => return self.refuse(&why),
+            };
             response.response = Some(CommonResponse {
                 header_mutation: self.header_mutation(ops),
                 ..Default::default()
@@ -223,7 +237,7 @@ impl UpstreamPhase {
         let route = self.route_backend();
         let translated = parse_request(endpoint, body).and_then(|parsed| {
             let model_override = route.and_then(|r| r.model_name_override.as_deref());
-            let translated = translate_request(&parsed, &backend.schema, model_override)?;
+            let translated = translate_request(&parsed, backend.target(), model_override)?;
             Ok((parsed, translated))
         });
         let (parsed, translated) = match translated {
@@ -239,7 +253,7 @@ impl UpstreamPhase {
         };
         let translator = response_translator(endpoint, backend.schema.name, parsed.stream)
             .include_usage(parsed.include_usage)
-            .answering(&translated);
+            .model(&translated.model);
         let mutations =
             [backend.body_mutation.as_ref(), route.and_then(|r| r.body_mutation.as_ref())];
         let body = mutate_body(translated.body, mutations.into_iter().flatten());
@@ -247,7 +261,10 @@ impl UpstreamPhase {
             (":path".to_string(), Some(translated.path)),
             ("content-length".to_string(), Some(body.len().to_string())),
         ];
-        let ops = self.header_ops(Some(backend), route, base);
+        let ops = match self.header_ops(Some(backend), route, base, &body) {
+            Ok(ops) => ops,
+            Err(why) => return self.refuse(&why),
+        };
         let header_mutation = self.header_mutation(ops);
         tracing::debug!(
             backend = %self.cluster,
@@ -306,13 +323,16 @@ impl UpstreamPhase {
     }
 
     /// Header operations in order, later ones winning: `base`, the backend's mutation, the
-    /// backendRef's, the credential; then every internal header removed. `None` removes.
+    /// backendRef's, the credential; then every internal header removed; last, a SigV4
+    /// signature of the request these make with `body`. `None` removes. An error says why the
+    /// credential cannot be given.
     fn header_ops(
         &self,
         backend: Option<&BackendRuntime>,
         route: Option<&RouteBackendRuntime>,
         base: Vec<(String, Option<String>)>,
-    ) -> BTreeMap<String, Option<String>> {
+        body: &[u8],
+    ) -> Result<BTreeMap<String, Option<String>>, String> {
         let mut ops: BTreeMap<String, Option<String>> = BTreeMap::new();
         // An earlier attempt's credential and mutations were for its own backend.
         for name in &self.earlier.added {
@@ -340,7 +360,7 @@ impl UpstreamPhase {
                 }
             }
             if let Auth::Inject(credential) = &backend.auth {
-                for (name, value) in credential.headers(has_version) {
+                for (name, value) in credential.headers(has_version)? {
                     ops.insert(name.into(), Some(value));
                 }
             }
@@ -354,7 +374,32 @@ impl UpstreamPhase {
                 ops.insert(name.clone(), None);
             }
         }
-        ops
+        if let Some(Auth::Inject(Credential::SigV4(signer))) = backend.map(|b| &b.auth) {
+            for name in SIGV4_CLIENT_HEADERS {
+                ops.insert(name.into(), None);
+            }
+            let sent = self.sent_headers(&ops);
+            let header = |name| find(&sent, name);
+            let request = aws::Request {
+                method: header(":method").unwrap_or("POST"),
+                authority: header(":authority").ok_or("the request has no :authority to sign")?,
+                path: header(":path").unwrap_or("/"),
+                headers: &sent,
+                body,
+            };
+            for (name, value) in signer.sign(&request, SystemTime::now())? {
+                ops.insert(name.into(), Some(value));
+            }
+        }
+        Ok(ops)
+    }
+
+    /// The headers the request leaves with once `ops` are applied.
+    fn sent_headers(&self, ops: &BTreeMap<String, Option<String>>) -> Vec<(String, String)> {
+        let mut sent: Vec<(String, String)> =
+            self.headers.iter().filter(|(name, _)| !ops.contains_key(name)).cloned().collect();
+        sent.extend(ops.iter().filter_map(|(name, op)| Some((name.clone(), op.clone()?))));
+        sent
     }
 
     /// The regular headers `mutation` sets that the client did not send, comma-separated.

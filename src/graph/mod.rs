@@ -299,8 +299,9 @@ impl Graph {
         self.to_keys(&affected)
     }
 
-    /// Why the BackendSecurityPolicy `key` gives no credential (its type is unsupported, its
-    /// Secret is missing or holds no usable key), if it gives none. Never quotes a secret value.
+    /// Why the BackendSecurityPolicy `key` gives no credential (a field is wrong, it asks for
+    /// what aixds does not do yet, its Secret is missing or holds nothing usable), if it gives
+    /// none. Never quotes a secret value.
     pub fn policy_problem(&self, key: &ObjectKey) -> Option<String> {
         let idx = *self.index.get(key)?;
         refs::policy_problem(self, idx).map(|(_, message)| message)

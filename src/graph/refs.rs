@@ -9,8 +9,9 @@ use serde::Serialize;
 use super::{Condition, ConditionType, Graph, Issue, Reason, listeners};
 use crate::api::{
     AIGATEWAY_GROUP, APISchema, BackendTarget, ENVOY_GATEWAY_GROUP, GATEWAY_API_GROUP,
-    INFERENCE_GROUP, Kind, MAX_ROUTE_HOSTNAMES, Object, ObjectKey, SecurityPolicyType, Spec,
-    TLS_SECRET_TYPE, api_key, tls_certificate_problem, validate_hostname,
+    GCP_SERVICE_ACCOUNT_KEY, INFERENCE_GROUP, Kind, MAX_ROUTE_HOSTNAMES, Object, ObjectKey,
+    PolicyError, SecurityPolicyType, Spec, TLS_SECRET_TYPE, gcp_service_account,
+    tls_certificate_problem, validate_hostname,
 };
 use crate::extproc::translate::COHERE_API_VERSION;
 
@@ -140,12 +141,6 @@ pub(super) fn references(object: &Object) -> (Vec<(RefKind, ObjectKey)>, Vec<Iss
             }
         }
         Spec::AIServiceBackend(backend) => {
-            if crate::extproc::translate::Wire::of(backend.schema.name).is_none() {
-                issues.push(accepted_issue(
-                    Reason::Unsupported,
-                    format!("schema {:?} is not supported yet", backend.schema.name),
-                ));
-            }
             let version = backend.schema.version.as_deref().filter(|v| !v.is_empty());
             if backend.schema.name == APISchema::Cohere
                 && let Some(v) = version.filter(|v| *v != COHERE_API_VERSION)
@@ -192,20 +187,19 @@ pub(super) fn references(object: &Object) -> (Vec<(RefKind, ObjectKey)>, Vec<Iss
                     )),
                 }
             }
-            match policy.policy_type {
-                SecurityPolicyType::AzureCredentials
-                | SecurityPolicyType::AWSCredentials
-                | SecurityPolicyType::GCPCredentials => issues.push(accepted_issue(
-                    Reason::Unsupported,
-                    format!("type {} is not supported yet", policy.policy_type),
+            // The Secret is a reference like any other: its changes reach the policy's
+            // backends, and through them the ext_proc's runtime config.
+            match policy.secret_ref() {
+                Ok(secret) => refs.push((
+                    RefKind::SecretRef,
+                    in_ns(Kind::Secret, &secret.namespace, &secret.name),
                 )),
-                _ => match policy.secret_ref() {
-                    Ok(secret) => refs.push((
-                        RefKind::SecretRef,
-                        in_ns(Kind::Secret, &secret.namespace, &secret.name),
-                    )),
-                    Err(message) => issues.push(accepted_issue(Reason::Invalid, message)),
-                },
+                Err(PolicyError::Invalid(message)) => {
+                    issues.push(accepted_issue(Reason::Invalid, message))
+                }
+                Err(PolicyError::Unsupported(message)) => {
+                    issues.push(accepted_issue(Reason::Unsupported, message))
+                }
             }
         }
         Spec::BackendTLSPolicy(policy) => {
@@ -267,6 +261,13 @@ pub(super) fn references(object: &Object) -> (Vec<(RefKind, ObjectKey)>, Vec<Iss
         Spec::Secret(secret) if secret.type_ == TLS_SECRET_TYPE => {
             if let Some(message) = tls_certificate_problem(secret) {
                 issues.push(accepted_issue(Reason::InvalidCertificateRef, message));
+            }
+        }
+        // Likewise a service account key, for every GCPCredentials policy that names it (see
+        // `reference_problem`).
+        Spec::Secret(secret) if secret.values.contains_key(GCP_SERVICE_ACCOUNT_KEY) => {
+            if let Err(message) = gcp_service_account(secret) {
+                issues.push(accepted_issue(Reason::InvalidSecret, message));
             }
         }
         Spec::GatewayClass(_)
@@ -497,8 +498,20 @@ fn reference_problem(
                 format!("{} {}/{}: {}", key.kind, key.namespace, key.name, failed.message),
             ))
         }
-        (Spec::BackendSecurityPolicy(_), Spec::Secret(secret)) => {
-            let problem = api_key(secret).err()?;
+        (Spec::BackendSecurityPolicy(policy), Spec::Secret(secret)) => {
+            // A service account key was judged when its Secret was applied: parsing an RSA key
+            // costs, and every backend a policy targets asks, every batch.
+            let judged = policy.policy_type == SecurityPolicyType::GCPCredentials
+                && secret.type_ != TLS_SECRET_TYPE
+                && secret.values.contains_key(GCP_SERVICE_ACCOUNT_KEY);
+            let problem = match judged {
+                true => target
+                    .issues
+                    .iter()
+                    .find(|i| i.reason == Reason::InvalidSecret)
+                    .map(|i| i.message.clone()),
+                false => policy.secret_problem(secret),
+            }?;
             Some((
                 Reason::InvalidSecret,
                 format!("Secret {}/{} {problem}", key.namespace, key.name),

@@ -117,7 +117,7 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
     let ads = AdsServer::new(store.clone());
     let (clients, push_log) = (ads.clients(), ads.push_log());
     let (stop, stopped) = watch::channel(false);
-    let runtime = RuntimeConfig::shared();
+    let runtime = RuntimeConfig::shared_with(opts.extproc.credentials.clone());
     let extproc = ExtProcService::new(runtime.clone(), opts.extproc.clone());
     let admin_addr = match opts.admin_listen {
         None => None,
@@ -129,6 +129,7 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
                 xds: ads.stats(),
                 run: metrics.clone(),
                 genai: extproc.metrics(),
+                credentials: runtime.load().credentials.metrics(),
             };
             Some(start_admin(addr, state, stopped.clone()).await?)
         }

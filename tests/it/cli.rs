@@ -133,7 +133,11 @@ fn validate_help_lists_the_exit_codes() {
 /// Our own fixture sets validate cleanly, as a user would run them.
 #[test]
 fn validate_fixture_sets_succeeds() {
-    for set in ["tests/fixtures/manifests/basic", "tests/fixtures/manifests/inference-pool"] {
+    for set in [
+        "tests/fixtures/manifests/basic",
+        "tests/fixtures/manifests/inference-pool",
+        "tests/fixtures/manifests/aws",
+    ] {
         let (code, stdout, _) = aixds(&["validate", set]);
         assert_eq!(code, 0, "{set}: {stdout}");
     }
@@ -481,4 +485,12 @@ fn rust_log_is_read_and_aixds_log_wins() {
     let both = run(&[("AIXDS_LOG", "aixds=loud"), ("RUST_LOG", "aixds=loud")]);
     assert!(both.contains("AIXDS_LOG") && !both.contains("RUST_LOG"), "{both}");
     assert_eq!(run(&[("AIXDS_LOG", "warn"), ("RUST_LOG", "aixds=loud")]), "", "AIXDS_LOG wins");
+}
+
+#[test]
+fn a_client_secret_never_goes_to_a_plain_http_authority() {
+    let (code, _, stderr) =
+        aixds(&["run", "--no-envoy", "--azure-authority-host", "http://login.example.com", "x"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("plain http to a host that is not loopback"), "{stderr}");
 }

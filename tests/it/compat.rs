@@ -50,10 +50,14 @@ fn basic_examples() {
     let Some(dir) = compat_dir() else { return };
     let loaded = load_compat(&dir, &["basic-*.yaml"]);
     golden("compat-basic.txt", &report_text(&loaded, &dir));
-    // The Azure backend's policy cannot give a credential: the backend is not served (and the
-    // route says its backend is not resolved) rather than sent on without one.
-    let unsupported = "BackendSecurityPolicy default/envoy-ai-gateway-basic-azure-credentials: \
-                       type AzureCredentials is not supported yet";
+    // The Azure backend's policy cannot give a credential (its tenant is a placeholder, which
+    // no token endpoint's path can carry): the backend is not served (and the route says its
+    // backend is not resolved) rather than sent on without one.
+    let invalid = "azureCredentials.tenantID is not a tenant ID or domain name (letters, digits, \
+                   '-' and '.')";
+    let unsupported = format!(
+        "BackendSecurityPolicy default/envoy-ai-gateway-basic-azure-credentials: {invalid}"
+    );
     assert_eq!(
         problems(&loaded),
         [
@@ -71,7 +75,7 @@ fn basic_examples() {
             (
                 "BackendSecurityPolicy/default/envoy-ai-gateway-basic-azure-credentials"
                     .to_string(),
-                "Accepted Unsupported: type AzureCredentials is not supported yet".to_string()
+                format!("Accepted Invalid: {invalid}")
             )
         ]
     );

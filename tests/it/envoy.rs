@@ -64,6 +64,17 @@ pub(crate) struct Gateway {
 }
 
 pub(crate) async fn start_gateway(dir: &Path, port: u16, sotw: bool, node_id: &str) -> Gateway {
+    start_gateway_with(dir, port, sotw, node_id, Default::default()).await
+}
+
+/// [`start_gateway`] with the translation ext_proc's settings.
+pub(crate) async fn start_gateway_with(
+    dir: &Path,
+    port: u16,
+    sotw: bool,
+    node_id: &str,
+    extproc: aixds::extproc::ExtProcOptions,
+) -> Gateway {
     let admin = free_port();
     let running = aixds::run::start(RunOptions {
         source: aixds::source::SourceOptions::Files(vec![dir.to_path_buf()]),
@@ -87,7 +98,7 @@ pub(crate) async fn start_gateway(dir: &Path, port: u16, sotw: bool, node_id: &s
             log_level: "warning".into(),
             concurrency: Some(1),
         }),
-        extproc: Default::default(),
+        extproc,
         picker: None,
         debounce: Duration::from_millis(10),
         max_delay: Duration::from_millis(100),

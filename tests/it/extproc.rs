@@ -104,7 +104,7 @@ fn runtime(max_body_bytes: usize) -> (SharedRuntime, ExtProcOptions) {
     }
     let runtime = RuntimeConfig::shared();
     RuntimeConfig::publish(&runtime, &graph);
-    (runtime, ExtProcOptions { max_body_bytes })
+    (runtime, ExtProcOptions { max_body_bytes, ..Default::default() })
 }
 
 /// The service on a free loopback port, and a client for it.
@@ -298,7 +298,7 @@ async fn router_lists_models_and_refuses_unknown_paths() {
     assert_eq!(status, 404);
     assert!(error["error"]["message"].as_str().unwrap().contains("/v1/nope"), "{error}");
     // A path under Anthropic's API is answered in its format.
-    for path in ["/v1/messages/batches", "/anthropic/v1/complete?x=1"] {
+    for path in ["/v1/messages/batches", "/anthropic/v1/files?limit=1"] {
         let mut stream = Stream::router(&mut client).await;
         let (status, error, _) = immediate(stream.send(post(path, &[])).await);
         assert_eq!((status, error["type"].as_str()), (404, Some("error")), "{path}: {error}");
@@ -336,6 +336,29 @@ async fn router_lists_models_and_refuses_unknown_paths() {
     let get = headers(&[(":method", "GET"), (":path", "/cohere/v1/models/rerank-v3.5")], true);
     let (status, error, _) = immediate(stream.send(In::RequestHeaders(get)).await);
     assert_eq!((status, error), (404, json!({"message": "No route matches the requested model."})));
+
+    // Anthropic's list: at its own path, or at OpenAI's for a client sending its version.
+    for request in [
+        vec![(":method", "GET"), (":path", "/anthropic/v1/models?limit=1")],
+        vec![(":method", "GET"), (":path", "/v1/models"), ("anthropic-version", "2023-06-01")],
+    ] {
+        let mut stream = Stream::router(&mut client).await;
+        let (status, list, _) =
+            immediate(stream.send(In::RequestHeaders(headers(&request, true))).await);
+        assert_eq!(status, 200, "{request:?}");
+        assert_eq!(list["data"][0]["type"], "model", "{list}");
+        assert_eq!(
+            (list["first_id"].as_str(), list["has_more"].as_bool()),
+            (Some("claude"), Some(false))
+        );
+    }
+    let mut stream = Stream::router(&mut client).await;
+    let get = headers(&[(":method", "GET"), (":path", "/anthropic/v1/models/llama-3")], true);
+    let (status, error, _) = immediate(stream.send(In::RequestHeaders(get)).await);
+    assert_eq!((status, error["error"]["type"].as_str()), (404, Some("not_found_error")));
+    let mut stream = Stream::router(&mut client).await;
+    let (status, error, _) = immediate(stream.send(post("/anthropic/v1/models", &[])).await);
+    assert_eq!((status, error["type"].as_str()), (405, Some("error")), "{error}");
 }
 
 #[tokio::test]
@@ -663,7 +686,7 @@ fn runtime_config_credentials_per_policy_type_and_only_when_resolved() {
         panic!("the Azure key is injected")
     };
     assert!(matches!(azure, Credential::Azure(_)));
-    assert_eq!(azure.headers(false), [("api-key", "sk-openai-test".to_string())]);
+    assert_eq!(azure.headers(false), Ok(vec![("api-key", "sk-openai-test".to_string())]));
 
     // Without its Secret the backend is refused, naming the policy and the Secret.
     graph.delete(&aixds::api::ObjectKey::new(aixds::api::Kind::Secret, "default", "openai-key"));
@@ -676,7 +699,7 @@ fn runtime_config_credentials_per_policy_type_and_only_when_resolved() {
 
     // A backend that is not accepted is not served.
     graph.apply(parse(
-        "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIServiceBackend\nmetadata: {name: openai}\nspec:\n  schema: {name: AWSBedrock}\n  backendRef: {name: openai, group: gateway.envoyproxy.io, kind: Backend}\n",
+        "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIServiceBackend\nmetadata: {name: openai}\nspec:\n  schema: {name: Cohere, version: v1}\n  backendRef: {name: openai, group: gateway.envoyproxy.io, kind: Backend}\n",
     ));
     let config = RuntimeConfig::from_graph(&graph);
     assert!(!config.backends.contains_key("aisb/default/openai"));

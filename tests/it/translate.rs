@@ -3,29 +3,34 @@
 
 use aixds::api::{APISchema, VersionedAPISchema};
 use aixds::extproc::translate::{
-    ClientSchema, Endpoint, ParsedRequest, ResponseTranslator, TranslateError, Usage, error_body,
-    parse_request, response_translator, translate_error, translate_request,
+    ClientSchema, Endpoint, ParsedRequest, ResponseTranslator, Target, TranslateError, Usage,
+    error_body, parse_request, response_translator, translate_error, translate_request,
 };
 use serde_json::{Value, json};
 
 const ANTHROPIC_STREAM: &str = include_str!("../fixtures/translate/anthropic_stream.sse");
 const OPENAI_STREAM: &str = include_str!("../fixtures/translate/openai_stream.sse");
-pub(super) const CREATED: u64 = 1_700_000_000;
+pub(crate) const CREATED: u64 = 1_700_000_000;
 
 pub(super) fn backend(name: APISchema) -> VersionedAPISchema {
     VersionedAPISchema { name, version: None, prefix: None }
 }
 
-pub(super) fn parse(endpoint: Endpoint, body: &Value) -> ParsedRequest {
+pub(crate) fn parse(endpoint: Endpoint, body: &Value) -> ParsedRequest {
     parse_request(endpoint, body.to_string().as_bytes()).expect("fixture parses")
 }
 
 fn translate(endpoint: Endpoint, body: Value, to: APISchema) -> (String, Value) {
-    let t = translate_request(&parse(endpoint, &body), &backend(to), None).expect("translates");
+    let t = translate_request(&parse(endpoint, &body), Target::new(&backend(to)), None)
+        .expect("translates");
     (t.path, serde_json::from_slice(&t.body).expect("translated body is JSON"))
 }
 
-fn translator(endpoint: Endpoint, backend: APISchema, stream: bool) -> ResponseTranslator {
+pub(crate) fn translator(
+    endpoint: Endpoint,
+    backend: APISchema,
+    stream: bool,
+) -> ResponseTranslator {
     response_translator(endpoint, backend, stream).with_created(CREATED)
 }
 
@@ -37,12 +42,12 @@ fn feed_split(mut t: ResponseTranslator, input: &[u8], at: usize) -> Vec<u8> {
     out
 }
 
-fn feed_whole(t: &mut ResponseTranslator, input: &[u8]) -> Vec<u8> {
+pub(crate) fn feed_whole(t: &mut ResponseTranslator, input: &[u8]) -> Vec<u8> {
     t.feed(input, true).expect("whole body")
 }
 
 /// The `data:` payloads of an SSE body, `[DONE]` as a string, with the `event:` names.
-pub(super) fn sse(bytes: &[u8]) -> Vec<(Option<String>, Value)> {
+pub(crate) fn sse(bytes: &[u8]) -> Vec<(Option<String>, Value)> {
     let text = std::str::from_utf8(bytes).expect("output is UTF-8");
     text.split("\n\n")
         .filter(|e| !e.trim().is_empty())
@@ -135,7 +140,7 @@ fn bad_request_bodies_get_client_errors() {
 fn openai_chat_to_openai_passes_through_with_model_override_and_usage() {
     let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "stream": true, "n": 2});
     let req = parse(Endpoint::ChatCompletions, &body);
-    let t = translate_request(&req, &backend(APISchema::OpenAI), Some("gpt-4o-mini"))
+    let t = translate_request(&req, Target::new(&backend(APISchema::OpenAI)), Some("gpt-4o-mini"))
         .expect("translates");
     assert_eq!(t.path, "/v1/chat/completions");
     assert_eq!((t.model.as_str(), t.stream), ("gpt-4o-mini", true));
@@ -151,11 +156,12 @@ fn openai_chat_to_openai_passes_through_with_model_override_and_usage() {
         version: None,
         prefix: Some("/v1beta/openai/".into()),
     };
-    let t = translate_request(&req, &prefixed, None).expect("translates");
+    let t = translate_request(&req, Target::new(&prefixed), None).expect("translates");
     assert_eq!(t.path, "/v1beta/openai/chat/completions");
 
     let no_stream = parse(Endpoint::ChatCompletions, &json!({"model": "m", "messages": []}));
-    let t = translate_request(&no_stream, &backend(APISchema::OpenAI), None).expect("translates");
+    let t = translate_request(&no_stream, Target::new(&backend(APISchema::OpenAI)), None)
+        .expect("translates");
     assert_eq!(
         serde_json::from_slice::<Value>(&t.body).expect("JSON"),
         json!({"model": "m", "messages": []})
@@ -170,25 +176,29 @@ fn azure_paths_name_the_deployment_and_api_version() {
         version: Some("2025-01-01-preview".into()),
         prefix: None,
     };
-    let t = translate_request(&req, &azure, None).expect("translates");
+    let t = translate_request(&req, Target::new(&azure), None).expect("translates");
     assert_eq!(
         t.path,
         "/openai/deployments/gpt%204o%2Fx/chat/completions?api-version=2025-01-01-preview"
     );
-    let t = translate_request(&req, &backend(APISchema::AzureOpenAI), Some("prod-gpt4"))
-        .expect("translates");
+    let t =
+        translate_request(&req, Target::new(&backend(APISchema::AzureOpenAI)), Some("prod-gpt4"))
+            .expect("translates");
     assert_eq!(t.path, "/openai/deployments/prod-gpt4/chat/completions?api-version=2024-10-21");
     let emb = parse(Endpoint::Embeddings, &json!({"model": "e", "input": "x"}));
     assert_eq!(
-        translate_request(&emb, &azure, None).expect("translates").path,
+        translate_request(&emb, Target::new(&azure), None).expect("translates").path,
         "/openai/deployments/e/embeddings?api-version=2025-01-01-preview"
     );
     assert_eq!(
-        translate_request(&emb, &backend(APISchema::OpenAI), None).expect("translates").path,
+        translate_request(&emb, Target::new(&backend(APISchema::OpenAI)), None)
+            .expect("translates")
+            .path,
         "/v1/embeddings"
     );
     let comp = parse(Endpoint::Completions, &json!({"model": "c", "prompt": "x", "stream": true}));
-    let t = translate_request(&comp, &backend(APISchema::OpenAI), None).expect("translates");
+    let t = translate_request(&comp, Target::new(&backend(APISchema::OpenAI)), None)
+        .expect("translates");
     assert_eq!(t.path, "/v1/completions");
     assert_eq!(
         serde_json::from_slice::<Value>(&t.body).expect("JSON")["stream_options"],
@@ -201,12 +211,13 @@ fn unsupported_pairs_say_which() {
     for (endpoint, to) in [
         (Endpoint::Embeddings, APISchema::Anthropic),
         (Endpoint::Completions, APISchema::Anthropic),
-        (Endpoint::ChatCompletions, APISchema::AWSBedrock),
-        (Endpoint::Messages, APISchema::GCPVertexAI),
+        (Endpoint::Embeddings, APISchema::AWSAnthropic),
+        (Endpoint::Completions, APISchema::GCPVertexAI),
     ] {
         let req =
             parse(endpoint, &json!({"model": "m", "messages": [], "input": "x", "prompt": "x"}));
-        let err = translate_request(&req, &backend(to), None).expect_err("unsupported");
+        let err =
+            translate_request(&req, Target::new(&backend(to)), None).expect_err("unsupported");
         assert!(matches!(err, TranslateError::Unsupported(_)), "{err:?}");
         assert_eq!(err.status(), 422);
         assert!(err.to_string().contains(&format!("{to:?}")), "{err}");
@@ -349,8 +360,8 @@ fn openai_chat_content_anthropic_cannot_take_is_refused() {
     ];
     for (body, status) in cases {
         let req = parse(Endpoint::ChatCompletions, &body);
-        let err =
-            translate_request(&req, &backend(APISchema::Anthropic), None).expect_err("refused");
+        let err = translate_request(&req, Target::new(&backend(APISchema::Anthropic)), None)
+            .expect_err("refused");
         assert_eq!(err.status(), status, "{body} gave {err}");
     }
 }
@@ -430,8 +441,9 @@ fn anthropic_messages_to_openai_request() {
 fn anthropic_messages_to_anthropic_passes_through() {
     let body = json!({"model": "claude", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}], "top_k": 3});
     let req = parse(Endpoint::Messages, &body);
-    let t = translate_request(&req, &backend(APISchema::Anthropic), Some("claude-haiku"))
-        .expect("translates");
+    let t =
+        translate_request(&req, Target::new(&backend(APISchema::Anthropic)), Some("claude-haiku"))
+            .expect("translates");
     assert_eq!(t.path, "/v1/messages");
     let mut want = body.clone();
     want["model"] = json!("claude-haiku");
@@ -914,6 +926,7 @@ fn upstream_errors_become_the_clients_format() {
         ClientSchema::OpenAI,
         APISchema::Anthropic,
         429,
+        &[],
         anthropic_429,
     ))
     .expect("JSON");
@@ -927,6 +940,7 @@ fn upstream_errors_become_the_clients_format() {
         ClientSchema::Anthropic,
         APISchema::OpenAI,
         500,
+        &[],
         openai_500,
     ))
     .expect("JSON");
@@ -938,6 +952,7 @@ fn upstream_errors_become_the_clients_format() {
         ClientSchema::Anthropic,
         APISchema::AzureOpenAI,
         429,
+        &[],
         openai_500,
     ))
     .expect("JSON");
@@ -945,11 +960,11 @@ fn upstream_errors_become_the_clients_format() {
 
     // Same schema both sides: unchanged.
     assert_eq!(
-        translate_error(ClientSchema::OpenAI, APISchema::OpenAI, 500, openai_500),
+        translate_error(ClientSchema::OpenAI, APISchema::OpenAI, 500, &[], openai_500),
         openai_500
     );
     assert_eq!(
-        translate_error(ClientSchema::Anthropic, APISchema::Anthropic, 429, anthropic_429),
+        translate_error(ClientSchema::Anthropic, APISchema::Anthropic, 429, &[], anthropic_429),
         anthropic_429
     );
 
@@ -958,6 +973,7 @@ fn upstream_errors_become_the_clients_format() {
         ClientSchema::OpenAI,
         APISchema::OpenAI,
         503,
+        &[],
         b"upstream connect error",
     ))
     .expect("JSON");
@@ -969,6 +985,7 @@ fn upstream_errors_become_the_clients_format() {
         ClientSchema::Anthropic,
         APISchema::OpenAI,
         502,
+        &[],
         b"",
     ))
     .expect("JSON");
@@ -1041,8 +1058,16 @@ fn nothing_panics_on_random_input() {
         Endpoint::Embeddings,
         Endpoint::Messages,
     ];
-    let backends = [APISchema::OpenAI, APISchema::Anthropic, APISchema::AzureOpenAI];
+    let backends = [
+        APISchema::OpenAI,
+        APISchema::Anthropic,
+        APISchema::AzureOpenAI,
+        APISchema::AWSBedrock,
+        APISchema::AWSAnthropic,
+    ];
     let seeds: Vec<&[u8]> = vec![
+        include_bytes!("../fixtures/translate/bedrock_converse_stream.bin"),
+        include_str!("../fixtures/translate/bedrock_converse.json").as_bytes(),
         ANTHROPIC_STREAM.as_bytes(),
         OPENAI_STREAM.as_bytes(),
         br#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#,
@@ -1063,7 +1088,7 @@ fn nothing_panics_on_random_input() {
         let endpoint = endpoints[rng.below(endpoints.len())];
         let backend_schema = backends[rng.below(backends.len())];
         if let Ok(req) = parse_request(endpoint, &input) {
-            let _ = translate_request(&req, &backend(backend_schema), None);
+            let _ = translate_request(&req, Target::new(&backend(backend_schema)), None);
         }
         let mut t = translator(endpoint, backend_schema, rng.below(2) == 0)
             .include_usage(rng.below(2) == 0);
@@ -1071,7 +1096,7 @@ fn nothing_panics_on_random_input() {
         let _ = t.feed(&input[..cut], false);
         let _ = t.feed(&input[cut..], true);
         let _ = t.usage();
-        let _ = translate_error(endpoint.client_schema(), backend_schema, 500, &input);
+        let _ = translate_error(endpoint.client_schema(), backend_schema, 500, &[], &input);
     }
     // Well-formed JSON of the wrong shapes in every field the translators read.
     let odd = [
@@ -1101,7 +1126,7 @@ fn nothing_panics_on_random_input() {
             for endpoint in endpoints {
                 let req = parse(endpoint, &body);
                 for b in backends {
-                    let _ = translate_request(&req, &backend(b), None);
+                    let _ = translate_request(&req, Target::new(&backend(b)), None);
                 }
             }
             for endpoint in endpoints {
@@ -1173,7 +1198,7 @@ fn responses_and_count_tokens_reach_only_their_own_family() {
         ),
         (backend(APISchema::AzureOpenAI), "/openai/v1/responses"),
     ] {
-        let t = translate_request(&req, &schema, Some("gpt-4.1")).expect("passes");
+        let t = translate_request(&req, Target::new(&schema), Some("gpt-4.1")).expect("passes");
         assert_eq!(t.path, path);
         let body: Value = serde_json::from_slice(&t.body).expect("JSON");
         // Unchanged but for the model: no stream_options, which the Responses API refuses.
@@ -1181,18 +1206,21 @@ fn responses_and_count_tokens_reach_only_their_own_family() {
         want["model"] = json!("gpt-4.1");
         assert_eq!(body, want);
     }
-    let err = translate_request(&req, &backend(APISchema::Anthropic), None).expect_err("refused");
+    let err = translate_request(&req, Target::new(&backend(APISchema::Anthropic)), None)
+        .expect_err("refused");
     assert_eq!(err.status(), 422);
     assert!(err.to_string().contains("OpenAI responses requests"), "{err}");
 
     let count = json!({"model": "claude-x", "messages": [{"role": "user", "content": "hi"}],
                        "system": "be brief"});
     let req = parse(Endpoint::CountTokens, &count);
-    let t = translate_request(&req, &backend(APISchema::Anthropic), None).expect("passes");
+    let t =
+        translate_request(&req, Target::new(&backend(APISchema::Anthropic)), None).expect("passes");
     assert_eq!(t.path, "/v1/messages/count_tokens");
     assert_eq!(serde_json::from_slice::<Value>(&t.body).expect("JSON"), count);
     for schema in [APISchema::OpenAI, APISchema::AzureOpenAI] {
-        let err = translate_request(&req, &backend(schema), None).expect_err("refused");
+        let err =
+            translate_request(&req, Target::new(&backend(schema)), None).expect_err("refused");
         assert_eq!(err.status(), 422, "{schema:?}");
         assert!(err.to_string().contains("Anthropic token counting"), "{err}");
     }

@@ -5,8 +5,8 @@
 
 use aixds::api::{APISchema, VersionedAPISchema};
 use aixds::extproc::translate::{
-    ClientSchema, Endpoint, ResponseTranslator, TranslateError, TranslatedRequest, Usage,
-    error_body, parse_request, response_translator, translate_error, translate_request,
+    ClientSchema, Endpoint, ResponseTranslator, Target, TranslateError, Usage, error_body,
+    parse_request, response_translator, translate_error, translate_request,
 };
 use serde_json::{Value, json};
 
@@ -26,24 +26,23 @@ const MODEL: &str = "command-a-03-2025";
 
 /// `body` (a request to `endpoint`) as sent to a Cohere backend: path and JSON.
 fn to_cohere(endpoint: Endpoint, body: Value) -> (String, Value) {
-    let t = translate_request(&parse(endpoint, &body), &backend(APISchema::Cohere), None)
-        .expect("translates");
+    let t =
+        translate_request(&parse(endpoint, &body), Target::new(&backend(APISchema::Cohere)), None)
+            .expect("translates");
     (t.path, serde_json::from_slice(&t.body).expect("translated body is JSON"))
 }
 
 fn refused(endpoint: Endpoint, body: Value) -> TranslateError {
-    translate_request(&parse(endpoint, &body), &backend(APISchema::Cohere), None)
+    translate_request(&parse(endpoint, &body), Target::new(&backend(APISchema::Cohere)), None)
         .expect_err("refused")
 }
 
 /// The translator of a Cohere backend's response to a request of `endpoint` for [`MODEL`].
 fn translator(endpoint: Endpoint, stream: bool) -> ResponseTranslator {
-    let sent =
-        TranslatedRequest { path: String::new(), body: Vec::new(), model: MODEL.into(), stream };
     response_translator(endpoint, APISchema::Cohere, stream)
         .include_usage(true)
         .with_created(CREATED)
-        .answering(&sent)
+        .model(MODEL)
 }
 
 fn feed_whole(t: &mut ResponseTranslator, input: &[u8]) -> Vec<u8> {
@@ -340,7 +339,7 @@ fn the_version_or_prefix_is_the_root_of_cohere_paths() {
             version: version.map(str::to_string),
             prefix: prefix.map(str::to_string),
         };
-        translate_request(&req, &schema, None).expect("translates").path
+        translate_request(&req, Target::new(&schema), None).expect("translates").path
     };
     assert_eq!(path(None, None), "/v2/chat");
     assert_eq!(path(Some("v2"), None), "/v2/chat");
@@ -712,15 +711,20 @@ fn rerank_passes_to_cohere_with_the_model_overridden() {
     let body = json!({"model": "rerank-v3.5", "query": "capital of France", "documents": ["a", "b"], "top_n": 1, "stream": true});
     let parsed = parse(Endpoint::Rerank, &body);
     assert!(!parsed.stream, "a ranking comes whole");
-    let t = translate_request(&parsed, &backend(APISchema::Cohere), Some("rerank-english-v3.0"))
-        .expect("translates");
+    let t = translate_request(
+        &parsed,
+        Target::new(&backend(APISchema::Cohere)),
+        Some("rerank-english-v3.0"),
+    )
+    .expect("translates");
     assert_eq!((t.path.as_str(), t.model.as_str()), ("/v2/rerank", "rerank-english-v3.0"));
     let mut want = body.clone();
     want["model"] = json!("rerank-english-v3.0");
     assert_eq!(json_of(&t.body), want);
 
     for other in [APISchema::OpenAI, APISchema::AzureOpenAI, APISchema::Anthropic] {
-        let err = translate_request(&parsed, &backend(other), None).expect_err("refused");
+        let err =
+            translate_request(&parsed, Target::new(&backend(other)), None).expect_err("refused");
         assert_eq!(err.status(), 422);
         assert!(err.to_string().contains("Cohere rerank"), "{err}");
         // In the format the cohere SDK reads.
@@ -746,8 +750,13 @@ fn cohere_errors_reach_each_client_in_its_format() {
     let status = fixture["status"].as_u64().expect("status") as u16;
     let body = fixture["body"].to_string();
     let message = fixture["body"]["message"].clone();
-    let got =
-        json_of(&translate_error(ClientSchema::OpenAI, APISchema::Cohere, status, body.as_bytes()));
+    let got = json_of(&translate_error(
+        ClientSchema::OpenAI,
+        APISchema::Cohere,
+        status,
+        &[],
+        body.as_bytes(),
+    ));
     assert_eq!(
         got,
         json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": null}})
@@ -756,6 +765,7 @@ fn cohere_errors_reach_each_client_in_its_format() {
         ClientSchema::Anthropic,
         APISchema::Cohere,
         status,
+        &[],
         body.as_bytes(),
     ));
     assert_eq!(
@@ -764,13 +774,14 @@ fn cohere_errors_reach_each_client_in_its_format() {
     );
     // A Cohere client of a Cohere backend gets the body as it came.
     assert_eq!(
-        translate_error(ClientSchema::Cohere, APISchema::Cohere, status, body.as_bytes()),
+        translate_error(ClientSchema::Cohere, APISchema::Cohere, status, &[], body.as_bytes()),
         body.as_bytes()
     );
     let got = json_of(&translate_error(
         ClientSchema::OpenAI,
         APISchema::Cohere,
         429,
+        &[],
         br#"{"message":"too many tokens"}"#,
     ));
     assert_eq!(got["error"]["type"], "rate_limit_error");
@@ -779,6 +790,7 @@ fn cohere_errors_reach_each_client_in_its_format() {
         ClientSchema::Cohere,
         APISchema::Cohere,
         502,
+        &[],
         br#"{"error":{"message":"proxy down","type":"server_error"}}"#,
     ));
     assert_eq!(got, json!({"message": "proxy down"}));
@@ -786,6 +798,7 @@ fn cohere_errors_reach_each_client_in_its_format() {
         ClientSchema::Cohere,
         APISchema::Cohere,
         503,
+        &[],
         b"no healthy upstream",
     ));
     assert_eq!(got, json!({"message": "upstream returned status 503: no healthy upstream"}));
@@ -824,13 +837,13 @@ fn nothing_panics_on_random_cohere_input() {
         };
         let endpoint = endpoints[rng.below(endpoints.len())];
         if let Ok(req) = parse_request(endpoint, &input) {
-            let _ = translate_request(&req, &backend(APISchema::Cohere), None);
+            let _ = translate_request(&req, Target::new(&backend(APISchema::Cohere)), None);
         }
         let mut t = translator(endpoint, rng.below(2) == 0);
         let cut = rng.below(input.len() + 1);
         let _ = t.feed(&input[..cut], false);
         let _ = t.feed(&input[cut..], true);
         let _ = t.usage();
-        let _ = translate_error(endpoint.client_schema(), APISchema::Cohere, 500, &input);
+        let _ = translate_error(endpoint.client_schema(), APISchema::Cohere, 500, &[], &input);
     }
 }

@@ -1,12 +1,14 @@
 //! Errors of the translation, and error bodies in the shape each client schema expects.
 //!
-//! Takes a status and a message (ours or an upstream's error body) and gives the JSON a client of
-//! that schema can parse: OpenAI `{"error":{...}}`, Anthropic `{"type":"error","error":{...}}` or
-//! Cohere `{"message":...}` (Cohere's SDK tells errors apart by their status alone).
+//! Takes a status and a message (ours or an upstream's error body: OpenAI's, Anthropic's,
+//! Bedrock's, Cohere's or Google's `{"error":{"code","message","status"}}`) and gives the JSON a
+//! client of that schema can parse: OpenAI `{"error":{...}}`, Anthropic
+//! `{"type":"error","error":{...}}` or Cohere `{"message":...}` (Cohere's SDK tells errors apart
+//! by their status alone).
 
 use serde_json::{Value, json};
 
-use super::{ClientSchema, Wire, cohere};
+use super::{AnthropicHost, ClientSchema, Wire, bedrock, cohere};
 use crate::api::APISchema;
 
 /// Why a request or response could not be translated.
@@ -26,6 +28,9 @@ pub enum TranslateError {
     UnknownEndpoint(String),
     #[error("{0}")]
     Unsupported(String),
+    /// The backend's configuration lacks what its requests need (e.g. a Vertex AI location).
+    #[error("{0}")]
+    Unconfigured(String),
     #[error("the upstream response could not be translated: {0}")]
     Upstream(String),
 }
@@ -41,6 +46,7 @@ impl TranslateError {
             TranslateError::UnknownEndpoint(_) => 404,
             TranslateError::Unsupported(_) => 422,
             TranslateError::Upstream(_) => 502,
+            TranslateError::Unconfigured(_) => 503,
         }
     }
 }
@@ -55,24 +61,33 @@ pub fn error_body(client: ClientSchema, status: u16, message: &str) -> Vec<u8> {
     v.to_string().into_bytes()
 }
 
-/// An upstream error response (non-2xx) rewritten into the client's format. A body already in the
-/// client's format is returned unchanged; one that is not JSON becomes the message.
+/// An upstream error response (non-2xx) rewritten into the client's format, given the response's
+/// headers (Bedrock names its error type in one). A body already in the client's format is
+/// returned unchanged; one that is not JSON becomes the message.
 pub fn translate_error(
     client: ClientSchema,
     backend: APISchema,
     status: u16,
+    headers: &[(String, String)],
     body: &[u8],
 ) -> Vec<u8> {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     let wire = Wire::of(backend);
     let upstream = parsed.as_ref().and_then(|v| match wire {
-        // Both families' error bodies are told apart by their shape.
-        Some(Wire::OpenAI | Wire::Anthropic) | None => UpstreamError::parse(v),
+        // These families' error bodies are told apart by their shape; Vertex AI answers its
+        // own errors (authentication, quota, unknown model) in Google's, whichever family it
+        // serves.
+        Wire::OpenAI
+        | Wire::Anthropic(AnthropicHost::Anthropic | AnthropicHost::Vertex)
+        | Wire::Gemini => UpstreamError::parse(v),
+        Wire::Converse | Wire::Anthropic(AnthropicHost::Bedrock) => {
+            UpstreamError::bedrock(v, headers).or_else(|| UpstreamError::parse(v))
+        }
         // A proxy in front of Cohere may answer in OpenAI's shape.
-        Some(Wire::Cohere) => UpstreamError::parse_cohere(v).or_else(|| UpstreamError::parse(v)),
+        Wire::Cohere => UpstreamError::parse_cohere(v).or_else(|| UpstreamError::parse(v)),
     });
-    let same_family = wire == Some(Wire::of_client(client));
-    if same_family && upstream.as_ref().is_some_and(|u| u.schema == client) {
+    let same_family = wire.speaks(client);
+    if same_family && upstream.as_ref().is_some_and(|u| u.schema == Some(client)) {
         return body.to_vec();
     }
     let Some(u) = upstream else {
@@ -97,9 +112,10 @@ pub fn translate_error(
     v.to_string().into_bytes()
 }
 
-/// The parts of an error body either schema carries.
+/// The parts of an error body every schema carries.
 struct UpstreamError {
-    schema: ClientSchema,
+    /// The client schema whose shape the body has, if any.
+    schema: Option<ClientSchema>,
     message: String,
     kind: Option<String>,
     code: Option<Value>,
@@ -116,7 +132,7 @@ impl UpstreamError {
         // Some OpenAI-compatible servers send {"error": "text"}.
         if let Some(s) = err.as_str() {
             return Some(UpstreamError {
-                schema: ClientSchema::OpenAI,
+                schema: Some(ClientSchema::OpenAI),
                 message: s.to_string(),
                 kind: None,
                 code: None,
@@ -125,14 +141,29 @@ impl UpstreamError {
         let message =
             err.get("message").and_then(Value::as_str).unwrap_or("upstream error").to_string();
         let kind = err.get("type").and_then(Value::as_str).map(str::to_string);
-        let code = err.get("code").filter(|c| !c.is_null()).cloned();
-        Some(UpstreamError { schema, message, kind, code })
+        // Google's errors carry the HTTP status as `code` and their name for it as `status`
+        // (`RESOURCE_EXHAUSTED`), which says more.
+        let code = err
+            .get("status")
+            .filter(|s| s.is_string())
+            .or_else(|| err.get("code"))
+            .filter(|c| !c.is_null())
+            .cloned();
+        Some(UpstreamError { schema: Some(schema), message, kind, code })
+    }
+
+    /// Bedrock's `{"message": ...}`, its type in `x-amzn-errortype`. The type is kept as the
+    /// code: it says more than one derived from the status, but it is not an OpenAI type.
+    fn bedrock(v: &Value, headers: &[(String, String)]) -> Option<UpstreamError> {
+        let message = bedrock::error_message(v)?.to_string();
+        let code = bedrock::error_type(headers).map(|t| Value::String(t.to_string()));
+        Some(UpstreamError { schema: None, message, kind: None, code })
     }
 
     /// A Cohere error body: `{"id": ..., "message": ...}`.
     fn parse_cohere(v: &Value) -> Option<UpstreamError> {
         let message = cohere::error_message(v)?.to_string();
-        Some(UpstreamError { schema: ClientSchema::Cohere, message, kind: None, code: None })
+        Some(UpstreamError { schema: Some(ClientSchema::Cohere), message, kind: None, code: None })
     }
 }
 

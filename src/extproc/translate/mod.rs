@@ -9,7 +9,11 @@
 //!
 //! **Organised by wire family.** Each family a backend can speak ([`Wire`]) is one module that
 //! knows its request, response, stream and error shapes: `openai` (OpenAI, Azure OpenAI and
-//! compatible servers), `anthropic` (Anthropic) and `cohere` (Cohere's API v2). Clients speak
+//! compatible servers), `anthropic` (Anthropic, and Anthropic models on AWS Bedrock and GCP
+//! Vertex AI), `bedrock` (AWS Bedrock's Converse API, and the paths, framing and errors Bedrock
+//! gives the Anthropic family; `eventstream` decodes its binary framing), `gemini` (Google's
+//! models on Vertex AI; `vertex` has Vertex's paths for both of its families, which name the
+//! project and region of the backend's [`Target`]) and `cohere` (Cohere's API v2). Clients speak
 //! one of three families ([`ClientSchema`]); Cohere's clients only call rerank, which no other
 //! family serves. Translation goes through a hub, OpenAI chat completions: a client's
 //! request becomes a hub request, which becomes the backend's; the backend's response or stream
@@ -25,13 +29,17 @@
 //! OpenAI-family backends only, embeddings to OpenAI- and Cohere-family ones.
 
 mod anthropic;
+mod bedrock;
 mod cohere;
 mod error;
+mod eventstream;
+mod gemini;
 mod openai;
 mod response;
 mod sse;
 mod stream;
 mod usage;
+mod vertex;
 
 use serde_json::{Map, Value};
 
@@ -41,6 +49,7 @@ pub use cohere::API_VERSION as COHERE_API_VERSION;
 pub use error::{TranslateError, error_body, translate_error};
 pub use response::{ResponseTranslator, response_translator};
 pub use usage::Usage;
+pub use vertex::VertexLocation;
 
 /// Anthropic rejects a request without `max_tokens`; OpenAI clients may leave it out.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
@@ -208,25 +217,42 @@ pub fn parse_request(endpoint: Endpoint, body: &[u8]) -> Result<ParsedRequest, T
 
 /// The wire family a backend speaks: what its request, response, stream and error bodies look
 /// like. Several schemas share one (OpenAI and Azure OpenAI differ only in paths and
-/// credentials).
+/// credentials); a family served by a cloud as well as by its maker says which ([`AnthropicHost`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wire {
     OpenAI,
-    Anthropic,
+    Anthropic(AnthropicHost),
+    /// AWS Bedrock's Converse API.
+    Converse,
+    /// Gemini's `generateContent`.
+    Gemini,
+    /// Cohere's API v2.
     Cohere,
 }
 
+/// Who serves an Anthropic-family backend. A cloud takes Anthropic's messages with paths of its
+/// own, the model in the path rather than the body, and its own stream framing and errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnthropicHost {
+    Anthropic,
+    /// InvokeModel on AWS Bedrock: event-stream framed streams, Bedrock's error bodies.
+    Bedrock,
+    /// rawPredict on GCP Vertex AI: Anthropic's streams, Anthropic's or Google's error bodies.
+    Vertex,
+}
+
 impl Wire {
-    /// The family `schema` speaks, or `None` for a schema aixds does not translate to yet.
-    pub fn of(schema: APISchema) -> Option<Wire> {
+    /// The family `schema` speaks. Every schema has one: a new schema is a new arm here, and
+    /// the compiler then lists every dispatch that has to learn the family.
+    pub fn of(schema: APISchema) -> Wire {
         match schema {
-            APISchema::OpenAI | APISchema::AzureOpenAI => Some(Wire::OpenAI),
-            APISchema::Anthropic => Some(Wire::Anthropic),
-            APISchema::Cohere => Some(Wire::Cohere),
-            APISchema::AWSBedrock
-            | APISchema::AWSAnthropic
-            | APISchema::GCPVertexAI
-            | APISchema::GCPAnthropic => None,
+            APISchema::OpenAI | APISchema::AzureOpenAI => Wire::OpenAI,
+            APISchema::Anthropic => Wire::Anthropic(AnthropicHost::Anthropic),
+            APISchema::AWSAnthropic => Wire::Anthropic(AnthropicHost::Bedrock),
+            APISchema::AWSBedrock => Wire::Converse,
+            APISchema::GCPAnthropic => Wire::Anthropic(AnthropicHost::Vertex),
+            APISchema::GCPVertexAI => Wire::Gemini,
+            APISchema::Cohere => Wire::Cohere,
         }
     }
 
@@ -234,66 +260,143 @@ impl Wire {
     pub fn of_client(client: ClientSchema) -> Wire {
         match client {
             ClientSchema::OpenAI => Wire::OpenAI,
-            ClientSchema::Anthropic => Wire::Anthropic,
+            ClientSchema::Anthropic => Wire::Anthropic(AnthropicHost::Anthropic),
             ClientSchema::Cohere => Wire::Cohere,
+        }
+    }
+
+    /// Whether this family's bodies are `client`'s own, wherever it is hosted: then they need no
+    /// conversion, only (for a cloud's framing) unwrapping.
+    pub fn speaks(self, client: ClientSchema) -> bool {
+        match (self, client) {
+            (Wire::OpenAI, ClientSchema::OpenAI)
+            | (Wire::Anthropic(_), ClientSchema::Anthropic)
+            | (Wire::Cohere, ClientSchema::Cohere) => true,
+            (Wire::OpenAI, ClientSchema::Anthropic | ClientSchema::Cohere)
+            | (Wire::Anthropic(_), ClientSchema::OpenAI | ClientSchema::Cohere)
+            | (Wire::Cohere, ClientSchema::OpenAI | ClientSchema::Anthropic)
+            | (
+                Wire::Converse | Wire::Gemini,
+                ClientSchema::OpenAI | ClientSchema::Anthropic | ClientSchema::Cohere,
+            ) => false,
         }
     }
 }
 
-/// Rewrites a parsed request for a backend of schema `backend`, with `model_override` replacing
-/// the client's model when the route says so.
+/// The backend a request is translated for: its schema, and what the paths of some schemas
+/// name besides the model.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub schema: &'a VersionedAPISchema,
+    /// The GCP project and region of a Vertex AI backend (`GCPVertexAI`, `GCPAnthropic`), from
+    /// its `GCPCredentials` policy.
+    pub vertex: Option<VertexLocation<'a>>,
+}
+
+impl<'a> Target<'a> {
+    pub fn new(schema: &'a VersionedAPISchema) -> Self {
+        Target { schema, vertex: None }
+    }
+
+    pub fn in_vertex(self, location: VertexLocation<'a>) -> Self {
+        Target { vertex: Some(location), ..self }
+    }
+}
+
+/// Rewrites a parsed request for the backend `target`, with `model_override` replacing the
+/// client's model when the route says so.
 pub fn translate_request(
     req: &ParsedRequest,
-    backend: &VersionedAPISchema,
+    target: Target<'_>,
     model_override: Option<&str>,
 ) -> Result<TranslatedRequest, TranslateError> {
+    let backend = target.schema;
     let model = model_override.unwrap_or(&req.model).to_string();
     let mut body = req.body.clone();
     body.insert("model".into(), Value::String(model.clone()));
     let refused = || {
-        let schema = backend.name;
         TranslateError::Unsupported(format!(
-            "{} requests cannot be sent to a backend of schema {schema:?}{}",
+            "{} requests cannot be sent to a backend of schema {:?}",
             req.endpoint.describe(),
-            if Wire::of(schema).is_some() { "" } else { ", which aixds does not translate to yet" }
+            backend.name
         ))
     };
-    let wire = Wire::of(backend.name).ok_or_else(refused)?;
+    let wire = Wire::of(backend.name);
     let (path, body) = match req.endpoint {
         Endpoint::ChatCompletions | Endpoint::Messages => {
-            let body = conversation(req.endpoint.client_schema(), wire, body, req.stream)?;
+            let client = req.endpoint.client_schema();
             let path = match wire {
                 Wire::OpenAI => openai::path("chat/completions", backend, &model),
-                Wire::Anthropic => anthropic::path("messages", backend),
+                Wire::Anthropic(AnthropicHost::Anthropic) => anthropic::path("messages", backend),
+                Wire::Anthropic(AnthropicHost::Bedrock) => {
+                    let operation =
+                        if req.stream { "invoke-with-response-stream" } else { "invoke" };
+                    bedrock::path(&model, operation)
+                }
+                Wire::Anthropic(AnthropicHost::Vertex) => {
+                    let method = if req.stream { "streamRawPredict" } else { "rawPredict" };
+                    vertex::path(target, vertex::Publisher::Anthropic, &model, method)?
+                }
+                Wire::Converse => {
+                    bedrock::path(&model, if req.stream { "converse-stream" } else { "converse" })
+                }
+                Wire::Gemini => {
+                    let method = if req.stream {
+                        "streamGenerateContent?alt=sse"
+                    } else {
+                        "generateContent"
+                    };
+                    vertex::path(target, vertex::Publisher::Google, &model, method)?
+                }
                 Wire::Cohere => cohere::path("chat", backend),
             };
-            (path, body)
+            (path, conversation(client, wire, backend, body, req.stream)?)
         }
         Endpoint::Completions => match wire {
             Wire::OpenAI => {
                 (openai::path("completions", backend, &model), openai::request(body, req.stream))
             }
-            Wire::Anthropic | Wire::Cohere => return Err(refused()),
+            Wire::Anthropic(_) | Wire::Converse | Wire::Gemini | Wire::Cohere => {
+                return Err(refused());
+            }
         },
         Endpoint::Embeddings => match wire {
             Wire::OpenAI => (openai::path("embeddings", backend, &model), body),
             Wire::Cohere => (cohere::path("embed", backend), cohere::embed::request(body)?),
-            Wire::Anthropic => return Err(refused()),
+            Wire::Anthropic(_) | Wire::Converse | Wire::Gemini => return Err(refused()),
         },
         // The Responses API keeps state and tools of its own that no other family has: it
         // passes, unchanged, to OpenAI-family backends only.
         Endpoint::Responses => match wire {
             Wire::OpenAI => (openai::responses_path(backend), body),
-            Wire::Anthropic | Wire::Cohere => return Err(refused()),
+            Wire::Anthropic(_) | Wire::Converse | Wire::Gemini | Wire::Cohere => {
+                return Err(refused());
+            }
         },
         Endpoint::CountTokens => match wire {
-            Wire::Anthropic => (anthropic::path("messages/count_tokens", backend), body),
-            Wire::OpenAI | Wire::Cohere => return Err(refused()),
+            Wire::Anthropic(AnthropicHost::Anthropic) => {
+                (anthropic::path("messages/count_tokens", backend), body)
+            }
+            // Vertex counts tokens at a model of its own, and names the model in the body.
+            Wire::Anthropic(AnthropicHost::Vertex) => (
+                vertex::path(target, vertex::Publisher::Anthropic, "count-tokens", "rawPredict")?,
+                vertex::count_tokens_body(body, backend),
+            ),
+            // Bedrock counts tokens with a body of its own (CountTokens), not Anthropic's.
+            Wire::OpenAI
+            | Wire::Anthropic(AnthropicHost::Bedrock)
+            | Wire::Converse
+            | Wire::Gemini
+            | Wire::Cohere => {
+                return Err(refused());
+            }
         },
         // Cohere's own API: it passes, unchanged but for the model, to Cohere backends.
         Endpoint::Rerank => match wire {
             Wire::Cohere => (cohere::path("rerank", backend), body),
-            Wire::OpenAI | Wire::Anthropic => return Err(refused()),
+            Wire::OpenAI | Wire::Anthropic(_) | Wire::Converse | Wire::Gemini => {
+                return Err(refused());
+            }
         },
     };
     let body = serde_json::to_vec(&Value::Object(body)).map_err(|e| {
@@ -302,31 +405,57 @@ pub fn translate_request(
     Ok(TranslatedRequest { path, body, model, stream: req.stream })
 }
 
+/// A client's chat completions or messages request as a hub request.
+fn hub(
+    client: ClientSchema,
+    body: Map<String, Value>,
+) -> Result<Map<String, Value>, TranslateError> {
+    match client {
+        ClientSchema::OpenAI => Ok(body),
+        ClientSchema::Anthropic => anthropic::request::to_chat(body),
+        // No endpoint of Cohere's clients is a conversation (they call rerank).
+        ClientSchema::Cohere => Err(TranslateError::Unsupported(
+            "Cohere chat requests are not served; use /v1/chat/completions".into(),
+        )),
+    }
+}
+
 /// A chat completions or messages request for a backend of family `wire`: as the client sent it
-/// within a family, through the hub between families.
+/// within a family, through the hub between families; in the envelope of the family's host.
 fn conversation(
     client: ClientSchema,
     wire: Wire,
+    backend: &VersionedAPISchema,
     body: Map<String, Value>,
     stream: bool,
 ) -> Result<Map<String, Value>, TranslateError> {
-    let hub = match (client, wire) {
-        // Nothing changes within the Anthropic family; the OpenAI family asks for usage below.
-        (ClientSchema::Anthropic, Wire::Anthropic) => return Ok(body),
-        (ClientSchema::OpenAI, _) => body,
-        (ClientSchema::Anthropic, _) => anthropic::request::to_chat(body)?,
-        // No endpoint of Cohere's clients is a conversation (they call rerank).
-        (ClientSchema::Cohere, _) => {
-            return Err(TranslateError::Unsupported(
-                "Cohere chat requests are not served; use /v1/chat/completions".into(),
-            ));
-        }
-    };
+    // Nothing changes within the Anthropic family but the envelope.
+    if client == ClientSchema::Anthropic
+        && let Wire::Anthropic(host) = wire
+    {
+        return Ok(envelope(host, backend, body));
+    }
+    let hub = hub(client, body)?;
     Ok(match wire {
         Wire::OpenAI => openai::request(hub, stream),
-        Wire::Anthropic => anthropic::request::from_chat(hub)?,
+        Wire::Anthropic(host) => envelope(host, backend, anthropic::request::from_chat(hub)?),
+        Wire::Converse => bedrock::request::from_chat(hub)?,
+        Wire::Gemini => gemini::request::from_chat(hub)?,
         Wire::Cohere => cohere::request::from_chat(hub)?,
     })
+}
+
+/// An Anthropic messages request as `host` takes it.
+fn envelope(
+    host: AnthropicHost,
+    backend: &VersionedAPISchema,
+    body: Map<String, Value>,
+) -> Map<String, Value> {
+    match host {
+        AnthropicHost::Anthropic => body,
+        AnthropicHost::Bedrock => bedrock::invoke::envelope(body, backend),
+        AnthropicHost::Vertex => vertex::anthropic_body(body, backend),
+    }
 }
 
 impl Endpoint {

@@ -5,6 +5,8 @@
 //! which encodes is chosen here, by exhaustive matches on [`Wire`] and [`ClientSchema`]; the
 //! shapes are the families' own modules.
 
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
@@ -14,13 +16,25 @@ use super::sse::SseParser;
 use super::stream::{Passthrough, stream_error};
 use super::usage::Usage;
 use super::{
-    ClientSchema, Endpoint, TranslateError, TranslatedRequest, Wire, anthropic, cohere, openai,
+    AnthropicHost, ClientSchema, Endpoint, TranslateError, Wire, anthropic, bedrock, cohere,
+    gemini, openai,
 };
 use crate::api::APISchema;
 
 /// A translator for one response. See [`ResponseTranslator::feed`].
 #[derive(Debug)]
 pub struct ResponseTranslator {
+    settings: Settings,
+    unwrap: Unwrap,
+    mode: Mode,
+    usage: Usage,
+    /// The upstream's stream ended before it was complete.
+    truncated: bool,
+}
+
+/// What the translation of one response depends on.
+#[derive(Debug, Clone)]
+struct Settings {
     endpoint: Endpoint,
     backend: APISchema,
     stream: bool,
@@ -28,10 +42,14 @@ pub struct ResponseTranslator {
     created: u64,
     /// The model asked for, for backends whose answers do not name it.
     model: String,
-    mode: Mode,
-    usage: Usage,
-    /// The upstream's stream ended before it was complete.
-    truncated: bool,
+}
+
+/// What comes off a backend's stream before its family's decoder (or the passthrough) reads it.
+#[derive(Debug)]
+enum Unwrap {
+    Nothing,
+    /// Anthropic events in Bedrock's event-stream frames.
+    Bedrock(bedrock::invoke::Unwrap),
 }
 
 #[derive(Debug)]
@@ -59,6 +77,8 @@ enum Mode {
 enum Decoder {
     OpenAI(openai::Decoder),
     Anthropic(Box<anthropic::stream::Decoder>),
+    Converse(Box<bedrock::stream::Decoder>),
+    Gemini(Box<gemini::stream::Decoder>),
     Cohere(Box<cohere::stream::Decoder>),
 }
 
@@ -96,41 +116,60 @@ pub fn response_translator(
 ) -> ResponseTranslator {
     let created =
         SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
-    ResponseTranslator::new(endpoint, backend, stream, false, created, String::new())
+    ResponseTranslator::new(Settings {
+        endpoint,
+        backend,
+        stream,
+        include_usage: false,
+        created,
+        model: String::new(),
+    })
+}
+
+/// Ids for answers whose backend gives none, unique in this process.
+fn answer_id(created: u64) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("chatcmpl-{created:x}{:06x}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 impl ResponseTranslator {
-    fn new(
-        endpoint: Endpoint,
-        backend: APISchema,
-        stream: bool,
-        include_usage: bool,
-        created: u64,
-        model: String,
-    ) -> Self {
-        let client = endpoint.client_schema();
-        // A backend of a schema with no family never gets a request (translate_request refuses
-        // it), so its response never comes; were it to, it would pass as it is.
-        let wire = Wire::of(backend).unwrap_or(Wire::of_client(client));
-        let writer = Writer::of(client).filter(|_| Wire::of_client(client) != wire);
+    fn new(settings: Settings) -> Self {
+        let client = settings.endpoint.client_schema();
+        let stream = settings.stream;
+        let wire = Wire::of(settings.backend);
+        let unwrap = match wire {
+            Wire::Anthropic(AnthropicHost::Bedrock) if stream => {
+                Unwrap::Bedrock(bedrock::invoke::Unwrap::default())
+            }
+            Wire::OpenAI | Wire::Anthropic(_) | Wire::Converse | Wire::Gemini | Wire::Cohere => {
+                Unwrap::Nothing
+            }
+        };
+        let writer = Writer::of(client).filter(|_| !wire.speaks(client));
         let mode = match writer {
             None if stream => {
-                Mode::SsePassthrough(SseParser::default(), Passthrough::new(endpoint))
+                Mode::SsePassthrough(SseParser::default(), Passthrough::new(settings.endpoint))
             }
             None => Mode::JsonPassthrough { body: Vec::new() },
             Some(client) if stream => {
                 let decoder = match wire {
                     Wire::OpenAI => Decoder::OpenAI(openai::Decoder::default()),
-                    Wire::Anthropic => {
-                        Decoder::Anthropic(Box::new(anthropic::stream::Decoder::new(created)))
+                    Wire::Anthropic(_) => Decoder::Anthropic(Box::new(
+                        anthropic::stream::Decoder::new(settings.created),
+                    )),
+                    Wire::Converse => Decoder::Converse(Box::new(bedrock::stream::Decoder::new(
+                        settings.answer(),
+                    ))),
+                    Wire::Gemini => {
+                        Decoder::Gemini(Box::new(gemini::stream::Decoder::new(settings.created)))
                     }
                     Wire::Cohere => Decoder::Cohere(Box::new(cohere::stream::Decoder::new(
-                        model.clone(),
-                        created,
+                        settings.model.clone(),
+                        settings.created,
                     ))),
                 };
                 let encoder = match client {
-                    Writer::OpenAI => Encoder::OpenAI(openai::Encoder::new(include_usage)),
+                    Writer::OpenAI => Encoder::OpenAI(openai::Encoder::new(settings.include_usage)),
                     Writer::Anthropic => {
                         Encoder::Anthropic(Box::new(anthropic::stream::Encoder::new()))
                     }
@@ -139,55 +178,27 @@ impl ResponseTranslator {
             }
             Some(client) => Mode::Json { backend: wire, client, body: Vec::new() },
         };
-        ResponseTranslator {
-            endpoint,
-            backend,
-            stream,
-            include_usage,
-            created,
-            model,
-            mode,
-            usage: Usage::default(),
-            truncated: false,
-        }
+        ResponseTranslator { settings, unwrap, mode, usage: Usage::default(), truncated: false }
     }
 
     /// Whether the OpenAI client asked for the final usage chunk of a stream
     /// ([`super::ParsedRequest::include_usage`]); without it that chunk is withheld.
-    pub fn include_usage(self, include: bool) -> Self {
-        ResponseTranslator::new(
-            self.endpoint,
-            self.backend,
-            self.stream,
-            include,
-            self.created,
-            self.model,
-        )
-    }
-
-    /// Sets what the translation takes from the request sent upstream: the model asked for,
-    /// which answers that do not name theirs (Cohere's) are given.
-    pub fn answering(self, request: &TranslatedRequest) -> Self {
-        ResponseTranslator::new(
-            self.endpoint,
-            self.backend,
-            self.stream,
-            self.include_usage,
-            self.created,
-            request.model.clone(),
-        )
+    pub fn include_usage(mut self, include: bool) -> Self {
+        self.settings.include_usage = include;
+        ResponseTranslator::new(self.settings)
     }
 
     /// Sets the `created` timestamp of generated OpenAI objects (now, by default).
-    pub fn with_created(self, created: u64) -> Self {
-        ResponseTranslator::new(
-            self.endpoint,
-            self.backend,
-            self.stream,
-            self.include_usage,
-            created,
-            self.model,
-        )
+    pub fn with_created(mut self, created: u64) -> Self {
+        self.settings.created = created;
+        ResponseTranslator::new(self.settings)
+    }
+
+    /// The model the backend was asked for ([`super::TranslatedRequest::model`]), which names
+    /// the answer when the backend's does not (Bedrock's Converse).
+    pub fn model(mut self, model: &str) -> Self {
+        self.settings.model = model.to_string();
+        ResponseTranslator::new(self.settings)
     }
 
     /// Feeds upstream response body bytes as they arrive (SSE or JSON) and returns the bytes to
@@ -200,12 +211,17 @@ impl ResponseTranslator {
     /// ([`ResponseTranslator::truncated`]).
     pub fn feed(&mut self, chunk: &[u8], end_of_stream: bool) -> Result<Vec<u8>, TranslateError> {
         let mut out = Vec::new();
+        let chunk = match &mut self.unwrap {
+            Unwrap::Nothing => Cow::Borrowed(chunk),
+            Unwrap::Bedrock(u) => Cow::Owned(u.feed(chunk)?),
+        };
+        let chunk = chunk.as_ref();
         match &mut self.mode {
             Mode::JsonPassthrough { body } => {
                 body.extend_from_slice(chunk);
                 out.extend_from_slice(chunk);
                 if end_of_stream && let Ok(v) = serde_json::from_slice::<Value>(body) {
-                    self.usage = match self.endpoint {
+                    self.usage = match self.settings.endpoint {
                         Endpoint::ChatCompletions
                         | Endpoint::Completions
                         | Endpoint::Embeddings => openai::read_usage(&v),
@@ -219,7 +235,7 @@ impl ResponseTranslator {
             }
             Mode::SsePassthrough(parser, p) => {
                 for ev in parser.feed(chunk, end_of_stream)? {
-                    p.event(&ev, !self.include_usage, &mut out);
+                    p.event(&ev, !self.settings.include_usage, &mut out);
                 }
                 if end_of_stream {
                     self.truncated = p.end(&mut out);
@@ -235,13 +251,21 @@ impl ResponseTranslator {
                             let usage = openai::read_usage(&v);
                             (v, usage)
                         }
-                        Wire::Anthropic => anthropic::response::to_chat(&v, self.created),
+                        Wire::Anthropic(_) => {
+                            anthropic::response::to_chat(&v, self.settings.created)
+                        }
+                        Wire::Converse => bedrock::response::to_chat(&v, &self.settings.answer())?,
+                        Wire::Gemini => gemini::response::to_chat(&v, self.settings.created),
                         // Embeddings are the only other endpoint Cohere serves a client of
                         // another family: their OpenAI list is what the client gets.
-                        Wire::Cohere if self.endpoint == Endpoint::Embeddings => {
-                            cohere::embed::to_openai(&v, &self.model)?
+                        Wire::Cohere if self.settings.endpoint == Endpoint::Embeddings => {
+                            cohere::embed::to_openai(&v, &self.settings.model)?
                         }
-                        Wire::Cohere => cohere::response::to_chat(&v, &self.model, self.created)?,
+                        Wire::Cohere => cohere::response::to_chat(
+                            &v,
+                            &self.settings.model,
+                            self.settings.created,
+                        )?,
                     };
                     self.usage = usage;
                     let v = match client {
@@ -256,12 +280,16 @@ impl ResponseTranslator {
                 match decoder {
                     Decoder::OpenAI(d) => d.feed(chunk, end_of_stream, &mut hub)?,
                     Decoder::Anthropic(d) => d.feed(chunk, end_of_stream, &mut hub)?,
+                    Decoder::Converse(d) => d.feed(chunk, &mut hub)?,
+                    Decoder::Gemini(d) => d.feed(chunk, end_of_stream, &mut hub)?,
                     Decoder::Cohere(d) => d.feed(chunk, end_of_stream, &mut hub)?,
                 }
                 let complete = end_of_stream
                     && match decoder {
                         Decoder::OpenAI(d) => d.end(&mut hub),
                         Decoder::Anthropic(d) => d.end(&mut hub),
+                        Decoder::Converse(d) => d.end(&mut hub),
+                        Decoder::Gemini(d) => d.end(&mut hub),
                         Decoder::Cohere(d) => d.end(&mut hub),
                     };
                 for event in hub {
@@ -279,6 +307,8 @@ impl ResponseTranslator {
                 self.usage = match decoder {
                     Decoder::OpenAI(d) => d.usage(),
                     Decoder::Anthropic(d) => d.usage(),
+                    Decoder::Converse(d) => d.usage(),
+                    Decoder::Gemini(d) => d.usage(),
                     Decoder::Cohere(d) => d.usage(),
                 };
             }
@@ -300,8 +330,8 @@ impl ResponseTranslator {
     /// [`ResponseTranslator::feed`] already gave: an error event for a stream, a 502 error body
     /// otherwise (JSON is only translated whole, so nothing of it went out before).
     pub fn failure(&self, message: &str) -> Vec<u8> {
-        let client = self.endpoint.client_schema();
-        if !self.stream {
+        let client = self.settings.endpoint.client_schema();
+        if !self.settings.stream {
             return error_body(client, 502, message);
         }
         let mut out = Vec::new();
@@ -311,7 +341,17 @@ impl ResponseTranslator {
 
     /// The content type of what [`ResponseTranslator::feed`] returns.
     pub fn content_type(&self) -> &'static str {
-        if self.stream { "text/event-stream" } else { "application/json" }
+        if self.settings.stream { "text/event-stream" } else { "application/json" }
+    }
+}
+
+impl Settings {
+    fn answer(&self) -> bedrock::Answer {
+        bedrock::Answer {
+            id: answer_id(self.created),
+            model: self.model.clone(),
+            created: self.created,
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! Token usage, read from and written as either schema's `usage` object.
 //!
 //! The schemas count prompt tokens differently: OpenAI's `prompt_tokens` includes cached tokens,
-//! Anthropic's `input_tokens` excludes cache reads and cache writes. [`Usage`] follows OpenAI.
+//! Anthropic's `input_tokens` and Bedrock's `inputTokens` exclude cache reads and cache writes.
+//! [`Usage`] follows OpenAI.
 
 use serde_json::{Value, json};
 
@@ -29,6 +30,18 @@ impl Usage {
             u.get("prompt_tokens_details").and_then(|d| count(d, "cached_tokens")).unwrap_or(0);
         let total = count(u, "total_tokens").unwrap_or(input.saturating_add(output));
         Usage { input, output, cached_input, total }
+    }
+
+    /// From counters that keep cache reads and writes out of `input`, as Anthropic and Bedrock
+    /// count them.
+    pub(super) fn from_uncached(
+        input: u64,
+        output: u64,
+        cache_read: u64,
+        cache_write: u64,
+    ) -> Usage {
+        let input = input.saturating_add(cache_read).saturating_add(cache_write);
+        Usage { input, output, cached_input: cache_read, total: input.saturating_add(output) }
     }
 
     /// From a Responses API `usage` object.
@@ -87,12 +100,6 @@ impl AnthropicCounts {
     }
 
     pub(super) fn usage(self) -> Usage {
-        let input = self.input.saturating_add(self.cache_read).saturating_add(self.cache_creation);
-        Usage {
-            input,
-            output: self.output,
-            cached_input: self.cache_read,
-            total: input.saturating_add(self.output),
-        }
+        Usage::from_uncached(self.input, self.output, self.cache_read, self.cache_creation)
     }
 }

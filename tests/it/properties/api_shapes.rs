@@ -1,6 +1,7 @@
 //! Strict checks of request bodies against the documented shapes of the APIs aixds talks to: the
-//! Anthropic Messages API (`POST /v1/messages`) and the OpenAI Chat Completions API
-//! (`POST /v1/chat/completions`). Stricter than the providers where the documentation is vague:
+//! Anthropic Messages API (`POST /v1/messages`, and on AWS Bedrock's InvokeModel), the OpenAI
+//! Chat Completions API (`POST /v1/chat/completions`) and AWS Bedrock's Converse API
+//! (`POST /model/{modelId}/converse`). Stricter than the providers where the documentation is vague:
 //! a field not listed here is rejected, so a translation that leaks a client-only field fails.
 //!
 //! Each check returns the first problem as `path: what is wrong`.
@@ -370,6 +371,223 @@ fn anthropic_image(b: &Value, path: &str) -> Check {
         _ => return fail(&spath, "type must be base64 or url"),
     }
     Ok(())
+}
+
+// ---- Anthropic on AWS Bedrock (InvokeModel) ----
+
+/// A request body for an Anthropic model on Bedrock's InvokeModel: Anthropic's, with
+/// `anthropic_version` and without `model` and `stream`.
+pub fn bedrock_anthropic(body: &Value) -> Check {
+    let Value::Object(o) = body else { return fail("request", "must be an object") };
+    if o.get("anthropic_version").and_then(Value::as_str) != Some("bedrock-2023-05-31") {
+        return fail("request", "\"anthropic_version\" must be \"bedrock-2023-05-31\"");
+    }
+    for key in ["model", "stream"] {
+        if o.contains_key(key) {
+            return fail("request", format!("unknown field {key:?}"));
+        }
+    }
+    let mut as_anthropic = o.clone();
+    as_anthropic.remove("anthropic_version");
+    as_anthropic.insert("model".into(), Value::String("m".into()));
+    anthropic_messages(&Value::Object(as_anthropic))
+}
+
+// ---- AWS Bedrock Converse ----
+
+/// A request body for Bedrock's `POST /model/{modelId}/converse` (and `converse-stream`).
+pub fn bedrock_converse(body: &Value) -> Check {
+    let o = object(
+        body,
+        "request",
+        &["messages"],
+        &["system", "inferenceConfig", "toolConfig", "additionalModelRequestFields"],
+    )?;
+    if let Some(system) = opt(o, "system") {
+        for (i, b) in array(system, "system")?.iter().enumerate() {
+            let path = format!("system[{i}]");
+            non_blank(string(object(b, &path, &["text"], &[])?, "text", &path)?, &path)?;
+        }
+    }
+    if let Some(config) = opt(o, "inferenceConfig") {
+        let co = object(
+            config,
+            "inferenceConfig",
+            &[],
+            &["maxTokens", "temperature", "topP", "stopSequences"],
+        )?;
+        if let Some(v) = opt(co, "maxTokens") {
+            positive_integer(v, "inferenceConfig.maxTokens")?;
+        }
+        for key in ["temperature", "topP"] {
+            if let Some(v) = opt(co, key) {
+                number_in(v, &format!("inferenceConfig.{key}"), 0.0, 1.0)?;
+            }
+        }
+        if let Some(stops) = opt(co, "stopSequences") {
+            for (i, s) in array(stops, "inferenceConfig.stopSequences")?.iter().enumerate() {
+                let path = format!("inferenceConfig.stopSequences[{i}]");
+                non_blank(s.as_str().map_or_else(|| fail(&path, "must be a string"), Ok)?, &path)?;
+            }
+        }
+    }
+    let tools = match opt(o, "toolConfig") {
+        Some(config) => Some(converse_tool_config(config)?),
+        None => None,
+    };
+    let uses_tools = converse_turns(&o["messages"])?;
+    if uses_tools && tools.is_none() {
+        return fail("toolConfig", "must be defined when the messages use tools");
+    }
+    Ok(())
+}
+
+fn converse_tool_config(config: &Value) -> Result<BTreeSet<String>, String> {
+    let co = object(config, "toolConfig", &["tools"], &["toolChoice"])?;
+    let mut names = BTreeSet::new();
+    let tools = array(&co["tools"], "toolConfig.tools")?;
+    if tools.is_empty() {
+        return fail("toolConfig.tools", "must not be empty");
+    }
+    for (i, t) in tools.iter().enumerate() {
+        let path = format!("toolConfig.tools[{i}]");
+        let spec = &object(t, &path, &["toolSpec"], &[])?["toolSpec"];
+        let path = format!("{path}.toolSpec");
+        let so = object(spec, &path, &["name", "inputSchema"], &["description"])?;
+        let name = string(so, "name", &path)?;
+        identifier(name, &format!("{path}.name"), 64)?;
+        if !names.insert(name.to_string()) {
+            return fail(&path, format!("tool name {name:?} is not unique"));
+        }
+        if let Some(d) = so.get("description") {
+            non_blank(d.as_str().unwrap_or_default(), &format!("{path}.description"))?;
+        }
+        let schema = object(&so["inputSchema"], &format!("{path}.inputSchema"), &["json"], &[])?;
+        json_schema(&schema["json"], &format!("{path}.inputSchema.json"))?;
+    }
+    if let Some(choice) = opt(co, "toolChoice") {
+        let path = "toolConfig.toolChoice";
+        let Value::Object(c) = choice else { return fail(path, "must be an object") };
+        match c.keys().map(String::as_str).collect::<Vec<_>>()[..] {
+            ["auto"] | ["any"] => {
+                let kind = c.keys().next().map(String::as_str).unwrap_or_default();
+                object(&c[kind], &format!("{path}.{kind}"), &[], &[])?;
+            }
+            ["tool"] => {
+                let to = object(&c["tool"], &format!("{path}.tool"), &["name"], &[])?;
+                let name = string(to, "name", path)?;
+                if !names.contains(name) {
+                    return fail(path, format!("names tool {name:?}, which is not in tools"));
+                }
+            }
+            _ => return fail(path, "must be exactly one of auto, any and tool"),
+        }
+    }
+    Ok(names)
+}
+
+/// The conversation: user first, roles alternating, content never empty, text never blank;
+/// every toolUse answered by a toolResult in the next (user) turn and every toolResult answering
+/// one. Returns whether the conversation uses tools.
+fn converse_turns(messages: &Value) -> Result<bool, String> {
+    let turns = array(messages, "messages")?;
+    if turns.is_empty() {
+        return fail("messages", "must not be empty");
+    }
+    let mut pending_calls: Vec<String> = Vec::new();
+    let mut uses_tools = false;
+    let mut last_role = "";
+    for (i, m) in turns.iter().enumerate() {
+        let path = format!("messages[{i}]");
+        let mo = object(m, &path, &["role", "content"], &[])?;
+        let role = string(mo, "role", &path)?;
+        if !["user", "assistant"].contains(&role) {
+            return fail(&path, "role must be user or assistant");
+        }
+        if i == 0 && role != "user" {
+            return fail(&path, "the first message must use the user role");
+        }
+        if role == last_role {
+            return fail(&path, "roles must alternate between user and assistant");
+        }
+        last_role = role;
+        let blocks = array(&mo["content"], &format!("{path}.content"))?;
+        if blocks.is_empty() {
+            return fail(&path, "content must not be empty");
+        }
+        let mut answered = Vec::new();
+        let mut calls = Vec::new();
+        for (j, b) in blocks.iter().enumerate() {
+            let bpath = format!("{path}.content[{j}]");
+            let Value::Object(bo) = b else { return fail(&bpath, "must be an object") };
+            let kind = match bo.keys().map(String::as_str).collect::<Vec<_>>()[..] {
+                [kind] => kind,
+                _ => return fail(&bpath, "must hold exactly one member"),
+            };
+            let member = &bo[kind];
+            let mpath = format!("{bpath}.{kind}");
+            match (role, kind) {
+                (_, "text") => non_blank(member.as_str().unwrap_or_default(), &mpath)?,
+                ("user", "image") => {
+                    let io = object(member, &mpath, &["format", "source"], &[])?;
+                    let format = string(io, "format", &mpath)?;
+                    if !["png", "jpeg", "gif", "webp"].contains(&format) {
+                        return fail(
+                            &mpath,
+                            format!("format {format:?} is not png, jpeg, gif or webp"),
+                        );
+                    }
+                    let so = object(&io["source"], &format!("{mpath}.source"), &["bytes"], &[])?;
+                    string(so, "bytes", &mpath)?;
+                }
+                ("assistant", "toolUse") => {
+                    let to = object(member, &mpath, &["toolUseId", "name", "input"], &[])?;
+                    let id = string(to, "toolUseId", &mpath)?;
+                    identifier(id, &format!("{mpath}.toolUseId"), 64)?;
+                    identifier(string(to, "name", &mpath)?, &format!("{mpath}.name"), 64)?;
+                    if !to["input"].is_object() {
+                        return fail(&mpath, "input must be an object");
+                    }
+                    calls.push(id.to_string());
+                }
+                ("user", "toolResult") => {
+                    let to = object(member, &mpath, &["toolUseId", "content"], &["status"])?;
+                    answered.push(string(to, "toolUseId", &mpath)?.to_string());
+                    for (k, c) in
+                        array(&to["content"], &format!("{mpath}.content"))?.iter().enumerate()
+                    {
+                        let cpath = format!("{mpath}.content[{k}]");
+                        non_blank(
+                            string(object(c, &cpath, &["text"], &[])?, "text", &cpath)?,
+                            &cpath,
+                        )?;
+                    }
+                }
+                _ => return fail(&bpath, format!("a {role} message cannot hold a {kind:?} block")),
+            }
+            uses_tools |= kind == "toolUse" || kind == "toolResult";
+        }
+        if role == "user" {
+            if answered != pending_calls {
+                return fail(
+                    &path,
+                    format!(
+                        "answers tool uses {answered:?}; the turn before made {pending_calls:?}"
+                    ),
+                );
+            }
+            pending_calls.clear();
+        } else {
+            if !pending_calls.is_empty() {
+                return fail(&path, format!("tool uses {pending_calls:?} were not answered"));
+            }
+            pending_calls = calls;
+        }
+    }
+    if !pending_calls.is_empty() {
+        return fail("messages", format!("tool uses {pending_calls:?} were not answered"));
+    }
+    Ok(uses_tools)
 }
 
 // ---- OpenAI Chat Completions ----

@@ -4,7 +4,9 @@
 //! Cohere answer or stream translates to the same bytes however its body is split.
 
 use aixds::api::{APISchema, VersionedAPISchema};
-use aixds::extproc::translate::{Endpoint, TranslateError, parse_request, translate_request};
+use aixds::extproc::translate::{
+    Endpoint, Target, TranslateError, parse_request, translate_request,
+};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
@@ -294,7 +296,7 @@ proptest! {
             Endpoint::Completions,
         ] {
             let Ok(parsed) = parse_request(endpoint, &bytes) else { continue };
-            match translate_request(&parsed, &cohere, None) {
+            match translate_request(&parsed, Target::new(&cohere), None) {
                 Ok(out) => {
                     let _: Value = serde_json::from_slice(&out.body).expect("a translated body is JSON");
                 }

@@ -137,7 +137,7 @@ fn service_backend() -> impl Strategy<Value = String> {
         "group: inference.networking.k8s.io, kind: InferencePool",
         "",
     ]);
-    let schema = prop::sample::select(vec!["OpenAI", "Anthropic", "AWSBedrock"]);
+    let schema = prop::sample::select(vec!["OpenAI", "Anthropic", "AWSBedrock", "Cohere"]);
     (name(), schema, target_kind, target()).prop_map(|(n, schema, kind, target)| {
         let sep = if kind.is_empty() { "" } else { ", " };
         format!(

@@ -7,9 +7,11 @@
 mod api_shapes;
 mod cohere;
 mod envoy;
+mod gemini_shape;
 mod incremental;
 mod manifest;
 mod translate;
+mod vertex;
 
 use proptest::test_runner::{Config, RngSeed};
 

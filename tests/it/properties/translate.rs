@@ -5,12 +5,12 @@
 
 use aixds::api::{APISchema, VersionedAPISchema};
 use aixds::extproc::translate::{
-    Endpoint, TranslateError, Usage, parse_request, response_translator, translate_request,
+    Endpoint, Target, TranslateError, Usage, parse_request, response_translator, translate_request,
 };
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
-use super::api_shapes::{anthropic_messages, openai_chat};
+use super::api_shapes::{anthropic_messages, bedrock_anthropic, bedrock_converse, openai_chat};
 
 fn schema(name: APISchema) -> VersionedAPISchema {
     VersionedAPISchema { name, version: None, prefix: None }
@@ -428,11 +428,40 @@ pub(super) fn anthropic_request() -> impl Strategy<Value = Value> {
 
 /// Translates `client` (a request to `endpoint`) for `backend` and returns the body sent.
 pub(super) fn translated(endpoint: Endpoint, client: &Value, backend: APISchema) -> Value {
+    try_translated(endpoint, client, backend)
+        .unwrap_or_else(|e| panic!("a valid request was refused: {e}\n{client:#}"))
+}
+
+fn try_translated(
+    endpoint: Endpoint,
+    client: &Value,
+    backend: APISchema,
+) -> Result<Value, TranslateError> {
     let bytes = serde_json::to_vec(client).unwrap();
     let parsed = parse_request(endpoint, &bytes).unwrap_or_else(|e| panic!("{e}: {client:#}"));
-    let out = translate_request(&parsed, &schema(backend), None)
-        .unwrap_or_else(|e| panic!("a valid request was refused: {e}\n{client:#}"));
-    serde_json::from_slice(&out.body).unwrap()
+    let out = translate_request(&parsed, Target::new(&schema(backend)), None)?;
+    Ok(serde_json::from_slice(&out.body).unwrap())
+}
+
+/// Whether Converse cannot take a valid request: it names an image by URL (Converse takes
+/// bytes).
+fn converse_refuses(client: &Value) -> bool {
+    client.to_string().contains("\"url\":\"https://")
+}
+
+/// A valid request sent to Converse: accepted by Converse's shape, or refused with a 422 for
+/// what Converse cannot take.
+fn to_converse(endpoint: Endpoint, client: &Value) {
+    match try_translated(endpoint, client, APISchema::AWSBedrock) {
+        Ok(sent) => {
+            assert!(!converse_refuses(client), "should be refused: {client:#}");
+            accepted(bedrock_converse, &sent, client);
+        }
+        Err(e) => {
+            assert!(converse_refuses(client), "a valid request was refused: {e}\n{client:#}");
+            assert_eq!(e.status(), 422, "{e}");
+        }
+    }
 }
 
 pub(super) fn accepted(check: fn(&Value) -> Result<(), String>, sent: &Value, client: &Value) {
@@ -444,8 +473,8 @@ pub(super) fn accepted(check: fn(&Value) -> Result<(), String>, sent: &Value, cl
 proptest! {
     #![proptest_config(super::config(256))]
 
-    /// 256 generated OpenAI chat requests: each is valid, and what an Anthropic, OpenAI or Azure
-    /// backend gets is valid for that backend.
+    /// 256 generated OpenAI chat requests: each is valid, and what an Anthropic, OpenAI, Azure,
+    /// Bedrock Converse or Anthropic-on-Bedrock backend gets is valid for that backend.
     #[test]
     fn valid_chat_requests_translate_to_valid_requests(client in openai_request()) {
         accepted(openai_chat, &client, &client);
@@ -454,10 +483,13 @@ proptest! {
         for backend in [APISchema::OpenAI, APISchema::AzureOpenAI] {
             accepted(openai_chat, &translated(Endpoint::ChatCompletions, &client, backend), &client);
         }
+        let sent = translated(Endpoint::ChatCompletions, &client, APISchema::AWSAnthropic);
+        accepted(bedrock_anthropic, &sent, &client);
+        to_converse(Endpoint::ChatCompletions, &client);
     }
 
-    /// 256 generated Anthropic messages requests: each is valid, and what an OpenAI, Azure or
-    /// Anthropic backend gets is valid for that backend.
+    /// 256 generated Anthropic messages requests: each is valid, and what an OpenAI, Azure,
+    /// Anthropic, Bedrock Converse or Anthropic-on-Bedrock backend gets is valid for that backend.
     #[test]
     fn valid_messages_requests_translate_to_valid_requests(client in anthropic_request()) {
         accepted(anthropic_messages, &client, &client);
@@ -466,6 +498,9 @@ proptest! {
         }
         let sent = translated(Endpoint::Messages, &client, APISchema::Anthropic);
         accepted(anthropic_messages, &sent, &client);
+        let sent = translated(Endpoint::Messages, &client, APISchema::AWSAnthropic);
+        accepted(bedrock_anthropic, &sent, &client);
+        to_converse(Endpoint::Messages, &client);
     }
 }
 
@@ -556,15 +591,21 @@ pub(super) fn json_ish() -> impl Strategy<Value = Value> {
 
 const ENDPOINTS: [Endpoint; 4] =
     [Endpoint::ChatCompletions, Endpoint::Completions, Endpoint::Embeddings, Endpoint::Messages];
-const SCHEMAS: [APISchema; 4] =
-    [APISchema::OpenAI, APISchema::AzureOpenAI, APISchema::Anthropic, APISchema::AWSBedrock];
+const SCHEMAS: [APISchema; 6] = [
+    APISchema::OpenAI,
+    APISchema::AzureOpenAI,
+    APISchema::Anthropic,
+    APISchema::AWSBedrock,
+    APISchema::AWSAnthropic,
+    APISchema::Cohere,
+];
 
 /// Every endpoint to every schema: an answer, never a panic; a refusal is a client error.
 fn translate_anything(body: &[u8]) {
     for endpoint in ENDPOINTS {
         let Ok(parsed) = parse_request(endpoint, body) else { continue };
         for backend in SCHEMAS {
-            match translate_request(&parsed, &schema(backend), None) {
+            match translate_request(&parsed, Target::new(&schema(backend)), None) {
                 Ok(out) => {
                     let _: Value =
                         serde_json::from_slice(&out.body).expect("a translated body is JSON");

@@ -158,9 +158,6 @@ fn answer_with_json_tool(
     let Value::Array(tools) = tools else {
         return Err(invalid("\"tools\" must be an array"));
     };
-    if tools.iter().any(|t| t.get("name").and_then(Value::as_str) == Some(JSON_RESPONSE_TOOL)) {
-        return Err(invalid(format!("the tool name {JSON_RESPONSE_TOOL:?} is reserved")));
-    }
     let own_tools = !tools.is_empty();
     tools.push(json!({
         "name": JSON_RESPONSE_TOOL,
@@ -327,6 +324,9 @@ fn openai_tools_to_anthropic(tools: Value) -> Result<Value, TranslateError> {
             .and_then(|f| f.get("name"))
             .and_then(Value::as_str)
             .ok_or_else(|| invalid(format!("tools[{i}] needs a string \"function.name\"")))?;
+        if name == JSON_RESPONSE_TOOL {
+            return Err(invalid(format!("tools[{i}]: the tool name {name:?} is reserved")));
+        }
         let mut tool = Map::new();
         tool.insert("name".into(), json!(name));
         if let Some(d) = f.and_then(|f| f.get("description")).filter(|d| d.is_string()) {

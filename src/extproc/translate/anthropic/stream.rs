@@ -12,7 +12,7 @@ use crate::extproc::translate::usage::{AnthropicCounts, Usage};
 use crate::extproc::translate::{ClientSchema, JSON_RESPONSE_TOOL, TranslateError};
 
 /// Writes one event as Anthropic streams it.
-fn write_event(out: &mut Vec<u8>, kind: &str, v: &Value) {
+pub fn write_event(out: &mut Vec<u8>, kind: &str, v: &Value) {
     out.extend_from_slice(b"event: ");
     out.extend_from_slice(kind.as_bytes());
     out.extend_from_slice(b"\ndata: ");

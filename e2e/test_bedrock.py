@@ -1,0 +1,200 @@
+"""AWS Bedrock through a real Envoy, as the official SDKs and Bedrock see it: OpenAI and
+Anthropic clients reach Converse (schema AWSBedrock) and Anthropic models on InvokeModel (schema
+AWSAnthropic) on the strict fake Bedrock, which recomputes every SigV4 signature with botocore's
+signer and checks bodies against the documented schemas; a fallback from Bedrock to OpenAI
+re-translates and signs (or not) per attempt."""
+
+import json
+
+import anthropic
+import openai
+import pytest
+from pydantic import BaseModel
+
+from conftest import openai_backend
+
+ACCESS_KEY = "AKIDBEDROCKE2E"
+SECRET_KEY = "bedrock/e2e+Secret0123456789abcdefghijkl"
+REGION = "us-east-1"
+OPENAI_KEY = "sk-openai-fallback"
+MESSAGES = [{"role": "user", "content": "what is the weather like"}]
+WEATHER_OPENAI = [{"type": "function", "function": {
+    "name": "get_weather", "description": "Weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+WEATHER_ANTHROPIC = [{"name": "get_weather", "description": "Weather in a city",
+                      "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+CLAUDE_ID = "anthropic.claude-3-5-haiku-20241022-v1:0"
+
+
+class Weather(BaseModel):
+    city: str
+
+
+def rule(model, *refs):
+    lines = "".join(f"    - {{{ref}}}\n" for ref in refs)
+    return f"""  - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: "{model}"}}]}}]
+    backendRefs:
+{lines}"""
+
+
+def policy(name, backends, secret_key):
+    targets = ", ".join(f"{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: {b}}}"
+                        for b in backends)
+    credentials = f"[default]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {secret_key}\n"
+    return f"""---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: BackendSecurityPolicy
+metadata: {{name: {name}, namespace: default}}
+spec:
+  targetRefs: [{targets}]
+  type: AWSCredentials
+  awsCredentials: {{region: {REGION}, credentialsFile: {{secretRef: {{name: {name}}}}}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: {name}, namespace: default}}
+stringData: {{credentials: {json.dumps(credentials)}}}
+"""
+
+
+@pytest.fixture
+def bedrock(providers, upstreams, gateway):
+    server = providers("bedrock", "bedrock-a", "--access-key-id", ACCESS_KEY,
+                       "--secret-access-key", SECRET_KEY, "--region", REGION)
+    oa = upstreams("openai-up")
+    rules = (rule("nova", "name: converse")
+             + rule("claude", f"name: invoke, modelNameOverride: \"{CLAUDE_ID}\"")
+             + rule("nova-bad-key", "name: converse-bad-key")
+             + rule("nova-fallback", 'name: converse, priority: 0, modelNameOverride: "us.amazon.nova-fail-503-v1:0"',
+                    "name: oa, priority: 1, modelNameOverride: gpt-4o"))
+    manifests = (f"""---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIGatewayRoute
+metadata: {{name: route, namespace: default}}
+spec:
+  rules:
+{rules}"""
+                 + openai_backend("converse", server, schema="AWSBedrock")
+                 + openai_backend("invoke", server, schema="AWSAnthropic")
+                 + openai_backend("converse-bad-key", server, schema="AWSBedrock")
+                 + openai_backend("oa", oa)
+                 + policy("aws", ["converse", "invoke"], SECRET_KEY)
+                 + policy("aws-wrong", ["converse-bad-key"], "not-the-secret-key")
+                 + f"""---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: BackendSecurityPolicy
+metadata: {{name: oa-key, namespace: default}}
+spec:
+  targetRefs: [{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: oa}}]
+  type: APIKey
+  apiKey: {{secretRef: {{name: oa-key}}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: oa-key, namespace: default}}
+stringData: {{apiKey: {OPENAI_KEY}}}
+""")
+    gw = gateway(manifests)
+    gw.wait_serving("nova")
+    return gw, server, oa
+
+
+def calls(server, kind):
+    return [r for r in server.recorded() if r["path"].endswith(kind) and r.get("body")]
+
+
+def test_openai_sdk_on_converse(bedrock):
+    gw, server, _ = bedrock
+    client = openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key="client-key", max_retries=0)
+    reply = client.chat.completions.create(
+        model="nova", messages=[{"role": "system", "content": "be brief"}] + MESSAGES, max_tokens=100)
+    assert reply.choices[0].message.content == "Hello from bedrock-a"
+    assert reply.choices[0].finish_reason == "stop"
+    assert reply.usage.completion_tokens == 3 and reply.usage.prompt_tokens > 0
+
+    chunks = list(client.chat.completions.create(model="nova", messages=MESSAGES, stream=True,
+                                                 stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == \
+        "Hello from bedrock-a"
+    assert chunks[-1].usage.completion_tokens == 3
+
+    reply = client.chat.completions.create(model="nova", messages=MESSAGES, tools=WEATHER_OPENAI)
+    call = reply.choices[0].message.tool_calls[0]
+    assert reply.choices[0].finish_reason == "tool_calls"
+    assert (call.function.name, json.loads(call.function.arguments)) == ("get_weather", {"city": "Paris"})
+    answered = client.chat.completions.create(model="nova", tools=WEATHER_OPENAI, messages=MESSAGES + [
+        reply.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny"}])
+    assert answered.choices[0].message.content == "Hello from bedrock-a"
+
+    parsed = client.chat.completions.parse(model="nova", messages=MESSAGES, response_format=Weather)
+    assert parsed.choices[0].message.parsed == Weather(city="Paris")
+
+    sent = calls(server, "/converse") + calls(server, "/converse-stream")
+    assert sent and all(r["path"].startswith("/model/nova/") for r in sent)
+    first = next(r for r in calls(server, "/converse") if "system" in r["body"])
+    assert first["body"]["system"] == [{"text": "be brief"}]
+    assert first["body"]["inferenceConfig"]["maxTokens"] == 100
+    headers = first["headers"]
+    assert headers["authorization"].startswith(f"AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/")
+    assert "client-key" not in json.dumps(headers)
+    assert SECRET_KEY not in gw.log_path.read_text()
+
+
+def test_anthropic_sdk_on_converse_and_invoke_model(bedrock):
+    gw, server, _ = bedrock
+    client = anthropic.Anthropic(base_url=gw.base_url, api_key="client-key", max_retries=0)
+    for model in ("nova", "claude"):
+        message = client.messages.create(model=model, max_tokens=64, system="be brief",
+                                         messages=MESSAGES)
+        assert message.content[0].text == "Hello from bedrock-a", model
+        assert message.stop_reason == "end_turn"
+        assert message.usage.output_tokens == 3
+        with client.messages.stream(model=model, max_tokens=64, messages=MESSAGES) as stream:
+            assert "".join(stream.text_stream) == "Hello from bedrock-a", model
+        message = client.messages.create(model=model, max_tokens=64, messages=MESSAGES,
+                                         tools=WEATHER_ANTHROPIC)
+        assert message.stop_reason == "tool_use", model
+        block = next(b for b in message.content if b.type == "tool_use")
+        assert (block.name, block.input) == ("get_weather", {"city": "Paris"})
+
+    invoked = calls(server, "/invoke") + calls(server, "/invoke-with-response-stream")
+    assert {r["path"].split("/")[2] for r in invoked} == {CLAUDE_ID.replace(":", "%3A")} or \
+        {r["path"].split("/")[2] for r in invoked} == {CLAUDE_ID}
+    for r in invoked:
+        assert "model" not in r["body"] and "stream" not in r["body"]
+        assert r["body"]["anthropic_version"] == "bedrock-2023-05-31"
+
+
+def test_openai_sdk_on_anthropic_models_of_bedrock(bedrock):
+    gw, _, _ = bedrock
+    client = openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key="client-key", max_retries=0)
+    reply = client.chat.completions.create(model="claude", messages=MESSAGES)
+    assert reply.choices[0].message.content == "Hello from bedrock-a"
+    chunks = list(client.chat.completions.create(model="claude", messages=MESSAGES, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == \
+        "Hello from bedrock-a"
+
+
+def test_a_wrong_key_is_bedrocks_403_in_each_clients_format(bedrock):
+    gw, _, _ = bedrock
+    oa_client = openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key="k", max_retries=0)
+    with pytest.raises(openai.PermissionDeniedError):
+        oa_client.chat.completions.create(model="nova-bad-key", messages=MESSAGES)
+    an_client = anthropic.Anthropic(base_url=gw.base_url, api_key="k", max_retries=0)
+    with pytest.raises(anthropic.PermissionDeniedError) as err:
+        an_client.messages.create(model="nova-bad-key", max_tokens=8, messages=MESSAGES)
+    assert err.value.body["type"] == "error"
+
+
+def test_fallback_from_bedrock_to_openai_translates_and_signs_per_attempt(bedrock):
+    gw, server, oa = bedrock
+    client = openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key="client-key", max_retries=0)
+    reply = client.chat.completions.create(model="nova-fallback", messages=MESSAGES)
+    assert reply.choices[0].message.content == "Hello from openai-up"
+    failed = [r for r in server.recorded() if "nova-fail-503" in r["path"]]
+    assert failed and failed[-1]["headers"]["authorization"].startswith("AWS4-HMAC-SHA256")
+    served = [r for r in oa.recorded() if r["path"] == "/v1/chat/completions"][-1]
+    assert served["body"]["model"] == "gpt-4o"
+    assert served["headers"]["authorization"] == f"Bearer {OPENAI_KEY}"
+    assert not [h for h in served["headers"] if h.startswith("x-amz-")], served["headers"]

@@ -1,0 +1,73 @@
+//! Anthropic models on Bedrock's InvokeModel and InvokeModelWithResponseStream: the Anthropic
+//! family with Bedrock's paths and framing. The request is Anthropic's messages body without
+//! `model` and `stream` (the path says both) and with `anthropic_version`; the answer is
+//! Anthropic's message; the stream's `chunk` events each carry one Anthropic stream event's
+//! JSON, base64-encoded, which [`Unwrap`] turns back into Anthropic's server-sent events.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::{Map, Value, json};
+
+use super::{anthropic_error_type, stream_error};
+use crate::api::VersionedAPISchema;
+use crate::extproc::translate::TranslateError;
+use crate::extproc::translate::anthropic::stream::write_event;
+use crate::extproc::translate::eventstream::{self, Message};
+use crate::extproc::translate::stream::Hub;
+
+/// The `anthropic_version` Bedrock documents, used when the backend's schema names none.
+pub const DEFAULT_VERSION: &str = "bedrock-2023-05-31";
+
+/// An Anthropic messages request as InvokeModel takes it.
+pub fn envelope(mut body: Map<String, Value>, backend: &VersionedAPISchema) -> Map<String, Value> {
+    body.remove("model");
+    body.remove("stream");
+    let version = backend.version.as_deref().filter(|v| !v.is_empty()).unwrap_or(DEFAULT_VERSION);
+    body.insert("anthropic_version".into(), json!(version));
+    body
+}
+
+/// InvokeModelWithResponseStream's frames → Anthropic's server-sent events, as they complete.
+/// An exception frame becomes Anthropic's `error` event.
+#[derive(Debug, Default)]
+pub struct Unwrap {
+    frames: eventstream::Decoder,
+}
+
+impl Unwrap {
+    /// The SSE bytes of the events `chunk` completes.
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, TranslateError> {
+        let mut out = Vec::new();
+        for m in self.frames.feed(chunk)? {
+            unwrap(&m, &mut out)?;
+        }
+        Ok(out)
+    }
+}
+
+fn unwrap(m: &Message, out: &mut Vec<u8>) -> Result<(), TranslateError> {
+    if let Some(Hub::Error { message, kind }) = stream_error(m) {
+        let kind = anthropic_error_type(kind.as_deref().unwrap_or_default());
+        let error = json!({"type": "error", "error": {"type": kind, "message": message}});
+        write_event(out, "error", &error);
+        return Ok(());
+    }
+    // `chunk` is the only event this operation documents.
+    if m.header(":event-type") != Some("chunk") {
+        return Ok(());
+    }
+    let bad = |what: &str| TranslateError::Upstream(format!("a Bedrock stream chunk {what}"));
+    let chunk: Value = serde_json::from_slice(&m.payload).map_err(|_| bad("is not JSON"))?;
+    let bytes = chunk.get("bytes").and_then(Value::as_str).ok_or_else(|| bad("has no bytes"))?;
+    let bytes = STANDARD.decode(bytes).map_err(|_| bad("holds bytes that are not base64"))?;
+    let event: Value =
+        serde_json::from_slice(&bytes).map_err(|_| bad("holds an event that is not JSON"))?;
+    // The type names the SSE event: a word, so that it cannot break the event's lines.
+    let kind = event
+        .get("type")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        .ok_or_else(|| bad("holds an event without a type"))?;
+    write_event(out, kind, &event);
+    Ok(())
+}
