@@ -138,6 +138,7 @@ fn validate_fixture_sets_succeeds() {
         "tests/fixtures/manifests/inference-pool",
         "tests/fixtures/manifests/aws",
         "tests/fixtures/manifests/gcp",
+        "tests/fixtures/manifests/cohere",
     ] {
         let (code, stdout, _) = aixds(&["validate", set]);
         assert_eq!(code, 0, "{set}: {stdout}");
