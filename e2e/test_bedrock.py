@@ -5,6 +5,7 @@ signer and checks bodies against the documented schemas; a fallback from Bedrock
 re-translates and signs (or not) per attempt."""
 
 import json
+import struct
 
 import anthropic
 import openai
@@ -12,6 +13,7 @@ import pytest
 from pydantic import BaseModel
 
 from conftest import openai_backend
+from fakeserver import embedding_vector
 
 ACCESS_KEY = "AKIDBEDROCKE2E"
 SECRET_KEY = "bedrock/e2e+Secret0123456789abcdefghijkl"
@@ -24,6 +26,7 @@ WEATHER_OPENAI = [{"type": "function", "function": {
 WEATHER_ANTHROPIC = [{"name": "get_weather", "description": "Weather in a city",
                       "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]
 CLAUDE_ID = "anthropic.claude-3-5-haiku-20241022-v1:0"
+TITAN_ID = "amazon.titan-embed-text-v2:0"
 
 
 class Weather(BaseModel):
@@ -65,6 +68,7 @@ def bedrock(providers, upstreams, gateway):
     rules = (rule("nova", "name: converse")
              + rule("claude", f"name: invoke, modelNameOverride: \"{CLAUDE_ID}\"")
              + rule("nova-bad-key", "name: converse-bad-key")
+             + rule("titan", f"name: converse, modelNameOverride: \"{TITAN_ID}\"")
              + rule("nova-fallback", 'name: converse, priority: 0, modelNameOverride: "us.amazon.nova-fail-503-v1:0"',
                     "name: oa, priority: 1, modelNameOverride: gpt-4o"))
     manifests = (f"""---
@@ -198,3 +202,28 @@ def test_fallback_from_bedrock_to_openai_translates_and_signs_per_attempt(bedroc
     assert served["body"]["model"] == "gpt-4o"
     assert served["headers"]["authorization"] == f"Bearer {OPENAI_KEY}"
     assert not [h for h in served["headers"] if h.startswith("x-amz-")], served["headers"]
+
+
+def test_openai_sdk_embeddings_from_titan(bedrock):
+    gw, server, _ = bedrock
+    client = openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key="client-key", max_retries=0)
+    # The SDK asks for base64 unless told otherwise, and decodes it.
+    result = client.embeddings.create(model="titan", input="hello world", dimensions=256)
+    want = embedding_vector("hello world", 256, True)
+    assert result.data[0].embedding == list(struct.unpack("<256f", struct.pack("<256f", *want)))
+    assert (result.model, result.usage.prompt_tokens) == (TITAN_ID, 2)
+    result = client.embeddings.create(model="titan", input=["hello"], encoding_format="float")
+    assert result.data[0].embedding == pytest.approx(embedding_vector("hello", 1024, True))
+
+    sent = calls(server, "/invoke")
+    titan = [r for r in sent if r["path"] == f"/model/{TITAN_ID.replace(':', '%3A')}/invoke"
+             or r["path"] == f"/model/{TITAN_ID}/invoke"]
+    assert [r["body"] for r in titan] == [{"inputText": "hello world", "dimensions": 256},
+                                          {"inputText": "hello"}]
+    assert all(r["headers"]["authorization"].startswith("AWS4-HMAC-SHA256") for r in titan)
+
+    # Titan takes one text a request: several are the client's typed 422, nothing sent.
+    with pytest.raises(openai.UnprocessableEntityError) as err:
+        client.embeddings.create(model="titan", input=["a", "b"])
+    assert "one text per request" in err.value.message
+    assert len(calls(server, "/invoke")) == len(sent)

@@ -5,6 +5,7 @@ checks bodies against the documented schemas and every request's bearer token ag
 tokens its own OAuth2 endpoint issued for the service account's signed JWT (GCPCredentials)."""
 
 import json
+import struct
 
 import anthropic
 import openai
@@ -12,6 +13,7 @@ import pytest
 from pydantic import BaseModel
 
 from conftest import free_port, openai_backend
+from fakeserver import embedding_vector
 from google_token import write_service_account
 
 PROJECT, REGION = "aixds-e2e", "us-east5"
@@ -64,7 +66,8 @@ def vertex(tmp_path, providers, gateway):
     rules = (rule("gemini-2.5-flash", "gemini") + rule("gemini-fail-429", "gemini")
              + rule("gemini-safety", "gemini")
              + rule("claude-sonnet-4", "claude") + rule("claude-fail-429", "claude")
-             + rule("gemini-no-location", "gemini-no-policy"))
+             + rule("gemini-no-location", "gemini-no-policy")
+             + rule("text-embedding-005", "gemini"))
     manifests = (f"""---
 apiVersion: aigateway.envoyproxy.io/v1beta1
 kind: AIGatewayRoute
@@ -213,3 +216,26 @@ def test_gemini_is_refused_what_it_cannot_serve_in_the_clients_format(vertex):
         anthropic_client(gw).messages.count_tokens(model="gemini-2.5-flash", messages=MESSAGES)
     assert err.value.body["type"] == "error"
     assert len(server.recorded()) == before
+
+
+def test_openai_sdk_embeddings_from_vertex(vertex):
+    gw, server = vertex
+    client = openai_client(gw)
+    # The SDK asks for base64 unless told otherwise, and decodes it.
+    result = client.embeddings.create(model="text-embedding-005", input=["hello world", "bye"],
+                                      dimensions=64)
+    for item, text in zip(result.data, ["hello world", "bye"]):
+        want = embedding_vector(text, 64)
+        assert item.embedding == list(struct.unpack("<64f", struct.pack("<64f", *want)))
+    assert (result.model, result.usage.prompt_tokens) == ("text-embedding-005", 3)
+    result = client.embeddings.create(model="text-embedding-005", input="hello",
+                                      encoding_format="float",
+                                      extra_body={"task_type": "RETRIEVAL_QUERY"})
+    assert result.data[0].embedding == pytest.approx(embedding_vector("hello", 768))
+
+    sent = calls(server, "predict")
+    assert [r["body"] for r in sent] == [
+        {"instances": [{"content": "hello world"}, {"content": "bye"}],
+         "parameters": {"outputDimensionality": 64}},
+        {"instances": [{"content": "hello", "task_type": "RETRIEVAL_QUERY"}]}]
+    assert all(r["path"] == f"{VERTEX_PREFIX}/google/models/text-embedding-005:predict" for r in sent)

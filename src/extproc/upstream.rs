@@ -253,7 +253,8 @@ impl UpstreamPhase {
         };
         let translator = response_translator(endpoint, backend.schema.name, parsed.stream)
             .include_usage(parsed.include_usage)
-            .model(&translated.model);
+            .model(&translated.model)
+            .base64_embeddings(parsed.base64_embeddings());
         let mutations =
             [backend.body_mutation.as_ref(), route.and_then(|r| r.body_mutation.as_ref())];
         let body = mutate_body(translated.body, mutations.into_iter().flatten());

@@ -1081,3 +1081,63 @@ fn bedrock_provider_fixtures_translate_at_every_split() {
         );
     }
 }
+
+/// OpenAI embeddings reach Titan on InvokeModel one text at a time, and come back as the
+/// OpenAI list the client asked for: floats, or base64 of little-endian float32s.
+#[test]
+fn openai_embeddings_to_titan_and_back() {
+    let titan = "amazon.titan-embed-text-v2:0";
+    let (path, body) = translate(
+        Endpoint::Embeddings,
+        json!({"model": titan, "input": ["hello world"], "dimensions": 256, "user": "u1",
+               "encoding_format": "base64"}),
+        APISchema::AWSBedrock,
+    );
+    assert_eq!(path, "/model/amazon.titan-embed-text-v2%3A0/invoke");
+    assert_eq!(body, json!({"inputText": "hello world", "dimensions": 256}));
+
+    let answer = json!({"embedding": [0.5, -0.25, 1.0], "inputTextTokenCount": 2});
+    for (base64, embedding) in [
+        (false, json!([0.5, -0.25, 1.0])),
+        (
+            true,
+            json!(STANDARD.encode(
+                [0.5f32, -0.25, 1.0].iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()
+            )),
+        ),
+    ] {
+        let mut t = response_translator(Endpoint::Embeddings, APISchema::AWSBedrock, false)
+            .model(titan)
+            .base64_embeddings(base64);
+        let out: Value =
+            serde_json::from_slice(&t.feed(answer.to_string().as_bytes(), true).unwrap()).unwrap();
+        assert_eq!(
+            out,
+            json!({"object": "list", "model": titan,
+                   "data": [{"object": "embedding", "index": 0, "embedding": embedding}],
+                   "usage": {"prompt_tokens": 2, "total_tokens": 2}})
+        );
+        assert_eq!(t.usage().input, 2);
+    }
+
+    // Several texts, token ids and models other than Titan's text ones are clear 422s.
+    for (model, input, says) in [
+        (titan, json!(["a", "b"]), "one text per request"),
+        (titan, json!([[1, 2, 3]]), "token ids"),
+        ("cohere.embed-english-v3", json!("a"), "amazon.titan-embed-text"),
+    ] {
+        let err = refusal(
+            Endpoint::Embeddings,
+            json!({"model": model, "input": input}),
+            APISchema::AWSBedrock,
+        );
+        assert_eq!(err.status(), 422, "{err}");
+        assert!(err.to_string().contains(says), "{err}");
+    }
+    let err = refusal(
+        Endpoint::Embeddings,
+        json!({"model": titan, "input": "a", "encoding_format": "hex"}),
+        APISchema::AWSBedrock,
+    );
+    assert_eq!(err.status(), 400, "{err}");
+}

@@ -7,6 +7,8 @@ use aixds::extproc::translate::{
     ClientSchema, Endpoint, Target, TranslateError, Usage, VertexLocation, parse_request,
     translate_error, translate_request,
 };
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
 use super::translate::{CREATED, feed_whole, parse, sse, translator};
@@ -913,4 +915,68 @@ fn vertex_provider_fixtures_translate_for_both_clients() {
     ))
     .expect("JSON");
     assert_eq!(got["error"]["type"], "invalid_request_error");
+}
+
+/// OpenAI embeddings reach Google's embedding models at `predict`, one instance per text, and
+/// come back as the OpenAI list the client asked for, with the instances' tokens as usage.
+#[test]
+fn openai_embeddings_to_vertex_predict_and_back() {
+    let (path, body) = translate(
+        Endpoint::Embeddings,
+        json!({"model": "text-embedding-005", "input": ["a b", "c"], "dimensions": 64,
+               "task_type": "RETRIEVAL_QUERY", "user": "u1"}),
+        APISchema::GCPVertexAI,
+    );
+    assert_eq!(
+        path,
+        "/v1/projects/my-project/locations/us-central1/publishers/google/models/\
+         text-embedding-005:predict"
+    );
+    assert_eq!(
+        body,
+        json!({"instances": [{"content": "a b", "task_type": "RETRIEVAL_QUERY"},
+                             {"content": "c", "task_type": "RETRIEVAL_QUERY"}],
+               "parameters": {"outputDimensionality": 64}})
+    );
+    let (_, body) = translate(
+        Endpoint::Embeddings,
+        json!({"model": "text-embedding-005", "input": "a"}),
+        APISchema::GCPVertexAI,
+    );
+    assert_eq!(body, json!({"instances": [{"content": "a"}]}));
+
+    let answer = json!({"predictions": [
+        {"embeddings": {"values": [0.5, 1.0], "statistics": {"truncated": false, "token_count": 2}}},
+        {"embeddings": {"values": [-1.0, 0.0], "statistics": {"truncated": false, "token_count": 1.0}}}
+    ], "metadata": {"billableCharacterCount": 4}});
+    let mut t = translator(Endpoint::Embeddings, APISchema::GCPVertexAI, false)
+        .model("text-embedding-005")
+        .base64_embeddings(true);
+    let out = feed_whole(&mut t, answer.to_string().as_bytes());
+    let out: Value = serde_json::from_slice(&out).expect("JSON");
+    let decoded: Vec<Vec<f32>> = out["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let bytes = STANDARD.decode(d["embedding"].as_str().expect("base64")).unwrap();
+            bytes.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+        })
+        .collect();
+    assert_eq!(decoded, vec![vec![0.5, 1.0], vec![-1.0, 0.0]]);
+    assert_eq!(out["usage"], json!({"prompt_tokens": 3, "total_tokens": 3}));
+    assert_eq!((out["model"].as_str(), t.usage().input), (Some("text-embedding-005"), 3));
+
+    // Token ids cannot be embedded, and a Vertex backend without a location has no path.
+    let err = translate_to(
+        Endpoint::Embeddings,
+        &json!({"model": "text-embedding-005", "input": [[1, 2]]}),
+        &schema(APISchema::GCPVertexAI),
+    )
+    .expect_err("refused");
+    assert_eq!(err.status(), 422, "{err}");
+    let req = parse(Endpoint::Embeddings, &json!({"model": "m", "input": "a"}));
+    let err = translate_request(&req, Target::new(&schema(APISchema::GCPVertexAI)), None)
+        .expect_err("no location");
+    assert_eq!(err.status(), 503, "{err}");
 }

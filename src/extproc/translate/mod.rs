@@ -26,7 +26,8 @@
 //! What the hub cannot carry is lost only between families: e.g. Anthropic's cache control
 //! and thinking blocks reach an Anthropic backend intact, but not an OpenAI one. Chat and
 //! messages requests translate between every client and backend family; completions go to
-//! OpenAI-family backends only, embeddings to OpenAI- and Cohere-family ones.
+//! OpenAI-family backends only, embeddings to the families that embed text (OpenAI, Cohere,
+//! Titan on Bedrock, Google's models on Vertex AI).
 
 mod anthropic;
 mod bedrock;
@@ -177,6 +178,15 @@ pub struct ParsedRequest {
     /// Whether an OpenAI client asked for a final usage chunk (`stream_options.include_usage`).
     pub include_usage: bool,
     pub body: Map<String, Value>,
+}
+
+impl ParsedRequest {
+    /// Whether an embeddings client asked for base64 vectors (`encoding_format`), which a
+    /// backend answering floats has to be given.
+    pub fn base64_embeddings(&self) -> bool {
+        self.endpoint == Endpoint::Embeddings
+            && self.body.get("encoding_format").and_then(Value::as_str) == Some("base64")
+    }
 }
 
 /// What to send upstream.
@@ -363,7 +373,16 @@ pub fn translate_request(
         Endpoint::Embeddings => match wire {
             Wire::OpenAI => (openai::path("embeddings", backend, &model), body),
             Wire::Cohere => (cohere::path("embed", backend), cohere::embed::request(body)?),
-            Wire::Anthropic(_) | Wire::Converse | Wire::Gemini => return Err(refused()),
+            // Bedrock's embedding models are on InvokeModel, with bodies of their own.
+            Wire::Converse => {
+                (bedrock::path(&model, "invoke"), bedrock::embed::request(&body, &model)?)
+            }
+            // Vertex AI's Google models embed at `predict`, the Gemini family's host.
+            Wire::Gemini => (
+                vertex::path(target, vertex::Publisher::Google, &model, "predict")?,
+                gemini::embed::request(&body)?,
+            ),
+            Wire::Anthropic(_) => return Err(refused()),
         },
         // The Responses API keeps state and tools of its own that no other family has: it
         // passes, unchanged, to OpenAI-family backends only.

@@ -6,6 +6,8 @@
 //! response and stream are hub objects already. What it knows is its paths, how its streams say
 //! they are complete, and how it writes a stream's events.
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value, json};
 
 use super::sse::SseParser;
@@ -88,6 +90,73 @@ pub fn responses_path(backend: &VersionedAPISchema) -> String {
         return "/openai/v1/responses".to_string();
     }
     path("responses", backend, "")
+}
+
+/// The texts of an embeddings request's `input` (a string or an array of strings), for a backend
+/// of `schema` that embeds text only: token ids are refused.
+pub fn embedding_texts(
+    body: &Map<String, Value>,
+    schema: APISchema,
+) -> Result<Vec<String>, TranslateError> {
+    let text = |v: &Value| v.as_str().map(str::to_string);
+    match body.get("input") {
+        Some(Value::String(s)) => Ok(vec![s.clone()]),
+        Some(Value::Array(items)) if !items.is_empty() && items.iter().all(Value::is_string) => {
+            Ok(items.iter().filter_map(text).collect())
+        }
+        Some(Value::Array(items)) if !items.is_empty() => {
+            Err(TranslateError::Unsupported(format!(
+                "token ids cannot be sent to a backend of schema {schema:?}: it embeds text; send \
+             \"input\" as a string or an array of strings"
+            )))
+        }
+        _ => Err(TranslateError::InvalidRequest(
+            "\"input\" must be a string or a non-empty array of strings".into(),
+        )),
+    }
+}
+
+/// Whether an embeddings request asks for its vectors in base64 (`encoding_format`; floats when
+/// it names none).
+pub fn embedding_base64(body: &Map<String, Value>) -> Result<bool, TranslateError> {
+    match body.get("encoding_format") {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::String(f)) if f == "float" => Ok(false),
+        Some(Value::String(f)) if f == "base64" => Ok(true),
+        Some(_) => Err(TranslateError::InvalidRequest(
+            "\"encoding_format\" must be float or base64".into(),
+        )),
+    }
+}
+
+/// An OpenAI embedding list of `vectors` for `model`, each vector as floats or, when `base64`,
+/// as OpenAI encodes it: base64 of its little-endian float32s.
+pub fn embedding_list(vectors: Vec<Vec<f64>>, model: &str, base64: bool, tokens: u64) -> Value {
+    let data: Vec<Value> = vectors
+        .into_iter()
+        .enumerate()
+        .map(|(index, vector)| {
+            let embedding = if base64 {
+                let bytes: Vec<u8> =
+                    vector.iter().flat_map(|x| (*x as f32).to_le_bytes()).collect();
+                Value::String(STANDARD.encode(bytes))
+            } else {
+                json!(vector)
+            };
+            json!({"object": "embedding", "index": index, "embedding": embedding})
+        })
+        .collect();
+    json!({
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    })
+}
+
+/// The numbers of a JSON array of numbers, or `None` if it is not one.
+pub fn vector(v: &Value) -> Option<Vec<f64>> {
+    v.as_array()?.iter().map(Value::as_f64).collect()
 }
 
 /// Usage of a whole response body.

@@ -42,6 +42,8 @@ struct Settings {
     created: u64,
     /// The model asked for, for backends whose answers do not name it.
     model: String,
+    /// Whether an embeddings client wants base64 vectors from a backend that answers floats.
+    base64_embeddings: bool,
 }
 
 /// What comes off a backend's stream before its family's decoder (or the passthrough) reads it.
@@ -123,6 +125,7 @@ pub fn response_translator(
         include_usage: false,
         created,
         model: String::new(),
+        base64_embeddings: false,
     })
 }
 
@@ -185,6 +188,14 @@ impl ResponseTranslator {
     /// ([`super::ParsedRequest::include_usage`]); without it that chunk is withheld.
     pub fn include_usage(mut self, include: bool) -> Self {
         self.settings.include_usage = include;
+        ResponseTranslator::new(self.settings)
+    }
+
+    /// Whether the client asked for base64 embeddings
+    /// ([`super::ParsedRequest::base64_embeddings`]), which backends that answer floats
+    /// (Bedrock's Titan, Vertex AI) are encoded into.
+    pub fn base64_embeddings(mut self, base64: bool) -> Self {
+        self.settings.base64_embeddings = base64;
         ResponseTranslator::new(self.settings)
     }
 
@@ -254,10 +265,24 @@ impl ResponseTranslator {
                         Wire::Anthropic(_) => {
                             anthropic::response::to_chat(&v, self.settings.created)
                         }
+                        // Embeddings are the only other endpoint these families serve a client
+                        // of another family: their OpenAI list is what the client gets.
+                        Wire::Converse if self.settings.endpoint == Endpoint::Embeddings => {
+                            bedrock::embed::to_openai(
+                                &v,
+                                &self.settings.model,
+                                self.settings.base64_embeddings,
+                            )?
+                        }
                         Wire::Converse => bedrock::response::to_chat(&v, &self.settings.answer())?,
+                        Wire::Gemini if self.settings.endpoint == Endpoint::Embeddings => {
+                            gemini::embed::to_openai(
+                                &v,
+                                &self.settings.model,
+                                self.settings.base64_embeddings,
+                            )?
+                        }
                         Wire::Gemini => gemini::response::to_chat(&v, self.settings.created),
-                        // Embeddings are the only other endpoint Cohere serves a client of
-                        // another family: their OpenAI list is what the client gets.
                         Wire::Cohere if self.settings.endpoint == Endpoint::Embeddings => {
                             cohere::embed::to_openai(&v, &self.settings.model)?
                         }

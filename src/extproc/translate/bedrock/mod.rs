@@ -4,6 +4,7 @@
 //! AWS event-stream framing, and error bodies `{"message": ...}` whose type is in the
 //! `x-amzn-errortype` header.
 
+pub mod embed;
 pub mod invoke;
 pub mod request;
 pub mod response;

@@ -7,6 +7,7 @@
 //! would change what the client gets back (audio or file ids, non-function tools, recursive
 //! schemas). Thought summaries in a response are not passed on.
 
+pub mod embed;
 pub mod request;
 pub mod response;
 pub mod schema;
