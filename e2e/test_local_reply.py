@@ -123,23 +123,25 @@ def test_an_unknown_path_is_a_404_in_the_format_of_its_api(clients, gw):
     """Paths the gateway serves no API at: a 404 in OpenAI's format, or Anthropic's for a path
     under Anthropic's API (`/v1/messages/...`, `/anthropic/...`), naming the paths it serves."""
     with pytest.raises(openai.NotFoundError) as err:
-        clients[0].responses.create(model="ok", input="hi")
+        clients[0].batches.create(completion_window="24h", endpoint="/v1/chat/completions",
+                                  input_file_id="file-1")
     assert err.value.response.headers["content-type"] == "application/json"
     assert err.value.type == "not_found_error"
-    assert "/v1/responses" in err.value.body["message"]
+    assert "/v1/batches" in err.value.body["message"]
     assert "/v1/chat/completions" in err.value.body["message"]
 
     with pytest.raises(anthropic.NotFoundError) as err:
-        clients[1].messages.count_tokens(model="ok", messages=MESSAGES)
+        clients[1].messages.batches.create(requests=[{"custom_id": "a", "params": {
+            "model": "ok", "max_tokens": 8, "messages": MESSAGES}}])
     assert err.value.response.headers["content-type"] == "application/json"
     assert err.value.body["type"] == "error", err.value.body
     assert err.value.type == "not_found_error"
-    assert "/v1/messages/count_tokens" in err.value.api_message
+    assert "/v1/messages/batches" in err.value.api_message
 
     anthropic_prefix = anthropic.Anthropic(base_url=f"{gw.base_url}/anthropic", api_key="k",
                                            max_retries=0)
     with pytest.raises(anthropic.NotFoundError) as err:
-        anthropic_prefix.models.list()
+        anthropic_prefix.beta.files.list()
     assert err.value.body["type"] == "error", err.value.body
 
 
