@@ -12,7 +12,7 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from conftest import openai_backend
+from conftest import REPO, free_port, openai_backend
 from fakeserver import embedding_vector
 
 ACCESS_KEY = "AKIDBEDROCKE2E"
@@ -227,3 +227,29 @@ def test_openai_sdk_embeddings_from_titan(bedrock):
         client.embeddings.create(model="titan", input=["a", "b"])
     assert "one text per request" in err.value.message
     assert len(calls(server, "/invoke")) == len(sent)
+
+
+def test_the_aws_manifest_set_runs_as_written(providers, gateway):
+    """tests/fixtures/manifests/aws as a user applies it, with only the fake's address in place of
+    Bedrock's (plain HTTP: its TLS policy left out) and the listener on a free port: the fake
+    checks signatures with the set's own (AWS's documented example) keys."""
+    server = providers("bedrock", "bedrock-a", "--access-key-id", "AKIAIOSFODNN7EXAMPLE",
+                       "--secret-access-key", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+                       "--region", "us-east-1")
+    port = free_port()
+    text = (REPO / "tests/fixtures/manifests/aws/bedrock.yaml").read_text()
+    documents = [d for d in text.split("\n---\n") if "kind: BackendTLSPolicy" not in d]
+    text = ("\n---\n".join(documents)
+            .replace("port: 8080", f"port: {port}")
+            .replace("- fqdn:\n        hostname: bedrock-runtime.us-east-1.amazonaws.com\n        port: 443",
+                     f"- ip:\n        address: {server.host}\n        port: {server.port}"))
+    assert str(server.port) in text
+    gw = gateway(text, port=port)
+    gw.wait_serving("us.amazon.nova-micro-v1:0")
+    reply = openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key="k", max_retries=0) \
+        .chat.completions.create(model="us.amazon.nova-micro-v1:0", messages=MESSAGES)
+    assert reply.choices[0].message.content == "Hello from bedrock-a"
+    message = anthropic.Anthropic(base_url=gw.base_url, api_key="k", max_retries=0) \
+        .messages.create(model="claude-haiku", max_tokens=64, messages=MESSAGES)
+    assert message.content[0].text == "Hello from bedrock-a"
+    assert calls(server, "/invoke")[-1]["path"].startswith("/model/anthropic.claude-3-5-haiku")

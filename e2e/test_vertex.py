@@ -10,9 +10,10 @@ import struct
 import anthropic
 import openai
 import pytest
+import yaml
 from pydantic import BaseModel
 
-from conftest import free_port, openai_backend
+from conftest import REPO, free_port, openai_backend
 from fakeserver import embedding_vector
 from google_token import write_service_account
 
@@ -239,3 +240,36 @@ def test_openai_sdk_embeddings_from_vertex(vertex):
          "parameters": {"outputDimensionality": 64}},
         {"instances": [{"content": "hello", "task_type": "RETRIEVAL_QUERY"}]}]
     assert all(r["path"] == f"{VERTEX_PREFIX}/google/models/text-embedding-005:predict" for r in sent)
+
+
+def test_the_gcp_manifest_set_runs_as_written(tmp_path, providers, gateway):
+    """tests/fixtures/manifests/gcp as a user applies it, with only the fake's address in place of
+    Vertex AI's and of Google's token endpoint (plain HTTP: the TLS policy left out) and the
+    listener on a free port: the fake issues tokens for the set's own service account key and
+    checks the set's project and region in every path."""
+    text = (REPO / "tests/fixtures/manifests/gcp/vertex.yaml").read_text()
+    secret = next(d for d in yaml.safe_load_all(text) if d and d["kind"] == "Secret")
+    account = json.loads(secret["stringData"]["service_account.json"])
+    port = free_port()
+    account["token_uri"] = f"http://127.0.0.1:{port}/token"
+    key_path = tmp_path / "set_account.json"
+    key_path.write_text(json.dumps(account))
+    server = providers("vertex", "vertex-a", "--service-account", str(key_path),
+                       "--project", "my-project", "--location", "us-east5", port=port)
+    listener = free_port()
+    documents = [d for d in text.split("\n---\n") if "kind: BackendTLSPolicy" not in d]
+    text = ("\n---\n".join(documents)
+            .replace("port: 8080", f"port: {listener}")
+            .replace("https://oauth2.googleapis.com/token", account["token_uri"])
+            .replace("- fqdn:\n        hostname: us-east5-aiplatform.googleapis.com\n        port: 443",
+                     f"- ip:\n        address: {server.host}\n        port: {server.port}"))
+    assert f"port: {server.port}" in text and account["token_uri"] in text
+    gw = gateway(text, port=listener)
+    gw.wait_serving("gemini-2.5-flash")
+    reply = openai_client(gw).chat.completions.create(model="gemini-2.5-flash", messages=MESSAGES)
+    assert reply.choices[0].message.content == "Hello from vertex-a"
+    message = anthropic_client(gw).messages.create(model="claude-sonnet", max_tokens=64,
+                                                   messages=MESSAGES)
+    assert message.content[0].text == "Hello from vertex-a"
+    assert calls(server, "rawPredict")[-1]["path"] == \
+        "/v1/projects/my-project/locations/us-east5/publishers/anthropic/models/claude-sonnet-4@20250514:rawPredict"
