@@ -3,11 +3,16 @@ an AIServiceBackend, reached by both official SDKs. Anthropic requests are trans
 before the pool's endpoint picker (the pool phase) and their responses translated back, plain
 and streamed. Simulated model servers on 127.0.0.2 and 127.0.0.3 stand in for the pool's pods."""
 
+import json
+import socket
+import subprocess
+import time
+
 import anthropic
 import openai
 import pytest
 
-from conftest import free_port_on
+from conftest import envoy_bin, free_port_on
 from test_translation import MESSAGES
 
 PODS = ["127.0.0.2", "127.0.0.3"]
@@ -129,3 +134,97 @@ def test_a_pod_that_resets_is_a_typed_error_for_both_sdks(pool, stream):
     assert err.value.response.headers["retry-after"] == "1"
     assert err.value.body["type"] == "error", err.value.body
     assert err.value.type == "overloaded_error"
+
+
+H2C_POD = "127.0.0.4"
+H2C_ANSWER = {"id": "chatcmpl-h2c", "object": "chat.completion", "created": 1, "model": "h2c-model",
+              "choices": [{"index": 0, "finish_reason": "stop",
+                           "message": {"role": "assistant", "content": "served over h2c"}}],
+              "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}}
+
+
+def h2c_only_server(tmp_path, port):
+    """A model server that speaks only HTTP/2 with prior knowledge (an Envoy with an HTTP/2
+    codec and a fixed answer, naming the protocol it was asked in): an HTTP/1.1 request to it is
+    a protocol error."""
+    config = {"static_resources": {"listeners": [{
+        "name": "pod", "address": {"socket_address": {"address": H2C_POD, "port_value": port}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": "pod", "codec_type": "HTTP2",
+                "route_config": {"virtual_hosts": [{"name": "pod", "domains": ["*"], "routes": [{
+                    "match": {"prefix": "/"},
+                    "direct_response": {"status": 200, "body": {"inline_string": json.dumps(H2C_ANSWER)}},
+                    "response_headers_to_add": [
+                        {"header": {"key": "x-pod-protocol", "value": "%PROTOCOL%"}},
+                        {"header": {"key": "content-type", "value": "application/json"}}]}]}]},
+                "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}]}]}]}}
+    path = tmp_path / "h2c-pod.json"
+    path.write_text(json.dumps(config))
+    proc = subprocess.Popen([envoy_bin(), "-c", str(path), "--disable-hot-restart",
+                             "--concurrency", "1", "--log-level", "error"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex((H2C_POD, port)) == 0:
+                return proc
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("the h2c model server did not start")
+
+
+def h2c_manifests():
+    pools = "".join(f"""---
+apiVersion: inference.networking.k8s.io/v1
+kind: InferencePool
+metadata: {{name: {name}, namespace: default}}
+spec:
+  selector: {{matchLabels: {{app: h2c}}}}
+  targetPorts: [{{number: {{port}}}}]
+{protocol}""" for name, protocol in (("h2c-pool", "  appProtocol: kubernetes.io/h2c\n"),
+                                     ("http-pool", "")))
+    return f"""---
+apiVersion: v1
+kind: Pod
+metadata: {{name: h2c-0, namespace: default, labels: {{app: h2c}}}}
+status: {{podIP: "{H2C_POD}", conditions: [{{type: Ready, status: "True"}}]}}
+{pools}---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIGatewayRoute
+metadata: {{name: h2c, namespace: default}}
+spec:
+  rules:
+  - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: over-h2c}}]}}]
+    backendRefs: [{{name: h2c-pool, group: inference.networking.k8s.io, kind: InferencePool}}]
+  - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: over-http}}]}}]
+    backendRefs: [{{name: http-pool, group: inference.networking.k8s.io, kind: InferencePool}}]
+"""
+
+
+def test_a_pool_of_app_protocol_h2c_is_reached_over_http2(tmp_path, gateway):
+    """`appProtocol: kubernetes.io/h2c` (GIE's InferencePoolAppProtocol): the pool's model
+    servers are spoken to in HTTP/2 with prior knowledge; the same server in a pool without it
+    gets HTTP/1.1, which it cannot read."""
+    port = free_port_on(H2C_POD)
+    pod = h2c_only_server(tmp_path, port)
+    try:
+        gw = gateway(h2c_manifests().replace("{port}", str(port)))
+        gw.wait_serving("over-h2c")
+        client = openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key="k", max_retries=0)
+        raw = client.chat.completions.with_raw_response.create(model="over-h2c", messages=MESSAGES)
+        assert raw.headers["x-pod-protocol"] == "HTTP/2"
+        assert raw.parse().choices[0].message.content == "served over h2c"
+        message = anthropic.Anthropic(base_url=gw.base_url, api_key="k", max_retries=0) \
+            .messages.create(model="over-h2c", max_tokens=16, messages=MESSAGES)
+        assert message.content[0].text == "served over h2c"
+
+        with pytest.raises(openai.APIStatusError) as err:
+            client.chat.completions.create(model="over-http", messages=MESSAGES)
+        assert err.value.status_code in (502, 503), err.value
+    finally:
+        pod.kill()
+        pod.wait()

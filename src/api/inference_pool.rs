@@ -75,8 +75,35 @@ pub struct PoolParentStatus {
     pub conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
 }
 
+/// `appProtocol` `kubernetes.io/h2c`: HTTP/2 over cleartext, with prior knowledge.
+pub const H2C_APP_PROTOCOL: &str = "kubernetes.io/h2c";
+
+/// The protocol of a pool's model servers, as its `appProtocol` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppProtocol {
+    /// `http`, or no `appProtocol`: HTTP/1.1.
+    Http,
+    /// `kubernetes.io/h2c`.
+    H2c,
+}
+
 impl InferencePoolSpec {
+    /// The protocol its model servers speak (HTTP/1.1 for a value [`Self::validate`] refuses).
+    pub fn app_protocol(&self) -> AppProtocol {
+        match self.app_protocol.as_deref() {
+            Some(H2C_APP_PROTOCOL) => AppProtocol::H2c,
+            _ => AppProtocol::Http,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(p) =
+            self.app_protocol.as_deref().filter(|p| !["http", H2C_APP_PROTOCOL].contains(p))
+        {
+            return Err(format!(
+                "spec.appProtocol {p:?} is not one of \"http\" and \"{H2C_APP_PROTOCOL}\""
+            ));
+        }
         if self.selector.match_labels.is_empty() {
             return Err("spec.selector.matchLabels is empty: it would select no pods".into());
         }

@@ -16,7 +16,8 @@
 //!
 //! A Backend on port 443 gets upstream TLS, verified against the system CAs and the hostname.
 //! An AIServiceBackend's cluster speaks HTTP/1.1 through the translation ext_proc's upstream
-//! phase (see [`super::extproc`]).
+//! phase (see [`super::extproc`]); a pool's speaks its `appProtocol` (`kubernetes.io/h2c`:
+//! HTTP/2 with prior knowledge).
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -37,10 +38,14 @@ use envoy_types::pb::google::protobuf::{Duration, Struct, UInt32Value, Value, va
 use envoy_types::util::pack_any;
 use prost::{Message, Name};
 
+use super::extproc::UpstreamHttp;
 use super::{
     BODY_BUFFER_LIMIT, ads_config_source, canonical, endpoint, extproc, picker, resource_from_bytes,
 };
-use crate::api::{BackendEndpoint, BackendSpec, FailureMode, Kind, ObjectKey, Spec};
+use crate::api::{
+    AppProtocol, BackendEndpoint, BackendSpec, FailureMode, InferencePoolSpec, Kind, ObjectKey,
+    Spec,
+};
 use crate::graph::{Graph, Node, RefKind};
 use crate::xds::Resource;
 
@@ -193,25 +198,26 @@ pub(super) fn backend(graph: &Graph, key: &ObjectKey) -> Option<Compiled> {
     };
     let metadata = [("backend", key.path()), ("schema", schema)];
     let mut sources = vec![key.clone(), target.key.clone()];
-    let (mut cluster, cla, cla_sources) = match target.object.as_deref().map(|o| &o.spec) {
+    let (mut cluster, cla, cla_sources, protocol) = match target.object.as_deref().map(|o| &o.spec)
+    {
         Some(Spec::Backend(spec)) => {
             let tls = tls_policy(graph, &target.key);
             sources.extend(tls.map(|(policy, _)| policy.clone()));
             let sni = tls.map(|(_, hostname)| hostname);
             let (cluster, cla) = envoy_backend(&name, spec, sni);
-            (cluster, cla, sources.clone())
+            (cluster, cla, sources.clone(), UpstreamHttp::Http1)
         }
         Some(Spec::InferencePool(pool)) => {
             let (cla, pods) = endpoint::pool(&name, graph, &target.key, pool);
             let cla_sources = sources.iter().cloned().chain(pods).collect();
-            (pool_eds_cluster(&name), Some(cla), cla_sources)
+            (pool_eds_cluster(&name), Some(cla), cla_sources, pool_protocol(pool))
         }
         _ => return None,
     };
     // Every attempt to this backend passes the translation ext_proc's upstream phase.
     cluster.typed_extension_protocol_options = HashMap::from([(
         extproc::HTTP_PROTOCOL_OPTIONS.to_string(),
-        extproc::upstream_protocol_options(&name, false),
+        extproc::upstream_protocol_options(&name, false, protocol),
     )]);
     cluster.per_connection_buffer_limit_bytes = Some(UInt32Value { value: BODY_BUFFER_LIMIT });
     Some(Compiled {
@@ -332,7 +338,7 @@ pub(super) fn fallback(graph: &Graph, name: &str, members: &[Member]) -> Option<
         transport_socket_matches: tls_matches,
         typed_extension_protocol_options: HashMap::from([(
             extproc::HTTP_PROTOCOL_OPTIONS.to_string(),
-            extproc::upstream_protocol_options(name, true),
+            extproc::upstream_protocol_options(name, true, UpstreamHttp::Http1),
         )]),
         per_connection_buffer_limit_bytes: Some(UInt32Value { value: BODY_BUFFER_LIMIT }),
         ..Default::default()
@@ -352,6 +358,14 @@ fn is_pipe(e: &LbEndpoint) -> bool {
     )
 }
 
+/// The HTTP version of a pool's model servers: its `appProtocol`, HTTP/1.1 by default.
+fn pool_protocol(pool: &InferencePoolSpec) -> UpstreamHttp {
+    match pool.app_protocol() {
+        AppProtocol::Http => UpstreamHttp::Http1,
+        AppProtocol::H2c => UpstreamHttp::H2c,
+    }
+}
+
 /// The cluster of an InferencePool named directly by an accepted route.
 pub(super) fn pool(graph: &Graph, key: &ObjectKey) -> Option<Compiled> {
     let Spec::InferencePool(pool) = &graph.object(key)?.spec else { return None };
@@ -368,7 +382,7 @@ pub(super) fn pool(graph: &Graph, key: &ObjectKey) -> Option<Compiled> {
     let mut cluster = pool_eds_cluster(&name);
     cluster.typed_extension_protocol_options = HashMap::from([(
         extproc::HTTP_PROTOCOL_OPTIONS.to_string(),
-        extproc::upstream_protocol_options(&name, false),
+        extproc::upstream_protocol_options(&name, false, pool_protocol(pool)),
     )]);
     cluster.per_connection_buffer_limit_bytes = Some(UInt32Value { value: BODY_BUFFER_LIMIT });
     Some(Compiled {

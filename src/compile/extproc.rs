@@ -7,7 +7,7 @@
 
 use envoy_types::pb::envoy::config::common::mutation_rules::v3::HeaderMutationRules;
 use envoy_types::pb::envoy::config::core::v3::{
-    GrpcService, HeaderValue, Http1ProtocolOptions, grpc_service,
+    GrpcService, HeaderValue, Http1ProtocolOptions, Http2ProtocolOptions, grpc_service,
 };
 use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::{
     ExtProcPerRoute, ExternalProcessor, MetadataOptions, ProcessingMode, ext_proc_per_route,
@@ -117,12 +117,24 @@ pub(super) fn off() -> Any {
     pack_any(ExtProcPerRoute { r#override: Some(ext_proc_per_route::Override::Disabled(true)) })
 }
 
-/// HTTP/1.1 to the backend, through the upstream-phase ext_proc: the request headers and whole
-/// body (translated per attempt), the response headers and the body as it streams.
+/// The HTTP version a cluster speaks to its endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum UpstreamHttp {
+    Http1,
+    /// HTTP/2 without TLS, with prior knowledge: an InferencePool's `kubernetes.io/h2c`.
+    H2c,
+}
+
+/// `protocol` to the backend, through the upstream-phase ext_proc: the request headers and
+/// whole body (translated per attempt), the response headers and the body as it streams.
 ///
 /// A fallback cluster (`fallback`) has several backends: its filter also sends the picked
 /// endpoint's backendRef id ([`ROUTE_BACKEND_ATTRIBUTE`]) with the request headers.
-pub(super) fn upstream_protocol_options(cluster: &str, fallback: bool) -> Any {
+pub(super) fn upstream_protocol_options(
+    cluster: &str,
+    fallback: bool,
+    protocol: UpstreamHttp,
+) -> Any {
     let metadata = vec![HeaderValue {
         key: BACKEND_METADATA.into(),
         value: cluster.into(),
@@ -169,11 +181,18 @@ pub(super) fn upstream_protocol_options(cluster: &str, fallback: bool) -> Any {
         upstream_protocol_options: Some(
             http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
                 http_protocol_options::ExplicitHttpConfig {
-                    protocol_config: Some(
-                        http_protocol_options::explicit_http_config::ProtocolConfig::HttpProtocolOptions(
-                            Http1ProtocolOptions::default(),
-                        ),
-                    ),
+                    protocol_config: Some(match protocol {
+                        UpstreamHttp::Http1 => {
+                            http_protocol_options::explicit_http_config::ProtocolConfig::HttpProtocolOptions(
+                                Http1ProtocolOptions::default(),
+                            )
+                        }
+                        UpstreamHttp::H2c => {
+                            http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
+                                Http2ProtocolOptions::default(),
+                            )
+                        }
+                    }),
                 },
             ),
         ),

@@ -319,3 +319,24 @@ fn cohere_backends_are_accepted_for_the_api_version_aixds_speaks() {
         "{accepted:?}"
     );
 }
+
+/// GIE v1's app protocols are `http` and `kubernetes.io/h2c`: a pool naming another is not
+/// accepted, and says which it takes.
+#[test]
+fn a_pool_of_unknown_app_protocol_is_not_accepted() {
+    for (protocol, accepted) in [("http", true), ("kubernetes.io/h2c", true), ("grpc", false)] {
+        let mut graph = Graph::new();
+        graph.apply(parse(&format!(
+            "apiVersion: inference.networking.k8s.io/v1\nkind: InferencePool\n\
+             metadata: {{name: p, namespace: default}}\n\
+             spec: {{selector: {{matchLabels: {{app: x}}}}, targetPorts: [{{number: 8000}}], \
+             appProtocol: {protocol}}}\n"
+        )));
+        let node = graph.node(&key(Kind::InferencePool, "default", "p")).unwrap();
+        assert_eq!(node.accepted(), accepted, "{protocol}: {:?}", node.conditions());
+        if !accepted {
+            let c = node.conditions().iter().find(|c| c.type_ == ConditionType::Accepted).unwrap();
+            assert!(c.message.contains("kubernetes.io/h2c"), "{}", c.message);
+        }
+    }
+}
