@@ -162,6 +162,13 @@ def test_anthropic_sdk_on_converse_and_invoke_model(bedrock):
         block = next(b for b in message.content if b.type == "tool_use")
         assert (block.name, block.input) == ("get_weather", {"city": "Paris"})
 
+    # A beta the client asks for in its header reaches InvokeModel in the body, where Bedrock
+    # reads it.
+    message = client.beta.messages.create(model="claude", max_tokens=64, messages=MESSAGES,
+                                          betas=["token-efficient-tools-2025-02-19"])
+    assert message.content[0].text == "Hello from bedrock-a"
+    assert calls(server, "/invoke")[-1]["body"]["anthropic_beta"] == ["token-efficient-tools-2025-02-19"]
+
     invoked = calls(server, "/invoke") + calls(server, "/invoke-with-response-stream")
     assert {r["path"].split("/")[2] for r in invoked} == {CLAUDE_ID.replace(":", "%3A")} or \
         {r["path"].split("/")[2] for r in invoked} == {CLAUDE_ID}

@@ -237,7 +237,9 @@ impl UpstreamPhase {
         let route = self.route_backend();
         let translated = parse_request(endpoint, body).and_then(|parsed| {
             let model_override = route.and_then(|r| r.model_name_override.as_deref());
-            let translated = translate_request(&parsed, backend.target(), model_override)?;
+            let target =
+                backend.target().with_anthropic_beta(find(&self.headers, "anthropic-beta"));
+            let translated = translate_request(&parsed, target, model_override)?;
             Ok((parsed, translated))
         });
         let (parsed, translated) = match translated {

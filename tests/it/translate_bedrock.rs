@@ -1141,3 +1141,35 @@ fn openai_embeddings_to_titan_and_back() {
     );
     assert_eq!(err.status(), 400, "{err}");
 }
+
+/// The client's `anthropic-beta` header becomes the `anthropic_beta` list of an InvokeModel
+/// body (Bedrock reads betas there); without one the body has none. Converse takes no betas.
+#[test]
+fn anthropic_beta_headers_reach_invoke_model_in_the_body() {
+    let req = parse(
+        Endpoint::Messages,
+        &json!({"model": MODEL, "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    let schema = backend(APISchema::AWSAnthropic);
+    for (header, betas) in [
+        (
+            Some("token-efficient-tools-2025-02-19, interleaved-thinking-2025-05-14"),
+            Some(json!(["token-efficient-tools-2025-02-19", "interleaved-thinking-2025-05-14"])),
+        ),
+        (Some(" , "), None),
+        (None, None),
+    ] {
+        let t = translate_request(&req, Target::new(&schema).with_anthropic_beta(header), None)
+            .expect("translates");
+        let body: Value = serde_json::from_slice(&t.body).unwrap();
+        assert_eq!(body.get("anthropic_beta"), betas.as_ref(), "{header:?}");
+    }
+    let converse = backend(APISchema::AWSBedrock);
+    let t = translate_request(
+        &req,
+        Target::new(&converse).with_anthropic_beta(Some("token-efficient-tools-2025-02-19")),
+        None,
+    )
+    .expect("translates");
+    assert!(!String::from_utf8_lossy(&t.body).contains("anthropic_beta"));
+}

@@ -301,15 +301,22 @@ pub struct Target<'a> {
     /// The GCP project and region of a Vertex AI backend (`GCPVertexAI`, `GCPAnthropic`), from
     /// its `GCPCredentials` policy.
     pub vertex: Option<VertexLocation<'a>>,
+    /// The client's `anthropic-beta` header, which Bedrock takes in the body instead.
+    pub anthropic_beta: Option<&'a str>,
 }
 
 impl<'a> Target<'a> {
     pub fn new(schema: &'a VersionedAPISchema) -> Self {
-        Target { schema, vertex: None }
+        Target { schema, vertex: None, anthropic_beta: None }
     }
 
     pub fn in_vertex(self, location: VertexLocation<'a>) -> Self {
         Target { vertex: Some(location), ..self }
+    }
+
+    /// The client's `anthropic-beta` header (comma-separated beta names), if it sent one.
+    pub fn with_anthropic_beta(self, header: Option<&'a str>) -> Self {
+        Target { anthropic_beta: header, ..self }
     }
 }
 
@@ -360,7 +367,7 @@ pub fn translate_request(
                 }
                 Wire::Cohere => cohere::path("chat", backend),
             };
-            (path, conversation(client, wire, backend, body, req.stream)?)
+            (path, conversation(client, wire, target, body, req.stream)?)
         }
         Endpoint::Completions => match wire {
             Wire::OpenAI => {
@@ -444,7 +451,7 @@ fn hub(
 fn conversation(
     client: ClientSchema,
     wire: Wire,
-    backend: &VersionedAPISchema,
+    target: Target<'_>,
     body: Map<String, Value>,
     stream: bool,
 ) -> Result<Map<String, Value>, TranslateError> {
@@ -452,12 +459,12 @@ fn conversation(
     if client == ClientSchema::Anthropic
         && let Wire::Anthropic(host) = wire
     {
-        return Ok(envelope(host, backend, body));
+        return Ok(envelope(host, target, body));
     }
     let hub = hub(client, body)?;
     Ok(match wire {
         Wire::OpenAI => openai::request(hub, stream),
-        Wire::Anthropic(host) => envelope(host, backend, anthropic::request::from_chat(hub)?),
+        Wire::Anthropic(host) => envelope(host, target, anthropic::request::from_chat(hub)?),
         Wire::Converse => bedrock::request::from_chat(hub)?,
         Wire::Gemini => gemini::request::from_chat(hub)?,
         Wire::Cohere => cohere::request::from_chat(hub)?,
@@ -467,13 +474,15 @@ fn conversation(
 /// An Anthropic messages request as `host` takes it.
 fn envelope(
     host: AnthropicHost,
-    backend: &VersionedAPISchema,
+    target: Target<'_>,
     body: Map<String, Value>,
 ) -> Map<String, Value> {
     match host {
         AnthropicHost::Anthropic => body,
-        AnthropicHost::Bedrock => bedrock::invoke::envelope(body, backend),
-        AnthropicHost::Vertex => vertex::anthropic_body(body, backend),
+        AnthropicHost::Bedrock => {
+            bedrock::invoke::envelope(body, target.schema, target.anthropic_beta)
+        }
+        AnthropicHost::Vertex => vertex::anthropic_body(body, target.schema),
     }
 }
 

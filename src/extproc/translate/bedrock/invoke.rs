@@ -18,12 +18,27 @@ use crate::extproc::translate::stream::Hub;
 /// The `anthropic_version` Bedrock documents, used when the backend's schema names none.
 pub const DEFAULT_VERSION: &str = "bedrock-2023-05-31";
 
-/// An Anthropic messages request as InvokeModel takes it.
-pub fn envelope(mut body: Map<String, Value>, backend: &VersionedAPISchema) -> Map<String, Value> {
+/// An Anthropic messages request as InvokeModel takes it: no `model` (it is in the path) or
+/// `stream` (the operation says it), the `anthropic_version` of the schema's `version`, and the
+/// client's `anthropic-beta` header as the `anthropic_beta` list Bedrock reads instead.
+pub fn envelope(
+    mut body: Map<String, Value>,
+    backend: &VersionedAPISchema,
+    anthropic_beta: Option<&str>,
+) -> Map<String, Value> {
     body.remove("model");
     body.remove("stream");
     let version = backend.version.as_deref().filter(|v| !v.is_empty()).unwrap_or(DEFAULT_VERSION);
     body.insert("anthropic_version".into(), json!(version));
+    let betas: Vec<&str> = anthropic_beta
+        .into_iter()
+        .flat_map(|h| h.split(','))
+        .map(str::trim)
+        .filter(|b| !b.is_empty())
+        .collect();
+    if !betas.is_empty() {
+        body.insert("anthropic_beta".into(), json!(betas));
+    }
     body
 }
 
