@@ -169,6 +169,14 @@ def test_anthropic_sdk_on_converse_and_invoke_model(bedrock):
     assert message.content[0].text == "Hello from bedrock-a"
     assert calls(server, "/invoke")[-1]["body"]["anthropic_beta"] == ["token-efficient-tools-2025-02-19"]
 
+    # Token counting goes to CountTokens, for the InvokeModel body the request would be.
+    counted = client.messages.count_tokens(model="claude", system="be brief", messages=MESSAGES)
+    assert counted.input_tokens == 7
+    assert calls(server, "/count-tokens")[-1]["path"] == \
+        f"/model/{CLAUDE_ID.replace(':', '%3A')}/count-tokens"
+    with pytest.raises(anthropic.UnprocessableEntityError):
+        client.messages.count_tokens(model="nova", messages=MESSAGES)
+
     invoked = calls(server, "/invoke") + calls(server, "/invoke-with-response-stream")
     assert {r["path"].split("/")[2] for r in invoked} == {CLAUDE_ID.replace(":", "%3A")} or \
         {r["path"].split("/")[2] for r in invoked} == {CLAUDE_ID}

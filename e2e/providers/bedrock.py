@@ -17,6 +17,9 @@ without toolConfig, ... are a 400 ValidationException); `/invoke` (and
 `/invoke-with-response-stream`) takes, for an Anthropic model id (`anthropic.` or `.anthropic.`
 in it), Anthropic's Messages body without `model` and with `anthropic_version:
 "bedrock-2023-05-31"` (or a dated API version, as the anthropic SDK sends), and for `amazon.titan-embed-text-*` a Titan embedding body.
+`/count-tokens` takes `{"input": {"invokeModel": {"body": <base64 of an InvokeModel body>}}}`
+for a bare Anthropic foundation-model id (an inference profile is refused, as Bedrock refuses
+it) and answers `{"inputTokens": n}`.
 
 Replies say "Hello from <id>" (three stream pieces), call the tool that `toolChoice` names or the
 first tool offered until the last message carries a tool result (input {"city": "Paris"}), stop
@@ -57,7 +60,7 @@ from fakeserver import (
 )
 
 ANTHROPIC_VERSION = "bedrock-2023-05-31"
-ROUTE = re.compile(r"^/model/([^/]+)/(converse|converse-stream|invoke|invoke-with-response-stream)$")
+ROUTE = re.compile(r"^/model/([^/]+)/(converse|converse-stream|invoke|invoke-with-response-stream|count-tokens)$")
 AUTHORIZATION = re.compile(
     r"^AWS4-HMAC-SHA256 Credential=([^/,\s]+)/(\d{8})/([^/,\s]+)/([^/,\s]+)/aws4_request,\s*"
     r"SignedHeaders=([a-z0-9;_.-]+),\s*Signature=([0-9a-f]{64})$")
@@ -140,6 +143,9 @@ class BedrockHandler(Handler):
                                 f"simulated failure {status} from {self.server.upstream_id}")
         try:
             body = self.parse_json_object(raw)
+            if operation == "count-tokens":
+                self.send_json(200, {"inputTokens": count_tokens(body, model_id)})
+                return
             if operation.startswith("converse"):
                 validate_converse(body)
             elif is_anthropic(model_id):
@@ -285,6 +291,27 @@ class BedrockHandler(Handler):
                                             f"simulated stream error from {self.server.upstream_id}"))
                 break
         self.end_stream(writer)
+
+
+def count_tokens(body, model_id):
+    """The input tokens of a CountTokens request for an InvokeModel body (`input.invokeModel`)."""
+    if not model_id.startswith("anthropic."):
+        raise Invalid("The provided model doesn't support counting tokens.")
+    check_keys(body, "request", {"input"}, ("input",))
+    request = check_object(body["input"], "input")
+    check_keys(request, "input", {"invokeModel", "converse"}, ())
+    if set(request) != {"invokeModel"}:
+        raise Invalid("input must have exactly one of invokeModel and converse; this fake counts invokeModel")
+    invoke = check_object(request["invokeModel"], "input.invokeModel")
+    check_keys(invoke, "input.invokeModel", {"body"}, ("body",))
+    try:
+        inner = json.loads(base64.b64decode(check_string(invoke["body"], "input.invokeModel.body"), validate=True))
+    except (ValueError, binascii.Error):
+        raise Invalid("input.invokeModel.body is not base64 of a JSON object") from None
+    if not isinstance(inner, dict):
+        raise Invalid("input.invokeModel.body is not base64 of a JSON object")
+    anthropic_messages.validate(inner, ANTHROPIC_VERSION, extra_fields=("anthropic_beta",))
+    return max(1, sum(anthropic_messages.block_words(b) for b in anthropic_messages.prompt_blocks(inner)))
 
 
 def is_anthropic(model_id):

@@ -1173,3 +1173,32 @@ fn anthropic_beta_headers_reach_invoke_model_in_the_body() {
     .expect("translates");
     assert!(!String::from_utf8_lossy(&t.body).contains("anthropic_beta"));
 }
+
+/// Anthropic's token counting reaches Anthropic models on Bedrock as CountTokens of the
+/// InvokeModel body the request would be (base64 under `input.invokeModel`, with the
+/// `max_tokens` InvokeModel requires), and Bedrock's count comes back in Anthropic's shape.
+/// Converse models are not counted.
+#[test]
+fn token_counting_reaches_bedrocks_count_tokens() {
+    let count = json!({"model": MODEL, "system": "be brief",
+                       "messages": [{"role": "user", "content": "hi"}]});
+    let (path, body) = translate(Endpoint::CountTokens, count.clone(), APISchema::AWSAnthropic);
+    assert_eq!(path, "/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/count-tokens");
+    let encoded = body["input"]["invokeModel"]["body"].as_str().expect("base64");
+    assert_eq!(body.as_object().unwrap().len(), 1, "{body}");
+    let inner: Value = serde_json::from_slice(&STANDARD.decode(encoded).unwrap()).unwrap();
+    assert_eq!(
+        inner,
+        json!({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 1, "system": "be brief",
+               "messages": [{"role": "user", "content": "hi"}]})
+    );
+
+    let mut t = translator(Endpoint::CountTokens, APISchema::AWSAnthropic, false);
+    let out = t.feed(br#"{"inputTokens": 12}"#, true).expect("translates");
+    assert_eq!(serde_json::from_slice::<Value>(&out).unwrap(), json!({"input_tokens": 12}));
+    let mut t = translator(Endpoint::CountTokens, APISchema::AWSAnthropic, false);
+    assert_eq!(t.feed(br#"{"tokens": 12}"#, true).expect_err("no count").status(), 502);
+
+    let err = refusal(Endpoint::CountTokens, count, APISchema::AWSBedrock);
+    assert_eq!(err.status(), 422, "{err}");
+}

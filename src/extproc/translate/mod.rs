@@ -408,12 +408,12 @@ pub fn translate_request(
                 vertex::path(target, vertex::Publisher::Anthropic, "count-tokens", "rawPredict")?,
                 vertex::count_tokens_body(body, backend),
             ),
-            // Bedrock counts tokens with a body of its own (CountTokens), not Anthropic's.
-            Wire::OpenAI
-            | Wire::Anthropic(AnthropicHost::Bedrock)
-            | Wire::Converse
-            | Wire::Gemini
-            | Wire::Cohere => {
+            // Bedrock counts tokens of the InvokeModel body it would be sent (CountTokens).
+            Wire::Anthropic(AnthropicHost::Bedrock) => (
+                bedrock::path(&model, "count-tokens"),
+                bedrock::invoke::count_tokens_body(body, backend, target.anthropic_beta)?,
+            ),
+            Wire::OpenAI | Wire::Converse | Wire::Gemini | Wire::Cohere => {
                 return Err(refused());
             }
         },

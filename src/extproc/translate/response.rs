@@ -72,6 +72,10 @@ enum Mode {
         decoder: Decoder,
         encoder: Encoder,
     },
+    /// Bedrock's CountTokens answer → Anthropic's token count, once whole.
+    BedrockTokenCount {
+        body: Vec<u8>,
+    },
 }
 
 /// A backend family's stream decoder.
@@ -149,7 +153,10 @@ impl ResponseTranslator {
             }
         };
         let writer = Writer::of(client).filter(|_| !wire.speaks(client));
+        let bedrock_count = settings.endpoint == Endpoint::CountTokens
+            && wire == Wire::Anthropic(AnthropicHost::Bedrock);
         let mode = match writer {
+            _ if bedrock_count => Mode::BedrockTokenCount { body: Vec::new() },
             None if stream => {
                 Mode::SsePassthrough(SseParser::default(), Passthrough::new(settings.endpoint))
             }
@@ -298,6 +305,13 @@ impl ResponseTranslator {
                         Writer::Anthropic => anthropic::response::from_chat(&hub).0,
                     };
                     out = v.to_string().into_bytes();
+                }
+            }
+            Mode::BedrockTokenCount { body } => {
+                body.extend_from_slice(chunk);
+                if end_of_stream {
+                    out =
+                        bedrock::invoke::token_count(&parse_body(body)?)?.to_string().into_bytes();
                 }
             }
             Mode::Stream { decoder, encoder } => {

@@ -42,6 +42,32 @@ pub fn envelope(
     body
 }
 
+/// An Anthropic token count request as Bedrock's CountTokens takes it: the InvokeModel body
+/// whose input it counts, base64, under `input.invokeModel`. InvokeModel requires `max_tokens`,
+/// which a count does not use: 1 when the client sent none.
+pub fn count_tokens_body(
+    body: Map<String, Value>,
+    backend: &VersionedAPISchema,
+    anthropic_beta: Option<&str>,
+) -> Result<Map<String, Value>, TranslateError> {
+    let mut invoke = envelope(body, backend, anthropic_beta);
+    invoke.entry("max_tokens").or_insert(json!(1));
+    let bytes = serde_json::to_vec(&invoke).map_err(|e| {
+        TranslateError::InvalidRequest(format!("cannot encode the token count request: {e}"))
+    })?;
+    let mut out = Map::new();
+    out.insert("input".into(), json!({"invokeModel": {"body": STANDARD.encode(bytes)}}));
+    Ok(out)
+}
+
+/// CountTokens' `{"inputTokens": n}` → Anthropic's `{"input_tokens": n}`.
+pub fn token_count(v: &Value) -> Result<Value, TranslateError> {
+    let n = v.get("inputTokens").and_then(Value::as_u64).ok_or_else(|| {
+        TranslateError::Upstream("the CountTokens answer has no \"inputTokens\"".into())
+    })?;
+    Ok(json!({"input_tokens": n}))
+}
+
 /// InvokeModelWithResponseStream's frames → Anthropic's server-sent events, as they complete.
 /// An exception frame becomes Anthropic's `error` event.
 #[derive(Debug, Default)]
