@@ -13,7 +13,7 @@ Backend, UNITS_PER_FILE units per file) and an Envoy bootstrapped by `aixds boot
 - edits: each rewrites one file (temp file + rename) so that one route matches a fresh model
   name, and polls that model over one keep-alive connection until the first 200. Time is from
   just before the write to the 200. Edits are spaced so that each is its own batch;
-- aixds' own batch time per edit, from its log ("applied manifest changes ... micros=").
+- aixds' own batch time per edit, from its log ("applied source changes ... micros=").
 
 Loopback only; every wait is bounded.
 """
@@ -277,7 +277,7 @@ def run_size(args, units):
             assert status == 200, status
 
         with open(log_path) as f:
-            batches_before = sum("applied manifest changes" in line for line in f)
+            batches_before = sum("applied source changes" in line for line in f)
         latencies, polls, wall_starts = [], [], []
         for e in range(args.edits):
             unit = (e * 7919 + 13) % units
@@ -307,7 +307,7 @@ def run_size(args, units):
         batches = []
         with open(log_path) as f:
             for line in f:
-                if "applied manifest changes" in line:
+                if "applied source changes" in line:
                     line = ANSI.sub("", line)
                     found = re.search(r"micros=(\d+)", line)
                     logged = datetime.datetime.fromisoformat(line.split()[0]).timestamp()

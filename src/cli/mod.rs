@@ -319,7 +319,9 @@ impl EnvoyTlsArgs {
     }
 }
 
-/// A burst of source events is one batch once this long passes without events...
+/// A burst of source events that may be half done (a file still being written) is one batch
+/// once this long passes without events (complete ones wake the batch at once, see
+/// `source::debounce`)...
 const BATCH_DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(20);
 /// ...or this long after its first event.
 const BATCH_MAX_DELAY: std::time::Duration = std::time::Duration::from_millis(200);

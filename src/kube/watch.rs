@@ -49,7 +49,7 @@ use super::rbac::{WATCHED, Watched};
 use super::{KubeOptions, is_not_found};
 use crate::admin::RunMetrics;
 use crate::api::{self, Kind, Object, ObjectKey, ParseOutcome};
-use crate::source::Change;
+use crate::source::{Change, Event};
 
 /// Where one kind's watch stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,7 +99,8 @@ struct Shared {
     /// Kinds whose CRD went missing (`true`) or came back (`false`) since the last batch.
     missing: Mutex<BTreeMap<Kind, bool>>,
     states: watch::Sender<BTreeMap<Kind, KindState>>,
-    wake: mpsc::UnboundedSender<()>,
+    /// Every event from the API server is a whole object: settled.
+    wake: mpsc::UnboundedSender<Event>,
     metrics: Arc<RunMetrics>,
     served: Served,
 }
@@ -111,12 +112,12 @@ impl Shared {
 
     fn push(&self, key: ObjectKey, change: Pending) {
         self.pending().insert(key, change);
-        let _ = self.wake.send(());
+        let _ = self.wake.send(Event::Settled);
     }
 
     fn set_missing(&self, kind: Kind, missing: bool) {
         self.missing.lock().unwrap_or_else(|e| e.into_inner()).insert(kind, missing);
-        let _ = self.wake.send(());
+        let _ = self.wake.send(Event::Settled);
     }
 
     /// Sets the kind's state and tells `/readyz` what, if anything, keeps the watches from being
@@ -152,8 +153,9 @@ pub struct KubeSource {
 }
 
 impl KubeSource {
-    /// Starts one watch per kind. Bursts of events wake [`KubeSource::next_wake`] once, after
-    /// `quiet` without events or `max_delay` after the first.
+    /// Starts one watch per kind. Bursts of events wake [`KubeSource::next_wake`] once (see
+    /// [`crate::source::debounce`]): objects are whole, so a change wakes it at once, and one
+    /// that keeps coming at most `max_delay` after the first.
     pub async fn start(
         opts: &KubeOptions,
         metrics: Arc<RunMetrics>,

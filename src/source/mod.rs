@@ -7,7 +7,7 @@ mod manifest;
 mod watch;
 
 pub use manifest::{FileError, Location, ManifestSet, Merged, Skipped};
-pub use watch::{debounce, watch};
+pub use watch::{Event, debounce, watch};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -74,8 +74,9 @@ pub enum Feed {
 
 impl Feed {
     /// Reads the files (a missing root is an error) and starts watching them, or starts the
-    /// Kubernetes watches. Bursts of events wake [`Feed::next_wake`] once, after `quiet` without
-    /// events or `max_delay` after the first.
+    /// Kubernetes watches. Bursts of events wake [`Feed::next_wake`] once (see [`debounce`]):
+    /// at once for a change complete as seen, after `quiet` without events for a file still
+    /// being written, `max_delay` after the first at the latest.
     pub async fn start(
         opts: &SourceOptions,
         metrics: Arc<RunMetrics>,
