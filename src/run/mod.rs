@@ -56,7 +56,8 @@ pub struct RunOptions {
     pub extproc: ExtProcOptions,
     /// The endpoint picker for InferencePools, on its own listener; `None` serves none.
     pub picker: Option<PickerOptions>,
-    /// A burst of source events ends after this long without events...
+    /// A burst of source events that may be half done (a file still being written) ends after
+    /// this long without events (a settled one after [`crate::source::SETTLED_QUIET`])...
     pub debounce: Duration,
     /// ...or this long after its first event, whichever comes first.
     pub max_delay: Duration,

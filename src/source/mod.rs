@@ -7,7 +7,7 @@ mod manifest;
 mod watch;
 
 pub use manifest::{FileError, Location, ManifestSet, Merged, Skipped};
-pub use watch::{Event, debounce, watch};
+pub use watch::{Event, SETTLED_QUIET, debounce, watch};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

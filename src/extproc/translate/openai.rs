@@ -92,6 +92,31 @@ pub fn responses_path(backend: &VersionedAPISchema) -> String {
     path("responses", backend, "")
 }
 
+/// The text of a hub message's `content` where only text may be (system, developer and tool
+/// messages): a string or an array of `{"type":"text"}` parts; `null` has none. For the
+/// families that read the hub into shapes of their own.
+pub fn text_parts(content: Option<&Value>, i: usize) -> Result<Vec<String>, TranslateError> {
+    match content {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![s.clone()]),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .map(|p| {
+                match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str))
+                {
+                    (Some("text"), Some(t)) => Ok(t.to_string()),
+                    _ => Err(TranslateError::Unsupported(format!(
+                        "messages[{i}]: only text parts are allowed here"
+                    ))),
+                }
+            })
+            .collect(),
+        Some(_) => Err(TranslateError::InvalidRequest(format!(
+            "messages[{i}]: \"content\" must be a string or an array"
+        ))),
+    }
+}
+
 /// The texts of an embeddings request's `input` (a string or an array of strings), for a backend
 /// of `schema` that embeds text only: token ids are refused.
 pub fn embedding_texts(

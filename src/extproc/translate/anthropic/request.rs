@@ -40,7 +40,7 @@ pub fn from_chat(mut body: Map<String, Value>) -> Result<Map<String, Value>, Tra
             turns.push(json!({"role": "user", "content": results}));
         }
         match role {
-            "system" | "developer" => system.extend(text_parts(m.get("content"), i)?),
+            "system" | "developer" => system.extend(openai::text_parts(m.get("content"), i)?),
             "user" => {
                 turns.push(json!({"role": "user", "content": user_content(m.get("content"), i)?}))
             }
@@ -53,7 +53,7 @@ pub fn from_chat(mut body: Map<String, Value>) -> Result<Map<String, Value>, Tra
                         "messages[{i}]: a tool message needs a string \"tool_call_id\""
                     ))
                 })?;
-                let content = text_parts(m.get("content"), i)?.join("\n");
+                let content = openai::text_parts(m.get("content"), i)?.join("\n");
                 open_tool_results.get_or_insert_with(Vec::new).push(json!({
                     "type": "tool_result",
                     "tool_use_id": id,
@@ -179,27 +179,6 @@ fn answer_with_json_tool(
     Ok(answer)
 }
 
-/// The text of a string or an array of `{"type":"text"}` parts; `null` has none.
-fn text_parts(content: Option<&Value>, i: usize) -> Result<Vec<String>, TranslateError> {
-    match content {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::String(s)) => Ok(vec![s.clone()]),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .map(|p| {
-                match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str))
-                {
-                    (Some("text"), Some(t)) => Ok(t.to_string()),
-                    _ => {
-                        Err(unsupported(format!("messages[{i}]: only text parts are allowed here")))
-                    }
-                }
-            })
-            .collect(),
-        Some(_) => Err(invalid(format!("messages[{i}]: \"content\" must be a string or an array"))),
-    }
-}
-
 fn user_content(content: Option<&Value>, i: usize) -> Result<Value, TranslateError> {
     let parts = match content {
         Some(Value::String(s)) => return Ok(Value::String(s.clone())),
@@ -267,7 +246,7 @@ fn assistant_content(m: &Value, i: usize) -> Result<Value, TranslateError> {
             .filter_map(|p| p.get("text").or_else(|| p.get("refusal")).and_then(Value::as_str))
             .map(str::to_string)
             .collect(),
-        c => text_parts(c, i)?,
+        c => openai::text_parts(c, i)?,
     };
     let calls = match m.get("tool_calls") {
         None | Some(Value::Null) => &Vec::new(),

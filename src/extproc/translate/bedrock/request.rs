@@ -87,7 +87,7 @@ pub fn from_chat(mut body: Map<String, Value>) -> Result<Map<String, Value>, Tra
     for (i, m) in messages.iter().enumerate() {
         match m.get("role").and_then(Value::as_str).unwrap_or_default() {
             "system" | "developer" => {
-                let texts = text_parts(m.get("content"), i)?;
+                let texts = openai::text_parts(m.get("content"), i)?;
                 c.system.extend(texts.into_iter().filter(|t| !t.trim().is_empty()).map(text_block));
             }
             "user" => c.push("user", user_blocks(m.get("content"), i)?),
@@ -102,7 +102,7 @@ pub fn from_chat(mut body: Map<String, Value>) -> Result<Map<String, Value>, Tra
                         "messages[{i}]: a tool message needs a string \"tool_call_id\""
                     ))
                 })?;
-                let text = text_parts(m.get("content"), i)?.join("\n");
+                let text = openai::text_parts(m.get("content"), i)?.join("\n");
                 let content: Vec<Value> =
                     if text.trim().is_empty() { Vec::new() } else { vec![text_block(text)] };
                 let result = json!({"toolResult": {"toolUseId": id, "content": content}});
@@ -176,27 +176,6 @@ fn inference_config(body: &mut Map<String, Value>) -> Result<Map<String, Value>,
         Some(_) => return Err(invalid("\"stop\" must be a string or an array of strings")),
     }
     Ok(config)
-}
-
-/// The text of a string or an array of `{"type":"text"}` parts; `null` has none.
-fn text_parts(content: Option<&Value>, i: usize) -> Result<Vec<String>, TranslateError> {
-    match content {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::String(s)) => Ok(vec![s.clone()]),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .map(|p| {
-                match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str))
-                {
-                    (Some("text"), Some(t)) => Ok(t.to_string()),
-                    _ => {
-                        Err(unsupported(format!("messages[{i}]: only text parts are allowed here")))
-                    }
-                }
-            })
-            .collect(),
-        Some(_) => Err(invalid(format!("messages[{i}]: \"content\" must be a string or an array"))),
-    }
 }
 
 fn user_blocks(content: Option<&Value>, i: usize) -> Result<Vec<Value>, TranslateError> {
@@ -280,7 +259,7 @@ fn assistant_blocks(m: &Value, i: usize) -> Result<Vec<Value>, TranslateError> {
             .filter_map(|p| p.get("text").or_else(|| p.get("refusal")).and_then(Value::as_str))
             .map(str::to_string)
             .collect(),
-        c => text_parts(c, i)?,
+        c => openai::text_parts(c, i)?,
     };
     let mut blocks: Vec<Value> =
         texts.into_iter().filter(|t| !t.trim().is_empty()).map(text_block).collect();

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use serde_json::{Map, Value, json};
 
 use super::schema;
-use crate::extproc::translate::TranslateError;
+use crate::extproc::translate::{TranslateError, openai};
 
 fn invalid(msg: impl Into<String>) -> TranslateError {
     TranslateError::InvalidRequest(msg.into())
@@ -52,9 +52,8 @@ pub fn from_chat(mut body: Map<String, Value>) -> Result<Map<String, Value>, Tra
     let mut calls: HashMap<String, String> = HashMap::new();
     for (i, m) in messages.iter().enumerate() {
         match m.get("role").and_then(Value::as_str).unwrap_or_default() {
-            "system" | "developer" => {
-                system.extend(text_parts(m.get("content"), i)?.into_iter().filter_map(text_part))
-            }
+            "system" | "developer" => system
+                .extend(openai::text_parts(m.get("content"), i)?.into_iter().filter_map(text_part)),
             "user" => contents.push("user", user_parts(m.get("content"), i)?),
             "assistant" => contents.push("model", model_parts(m, i, &mut calls)?),
             "tool" => {
@@ -69,7 +68,7 @@ pub fn from_chat(mut body: Map<String, Value>) -> Result<Map<String, Value>, Tra
                          assistant message (Gemini matches results to calls by function name)"
                     ))
                 })?;
-                let output = text_parts(m.get("content"), i)?.join("\n");
+                let output = openai::text_parts(m.get("content"), i)?.join("\n");
                 contents.push("user", vec![function_response(name, output)]);
             }
             "" => return Err(invalid(format!("messages[{i}] needs a string \"role\""))),
@@ -110,27 +109,6 @@ pub fn from_chat(mut body: Map<String, Value>) -> Result<Map<String, Value>, Tra
 
 fn text_part(text: String) -> Option<Value> {
     (!text.trim().is_empty()).then(|| json!({"text": text}))
-}
-
-/// The text of a string or an array of `{"type":"text"}` parts; `null` has none.
-fn text_parts(content: Option<&Value>, i: usize) -> Result<Vec<String>, TranslateError> {
-    match content {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::String(s)) => Ok(vec![s.clone()]),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .map(|p| {
-                match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str))
-                {
-                    (Some("text"), Some(t)) => Ok(t.to_string()),
-                    _ => {
-                        Err(unsupported(format!("messages[{i}]: only text parts are allowed here")))
-                    }
-                }
-            })
-            .collect(),
-        Some(_) => Err(invalid(format!("messages[{i}]: \"content\" must be a string or an array"))),
-    }
 }
 
 fn user_parts(content: Option<&Value>, i: usize) -> Result<Vec<Value>, TranslateError> {
@@ -247,7 +225,7 @@ fn model_parts(
             .filter_map(|p| p.get("text").or_else(|| p.get("refusal")).and_then(Value::as_str))
             .map(str::to_string)
             .collect(),
-        c => text_parts(c, i)?,
+        c => openai::text_parts(c, i)?,
     };
     let mut parts: Vec<Value> = texts.into_iter().filter_map(text_part).collect();
     let tool_calls = match m.get("tool_calls") {
