@@ -117,6 +117,30 @@ pub fn text_parts(content: Option<&Value>, i: usize) -> Result<Vec<String>, Tran
     }
 }
 
+/// The function a hub message's tool call `j` names (message `i`), and its arguments as the
+/// JSON object they encode (`{}` for none), for the families that take arguments as an object.
+pub fn called_function(call: &Value, i: usize, j: usize) -> Result<(&str, Value), TranslateError> {
+    let invalid = |what: String| {
+        TranslateError::InvalidRequest(format!("messages[{i}].tool_calls[{j}]{what}"))
+    };
+    let f = call.get("function");
+    let name = f
+        .and_then(|f| f.get("name"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid(" needs a string \"function.name\"".into()))?;
+    let arguments = match f.and_then(|f| f.get("arguments")) {
+        None | Some(Value::Null) => json!({}),
+        Some(Value::String(s)) if s.trim().is_empty() => json!({}),
+        Some(Value::String(s)) => serde_json::from_str::<Value>(s)
+            .map_err(|e| invalid(format!(".function.arguments is not JSON: {e}")))?,
+        Some(v) => v.clone(),
+    };
+    if !arguments.is_object() {
+        return Err(invalid(".function.arguments must encode a JSON object".into()));
+    }
+    Ok((name, arguments))
+}
+
 /// The texts of an embeddings request's `input` (a string or an array of strings), for a backend
 /// of `schema` that embeds text only: token ids are refused.
 pub fn embedding_texts(

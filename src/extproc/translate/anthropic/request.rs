@@ -263,25 +263,7 @@ fn assistant_content(m: &Value, i: usize) -> Result<Value, TranslateError> {
         .collect();
     for (j, c) in calls.iter().enumerate() {
         let id = c.get("id").and_then(Value::as_str).unwrap_or_default();
-        let f = c.get("function");
-        let name = f.and_then(|f| f.get("name")).and_then(Value::as_str).ok_or_else(|| {
-            invalid(format!("messages[{i}].tool_calls[{j}] needs a string \"function.name\""))
-        })?;
-        let input = match f.and_then(|f| f.get("arguments")) {
-            None | Some(Value::Null) => json!({}),
-            Some(Value::String(s)) if s.trim().is_empty() => json!({}),
-            Some(Value::String(s)) => serde_json::from_str::<Value>(s).map_err(|e| {
-                invalid(format!(
-                    "messages[{i}].tool_calls[{j}].function.arguments is not JSON: {e}"
-                ))
-            })?,
-            Some(v) => v.clone(),
-        };
-        if !input.is_object() {
-            return Err(invalid(format!(
-                "messages[{i}].tool_calls[{j}].function.arguments must encode a JSON object"
-            )));
-        }
+        let (name, input) = openai::called_function(c, i, j)?;
         blocks.push(json!({"type": "tool_use", "id": id, "name": name, "input": input}));
     }
     Ok(Value::Array(blocks))

@@ -274,21 +274,7 @@ fn assistant_blocks(m: &Value, i: usize) -> Result<Vec<Value>, TranslateError> {
             .get("id")
             .and_then(Value::as_str)
             .ok_or_else(|| invalid(format!("{} needs a string \"id\"", at())))?;
-        let f = c.get("function");
-        let name = f
-            .and_then(|f| f.get("name"))
-            .and_then(Value::as_str)
-            .ok_or_else(|| invalid(format!("{} needs a string \"function.name\"", at())))?;
-        let input = match f.and_then(|f| f.get("arguments")) {
-            None | Some(Value::Null) => json!({}),
-            Some(Value::String(s)) if s.trim().is_empty() => json!({}),
-            Some(Value::String(s)) => serde_json::from_str::<Value>(s)
-                .map_err(|e| invalid(format!("{}.function.arguments is not JSON: {e}", at())))?,
-            Some(v) => v.clone(),
-        };
-        if !input.is_object() {
-            return Err(invalid(format!("{}.function.arguments must encode a JSON object", at())));
-        }
+        let (name, input) = openai::called_function(c, i, j)?;
         blocks.push(json!({"toolUse": {"toolUseId": id, "name": name, "input": input}}));
     }
     Ok(blocks)

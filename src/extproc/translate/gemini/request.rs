@@ -234,25 +234,7 @@ fn model_parts(
         Some(_) => return Err(invalid(format!("messages[{i}]: \"tool_calls\" must be an array"))),
     };
     for (j, c) in tool_calls.iter().enumerate() {
-        let f = c.get("function");
-        let name = f.and_then(|f| f.get("name")).and_then(Value::as_str).ok_or_else(|| {
-            invalid(format!("messages[{i}].tool_calls[{j}] needs a string \"function.name\""))
-        })?;
-        let args = match f.and_then(|f| f.get("arguments")) {
-            None | Some(Value::Null) => json!({}),
-            Some(Value::String(s)) if s.trim().is_empty() => json!({}),
-            Some(Value::String(s)) => serde_json::from_str::<Value>(s).map_err(|e| {
-                invalid(format!(
-                    "messages[{i}].tool_calls[{j}].function.arguments is not JSON: {e}"
-                ))
-            })?,
-            Some(v) => v.clone(),
-        };
-        if !args.is_object() {
-            return Err(invalid(format!(
-                "messages[{i}].tool_calls[{j}].function.arguments must encode a JSON object"
-            )));
-        }
+        let (name, args) = openai::called_function(c, i, j)?;
         if let Some(id) = c.get("id").and_then(Value::as_str) {
             calls.insert(id.to_string(), name.to_string());
         }
