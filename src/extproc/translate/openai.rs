@@ -117,6 +117,41 @@ pub fn text_parts(content: Option<&Value>, i: usize) -> Result<Vec<String>, Tran
     }
 }
 
+/// A function tool of a hub request, as the families that declare tools their own way read it.
+#[derive(Debug, Clone, Copy)]
+pub struct FunctionTool<'a> {
+    pub name: &'a str,
+    pub description: Option<&'a str>,
+    /// The JSON Schema of its arguments, as given (`null` as none).
+    pub parameters: Option<&'a Value>,
+    /// Whether it asked for arguments that follow the schema exactly.
+    pub strict: bool,
+}
+
+/// Tool `i` of a hub request for a backend that takes function tools only (`backend`, e.g.
+/// "a Gemini backend", names it in the refusal of any other kind).
+pub fn function_tool<'a>(
+    t: &'a Value,
+    i: usize,
+    backend: &str,
+) -> Result<FunctionTool<'a>, TranslateError> {
+    if t.get("type").and_then(Value::as_str) != Some("function") {
+        return Err(TranslateError::Unsupported(format!(
+            "tools[{i}]: only function tools can be sent to {backend}"
+        )));
+    }
+    let f = t.get("function");
+    let name = f.and_then(|f| f.get("name")).and_then(Value::as_str).ok_or_else(|| {
+        TranslateError::InvalidRequest(format!("tools[{i}] needs a string \"function.name\""))
+    })?;
+    Ok(FunctionTool {
+        name,
+        description: f.and_then(|f| f.get("description")).and_then(Value::as_str),
+        parameters: f.and_then(|f| f.get("parameters")).filter(|p| !p.is_null()),
+        strict: f.and_then(|f| f.get("strict")).and_then(Value::as_bool) == Some(true),
+    })
+}
+
 /// The function a hub message's tool call `j` names (message `i`), and its arguments as the
 /// JSON object they encode (`{}` for none), for the families that take arguments as an object.
 pub fn called_function(call: &Value, i: usize, j: usize) -> Result<(&str, Value), TranslateError> {

@@ -274,27 +274,18 @@ fn openai_tools_to_anthropic(tools: Value) -> Result<Value, TranslateError> {
         return Err(invalid("\"tools\" must be an array"));
     };
     let mut out = Vec::with_capacity(tools.len());
-    for (i, t) in tools.into_iter().enumerate() {
-        if t.get("type").and_then(Value::as_str) != Some("function") {
-            return Err(unsupported(format!(
-                "tools[{i}]: only function tools can be sent to an Anthropic backend"
-            )));
-        }
-        let f = t.get("function");
-        let name = f
-            .and_then(|f| f.get("name"))
-            .and_then(Value::as_str)
-            .ok_or_else(|| invalid(format!("tools[{i}] needs a string \"function.name\"")))?;
-        if name == JSON_RESPONSE_TOOL {
-            return Err(invalid(format!("tools[{i}]: the tool name {name:?} is reserved")));
+    for (i, t) in tools.iter().enumerate() {
+        let f = openai::function_tool(t, i, "an Anthropic backend")?;
+        if f.name == JSON_RESPONSE_TOOL {
+            return Err(invalid(format!("tools[{i}]: the tool name {:?} is reserved", f.name)));
         }
         let mut tool = Map::new();
-        tool.insert("name".into(), json!(name));
-        if let Some(d) = f.and_then(|f| f.get("description")).filter(|d| d.is_string()) {
-            tool.insert("description".into(), d.clone());
+        tool.insert("name".into(), json!(f.name));
+        if let Some(d) = f.description {
+            tool.insert("description".into(), json!(d));
         }
         let schema = f
-            .and_then(|f| f.get("parameters"))
+            .parameters
             .filter(|p| p.is_object())
             .cloned()
             .unwrap_or_else(|| json!({"type": "object", "properties": {}}));

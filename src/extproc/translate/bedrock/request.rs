@@ -364,28 +364,17 @@ fn tool_config(body: &mut Map<String, Value>) -> Result<Option<Value>, Translate
 }
 
 fn tool_spec(t: &Value, i: usize) -> Result<Value, TranslateError> {
-    if t.get("type").and_then(Value::as_str) != Some("function") {
-        return Err(unsupported(format!(
-            "tools[{i}]: only function tools can be sent to a Bedrock backend"
-        )));
-    }
-    let f = t.get("function");
-    let name = f
-        .and_then(|f| f.get("name"))
-        .and_then(Value::as_str)
-        .ok_or_else(|| invalid(format!("tools[{i}] needs a string \"function.name\"")))?;
-    if name == JSON_RESPONSE_TOOL {
-        return Err(invalid(format!("tools[{i}]: the tool name {name:?} is reserved")));
+    let f = openai::function_tool(t, i, "a Bedrock backend")?;
+    if f.name == JSON_RESPONSE_TOOL {
+        return Err(invalid(format!("tools[{i}]: the tool name {:?} is reserved", f.name)));
     }
     let schema = f
-        .and_then(|f| f.get("parameters"))
+        .parameters
         .filter(|p| p.is_object())
         .cloned()
         .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
-    let mut spec = json!({"name": name, "inputSchema": {"json": schema}});
-    if let Some(d) = f.and_then(|f| f.get("description")).and_then(Value::as_str)
-        && !d.is_empty()
-    {
+    let mut spec = json!({"name": f.name, "inputSchema": {"json": schema}});
+    if let Some(d) = f.description.filter(|d| !d.is_empty()) {
         spec["description"] = json!(d);
     }
     Ok(json!({"toolSpec": spec}))

@@ -291,29 +291,19 @@ fn function_tools(tools: Value) -> Result<Vec<Tool>, TranslateError> {
         return Err(invalid("\"tools\" must be an array"));
     };
     let mut out = Vec::with_capacity(tools.len());
-    for (i, t) in tools.into_iter().enumerate() {
-        if t.get("type").and_then(Value::as_str) != Some("function") {
-            return Err(unsupported(format!(
-                "tools[{i}]: only function tools can be sent to a Cohere backend"
-            )));
-        }
-        let f = t.get("function");
-        let name = f
-            .and_then(|f| f.get("name"))
-            .and_then(Value::as_str)
-            .ok_or_else(|| invalid(format!("tools[{i}] needs a string \"function.name\"")))?;
+    for (i, t) in tools.iter().enumerate() {
+        let f = openai::function_tool(t, i, "a Cohere backend")?;
         let mut function = Map::new();
-        function.insert("name".into(), json!(name));
-        if let Some(d) = f.and_then(|f| f.get("description")).filter(|d| d.is_string()) {
-            function.insert("description".into(), d.clone());
+        function.insert("name".into(), json!(f.name));
+        if let Some(d) = f.description {
+            function.insert("description".into(), json!(d));
         }
-        if let Some(p) = f.and_then(|f| f.get("parameters")).filter(|p| p.is_object()) {
+        if let Some(p) = f.parameters.filter(|p| p.is_object()) {
             function.insert("parameters".into(), p.clone());
         }
-        let strict = f.and_then(|f| f.get("strict")).and_then(Value::as_bool) == Some(true);
         out.push(Tool {
-            name: name.to_string(),
-            strict,
+            name: f.name.to_string(),
+            strict: f.strict,
             value: json!({"type": "function", "function": function}),
         });
     }

@@ -265,22 +265,13 @@ fn function_declarations(tools: Value) -> Result<Vec<Value>, TranslateError> {
     };
     let mut out = Vec::with_capacity(tools.len());
     for (i, t) in tools.iter().enumerate() {
-        if t.get("type").and_then(Value::as_str) != Some("function") {
-            return Err(unsupported(format!(
-                "tools[{i}]: only function tools can be sent to a Gemini backend"
-            )));
-        }
-        let f = t.get("function");
-        let name = f
-            .and_then(|f| f.get("name"))
-            .and_then(Value::as_str)
-            .ok_or_else(|| invalid(format!("tools[{i}] needs a string \"function.name\"")))?;
+        let f = openai::function_tool(t, i, "a Gemini backend")?;
         let mut declaration = Map::new();
-        declaration.insert("name".into(), json!(name));
-        if let Some(d) = f.and_then(|f| f.get("description")).filter(|d| d.is_string()) {
-            declaration.insert("description".into(), d.clone());
+        declaration.insert("name".into(), json!(f.name));
+        if let Some(d) = f.description {
+            declaration.insert("description".into(), json!(d));
         }
-        if let Some(p) = f.and_then(|f| f.get("parameters")).filter(|p| !p.is_null()) {
+        if let Some(p) = f.parameters {
             let parameters = schema::to_gemini(p, &format!("tools[{i}].function.parameters"))?;
             // Gemini refuses an object schema with no properties; a function without
             // parameters says so by having none.
