@@ -852,6 +852,37 @@ fn passthrough_streams_keep_bytes_and_count_usage() {
     assert_eq!(t.usage(), Usage { input: 30, output: 20, cached_input: 8, total: 50 });
 }
 
+/// Feeds `input` to translators from `make` whole, cut in two at every byte, and byte by byte:
+/// every way gives the same output and usage, and fed byte by byte, output flows before the
+/// input's second half (events go out as they complete, not at the end).
+pub(crate) fn assert_same_however_split(
+    make: impl Fn() -> ResponseTranslator,
+    input: &[u8],
+    what: &str,
+) {
+    let mut whole_t = make();
+    let whole = feed_whole(&mut whole_t, input);
+    for at in 0..=input.len() {
+        let mut t = make();
+        let (a, b) = input.split_at(at);
+        let mut out = t.feed(a, false).expect("first piece");
+        out.extend(t.feed(b, true).expect("second piece"));
+        assert_eq!(out, whole, "{what} split at {at}");
+        assert_eq!(t.usage(), whole_t.usage());
+    }
+    let mut t = make();
+    let mut out = Vec::new();
+    let mut flushed_early = false;
+    for (i, b) in input.iter().enumerate() {
+        let piece = t.feed(std::slice::from_ref(b), false).expect("byte");
+        flushed_early |= !piece.is_empty() && i < input.len() / 2;
+        out.extend(piece);
+    }
+    out.extend(t.feed(&[], true).expect("end"));
+    assert_eq!(out, whole, "{what} byte by byte");
+    assert!(flushed_early, "{what} must stream, not buffer");
+}
+
 /// Every way of cutting a stream in two gives what feeding it whole gives, including cuts inside
 /// "é" and "日本".
 #[test]
@@ -864,28 +895,11 @@ fn streams_split_at_every_byte_give_the_same_output() {
     ];
     for (endpoint, backend, input) in cases {
         assert!(input.contains("é") && input.contains("日本"));
-        let mut whole_t = translator(endpoint, backend, true).include_usage(true);
-        let whole = feed_whole(&mut whole_t, input.as_bytes());
-        for at in 0..=input.len() {
-            let mut t = translator(endpoint, backend, true).include_usage(true);
-            let (a, b) = input.as_bytes().split_at(at);
-            let mut out = t.feed(a, false).expect("first piece");
-            out.extend(t.feed(b, true).expect("second piece"));
-            assert_eq!(out, whole, "{endpoint:?}→{backend:?} split at {at}");
-            assert_eq!(t.usage(), whole_t.usage());
-        }
-        // And byte by byte, output flowing as events complete.
-        let mut t = translator(endpoint, backend, true).include_usage(true);
-        let mut out = Vec::new();
-        let mut flushed_early = false;
-        for (i, b) in input.as_bytes().iter().enumerate() {
-            let piece = t.feed(std::slice::from_ref(b), false).expect("byte");
-            flushed_early |= !piece.is_empty() && i < input.len() / 2;
-            out.extend(piece);
-        }
-        out.extend(t.feed(&[], true).expect("end"));
-        assert_eq!(out, whole, "{endpoint:?}→{backend:?} byte by byte");
-        assert!(flushed_early, "{endpoint:?}→{backend:?} must stream, not buffer");
+        assert_same_however_split(
+            || translator(endpoint, backend, true).include_usage(true),
+            input.as_bytes(),
+            &format!("{endpoint:?}→{backend:?}"),
+        );
     }
 }
 

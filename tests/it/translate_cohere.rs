@@ -10,7 +10,7 @@ use aixds::extproc::translate::{
 };
 use serde_json::{Value, json};
 
-use super::translate::{CREATED, Rng, backend, parse, sse};
+use super::translate::{CREATED, Rng, assert_same_however_split, backend, parse, sse};
 
 const CHAT: &str = include_str!("../fixtures/providers/cohere/chat.json");
 const CHAT_TOOL_CALL: &str = include_str!("../fixtures/providers/cohere/chat-tool-call.json");
@@ -576,27 +576,11 @@ fn cohere_streams_split_at_every_byte_give_the_same_output() {
     assert!(STREAM.contains('é') && STREAM.contains("日本"));
     for endpoint in [Endpoint::ChatCompletions, Endpoint::Messages] {
         for input in [STREAM, CHAT_STREAM_TOOL_CALL] {
-            let mut whole_t = translator(endpoint, true);
-            let whole = feed_whole(&mut whole_t, input.as_bytes());
-            for at in 0..=input.len() {
-                let mut t = translator(endpoint, true);
-                let (a, b) = input.as_bytes().split_at(at);
-                let mut out = t.feed(a, false).expect("first piece");
-                out.extend(t.feed(b, true).expect("second piece"));
-                assert_eq!(out, whole, "{endpoint:?} split at {at}");
-                assert_eq!(t.usage(), whole_t.usage());
-            }
-            let mut t = translator(endpoint, true);
-            let mut out = Vec::new();
-            let mut flushed_early = false;
-            for (i, b) in input.as_bytes().iter().enumerate() {
-                let piece = t.feed(std::slice::from_ref(b), false).expect("byte");
-                flushed_early |= !piece.is_empty() && i < input.len() / 2;
-                out.extend(piece);
-            }
-            out.extend(t.feed(&[], true).expect("end"));
-            assert_eq!(out, whole, "{endpoint:?} byte by byte");
-            assert!(flushed_early, "{endpoint:?} must stream, not buffer");
+            assert_same_however_split(
+                || translator(endpoint, true),
+                input.as_bytes(),
+                &format!("{endpoint:?}"),
+            );
         }
     }
 }

@@ -11,7 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
-use super::translate::{CREATED, feed_whole, parse, sse, translator};
+use super::translate::{CREATED, assert_same_however_split, feed_whole, parse, sse, translator};
 
 const GEMINI_STREAM: &str = include_str!("../fixtures/translate/gemini_stream.sse");
 const ANTHROPIC_STREAM: &str = include_str!("../fixtures/translate/anthropic_stream.sse");
@@ -634,27 +634,11 @@ fn gemini_stream_to_anthropic_events() {
 #[test]
 fn gemini_streams_split_at_every_byte_give_the_same_output() {
     for endpoint in [Endpoint::ChatCompletions, Endpoint::Messages] {
-        let mut whole_t = translator(endpoint, APISchema::GCPVertexAI, true).include_usage(true);
-        let whole = feed_whole(&mut whole_t, GEMINI_STREAM.as_bytes());
-        for at in 0..=GEMINI_STREAM.len() {
-            let mut t = translator(endpoint, APISchema::GCPVertexAI, true).include_usage(true);
-            let (a, b) = GEMINI_STREAM.as_bytes().split_at(at);
-            let mut out = t.feed(a, false).expect("first piece");
-            out.extend(t.feed(b, true).expect("second piece"));
-            assert_eq!(out, whole, "{endpoint:?} split at {at}");
-            assert_eq!(t.usage(), whole_t.usage());
-        }
-        let mut t = translator(endpoint, APISchema::GCPVertexAI, true).include_usage(true);
-        let mut out = Vec::new();
-        let mut flushed_early = false;
-        for (i, b) in GEMINI_STREAM.as_bytes().iter().enumerate() {
-            let piece = t.feed(std::slice::from_ref(b), false).expect("byte");
-            flushed_early |= !piece.is_empty() && i < GEMINI_STREAM.len() / 2;
-            out.extend(piece);
-        }
-        out.extend(t.feed(&[], true).expect("end"));
-        assert_eq!(out, whole, "{endpoint:?} byte by byte");
-        assert!(flushed_early, "{endpoint:?} must stream, not buffer");
+        assert_same_however_split(
+            || translator(endpoint, APISchema::GCPVertexAI, true).include_usage(true),
+            GEMINI_STREAM.as_bytes(),
+            &format!("{endpoint:?}"),
+        );
     }
 }
 

@@ -152,6 +152,27 @@ pub fn function_tool<'a>(
     })
 }
 
+/// The text of a `{"type":"text"}` content part of message `i`.
+pub fn part_text(p: &Value, i: usize) -> Result<&str, TranslateError> {
+    p.get("text").and_then(Value::as_str).ok_or_else(|| {
+        TranslateError::InvalidRequest(format!(
+            "messages[{i}]: a text part needs a string \"text\""
+        ))
+    })
+}
+
+/// The URL of an `image_url` content part of message `i`: its `url`, or the part's value itself
+/// where a client sends the URL as a string.
+pub fn part_image_url(p: &Value, i: usize) -> Result<&str, TranslateError> {
+    p.get("image_url").and_then(|u| u.get("url").or(Some(u))).and_then(Value::as_str).ok_or_else(
+        || {
+            TranslateError::InvalidRequest(format!(
+                "messages[{i}]: an image_url part needs a string url"
+            ))
+        },
+    )
+}
+
 /// The function a hub message's tool call `j` names (message `i`), and its arguments as the
 /// JSON object they encode (`{}` for none), for the families that take arguments as an object.
 pub fn called_function(call: &Value, i: usize, j: usize) -> Result<(&str, Value), TranslateError> {

@@ -193,19 +193,11 @@ fn user_content(content: Option<&Value>, i: usize) -> Result<Value, TranslateErr
     for p in parts {
         match p.get("type").and_then(Value::as_str) {
             Some("text") => {
-                let text = p.get("text").and_then(Value::as_str).ok_or_else(|| {
-                    invalid(format!("messages[{i}]: a text part needs a string \"text\""))
-                })?;
+                let text = openai::part_text(p, i)?;
                 blocks.push(json!({"type": "text", "text": text}));
             }
             Some("image_url") => {
-                let url = p
-                    .get("image_url")
-                    .and_then(|u| u.get("url").or(Some(u)))
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| {
-                        invalid(format!("messages[{i}]: an image_url part needs a string url"))
-                    })?;
+                let url = openai::part_image_url(p, i)?;
                 blocks.push(image_block(url, i)?);
             }
             other => {

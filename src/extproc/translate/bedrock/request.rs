@@ -193,21 +193,13 @@ fn user_blocks(content: Option<&Value>, i: usize) -> Result<Vec<Value>, Translat
     for p in parts {
         match p.get("type").and_then(Value::as_str) {
             Some("text") => {
-                let text = p.get("text").and_then(Value::as_str).ok_or_else(|| {
-                    invalid(format!("messages[{i}]: a text part needs a string \"text\""))
-                })?;
+                let text = openai::part_text(p, i)?;
                 if !text.trim().is_empty() {
                     blocks.push(text_block(text));
                 }
             }
             Some("image_url") => {
-                let url = p
-                    .get("image_url")
-                    .and_then(|u| u.get("url").or(Some(u)))
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| {
-                        invalid(format!("messages[{i}]: an image_url part needs a string url"))
-                    })?;
+                let url = openai::part_image_url(p, i)?;
                 blocks.push(image_block(url, i)?);
             }
             other => {

@@ -195,22 +195,13 @@ fn user_content(content: Option<&Value>, i: usize) -> Result<Value, TranslateErr
     for p in parts {
         match p.get("type").and_then(Value::as_str) {
             Some("text") => {
-                let text = p.get("text").and_then(Value::as_str).ok_or_else(|| {
-                    invalid(format!("messages[{i}]: a text part needs a string \"text\""))
-                })?;
+                let text = openai::part_text(p, i)?;
                 out.push(json!({"type": "text", "text": text}));
             }
             Some("image_url") => {
-                let image = p.get("image_url");
-                let url = image
-                    .and_then(|u| u.get("url").or(Some(u)))
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| {
-                        invalid(format!("messages[{i}]: an image_url part needs a string url"))
-                    })?;
+                let url = openai::part_image_url(p, i)?;
                 let mut image_url = json!({"url": url});
-                if let Some(detail) = image.and_then(|u| u.get("detail")).filter(|d| d.is_string())
-                {
+                if let Some(detail) = p.pointer("/image_url/detail").filter(|d| d.is_string()) {
                     image_url["detail"] = detail.clone();
                 }
                 out.push(json!({"type": "image_url", "image_url": image_url}));

@@ -126,15 +126,11 @@ fn user_parts(content: Option<&Value>, i: usize) -> Result<Vec<Value>, Translate
         let field = |path: &str| p.pointer(path).and_then(Value::as_str);
         match p.get("type").and_then(Value::as_str) {
             Some("text") => {
-                let text = field("/text").ok_or_else(|| {
-                    invalid(format!("messages[{i}]: a text part needs a string \"text\""))
-                })?;
+                let text = openai::part_text(p, i)?;
                 out.extend(text_part(text.to_string()));
             }
             Some("image_url") => {
-                let url = field("/image_url/url").or(field("/image_url")).ok_or_else(|| {
-                    invalid(format!("messages[{i}]: an image_url part needs a string url"))
-                })?;
+                let url = openai::part_image_url(p, i)?;
                 out.push(image_part(url, i)?);
             }
             Some("input_audio") => {
