@@ -101,21 +101,26 @@ pub fn watch(
 
 /// Turns a stream of raw events into one wake-up per burst: once the last event has been
 /// followed by no other for its quiet time ([`SETTLED_QUIET`] after a settled one, `quiet`
-/// after an unsettled one), or `max_delay` after the first, whichever comes first. The returned
-/// receiver holds at most one wake-up: the reader takes everything that is pending when it
-/// wakes, so what arrives while a batch is applied makes the next batch.
+/// after an unsettled one), or `max_delay` after the first, whichever comes first. A settled
+/// change within `quiet` of the last wake-up waits `quiet` too: a writer that never stops
+/// (a tool rewriting a file in a loop) gets a batch per `max_delay`, as before, not one every
+/// few milliseconds for Envoy to rebuild. The returned receiver holds at most one wake-up: the
+/// reader takes everything that is pending when it wakes, so what arrives while a batch is
+/// applied makes the next batch.
 pub fn debounce(
     mut raw_rx: mpsc::UnboundedReceiver<Event>,
     quiet: Duration,
     max_delay: Duration,
 ) -> mpsc::Receiver<()> {
     let (tx, rx) = mpsc::channel(1);
-    let quiet_after = move |event: Event| match event {
-        Event::Settled => SETTLED_QUIET.min(quiet),
-        Event::Unsettled => quiet,
-    };
     tokio::spawn(async move {
+        let mut last_wake: Option<tokio::time::Instant> = None;
         while let Some(first) = raw_rx.recv().await {
+            let churning = last_wake.is_some_and(|w| w.elapsed() < quiet);
+            let quiet_after = |event: Event| match event {
+                Event::Settled if !churning => SETTLED_QUIET.min(quiet),
+                Event::Settled | Event::Unsettled => quiet,
+            };
             let deadline = tokio::time::Instant::now() + max_delay;
             let mut wait_for = quiet_after(first);
             loop {
@@ -129,6 +134,7 @@ pub fn debounce(
                     _ = wait => break,
                 }
             }
+            last_wake = Some(tokio::time::Instant::now());
             // A full channel already holds a wake-up; the reader takes everything anyway.
             if tx.try_send(()).is_err() && tx.is_closed() {
                 return;
@@ -145,6 +151,7 @@ mod tests {
     use super::*;
 
     const QUIET: Duration = Duration::from_millis(20);
+    const MAX_DELAY: Duration = Duration::from_millis(200);
 
     #[test]
     fn only_what_the_source_surely_skips_is_left_out() {
@@ -167,7 +174,6 @@ mod tests {
             assert!(!concerns(skipped), "{skipped:?}");
         }
     }
-    const MAX_DELAY: Duration = Duration::from_millis(200);
 
     /// In paused time, so that what is measured is the debounce's own waiting, exactly.
     #[tokio::test(start_paused = true)]
@@ -196,14 +202,32 @@ mod tests {
         woken.recv().await.unwrap();
         assert_eq!(start.elapsed(), QUIET);
 
-        // Written, then closed 5 ms later: woken just after the close.
+        // Written, then closed 5 ms later: woken just after the close (once `QUIET` has passed
+        // since the last wake-up, as below).
+        sleep(QUIET).await;
         let five = Duration::from_millis(5);
         let start =
             woken_after(vec![(Duration::ZERO, Event::Unsettled), (five, Event::Settled)]).await;
         woken.recv().await.unwrap();
         assert_eq!(start.elapsed(), five + SETTLED_QUIET);
 
+        // Settled changes that keep coming a little apart: a wake-up per `MAX_DELAY` after the
+        // first, not one per change.
+        sleep(QUIET).await;
+        let wakes = tokio::spawn(async move {
+            let mut n = 0;
+            while tokio::time::timeout(MAX_DELAY * 2, woken.recv()).await.is_ok() {
+                n += 1;
+            }
+            (n, woken)
+        });
+        let spaced = Duration::from_millis(3);
+        woken_after(vec![(spaced, Event::Settled); 300]).await;
+        let (n, mut woken) = wakes.await.unwrap();
+        assert!((4..=6).contains(&n), "{n} wake-ups for 900 ms of changes 3 ms apart");
+
         // Events that keep coming: one wake-up, `MAX_DELAY` after the first.
+        sleep(QUIET).await;
         let start = Instant::now();
         let feeder =
             tokio::spawn(woken_after(vec![(Duration::from_millis(1), Event::Settled); 400]));
