@@ -4,7 +4,8 @@
 use aixds::api::{APISchema, VersionedAPISchema};
 use aixds::extproc::translate::{
     ClientSchema, Endpoint, ParsedRequest, ResponseTranslator, Target, TranslateError, Usage,
-    error_body, parse_request, response_translator, translate_error, translate_request,
+    VertexLocation, error_body, parse_request, response_translator, translate_error,
+    translate_request,
 };
 use serde_json::{Value, json};
 
@@ -1066,11 +1067,15 @@ impl Rng {
 #[test]
 fn nothing_panics_on_random_input() {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    // Every endpoint to every schema: the pairs a family refuses must refuse, not panic.
     let endpoints = [
         Endpoint::ChatCompletions,
         Endpoint::Completions,
         Endpoint::Embeddings,
         Endpoint::Messages,
+        Endpoint::Responses,
+        Endpoint::CountTokens,
+        Endpoint::Rerank,
     ];
     let backends = [
         APISchema::OpenAI,
@@ -1078,15 +1083,24 @@ fn nothing_panics_on_random_input() {
         APISchema::AzureOpenAI,
         APISchema::AWSBedrock,
         APISchema::AWSAnthropic,
+        APISchema::GCPVertexAI,
+        APISchema::GCPAnthropic,
+        APISchema::Cohere,
     ];
+    let location = VertexLocation { project: "p", region: "us-central1" };
     let seeds: Vec<&[u8]> = vec![
         include_bytes!("../fixtures/translate/bedrock_converse_stream.bin"),
         include_str!("../fixtures/translate/bedrock_converse.json").as_bytes(),
+        include_str!("../fixtures/translate/gemini_stream.sse").as_bytes(),
+        include_str!("../fixtures/translate/cohere_stream.sse").as_bytes(),
         ANTHROPIC_STREAM.as_bytes(),
         OPENAI_STREAM.as_bytes(),
         br#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#,
+        br#"{"model":"m","input":["a","b"],"encoding_format":"base64","dimensions":8}"#,
+        br#"{"embedding":[0.5,1e300],"inputTextTokenCount":2,"inputTokens":3}"#,
+        br#"{"predictions":[{"embeddings":{"values":[1,2],"statistics":{"token_count":1e30}}}]}"#,
     ];
-    for round in 0..3000 {
+    for round in 0..6000 {
         let input: Vec<u8> = if round % 2 == 0 {
             (0..rng.below(200)).map(|_| rng.next() as u8).collect()
         } else {
@@ -1102,10 +1116,15 @@ fn nothing_panics_on_random_input() {
         let endpoint = endpoints[rng.below(endpoints.len())];
         let backend_schema = backends[rng.below(backends.len())];
         if let Ok(req) = parse_request(endpoint, &input) {
-            let _ = translate_request(&req, Target::new(&backend(backend_schema)), None);
+            let schema = backend(backend_schema);
+            let target = Target::new(&schema)
+                .in_vertex(location)
+                .with_anthropic_beta(Some("a, ,b").filter(|_| rng.below(2) == 0));
+            let _ = translate_request(&req, target, None);
         }
         let mut t = translator(endpoint, backend_schema, rng.below(2) == 0)
-            .include_usage(rng.below(2) == 0);
+            .include_usage(rng.below(2) == 0)
+            .base64_embeddings(rng.below(2) == 0);
         let cut = rng.below(input.len() + 1);
         let _ = t.feed(&input[..cut], false);
         let _ = t.feed(&input[cut..], true);
