@@ -13,6 +13,7 @@ mod envoy;
 mod envoy_translate;
 mod extproc;
 mod gateway;
+mod gie;
 mod golden;
 mod graph;
 mod harness;
