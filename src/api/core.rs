@@ -224,6 +224,65 @@ pub struct ServicePort {
     pub app_protocol: Option<String>,
 }
 
+/// The label that ties an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// `discovery.k8s.io/v1` `EndpointSlice`: some of a Service's endpoints, and the ports they
+/// serve the Service's ports on.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointSliceSpec {
+    #[serde(default)]
+    pub address_type: String,
+    #[serde(default)]
+    pub endpoints: Vec<SliceEndpoint>,
+    #[serde(default)]
+    pub ports: Vec<SlicePort>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct SliceEndpoint {
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    #[serde(default)]
+    pub conditions: SliceConditions,
+}
+
+/// An endpoint's conditions; an unset `ready` means ready, as Kubernetes reads it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct SliceConditions {
+    #[serde(default)]
+    pub ready: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlicePort {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub app_protocol: Option<String>,
+}
+
+impl EndpointSliceSpec {
+    /// The ready addresses, with the port the slice serves the Service port named `port_name`
+    /// on (`""`: the Service's one unnamed port), and that port's `appProtocol`.
+    pub fn ready(&self, port_name: &str) -> Option<(Vec<&str>, u16, Option<&str>)> {
+        let port = self.ports.iter().find(|p| p.name.as_deref().unwrap_or("") == port_name)?;
+        let addresses = self
+            .endpoints
+            .iter()
+            .filter(|e| e.conditions.ready != Some(false))
+            .flat_map(|e| &e.addresses)
+            .map(String::as_str)
+            .filter(|a| a.parse::<std::net::IpAddr>().is_ok())
+            .collect();
+        Some((addresses, port.port?, port.app_protocol.as_deref()))
+    }
+}
+
 /// What the graph needs from a Pod: its address and whether it can take traffic.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(from = "RawPod")]

@@ -16,6 +16,7 @@ mod backend_tls_policy;
 mod core;
 mod credential_files;
 mod gateway;
+mod http_route;
 mod inference_pool;
 mod reference_grant;
 mod refs;
@@ -28,6 +29,7 @@ pub use backend_tls_policy::*;
 pub use core::*;
 pub use credential_files::*;
 pub use gateway::*;
+pub use http_route::*;
 pub use inference_pool::*;
 pub use reference_grant::*;
 pub use refs::*;
@@ -49,19 +51,22 @@ pub enum Kind {
     InferencePool,
     Gateway,
     GatewayClass,
+    HTTPRoute,
     ReferenceGrant,
     Secret,
     Service,
     Pod,
+    EndpointSlice,
 }
 
 pub const AIGATEWAY_GROUP: &str = "aigateway.envoyproxy.io";
 pub const ENVOY_GATEWAY_GROUP: &str = "gateway.envoyproxy.io";
 pub const INFERENCE_GROUP: &str = "inference.networking.k8s.io";
 pub const GATEWAY_API_GROUP: &str = "gateway.networking.k8s.io";
+pub const DISCOVERY_GROUP: &str = "discovery.k8s.io";
 
 impl Kind {
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 14] = [
         Kind::AIGatewayRoute,
         Kind::AIServiceBackend,
         Kind::BackendSecurityPolicy,
@@ -70,10 +75,12 @@ impl Kind {
         Kind::InferencePool,
         Kind::Gateway,
         Kind::GatewayClass,
+        Kind::HTTPRoute,
         Kind::ReferenceGrant,
         Kind::Secret,
         Kind::Service,
         Kind::Pod,
+        Kind::EndpointSlice,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -86,10 +93,12 @@ impl Kind {
             Kind::InferencePool => "InferencePool",
             Kind::Gateway => "Gateway",
             Kind::GatewayClass => "GatewayClass",
+            Kind::HTTPRoute => "HTTPRoute",
             Kind::ReferenceGrant => "ReferenceGrant",
             Kind::Secret => "Secret",
             Kind::Service => "Service",
             Kind::Pod => "Pod",
+            Kind::EndpointSlice => "EndpointSlice",
         }
     }
 
@@ -101,10 +110,13 @@ impl Kind {
             }
             Kind::Backend => ENVOY_GATEWAY_GROUP,
             Kind::InferencePool => INFERENCE_GROUP,
-            Kind::Gateway | Kind::GatewayClass | Kind::BackendTLSPolicy | Kind::ReferenceGrant => {
-                GATEWAY_API_GROUP
-            }
+            Kind::Gateway
+            | Kind::GatewayClass
+            | Kind::HTTPRoute
+            | Kind::BackendTLSPolicy
+            | Kind::ReferenceGrant => GATEWAY_API_GROUP,
             Kind::Secret | Kind::Service | Kind::Pod => "",
+            Kind::EndpointSlice => DISCOVERY_GROUP,
         }
     }
 
@@ -127,10 +139,17 @@ impl Kind {
             }
             Kind::Backend => &["v1alpha1"],
             Kind::InferencePool => &["v1"],
-            Kind::Gateway | Kind::GatewayClass | Kind::ReferenceGrant => &["v1", "v1beta1"],
+            Kind::Gateway | Kind::GatewayClass | Kind::HTTPRoute | Kind::ReferenceGrant => {
+                &["v1", "v1beta1"]
+            }
             Kind::BackendTLSPolicy => &["v1", "v1alpha3"],
-            Kind::Secret | Kind::Service | Kind::Pod => &["v1"],
+            Kind::Secret | Kind::Service | Kind::Pod | Kind::EndpointSlice => &["v1"],
         }
+    }
+
+    /// AIGatewayRoute and HTTPRoute: attached to Gateways by `parentRefs`, serving `hostnames`.
+    pub fn is_route(self) -> bool {
+        matches!(self, Kind::AIGatewayRoute | Kind::HTTPRoute)
     }
 
     /// Parses a kind name as used on the command line and in references (case-insensitive).
@@ -283,10 +302,23 @@ pub enum Spec {
     InferencePool(InferencePoolSpec),
     Gateway(GatewaySpec),
     GatewayClass(GatewayClassSpec),
+    HTTPRoute(HTTPRouteSpec),
     ReferenceGrant(ReferenceGrantSpec),
     Secret(SecretData),
     Service(ServiceSpec),
     Pod(PodInfo),
+    EndpointSlice(EndpointSliceSpec),
+}
+
+impl Spec {
+    /// A route's `parentRefs` and `hostnames`; `None` for kinds that are not routes.
+    pub fn route(&self) -> Option<(&[ParentReference], &[String])> {
+        match self {
+            Spec::AIGatewayRoute(r) => Some((&r.parent_refs, &r.hostnames)),
+            Spec::HTTPRoute(r) => Some((&r.parent_refs, &r.hostnames)),
+            _ => None,
+        }
+    }
 }
 
 /// One object as the graph holds it.
@@ -415,10 +447,12 @@ fn parse_spec(kind: Kind, doc: &str) -> Result<Spec, ParseError> {
         Kind::InferencePool => Spec::InferencePool(spec(doc)?),
         Kind::Gateway => Spec::Gateway(spec(doc)?),
         Kind::GatewayClass => Spec::GatewayClass(spec(doc)?),
+        Kind::HTTPRoute => Spec::HTTPRoute(spec(doc)?),
         Kind::ReferenceGrant => Spec::ReferenceGrant(spec(doc)?),
         Kind::Service => Spec::Service(ServiceSpec::from_document(doc)?),
         Kind::Secret => Spec::Secret(serde_yaml::from_str(doc)?),
         Kind::Pod => Spec::Pod(serde_yaml::from_str(doc)?),
+        Kind::EndpointSlice => Spec::EndpointSlice(serde_yaml::from_str(doc)?),
     })
 }
 

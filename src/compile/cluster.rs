@@ -391,6 +391,195 @@ pub(super) fn pool(graph: &Graph, key: &ObjectKey) -> Option<Compiled> {
     })
 }
 
+/// The cluster an HTTPRoute's backendRef to a Service port uses: `svc/{namespace}/{name}/{port}`.
+pub(super) fn service_cluster_name(key: &ObjectKey, port: u16) -> String {
+    format!("{}{port}", service_cluster_prefix(key))
+}
+
+/// What the names of a Service's clusters start with: `svc/{namespace}/{name}/`.
+pub(super) fn service_cluster_prefix(key: &ObjectKey) -> String {
+    format!("svc/{}/", key.path())
+}
+
+/// The cluster an HTTPRoute's backendRef to an InferencePool uses: `httppool/{namespace}/{name}`.
+/// It is the pool's cluster without the translation ext_proc (HTTPRoutes pass requests as they
+/// are), so an AIGatewayRoute's `pool/...` cluster and this one can serve one pool side by side.
+pub(super) fn http_pool_cluster_name(key: &ObjectKey) -> String {
+    format!("httppool/{}", key.path())
+}
+
+/// The cluster an HTTPRoute's backendRef to an Envoy Gateway Backend uses:
+/// `backend/{namespace}/{name}`.
+pub(super) fn http_backend_cluster_name(key: &ObjectKey) -> String {
+    format!("backend/{}", key.path())
+}
+
+/// The cluster an HTTPRoute's backendRef to `target` (on `port`, for a Service) uses, if the
+/// target compiles to one: a Service with that port, an accepted InferencePool, an accepted
+/// Backend.
+pub(super) fn http_cluster_for(
+    graph: &Graph,
+    target: &ObjectKey,
+    port: Option<u16>,
+) -> Option<String> {
+    let object = graph.object(target)?;
+    match &object.spec {
+        Spec::Service(svc) => {
+            let port = port?;
+            svc.ports.iter().any(|p| p.port == port).then(|| service_cluster_name(target, port))
+        }
+        Spec::InferencePool(_) => accepted(graph, target).then(|| http_pool_cluster_name(target)),
+        Spec::Backend(_) => accepted(graph, target).then(|| http_backend_cluster_name(target)),
+        _ => None,
+    }
+}
+
+/// The clusters of `target` (a Service, InferencePool or Backend) that accepted HTTPRoutes use,
+/// by name: one per Service port they name.
+pub(super) fn http_target(graph: &Graph, target: &ObjectKey) -> Vec<(String, Compiled)> {
+    let Some(object) = graph.object(target) else { return Vec::new() };
+    let mut ports: BTreeSet<Option<u16>> = BTreeSet::new();
+    for (kind, node) in graph.referrers(target) {
+        let Some(Spec::HTTPRoute(route)) = node.object.as_deref().map(|o| &o.spec) else {
+            continue;
+        };
+        if kind != RefKind::BackendRef
+            || !node.accepted()
+            || !graph.reference_permitted(&node.key, target)
+        {
+            continue;
+        }
+        let refs = route.rules.iter().flat_map(|r| {
+            let mirrors = r
+                .filters
+                .iter()
+                .chain(r.backend_refs.iter().flat_map(|b| &b.filters))
+                .filter_map(|f| f.request_mirror.as_ref().map(|m| &m.backend_ref));
+            r.backend_refs.iter().chain(mirrors)
+        });
+        for b in refs {
+            if crate::graph::http_backend_key(&node.key, b).as_ref() == Ok(target) {
+                ports.insert(b.port);
+            }
+        }
+    }
+    if ports.is_empty() {
+        return Vec::new();
+    }
+    let sources = vec![target.clone()];
+    match &object.spec {
+        Spec::Service(svc) => {
+            let slices: Vec<(&ObjectKey, &crate::api::EndpointSliceSpec)> = graph
+                .references(target)
+                .into_iter()
+                .filter(|(kind, _)| *kind == RefKind::Selects)
+                .filter_map(|(_, node)| match node.object.as_deref().map(|o| &o.spec) {
+                    Some(Spec::EndpointSlice(slice)) => Some((&node.key, slice)),
+                    _ => None,
+                })
+                .collect();
+            ports
+                .into_iter()
+                .flatten()
+                .filter_map(|port| {
+                    let service_port = svc.ports.iter().find(|p| p.port == port)?;
+                    Some(service_cluster(target, svc, service_port, &slices))
+                })
+                .collect()
+        }
+        Spec::InferencePool(pool) if accepted(graph, target) => {
+            let name = http_pool_cluster_name(target);
+            let (cla, pods) = endpoint::pool(&name, graph, target, pool);
+            let cla_sources = std::iter::once(target.clone()).chain(pods).collect();
+            let mut cluster = pool_eds_cluster(&name);
+            cluster.typed_extension_protocol_options = HashMap::from([(
+                extproc::HTTP_PROTOCOL_OPTIONS.to_string(),
+                extproc::plain_protocol_options(pool_protocol(pool)),
+            )]);
+            let compiled = Compiled {
+                cluster: encode(name.clone(), &cluster, &[], sources),
+                load_assignment: Some(Resource::new(name.clone(), &cla, cla_sources)),
+            };
+            vec![(name, compiled)]
+        }
+        Spec::Backend(spec) if accepted(graph, target) => {
+            let name = http_backend_cluster_name(target);
+            let tls = tls_policy(graph, target);
+            let mut sources = sources;
+            sources.extend(tls.map(|(policy, _)| policy.clone()));
+            let (cluster, cla) = envoy_backend(&name, spec, tls.map(|(_, hostname)| hostname));
+            let compiled = Compiled {
+                cluster: encode(name.clone(), &cluster, &[], sources.clone()),
+                load_assignment: cla.map(|cla| Resource::new(name.clone(), &cla, sources)),
+            };
+            vec![(name, compiled)]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The cluster of one Service port: its EndpointSlices' ready endpoints over EDS when it has
+/// slices (as in a cluster), else its `clusterIP` (or, headless, its DNS name) on the port.
+fn service_cluster(
+    target: &ObjectKey,
+    svc: &crate::api::ServiceSpec,
+    service_port: &crate::api::ServicePort,
+    slices: &[(&ObjectKey, &crate::api::EndpointSliceSpec)],
+) -> (String, Compiled) {
+    let port = service_port.port;
+    let name = service_cluster_name(target, port);
+    let port_name = service_port.name.as_deref().unwrap_or("");
+    let ready: Vec<(Vec<&str>, u16, Option<&str>)> =
+        slices.iter().filter_map(|(_, slice)| slice.ready(port_name)).collect();
+    let app_protocol = service_port
+        .app_protocol
+        .as_deref()
+        .or_else(|| ready.iter().find_map(|(_, _, protocol)| *protocol));
+    let protocol = match app_protocol {
+        Some(crate::api::H2C_APP_PROTOCOL) => UpstreamHttp::H2c,
+        _ => UpstreamHttp::Http1,
+    };
+    let options = HashMap::from([(
+        extproc::HTTP_PROTOCOL_OPTIONS.to_string(),
+        extproc::plain_protocol_options(protocol),
+    )]);
+    let sources = vec![target.clone()];
+    if !slices.is_empty() {
+        let addresses = ready
+            .iter()
+            .flat_map(|(addresses, port, _)| addresses.iter().map(|a| endpoint::socket(a, *port)))
+            .collect();
+        let cla = endpoint::assignment(&name, addresses);
+        let cla_sources =
+            sources.iter().cloned().chain(slices.iter().map(|(k, _)| (*k).clone())).collect();
+        let cluster = Cluster { typed_extension_protocol_options: options, ..eds_cluster(&name) };
+        let compiled = Compiled {
+            cluster: encode(name.clone(), &cluster, &[], sources),
+            load_assignment: Some(Resource::new(name.clone(), &cla, cla_sources)),
+        };
+        return (name, compiled);
+    }
+    let host = match svc.cluster_ip.as_deref() {
+        Some(ip) if ip.parse::<std::net::IpAddr>().is_ok() => ip.to_string(),
+        _ => format!("{}.{}.svc.cluster.local", target.name, target.namespace),
+    };
+    let ip = host.parse::<std::net::IpAddr>().is_ok();
+    let discovery =
+        if ip { cluster::DiscoveryType::Static } else { cluster::DiscoveryType::StrictDns };
+    let cluster = Cluster {
+        name: name.clone(),
+        connect_timeout: Some(connect_timeout()),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(discovery as i32)),
+        dns_lookup_family: if ip { 0 } else { cluster::DnsLookupFamily::V4Only as i32 },
+        load_assignment: Some(endpoint::assignment(&name, vec![endpoint::socket(&host, port)])),
+        typed_extension_protocol_options: options,
+        ..Default::default()
+    };
+    let compiled =
+        Compiled { cluster: encode(name.clone(), &cluster, &[], sources), load_assignment: None };
+    (name, compiled)
+}
+
 /// The accepted BackendTLSPolicy that targets `backend`, with the hostname it asks for.
 fn tls_policy<'g>(graph: &'g Graph, backend: &ObjectKey) -> Option<(&'g ObjectKey, &'g str)> {
     graph.referrers(backend).into_iter().find_map(|(kind, node)| {

@@ -71,7 +71,7 @@ pub(super) fn socket(host: &str, port: u16) -> Address {
     }
 }
 
-fn assignment(cluster: &str, addresses: Vec<Address>) -> ClusterLoadAssignment {
+pub(super) fn assignment(cluster: &str, addresses: Vec<Address>) -> ClusterLoadAssignment {
     let lb_endpoints = addresses
         .into_iter()
         .map(|a| LbEndpoint {

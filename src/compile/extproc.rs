@@ -179,22 +179,7 @@ pub(super) fn upstream_protocol_options(
     };
     let options = HttpProtocolOptions {
         upstream_protocol_options: Some(
-            http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
-                http_protocol_options::ExplicitHttpConfig {
-                    protocol_config: Some(match protocol {
-                        UpstreamHttp::Http1 => {
-                            http_protocol_options::explicit_http_config::ProtocolConfig::HttpProtocolOptions(
-                                Http1ProtocolOptions::default(),
-                            )
-                        }
-                        UpstreamHttp::H2c => {
-                            http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
-                                Http2ProtocolOptions::default(),
-                            )
-                        }
-                    }),
-                },
-            ),
+            http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(explicit(protocol)),
         ),
         http_filters: vec![
             HttpFilter {
@@ -214,6 +199,30 @@ pub(super) fn upstream_protocol_options(
         ..Default::default()
     };
     pack_any(options)
+}
+
+/// `protocol` to the endpoints, with no ext_proc in between: the clusters of HTTPRoutes' backends.
+pub(super) fn plain_protocol_options(protocol: UpstreamHttp) -> Any {
+    pack_any(HttpProtocolOptions {
+        upstream_protocol_options: Some(
+            http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(explicit(protocol)),
+        ),
+        ..Default::default()
+    })
+}
+
+fn explicit(protocol: UpstreamHttp) -> http_protocol_options::ExplicitHttpConfig {
+    use http_protocol_options::explicit_http_config::ProtocolConfig;
+    http_protocol_options::ExplicitHttpConfig {
+        protocol_config: Some(match protocol {
+            UpstreamHttp::Http1 => {
+                ProtocolConfig::HttpProtocolOptions(Http1ProtocolOptions::default())
+            }
+            UpstreamHttp::H2c => {
+                ProtocolConfig::Http2ProtocolOptions(Http2ProtocolOptions::default())
+            }
+        }),
+    }
 }
 
 /// aixds itself, over the bootstrap's HTTP/2 cluster that already carries ADS.

@@ -12,6 +12,10 @@
 //!   recompiles that route and re-assembles only the ports it was or is attached to;
 //! - a Cluster (and, when it uses EDS, a ClusterLoadAssignment of the same name) per usable
 //!   AIServiceBackend, and per InferencePool that a route names directly;
+//! - for HTTPRoutes (`http_route.rs`): their routes, ranked among each other in the
+//!   RouteConfiguration after the AIGatewayRoutes' model routes, and a cluster per Service port,
+//!   InferencePool and Backend they name, without the translation ext_proc (`svc/...`,
+//!   `httppool/...`, `backend/...`), kept while an accepted HTTPRoute names it;
 //! - a fallback Cluster per route rule whose backendRefs have several priorities, kept in the
 //!   route's fragment: it depends on the route and on every backend the rule names, all of
 //!   which put the route in the affected set;
@@ -20,9 +24,9 @@
 //!   of its Gateways or of a ReferenceGrant redoes. A rotated Secret that stays usable changes
 //!   its SDS resource alone: the listeners name it, they do not hold it.
 //!
-//! Every listener runs the translation ext_proc's router phase before the router, and every
-//! AIServiceBackend cluster its upstream phase (`extproc.rs`); both call aixds over the
-//! bootstrap's `aixds-xds` cluster.
+//! Every listener runs the translation ext_proc's router phase before the router (HTTPRoutes'
+//! routes turn it off), and every AIServiceBackend cluster its upstream phase (`extproc.rs`);
+//! both call aixds over the bootstrap's `aixds-xds` cluster.
 //!
 //! Objects that are not accepted, or whose references do not resolve, produce nothing; whatever
 //! referred to them leaves them out, and everything else compiles as usual. A backend whose
@@ -34,6 +38,7 @@ mod canonical;
 mod cluster;
 mod endpoint;
 mod extproc;
+mod http_route;
 mod listener;
 mod local_reply;
 pub mod picker;
@@ -128,8 +133,14 @@ impl Compiler {
         self.ports = listener::ports(&self.gateways, &self.opts);
         self.refresh_listeners(&mut out);
         let mut pools = BTreeSet::new();
+        let mut targets = BTreeSet::new();
         for object in graph.objects() {
             match object.key.kind {
+                Kind::HTTPRoute => {
+                    let fragment = route::fragment(graph, &object.key, &self.ports);
+                    targets.extend(fragment.targets.iter().cloned());
+                    self.fragments.insert(object.key.clone(), fragment);
+                }
                 Kind::AIGatewayRoute => {
                     let fragment = route::fragment(graph, &object.key, &self.ports);
                     for cluster in &fragment.clusters {
@@ -146,6 +157,9 @@ impl Compiler {
         }
         for pool in &pools {
             self.compile_pool(graph, pool, &mut out);
+        }
+        for target in &targets {
+            self.compile_http_target(graph, target, &mut out);
         }
         self.certificates = self.served_certificates();
         let secrets: Vec<ObjectKey> = self.certificates.iter().cloned().collect();
@@ -175,6 +189,8 @@ impl Compiler {
         // to check come from the route's old fragment as well as from the affected set.
         let mut pools: BTreeSet<ObjectKey> = BTreeSet::new();
         let mut secrets: BTreeSet<ObjectKey> = BTreeSet::new();
+        // Likewise the Services, pools and Backends HTTPRoutes name.
+        let mut targets: BTreeSet<ObjectKey> = BTreeSet::new();
 
         // The graph lists a route's Gateways among what the route affects, so a Gateway here
         // has not necessarily changed: compare what it contributes before redoing listeners.
@@ -214,6 +230,29 @@ impl Compiler {
                 Kind::AIServiceBackend => self.compile_backend(graph, key, &mut out),
                 Kind::InferencePool => {
                     pools.insert(key.clone());
+                    targets.insert(key.clone());
+                }
+                Kind::Service | Kind::Backend => {
+                    targets.insert(key.clone());
+                }
+                Kind::HTTPRoute => {
+                    let new = graph
+                        .object(key)
+                        .is_some()
+                        .then(|| route::fragment(graph, key, &self.ports));
+                    let old = match new {
+                        Some(new) => self.fragments.insert(key.clone(), new),
+                        None => self.fragments.remove(key),
+                    };
+                    let new = self.fragments.get(key);
+                    for fragment in old.iter().chain(new) {
+                        targets.extend(fragment.targets.iter().cloned());
+                    }
+                    if old.as_ref() != new {
+                        for fragment in old.iter().chain(new) {
+                            dirty_ports.extend(fragment.attachments.keys());
+                        }
+                    }
                 }
                 Kind::Secret => {
                     secrets.insert(key.clone());
@@ -261,11 +300,41 @@ impl Compiler {
         for pool in &pools {
             self.compile_pool(graph, pool, &mut out);
         }
+        for target in &targets {
+            self.compile_http_target(graph, target, &mut out);
+        }
         for key in &secrets {
             self.compile_secret(graph, key, &mut out);
         }
         self.assemble_routes(&dirty_ports, &mut out);
         out
+    }
+
+    /// The clusters HTTPRoutes use of a Service (one per port named), an InferencePool or a
+    /// Backend; those no longer used are removed.
+    fn compile_http_target(&mut self, graph: &Graph, key: &ObjectKey, out: &mut Vec<Update>) {
+        let prefix = match key.kind {
+            Kind::Service => cluster::service_cluster_prefix(key),
+            Kind::InferencePool => cluster::http_pool_cluster_name(key),
+            Kind::Backend => cluster::http_backend_cluster_name(key),
+            _ => return,
+        };
+        let compiled = cluster::http_target(graph, key);
+        let wanted: BTreeSet<&str> = compiled.iter().map(|(name, _)| name.as_str()).collect();
+        let emitted = &self.emitted[TypeUrl::Cluster.index()];
+        let stale: Vec<String> = emitted
+            .range(prefix.clone()..)
+            .take_while(|name| name.starts_with(&prefix))
+            .filter(|name| key.kind == Kind::Service || **name == prefix)
+            .filter(|name| !wanted.contains(name.as_str()))
+            .cloned()
+            .collect();
+        for name in stale {
+            self.remove_cluster(out, name);
+        }
+        for (name, compiled) in compiled {
+            self.put_cluster(out, name, compiled);
+        }
     }
 
     fn refresh_listeners(&mut self, out: &mut Vec<Update>) {

@@ -23,7 +23,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 };
 use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::{
     ExtProcOverrides, ExtProcPerRoute, ExternalProcessor, MetadataOptions, ProcessingMode,
-    ext_proc_per_route, metadata_options, processing_mode,
+    ext_proc_per_route, external_processor, metadata_options, processing_mode,
 };
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpFilter, http_filter,
@@ -92,6 +92,9 @@ pub fn picker_filter() -> HttpFilter {
         message_timeout: Some(Duration { seconds: MESSAGE_TIMEOUT_SECONDS, nanos: 0 }),
         failure_mode_allow: false,
         allow_mode_override: false,
+        // A picker may ask to clear the route cache (the reference picker does): the route,
+        // and for a split across pools the pool whose picker was asked, must stay.
+        route_cache_action: external_processor::RouteCacheAction::Retain as i32,
         metadata_options: Some(MetadataOptions {
             forwarding_namespaces: Some(metadata_options::MetadataNamespaces {
                 untyped: vec![LB_NAMESPACE.into(), SUBSET_NAMESPACE.into()],
@@ -342,6 +345,7 @@ mod tests {
         );
         let config = ext_proc(&picker_filter());
         assert!(!config.allow_mode_override);
+        assert_eq!(config.route_cache_action, external_processor::RouteCacheAction::Retain as i32);
         let mode = config.processing_mode.unwrap();
         assert_eq!(
             mode.request_body_mode,

@@ -20,7 +20,7 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{RegexMatcher, StringMatcher, s
 use envoy_types::pb::google::protobuf::{Any, Duration, UInt32Value};
 use envoy_types::util::pack_any;
 
-use super::{cluster, extproc, listener, picker};
+use super::{cluster, extproc, http_route, listener, picker};
 use crate::api::{
     AIGATEWAY_GROUP, AIGatewayRouteSpec, HeaderMatchType, INFERENCE_GROUP, Kind, ObjectKey,
     RouteMatch as AIRouteMatch, RouteRule, Spec, group_kind,
@@ -43,7 +43,7 @@ pub const NOT_FOUND_COHERE_BODY: &str = r#"{"message":"No route matches the requ
 
 /// How long a rule without `timeouts.request` (or with one that does not parse) gives a
 /// response, a stream included, to complete: Envoy's own default, 15 s, cuts long answers.
-const DEFAULT_REQUEST_TIMEOUT: Duration = Duration { seconds: 60, nanos: 0 };
+pub(super) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration { seconds: 60, nanos: 0 };
 
 /// Gateway API's largest backendRef weight. Envoy rejects weights that sum past `u32::MAX`, which
 /// weights within this bound cannot reach with any realistic number of backends.
@@ -65,6 +65,17 @@ pub(super) struct Fragment {
     pub pools: BTreeSet<ObjectKey>,
     /// The fallback clusters of its rules whose backendRefs have several priorities.
     pub clusters: Vec<Resource>,
+    /// For an HTTPRoute: its routes, each encoded apart with its precedence, as they are
+    /// ordered among all HTTPRoutes' routes on a host (see `http_route.rs`).
+    pub ranked: Vec<(http_route::Precedence, Vec<u8>)>,
+    /// For an HTTPRoute: the Services, InferencePools and Backends it names.
+    pub targets: BTreeSet<ObjectKey>,
+}
+
+impl Fragment {
+    fn serves(&self) -> bool {
+        !self.routes.is_empty() || !self.ranked.is_empty()
+    }
 }
 
 pub(super) fn config_name(port: u16) -> String {
@@ -76,8 +87,19 @@ pub(super) fn fragment(
     key: &ObjectKey,
     ports: &BTreeMap<u16, Vec<listener::Served>>,
 ) -> Fragment {
-    let Some(Spec::AIGatewayRoute(spec)) = graph.object(key).map(|o| &o.spec) else {
-        return Fragment::default();
+    let accepted = graph.node(key).is_some_and(|n| n.accepted());
+    let spec = match graph.object(key).map(|o| &o.spec) {
+        Some(Spec::AIGatewayRoute(spec)) => spec,
+        Some(Spec::HTTPRoute(spec)) => {
+            let ranked = if accepted { http_route::compile(graph, key, spec) } else { Vec::new() };
+            return Fragment {
+                attachments: attachments(graph, key, ports),
+                ranked,
+                targets: http_route::targets(key, spec),
+                ..Default::default()
+            };
+        }
+        _ => return Fragment::default(),
     };
     let pools = spec
         .rules
@@ -88,11 +110,17 @@ pub(super) fn fragment(
             _ => None,
         })
         .collect();
-    let accepted = graph.node(key).is_some_and(|n| n.accepted());
     let (routes, clusters) =
         if accepted { compile_rules(graph, key, spec) } else { Default::default() };
     let encoded = VirtualHost { routes: routes.clone(), ..Default::default() }.encode_to_vec();
-    Fragment { attachments: attachments(graph, key, ports), routes, encoded, pools, clusters }
+    Fragment {
+        attachments: attachments(graph, key, ports),
+        routes,
+        encoded,
+        pools,
+        clusters,
+        ..Default::default()
+    }
 }
 
 /// Where the route attaches: on each port, the hostnames it serves there. A route with
@@ -104,13 +132,14 @@ pub(super) fn attachments(
     key: &ObjectKey,
     ports: &BTreeMap<u16, Vec<listener::Served>>,
 ) -> BTreeMap<u16, BTreeSet<String>> {
-    let Some(Spec::AIGatewayRoute(spec)) = graph.object(key).map(|o| &o.spec) else {
-        return BTreeMap::new();
-    };
+    let Some(object) = graph.object(key) else { return BTreeMap::new() };
+    let Some((parent_refs, hostnames)) = object.spec.route() else { return BTreeMap::new() };
     let mut out: BTreeMap<u16, BTreeSet<String>> = BTreeMap::new();
-    if spec.parent_refs.is_empty() {
+    // An AIGatewayRoute without parents is aixds's way to serve every listener; Gateway API
+    // gives an HTTPRoute without parents none.
+    if parent_refs.is_empty() && key.kind == Kind::AIGatewayRoute {
         for served in ports.values().flatten() {
-            if let Some(hosts) = listeners::hostnames(served.hostname.as_deref(), &spec.hostnames) {
+            if let Some(hosts) = listeners::hostnames(served.hostname.as_deref(), hostnames) {
                 out.entry(served.port).or_default().extend(hosts);
             }
         }
@@ -389,7 +418,7 @@ pub(super) fn parse_duration(s: &str) -> Option<Duration> {
 pub(super) fn assemble(port: u16, fragments: &BTreeMap<ObjectKey, Fragment>) -> Resource {
     let attached: Vec<(&ObjectKey, &Fragment, &BTreeSet<String>)> = fragments
         .iter()
-        .filter(|(_, f)| !f.routes.is_empty())
+        .filter(|(_, f)| f.serves())
         .filter_map(|(k, f)| Some((k, f, f.attachments.get(&port)?)))
         .collect();
     // Hostname → the fragments serving it, in key order; wildcards (and `*`) apart, as each may
@@ -429,12 +458,12 @@ pub(super) fn assemble(port: u16, fragments: &BTreeMap<ObjectKey, Fragment>) -> 
         // A fragment under several of the hostnames counts once; with one group (the usual
         // case: only `*`) there is nothing to check.
         let mut seen: HashSet<&ObjectKey> = HashSet::new();
-        let members: Vec<&Fragment> = groups
+        let members: Vec<(usize, &Fragment)> = groups
             .iter()
-            .copied()
-            .flatten()
-            .filter(|(k, _)| groups.len() == 1 || seen.insert(*k))
-            .map(|(_, f)| *f)
+            .enumerate()
+            .flat_map(|(rank, group)| group.iter().map(move |(k, f)| (rank, *k, *f)))
+            .filter(|(_, k, _)| groups.len() == 1 || seen.insert(*k))
+            .map(|(rank, _, f)| (rank, f))
             .collect();
         // Repeated fields may arrive in pieces: the virtual host's name and domains, then each
         // fragment's routes, then the 404s, decode as one virtual host with the routes in that
@@ -447,8 +476,25 @@ pub(super) fn assemble(port: u16, fragments: &BTreeMap<ObjectKey, Fragment>) -> 
         let off = [extproc::POOL_FILTER, picker::PICKER_FILTER]
             .map(|filter| (filter.to_string(), extproc::off().encode_to_vec()));
         super::canonical::append_map(&mut vhost, 15, off);
-        for f in &members {
+        // The AIGatewayRoutes' model routes first; then, when HTTPRoutes share the host, the
+        // LLM API paths while the model is unknown (so that the router phase reads it and the
+        // request is routed again), then the HTTPRoutes' routes in Gateway API's order.
+        for (_, f) in &members {
             vhost.extend_from_slice(&f.encoded);
+        }
+        let mut ranked: Vec<(usize, &http_route::Precedence, &Vec<u8>)> = members
+            .iter()
+            .flat_map(|(rank, f)| f.ranked.iter().map(move |(p, bytes)| (*rank, p, bytes)))
+            .collect();
+        if !ranked.is_empty() {
+            if members.iter().any(|(_, f)| !f.routes.is_empty()) {
+                let entry = VirtualHost { routes: api_entry().to_vec(), ..Default::default() };
+                vhost.extend_from_slice(&entry.encode_to_vec());
+            }
+            ranked.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+            for (_, _, bytes) in ranked {
+                vhost.extend_from_slice(bytes);
+            }
         }
         let tail = VirtualHost { routes: not_found().to_vec(), ..Default::default() };
         vhost.extend_from_slice(&tail.encode_to_vec());
@@ -484,6 +530,43 @@ fn not_found() -> [Route; 3] {
         direct_404("not-found-cohere", cohere, NOT_FOUND_COHERE_BODY),
         direct_404("not-found", route_match::PathSpecifier::Prefix("/".into()), NOT_FOUND_BODY),
     ]
+}
+
+/// The LLM API paths aixds's router phase serves, while a request has no model header: they
+/// come before HTTPRoutes' routes so that the router phase reads the model from the body; the
+/// route cache it clears then finds the model's route, or an HTTPRoute's, or the 404s.
+fn api_entry() -> [Route; 3] {
+    let unknown_model = HeaderMatcher {
+        name: crate::api::MODEL_HEADER.into(),
+        header_match_specifier: Some(header_matcher::HeaderMatchSpecifier::PresentMatch(false)),
+        ..Default::default()
+    };
+    let path = |regex: &str| {
+        route_match::PathSpecifier::SafeRegex(RegexMatcher {
+            regex: regex.into(),
+            ..Default::default()
+        })
+    };
+    let entries = [
+        (
+            "api-anthropic",
+            path(r"(/anthropic)?/v1/messages(/count_tokens)?/?|/anthropic/v1/models(/.*)?"),
+            NOT_FOUND_ANTHROPIC_BODY,
+        ),
+        ("api-cohere", path(r"/cohere/(v2/rerank|v1/models(/.*)?)/?"), NOT_FOUND_COHERE_BODY),
+        (
+            "api-openai",
+            path(r"/v1/(chat/completions|completions|embeddings|responses|models(/.*)?)/?"),
+            NOT_FOUND_BODY,
+        ),
+    ];
+    entries.map(|(name, path, body)| {
+        let mut route = direct_404(name, path, body);
+        if let Some(m) = route.r#match.as_mut() {
+            m.headers.push(unknown_model.clone());
+        }
+        route
+    })
 }
 
 fn direct_404(name: &str, path: route_match::PathSpecifier, body: &str) -> Route {

@@ -20,8 +20,7 @@ use crate::api::{
     validate_hostname,
 };
 
-/// The route kinds a listener can take: AIGatewayRoute, and HTTPRoute, which Envoy AI Gateway's
-/// Gateways list because it turns AIGatewayRoutes into HTTPRoutes (so their YAML keeps working).
+/// The route kinds a listener can take, both by default.
 const ROUTE_KINDS: [(&str, &str); 2] =
     [(AIGATEWAY_GROUP, "AIGatewayRoute"), (GATEWAY_API_GROUP, "HTTPRoute")];
 
@@ -109,7 +108,7 @@ fn judge<'a>(graph: &Graph, gateway: &ObjectKey, l: &'a Listener) -> ListenerSta
     }
     let asked = allowed.map(|a| a.kinds.as_slice()).unwrap_or_default();
     let kinds: Vec<(&'static str, &'static str)> = if asked.is_empty() {
-        vec![ROUTE_KINDS[0]]
+        ROUTE_KINDS.to_vec()
     } else {
         ROUTE_KINDS
             .into_iter()
@@ -300,13 +299,14 @@ pub struct ParentState {
     pub refused: Option<(Reason, String)>,
 }
 
-/// The parents of an AIGatewayRoute that name Gateways, in its order.
+/// The parents of a route (AIGatewayRoute or HTTPRoute) that name Gateways, in its order.
 pub fn route_parents(graph: &Graph, route: &ObjectKey) -> Vec<ParentState> {
-    let Some(Spec::AIGatewayRoute(spec)) = graph.object(route).map(|o| &o.spec) else {
+    let Some((parent_refs, route_hostnames)) = graph.object(route).and_then(|o| o.spec.route())
+    else {
         return Vec::new();
     };
     let mut out = Vec::new();
-    for (index, p) in spec.parent_refs.iter().enumerate() {
+    for (index, p) in parent_refs.iter().enumerate() {
         let group = p.group.as_deref().unwrap_or(GATEWAY_API_GROUP);
         if (group, p.kind.as_deref().unwrap_or("Gateway")) != (GATEWAY_API_GROUP, "Gateway") {
             continue;
@@ -327,7 +327,7 @@ pub fn route_parents(graph: &Graph, route: &ObjectKey) -> Vec<ParentState> {
             match attach(
                 graph,
                 route,
-                &spec.hostnames,
+                route_hostnames,
                 &state.gateway,
                 p.section_name.as_deref(),
                 p.port,
@@ -378,9 +378,14 @@ fn attach(
             format!("{what}: no listener it names can be served"),
         ));
     }
+    // Envoy AI Gateway's Gateways allow HTTPRoutes, into which it turns AIGatewayRoutes: a
+    // listener that takes HTTPRoutes takes AIGatewayRoutes too, so that their YAML works as is.
+    let kind = (route.kind.group(), route.kind.as_str());
     let allowed: Vec<&&ListenerState> = usable
         .iter()
-        .filter(|l| l.kinds.iter().any(|k| ROUTE_KINDS.contains(k)))
+        .filter(|l| {
+            l.kinds.contains(&kind) || (route.kind == Kind::AIGatewayRoute && !l.kinds.is_empty())
+        })
         .filter(|l| {
             let from = l
                 .spec
@@ -395,8 +400,8 @@ fn attach(
         return Err((
             Reason::NotAllowedByListeners,
             format!(
-                "{what}: no listener allows AIGatewayRoutes from namespace {:?}",
-                route.namespace
+                "{what}: no listener allows {}s from namespace {:?}",
+                route.kind, route.namespace
             ),
         ));
     }

@@ -21,6 +21,9 @@
 //! referrers it permits, before or after, found through an index of references by target
 //! namespace (`grants.rs`).
 //!
+//! A Service has the EndpointSlices labelled with its name (`Selects` edges, indexed by
+//! Service), so that a slice change reaches the routes to the Service.
+//!
 //! An InferencePool selects Pods by labels in its namespace. Pods are indexed by label so that a
 //! pool change finds its pods without scanning the namespace, and pools by their selector's first
 //! label so that a pod change finds the pools that may select it through its own labels.
@@ -32,7 +35,7 @@ pub mod listeners;
 mod refs;
 
 pub use conditions::{Condition, ConditionType, Issue, Reason};
-pub use refs::RefKind;
+pub use refs::{RefKind, http_backend_key};
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -112,6 +115,8 @@ pub struct Graph {
     /// A pod's candidate pools are found through its own labels, so a pod change costs what the
     /// pools that may select it cost, not the number of pools in the namespace.
     pools_by_label: HashMap<(String, String, String), HashSet<NodeIndex>>,
+    /// (namespace, Service name) → the EndpointSlices labelled as that Service's.
+    slices_by_service: HashMap<(String, String), HashSet<NodeIndex>>,
     /// Kinds the source cannot have (a CRD not installed), with why: a missing reference to one
     /// says so.
     missing_kinds: HashMap<Kind, String>,
@@ -119,6 +124,12 @@ pub struct Graph {
     grants: grants::Grants,
     /// The GatewayClass `controllerName` whose Gateways are aixds's; `None`: every Gateway is.
     controller: Option<String>,
+}
+
+/// The Service an EndpointSlice belongs to, by its `kubernetes.io/service-name` label.
+fn slice_service(slice: &Object) -> Option<(String, String)> {
+    let name = slice.labels.get(crate::api::SERVICE_NAME_LABEL)?;
+    Some((slice.key.namespace.clone(), name.clone()))
 }
 
 /// The index key of a pool: its namespace and the first label of its selector.
@@ -148,6 +159,11 @@ impl Graph {
             Some(Spec::GatewayClass(c)) if c.controller_name == *controller)
     }
 
+    /// The GatewayClass `controllerName` whose Gateways are aixds's, if the graph has one.
+    pub fn controller(&self) -> Option<&str> {
+        self.controller.as_deref()
+    }
+
     /// Whether the GatewayClass `key` is aixds's (see [`Graph::owns_gateway`]).
     pub fn owns_class(&self, key: &ObjectKey) -> bool {
         match (&self.controller, self.object(key).map(|o| &o.spec)) {
@@ -173,7 +189,7 @@ impl Graph {
             let owned = match key.kind {
                 Kind::GatewayClass => self.owns_class(key),
                 Kind::Gateway => self.owns_gateway(key),
-                Kind::AIGatewayRoute => {
+                Kind::AIGatewayRoute | Kind::HTTPRoute => {
                     let parents = self.g[idx].parents.as_slice();
                     parents.is_empty() || parents.iter().any(|p| !p.foreign)
                 }
@@ -495,6 +511,41 @@ impl Graph {
                 }
                 Vec::new()
             }
+            Spec::EndpointSlice(_) => {
+                if let Some(entry) = slice_service(&object)
+                    && let Some(set) = self.slices_by_service.get_mut(&entry)
+                {
+                    set.remove(&idx);
+                    if set.is_empty() {
+                        self.slices_by_service.remove(&entry);
+                    }
+                }
+                let edges: Vec<(EdgeIndex, NodeIndex)> = self
+                    .g
+                    .edges_directed(idx, Direction::Incoming)
+                    .filter(|e| *e.weight() == RefKind::Selects)
+                    .map(|e| (e.id(), e.source()))
+                    .collect();
+                edges
+                    .into_iter()
+                    .map(|(e, service)| {
+                        self.g.remove_edge(e);
+                        service
+                    })
+                    .collect()
+            }
+            Spec::Service(_) => {
+                let edges: Vec<EdgeIndex> = self
+                    .g
+                    .edges_directed(idx, Direction::Outgoing)
+                    .filter(|e| *e.weight() == RefKind::Selects)
+                    .map(|e| e.id())
+                    .collect();
+                for e in edges {
+                    self.g.remove_edge(e);
+                }
+                Vec::new()
+            }
             Spec::ReferenceGrant(_) => self.unindex_grant(idx),
             _ => Vec::new(),
         }
@@ -547,6 +598,24 @@ impl Graph {
                     self.g.add_edge(idx, pod, RefKind::Selects);
                 }
             }
+            Spec::EndpointSlice(_) => {
+                let Some(entry) = slice_service(&object) else { return };
+                let service = ObjectKey::new(Kind::Service, &entry.0, &entry.1);
+                self.slices_by_service.entry(entry).or_default().insert(idx);
+                if let Some(&svc) = self.index.get(&service)
+                    && self.g[svc].object.is_some()
+                {
+                    self.g.add_edge(svc, idx, RefKind::Selects);
+                }
+            }
+            Spec::Service(_) => {
+                let entry = (ns.clone(), object.key.name.clone());
+                let slices: Vec<NodeIndex> =
+                    self.slices_by_service.get(&entry).into_iter().flatten().copied().collect();
+                for slice in slices {
+                    self.g.add_edge(idx, slice, RefKind::Selects);
+                }
+            }
             _ => {}
         }
     }
@@ -585,9 +654,9 @@ impl Graph {
     fn recompute_conditions(&mut self, nodes: &[NodeIndex]) {
         // Backends first: a route's conditions read its backends' resolution.
         let (backends, rest): (Vec<NodeIndex>, Vec<NodeIndex>) =
-            nodes.iter().partition(|i| self.g[**i].key.kind != Kind::AIGatewayRoute);
+            nodes.iter().partition(|i| !self.g[**i].key.kind.is_route());
         for idx in backends.into_iter().chain(rest) {
-            if self.g[idx].key.kind == Kind::AIGatewayRoute {
+            if self.g[idx].key.kind.is_route() {
                 let parents = listeners::route_parents(self, &self.g[idx].key);
                 self.g[idx].parents = parents;
             }

@@ -10,7 +10,7 @@ use super::{Condition, ConditionType, Graph, Issue, Reason, listeners};
 use crate::api::{
     AIGATEWAY_GROUP, APISchema, BackendTarget, ENVOY_GATEWAY_GROUP, GATEWAY_API_GROUP,
     GCP_SERVICE_ACCOUNT_KEY, INFERENCE_GROUP, Kind, MAX_ROUTE_HOSTNAMES, Object, ObjectKey,
-    PolicyError, SecurityPolicyType, Spec, TLS_SECRET_TYPE, gcp_service_account,
+    PolicyError, SecurityPolicyType, Spec, TLS_SECRET_TYPE, gcp_service_account, group_kind,
     tls_certificate_problem, validate_hostname,
 };
 use crate::extproc::translate::COHERE_API_VERSION;
@@ -19,10 +19,10 @@ use crate::extproc::translate::COHERE_API_VERSION;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum RefKind {
-    /// AIGatewayRoute → Gateway.
+    /// AIGatewayRoute or HTTPRoute → Gateway.
     ParentRef,
     /// AIGatewayRoute → AIServiceBackend or InferencePool; AIServiceBackend → Backend or
-    /// InferencePool.
+    /// InferencePool; HTTPRoute → Service, InferencePool or Backend (its mirrors' too).
     BackendRef,
     /// BackendSecurityPolicy → AIServiceBackend or InferencePool; BackendTLSPolicy → Backend.
     TargetRef,
@@ -30,7 +30,8 @@ pub enum RefKind {
     SecretRef,
     /// InferencePool → endpoint picker Service.
     EndpointPickerRef,
-    /// InferencePool → Pod, by label selector.
+    /// InferencePool → Pod, by label selector; Service → EndpointSlice, by the slice's
+    /// `kubernetes.io/service-name` label.
     Selects,
     /// Gateway → GatewayClass (`gatewayClassName`).
     GatewayClassName,
@@ -71,35 +72,7 @@ pub(super) fn references(object: &Object) -> (Vec<(RefKind, ObjectKey)>, Vec<Iss
     let mut issues = Vec::new();
     match &object.spec {
         Spec::AIGatewayRoute(route) => {
-            if route.hostnames.len() > MAX_ROUTE_HOSTNAMES {
-                issues.push(accepted_issue(
-                    Reason::Invalid,
-                    format!(
-                        "{} hostnames: Gateway API allows at most {MAX_ROUTE_HOSTNAMES}",
-                        route.hostnames.len()
-                    ),
-                ));
-            }
-            for (i, host) in route.hostnames.iter().enumerate() {
-                if let Err(message) = validate_hostname(host) {
-                    issues.push(accepted_issue(
-                        Reason::Invalid,
-                        format!("hostnames[{i}]: {message}"),
-                    ));
-                }
-            }
-            for (i, p) in route.parent_refs.iter().enumerate() {
-                let group = p.group.as_deref().unwrap_or(GATEWAY_API_GROUP);
-                let kind = p.kind.as_deref().unwrap_or("Gateway");
-                if (group, kind) == (GATEWAY_API_GROUP, "Gateway") {
-                    refs.push((RefKind::ParentRef, in_ns(Kind::Gateway, &p.namespace, &p.name)));
-                } else {
-                    issues.push(refs_issue(
-                        Reason::InvalidKind,
-                        format!("parentRefs[{i}]: a route attaches to a Gateway, not {kind}"),
-                    ));
-                }
-            }
+            route_common(object, &mut refs, &mut issues);
             for (r, rule) in route.rules.iter().enumerate() {
                 if rule.backend_refs.is_empty() {
                     issues.push(accepted_issue(
@@ -137,6 +110,64 @@ pub(super) fn references(object: &Object) -> (Vec<(RefKind, ObjectKey)>, Vec<Iss
                         RefKind::BackendRef,
                         in_ns(target, &backend.namespace, &backend.name),
                     ));
+                }
+            }
+        }
+        Spec::HTTPRoute(route) => {
+            route_common(object, &mut refs, &mut issues);
+            for (r, rule) in route.rules.iter().enumerate() {
+                let filters = rule.filters.iter().map(|f| (format!("rules[{r}]"), f));
+                let backend_filters =
+                    rule.backend_refs.iter().enumerate().flat_map(|(b, backend)| {
+                        backend
+                            .filters
+                            .iter()
+                            .map(move |f| (format!("rules[{r}].backendRefs[{b}]"), f))
+                    });
+                for (at, filter) in filters.chain(backend_filters) {
+                    if let Some(problem) = filter.problem() {
+                        issues.push(accepted_issue(
+                            Reason::UnsupportedValue,
+                            format!("{at}.filters: {problem}"),
+                        ));
+                    }
+                    if let Some(mirror) = &filter.request_mirror {
+                        match http_backend_key(&object.key, &mirror.backend_ref) {
+                            Ok(target) => refs.push((RefKind::BackendRef, target)),
+                            Err(message) => issues.push(refs_issue(
+                                Reason::InvalidKind,
+                                format!("{at}.filters: requestMirror.backendRef: {message}"),
+                            )),
+                        }
+                    }
+                }
+                for (m, matched) in rule.matches.iter().enumerate() {
+                    let named = matched.headers.iter().chain(&matched.query_params);
+                    if named.clone().any(|h| h.name.is_empty()) {
+                        issues.push(accepted_issue(
+                            Reason::Invalid,
+                            format!(
+                                "rules[{r}].matches[{m}] has a header or query match with no name"
+                            ),
+                        ));
+                    }
+                }
+                for (b, backend) in rule.backend_refs.iter().enumerate() {
+                    match http_backend_key(&object.key, backend) {
+                        Ok(target) => {
+                            if target.kind == Kind::Service && backend.port.is_none() {
+                                issues.push(accepted_issue(
+                                    Reason::Invalid,
+                                    format!("rules[{r}].backendRefs[{b}]: a Service needs a port"),
+                                ));
+                            }
+                            refs.push((RefKind::BackendRef, target));
+                        }
+                        Err(message) => issues.push(refs_issue(
+                            Reason::InvalidKind,
+                            format!("rules[{r}].backendRefs[{b}]: {message}"),
+                        )),
+                    }
                 }
             }
         }
@@ -274,9 +305,64 @@ pub(super) fn references(object: &Object) -> (Vec<(RefKind, ObjectKey)>, Vec<Iss
         | Spec::ReferenceGrant(_)
         | Spec::Secret(_)
         | Spec::Service(_)
-        | Spec::Pod(_) => {}
+        | Spec::Pod(_)
+        | Spec::EndpointSlice(_) => {}
     }
     (refs, issues)
+}
+
+/// What every route kind declares alike: its hostnames, checked, and its parent Gateways.
+fn route_common(object: &Object, refs: &mut Vec<(RefKind, ObjectKey)>, issues: &mut Vec<Issue>) {
+    let Some((parent_refs, hostnames)) = object.spec.route() else { return };
+    let ns = object.key.namespace.as_str();
+    if hostnames.len() > MAX_ROUTE_HOSTNAMES {
+        issues.push(accepted_issue(
+            Reason::Invalid,
+            format!(
+                "{} hostnames: Gateway API allows at most {MAX_ROUTE_HOSTNAMES}",
+                hostnames.len()
+            ),
+        ));
+    }
+    for (i, host) in hostnames.iter().enumerate() {
+        if let Err(message) = validate_hostname(host) {
+            issues.push(accepted_issue(Reason::Invalid, format!("hostnames[{i}]: {message}")));
+        }
+    }
+    for (i, p) in parent_refs.iter().enumerate() {
+        let group = p.group.as_deref().unwrap_or(GATEWAY_API_GROUP);
+        let kind = p.kind.as_deref().unwrap_or("Gateway");
+        if (group, kind) == (GATEWAY_API_GROUP, "Gateway") {
+            let namespace = p.namespace.as_deref().unwrap_or(ns);
+            refs.push((RefKind::ParentRef, ObjectKey::new(Kind::Gateway, namespace, &p.name)));
+        } else {
+            issues.push(refs_issue(
+                Reason::InvalidKind,
+                format!("parentRefs[{i}]: a route attaches to a Gateway, not {kind}"),
+            ));
+        }
+    }
+}
+
+/// The object an HTTPRoute's backendRef names: a Service (Gateway API's default), an
+/// InferencePool or an Envoy Gateway Backend; or why it names none of those.
+pub fn http_backend_key(
+    route: &ObjectKey,
+    b: &crate::api::HTTPBackendRef,
+) -> Result<ObjectKey, String> {
+    let kind = match group_kind(&b.group, &b.kind, "", "Service") {
+        ("", "Service") => Kind::Service,
+        (INFERENCE_GROUP, "InferencePool") => Kind::InferencePool,
+        (ENVOY_GATEWAY_GROUP, "Backend") => Kind::Backend,
+        (group, kind) => {
+            let group = if group.is_empty() { "core" } else { group };
+            return Err(format!(
+                "{kind}.{group} {:?} is not a Service, InferencePool or Backend",
+                b.name
+            ));
+        }
+    };
+    Ok(ObjectKey::new(kind, b.namespace.as_deref().unwrap_or(&route.namespace), &b.name))
 }
 
 impl Graph {
@@ -311,7 +397,10 @@ pub(super) fn conditions(graph: &Graph, idx: NodeIndex) -> Vec<Condition> {
         reason: Reason::Conflict,
         message: message.clone(),
     });
-    if matches!(object.key.kind, Kind::Secret | Kind::Service | Kind::Pod | Kind::ReferenceGrant) {
+    if matches!(
+        object.key.kind,
+        Kind::Secret | Kind::Service | Kind::Pod | Kind::EndpointSlice | Kind::ReferenceGrant
+    ) {
         return conflict.into_iter().collect();
     }
     if object.key.kind == Kind::GatewayClass {
@@ -389,7 +478,10 @@ pub(super) fn conditions(graph: &Graph, idx: NodeIndex) -> Vec<Condition> {
                 }
             }
         }
-        Kind::AIGatewayRoute => {
+        Kind::AIGatewayRoute | Kind::HTTPRoute => {
+            if object.key.kind == Kind::HTTPRoute {
+                problems.extend(unpermitted_backends(graph, idx));
+            }
             let parents = node.parents();
             if !parents.is_empty() && parents.iter().all(|p| p.foreign) {
                 return Vec::new();
@@ -428,6 +520,30 @@ pub(super) fn conditions(graph: &Graph, idx: NodeIndex) -> Vec<Condition> {
         }
     };
     vec![accepted, resolved]
+}
+
+/// An HTTPRoute's backendRefs into other namespaces that no ReferenceGrant there permits.
+fn unpermitted_backends(graph: &Graph, idx: NodeIndex) -> Vec<(Reason, String)> {
+    let from = &graph.g[idx].key;
+    let mut out: Vec<(Reason, String)> = graph
+        .g
+        .edges_directed(idx, Direction::Outgoing)
+        .filter(|e| *e.weight() == RefKind::BackendRef)
+        .map(|e| &graph.g[e.target()].key)
+        .filter(|to| !graph.reference_permitted(from, to))
+        .map(|to| {
+            (
+                Reason::RefNotPermitted,
+                format!(
+                    "{} {}/{} is in another namespace and no ReferenceGrant there allows it",
+                    to.kind, to.namespace, to.name
+                ),
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| a.1.cmp(&b.1));
+    out.dedup();
+    out
 }
 
 /// Why the BackendSecurityPolicies targeting a backend give it no credential, each named: a
@@ -516,6 +632,25 @@ fn reference_problem(
                 Reason::InvalidSecret,
                 format!("Secret {}/{} {problem}", key.namespace, key.name),
             ))
+        }
+        (Spec::HTTPRoute(route), Spec::Service(service)) => {
+            let ports = route
+                .rules
+                .iter()
+                .flat_map(|r| &r.backend_refs)
+                .filter(|b| b.name == key.name && b.group.as_deref().unwrap_or("").is_empty())
+                .filter(|b| {
+                    b.namespace.as_deref().unwrap_or(&referrer.key.namespace) == key.namespace
+                })
+                .filter_map(|b| b.port);
+            let missing: Vec<u16> =
+                ports.filter(|p| !service.ports.iter().any(|sp| sp.port == *p)).collect();
+            missing.first().map(|port| {
+                (
+                    Reason::BackendNotFound,
+                    format!("Service {}/{} has no port {port}", key.namespace, key.name),
+                )
+            })
         }
         (Spec::InferencePool(pool), Spec::Service(service)) => {
             let port = pool.endpoint_picker_ref.as_ref()?.port.as_ref()?.number;

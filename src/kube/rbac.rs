@@ -28,6 +28,7 @@ pub const WATCHED: &[Watched] = &[
     watched(Kind::BackendTLSPolicy, "backendtlspolicies", false),
     watched(Kind::Gateway, "gateways", true),
     watched(Kind::GatewayClass, "gatewayclasses", true),
+    watched(Kind::HTTPRoute, "httproutes", true),
     watched(Kind::InferencePool, "inferencepools", true),
     watched(Kind::ReferenceGrant, "referencegrants", false),
     Watched {
@@ -43,6 +44,7 @@ pub const WATCHED: &[Watched] = &[
         status: false,
     },
     watched(Kind::Service, "services", false),
+    watched(Kind::EndpointSlice, "endpointslices", false),
 ];
 
 /// Secrets that can never be an API key or a certificate aixds reads: Helm release records

@@ -149,7 +149,9 @@ impl StatusWriter {
                 .iter()
                 .map(|c| condition_json(c, object.generation, times.at(&object.key, c)))
                 .collect();
-            let status = if object.key.kind == Kind::InferencePool {
+            let status = if object.key.kind == Kind::HTTPRoute {
+                route_parents_json(&graph, node, &conditions)
+            } else if object.key.kind == Kind::InferencePool {
                 let parents: Vec<Value> = pool_gateways(&graph, &object.key)
                     .into_iter()
                     .map(|gw| {
@@ -219,9 +221,10 @@ impl StatusWriter {
 fn attached_routes(graph: &Graph) -> HashMap<(ObjectKey, String), usize> {
     let mut out: HashMap<(ObjectKey, String), usize> = HashMap::new();
     let mut everywhere = 0;
-    for route in graph.objects().filter(|o| o.key.kind == Kind::AIGatewayRoute) {
-        let Spec::AIGatewayRoute(spec) = &route.spec else { continue };
-        if spec.parent_refs.is_empty() {
+    for route in graph.objects().filter(|o| o.key.kind.is_route()) {
+        let Some((parent_refs, _)) = route.spec.route() else { continue };
+        // An AIGatewayRoute without parents serves every listener; an HTTPRoute none.
+        if parent_refs.is_empty() && route.key.kind == Kind::AIGatewayRoute {
             everywhere += usize::from(graph.node(&route.key).is_some_and(|n| n.accepted()));
             continue;
         }
@@ -326,6 +329,54 @@ fn now() -> String {
     Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
+/// Gateway API's route status: per Gateway the route names (another controller's aside), its
+/// `parentRef` as written, aixds's `controllerName`, and whether that Gateway took the route
+/// (`Accepted`) and whether the route's references resolve (`ResolvedRefs`).
+fn route_parents_json(graph: &Graph, node: &crate::graph::Node, conditions: &[Value]) -> Value {
+    let Some(Some((parent_refs, _))) = node.object.as_deref().map(|o| o.spec.route()) else {
+        return json!({ "parents": [] });
+    };
+    let find = |type_: &str| conditions.iter().find(|c| c["type"] == type_).cloned();
+    let (Some(accepted), Some(resolved)) = (find("Accepted"), find("ResolvedRefs")) else {
+        return json!({ "parents": [] });
+    };
+    let controller = graph.controller().unwrap_or(crate::api::DEFAULT_CONTROLLER_NAME);
+    let parents: Vec<Value> = node
+        .parents()
+        .iter()
+        .filter(|p| !p.foreign)
+        .map(|p| {
+            let written = &parent_refs[p.index];
+            let mut parent_ref = json!({
+                "group": GATEWAY_API_GROUP, "kind": "Gateway",
+                "namespace": p.gateway.namespace, "name": p.gateway.name,
+            });
+            if let Some(section) = &written.section_name {
+                parent_ref["sectionName"] = json!(section);
+            }
+            if let Some(port) = written.port {
+                parent_ref["port"] = json!(port);
+            }
+            let mut here = accepted.clone();
+            if accepted["status"] == "True" {
+                if let Some((reason, message)) = &p.refused {
+                    here["status"] = json!("False");
+                    here["reason"] = serde_json::to_value(reason).unwrap_or_default();
+                    here["message"] = json!(message);
+                } else {
+                    here["message"] = json!("");
+                }
+            }
+            json!({
+                "parentRef": parent_ref,
+                "controllerName": controller,
+                "conditions": [here, resolved.clone()],
+            })
+        })
+        .collect();
+    json!({ "parents": parents })
+}
+
 /// The Gateways whose routes send traffic to `pool`, directly or through an AIServiceBackend.
 fn pool_gateways(graph: &Graph, pool: &ObjectKey) -> Vec<ObjectKey> {
     let mut routes = Vec::new();
@@ -334,7 +385,7 @@ fn pool_gateways(graph: &Graph, pool: &ObjectKey) -> Vec<ObjectKey> {
             continue;
         }
         match referrer.key.kind {
-            Kind::AIGatewayRoute => routes.push(referrer.key.clone()),
+            Kind::AIGatewayRoute | Kind::HTTPRoute => routes.push(referrer.key.clone()),
             Kind::AIServiceBackend => routes.extend(
                 graph
                     .referrers(&referrer.key)

@@ -102,7 +102,10 @@ async fn only_its_own_gateways_are_programmed_and_get_status_which_follows_envoy
     assert_eq!(http["attachedRoutes"], 1);
     assert_eq!(
         http["supportedKinds"],
-        json!([{"group": "aigateway.envoyproxy.io", "kind": "AIGatewayRoute"}])
+        json!([
+            {"group": "aigateway.envoyproxy.io", "kind": "AIGatewayRoute"},
+            {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}
+        ])
     );
     for (type_, want) in [("Accepted", "True"), ("ResolvedRefs", "True"), ("Conflicted", "False")] {
         assert_eq!(condition(&http["conditions"], type_)["status"], want, "{type_}: {http}");

@@ -80,6 +80,7 @@ pub const GATEWAY_CLASS: Resource = Resource {
     namespaced: false,
     status: true,
 };
+pub const HTTP_ROUTE: Resource = crd("gateway.networking.k8s.io", "v1", "HTTPRoute");
 pub const INFERENCE_POOL: Resource = crd("inference.networking.k8s.io", "v1", "InferencePool");
 /// Served at v1beta1 only, as by Gateway API releases before v1 of the kind.
 pub const REFERENCE_GRANT: Resource = Resource {
@@ -93,6 +94,14 @@ pub const REFERENCE_GRANT: Resource = Resource {
 pub const SECRET: Resource = core("Secret", "secrets", false);
 pub const SERVICE: Resource = core("Service", "services", true);
 pub const POD: Resource = core("Pod", "pods", true);
+pub const ENDPOINT_SLICE: Resource = Resource {
+    group: "discovery.k8s.io",
+    version: "v1",
+    kind: "EndpointSlice",
+    plural: "endpointslices",
+    namespaced: true,
+    status: false,
+};
 pub const LEASE: Resource = Resource {
     group: "coordination.k8s.io",
     version: "v1",
@@ -110,6 +119,7 @@ const fn crd(group: &'static str, version: &'static str, kind: &'static str) -> 
         b"Backend" => "backends",
         b"BackendTLSPolicy" => "backendtlspolicies",
         b"Gateway" => "gateways",
+        b"HTTPRoute" => "httproutes",
         _ => "inferencepools",
     };
     Resource { group, version, kind, plural, namespaced: true, status: true }
@@ -129,11 +139,13 @@ pub fn all_resources() -> Vec<Resource> {
         BACKEND_TLS_POLICY,
         GATEWAY,
         GATEWAY_CLASS,
+        HTTP_ROUTE,
         INFERENCE_POOL,
         REFERENCE_GRANT,
         SECRET,
         SERVICE,
         POD,
+        ENDPOINT_SLICE,
         LEASE,
     ]
 }

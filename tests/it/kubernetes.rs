@@ -481,6 +481,9 @@ spec:
   apiKey: {secretRef: {name: s}}
 "#;
 
+const HTTP_ROUTE: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+    metadata: {name: web}\nspec: {parentRefs: [{name: gw}], rules: [{backendRefs: [{name: web, port: 80}]}]}\n";
+
 /// The committed rules are what `aixds rbac` prints, and they are exactly what `serve` uses:
 /// every request of a run that watches, writes every kind of status and holds the Lease is
 /// allowed by a rule, and every rule is used.
@@ -495,7 +498,7 @@ async fn rbac_rules_are_exactly_what_serve_uses() {
     );
 
     let api = TestApi::new().await;
-    for doc in [GATEWAY_CLASS, GATEWAY, ROUTE, POOL_ROUTE, POOL, EPP, POLICY] {
+    for doc in [GATEWAY_CLASS, GATEWAY, ROUTE, POOL_ROUTE, POOL, EPP, POLICY, HTTP_ROUTE] {
         api.apply_yaml(doc);
     }
     api.apply_yaml(&backend_yaml("a", "127.0.0.1:9".parse().unwrap()));
@@ -507,6 +510,7 @@ async fn rbac_rules_are_exactly_what_serve_uses() {
         "/apis/inference.networking.k8s.io/v1/namespaces/default/inferencepools/pool/status",
         "/apis/gateway.networking.k8s.io/v1/namespaces/default/gateways/gw/status",
         "/apis/gateway.networking.k8s.io/v1/gatewayclasses/aixds/status",
+        "/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes/web/status",
     ] {
         status_patch(&api, path, |_| true).await;
     }

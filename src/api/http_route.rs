@@ -1,0 +1,249 @@
+//! Gateway API `HTTPRoute` (`gateway.networking.k8s.io/v1`): path, header, query and method
+//! routing to Services, InferencePools and Envoy Gateway Backends, with the standard filters.
+//!
+//! Field names and defaults are Gateway API's, so users' HTTPRoutes (the Inference Extension's
+//! guides route to InferencePools with them) apply unchanged.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{HeaderMatch, HttpHeader, ParentReference, RouteTimeouts};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPRouteSpec {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parent_refs: Vec<ParentReference>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hostnames: Vec<String>,
+    #[serde(default = "default_rules")]
+    pub rules: Vec<HTTPRouteRule>,
+}
+
+/// Gateway API's default: one rule matching every request, with no backends (so a 500).
+fn default_rules() -> Vec<HTTPRouteRule> {
+    vec![HTTPRouteRule::default()]
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPRouteRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<HTTPRouteMatch>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<HTTPRouteFilter>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backend_refs: Vec<HTTPBackendRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<RouteTimeouts>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPRouteMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathMatch>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderMatch>,
+    /// Same shape as a header match: `type` (`Exact` by default), `name`, `value`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query_params: Vec<HeaderMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PathMatch {
+    #[serde(default, rename = "type")]
+    pub match_type: PathMatchType,
+    #[serde(default = "root")]
+    pub value: String,
+}
+
+fn root() -> String {
+    "/".into()
+}
+
+impl Default for PathMatch {
+    fn default() -> Self {
+        PathMatch { match_type: PathMatchType::PathPrefix, value: root() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum PathMatchType {
+    Exact,
+    #[default]
+    PathPrefix,
+    RegularExpression,
+}
+
+/// One filter: `type` names which of the other fields applies.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPRouteFilter {
+    #[serde(rename = "type")]
+    pub filter_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_header_modifier: Option<HeaderModifier>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_header_modifier: Option<HeaderModifier>,
+    #[serde(default, rename = "urlRewrite", skip_serializing_if = "Option::is_none")]
+    pub url_rewrite: Option<UrlRewrite>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_redirect: Option<RequestRedirect>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_mirror: Option<RequestMirror>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HeaderModifier {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set: Vec<HttpHeader>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<HttpHeader>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct UrlRewrite {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathModifier>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PathModifier {
+    /// `ReplaceFullPath` or `ReplacePrefixMatch`.
+    #[serde(rename = "type")]
+    pub modifier_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace_full_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace_prefix_match: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestRedirect {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathModifier>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<u16>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestMirror {
+    pub backend_ref: HTTPBackendRef,
+    /// The share of requests mirrored, 0–100; all when neither this nor `fraction` is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraction: Option<Fraction>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Fraction {
+    pub numerator: u32,
+    #[serde(default = "hundred")]
+    pub denominator: u32,
+}
+
+fn hundred() -> u32 {
+    100
+}
+
+/// A backendRef: a Service (the default kind), an InferencePool or an Envoy Gateway Backend.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPBackendRef {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<HTTPRouteFilter>,
+}
+
+/// The filter types aixds compiles, as Gateway API names them.
+pub const REQUEST_HEADER_MODIFIER: &str = "RequestHeaderModifier";
+pub const RESPONSE_HEADER_MODIFIER: &str = "ResponseHeaderModifier";
+pub const URL_REWRITE: &str = "URLRewrite";
+pub const REQUEST_REDIRECT: &str = "RequestRedirect";
+pub const REQUEST_MIRROR: &str = "RequestMirror";
+
+impl HTTPRouteFilter {
+    /// Why aixds cannot apply this filter as written, naming the field; `None` when it can.
+    pub fn problem(&self) -> Option<String> {
+        let missing = |field: &str| Some(format!("type {} needs {field}", self.filter_type));
+        match self.filter_type.as_str() {
+            REQUEST_HEADER_MODIFIER if self.request_header_modifier.is_none() => {
+                missing("requestHeaderModifier")
+            }
+            RESPONSE_HEADER_MODIFIER if self.response_header_modifier.is_none() => {
+                missing("responseHeaderModifier")
+            }
+            URL_REWRITE => match &self.url_rewrite {
+                None => missing("urlRewrite"),
+                Some(rewrite) => rewrite.path.as_ref().and_then(PathModifier::problem),
+            },
+            REQUEST_REDIRECT => match &self.request_redirect {
+                None => missing("requestRedirect"),
+                Some(redirect) => redirect.problem(),
+            },
+            REQUEST_MIRROR if self.request_mirror.is_none() => missing("requestMirror"),
+            REQUEST_HEADER_MODIFIER | RESPONSE_HEADER_MODIFIER | REQUEST_MIRROR => None,
+            other => Some(format!(
+                "filter type {other:?} is not supported: aixds applies {REQUEST_HEADER_MODIFIER}, \
+                 {RESPONSE_HEADER_MODIFIER}, {URL_REWRITE}, {REQUEST_REDIRECT} and {REQUEST_MIRROR}"
+            )),
+        }
+    }
+}
+
+impl PathModifier {
+    fn problem(&self) -> Option<String> {
+        match self.modifier_type.as_str() {
+            "ReplaceFullPath" if self.replace_full_path.is_none() => {
+                Some("path type ReplaceFullPath needs replaceFullPath".into())
+            }
+            "ReplacePrefixMatch" if self.replace_prefix_match.is_none() => {
+                Some("path type ReplacePrefixMatch needs replacePrefixMatch".into())
+            }
+            "ReplaceFullPath" | "ReplacePrefixMatch" => None,
+            other => Some(format!("path modifier type {other:?} is not supported")),
+        }
+    }
+}
+
+impl RequestRedirect {
+    fn problem(&self) -> Option<String> {
+        if let Some(scheme) = self.scheme.as_deref().filter(|s| !matches!(*s, "http" | "https")) {
+            return Some(format!("requestRedirect.scheme {scheme:?} is not http or https"));
+        }
+        if let Some(code) = self.status_code.filter(|c| ![301, 302, 303, 307, 308].contains(c)) {
+            return Some(format!("requestRedirect.statusCode {code} is not a redirect status"));
+        }
+        self.path.as_ref().and_then(PathModifier::problem)
+    }
+}
