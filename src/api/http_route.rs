@@ -247,3 +247,143 @@ impl RequestRedirect {
         self.path.as_ref().and_then(PathModifier::problem)
     }
 }
+
+/// Gateway API's bounds on a rule's backendRefs and filters; they also keep weighted cluster
+/// sums far below what Envoy accepts.
+pub const MAX_BACKEND_REFS: usize = 16;
+pub const MAX_FILTERS: usize = 16;
+
+/// The methods Gateway API's `HTTPMethod` allows.
+const METHODS: [&str; 9] =
+    ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
+
+impl HTTPRouteSpec {
+    /// What is wrong with the route as Gateway API's schema defines it, each naming the field.
+    /// Envoy rejects a whole RouteConfiguration for one bad header name, path or hostname, so
+    /// a route with any of these is not accepted and its neighbours keep serving.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (r, rule) in self.rules.iter().enumerate() {
+            let at = format!("rules[{r}]");
+            if rule.backend_refs.len() > MAX_BACKEND_REFS {
+                out.push(format!(
+                    "{at} has {} backendRefs: at most {MAX_BACKEND_REFS}",
+                    rule.backend_refs.len()
+                ));
+            }
+            if rule.filters.len() > MAX_FILTERS {
+                out.push(format!("{at} has {} filters: at most {MAX_FILTERS}", rule.filters.len()));
+            }
+            for (m, matched) in rule.matches.iter().enumerate() {
+                let at = format!("{at}.matches[{m}]");
+                if let Some(path) = &matched.path {
+                    let ok = match path.match_type {
+                        PathMatchType::RegularExpression => {
+                            path.value.starts_with('/') && printable(&path.value)
+                        }
+                        _ => path_value(&path.value),
+                    };
+                    if !ok {
+                        out.push(format!("{at}.path.value {:?} is not a valid path", path.value));
+                    }
+                }
+                for (kind, list) in
+                    [("headers", &matched.headers), ("queryParams", &matched.query_params)]
+                {
+                    for (i, h) in list.iter().enumerate() {
+                        if !token(&h.name) {
+                            out.push(format!(
+                                "{at}.{kind}[{i}].name {:?} is not a valid name",
+                                h.name
+                            ));
+                        }
+                        if !printable(&h.value) {
+                            out.push(format!("{at}.{kind}[{i}].value has control characters"));
+                        }
+                    }
+                }
+                if let Some(method) = matched.method.as_deref().filter(|m| !METHODS.contains(m)) {
+                    out.push(format!("{at}.method {method:?} is not one of {METHODS:?}"));
+                }
+            }
+            let backend_filters = rule.backend_refs.iter().enumerate().flat_map(|(b, backend)| {
+                backend.filters.iter().map(move |f| (format!("backendRefs[{b}].filters"), f, true))
+            });
+            let filters = rule.filters.iter().map(|f| ("filters".to_string(), f, false));
+            for (field, f, on_backend) in filters.chain(backend_filters) {
+                let at = format!("{at}.{field}");
+                if on_backend
+                    && !matches!(
+                        f.filter_type.as_str(),
+                        REQUEST_HEADER_MODIFIER | RESPONSE_HEADER_MODIFIER
+                    )
+                {
+                    out.push(format!(
+                        "{at}: {} is not supported on a backendRef: aixds applies header modifiers there",
+                        f.filter_type
+                    ));
+                }
+                for m in
+                    [&f.request_header_modifier, &f.response_header_modifier].into_iter().flatten()
+                {
+                    for h in m.set.iter().chain(&m.add) {
+                        if !token(&h.name) || h.name.eq_ignore_ascii_case("host") {
+                            out.push(format!("{at}: header {:?} cannot be set", h.name));
+                        }
+                        if !printable(&h.value) {
+                            out.push(format!(
+                                "{at}: the value of header {:?} has control characters",
+                                h.name
+                            ));
+                        }
+                    }
+                    for name in &m.remove {
+                        if !token(name) || name.eq_ignore_ascii_case("host") {
+                            out.push(format!("{at}: header {name:?} cannot be removed"));
+                        }
+                    }
+                }
+                let hostname = f
+                    .url_rewrite
+                    .as_ref()
+                    .and_then(|u| u.hostname.as_ref())
+                    .or(f.request_redirect.as_ref().and_then(|r| r.hostname.as_ref()));
+                if let Some(host) = hostname
+                    && (host.starts_with('*') || super::validate_hostname(host).is_err())
+                {
+                    out.push(format!("{at}: hostname {host:?} is not a valid hostname"));
+                }
+                let path = f
+                    .url_rewrite
+                    .as_ref()
+                    .and_then(|u| u.path.as_ref())
+                    .or(f.request_redirect.as_ref().and_then(|r| r.path.as_ref()));
+                let replacement = path
+                    .and_then(|p| p.replace_full_path.as_ref().or(p.replace_prefix_match.as_ref()));
+                if let Some(value) = replacement.filter(|v| !path_value(v)) {
+                    out.push(format!("{at}: path {value:?} is not a valid path"));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// An HTTP token (RFC 9110), as Gateway API's header names are.
+pub fn token(name: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Visible ASCII and spaces only.
+fn printable(value: &str) -> bool {
+    value.bytes().all(|b| (0x20..0x7f).contains(&b))
+}
+
+/// A path as Gateway API's schema allows one: starting with `/`, of unreserved, sub-delim, `:`,
+/// `@`, `/` and percent-encoded characters.
+fn path_value(value: &str) -> bool {
+    value.starts_with('/')
+        && value.len() <= 1024
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/%".contains(&b))
+}

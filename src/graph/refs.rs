@@ -81,10 +81,14 @@ pub(super) fn references(object: &Object) -> (Vec<(RefKind, ObjectKey)>, Vec<Iss
                     ));
                 }
                 for m in rule.matches.iter().flat_map(|m| &m.headers) {
-                    if m.name.is_empty() {
+                    // Envoy rejects the whole RouteConfiguration for one bad header name.
+                    if !crate::api::token(&m.name) {
                         issues.push(accepted_issue(
                             Reason::Invalid,
-                            format!("rules[{r}] has a header match with no name"),
+                            format!(
+                                "rules[{r}] has a header match named {:?}, not an HTTP token",
+                                m.name
+                            ),
                         ));
                     }
                 }
@@ -115,6 +119,9 @@ pub(super) fn references(object: &Object) -> (Vec<(RefKind, ObjectKey)>, Vec<Iss
         }
         Spec::HTTPRoute(route) => {
             route_common(object, &mut refs, &mut issues);
+            for problem in route.problems() {
+                issues.push(accepted_issue(Reason::UnsupportedValue, problem));
+            }
             for (r, rule) in route.rules.iter().enumerate() {
                 let filters = rule.filters.iter().map(|f| (format!("rules[{r}]"), f));
                 let backend_filters =

@@ -369,3 +369,64 @@ async fn a_service_with_endpoint_slices_routes_to_their_ready_endpoints() {
     edit(&mut gw, &path, &text).await;
     expect(p, "GET", "/", &[], "pod-b").await;
 }
+
+/// Each of these alone would make Envoy reject the whole RouteConfiguration of the port: the
+/// route is refused, saying which field, and its neighbours serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_envoy_would_reject_is_refused_and_its_neighbours_serve() {
+    let (echos, services) = backends().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bad = [
+        ("header-name", "matches: [{headers: [{name: 'bad header', value: x}]}]", "name"),
+        ("prefix", "matches: [{path: {type: PathPrefix, value: '/a?b'}}]", "path.value"),
+        ("relative", "matches: [{path: {type: Exact, value: 'a'}}]", "path.value"),
+        ("method", "matches: [{method: FETCH}]", "method"),
+        ("control", "matches: [{headers: [{name: x, value: \"a\\x01b\"}]}]", "control characters"),
+        (
+            "set-host",
+            "filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: Host, value: h}]}}]",
+            "cannot be set",
+        ),
+        (
+            "remove-pseudo",
+            "filters: [{type: RequestHeaderModifier, requestHeaderModifier: {remove: [':path']}}]",
+            "cannot be removed",
+        ),
+        (
+            "redirect-host",
+            "filters: [{type: RequestRedirect, requestRedirect: {hostname: '*.example.com'}}]",
+            "hostname",
+        ),
+        (
+            "rewrite-path",
+            "filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: 'x y'}}}]",
+            "path",
+        ),
+        ("cors", "filters: [{type: CORS}]", "not supported"),
+    ];
+    let mut routes = expand(
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: good}\n\
+         spec: {parentRefs: [{name: gw}], rules: [{matches: [{path: {type: PathPrefix, value: /good}}], backendRefs: [{v1}]}]}\n",
+        &echos,
+    );
+    for (name, rule, _) in &bad {
+        routes.push_str(&expand(
+            &format!(
+                "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}}}\n\
+                 spec: {{parentRefs: [{{name: gw}}], rules: [{{{rule}, backendRefs: [{{v2}}]}}]}}\n"
+            ),
+            &echos,
+        ));
+    }
+    let gw = start(dir.path(), &format!("{services}{routes}")).await;
+    expect(gw.port, "GET", "/good", &[], "v1").await;
+    assert_eq!(rejected_updates(gw.admin).await, 0, "Envoy took every update");
+    for (name, _, field) in bad {
+        let all = conditions(&gw.running, &format!("HTTPRoute/default/{name}")).unwrap();
+        let accepted = all.iter().find(|c| c.0 == "Accepted").unwrap();
+        assert!(!accepted.1 && accepted.3.contains(field), "{name}: {accepted:?}");
+    }
+    // Nothing of the refused routes is served: their backend is never reached.
+    expect(gw.port, "PUT", "/other", &[], "404").await;
+    assert_eq!(echos[1].requests(), 0);
+}
