@@ -5,7 +5,8 @@
 //! AIServiceBackend), one AIServiceBackend and the Backend (fqdn) it points at. Every 10 units
 //! share one InferencePool with 2 Pods selected by label and an endpoint-picker Service, and one
 //! BackendSecurityPolicy (targeting the 10 AIServiceBackends) with its Secret; every 10th route
-//! has a second rule sending a self-hosted model to that pool. Groups of 10 units are spread over
+//! has a second rule sending a self-hosted model to that pool, and every group has one HTTPRoute
+//! (a path prefix to the pool, another to the picker Service). Groups of 10 units are spread over
 //! 10 namespaces, each with one Gateway. Objects are built as Rust values, not parsed, so only the
 //! graph is measured.
 //!
@@ -27,9 +28,10 @@ use std::time::{Duration, SystemTime};
 use aixds::api::{
     AIGATEWAY_GROUP, AIGatewayRouteSpec, AIServiceBackendSpec, APISchema, BackendEndpoint,
     BackendSecurityPolicySpec, BackendSpec, ENVOY_GATEWAY_GROUP, EndpointPickerRef, FQDNEndpoint,
-    FailureMode, GatewayClassSpec, GatewaySpec, HeaderMatch, HeaderMatchType, INFERENCE_GROUP,
-    InferencePoolSpec, Kind, LLMRequestCost, LLMRequestCostType, LabelSelector, Listener,
-    LocalPolicyTargetReference, MODEL_HEADER, Object, ObjectKey, ObjectReference, ParentReference,
+    FailureMode, GatewayClassSpec, GatewaySpec, HTTPBackendRef, HTTPRouteMatch, HTTPRouteRule,
+    HTTPRouteSpec, HeaderMatch, HeaderMatchType, INFERENCE_GROUP, InferencePoolSpec, Kind,
+    LLMRequestCost, LLMRequestCostType, LabelSelector, Listener, LocalPolicyTargetReference,
+    MODEL_HEADER, Object, ObjectKey, ObjectReference, ParentReference, PathMatch, PathMatchType,
     PodInfo, Port, RouteBackendRef, RouteMatch, RouteRule, RouteTimeouts, SecretData, SecretKeyRef,
     SecretObjectReference, SecurityPolicyType, ServicePort, ServiceSpec, Spec, VersionedAPISchema,
     hash_bytes,
@@ -207,6 +209,47 @@ fn route(unit: usize, variant: bool) -> Object {
     )
 }
 
+/// The group's HTTPRoute: `/pool-{group}` to its pool, `/epp-{group}` to its picker Service.
+/// `variant` flips the request timeout (the HTTPRoute change).
+fn http_route(group: usize, variant: bool) -> Object {
+    let prefix = |value: String| HTTPRouteMatch {
+        path: Some(PathMatch { match_type: PathMatchType::PathPrefix, value }),
+        ..Default::default()
+    };
+    let timeouts = Some(RouteTimeouts {
+        request: Some(if variant { "120s" } else { "60s" }.into()),
+        backend_request: None,
+    });
+    let spec = HTTPRouteSpec {
+        parent_refs: vec![ParentReference { name: GATEWAY.into(), ..Default::default() }],
+        hostnames: Vec::new(),
+        rules: vec![
+            HTTPRouteRule {
+                matches: vec![prefix(format!("/pool-{group}"))],
+                backend_refs: vec![HTTPBackendRef {
+                    name: format!("pool-{group}"),
+                    group: Some(INFERENCE_GROUP.into()),
+                    kind: Some("InferencePool".into()),
+                    ..Default::default()
+                }],
+                timeouts,
+                ..Default::default()
+            },
+            HTTPRouteRule {
+                matches: vec![prefix(format!("/epp-{group}"))],
+                backend_refs: vec![HTTPBackendRef {
+                    name: format!("epp-{group}"),
+                    port: Some(9002),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        ],
+    };
+    let name = format!("http-{group}");
+    object(Kind::HTTPRoute, &namespace(group), &name, BTreeMap::new(), Spec::HTTPRoute(spec))
+}
+
 /// `variant` flips the schema between OpenAI and Anthropic (the AIServiceBackend change).
 fn ai_service_backend(unit: usize, variant: bool) -> Object {
     let spec = AIServiceBackendSpec {
@@ -361,6 +404,7 @@ fn objects(units: usize) -> Vec<Object> {
         out.push(pool(group, false));
         out.push(pod(group, 0, false));
         out.push(pod(group, 1, false));
+        out.push(http_route(group, false));
     }
     out
 }
@@ -376,7 +420,7 @@ fn build(objects: Vec<Object>) -> Graph {
 /// Asserts the synthetic graph is what a healthy cluster would give: no placeholders, every
 /// object accepted with its references resolved, and pods selected by their pools.
 fn check(graph: &Graph, units: usize) {
-    let expected = 1 + namespaces() + units * 3 + units / GROUP * 6;
+    let expected = 1 + namespaces() + units * 3 + units / GROUP * 7;
     assert_eq!(graph.len(), expected, "node count");
     for n in graph.nodes() {
         assert!(!n.is_placeholder(), "placeholder {}", n.key);
@@ -432,11 +476,12 @@ fn memory_report() {
 fn affected_report() {
     let units = SIZES[0];
     let mut graph = build(objects(units));
-    let scenarios: [(&str, Object, Object); 4] = [
+    let scenarios: [(&str, Object, Object); 5] = [
         ("AIServiceBackend", ai_service_backend(1, true), ai_service_backend(1, false)),
         ("InferencePool", pool(1, true), pool(1, false)),
         ("Pod relabel out/in", pod(1, 1, true), pod(1, 1, false)),
         ("AIGatewayRoute", route(11, true), route(11, false)),
+        ("HTTPRoute", http_route(1, true), http_route(1, false)),
     ];
     for (name, changed, original) in scenarios {
         let out = graph.apply(changed).keys.len();
@@ -516,6 +561,7 @@ fn benches(c: &mut Criterion) {
     bench_update(c, "inference_pool", |u| u / GROUP, pool);
     bench_update(c, "pod_relabel", |u| u / GROUP, |g, drained| pod(g, 1, drained));
     bench_update(c, "ai_gateway_route", |u| u, route);
+    bench_update(c, "http_route", |u| u / GROUP, http_route);
 }
 
 /// Where criterion writes its estimates, found as criterion finds it (without asking cargo).
@@ -544,7 +590,7 @@ fn median_summary(since: SystemTime) {
     let mut rows = Vec::new();
     for group in ["build", "update/ai_service_backend", "update/inference_pool"]
         .into_iter()
-        .chain(["update/pod_relabel", "update/ai_gateway_route"])
+        .chain(["update/pod_relabel", "update/ai_gateway_route", "update/http_route"])
     {
         for units in SIZES {
             let id = format!("graph/{group}/{}k", units / 1000);

@@ -12,7 +12,7 @@ import anthropic
 import openai
 import pytest
 
-from conftest import envoy_bin, free_port_on
+from conftest import envoy_bin, free_port, free_port_on
 from test_translation import MESSAGES
 
 PODS = ["127.0.0.2", "127.0.0.3"]
@@ -113,6 +113,72 @@ def test_openai_sdk_reaches_a_pool(pool, model):
     assert {r["path"] for r in received(pods, model)} == {"/v1/chat/completions"}
     assert {p.id for p in pods if received([p], model)} == {f"pod-{ip}" for ip in PODS}, \
         "both pods serve"
+
+
+def httproute_manifests(gateway_port, pod_port):
+    """The Inference Extension's way: a Gateway API HTTPRoute sending everything to the pool."""
+    return pods_yaml() + f"""---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: default}}
+spec:
+  gatewayClassName: aixds
+  listeners: [{{name: http, protocol: HTTP, port: {gateway_port}}}]
+---
+apiVersion: inference.networking.k8s.io/v1
+kind: InferencePool
+metadata: {{name: llama, namespace: default}}
+spec:
+  selector: {{matchLabels: {{app: llama}}}}
+  targetPorts: [{{number: {pod_port}}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: llama, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: /}}}}]
+    backendRefs: [{{group: inference.networking.k8s.io, kind: InferencePool, name: llama}}]
+    timeouts: {{request: 60s}}
+"""
+
+
+def test_both_sdks_reach_a_pool_through_an_httproute(upstreams, gateway):
+    """An HTTPRoute to the pool, as the Inference Extension's guides write it: OpenAI requests
+    pass as they are; Anthropic ones are translated to OpenAI before the pool (the pool phase)
+    and their answers back, plain and streamed."""
+    port = free_port_on(*PODS)
+    pods = [upstreams(f"pod-{ip}", host=ip, port=port) for ip in PODS]
+    gateway_port = free_port()
+    gw = gateway(httproute_manifests(gateway_port, port), port=gateway_port)
+    gw.wait_serving("llama")
+
+    client = openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key="k", max_retries=0)
+    replies = [client.chat.completions.create(model="llama", messages=MESSAGES) for _ in range(4)]
+    assert all(r.choices[0].message.content.startswith("Hello from pod-") for r in replies)
+    chunks = list(client.chat.completions.create(model="llama", messages=MESSAGES, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) \
+        .startswith("Hello from pod-")
+
+    claude = anthropic.Anthropic(base_url=gw.base_url, api_key="k", max_retries=0)
+    message = claude.messages.create(model="llama", max_tokens=32, system="be brief",
+                                     messages=MESSAGES)
+    assert message.content[0].text.startswith("Hello from pod-127.0.0.")
+    assert message.stop_reason == "end_turn"
+    with claude.messages.stream(model="llama", max_tokens=32, messages=MESSAGES) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text.startswith("Hello from pod-127.0.0.")
+    assert final.usage.output_tokens == 3
+
+    records = received(pods, "llama")
+    assert {r["path"] for r in records} == {"/v1/chat/completions"}
+    translated = [r for r in records if r["body"]["messages"][0] == {"role": "system",
+                                                                      "content": "be brief"}]
+    assert translated and translated[0]["body"]["max_completion_tokens"] == 32
+    assert not [h for r in records for h in r["headers"] if h.startswith("x-aixds-")]
+    assert {p.id for p in pods if received([p], "llama")} == {f"pod-{ip}" for ip in PODS}
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])

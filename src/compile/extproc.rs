@@ -10,8 +10,8 @@ use envoy_types::pb::envoy::config::core::v3::{
     GrpcService, HeaderValue, Http1ProtocolOptions, Http2ProtocolOptions, grpc_service,
 };
 use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::{
-    ExtProcPerRoute, ExternalProcessor, MetadataOptions, ProcessingMode, ext_proc_per_route,
-    metadata_options, processing_mode,
+    ExtProcOverrides, ExtProcPerRoute, ExternalProcessor, MetadataOptions, ProcessingMode,
+    ext_proc_per_route, metadata_options, processing_mode,
 };
 use envoy_types::pb::envoy::extensions::filters::http::upstream_codec::v3::UpstreamCodec;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
@@ -26,8 +26,8 @@ use envoy_types::util::pack_any;
 
 use crate::bootstrap::XDS_CLUSTER;
 use crate::extproc::{
-    ATTEMPT_METADATA_NAMESPACE, BACKEND_METADATA, METADATA_NAMESPACE, PHASE_METADATA, POOL_PHASE,
-    ROUTE_BACKEND_ATTRIBUTE,
+    ATTEMPT_METADATA_NAMESPACE, BACKEND_METADATA, METADATA_NAMESPACE, PHASE_METADATA,
+    POOL_HTTP_PHASE, POOL_PHASE, ROUTE_BACKEND_ATTRIBUTE,
 };
 
 pub(super) const EXT_PROC_FILTER: &str = "envoy.filters.http.ext_proc";
@@ -109,6 +109,21 @@ fn hcm_filter(name: &str, config: ExternalProcessor) -> HttpFilter {
 pub(super) fn pool_phase_on() -> Any {
     pack_any(ExtProcPerRoute {
         r#override: Some(ext_proc_per_route::Override::Overrides(Default::default())),
+    })
+}
+
+/// The per-route config that turns the pool phase on for an HTTPRoute's request: with no router
+/// phase before it, the phase reads the API from the request's path (see [`POOL_HTTP_PHASE`]).
+pub(super) fn pool_phase_on_http_route() -> Any {
+    pack_any(ExtProcPerRoute {
+        r#override: Some(ext_proc_per_route::Override::Overrides(ExtProcOverrides {
+            grpc_initial_metadata: vec![HeaderValue {
+                key: PHASE_METADATA.into(),
+                value: POOL_HTTP_PHASE.into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })),
     })
 }
 

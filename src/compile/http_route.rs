@@ -81,19 +81,10 @@ pub(super) fn compile(
                 name: format!("httproute/{}/rule/{i}/match/{j}", key.path()),
                 r#match: Some(route_match),
                 action: Some(action.clone()),
-                // Not an LLM API call for the router phase to parse.
-                typed_per_filter_config: HashMap::from([(
-                    extproc::EXT_PROC_FILTER.to_string(),
-                    extproc::off(),
-                )]),
                 ..Default::default()
             };
-            apply_filters(&mut route, m, &rule.filters);
-            let entry = envoy_types::pb::envoy::config::route::v3::VirtualHost {
-                routes: vec![route],
-                ..Default::default()
-            };
-            out.push((precedence(key, i, j, m), entry.encode_to_vec()));
+            apply_filters(&mut route, &rule.filters);
+            out.push((precedence(key, i, j, m), encode(route)));
         }
     }
     out
@@ -261,18 +252,28 @@ fn rule_action(
             continue;
         }
         names.insert(name.clone(), clusters.len());
+        // A pool's requests go through the pool phase (an Anthropic body becomes OpenAI's for
+        // the picker) and its picker, per weighted cluster: the pool the split chose.
+        let typed_per_filter_config = match pool {
+            Some(pool) => {
+                let mut filters = HashMap::from([(
+                    extproc::POOL_FILTER.to_string(),
+                    extproc::pool_phase_on_http_route(),
+                )]);
+                filters.extend(
+                    picker_on(graph, &pool).map(|a| (picker::PICKER_FILTER.to_string(), a)),
+                );
+                filters
+            }
+            None => HashMap::new(),
+        };
         let mut entry = weighted_cluster::ClusterWeight {
             name,
             weight: Some(UInt32Value { value: weight }),
-            // One entry: prost writes a map in random order, which would change the version.
-            typed_per_filter_config: pool
-                .and_then(|pool| {
-                    Some((picker::PICKER_FILTER.to_string(), picker_on(graph, &pool)?))
-                })
-                .into_iter()
-                .collect(),
+            typed_per_filter_config,
             ..Default::default()
         };
+
         backend_filters(&mut entry, backend);
         clusters.push(entry);
     }
@@ -415,7 +416,7 @@ fn internal_error() -> route::Action {
 }
 
 /// The header modifiers of a rule, on its routes.
-fn apply_filters(route: &mut Route, _m: &HTTPRouteMatch, filters: &[HTTPRouteFilter]) {
+fn apply_filters(route: &mut Route, filters: &[HTTPRouteFilter]) {
     for f in filters {
         match f.filter_type.as_str() {
             REQUEST_HEADER_MODIFIER => {
@@ -472,6 +473,59 @@ fn header_options(m: &HeaderModifier) -> Vec<HeaderValueOption> {
         .iter()
         .map(|h| option(h, header_value_option::HeaderAppendAction::AppendIfExistsOrAdd));
     set.chain(add).collect()
+}
+
+/// `route` as an entry of a VirtualHost's `routes`, with the router phase off (an HTTPRoute's
+/// request is not an LLM API call for it to parse). prost writes a map in random order, which
+/// would give the same route new bytes (and the RouteConfiguration a new version) on every
+/// compile: the route's and its weighted clusters' `typed_per_filter_config` are written here
+/// with their keys sorted (see `canonical`).
+fn encode(mut route: Route) -> Vec<u8> {
+    use super::canonical::{append_field, append_map};
+    let encoded = |filters: HashMap<String, Any>| -> Vec<(String, Vec<u8>)> {
+        filters.into_iter().map(|(k, v)| (k, v.encode_to_vec())).collect()
+    };
+    let mut bytes = Vec::new();
+    let action = route.action.take();
+    bytes.extend(route.encode_to_vec());
+    match action {
+        Some(route::Action::Route(mut action)) => {
+            let clusters = match action.cluster_specifier.take() {
+                Some(route_action::ClusterSpecifier::WeightedClusters(w)) => w.clusters,
+                other => {
+                    action.cluster_specifier = other;
+                    Vec::new()
+                }
+            };
+            let mut action_bytes = action.encode_to_vec();
+            if !clusters.is_empty() {
+                let mut weighted = Vec::new();
+                for mut cluster in clusters {
+                    let filters = std::mem::take(&mut cluster.typed_per_filter_config);
+                    let mut cluster_bytes = cluster.encode_to_vec();
+                    // ClusterWeight.typed_per_filter_config is field 10.
+                    append_map(&mut cluster_bytes, 10, encoded(filters));
+                    // WeightedCluster.clusters is field 1.
+                    append_field(&mut weighted, 1, &cluster_bytes);
+                }
+                // RouteAction.weighted_clusters is field 3.
+                append_field(&mut action_bytes, 3, &weighted);
+            }
+            // Route.route is field 2.
+            append_field(&mut bytes, 2, &action_bytes);
+        }
+        Some(other) => {
+            bytes = Route { action: Some(other), ..route }.encode_to_vec();
+        }
+        None => {}
+    }
+    // Route.typed_per_filter_config is field 13.
+    let off = HashMap::from([(extproc::EXT_PROC_FILTER.to_string(), extproc::off())]);
+    append_map(&mut bytes, 13, encoded(off));
+    let mut entry = Vec::new();
+    // VirtualHost.routes is field 3.
+    append_field(&mut entry, 3, &bytes);
+    entry
 }
 
 /// The picker's per-route config for `pool` (see `route.rs`).

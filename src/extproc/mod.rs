@@ -59,6 +59,9 @@ pub const BACKEND_METADATA: &str = "x-aixds-backend";
 pub const PHASE_METADATA: &str = "x-aixds-phase";
 /// [`PHASE_METADATA`] of the pool phase's filter (see `pool.rs`).
 pub const POOL_PHASE: &str = "pool";
+/// [`PHASE_METADATA`] of the pool phase on an HTTPRoute's route, set by the route: no router
+/// phase ran, so the phase reads the API from the path and leaves no internal header behind.
+pub const POOL_HTTP_PHASE: &str = "pool-http";
 /// The dynamic metadata namespace where the upstream phase keeps [`ENDPOINT_HEADER`] and
 /// [`ROUTE_BACKEND_HEADER`] (`endpoint`, `route_backend`) for later attempts of the same request:
 /// it removes the headers, and Envoy gives a retry the header map the first attempt left. The

@@ -37,9 +37,16 @@ use crate::api::{APISchema, VersionedAPISchema};
 pub(super) struct PoolPhase {
     /// Set once an Anthropic request was translated.
     response: Option<ResponseTranslation>,
+    /// On an HTTPRoute's route: no router phase ran, so the API is the path's, and no
+    /// internal header is set (no upstream phase would take it off).
+    http_route: bool,
 }
 
 impl PoolPhase {
+    pub(super) fn for_http_route() -> Self {
+        PoolPhase { http_route: true, ..Default::default() }
+    }
+
     pub(super) fn on_message(
         &mut self,
         request: ProcessingRequest,
@@ -81,7 +88,10 @@ impl PoolPhase {
 
     fn on_request_headers(&mut self, message: &HttpHeaders) -> ProcessingResponse {
         let headers = header_pairs(message);
-        let endpoint = find(&headers, ENDPOINT_HEADER).and_then(Endpoint::from_path);
+        let endpoint = match self.http_route {
+            true => find(&headers, ":path").and_then(Endpoint::from_path),
+            false => find(&headers, ENDPOINT_HEADER).and_then(Endpoint::from_path),
+        };
         let mode_override = if endpoint == Some(Endpoint::Messages) && !message.end_of_stream {
             None
         } else {
@@ -114,11 +124,14 @@ impl PoolPhase {
                 return immediate(status, body, "aixds_translation_failed");
             }
         };
-        let set = vec![
+        let mut set = vec![
             (":path".to_string(), translated.path),
             ("content-length".to_string(), translated.body.len().to_string()),
-            (ENDPOINT_HEADER.to_string(), endpoint_path(Endpoint::ChatCompletions).to_string()),
         ];
+        if !self.http_route {
+            let chat = endpoint_path(Endpoint::ChatCompletions).to_string();
+            set.push((ENDPOINT_HEADER.to_string(), chat));
+        }
         let translator = response_translator(Endpoint::Messages, APISchema::OpenAI, parsed.stream);
         self.response =
             Some(ResponseTranslation::new(ClientSchema::Anthropic, APISchema::OpenAI, translator));

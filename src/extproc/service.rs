@@ -30,7 +30,7 @@ use super::pool::PoolPhase;
 use super::router::RouterPhase;
 use super::runtime::SharedRuntime;
 use super::upstream::UpstreamPhase;
-use super::{BACKEND_METADATA, PHASE_METADATA, POOL_PHASE};
+use super::{BACKEND_METADATA, PHASE_METADATA, POOL_HTTP_PHASE, POOL_PHASE};
 
 /// Settings of the service that are not in any object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +121,13 @@ impl ExternalProcessor for ExtProcService {
             }
             None if request.metadata().get(PHASE_METADATA).is_some_and(|p| p == POOL_PHASE) => {
                 Phase::Pool(Box::default())
+            }
+            None if request
+                .metadata()
+                .get(PHASE_METADATA)
+                .is_some_and(|p| p == POOL_HTTP_PHASE) =>
+            {
+                Phase::Pool(Box::new(PoolPhase::for_http_route()))
             }
             None => Phase::Router(RouterPhase::new(runtime, self.options.max_body_bytes)),
         };

@@ -151,17 +151,6 @@ fn validate_fixture_sets_succeeds() {
 fn validate_upstream_pool_route_passes_once_its_pool_is_supplied() {
     let Some(compat) = compat_dir() else { return };
     let base = compat.join("inference-pool-base.yaml");
-    let route = compat.join("inference-pool-aigwroute.yaml");
-    let (base, route) = (base.to_str().unwrap(), route.to_str().unwrap());
-    let (code, stdout, _) = aixds(&["validate", base, route]);
-    assert_eq!(code, 1, "{stdout}");
-    assert!(
-        stdout.contains(
-            "ResolvedRefs=False BackendNotFound: InferencePool default/vllm-llama3-8b-instruct not found"
-        ),
-        "{stdout}"
-    );
-
     let dir = tempfile::tempdir().unwrap();
     let pool = dir.path().join("pool.yaml");
     std::fs::write(
@@ -171,8 +160,21 @@ fn validate_upstream_pool_route_passes_once_its_pool_is_supplied() {
          spec: {targetPorts: [{number: 8000}], selector: {matchLabels: {app: vllm-llama3}}}\n",
     )
     .unwrap();
-    let (code, stdout, _) = aixds(&["validate", base, route, pool.to_str().unwrap()]);
-    assert_eq!(code, 0, "{stdout}");
+    // Upstream's AIGatewayRoute to the pool, and its HTTPRoute to the pool.
+    for route in ["inference-pool-aigwroute.yaml", "inference-pool-httproute.yaml"] {
+        let route = compat.join(route);
+        let (base, route) = (base.to_str().unwrap(), route.to_str().unwrap());
+        let (code, stdout, _) = aixds(&["validate", base, route]);
+        assert_eq!(code, 1, "{stdout}");
+        assert!(
+            stdout.contains(
+                "ResolvedRefs=False BackendNotFound: InferencePool default/vllm-llama3-8b-instruct not found"
+            ),
+            "{route}: {stdout}"
+        );
+        let (code, stdout, _) = aixds(&["validate", base, route, pool.to_str().unwrap()]);
+        assert_eq!(code, 0, "{route}: {stdout}");
+    }
 }
 
 #[test]
@@ -495,4 +497,55 @@ fn a_client_secret_never_goes_to_a_plain_http_authority() {
         aixds(&["run", "--no-envoy", "--azure-authority-host", "http://login.example.com", "x"]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("plain http to a host that is not loopback"), "{stderr}");
+}
+
+/// `aixds validate` on HTTPRoutes: a route to a pool that does not exist, a pool whose picker
+/// Service does not exist, a Service in another namespace without a ReferenceGrant, each with
+/// Gateway API's reason; with the objects supplied and the grant written, the files pass.
+#[test]
+fn validate_reports_an_http_route_s_unresolved_references_with_gateway_api_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw}\n\
+                 spec: {gatewayClassName: aixds, listeners: [{name: http, protocol: HTTP, port: 8080}]}\n\
+                 ---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\n\
+                 spec:\n  parentRefs: [{name: gw}]\n  rules:\n\
+                 \x20 - backendRefs: [{group: inference.networking.k8s.io, kind: InferencePool, name: llama}]\n\
+                 \x20 - matches: [{path: {value: /web}}]\n    backendRefs: [{name: web, namespace: web, port: 80}]\n\
+                 ---\napiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: web}\n\
+                 spec: {clusterIP: 10.0.0.9, ports: [{port: 80}]}\n";
+    std::fs::write(dir.path().join("route.yaml"), route).unwrap();
+    let path = dir.path().to_str().unwrap();
+    let (code, stdout, _) = aixds(&["validate", path]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout
+            .contains("ResolvedRefs=False BackendNotFound: InferencePool default/llama not found"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Service web/web is in another namespace and no ReferenceGrant"),
+        "{stdout}"
+    );
+
+    let pool = "apiVersion: inference.networking.k8s.io/v1\nkind: InferencePool\nmetadata: {name: llama}\n\
+                spec: {targetPorts: [{number: 8000}], selector: {matchLabels: {app: llama}},\n\
+                \x20      endpointPickerRef: {name: llama-epp, port: {number: 9002}}}\n\
+                ---\napiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\n\
+                metadata: {name: routes, namespace: web}\n\
+                spec: {from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: default}], \
+                to: [{group: '', kind: Service}]}\n";
+    std::fs::write(dir.path().join("pool.yaml"), pool).unwrap();
+    let (code, stdout, _) = aixds(&["validate", path]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("ResolvedRefs=False InvalidExtensionRef: endpoint picker Service default/llama-epp not found"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("ReferenceGrant there allows"), "the grant permits it: {stdout}");
+
+    let epp = "apiVersion: v1\nkind: Service\nmetadata: {name: llama-epp}\n\
+               spec: {clusterIP: 10.0.0.10, ports: [{port: 9002}]}\n";
+    std::fs::write(dir.path().join("epp.yaml"), epp).unwrap();
+    let (code, stdout, _) = aixds(&["validate", path]);
+    assert_eq!(code, 0, "{stdout}");
 }

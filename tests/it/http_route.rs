@@ -39,14 +39,14 @@ fn gateway(port: u16) -> String {
     )
 }
 
-/// `{backend}` in a route's YAML, as a backendRef to that echo's Service.
+/// `{vN}` (or `{vN, more: fields}`) in a route's YAML, as a backendRef to echo N's Service.
 fn expand(yaml: &str, echos: &[Echo]) -> String {
     let mut out = yaml.to_string();
     for (i, echo) in echos.iter().enumerate() {
         let v = i + 1;
         out = out.replace(
-            &format!("{{v{v}}}"),
-            &format!("{{name: infra-backend-v{v}, port: {}}}", echo.addr().port()),
+            &format!("{{v{v}"),
+            &format!("{{name: infra-backend-v{v}, port: {}", echo.addr().port()),
         );
     }
     out
@@ -429,4 +429,52 @@ async fn a_route_envoy_would_reject_is_refused_and_its_neighbours_serve() {
     // Nothing of the refused routes is served: their backend is never reached.
     expect(gw.port, "PUT", "/other", &[], "404").await;
     assert_eq!(echos[1].requests(), 0);
+}
+
+/// A 70/30 split (and a backendRef of weight 0, which takes nothing) between two Services, and
+/// between two InferencePools, over 300 requests each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_split_traffic_between_services_and_between_pools() {
+    let (echos, services) = backends().await;
+    let port = free_port_on(&["127.0.0.2", "127.0.0.3"]);
+    let mut pods = Vec::new();
+    let mut pool_yaml = String::new();
+    for (ip, pool) in [("127.0.0.2", "pool-a"), ("127.0.0.3", "pool-b")] {
+        let addr = format!("{ip}:{port}").parse().unwrap();
+        pods.push(Echo::start(addr, &format!("{pool}-pod"), "default", Mode::Http1).await);
+        pool_yaml.push_str(&format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {pool}-pod, labels: {{app: {pool}}}}}\n\
+             status: {{podIP: \"{ip}\", phase: Running}}\n\
+             ---\napiVersion: inference.networking.k8s.io/v1\nkind: InferencePool\nmetadata: {{name: {pool}}}\n\
+             spec: {{selector: {{matchLabels: {{app: {pool}}}}}, targetPorts: [{{number: {port}}}]}}\n"
+        ));
+    }
+    let routes = expand(
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: split}\n\
+         spec:\n  parentRefs: [{name: gw}]\n  rules:\n\
+         \x20 - matches: [{path: {type: PathPrefix, value: /services}}]\n\
+         \x20   backendRefs: [{v1, weight: 70}, {v2, weight: 30}, {v3, weight: 0}]\n\
+         \x20 - matches: [{path: {type: PathPrefix, value: /pools}}]\n\
+         \x20   backendRefs:\n\
+         \x20   - {group: inference.networking.k8s.io, kind: InferencePool, name: pool-a, weight: 70}\n\
+         \x20   - {group: inference.networking.k8s.io, kind: InferencePool, name: pool-b, weight: 30}\n",
+        &echos,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start(dir.path(), &format!("{services}{pool_yaml}{routes}")).await;
+    for (path, first, second) in [
+        ("/services", "infra-backend-v1", "infra-backend-v2"),
+        ("/pools", "pool-a-pod", "pool-b-pod"),
+    ] {
+        expect(gw.port, "GET", path, &[], first).await;
+        expect(gw.port, "GET", path, &[], second).await;
+        let mut counts = std::collections::BTreeMap::new();
+        for _ in 0..300 {
+            let pod = served(gw.port, "GET", path, &[]).await.expect("served");
+            *counts.entry(pod).or_insert(0u32) += 1;
+        }
+        let share = f64::from(counts.get(first).copied().unwrap_or(0)) / 300.0;
+        assert!((share - 0.7).abs() <= 0.1, "{path}: {counts:?}");
+        assert_eq!(counts.keys().filter(|k| *k != first && *k != second).count(), 0, "{counts:?}");
+    }
 }
