@@ -355,9 +355,39 @@ fn static_bootstrap(updates: &[Update]) -> Bootstrap {
             listener
         })
         .collect();
+    // An HTTPRoute's backendRef that does not resolve names a cluster that does not exist, on
+    // purpose: over RDS (which does not check clusters) Envoy answers its share with the route's
+    // `cluster_not_found_response_code`, 500. Inline, Envoy would refuse the route for it, so
+    // such a name gets an empty cluster here; every other name must be a compiled cluster.
+    let invalid: Vec<Cluster> = routes
+        .values()
+        .flat_map(|r| &r.virtual_hosts)
+        .flat_map(|v| &v.routes)
+        .filter_map(|r| match &r.action {
+            Some(route::Action::Route(action)) => action.cluster_specifier.as_ref(),
+            _ => None,
+        })
+        .flat_map(|c| match c {
+            route_action::ClusterSpecifier::WeightedClusters(w) => w.clusters.clone(),
+            _ => Vec::new(),
+        })
+        .map(|c| c.name)
+        .filter(|name| name.starts_with("invalid/"))
+        .collect::<std::collections::BTreeSet<String>>()
+        .into_iter()
+        .map(|name| Cluster {
+            name,
+            connect_timeout: Some(envoy_types::pb::google::protobuf::Duration {
+                seconds: 1,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })
+        .collect();
     let clusters = decoded::<Cluster>(updates, TypeUrl::Cluster)
         .into_values()
         .chain([xds_cluster()])
+        .chain(invalid)
         .map(|mut cluster| {
             if cluster.eds_cluster_config.take().is_some() {
                 let cla = assignments.remove(&cluster.name).expect("an EDS cluster has a CLA");

@@ -1,6 +1,7 @@
 //! Generated graphs compile to config a real Envoy accepts (`envoy --mode validate` on a static
 //! bootstrap holding the compiled resources). A small sample, since each check starts Envoy:
-//! a complete chain (Gateway, route, backends, an Envoy Backend, a pool with a pod) that
+//! a complete chain (Gateway, route, backends, an Envoy Backend, a pool with a pod, an HTTPRoute
+//! to the pool and a Service) that
 //! random edits then change, break and extend.
 
 use aixds::api::Kind;
@@ -23,6 +24,7 @@ fn base() -> Vec<Edit> {
         "apiVersion: inference.networking.k8s.io/v1\nkind: InferencePool\nmetadata: {name: a, namespace: ns}\nspec: {selector: {matchLabels: {app: a}}, targetPorts: [{number: 8000}], endpointPickerRef: {name: a, port: {number: 9002}}}\n",
         "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: ns}\nspec: {ports: [{port: 9002}]}\n",
         "apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: ns, labels: {app: a}}\nstatus: {podIP: 10.1.0.1}\n",
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: h, namespace: ns}\nspec:\n  parentRefs: [{name: a}]\n  rules:\n  - matches: [{path: {type: PathPrefix, value: /pool}}]\n    filters: [{type: RequestMirror, requestMirror: {backendRef: {name: a, port: 9002}}}]\n    backendRefs: [{name: a, group: inference.networking.k8s.io, kind: InferencePool, weight: 3}, {name: a, port: 9002}]\n  - matches: [{path: {type: Exact, value: /redirect}}]\n    filters: [{type: RequestRedirect, requestRedirect: {hostname: b.example.com, statusCode: 308}}]\n",
     ]
     .iter()
     .map(|yaml| Edit::Apply(Box::new(parse(yaml))))

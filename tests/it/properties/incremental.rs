@@ -206,17 +206,25 @@ fn tls_secret() -> impl Strategy<Value = String> {
     })
 }
 
-/// A grant of Secrets (one, or all) to the Gateways (or to another kind) of a namespace.
+/// A grant of Secrets, Services or pools (one, or all) to the Gateways or HTTPRoutes of a
+/// namespace.
 fn reference_grant() -> impl Strategy<Value = String> {
     let from = prop::sample::select(vec!["Gateway", "HTTPRoute"]);
-    (name(), from, namespace(), prop::option::of(name())).prop_map(|(n, kind, from, to)| {
-        let to = to.map(|t| format!(", name: {t}")).unwrap_or_default();
-        format!(
-            "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {{name: {n}}}\n\
-             spec: {{from: [{{group: gateway.networking.k8s.io, kind: {kind}, namespace: {from}}}], \
-             to: [{{group: '', kind: Secret{to}}}]}}\n"
-        )
-    })
+    let to_kind = prop::sample::select(vec![
+        "group: '', kind: Secret",
+        "group: '', kind: Service",
+        "group: inference.networking.k8s.io, kind: InferencePool",
+    ]);
+    (name(), from, namespace(), to_kind, prop::option::of(name())).prop_map(
+        |(n, kind, from, to_kind, to)| {
+            let to = to.map(|t| format!(", name: {t}")).unwrap_or_default();
+            format!(
+                "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {{name: {n}}}\n\
+                 spec: {{from: [{{group: gateway.networking.k8s.io, kind: {kind}, namespace: {from}}}], \
+                 to: [{{{to_kind}{to}}}]}}\n"
+            )
+        },
+    )
 }
 
 fn pool() -> impl Strategy<Value = String> {
@@ -243,9 +251,83 @@ fn pod() -> impl Strategy<Value = String> {
 }
 
 fn service() -> impl Strategy<Value = String> {
-    (name(), prop::sample::select(vec![9002u16, 9003])).prop_map(|(n, port)| {
-        format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {n}}}\nspec: {{ports: [{{port: {port}}}]}}\n")
+    let ip = prop::sample::select(vec!["", ", clusterIP: 10.96.0.1", ", clusterIP: None"]);
+    (name(), prop::sample::select(vec![9002u16, 9003]), ip).prop_map(|(n, port, ip)| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {n}}}\n\
+             spec: {{ports: [{{name: p, port: {port}}}]{ip}}}\n"
+        )
     })
+}
+
+/// Some endpoints of a Service, ready or not.
+fn endpoint_slice() -> impl Strategy<Value = String> {
+    let endpoint = prop::sample::select(vec![
+        "{addresses: [10.2.0.1]}",
+        "{addresses: [10.2.0.2], conditions: {ready: false}}",
+        "{addresses: [not-an-ip]}",
+    ]);
+    (name(), name(), prop::collection::vec(endpoint, 0..3), prop::sample::select(vec!["p", "q"]))
+        .prop_map(|(n, service, endpoints, port)| {
+            format!(
+                "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+                 metadata: {{name: {n}, labels: {{kubernetes.io/service-name: {service}}}}}\n\
+                 addressType: IPv4\nports: [{{name: {port}, port: 8080}}]\nendpoints: [{}]\n",
+                endpoints.join(", ")
+            )
+        })
+}
+
+fn http_backend_ref() -> impl Strategy<Value = String> {
+    let kind = prop::sample::select(vec![
+        ", port: 9002",
+        ", port: 9003",
+        "",
+        ", group: inference.networking.k8s.io, kind: InferencePool",
+        ", group: gateway.envoyproxy.io, kind: Backend",
+        ", group: example.com, kind: Thing",
+    ]);
+    (target(), kind, 0u32..3)
+        .prop_map(|(t, kind, weight)| format!("{{{t}{kind}, weight: {weight}}}"))
+}
+
+fn http_route() -> impl Strategy<Value = String> {
+    let matched = prop::sample::select(vec![
+        "",
+        "matches: [{path: {type: PathPrefix, value: /v1}}], ",
+        "matches: [{path: {type: Exact, value: /one}, method: GET}], ",
+        "matches: [{path: {type: RegularExpression, value: '/r/[0-9]+'}}, {headers: [{name: x-a, value: b}]}], ",
+        "matches: [{queryParams: [{name: q, value: v}]}], ",
+        "matches: [{headers: [{name: 'bad name', value: b}]}], ",
+    ]);
+    let filter = prop::sample::select(vec![
+        "",
+        "filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-set, value: v}], remove: [x-r]}}], ",
+        "filters: [{type: URLRewrite, urlRewrite: {hostname: h.example.com, path: {type: ReplacePrefixMatch, replacePrefixMatch: /}}}], ",
+        "filters: [{type: RequestRedirect, requestRedirect: {scheme: https, statusCode: 301}}], ",
+        "filters: [{type: RequestMirror, requestMirror: {backendRef: {name: a, port: 9002}, percent: 50}}], ",
+        "filters: [{type: CORS}], ",
+    ]);
+    let rule = (matched, filter, prop::collection::vec(http_backend_ref(), 0..3)).prop_map(
+        |(matched, filter, refs)| {
+            format!("  - {{{matched}{filter}backendRefs: [{}]}}\n", refs.join(", "))
+        },
+    );
+    let parent = (name(), prop::option::weighted(0.3, prop::sample::select(vec!["http", "web"])));
+    (name(), prop::option::weighted(0.9, parent), hostname(), prop::collection::vec(rule, 1..3))
+        .prop_map(|(n, parent, host, rules)| {
+            let parents = parent
+                .map(|(p, section)| {
+                    let section = section.map(|s| format!(", sectionName: {s}")).unwrap_or_default();
+                    format!("  parentRefs: [{{name: {p}{section}}}]\n")
+                })
+                .unwrap_or_default();
+            let hosts = host.map(|h| format!("  hostnames: [\"{h}\"]\n")).unwrap_or_default();
+            format!(
+                "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {n}}}\nspec:\n{parents}{hosts}  rules:\n{}",
+                rules.concat()
+            )
+        })
 }
 
 fn object() -> impl Strategy<Value = Object> {
@@ -264,6 +346,9 @@ fn object() -> impl Strategy<Value = Object> {
         pool(),
         pod(),
         service(),
+        http_route(),
+        http_route(),
+        endpoint_slice(),
     ];
     (yaml, namespace()).prop_map(|(yaml, ns)| {
         parse(&yaml.replacen(
@@ -274,7 +359,7 @@ fn object() -> impl Strategy<Value = Object> {
     })
 }
 
-const KINDS: [Kind; 11] = [
+const KINDS: [Kind; 13] = [
     Kind::Gateway,
     Kind::GatewayClass,
     Kind::ReferenceGrant,
@@ -286,6 +371,8 @@ const KINDS: [Kind; 11] = [
     Kind::InferencePool,
     Kind::Pod,
     Kind::Service,
+    Kind::HTTPRoute,
+    Kind::EndpointSlice,
 ];
 
 fn edit() -> impl Strategy<Value = Edit> {
