@@ -185,6 +185,19 @@ pub struct HTTPBackendRef {
     pub filters: Vec<HTTPRouteFilter>,
 }
 
+impl HTTPRouteRule {
+    /// Every backendRef of the rule: its backends' and those its mirror filters (of the rule or
+    /// of a backendRef) copy requests to.
+    pub fn all_backend_refs(&self) -> impl Iterator<Item = &HTTPBackendRef> {
+        let mirrors = self
+            .filters
+            .iter()
+            .chain(self.backend_refs.iter().flat_map(|b| &b.filters))
+            .filter_map(|f| f.request_mirror.as_ref().map(|m| &m.backend_ref));
+        self.backend_refs.iter().chain(mirrors)
+    }
+}
+
 /// The filter types aixds compiles, as Gateway API names them.
 pub const REQUEST_HEADER_MODIFIER: &str = "RequestHeaderModifier";
 pub const RESPONSE_HEADER_MODIFIER: &str = "ResponseHeaderModifier";

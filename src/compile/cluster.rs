@@ -449,14 +449,7 @@ pub(super) fn http_target(graph: &Graph, target: &ObjectKey) -> Vec<(String, Com
         {
             continue;
         }
-        let refs = route.rules.iter().flat_map(|r| {
-            let mirrors = r
-                .filters
-                .iter()
-                .chain(r.backend_refs.iter().flat_map(|b| &b.filters))
-                .filter_map(|f| f.request_mirror.as_ref().map(|m| &m.backend_ref));
-            r.backend_refs.iter().chain(mirrors)
-        });
+        let refs = route.rules.iter().flat_map(|r| r.all_backend_refs());
         for b in refs {
             if crate::graph::http_backend_key(&node.key, b).as_ref() == Ok(target) {
                 ports.insert(b.port);

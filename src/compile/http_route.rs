@@ -95,14 +95,7 @@ pub(super) fn compile(
 pub(super) fn targets(key: &ObjectKey, spec: &HTTPRouteSpec) -> BTreeSet<ObjectKey> {
     spec.rules
         .iter()
-        .flat_map(|r| {
-            let mirrors = r
-                .filters
-                .iter()
-                .chain(r.backend_refs.iter().flat_map(|b| &b.filters))
-                .filter_map(|f| f.request_mirror.as_ref().map(|m| &m.backend_ref));
-            r.backend_refs.iter().chain(mirrors)
-        })
+        .flat_map(|r| r.all_backend_refs())
         .filter_map(|b| http_backend_key(key, b).ok())
         .collect()
 }

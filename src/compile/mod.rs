@@ -136,16 +136,12 @@ impl Compiler {
         let mut targets = BTreeSet::new();
         for object in graph.objects() {
             match object.key.kind {
-                Kind::HTTPRoute => {
-                    let fragment = route::fragment(graph, &object.key, &self.ports);
-                    targets.extend(fragment.targets.iter().cloned());
-                    self.fragments.insert(object.key.clone(), fragment);
-                }
-                Kind::AIGatewayRoute => {
+                Kind::AIGatewayRoute | Kind::HTTPRoute => {
                     let fragment = route::fragment(graph, &object.key, &self.ports);
                     for cluster in &fragment.clusters {
                         self.put(&mut out, TypeUrl::Cluster, cluster.clone());
                     }
+                    targets.extend(fragment.targets.iter().cloned());
                     self.fragments.insert(object.key.clone(), fragment);
                 }
                 Kind::AIServiceBackend => self.compile_backend(graph, &object.key, &mut out),
@@ -235,29 +231,10 @@ impl Compiler {
                 Kind::Service | Kind::Backend => {
                     targets.insert(key.clone());
                 }
-                Kind::HTTPRoute => {
-                    let new = graph
-                        .object(key)
-                        .is_some()
-                        .then(|| route::fragment(graph, key, &self.ports));
-                    let old = match new {
-                        Some(new) => self.fragments.insert(key.clone(), new),
-                        None => self.fragments.remove(key),
-                    };
-                    let new = self.fragments.get(key);
-                    for fragment in old.iter().chain(new) {
-                        targets.extend(fragment.targets.iter().cloned());
-                    }
-                    if old.as_ref() != new {
-                        for fragment in old.iter().chain(new) {
-                            dirty_ports.extend(fragment.attachments.keys());
-                        }
-                    }
-                }
                 Kind::Secret => {
                     secrets.insert(key.clone());
                 }
-                Kind::AIGatewayRoute => {
+                Kind::AIGatewayRoute | Kind::HTTPRoute => {
                     let new = graph
                         .object(key)
                         .is_some()
@@ -278,9 +255,10 @@ impl Compiler {
                     let fresh: Vec<Resource> =
                         new.iter().flat_map(|f| f.clusters.iter().cloned()).collect();
                     for fragment in old.iter().chain(new) {
-                        // Whether a pool's cluster exists depends on the route's acceptance,
-                        // which an unchanged fragment does not show.
+                        // Whether a pool's (or an HTTPRoute backend's) cluster exists depends
+                        // on the route's acceptance, which an unchanged fragment does not show.
                         pools.extend(fragment.pools.iter().cloned());
+                        targets.extend(fragment.targets.iter().cloned());
                     }
                     if old.as_ref() != new {
                         for fragment in old.iter().chain(new) {

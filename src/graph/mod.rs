@@ -126,6 +126,20 @@ pub struct Graph {
     controller: Option<String>,
 }
 
+/// Takes `idx` out of the set `index[entry]`, and the set out of the index once empty.
+fn unindex_in<K: std::hash::Hash + Eq>(
+    index: &mut HashMap<K, HashSet<NodeIndex>>,
+    entry: &K,
+    idx: NodeIndex,
+) {
+    if let Some(set) = index.get_mut(entry) {
+        set.remove(&idx);
+        if set.is_empty() {
+            index.remove(entry);
+        }
+    }
+}
+
 /// The Service an EndpointSlice belongs to, by its `kubernetes.io/service-name` label.
 fn slice_service(slice: &Object) -> Option<(String, String)> {
     let name = slice.labels.get(crate::api::SERVICE_NAME_LABEL)?;
@@ -470,80 +484,25 @@ impl Graph {
             Spec::Pod(_) => {
                 for (k, v) in &object.labels {
                     let entry = (ns.clone(), k.clone(), v.clone());
-                    if let Some(set) = self.pods_by_label.get_mut(&entry) {
-                        set.remove(&idx);
-                        if set.is_empty() {
-                            self.pods_by_label.remove(&entry);
-                        }
-                    }
+                    unindex_in(&mut self.pods_by_label, &entry, idx);
                 }
-                let edges: Vec<(EdgeIndex, NodeIndex)> = self
-                    .g
-                    .edges_directed(idx, Direction::Incoming)
-                    .filter(|e| *e.weight() == RefKind::Selects)
-                    .map(|e| (e.id(), e.source()))
-                    .collect();
-                edges
-                    .into_iter()
-                    .map(|(e, pool)| {
-                        self.g.remove_edge(e);
-                        pool
-                    })
-                    .collect()
+                self.drop_selection(idx, Direction::Incoming)
             }
             Spec::InferencePool(pool) => {
-                if let Some(entry) = pool_label(ns, pool)
-                    && let Some(set) = self.pools_by_label.get_mut(&entry)
-                {
-                    set.remove(&idx);
-                    if set.is_empty() {
-                        self.pools_by_label.remove(&entry);
-                    }
+                if let Some(entry) = pool_label(ns, pool) {
+                    unindex_in(&mut self.pools_by_label, &entry, idx);
                 }
-                let edges: Vec<EdgeIndex> = self
-                    .g
-                    .edges_directed(idx, Direction::Outgoing)
-                    .filter(|e| *e.weight() == RefKind::Selects)
-                    .map(|e| e.id())
-                    .collect();
-                for e in edges {
-                    self.g.remove_edge(e);
-                }
+                self.drop_selection(idx, Direction::Outgoing);
                 Vec::new()
             }
             Spec::EndpointSlice(_) => {
-                if let Some(entry) = slice_service(&object)
-                    && let Some(set) = self.slices_by_service.get_mut(&entry)
-                {
-                    set.remove(&idx);
-                    if set.is_empty() {
-                        self.slices_by_service.remove(&entry);
-                    }
+                if let Some(entry) = slice_service(&object) {
+                    unindex_in(&mut self.slices_by_service, &entry, idx);
                 }
-                let edges: Vec<(EdgeIndex, NodeIndex)> = self
-                    .g
-                    .edges_directed(idx, Direction::Incoming)
-                    .filter(|e| *e.weight() == RefKind::Selects)
-                    .map(|e| (e.id(), e.source()))
-                    .collect();
-                edges
-                    .into_iter()
-                    .map(|(e, service)| {
-                        self.g.remove_edge(e);
-                        service
-                    })
-                    .collect()
+                self.drop_selection(idx, Direction::Incoming)
             }
             Spec::Service(_) => {
-                let edges: Vec<EdgeIndex> = self
-                    .g
-                    .edges_directed(idx, Direction::Outgoing)
-                    .filter(|e| *e.weight() == RefKind::Selects)
-                    .map(|e| e.id())
-                    .collect();
-                for e in edges {
-                    self.g.remove_edge(e);
-                }
+                self.drop_selection(idx, Direction::Outgoing);
                 Vec::new()
             }
             Spec::ReferenceGrant(_) => self.unindex_grant(idx),
@@ -551,7 +510,28 @@ impl Graph {
         }
     }
 
-    /// Indexes a Pod or InferencePool and wires pool → pod selection edges.
+    /// Removes the `Selects` edges of `idx` in `direction` (a pool's or Service's outgoing ones,
+    /// a Pod's or EndpointSlice's incoming ones); returns the nodes at their other ends.
+    fn drop_selection(&mut self, idx: NodeIndex, direction: Direction) -> Vec<NodeIndex> {
+        let edges: Vec<(EdgeIndex, NodeIndex)> = self
+            .g
+            .edges_directed(idx, direction)
+            .filter(|e| *e.weight() == RefKind::Selects)
+            .map(|e| {
+                (e.id(), if direction == Direction::Incoming { e.source() } else { e.target() })
+            })
+            .collect();
+        edges
+            .into_iter()
+            .map(|(e, other)| {
+                self.g.remove_edge(e);
+                other
+            })
+            .collect()
+    }
+
+    /// Indexes a Pod, InferencePool or EndpointSlice and wires the selection edges (pool → pod,
+    /// Service → slice).
     fn index_selection(&mut self, idx: NodeIndex) {
         let Some(object) = self.g[idx].object.clone() else { return };
         let ns = &object.key.namespace;

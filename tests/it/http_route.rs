@@ -478,3 +478,69 @@ async fn weights_split_traffic_between_services_and_between_pools() {
         assert_eq!(counts.keys().filter(|k| *k != first && *k != second).count(), 0, "{counts:?}");
     }
 }
+
+/// Gateway API's HTTPRouteListenerHostnameMatching and HTTPRouteBackendProtocolH2C: listeners
+/// on one port told apart by hostname take the routes attached by `sectionName`, the most
+/// specific hostname first; a Service port with `appProtocol: kubernetes.io/h2c` is spoken to in
+/// HTTP/2 with prior knowledge (its echo server refuses anything else).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_hostnames_pick_routes_and_h2c_services_get_http2() {
+    let (echos, services) = backends().await;
+    let h2c = Echo::start("127.0.0.1:0".parse().unwrap(), "h2c-pod", "default", Mode::H2c).await;
+    let port = free_port();
+    let gateway = format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw}}\n\
+         spec:\n  gatewayClassName: aixds\n  listeners:\n\
+         \x20 - {{name: bar, protocol: HTTP, port: {port}, hostname: bar.com}}\n\
+         \x20 - {{name: foo-bar, protocol: HTTP, port: {port}, hostname: foo.bar.com}}\n\
+         \x20 - {{name: wild-bar, protocol: HTTP, port: {port}, hostname: '*.bar.com'}}\n\
+         ---\napiVersion: v1\nkind: Service\nmetadata: {{name: h2c}}\n\
+         spec: {{clusterIP: 127.0.0.1, ports: [{{port: {}, appProtocol: kubernetes.io/h2c}}]}}\n",
+        h2c.addr().port()
+    );
+    let route = |name: &str, section: &str, backend: &str| {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}}}\n\
+             spec: {{parentRefs: [{{name: gw, sectionName: {section}}}], rules: [{{backendRefs: [{backend}]}}]}}\n"
+        )
+    };
+    let routes = [
+        route("bar", "bar", "{v1}"),
+        route("foo-bar", "foo-bar", "{v2}"),
+        route("wild", "wild-bar", "{v3}"),
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: h2c}}\n\
+             spec: {{parentRefs: [{{name: gw, sectionName: wild-bar}}], hostnames: [h2c.bar.com], \
+             rules: [{{backendRefs: [{{name: h2c, port: {}}}]}}]}}\n",
+            h2c.addr().port()
+        ),
+    ]
+    .concat();
+    let dir = tempfile::tempdir().unwrap();
+    write_atomic(
+        dir.path().join("gateway.yaml"),
+        format!("{gateway}{services}{}", expand(&routes, &echos)),
+    );
+    let gw = start_gateway(dir.path(), port, false, "http-route-hosts").await;
+    let pod = |host: &'static str| async move {
+        match request_to(port, host, "GET", "/", &[], "").await {
+            Ok(r) if r.status == 200 => r.json()["pod"].as_str().unwrap().to_string(),
+            Ok(r) => r.status.to_string(),
+            Err(e) => e.to_string(),
+        }
+    };
+    eventually(30, "bar.com served", || async {
+        (pod("bar.com").await == "infra-backend-v1").then_some(())
+    })
+    .await;
+    assert_eq!(pod("foo.bar.com").await, "infra-backend-v2");
+    assert_eq!(pod("baz.bar.com").await, "infra-backend-v3");
+    assert_eq!(pod("foo.bar.com:8080").await, "infra-backend-v2", "the port in Host is ignored");
+    assert_eq!(pod("other.com").await, "404");
+    let r = request_to(gw.port, "h2c.bar.com", "GET", "/", &[], "").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        (r.json()["pod"].clone(), r.json()["proto"].clone()),
+        ("h2c-pod".into(), "HTTP/2.0".into())
+    );
+}

@@ -105,6 +105,18 @@ fn backend_ref() -> impl Strategy<Value = String> {
     })
 }
 
+/// A route's `parentRefs` (one Gateway, maybe one listener of it) and `hostnames` lines.
+fn route_head(parent: Option<(&str, Option<&str>)>, host: Option<&str>) -> (String, String) {
+    let parents = parent
+        .map(|(p, section)| {
+            let section = section.map(|s| format!(", sectionName: {s}")).unwrap_or_default();
+            format!("  parentRefs: [{{name: {p}{section}}}]\n")
+        })
+        .unwrap_or_default();
+    let hosts = host.map(|h| format!("  hostnames: [\"{h}\"]\n")).unwrap_or_default();
+    (parents, hosts)
+}
+
 fn route() -> impl Strategy<Value = String> {
     let rule = (prop::sample::select(vec!["m0", "m1", "m2"]), prop::collection::vec(backend_ref(), 1..3))
         .prop_map(|(model, refs)| {
@@ -116,13 +128,7 @@ fn route() -> impl Strategy<Value = String> {
     let parent = (name(), prop::option::weighted(0.3, prop::sample::select(vec!["http", "web"])));
     (name(), prop::option::of(parent), hostname(), prop::collection::vec(rule, 1..3)).prop_map(
         |(n, parent, host, rules)| {
-            let parents = parent
-                .map(|(p, section)| {
-                    let section = section.map(|s| format!(", sectionName: {s}")).unwrap_or_default();
-                    format!("  parentRefs: [{{name: {p}{section}}}]\n")
-                })
-                .unwrap_or_default();
-            let hosts = host.map(|h| format!("  hostnames: [\"{h}\"]\n")).unwrap_or_default();
+            let (parents, hosts) = route_head(parent, host);
             format!(
                 "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIGatewayRoute\nmetadata: {{name: {n}}}\nspec:\n{parents}{hosts}  rules:\n{}",
                 rules.concat()
@@ -316,13 +322,7 @@ fn http_route() -> impl Strategy<Value = String> {
     let parent = (name(), prop::option::weighted(0.3, prop::sample::select(vec!["http", "web"])));
     (name(), prop::option::weighted(0.9, parent), hostname(), prop::collection::vec(rule, 1..3))
         .prop_map(|(n, parent, host, rules)| {
-            let parents = parent
-                .map(|(p, section)| {
-                    let section = section.map(|s| format!(", sectionName: {s}")).unwrap_or_default();
-                    format!("  parentRefs: [{{name: {p}{section}}}]\n")
-                })
-                .unwrap_or_default();
-            let hosts = host.map(|h| format!("  hostnames: [\"{h}\"]\n")).unwrap_or_default();
+            let (parents, hosts) = route_head(parent, host);
             format!(
                 "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {n}}}\nspec:\n{parents}{hosts}  rules:\n{}",
                 rules.concat()
