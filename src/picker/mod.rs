@@ -23,6 +23,8 @@ mod metrics;
 mod request;
 mod score;
 mod stream;
+
+pub use stream::{body_response, released_body};
 mod table;
 
 pub use metrics::{MetricsError, ServerMetrics};

@@ -172,14 +172,7 @@ impl PickerStream {
             add_header(&mut headers, "content-length", &body.len().to_string());
         }
         let mut out = vec![headers];
-        if body.is_empty() {
-            out.push(body_response(true, true, Vec::new(), end_of_stream));
-        }
-        let chunks = body.chunks(CHUNK_BYTES).count();
-        for (i, chunk) in body.chunks(CHUNK_BYTES).enumerate() {
-            let last = end_of_stream && i + 1 == chunks;
-            out.push(body_response(true, true, chunk.to_vec(), last));
-        }
+        out.extend(released_body(&body, end_of_stream));
         out
     }
 
@@ -315,9 +308,26 @@ fn headers_response(
     }
 }
 
+/// A request body held back in full-duplex mode, given back to Envoy after the headers answer:
+/// in chunks Envoy's gRPC messages can carry, the last marked `end_of_stream` if asked (an
+/// empty body is one empty chunk). Public for endpoint pickers written against this crate, such
+/// as the tests' stand-in for the Inference Extension's reference picker.
+pub fn released_body(body: &[u8], end_of_stream: bool) -> Vec<ProcessingResponse> {
+    if body.is_empty() {
+        return vec![body_response(true, true, Vec::new(), end_of_stream)];
+    }
+    let chunks = body.chunks(CHUNK_BYTES).count();
+    body.chunks(CHUNK_BYTES)
+        .enumerate()
+        .map(|(i, chunk)| {
+            body_response(true, true, chunk.to_vec(), end_of_stream && i + 1 == chunks)
+        })
+        .collect()
+}
+
 /// A body chunk passed on unchanged: in full-duplex mode Envoy forwards only what comes back,
 /// in the other modes an empty answer leaves the chunk as it is.
-fn body_response(
+pub fn body_response(
     request: bool,
     full_duplex: bool,
     body: Vec<u8>,

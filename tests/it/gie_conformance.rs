@@ -322,6 +322,15 @@ impl Suite {
         })
     }
 
+    /// The route is accepted and resolved on `gateway`, and `gateway` accepted each of `pools`:
+    /// what most upstream tests check before sending traffic.
+    async fn ready(&self, route: &str, gateway: &str, pools: &[&str]) {
+        self.route_accepted_and_resolved(route, gateway).await;
+        for pool in pools {
+            self.pool_accepted(pool, gateway).await;
+        }
+    }
+
     async fn pool_accepted(&self, pool: &str, gateway: &str) {
         self.pool_condition(pool, gateway, "Accepted", "True", Some("Accepted")).await;
     }
@@ -730,8 +739,7 @@ async fn inference_pool_httproute_port_validation() {
             &[host],
             &[(path, &[(PRIMARY_POOL, port, None)])],
         ));
-        suite.route_accepted_and_resolved(name, PRIMARY_GW).await;
-        suite.pool_accepted(PRIMARY_POOL, PRIMARY_GW).await;
+        suite.ready(name, PRIMARY_GW, &[PRIMARY_POOL]).await;
         suite.expect(PRIMARY_GW, &Request::get(Some(host), path), &Want::pod(PRIMARY_PODS)).await;
     }
 }
@@ -749,9 +757,7 @@ async fn httproute_multiple_rules_different_pools() {
             ("/secondary", &[(SECONDARY_POOL, None, None)]),
         ],
     ));
-    suite.route_accepted_and_resolved(name, PRIMARY_GW).await;
-    suite.pool_accepted(PRIMARY_POOL, PRIMARY_GW).await;
-    suite.pool_accepted(SECONDARY_POOL, PRIMARY_GW).await;
+    suite.ready(name, PRIMARY_GW, &[PRIMARY_POOL, SECONDARY_POOL]).await;
     suite
         .expect(
             PRIMARY_GW,
@@ -793,8 +799,7 @@ async fn httproute_multiple_gateways_different_pools() {
         suite.apply(&route(name, &[(gateway, None)], &[host], &[(path, &[(pool, None, None)])]));
     }
     for (name, gateway, host, path, pool, pods) in cases {
-        suite.route_accepted_and_resolved(name, gateway).await;
-        suite.pool_accepted(pool, gateway).await;
+        suite.ready(name, gateway, &[pool]).await;
         suite.expect(gateway, &Request::get(Some(host), path), &Want::pod(pods)).await;
     }
 }
@@ -810,8 +815,7 @@ async fn gateway_following_epp_routing() {
         &[host],
         &[(path, &[(PRIMARY_POOL, None, None)])],
     ));
-    suite.route_accepted_and_resolved(name, PRIMARY_GW).await;
-    suite.pool_accepted(PRIMARY_POOL, PRIMARY_GW).await;
+    suite.ready(name, PRIMARY_GW, &[PRIMARY_POOL]).await;
     let pods = suite.pods(PRIMARY_PODS);
     for pod in pods {
         let request = Request::post(Some(host), path).selecting(&pod.ip.to_string());
@@ -837,8 +841,7 @@ async fn gateway_following_epp_routing_with_data_parallelism() {
         &[host],
         &[(path, &[("dp-inference-pool", None, None)])],
     ));
-    suite.route_accepted_and_resolved(name, PRIMARY_GW).await;
-    suite.pool_accepted("dp-inference-pool", PRIMARY_GW).await;
+    suite.ready(name, PRIMARY_GW, &["dp-inference-pool"]).await;
     let pods = suite.pods("dp-inference-model-server-deployment");
     for pod in pods {
         let request = Request::post(Some(host), path).selecting(&pod.ip.to_string());
@@ -892,8 +895,7 @@ async fn gateway_destination_endpoint_served() {
         &[host],
         &[(path, &[(PRIMARY_POOL, None, None)])],
     ));
-    suite.route_accepted_and_resolved(name, PRIMARY_GW).await;
-    suite.pool_accepted(PRIMARY_POOL, PRIMARY_GW).await;
+    suite.ready(name, PRIMARY_GW, &[PRIMARY_POOL]).await;
     for pod in suite.pods(PRIMARY_PODS) {
         let request = Request::post(Some(host), path).selecting(&pod.ip.to_string());
         let want = Want {
@@ -938,8 +940,7 @@ async fn inference_pool_app_protocol() {
         let name = format!("httproute-for-inferencepool-appprotocol-{case}");
         let host = format!("appprotocol-{case}.example.com");
         let path = format!("/inferencepool-app-protocol-{case}");
-        suite.route_accepted_and_resolved(&name, PRIMARY_GW).await;
-        suite.pool_accepted(pool, PRIMARY_GW).await;
+        suite.ready(&name, PRIMARY_GW, &[pool]).await;
         for pod in suite.pods(deployment) {
             let endpoint = format!("{}:{port}", pod.ip);
             let request = Request::post(Some(&host), &path).selecting(&endpoint);
@@ -964,9 +965,7 @@ async fn gateway_weighted_across_two_inference_pools() {
         &[host],
         &[(path, &[(PRIMARY_POOL, None, Some(70)), (SECONDARY_POOL, None, Some(30))])],
     ));
-    suite.route_accepted_and_resolved(name, PRIMARY_GW).await;
-    suite.pool_accepted(PRIMARY_POOL, PRIMARY_GW).await;
-    suite.pool_accepted(SECONDARY_POOL, PRIMARY_GW).await;
+    suite.ready(name, PRIMARY_GW, &[PRIMARY_POOL, SECONDARY_POOL]).await;
     let primary = suite.pods(PRIMARY_PODS);
     let secondary = suite.pods(SECONDARY_PODS);
     for pod in primary.iter().chain(secondary) {
@@ -997,8 +996,7 @@ async fn epp_unavailable_fail_open() {
         &[host],
         &[(path, &[(SECONDARY_POOL, None, None)])],
     ));
-    suite.route_accepted_and_resolved(name, SECONDARY_GW).await;
-    suite.pool_accepted(SECONDARY_POOL, SECONDARY_GW).await;
+    suite.ready(name, SECONDARY_GW, &[SECONDARY_POOL]).await;
     let first = suite.pods(SECONDARY_PODS)[0].clone();
     let request = Request::post(Some(host), path).selecting(&first.ip.to_string());
     suite.expect(SECONDARY_GW, &request, &Want::pod(&first.name)).await;

@@ -26,8 +26,8 @@ use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::{
 use envoy_types::pb::envoy::service::ext_proc::v3::processing_request::Request as In;
 use envoy_types::pb::envoy::service::ext_proc::v3::processing_response::Response as Out;
 use envoy_types::pb::envoy::service::ext_proc::v3::{
-    BodyMutation, BodyResponse, CommonResponse, HeaderMutation, HeadersResponse, ProcessingRequest,
-    ProcessingResponse, StreamedBodyResponse, TrailersResponse, body_mutation,
+    CommonResponse, HeaderMutation, HeadersResponse, ProcessingRequest, ProcessingResponse,
+    TrailersResponse,
 };
 use envoy_types::pb::google::protobuf::{Struct, Value, value};
 use hyper::server::conn::http2;
@@ -39,6 +39,8 @@ use tonic::service::Routes;
 use tonic::{Request, Response, Status, Streaming};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
+
+use aixds::picker::{body_response, released_body};
 
 use super::ServerTask;
 
@@ -61,8 +63,6 @@ const SUBSET_NAMESPACE: &str = "envoy.lb.subset_hint";
 const SUBSET_KEY: &str = "x-gateway-destination-endpoint-subset";
 /// The echo server sets the `name:value` pairs of this request header on its response.
 const ECHO_SET_HEADER: &str = "x-echo-set-header";
-/// Body chunks sent back to Envoy are at most this large (its gRPC messages are limited).
-const CHUNK_BYTES: usize = 60 * 1024;
 
 /// A running stand-in for an InferencePool's `lwepp` picker; stopped when dropped.
 pub struct Epp {
@@ -318,14 +318,7 @@ impl Exchange {
             mutation.set_headers.push(set_header("content-length", &body.len().to_string()));
         }
         let mut out = vec![headers];
-        if body.is_empty() {
-            out.push(body_response(true, true, Vec::new(), end_of_stream));
-        }
-        let chunks = body.chunks(CHUNK_BYTES).count();
-        for (i, chunk) in body.chunks(CHUNK_BYTES).enumerate() {
-            let last = end_of_stream && i + 1 == chunks;
-            out.push(body_response(true, true, chunk.to_vec(), last));
-        }
+        out.extend(released_body(&body, end_of_stream));
         Ok(out)
     }
 
@@ -473,34 +466,6 @@ fn headers_response(
             Out::ResponseHeaders(headers)
         }),
         dynamic_metadata,
-        ..Default::default()
-    }
-}
-
-/// A body chunk passed on: in full-duplex mode Envoy forwards only what comes back, in the
-/// other modes an empty answer leaves the chunk as it is.
-fn body_response(
-    request: bool,
-    full_duplex: bool,
-    body: Vec<u8>,
-    end_of_stream: bool,
-) -> ProcessingResponse {
-    let common =
-        if full_duplex {
-            CommonResponse {
-                body_mutation: Some(BodyMutation {
-                    mutation: Some(body_mutation::Mutation::StreamedResponse(
-                        StreamedBodyResponse { body, end_of_stream, ..Default::default() },
-                    )),
-                }),
-                ..Default::default()
-            }
-        } else {
-            CommonResponse::default()
-        };
-    let body = BodyResponse { response: Some(common) };
-    ProcessingResponse {
-        response: Some(if request { Out::RequestBody(body) } else { Out::ResponseBody(body) }),
         ..Default::default()
     }
 }
