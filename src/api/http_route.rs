@@ -7,7 +7,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{HeaderMatch, HttpHeader, ParentReference, RouteTimeouts};
+use super::{HeaderMatch, HeaderMatchType, HttpHeader, ParentReference, RouteTimeouts};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -292,7 +292,9 @@ impl HTTPRouteSpec {
                 if let Some(path) = &matched.path {
                     let ok = match path.match_type {
                         PathMatchType::RegularExpression => {
-                            path.value.starts_with('/') && printable(&path.value)
+                            path.value.starts_with('/')
+                                && printable(&path.value)
+                                && regex(&path.value)
                         }
                         _ => path_value(&path.value),
                     };
@@ -312,6 +314,9 @@ impl HTTPRouteSpec {
                         }
                         if !printable(&h.value) {
                             out.push(format!("{at}.{kind}[{i}].value has control characters"));
+                        }
+                        if h.match_type == HeaderMatchType::RegularExpression && !regex(&h.value) {
+                            out.push(format!("{at}.{kind}[{i}].value is not a regular expression"));
                         }
                     }
                 }
@@ -386,6 +391,12 @@ impl HTTPRouteSpec {
 pub fn token(name: &str) -> bool {
     !name.is_empty()
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// A regular expression Envoy's RE2 would take, as far as Rust's regex syntax (close to RE2's)
+/// can tell.
+fn regex(pattern: &str) -> bool {
+    regex_syntax::Parser::new().parse(pattern).is_ok()
 }
 
 /// Visible ASCII and spaces only.

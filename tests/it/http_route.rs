@@ -403,6 +403,12 @@ async fn a_route_envoy_would_reject_is_refused_and_its_neighbours_serve() {
             "path",
         ),
         ("cors", "filters: [{type: CORS}]", "not supported"),
+        ("regex", "matches: [{path: {type: RegularExpression, value: '/a('}}]", "path.value"),
+        (
+            "header-regex",
+            "matches: [{headers: [{type: RegularExpression, name: x, value: '[z-a]'}]}]",
+            "not a regular expression",
+        ),
     ];
     let mut routes = expand(
         "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: good}\n\
