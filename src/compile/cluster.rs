@@ -434,8 +434,8 @@ pub(super) fn http_cluster_for(
     }
 }
 
-/// The clusters of `target` (a Service, InferencePool or Backend) that accepted HTTPRoutes use,
-/// by name: one per Service port they name.
+/// The clusters of `target` (a Service, InferencePool or Backend) that accepted, attached
+/// HTTPRoutes use, by name: one per Service port they name.
 pub(super) fn http_target(graph: &Graph, target: &ObjectKey) -> Vec<(String, Compiled)> {
     let Some(object) = graph.object(target) else { return Vec::new() };
     let mut ports: BTreeSet<Option<u16>> = BTreeSet::new();
@@ -443,8 +443,12 @@ pub(super) fn http_target(graph: &Graph, target: &ObjectKey) -> Vec<(String, Com
         let Some(Spec::HTTPRoute(route)) = node.object.as_deref().map(|o| &o.spec) else {
             continue;
         };
+        // A route no listener took (its Gateways missing, or another controller's) sends no
+        // traffic: its backends need no cluster on its account.
+        let attached = node.parents().iter().any(|p| !p.attached.is_empty());
         if kind != RefKind::BackendRef
             || !node.accepted()
+            || !attached
             || !graph.reference_permitted(&node.key, target)
         {
             continue;

@@ -1225,3 +1225,32 @@ fn names_from_different_objects_never_collide() {
         Some("aisb/default%2Fx/y")
     );
 }
+
+/// A Service gets a cluster for the HTTPRoutes that send to it, and only while one of them is
+/// attached to a listener: a route to a Gateway that is not there (or is another controller's)
+/// sends nothing anywhere.
+#[test]
+fn an_http_route_s_service_gets_a_cluster_only_while_the_route_is_attached() {
+    let objects = |gateway: &str| {
+        let mut graph = Graph::new();
+        for yaml in [
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw}\n\
+             spec: {gatewayClassName: aixds, listeners: [{name: http, protocol: HTTP, port: 8080}]}\n"
+                .to_string(),
+            format!(
+                "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r}}\n\
+                 spec: {{parentRefs: [{{name: {gateway}}}], rules: [{{backendRefs: [{{name: web, port: 80}}]}}]}}\n"
+            ),
+            "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {clusterIP: 10.0.0.1, ports: [{port: 80}]}\n"
+                .to_string(),
+        ] {
+            graph.apply(crate::builders::parse(&yaml));
+        }
+        graph
+    };
+    let clusters = |graph: &Graph| -> Vec<String> {
+        decoded::<Cluster>(&full(graph), TypeUrl::Cluster).into_keys().collect()
+    };
+    assert!(clusters(&objects("gw")).contains(&"svc/default/web/80".to_string()));
+    assert!(!clusters(&objects("nope")).iter().any(|c| c.starts_with("svc/")));
+}
