@@ -704,3 +704,61 @@ async fn an_envoy_rejection_is_written_to_status() {
     assert!(message.starts_with("status: ") && message.contains("aisb/default/a"), "{message}");
     running.shutdown().await;
 }
+
+/// EndpointSlices are watched: a Service's slices give its HTTPRoute cluster the ready
+/// endpoints, and a slice edit at the API server re-sends the endpoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_slices_from_the_api_server_are_a_service_s_endpoints() {
+    use envoy_types::pb::envoy::config::core::v3::{Address, address};
+    use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, lb_endpoint};
+    use prost::Message;
+    let api = TestApi::new().await;
+    api.apply_yaml(GATEWAY);
+    api.apply_yaml(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: web}\n\
+         spec: {parentRefs: [{name: gw}], rules: [{backendRefs: [{name: web, port: 80}]}]}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {name: web}\n\
+         spec: {clusterIP: 10.96.0.20, ports: [{name: http, port: 80}]}\n",
+    );
+    let slice = |ready: bool| {
+        format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata: {{name: web-abc, labels: {{kubernetes.io/service-name: web}}}}\n\
+             addressType: IPv4\nports: [{{name: http, port: 8080}}]\n\
+             endpoints: [{{addresses: [10.1.0.1]}}, {{addresses: [10.1.0.2], conditions: {{ready: {ready}}}}}]\n"
+        )
+    };
+    api.apply_yaml(&slice(false));
+    let running = start(&api, None).await;
+    let endpoints = || {
+        let snapshot = running.store.load();
+        let cla = snapshot.get(aixds::xds::TypeUrl::ClusterLoadAssignment, "svc/default/web/80")?;
+        let cla = ClusterLoadAssignment::decode(cla.body.value.as_slice()).ok()?;
+        let mut out: Vec<String> = cla
+            .endpoints
+            .iter()
+            .flat_map(|l| &l.lb_endpoints)
+            .filter_map(|e| match &e.host_identifier {
+                Some(lb_endpoint::HostIdentifier::Endpoint(e)) => match &e.address {
+                    Some(Address { address: Some(address::Address::SocketAddress(s)) }) => {
+                        Some(s.address.clone())
+                    }
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        Some(out)
+    };
+    eventually(15, "the ready endpoint", || async {
+        (endpoints() == Some(vec!["10.1.0.1".to_string()])).then_some(())
+    })
+    .await;
+    api.apply_yaml(&slice(true));
+    eventually(15, "both endpoints", || async {
+        (endpoints() == Some(vec!["10.1.0.1".into(), "10.1.0.2".into()])).then_some(())
+    })
+    .await;
+    running.shutdown().await;
+}
