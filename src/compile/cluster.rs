@@ -369,8 +369,16 @@ fn pool_protocol(pool: &InferencePoolSpec) -> UpstreamHttp {
 /// The cluster of an InferencePool named directly by an accepted route.
 pub(super) fn pool(graph: &Graph, key: &ObjectKey) -> Option<Compiled> {
     let Spec::InferencePool(pool) = &graph.object(key)?.spec else { return None };
+    // A route attached to no listener (its Gateways another controller's) sends nothing; one
+    // without parentRefs serves every listener.
     let used = graph.referrers(key).into_iter().any(|(kind, node)| {
-        kind == RefKind::BackendRef && node.key.kind == Kind::AIGatewayRoute && node.accepted()
+        let spec = node.object.as_deref().and_then(|o| o.spec.route());
+        let everywhere = spec.is_some_and(|(parent_refs, _)| parent_refs.is_empty());
+        let attached = everywhere || node.parents().iter().any(|p| !p.attached.is_empty());
+        kind == RefKind::BackendRef
+            && node.key.kind == Kind::AIGatewayRoute
+            && node.accepted()
+            && attached
     });
     if !used || !accepted(graph, key) {
         return None;

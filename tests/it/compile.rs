@@ -1254,3 +1254,30 @@ fn an_http_route_s_service_gets_a_cluster_only_while_the_route_is_attached() {
     assert!(clusters(&objects("gw")).contains(&"svc/default/web/80".to_string()));
     assert!(!clusters(&objects("nope")).iter().any(|c| c.starts_with("svc/")));
 }
+
+/// Likewise an InferencePool an AIGatewayRoute names: its cluster exists while the route is
+/// attached somewhere (a route without parentRefs is attached to every listener).
+#[test]
+fn a_pool_gets_its_cluster_only_while_a_route_to_it_is_attached() {
+    let objects = |parents: &str| {
+        let mut graph = Graph::new();
+        for yaml in [
+            format!(
+                "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIGatewayRoute\nmetadata: {{name: r}}\n\
+                 spec:\n  {parents}\n  rules:\n  - matches: [{{headers: [{{name: x-ai-eg-model, value: m}}]}}]\n\
+                 \x20   backendRefs: [{{name: llama, group: inference.networking.k8s.io, kind: InferencePool}}]\n"
+            ),
+            "apiVersion: inference.networking.k8s.io/v1\nkind: InferencePool\nmetadata: {name: llama}\n\
+             spec: {selector: {matchLabels: {app: llama}}, targetPorts: [{number: 8000}]}\n"
+                .to_string(),
+        ] {
+            graph.apply(crate::builders::parse(&yaml));
+        }
+        graph
+    };
+    let has_pool = |graph: &Graph| {
+        decoded::<Cluster>(&full(graph), TypeUrl::Cluster).contains_key("pool/default/llama")
+    };
+    assert!(has_pool(&objects("parentRefs: []")));
+    assert!(!has_pool(&objects("parentRefs: [{name: not-there}]")));
+}
