@@ -193,6 +193,7 @@ impl HTTPRouteRule {
             .filters
             .iter()
             .chain(self.backend_refs.iter().flat_map(|b| &b.filters))
+            .filter(|f| f.filter_type == REQUEST_MIRROR)
             .filter_map(|f| f.request_mirror.as_ref().map(|m| &m.backend_ref));
         self.backend_refs.iter().chain(mirrors)
     }

@@ -63,7 +63,7 @@ pub(super) struct Precedence {
 }
 
 /// One HTTPRoute's Envoy routes, each with its precedence and encoded as an entry of a
-/// VirtualHost's `routes`, and the Services, InferencePools and Backends its rules name.
+/// VirtualHost's `routes`.
 pub(super) fn compile(
     graph: &Graph,
     key: &ObjectKey,
@@ -211,7 +211,10 @@ fn rule_action(
     index: usize,
     rule: &HTTPRouteRule,
 ) -> route::Action {
-    if let Some(redirect) = rule.filters.iter().find_map(|f| f.request_redirect.as_ref()) {
+    // A filter's type says which of its fields applies; any other is ignored, as Gateway API
+    // says.
+    let of_type = |t: &'static str| rule.filters.iter().filter(move |f| f.filter_type == t);
+    if let Some(redirect) = of_type(REQUEST_REDIRECT).find_map(|f| f.request_redirect.as_ref()) {
         let path = rule.matches.first().and_then(|m| m.path.clone()).unwrap_or_default();
         return route::Action::Redirect(redirect_action(redirect, &path));
     }
@@ -283,6 +286,7 @@ fn rule_action(
     let mirrors = rule
         .filters
         .iter()
+        .filter(|f| f.filter_type == REQUEST_MIRROR)
         .filter_map(|f| f.request_mirror.as_ref())
         .filter_map(|m| {
             let target = http_backend_key(key, &m.backend_ref)
@@ -304,7 +308,7 @@ fn rule_action(
             })
         })
         .collect();
-    let rewrite = rule.filters.iter().find_map(|f| f.url_rewrite.as_ref());
+    let rewrite = of_type(URL_REWRITE).find_map(|f| f.url_rewrite.as_ref());
     let path = rule.matches.first().and_then(|m| m.path.clone()).unwrap_or_default();
     let mut action = RouteAction {
         cluster_specifier: Some(route_action::ClusterSpecifier::WeightedClusters(
@@ -408,40 +412,44 @@ fn internal_error() -> route::Action {
     route::Action::DirectResponse(DirectResponseAction { status: 500, ..Default::default() })
 }
 
-/// The header modifiers of a rule, on its routes.
-fn apply_filters(route: &mut Route, filters: &[HTTPRouteFilter]) {
+/// The header modifiers among `filters`: (request headers to add, to remove; response headers
+/// to add, to remove). Rewrites, redirects and mirrors are part of the route's action (see
+/// [`rule_action`]).
+type HeaderEdits = (Vec<HeaderValueOption>, Vec<String>, Vec<HeaderValueOption>, Vec<String>);
+
+fn header_edits(filters: &[HTTPRouteFilter]) -> HeaderEdits {
+    let mut out = HeaderEdits::default();
     for f in filters {
-        match f.filter_type.as_str() {
-            REQUEST_HEADER_MODIFIER => {
-                if let Some(m) = &f.request_header_modifier {
-                    route.request_headers_to_add.extend(header_options(m));
-                    route.request_headers_to_remove.extend(m.remove.iter().cloned());
-                }
-            }
-            RESPONSE_HEADER_MODIFIER => {
-                if let Some(m) = &f.response_header_modifier {
-                    route.response_headers_to_add.extend(header_options(m));
-                    route.response_headers_to_remove.extend(m.remove.iter().cloned());
-                }
-            }
-            URL_REWRITE | REQUEST_REDIRECT | REQUEST_MIRROR => {}
-            _ => {}
+        let (modifier, add, remove) = match f.filter_type.as_str() {
+            REQUEST_HEADER_MODIFIER => (&f.request_header_modifier, &mut out.0, &mut out.1),
+            RESPONSE_HEADER_MODIFIER => (&f.response_header_modifier, &mut out.2, &mut out.3),
+            _ => continue,
+        };
+        if let Some(m) = modifier {
+            add.extend(header_options(m));
+            remove.extend(m.remove.iter().cloned());
         }
     }
+    out
 }
 
-/// The header modifiers of one backendRef, on its weighted cluster.
+/// A rule's header modifiers, on each of its routes.
+fn apply_filters(route: &mut Route, filters: &[HTTPRouteFilter]) {
+    let (request_add, request_remove, response_add, response_remove) = header_edits(filters);
+    route.request_headers_to_add = request_add;
+    route.request_headers_to_remove = request_remove;
+    route.response_headers_to_add = response_add;
+    route.response_headers_to_remove = response_remove;
+}
+
+/// A backendRef's header modifiers, on its weighted cluster.
 fn backend_filters(entry: &mut weighted_cluster::ClusterWeight, backend: &HTTPBackendRef) {
-    for f in &backend.filters {
-        if let Some(m) = &f.request_header_modifier {
-            entry.request_headers_to_add.extend(header_options(m));
-            entry.request_headers_to_remove.extend(m.remove.iter().cloned());
-        }
-        if let Some(m) = &f.response_header_modifier {
-            entry.response_headers_to_add.extend(header_options(m));
-            entry.response_headers_to_remove.extend(m.remove.iter().cloned());
-        }
-    }
+    let (request_add, request_remove, response_add, response_remove) =
+        header_edits(&backend.filters);
+    entry.request_headers_to_add = request_add;
+    entry.request_headers_to_remove = request_remove;
+    entry.response_headers_to_add = response_add;
+    entry.response_headers_to_remove = response_remove;
 }
 
 /// `set` overwrites, `add` appends to what the request already has.

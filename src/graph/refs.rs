@@ -138,7 +138,11 @@ pub(super) fn references(object: &Object) -> (Vec<(RefKind, ObjectKey)>, Vec<Iss
                             format!("{at}.filters: {problem}"),
                         ));
                     }
-                    if let Some(mirror) = &filter.request_mirror {
+                    if let Some(mirror) = filter
+                        .request_mirror
+                        .as_ref()
+                        .filter(|_| filter.filter_type == crate::api::REQUEST_MIRROR)
+                    {
                         match http_backend_key(&object.key, &mirror.backend_ref) {
                             Ok(target) => refs.push((RefKind::BackendRef, target)),
                             Err(message) => issues.push(refs_issue(
