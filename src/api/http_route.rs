@@ -394,10 +394,39 @@ pub fn token(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-/// A regular expression Envoy's RE2 would take, as far as Rust's regex syntax (close to RE2's)
-/// can tell.
-fn regex(pattern: &str) -> bool {
-    regex_syntax::Parser::new().parse(pattern).is_ok()
+/// Envoy refuses a regular expression whose RE2 program is larger than this (its default
+/// `re2.max_program_size.error_level`), and with it the whole RouteConfiguration.
+const MAX_REGEX_PROGRAM: usize = 100;
+
+/// Whether Envoy's RE2 would take `pattern`, as far as Rust's regex syntax (close to RE2's, and
+/// read with RE2's ASCII-only `\w`, `\d`, `\s`) can tell: it parses, and an estimate of its
+/// RE2 program size (an instruction per literal byte and class range, repetitions unrolled as
+/// RE2 unrolls them) is within Envoy's limit.
+pub fn regex(pattern: &str) -> bool {
+    let parsed =
+        regex_syntax::ParserBuilder::new().unicode(false).utf8(false).build().parse(pattern);
+    parsed.is_ok_and(|hir| program_size(&hir) <= MAX_REGEX_PROGRAM)
+}
+
+fn program_size(hir: &regex_syntax::hir::Hir) -> usize {
+    use regex_syntax::hir::{Class, HirKind};
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => 1,
+        HirKind::Literal(literal) => literal.0.len(),
+        HirKind::Class(Class::Bytes(class)) => class.ranges().len(),
+        HirKind::Class(Class::Unicode(class)) => class.ranges().len(),
+        HirKind::Repetition(r) => {
+            let sub = program_size(&r.sub);
+            let copies = match r.max {
+                Some(max) => max as usize,
+                None => r.min as usize + 1,
+            };
+            sub.saturating_mul(copies.max(1)).saturating_add(copies)
+        }
+        HirKind::Capture(c) => program_size(&c.sub) + 2,
+        HirKind::Concat(subs) => subs.iter().map(program_size).sum(),
+        HirKind::Alternation(subs) => subs.iter().map(program_size).sum::<usize>() + subs.len(),
+    }
 }
 
 /// Visible ASCII and spaces only.

@@ -196,10 +196,9 @@ fn exact(value: &str) -> StringMatcher {
     }
 }
 
-/// An RE2 matcher, or `None` for a pattern that does not parse (checked with Rust's syntax,
-/// which is close to RE2's; see `route.rs`).
+/// An RE2 matcher, or `None` for a pattern Envoy would refuse (see [`crate::api::regex`]).
 fn regex(pattern: &str) -> Option<RegexMatcher> {
-    regex_syntax::Parser::new().parse(pattern).ok()?;
+    crate::api::regex(pattern).then_some(())?;
     Some(RegexMatcher { regex: pattern.into(), ..Default::default() })
 }
 

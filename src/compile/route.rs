@@ -207,14 +207,15 @@ fn compile_rules(
     (routes, clusters)
 }
 
-/// The Envoy header matcher, or `None` for a regular expression that does not parse. The check
-/// uses Rust's regex syntax, which is close to RE2's; they differ only on rare features (class
-/// set operations, `\Q…\E`), where Envoy may still reject or this may leave a match out.
+/// The Envoy header matcher, or `None` for a regular expression Envoy would refuse (see
+/// [`crate::api::regex`]: Rust's regex syntax is close to RE2's; they differ only on rare
+/// features (class set operations, `\Q…\E`), where Envoy may still reject or this may leave a
+/// match out).
 fn header_matcher(h: &crate::api::HeaderMatch) -> Option<HeaderMatcher> {
     let pattern = match h.match_type {
         HeaderMatchType::Exact => string_matcher::MatchPattern::Exact(h.value.clone()),
         HeaderMatchType::RegularExpression => {
-            regex_syntax::Parser::new().parse(&h.value).ok()?;
+            crate::api::regex(&h.value).then_some(())?;
             string_matcher::MatchPattern::SafeRegex(RegexMatcher {
                 regex: h.value.clone(),
                 ..Default::default()

@@ -405,6 +405,11 @@ async fn a_route_envoy_would_reject_is_refused_and_its_neighbours_serve() {
         ("cors", "filters: [{type: CORS}]", "not supported"),
         ("regex", "matches: [{path: {type: RegularExpression, value: '/a('}}]", "path.value"),
         (
+            "regex-size",
+            "matches: [{path: {type: RegularExpression, value: '/a{1000}'}}]",
+            "path.value",
+        ),
+        (
             "header-regex",
             "matches: [{headers: [{type: RegularExpression, name: x, value: '[z-a]'}]}]",
             "not a regular expression",
