@@ -119,6 +119,7 @@ async fn run(objects: usize, edits: usize) {
             default_port: port,
             access_log: None,
             picker_client_cert: None,
+            ratelimit_fail_closed: false,
             controller_name: None,
         },
         picker: None,
@@ -135,6 +136,7 @@ async fn run(objects: usize, edits: usize) {
         extproc: Default::default(),
         debounce: std::time::Duration::from_millis(20),
         max_delay: std::time::Duration::from_millis(200),
+        ratelimit: Default::default(),
         drain: Default::default(),
     })
     .await

@@ -53,6 +53,20 @@ else
   echo "warning: openssl is missing; install it (apt-get install openssl) for the TLS tests" >&2
 fi
 
+# Redis for the rate limit tests (e2e/test_ratelimit.py start their own redis-server on
+# loopback). Debian's package; installed only when missing and when this script may use apt-get.
+if command -v redis-server >/dev/null 2>&1; then
+  redis-server --version
+elif [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing redis-server"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+  # Debian starts a system instance on 6379; the tests run their own.
+  redis-server --version
+else
+  echo "warning: redis-server is missing; install it (apt-get install redis-server) for the rate limit tests" >&2
+fi
+
 # Headless Chromium for the /debug/graph HTML page test (tests/it/admin.rs). Debian's package;
 # installed only when missing and when this script may use apt-get.
 if command -v chromium >/dev/null 2>&1; then

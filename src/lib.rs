@@ -11,6 +11,7 @@ pub mod extproc;
 pub mod graph;
 pub mod kube;
 pub mod picker;
+pub mod ratelimit;
 pub mod run;
 pub mod source;
 pub mod status;

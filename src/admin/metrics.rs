@@ -1,7 +1,7 @@
 //! `/metrics` in the Prometheus text exposition format (version 0.0.4).
 //!
 //! Takes: [`RunMetrics`] (filled by the run loop), the xDS counters and registry, the graph and
-//! the snapshot, the translation ext_proc's GenAI metrics, the cloud credentials' token fetches. Gives: the page. Counters and histograms are atomics bumped where things happen;
+//! the snapshot, the translation ext_proc's GenAI metrics, the cloud credentials' token fetches, the rate limit service's checks. Gives: the page. Counters and histograms are atomics bumped where things happen;
 //! gauges (graph size, connected Envoys) are read when scraped, so nothing keeps them in sync.
 
 use std::fmt::Write;
@@ -130,6 +130,7 @@ pub struct Inputs<'a> {
     pub rejections: usize,
     pub genai: &'a GenAiMetrics,
     pub credentials: &'a TokenMetrics,
+    pub ratelimit: &'a crate::ratelimit::RateLimitMetrics,
 }
 
 pub fn render(i: &Inputs) -> String {
@@ -225,6 +226,7 @@ pub fn render(i: &Inputs) -> String {
     let _ = writeln!(w, "aixds_ready {}", u8::from(i.run.ready()));
     i.genai.render(w);
     i.credentials.render(w);
+    i.ratelimit.render(w);
     out
 }
 

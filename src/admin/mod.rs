@@ -66,6 +66,8 @@ pub struct AdminState {
     pub genai: Arc<GenAiMetrics>,
     /// Token fetches of the cloud credentials.
     pub credentials: Arc<TokenMetrics>,
+    /// Checks and counter store calls of the rate limit service.
+    pub ratelimit: Arc<crate::ratelimit::RateLimitMetrics>,
 }
 
 impl AdminState {
@@ -130,6 +132,7 @@ async fn metrics(State(s): State<AdminState>) -> Response {
         rejections: rejections.len(),
         genai: &s.genai,
         credentials: &s.credentials,
+        ratelimit: &s.ratelimit,
     });
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }

@@ -268,7 +268,7 @@ pub const MAX_BACKEND_REFS: usize = 16;
 pub const MAX_FILTERS: usize = 16;
 
 /// The methods Gateway API's `HTTPMethod` allows.
-const METHODS: [&str; 9] =
+pub const HTTP_METHODS: [&str; 9] =
     ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
 
 impl HTTPRouteSpec {
@@ -321,8 +321,10 @@ impl HTTPRouteSpec {
                         }
                     }
                 }
-                if let Some(method) = matched.method.as_deref().filter(|m| !METHODS.contains(m)) {
-                    out.push(format!("{at}.method {method:?} is not one of {METHODS:?}"));
+                if let Some(method) =
+                    matched.method.as_deref().filter(|m| !HTTP_METHODS.contains(m))
+                {
+                    out.push(format!("{at}.method {method:?} is not one of {HTTP_METHODS:?}"));
                 }
             }
             let backend_filters = rule.backend_refs.iter().enumerate().flat_map(|(b, backend)| {

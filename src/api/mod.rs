@@ -20,6 +20,7 @@ mod http_route;
 mod inference_pool;
 mod reference_grant;
 mod refs;
+mod traffic_policy;
 
 pub use ai_gateway_route::*;
 pub use ai_service_backend::*;
@@ -33,6 +34,7 @@ pub use http_route::*;
 pub use inference_pool::*;
 pub use reference_grant::*;
 pub use refs::*;
+pub use traffic_policy::*;
 
 use std::fmt;
 
@@ -48,6 +50,7 @@ pub enum Kind {
     BackendSecurityPolicy,
     Backend,
     BackendTLSPolicy,
+    BackendTrafficPolicy,
     InferencePool,
     Gateway,
     GatewayClass,
@@ -66,12 +69,13 @@ pub const GATEWAY_API_GROUP: &str = "gateway.networking.k8s.io";
 pub const DISCOVERY_GROUP: &str = "discovery.k8s.io";
 
 impl Kind {
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 15] = [
         Kind::AIGatewayRoute,
         Kind::AIServiceBackend,
         Kind::BackendSecurityPolicy,
         Kind::Backend,
         Kind::BackendTLSPolicy,
+        Kind::BackendTrafficPolicy,
         Kind::InferencePool,
         Kind::Gateway,
         Kind::GatewayClass,
@@ -90,6 +94,7 @@ impl Kind {
             Kind::BackendSecurityPolicy => "BackendSecurityPolicy",
             Kind::Backend => "Backend",
             Kind::BackendTLSPolicy => "BackendTLSPolicy",
+            Kind::BackendTrafficPolicy => "BackendTrafficPolicy",
             Kind::InferencePool => "InferencePool",
             Kind::Gateway => "Gateway",
             Kind::GatewayClass => "GatewayClass",
@@ -108,7 +113,7 @@ impl Kind {
             Kind::AIGatewayRoute | Kind::AIServiceBackend | Kind::BackendSecurityPolicy => {
                 AIGATEWAY_GROUP
             }
-            Kind::Backend => ENVOY_GATEWAY_GROUP,
+            Kind::Backend | Kind::BackendTrafficPolicy => ENVOY_GATEWAY_GROUP,
             Kind::InferencePool => INFERENCE_GROUP,
             Kind::Gateway
             | Kind::GatewayClass
@@ -137,7 +142,7 @@ impl Kind {
             Kind::AIGatewayRoute | Kind::AIServiceBackend | Kind::BackendSecurityPolicy => {
                 &["v1beta1", "v1alpha1"]
             }
-            Kind::Backend => &["v1alpha1"],
+            Kind::Backend | Kind::BackendTrafficPolicy => &["v1alpha1"],
             Kind::InferencePool => &["v1"],
             Kind::Gateway | Kind::GatewayClass | Kind::HTTPRoute | Kind::ReferenceGrant => {
                 &["v1", "v1beta1"]
@@ -299,6 +304,7 @@ pub enum Spec {
     BackendSecurityPolicy(BackendSecurityPolicySpec),
     Backend(BackendSpec),
     BackendTLSPolicy(BackendTLSPolicySpec),
+    BackendTrafficPolicy(BackendTrafficPolicySpec),
     InferencePool(InferencePoolSpec),
     Gateway(GatewaySpec),
     GatewayClass(GatewayClassSpec),
@@ -444,6 +450,7 @@ fn parse_spec(kind: Kind, doc: &str) -> Result<Spec, ParseError> {
         Kind::BackendSecurityPolicy => Spec::BackendSecurityPolicy(spec(doc)?),
         Kind::Backend => Spec::Backend(spec(doc)?),
         Kind::BackendTLSPolicy => Spec::BackendTLSPolicy(spec(doc)?),
+        Kind::BackendTrafficPolicy => Spec::BackendTrafficPolicy(spec(doc)?),
         Kind::InferencePool => Spec::InferencePool(spec(doc)?),
         Kind::Gateway => Spec::Gateway(spec(doc)?),
         Kind::GatewayClass => Spec::GatewayClass(spec(doc)?),

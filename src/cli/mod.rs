@@ -152,6 +152,8 @@ pub enum Command {
         #[command(flatten)]
         credentials: CredentialArgs,
         #[command(flatten)]
+        ratelimit: RateLimitArgs,
+        #[command(flatten)]
         drain: DrainArgs,
     },
     /// Run in a Kubernetes cluster: watch the objects at the API server, serve xDS and the
@@ -226,6 +228,8 @@ pub enum Command {
         /// `status.addresses` (the Helm chart passes its Envoy Service).
         #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_service)]
         gateway_service: Option<crate::api::ObjectKey>,
+        #[command(flatten)]
+        ratelimit: RateLimitArgs,
         #[command(flatten)]
         credentials: CredentialArgs,
         #[command(flatten)]
@@ -419,6 +423,35 @@ impl CredentialArgs {
     }
 }
 
+/// Where the rate limit service keeps its counters.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RateLimitArgs {
+    /// Keep rate limit counters in this Redis (redis://[[user]:password@]host[:port][/db]), so
+    /// that every replica and every Envoy share one budget; without it they are kept in this
+    /// process, which is right for one replica only.
+    #[arg(long, env = "AIXDS_RATELIMIT_REDIS", value_name = "URL",
+          value_parser = crate::ratelimit::redis::RedisConfig::parse)]
+    pub ratelimit_redis: Option<crate::ratelimit::redis::RedisConfig>,
+    /// How long one rate limit check may wait for Redis before the policy's failure mode
+    /// applies (fail open unless the policy says otherwise).
+    #[arg(long, value_name = "MILLISECONDS", default_value_t = 100)]
+    pub ratelimit_redis_timeout: u64,
+    /// Refuse requests a rate limit applies to (503) when their check cannot be made (Redis
+    /// or aixds unreachable), instead of letting them through.
+    #[arg(long)]
+    pub ratelimit_fail_closed: bool,
+}
+
+impl RateLimitArgs {
+    fn options(&self) -> crate::ratelimit::RateLimitOptions {
+        crate::ratelimit::RateLimitOptions {
+            redis: self.ratelimit_redis.clone(),
+            timeout: std::time::Duration::from_millis(self.ratelimit_redis_timeout.max(1)),
+            fail_closed: self.ratelimit_fail_closed,
+        }
+    }
+}
+
 /// How a replica stops on SIGTERM without losing requests.
 #[derive(clap::Args, Debug, Clone)]
 pub struct DrainArgs {
@@ -566,6 +599,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             no_picker,
             controller_name,
             credentials,
+            ratelimit,
             drain,
         } => {
             let envoy = match no_envoy {
@@ -597,6 +631,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     default_port,
                     access_log,
                     picker_client_cert,
+                    ratelimit_fail_closed: ratelimit.ratelimit_fail_closed,
                     controller_name,
                 },
                 envoy,
@@ -605,6 +640,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     credentials: credentials.options(),
                 },
                 picker: picker_options(no_picker, picker_address),
+                ratelimit: ratelimit.options(),
                 debounce: BATCH_DEBOUNCE,
                 max_delay: BATCH_MAX_DELAY,
                 drain: drain.options(),
@@ -632,6 +668,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             controller_name,
             gateway_service,
             credentials,
+            ratelimit,
             drain,
         } => {
             let identity = identity
@@ -672,6 +709,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     default_port,
                     access_log,
                     picker_client_cert,
+                    ratelimit_fail_closed: ratelimit.ratelimit_fail_closed,
                     controller_name: Some(controller_name),
                 },
                 envoy,
@@ -680,6 +718,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     credentials: credentials.options(),
                 },
                 picker: picker_options(no_picker, picker_address),
+                ratelimit: ratelimit.options(),
                 debounce: BATCH_DEBOUNCE,
                 max_delay: BATCH_MAX_DELAY,
                 drain: drain.options(),

@@ -34,7 +34,7 @@ use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent};
 use envoy_types::pb::google::protobuf::{Any, UInt32Value};
 use prost::Message;
 
-use super::{cluster, extproc, picker};
+use super::{cluster, extproc, picker, ratelimit};
 use crate::api::{
     HTTPBackendRef, HTTPRouteFilter, HTTPRouteMatch, HTTPRouteRule, HTTPRouteSpec, HeaderMatch,
     HeaderMatchType, HeaderModifier, Kind, ObjectKey, PathMatch, PathMatchType, PathModifier,
@@ -70,6 +70,7 @@ pub(super) fn compile(
     spec: &HTTPRouteSpec,
 ) -> Vec<(Precedence, Vec<u8>)> {
     let mut out = Vec::new();
+    let limits = ratelimit::applied(graph, key);
     for (i, rule) in spec.rules.iter().enumerate() {
         let action = rule_action(graph, key, i, rule);
         let all = [HTTPRouteMatch::default()];
@@ -77,14 +78,16 @@ pub(super) fn compile(
         for (j, m) in matches.iter().enumerate() {
             // Envoy rejects a whole RouteConfiguration over one bad regex: leave the match out.
             let Some(route_match) = route_match(m) else { continue };
+            let name = format!("httproute/{}/rule/{i}/match/{j}", key.path());
+            let limits = ratelimit::per_route(&limits, &name);
             let mut route = Route {
-                name: format!("httproute/{}/rule/{i}/match/{j}", key.path()),
+                name,
                 r#match: Some(route_match),
                 action: Some(action.clone()),
                 ..Default::default()
             };
             apply_filters(&mut route, &rule.filters);
-            out.push((precedence(key, i, j, m), encode(route)));
+            out.push((precedence(key, i, j, m), encode(route, limits)));
         }
     }
     out
@@ -480,7 +483,7 @@ fn header_options(m: &HeaderModifier) -> Vec<HeaderValueOption> {
 /// would give the same route new bytes (and the RouteConfiguration a new version) on every
 /// compile: the route's and its weighted clusters' `typed_per_filter_config` are written here
 /// with their keys sorted (see `canonical`).
-fn encode(mut route: Route) -> Vec<u8> {
+fn encode(mut route: Route, limits: Option<Any>) -> Vec<u8> {
     use super::canonical::{append_field, append_map};
     let encoded = |filters: HashMap<String, Any>| -> Vec<(String, Vec<u8>)> {
         filters.into_iter().map(|(k, v)| (k, v.encode_to_vec())).collect()
@@ -520,8 +523,11 @@ fn encode(mut route: Route) -> Vec<u8> {
         None => {}
     }
     // Route.typed_per_filter_config is field 13.
-    let off = HashMap::from([(extproc::EXT_PROC_FILTER.to_string(), extproc::off())]);
-    append_map(&mut bytes, 13, encoded(off));
+    let mut filters = HashMap::from([(extproc::EXT_PROC_FILTER.to_string(), extproc::off())]);
+    if let Some(limits) = limits {
+        filters.insert(ratelimit::RATELIMIT_FILTER.into(), limits);
+    }
+    append_map(&mut bytes, 13, encoded(filters));
     let mut entry = Vec::new();
     // VirtualHost.routes is field 3.
     append_field(&mut entry, 3, &bytes);

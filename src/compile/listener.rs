@@ -29,7 +29,7 @@ use prost::{Message, Name};
 
 use super::{
     BODY_BUFFER_LIMIT, CompileOptions, access_log, ads_config_source, canonical, extproc,
-    local_reply, picker, route, secret,
+    local_reply, picker, ratelimit, route, secret,
 };
 use crate::api::{Kind, ObjectKey};
 use crate::graph::{Graph, listeners};
@@ -128,6 +128,7 @@ pub(super) fn compile(opts: &CompileOptions, port: u16, served: &[Served]) -> Re
         // picker, which comes next.
         http_filters: vec![
             extproc::router_filter(),
+            ratelimit::filter(opts.ratelimit_fail_closed),
             extproc::pool_filter(),
             picker::picker_filter(),
             HttpFilter {

@@ -42,6 +42,7 @@ mod http_route;
 mod listener;
 mod local_reply;
 pub mod picker;
+mod ratelimit;
 mod route;
 mod secret;
 
@@ -79,6 +80,9 @@ pub struct CompileOptions {
     /// Envoy's client certificate (paths in Envoy's filesystem), presented to every endpoint
     /// picker over TLS: aixds's own picker requires it when aixds requires mutual TLS.
     pub picker_client_cert: Option<crate::bootstrap::ClientCert>,
+    /// Refuse requests (503) when the rate limit service cannot answer, instead of letting
+    /// them through.
+    pub ratelimit_fail_closed: bool,
     /// The GatewayClass `controllerName` whose Gateways aixds programs (see
     /// [`Graph::with_controller`]); `None` programs every Gateway.
     pub controller_name: Option<String>,
@@ -91,6 +95,7 @@ impl Default for CompileOptions {
             default_port: 1975,
             access_log: None,
             picker_client_cert: None,
+            ratelimit_fail_closed: false,
             controller_name: None,
         }
     }

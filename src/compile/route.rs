@@ -20,7 +20,7 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{RegexMatcher, StringMatcher, s
 use envoy_types::pb::google::protobuf::{Any, Duration, UInt32Value};
 use envoy_types::util::pack_any;
 
-use super::{cluster, extproc, http_route, listener, picker};
+use super::{cluster, extproc, http_route, listener, picker, ratelimit};
 use crate::api::{
     AIGATEWAY_GROUP, AIGatewayRouteSpec, HeaderMatchType, INFERENCE_GROUP, Kind, ObjectKey,
     RouteMatch as AIRouteMatch, RouteRule, Spec, group_kind,
@@ -112,7 +112,7 @@ pub(super) fn fragment(
         .collect();
     let (routes, clusters) =
         if accepted { compile_rules(graph, key, spec) } else { Default::default() };
-    let encoded = VirtualHost { routes: routes.clone(), ..Default::default() }.encode_to_vec();
+    let encoded = encode_routes(&routes);
     Fragment {
         attachments: attachments(graph, key, ports),
         routes,
@@ -121,6 +121,27 @@ pub(super) fn fragment(
         clusters,
         ..Default::default()
     }
+}
+
+/// `routes` as entries of a VirtualHost's `routes` field, each route's `typed_per_filter_config`
+/// written with its keys sorted: prost writes a map in random order, which would give the same
+/// route new bytes (and the RouteConfiguration a new version) on every compile.
+fn encode_routes(routes: &[Route]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for route in routes {
+        let mut route = route.clone();
+        let filters = std::mem::take(&mut route.typed_per_filter_config);
+        let mut bytes = route.encode_to_vec();
+        // Route.typed_per_filter_config is field 13.
+        super::canonical::append_map(
+            &mut bytes,
+            13,
+            filters.into_iter().map(|(k, v)| (k, v.encode_to_vec())),
+        );
+        // VirtualHost.routes is field 3.
+        super::canonical::append_field(&mut out, 3, &bytes);
+    }
+    out
 }
 
 /// Where the route attaches: on each port, the hostnames it serves there. A route with
@@ -178,6 +199,7 @@ fn compile_rules(
 ) -> (Vec<Route>, Vec<Resource>) {
     let mut routes = Vec::new();
     let mut clusters = Vec::new();
+    let limits = ratelimit::applied(graph, key);
     for (i, rule) in spec.rules.iter().enumerate() {
         let Some((action, fallback, pools)) = route_action(graph, key, i, rule) else { continue };
         clusters.extend(fallback);
@@ -191,15 +213,20 @@ fn compile_rules(
         for (j, m) in matches.iter().enumerate() {
             // Envoy rejects a whole RouteConfiguration over one bad regex: leave the match out.
             let Some(headers) = m.headers.iter().map(header_matcher).collect() else { continue };
+            let name = format!("{}/rule/{i}/match/{j}", key.path());
+            let mut typed_per_filter_config = typed_per_filter_config.clone();
+            if let Some(limits) = ratelimit::per_route(&limits, &name) {
+                typed_per_filter_config.insert(ratelimit::RATELIMIT_FILTER.into(), limits);
+            }
             routes.push(Route {
-                name: format!("{}/rule/{i}/match/{j}", key.path()),
+                name,
                 r#match: Some(RouteMatch {
                     path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
                     headers,
                     ..Default::default()
                 }),
                 action: Some(route::Action::Route(action.clone())),
-                typed_per_filter_config: typed_per_filter_config.clone(),
+                typed_per_filter_config,
                 ..Default::default()
             });
         }

@@ -262,6 +262,33 @@ pub(super) fn references(object: &Object) -> (Vec<(RefKind, ObjectKey)>, Vec<Iss
                 }
             }
         }
+        Spec::BackendTrafficPolicy(policy) => {
+            for problem in policy.problems() {
+                issues.push(accepted_issue(Reason::UnsupportedValue, problem));
+            }
+            for (i, t) in policy.targets().enumerate() {
+                let kinds: &[Kind] = match (t.group.as_str(), t.kind.as_str()) {
+                    (GATEWAY_API_GROUP, "Gateway") => &[Kind::Gateway],
+                    // Envoy AI Gateway serves an AIGatewayRoute as an HTTPRoute of its name.
+                    (GATEWAY_API_GROUP, "HTTPRoute") => &[Kind::HTTPRoute, Kind::AIGatewayRoute],
+                    (AIGATEWAY_GROUP, "AIGatewayRoute") => &[Kind::AIGatewayRoute],
+                    (group, kind) => {
+                        issues.push(refs_issue(
+                            Reason::InvalidKind,
+                            format!(
+                                "targetRefs[{i}]: {kind}.{group} {:?} is not a Gateway, an \
+                                 HTTPRoute or an AIGatewayRoute",
+                                t.name
+                            ),
+                        ));
+                        continue;
+                    }
+                };
+                for kind in kinds {
+                    refs.push((RefKind::TargetRef, ObjectKey::new(*kind, ns, &t.name)));
+                }
+            }
+        }
         Spec::Backend(backend) => {
             if let Err(message) = backend.validate() {
                 issues.push(accepted_issue(Reason::Invalid, message));
@@ -443,6 +470,27 @@ pub(super) fn conditions(graph: &Graph, idx: NodeIndex) -> Vec<Condition> {
         .collect();
     edges.sort_by(|a, b| (a.0, &a.1.key).cmp(&(b.0, &b.1.key)));
     for (kind, target) in edges {
+        // A BackendTrafficPolicy's HTTPRoute target is found as an HTTPRoute or an
+        // AIGatewayRoute of that name: one of the two is enough, and only the HTTPRoute is
+        // reported missing.
+        if let Spec::BackendTrafficPolicy(policy) = &object.spec
+            && kind == RefKind::TargetRef
+            && target.object.is_none()
+        {
+            let key = &target.key;
+            let skip = match key.kind {
+                Kind::HTTPRoute => graph
+                    .object(&ObjectKey::new(Kind::AIGatewayRoute, &key.namespace, &key.name))
+                    .is_some(),
+                Kind::AIGatewayRoute => {
+                    !policy.targets().any(|t| t.kind == "AIGatewayRoute" && t.name == key.name)
+                }
+                _ => false,
+            };
+            if skip {
+                continue;
+            }
+        }
         if let Some(mut problem) = reference_problem(object, kind, target) {
             if target.object.is_none()
                 && let Some(why) = graph.kind_missing(target.key.kind)

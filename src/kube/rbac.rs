@@ -26,6 +26,7 @@ pub const WATCHED: &[Watched] = &[
     watched(Kind::BackendSecurityPolicy, "backendsecuritypolicies", true),
     watched(Kind::Backend, "backends", false),
     watched(Kind::BackendTLSPolicy, "backendtlspolicies", false),
+    watched(Kind::BackendTrafficPolicy, "backendtrafficpolicies", false),
     watched(Kind::Gateway, "gateways", true),
     watched(Kind::GatewayClass, "gatewayclasses", true),
     watched(Kind::HTTPRoute, "httproutes", true),

@@ -56,6 +56,8 @@ pub struct RunOptions {
     pub extproc: ExtProcOptions,
     /// The endpoint picker for InferencePools, on its own listener; `None` serves none.
     pub picker: Option<PickerOptions>,
+    /// Where the rate limit service keeps its counters.
+    pub ratelimit: crate::ratelimit::RateLimitOptions,
     /// A burst of source events that may be half done (a file still being written) ends after
     /// this long without events (a settled one after [`crate::source::SETTLED_QUIET`])...
     pub debounce: Duration,
@@ -120,6 +122,8 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
     let (stop, stopped) = watch::channel(false);
     let runtime = RuntimeConfig::shared_with(opts.extproc.credentials.clone());
     let extproc = ExtProcService::new(runtime.clone(), opts.extproc.clone());
+    let ratelimit = crate::ratelimit::RateLimiter::new(&opts.ratelimit);
+    let ratelimit_store = ratelimit.describe();
     let admin_addr = match opts.admin_listen {
         None => None,
         Some(addr) => {
@@ -131,6 +135,7 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
                 run: metrics.clone(),
                 genai: extproc.metrics(),
                 credentials: runtime.load().credentials.metrics(),
+                ratelimit: ratelimit.metrics(),
             };
             Some(start_admin(addr, state, stopped.clone()).await?)
         }
@@ -167,7 +172,10 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
     let private_name = private.as_ref().map(|p| p.name.clone());
     let ads = ads.ending_on(stopped.clone());
     let router = move |mut server: tonic::transport::Server| {
-        server.add_service(ads.clone().into_service()).add_service(extproc.clone().into_service())
+        server
+            .add_service(ads.clone().into_service())
+            .add_service(extproc.clone().into_service())
+            .add_service(ratelimit.clone().into_service())
     };
     let (xds_addr, health, grpc_tasks) =
         grpc::serve(router, private, opts.grpc.as_ref(), stopped.clone()).await?;
@@ -178,7 +186,9 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
             TcpAuth::Insecure(_) => "none (--insecure-grpc)",
         }),
         private_socket = private_name.as_deref(),
-        "serving xDS (delta and state-of-the-world ADS) and the translation ext_proc"
+        ratelimit_counters = %ratelimit_store,
+        "serving xDS (delta and state-of-the-world ADS), the translation ext_proc and the rate \
+         limit service"
     );
     let picker_addr = match (&opts.picker, &picker) {
         (Some(picker_opts), Some(picker)) => {

@@ -118,6 +118,7 @@ async fn start_plain(dir: &Path) -> Running {
             default_port: 1975,
             access_log: None,
             picker_client_cert: None,
+            ratelimit_fail_closed: false,
             controller_name: None,
         },
         envoy: None,
@@ -125,6 +126,7 @@ async fn start_plain(dir: &Path) -> Running {
         picker: None,
         debounce: Duration::from_millis(10),
         max_delay: Duration::from_millis(100),
+        ratelimit: Default::default(),
         drain: Default::default(),
     })
     .await

@@ -85,6 +85,7 @@ pub(crate) async fn start_gateway_with(
             default_port: port,
             access_log: None,
             picker_client_cert: None,
+            ratelimit_fail_closed: false,
             controller_name: None,
         },
         envoy: Some(EnvoyOptions {
@@ -102,6 +103,7 @@ pub(crate) async fn start_gateway_with(
         picker: None,
         debounce: Duration::from_millis(10),
         max_delay: Duration::from_millis(100),
+        ratelimit: Default::default(),
         drain: Default::default(),
     })
     .await

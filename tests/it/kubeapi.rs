@@ -71,6 +71,8 @@ pub const BACKEND_SECURITY_POLICY: Resource =
     crd("aigateway.envoyproxy.io", "v1beta1", "BackendSecurityPolicy");
 pub const BACKEND: Resource = crd("gateway.envoyproxy.io", "v1alpha1", "Backend");
 pub const BACKEND_TLS_POLICY: Resource = crd("gateway.networking.k8s.io", "v1", "BackendTLSPolicy");
+pub const BACKEND_TRAFFIC_POLICY: Resource =
+    crd("gateway.envoyproxy.io", "v1alpha1", "BackendTrafficPolicy");
 pub const GATEWAY: Resource = crd("gateway.networking.k8s.io", "v1", "Gateway");
 pub const GATEWAY_CLASS: Resource = Resource {
     group: "gateway.networking.k8s.io",
@@ -118,6 +120,7 @@ const fn crd(group: &'static str, version: &'static str, kind: &'static str) -> 
         b"BackendSecurityPolicy" => "backendsecuritypolicies",
         b"Backend" => "backends",
         b"BackendTLSPolicy" => "backendtlspolicies",
+        b"BackendTrafficPolicy" => "backendtrafficpolicies",
         b"Gateway" => "gateways",
         b"HTTPRoute" => "httproutes",
         _ => "inferencepools",
@@ -137,6 +140,7 @@ pub fn all_resources() -> Vec<Resource> {
         BACKEND_SECURITY_POLICY,
         BACKEND,
         BACKEND_TLS_POLICY,
+        BACKEND_TRAFFIC_POLICY,
         GATEWAY,
         GATEWAY_CLASS,
         HTTP_ROUTE,

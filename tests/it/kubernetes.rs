@@ -55,6 +55,7 @@ pub(crate) fn run_options(
             default_port: port,
             access_log: None,
             picker_client_cert: None,
+            ratelimit_fail_closed: false,
             controller_name: None,
         },
         picker: None,
@@ -62,6 +63,7 @@ pub(crate) fn run_options(
         extproc: Default::default(),
         debounce: Duration::from_millis(10),
         max_delay: Duration::from_millis(100),
+        ratelimit: Default::default(),
         drain: Default::default(),
     }
 }

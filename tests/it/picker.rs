@@ -322,6 +322,7 @@ impl Setup {
                     }),
                     debounce: Duration::from_millis(10),
                     max_delay: Duration::from_millis(100),
+                    ratelimit: Default::default(),
                     drain: Default::default(),
                 })
                 .await

@@ -133,12 +133,14 @@ async fn start(
             default_port: port,
             access_log: None,
             picker_client_cert: None,
+            ratelimit_fail_closed: false,
             controller_name: None,
         },
         envoy: None,
         extproc: Default::default(),
         debounce: Duration::from_millis(10),
         max_delay: Duration::from_millis(100),
+        ratelimit: Default::default(),
         drain: Default::default(),
     })
     .await

@@ -1,0 +1,245 @@
+"""Token budgets: Envoy Gateway BackendTrafficPolicies enforced by aixds's rate limit service, with
+counters in memory or in a real Redis (Debian's redis-server on loopback), seen through the
+official SDKs: a spent budget is a typed rate-limit error, other tenants and models go on, the
+window rolling over lets traffic in again, and the SDKs' retries honour `retry-after`."""
+
+import shutil
+import subprocess
+import time
+import uuid
+
+import anthropic
+import openai
+import pytest
+import requests
+
+from conftest import Gateway, free_port, openai_backend
+
+MESSAGES = [{"role": "user", "content": "say hi"}]  # 2 prompt tokens + 3 completion tokens
+
+
+def policy(rules, target="budget"):
+    body = "".join(f"      - {r}\n" for r in rules)
+    return f"""---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {{name: tokens, namespace: default}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: {target}}}]
+  rateLimit:
+    type: Global
+    global:
+      rules:
+{body}"""
+
+
+def tenant_rule(model, limit, unit="Hour"):
+    """Per tenant (x-tenant-id) on `model`: `limit` total tokens per `unit`, charged after each
+    response, checked before each request, as Envoy AI Gateway's token example does."""
+    return ("{clientSelectors: [{headers: [{name: x-tenant-id, type: Distinct}, "
+            f"{{name: x-ai-eg-model, type: Exact, value: {model}}}]}}], "
+            f"limit: {{requests: {limit}, unit: {unit}}}, "
+            "cost: {request: {from: Number, number: 0}, "
+            "response: {from: Metadata, metadata: {namespace: io.envoy.ai_gateway, key: total}}}}")
+
+
+def manifests(upstream, rules):
+    models = "".join(
+        f"""  - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: {m}}}]}}]
+    backendRefs: [{{name: oa}}]
+""" for m in ("gpt-budget", "gpt-large", "gpt-second"))
+    return f"""---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIGatewayRoute
+metadata: {{name: budget, namespace: default}}
+spec:
+  llmRequestCosts: [{{metadataKey: total, type: TotalToken}}]
+  rules:
+{models}""" + openai_backend("oa", upstream) + policy(rules)
+
+
+RULES = [tenant_rule("gpt-budget", 10), tenant_rule("gpt-large", 1000),
+         tenant_rule("gpt-second", 5, "Second")]
+
+
+class Redis:
+    """A redis-server on a loopback port, without persistence; stop() and start() again keep
+    the port."""
+
+    def __init__(self, tmp_path):
+        self.port = free_port()
+        self.dir = tmp_path
+        self.url = f"redis://127.0.0.1:{self.port}"
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [shutil.which("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                subprocess.run(["redis-cli", "-p", str(self.port), "ping"], check=True,
+                               capture_output=True, timeout=2)
+                return
+            except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+                time.sleep(0.05)
+        raise AssertionError("redis-server did not start")
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def redis(tmp_path):
+    r = Redis(tmp_path)
+    yield r
+    r.stop()
+
+
+def client(gw, tenant, retries=0):
+    return openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key="k", max_retries=retries,
+                         default_headers={"x-tenant-id": tenant})
+
+
+def chat(gw, tenant, model="gpt-budget", retries=0):
+    return client(gw, tenant, retries).chat.completions.create(model=model, messages=MESSAGES)
+
+
+def spend(gw, tenant, model="gpt-budget", most=10):
+    """Sends requests until the budget refuses one: the error, after at least one success."""
+    for sent in range(most):
+        try:
+            chat(gw, tenant, model)
+        except openai.RateLimitError as e:
+            assert sent >= 1, "the first request of a fresh budget is let in"
+            return e
+    raise AssertionError(f"{tenant} was never refused in {most} requests")
+
+
+def serving(gateway, upstreams, args=()):
+    gw = gateway(manifests(upstreams("oa"), RULES), args=list(args))
+    gw.wait_serving("gpt-large")
+    return gw
+
+
+def test_a_tenant_spends_its_budget_and_others_go_on(upstreams, gateway):
+    gw = serving(gateway, upstreams)
+    alice, bob = str(uuid.uuid4()), str(uuid.uuid4())
+    assert chat(gw, alice).usage.total_tokens == 5
+    assert chat(gw, alice).usage.total_tokens == 5, "5 of 10 spent: let in"
+    with pytest.raises(openai.RateLimitError) as refused:
+        chat(gw, alice)
+    e = refused.value
+    assert e.status_code == 429
+    assert e.body["type"] == "rate_limit_error", e.body
+    assert int(e.response.headers["retry-after"]) >= 1
+    assert e.response.headers["x-ratelimit-remaining"] == "0"
+    assert e.response.headers["x-ratelimit-limit"].startswith("10, 10;w=3600")
+    # Bob's budget on the same model, and Alice's on a model with a larger one, are untouched.
+    assert chat(gw, bob).choices[0].message.content == "Hello from oa"
+    assert chat(gw, alice, "gpt-large").usage.total_tokens == 5
+    m = gw.metrics()
+    bucket = 'bucket="BackendTrafficPolicy/default/tokens/0/default/budget/rule/0/match/0"'
+    assert m[f'aixds_ratelimit_checks_total{{{bucket},result="limited"}}'] == 1
+    assert m[f"aixds_ratelimit_charged_total{{{bucket}}}"] == 15
+    # A request without the tenant header is not counted by a Distinct rule.
+    anonymous = openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key="k", max_retries=0)
+    for _ in range(3):
+        anonymous.chat.completions.create(model="gpt-budget", messages=MESSAGES)
+
+
+def test_anthropic_clients_and_streams_are_charged_their_usage(upstreams, gateway):
+    gw = serving(gateway, upstreams)
+    carol = str(uuid.uuid4())
+    claude = anthropic.Anthropic(base_url=gw.base_url, api_key="k", max_retries=0,
+                                 default_headers={"x-tenant-id": carol})
+    message = claude.messages.create(model="gpt-budget", max_tokens=50, messages=MESSAGES)
+    assert message.usage.input_tokens == 2
+    with claude.messages.stream(model="gpt-budget", max_tokens=50, messages=MESSAGES) as s:
+        assert s.get_final_text() == "Hello from oa"
+    # 10 tokens charged, one plain and one streamed: the third is refused, in Anthropic's format.
+    with pytest.raises(anthropic.RateLimitError) as refused:
+        claude.messages.create(model="gpt-budget", max_tokens=50, messages=MESSAGES)
+    assert refused.value.body["error"]["type"] == "rate_limit_error", refused.value.body
+    # An OpenAI stream is charged the usage of its final chunk.
+    dave = str(uuid.uuid4())
+    stream = client(gw, dave).chat.completions.create(
+        model="gpt-budget", messages=MESSAGES, stream=True, stream_options={"include_usage": True})
+    assert [c.usage.total_tokens for c in stream if c.usage] == [5]
+    chat(gw, dave)
+    with pytest.raises(openai.RateLimitError):
+        chat(gw, dave)
+
+
+def test_the_window_rolling_over_lets_traffic_in_and_sdks_retry_after(upstreams, gateway):
+    gw = serving(gateway, upstreams)
+    erin = str(uuid.uuid4())
+    refused = spend(gw, erin, "gpt-second")
+    time.sleep(int(refused.response.headers["retry-after"]))
+    assert chat(gw, erin, "gpt-second").usage.total_tokens == 5, "a new window"
+    # With retries on, the SDK waits as retry-after says and gets through.
+    frank = str(uuid.uuid4())
+    before = gw.metrics()
+    for _ in range(4):
+        assert chat(gw, frank, "gpt-second", retries=3).usage.total_tokens == 5
+    limited = ('aixds_ratelimit_checks_total{bucket="BackendTrafficPolicy/default/tokens/2/'
+               'default/budget/rule/2/match/0",result="limited"}')
+    assert gw.metrics().get(limited, 0) > before.get(limited, 0), "some attempts were refused"
+
+
+def test_two_replicas_on_one_redis_share_the_budget(upstreams, gateway, redis, tmp_path):
+    args = ["--ratelimit-redis", redis.url]
+    upstream = upstreams("oa")
+    one = gateway(manifests(upstream, RULES), args=args)
+    (tmp_path / "two").mkdir()
+    two = Gateway(tmp_path / "two", manifests(upstream, RULES), free_port(), args)
+    try:
+        one.wait_serving("gpt-large")
+        two.wait_serving("gpt-large")
+        grace = str(uuid.uuid4())
+        chat(one, grace)
+        chat(two, grace)
+        with pytest.raises(openai.RateLimitError):
+            chat(one, grace)
+        with pytest.raises(openai.RateLimitError):
+            chat(two, grace)
+        assert chat(two, str(uuid.uuid4())).usage.total_tokens == 5, "another tenant"
+    finally:
+        two.stop()
+
+
+def test_redis_down_fails_open_without_waiting_and_recovers(upstreams, gateway, redis):
+    gw = serving(gateway, upstreams, ["--ratelimit-redis", redis.url])
+    heidi = str(uuid.uuid4())
+    spend(gw, heidi)
+    redis.stop()
+    started = time.monotonic()
+    for _ in range(3):
+        assert chat(gw, heidi).usage.total_tokens == 5, "fail open"
+    assert time.monotonic() - started < 3, "no request waited long on the dead Redis"
+    assert gw.metrics()["aixds_ratelimit_failed_open_total"] >= 3
+    redis.start()
+    # An empty Redis: the budget counts from nothing again, and refuses once spent.
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            spend(gw, heidi)
+            break
+        except AssertionError:
+            assert time.monotonic() < deadline, "traffic never counted again"
+
+
+def test_fail_closed_refuses_in_the_clients_format_when_redis_is_down(upstreams, gateway, redis):
+    gw = serving(gateway, upstreams, ["--ratelimit-redis", redis.url, "--ratelimit-fail-closed"])
+    chat(gw, str(uuid.uuid4()))
+    redis.stop()
+    with pytest.raises(openai.APIStatusError) as refused:
+        chat(gw, str(uuid.uuid4()))
+    assert refused.value.status_code == 503
+    assert gw.metrics()["aixds_ratelimit_failed_closed_total"] >= 1
+    r = requests.get(f"{gw.base_url}/v1/models", timeout=5)
+    assert r.status_code == 200, "requests no rule applies to are not refused"
