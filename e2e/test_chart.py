@@ -273,6 +273,18 @@ def test_pods_drain_within_their_grace_period():
     assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 29
 
 
+def test_rate_limit_counters_go_to_the_redis_a_secret_names():
+    deployment = one(render({}), "Deployment", f"{RELEASE}-aixds")
+    aixds = container(deployment, "aixds")
+    assert not any(e["name"] == "AIXDS_RATELIMIT_REDIS" for e in aixds["env"]), "in memory"
+    values = {"rateLimit": {"redis": {"urlSecretName": "redis-url", "timeoutMilliseconds": 50},
+                            "failClosed": True}}
+    aixds = container(one(render(values), "Deployment", f"{RELEASE}-aixds"), "aixds")
+    env = next(e for e in aixds["env"] if e["name"] == "AIXDS_RATELIMIT_REDIS")
+    assert env["valueFrom"]["secretKeyRef"] == {"name": "redis-url", "key": "url"}
+    assert {"--ratelimit-redis-timeout=50", "--ratelimit-fail-closed"} <= set(aixds["args"])
+
+
 def secret_files(objects, name, directory):
     """Writes Secret `name`'s data to files in `directory`."""
     directory.mkdir()
