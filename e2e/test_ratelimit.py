@@ -13,7 +13,7 @@ import openai
 import pytest
 import requests
 
-from conftest import Gateway, free_port, openai_backend
+from conftest import REPO, Gateway, free_port, openai_backend
 
 MESSAGES = [{"role": "user", "content": "say hi"}]  # 2 prompt tokens + 3 completion tokens
 
@@ -240,6 +240,29 @@ def test_fail_closed_refuses_in_the_clients_format_when_redis_is_down(upstreams,
     with pytest.raises(openai.APIStatusError) as refused:
         chat(gw, str(uuid.uuid4()))
     assert refused.value.status_code == 503
+    assert refused.value.body["message"], "OpenAI's error format"
     assert gw.metrics()["aixds_ratelimit_failed_closed_total"] >= 1
     r = requests.get(f"{gw.base_url}/v1/models", timeout=5)
     assert r.status_code == 200, "requests no rule applies to are not refused"
+
+
+def test_the_token_ratelimit_manifest_runs_as_written(upstreams, gateway):
+    """tests/fixtures/manifests/token-ratelimit (Envoy AI Gateway's example's shape) with only
+    the upstream's address and the listener's port changed: 10 input tokens per tenant an hour
+    are 5 requests of 2, the sixth refused."""
+    upstream = upstreams("oa")
+    port = free_port()
+    text = (REPO / "tests/fixtures/manifests/token-ratelimit/token-ratelimit.yaml").read_text()
+    text = (text.replace("port: 8080", f"port: {port}")
+            .replace("- fqdn:\n        hostname: token-budgets-upstream.default.svc.cluster.local\n"
+                     "        port: 80",
+                     f"- ip:\n        address: {upstream.host}\n        port: {upstream.port}"))
+    assert str(upstream.port) in text
+    gw = gateway(text, port=port)
+    gw.wait_serving("budgeted-model")
+    tenant = str(uuid.uuid4())
+    for _ in range(5):
+        assert chat(gw, tenant, "budgeted-model").usage.prompt_tokens == 2
+    with pytest.raises(openai.RateLimitError):
+        chat(gw, tenant, "budgeted-model")
+    assert chat(gw, str(uuid.uuid4()), "budgeted-model").usage.prompt_tokens == 2
