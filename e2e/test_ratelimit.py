@@ -266,3 +266,85 @@ def test_the_token_ratelimit_manifest_runs_as_written(upstreams, gateway):
     with pytest.raises(openai.RateLimitError):
         chat(gw, tenant, "budgeted-model")
     assert chat(gw, str(uuid.uuid4()), "budgeted-model").usage.prompt_tokens == 2
+
+
+QUOTAS = """---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIGatewayRoute
+metadata: {name: quota, namespace: default}
+spec:
+  rules:
+  - matches: [{headers: [{type: Exact, name: x-ai-eg-model, value: gpt-quota}]}]
+    backendRefs: [{name: qb}]
+  - matches: [{headers: [{type: Exact, name: x-ai-eg-model, value: gpt-free}]}]
+    backendRefs: [{name: qb}]
+  - matches: [{headers: [{type: Exact, name: x-ai-eg-model, value: gpt-alias}]}]
+    backendRefs: [{name: qb, modelNameOverride: gpt-quota}]
+---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: QuotaPolicy
+metadata: {name: qb-quota, namespace: default}
+spec:
+  targetRefs: [{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: qb}]
+  perModelQuotas:
+  - modelName: gpt-quota
+    quota:
+      costExpression: "output_tokens * 2u"
+      defaultBucket: {limit: 30, duration: 1h}
+      bucketRules:
+      - clientSelectors: [{headers: [{name: x-tenant-id, type: Exact, value: small}]}]
+        quota: {limit: 12, duration: 1h}
+"""
+
+
+def test_quota_policies_count_per_model_and_per_client_bucket(upstreams, gateway):
+    """Envoy AI Gateway's QuotaPolicy: a CEL cost (3 output tokens → 6) charged to every bucket a
+    request matches: tenant `small` has 12 of the model's 30; the default bucket is everyone's;
+    a model without a quota on the same backend is not counted; a route whose backendRef
+    overrides the model to the quota's model counts against it."""
+    gw = gateway(QUOTAS + openai_backend("qb", upstreams("qb")))
+    gw.wait_serving("gpt-quota")
+    for _ in range(2):
+        chat(gw, "small", "gpt-quota")
+    with pytest.raises(openai.RateLimitError):
+        chat(gw, "small", "gpt-quota")
+    # The default bucket holds 18 of 30 (small's 12 and the readiness probe's 6): two more
+    # requests from anyone, one through the alias that sends the quota's model, then refused.
+    other = str(uuid.uuid4())
+    chat(gw, other, "gpt-quota")
+    chat(gw, other, "gpt-alias")
+    for model in ("gpt-quota", "gpt-alias"):
+        with pytest.raises(openai.RateLimitError):
+            chat(gw, other, model)
+    for _ in range(6):
+        assert chat(gw, other, "gpt-free").usage.completion_tokens == 3, "no quota on gpt-free"
+    m = gw.metrics()
+    charged = 'aixds_ratelimit_charged_total{bucket="QuotaPolicy/default/qb-quota/model/0/default/default/qb"}'
+    assert m[charged] == 30
+
+
+def test_cel_request_costs_are_charged(upstreams, gateway):
+    """An llmRequestCosts entry of type CEL (Envoy AI Gateway's example's expression shape)
+    read by a BackendTrafficPolicy: 100 per request with 2 input tokens, so a budget of 150 lets
+    two requests in and refuses the third."""
+    manifest = f"""---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIGatewayRoute
+metadata: {{name: budget, namespace: default}}
+spec:
+  llmRequestCosts:
+  - {{metadataKey: cel_cost, type: CEL, cel: "input_tokens == uint(2) ? 100 : 0"}}
+  rules:
+  - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: gpt-budget}}]}}]
+    backendRefs: [{{name: oa}}]
+""" + openai_backend("oa", upstreams("oa")) + policy([
+        "{clientSelectors: [{headers: [{name: x-tenant-id, type: Distinct}]}], "
+        "limit: {requests: 150, unit: Hour}, cost: {request: {from: Number, number: 0}, "
+        "response: {from: Metadata, metadata: {namespace: io.envoy.ai_gateway, key: cel_cost}}}}"])
+    gw = gateway(manifest)
+    gw.wait_serving("gpt-budget")
+    tenant = str(uuid.uuid4())
+    chat(gw, tenant)
+    chat(gw, tenant)
+    with pytest.raises(openai.RateLimitError):
+        chat(gw, tenant)

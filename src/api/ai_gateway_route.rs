@@ -114,8 +114,10 @@ pub enum LLMRequestCostType {
     #[default]
     InputToken,
     CachedInputToken,
+    CacheCreationInputToken,
     OutputToken,
     TotalToken,
+    ReasoningToken,
     #[serde(rename = "CEL")]
     Cel,
 }

@@ -18,6 +18,7 @@ mod credential_files;
 mod gateway;
 mod http_route;
 mod inference_pool;
+mod quota_policy;
 mod reference_grant;
 mod refs;
 mod traffic_policy;
@@ -32,6 +33,7 @@ pub use credential_files::*;
 pub use gateway::*;
 pub use http_route::*;
 pub use inference_pool::*;
+pub use quota_policy::*;
 pub use reference_grant::*;
 pub use refs::*;
 pub use traffic_policy::*;
@@ -55,6 +57,7 @@ pub enum Kind {
     Gateway,
     GatewayClass,
     HTTPRoute,
+    QuotaPolicy,
     ReferenceGrant,
     Secret,
     Service,
@@ -69,7 +72,7 @@ pub const GATEWAY_API_GROUP: &str = "gateway.networking.k8s.io";
 pub const DISCOVERY_GROUP: &str = "discovery.k8s.io";
 
 impl Kind {
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 16] = [
         Kind::AIGatewayRoute,
         Kind::AIServiceBackend,
         Kind::BackendSecurityPolicy,
@@ -80,6 +83,7 @@ impl Kind {
         Kind::Gateway,
         Kind::GatewayClass,
         Kind::HTTPRoute,
+        Kind::QuotaPolicy,
         Kind::ReferenceGrant,
         Kind::Secret,
         Kind::Service,
@@ -99,6 +103,7 @@ impl Kind {
             Kind::Gateway => "Gateway",
             Kind::GatewayClass => "GatewayClass",
             Kind::HTTPRoute => "HTTPRoute",
+            Kind::QuotaPolicy => "QuotaPolicy",
             Kind::ReferenceGrant => "ReferenceGrant",
             Kind::Secret => "Secret",
             Kind::Service => "Service",
@@ -110,9 +115,10 @@ impl Kind {
     /// The API group ("" for core).
     pub fn group(self) -> &'static str {
         match self {
-            Kind::AIGatewayRoute | Kind::AIServiceBackend | Kind::BackendSecurityPolicy => {
-                AIGATEWAY_GROUP
-            }
+            Kind::AIGatewayRoute
+            | Kind::AIServiceBackend
+            | Kind::BackendSecurityPolicy
+            | Kind::QuotaPolicy => AIGATEWAY_GROUP,
             Kind::Backend | Kind::BackendTrafficPolicy => ENVOY_GATEWAY_GROUP,
             Kind::InferencePool => INFERENCE_GROUP,
             Kind::Gateway
@@ -142,7 +148,7 @@ impl Kind {
             Kind::AIGatewayRoute | Kind::AIServiceBackend | Kind::BackendSecurityPolicy => {
                 &["v1beta1", "v1alpha1"]
             }
-            Kind::Backend | Kind::BackendTrafficPolicy => &["v1alpha1"],
+            Kind::Backend | Kind::BackendTrafficPolicy | Kind::QuotaPolicy => &["v1alpha1"],
             Kind::InferencePool => &["v1"],
             Kind::Gateway | Kind::GatewayClass | Kind::HTTPRoute | Kind::ReferenceGrant => {
                 &["v1", "v1beta1"]
@@ -309,6 +315,7 @@ pub enum Spec {
     Gateway(GatewaySpec),
     GatewayClass(GatewayClassSpec),
     HTTPRoute(HTTPRouteSpec),
+    QuotaPolicy(QuotaPolicySpec),
     ReferenceGrant(ReferenceGrantSpec),
     Secret(SecretData),
     Service(ServiceSpec),
@@ -455,6 +462,7 @@ fn parse_spec(kind: Kind, doc: &str) -> Result<Spec, ParseError> {
         Kind::Gateway => Spec::Gateway(spec(doc)?),
         Kind::GatewayClass => Spec::GatewayClass(spec(doc)?),
         Kind::HTTPRoute => Spec::HTTPRoute(spec(doc)?),
+        Kind::QuotaPolicy => Spec::QuotaPolicy(spec(doc)?),
         Kind::ReferenceGrant => Spec::ReferenceGrant(spec(doc)?),
         Kind::Service => Spec::Service(ServiceSpec::from_document(doc)?),
         Kind::Secret => Spec::Secret(serde_yaml::from_str(doc)?),

@@ -339,6 +339,39 @@ fn rule_problems(at: &str, rule: &RateLimitRule) -> Vec<String> {
     if let Some(h) = rule.x_rate_limit_headers.as_deref().filter(|h| *h != "DraftVersion03") {
         out.push(format!("{at}.xRateLimitHeaders {h:?} is not supported (DraftVersion03 is)"));
     }
+    out.extend(selector_problems(at, rule));
+    if let Some(cost) = &rule.cost {
+        for (which, spec) in [("request", &cost.request), ("response", &cost.response)] {
+            let Some(spec) = spec else { continue };
+            let at = format!("{at}.cost.{which}");
+            match (spec.from.as_str(), spec.number, &spec.metadata) {
+                ("Number", Some(n), None) if n <= 1_000_000_000 => {}
+                ("Number", Some(_), None) => out.push(format!("{at}.number is over 1000000000")),
+                ("Metadata", None, Some(m)) => {
+                    let simple = |s: &str| {
+                        !s.is_empty()
+                            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+                    };
+                    if !simple(&m.namespace) || !simple(&m.key) {
+                        out.push(format!(
+                            "{at}.metadata: namespace and key must be non-empty and use only \
+                             letters, digits, '.', '_' and '-'"
+                        ));
+                    }
+                }
+                ("Number" | "Metadata", _, _) => out.push(format!(
+                    "{at}: from Number takes number, from Metadata takes metadata, not both"
+                )),
+                (other, _, _) => out.push(format!("{at}.from {other:?} is not Number or Metadata")),
+            }
+        }
+    }
+    out
+}
+
+/// What is wrong with a rule's `clientSelectors`.
+pub(super) fn selector_problems(at: &str, rule: &RateLimitRule) -> Vec<String> {
+    let mut out = Vec::new();
     if rule.client_selectors.len() > 8 {
         out.push(format!("{at}.clientSelectors has more than 8 selectors"));
     }
@@ -430,32 +463,6 @@ fn rule_problems(at: &str, rule: &RateLimitRule) -> Vec<String> {
                 out.push(format!(
                     "{at}.path.value {value:?} makes a regular expression Envoy does not take"
                 ));
-            }
-        }
-    }
-    if let Some(cost) = &rule.cost {
-        for (which, spec) in [("request", &cost.request), ("response", &cost.response)] {
-            let Some(spec) = spec else { continue };
-            let at = format!("{at}.cost.{which}");
-            match (spec.from.as_str(), spec.number, &spec.metadata) {
-                ("Number", Some(n), None) if n <= 1_000_000_000 => {}
-                ("Number", Some(_), None) => out.push(format!("{at}.number is over 1000000000")),
-                ("Metadata", None, Some(m)) => {
-                    let simple = |s: &str| {
-                        !s.is_empty()
-                            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-                    };
-                    if !simple(&m.namespace) || !simple(&m.key) {
-                        out.push(format!(
-                            "{at}.metadata: namespace and key must be non-empty and use only \
-                             letters, digits, '.', '_' and '-'"
-                        ));
-                    }
-                }
-                ("Number" | "Metadata", _, _) => out.push(format!(
-                    "{at}: from Number takes number, from Metadata takes metadata, not both"
-                )),
-                (other, _, _) => out.push(format!("{at}.from {other:?} is not Number or Metadata")),
             }
         }
     }

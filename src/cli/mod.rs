@@ -18,7 +18,7 @@ use clap::{Parser, Subcommand, ValueEnum};
     version,
     about = "xDS control plane for Envoy-based AI gateways",
     long_about = "aixds reads Envoy AI Gateway objects (AIGatewayRoute, AIServiceBackend, \
-BackendSecurityPolicy), Envoy Gateway Backends and BackendTrafficPolicies (rate limits), Gateway API Gateways, HTTPRoutes, \
+BackendSecurityPolicy, QuotaPolicy), Envoy Gateway Backends and BackendTrafficPolicies (rate limits), Gateway API Gateways, HTTPRoutes, \
 BackendTLSPolicies and ReferenceGrants, Inference Extension InferencePools and core Secrets, \
 Services, EndpointSlices and Pods, keeps them in a dependency graph and reports what is wrong \
 with each object.\n\nStart with `aixds validate examples/`."

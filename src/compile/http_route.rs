@@ -79,7 +79,7 @@ pub(super) fn compile(
             // Envoy rejects a whole RouteConfiguration over one bad regex: leave the match out.
             let Some(route_match) = route_match(m) else { continue };
             let name = format!("httproute/{}/rule/{i}/match/{j}", key.path());
-            let limits = ratelimit::per_route(&limits, &name);
+            let limits = ratelimit::per_route(&limits, &name, &[]);
             let mut route = Route {
                 name,
                 r#match: Some(route_match),

@@ -35,11 +35,13 @@ use envoy_types::pb::google::protobuf::{Any, BoolValue, Duration, UInt32Value, U
 use envoy_types::util::pack_any;
 
 use crate::api::{
-    Cidr, Kind, ObjectKey, RateLimitCostSpecifier, RateLimitRule, SelectorMatch, Spec,
+    Cidr, Kind, MODEL_HEADER, ObjectKey, RateLimitCostSpecifier, RateLimitRule,
+    RateLimitSelectCondition, RouteRule, SelectorMatch, Spec, group_kind,
 };
 use crate::bootstrap::XDS_CLUSTER;
+use crate::extproc::METADATA_NAMESPACE;
 use crate::graph::{Graph, RefKind};
-use crate::ratelimit::descriptor::{BUCKET, CIDR, LIMIT, RESPONSE, SHADOW};
+use crate::ratelimit::descriptor::{BUCKET, CIDR, CONDITION, LIMIT, RESPONSE, SHADOW};
 
 pub(super) const RATELIMIT_FILTER: &str = "envoy.filters.http.ratelimit";
 /// The domain of every descriptor aixds compiles.
@@ -79,6 +81,74 @@ pub(super) fn filter(fail_closed: bool) -> HttpFilter {
         config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(config))),
         ..Default::default()
     }
+}
+
+/// The checks and charges of the QuotaPolicies on the AIServiceBackends a rule's backendRefs
+/// name: for each bucket, a check before the request (cost 0: refused once spent) and a
+/// charge when the stream is done, of the cost the ext_proc wrote for the backend that served.
+/// A model quota applies where the backendRef's `modelNameOverride` is its model, or, without
+/// an override, to requests whose model header is.
+pub(super) fn quota_limits(graph: &Graph, route: &ObjectKey, rule: &RouteRule) -> Vec<RateLimit> {
+    let mut out = Vec::new();
+    for backend_ref in &rule.backend_refs {
+        let (group, kind) = group_kind(
+            &backend_ref.group,
+            &backend_ref.kind,
+            crate::api::AIGATEWAY_GROUP,
+            "AIServiceBackend",
+        );
+        if (group, kind) != (crate::api::AIGATEWAY_GROUP, "AIServiceBackend") {
+            continue;
+        }
+        let ns = backend_ref.namespace.as_deref().unwrap_or(&route.namespace);
+        let backend = ObjectKey::new(Kind::AIServiceBackend, ns, &backend_ref.name);
+        for quota in crate::ratelimit::quota::quotas(graph, &backend) {
+            let model_match = match (quota.model, backend_ref.model_name_override.as_deref()) {
+                (None, _) => None,
+                (Some(model), Some(sent)) if model == sent => None,
+                (Some(_), Some(_)) => continue,
+                (Some(model), None) => Some(matches(
+                    "model".into(),
+                    header(MODEL_HEADER, string_matcher::MatchPattern::Exact(model.into())),
+                    false,
+                )),
+            };
+            let key = quota.metadata_key(&backend);
+            if key.contains(['%', ':']) {
+                continue;
+            }
+            for bucket in &quota.buckets {
+                let mut actions = vec![
+                    generic(BUCKET, &quota.bucket_id(bucket, &backend)),
+                    generic(LIMIT, &bucket.limit.encode()),
+                ];
+                if bucket.shadow {
+                    actions.push(generic(SHADOW, "true"));
+                }
+                actions.extend(model_match.clone());
+                actions.extend(selector_actions(bucket.selectors));
+                out.push(RateLimit {
+                    actions: actions.clone(),
+                    hits_addend: Some(HitsAddend {
+                        number: Some(UInt64Value { value: 0 }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+                actions.push(generic(RESPONSE, "true"));
+                out.push(RateLimit {
+                    actions,
+                    hits_addend: Some(HitsAddend {
+                        format: format!("%DYNAMIC_METADATA({METADATA_NAMESPACE}:{key})%"),
+                        ..Default::default()
+                    }),
+                    apply_on_stream_done: true,
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    out
 }
 
 /// One rule of an accepted policy that applies to a route.
@@ -130,10 +200,14 @@ fn rules_targeting(graph: &Graph, target: &ObjectKey) -> Vec<Applied> {
         .collect()
 }
 
-/// The per-route config of the rate limit filter for the Envoy route `route_name`; `None`
-/// when no rule applies.
-pub(super) fn per_route(applied: &[Applied], route_name: &str) -> Option<Any> {
-    let mut rate_limits = Vec::new();
+/// The per-route config of the rate limit filter for the Envoy route `route_name`, with the
+/// `quotas` of its backends; `None` when nothing applies.
+pub(super) fn per_route(
+    applied: &[Applied],
+    route_name: &str,
+    quotas: &[RateLimit],
+) -> Option<Any> {
+    let mut rate_limits = quotas.to_vec();
     for a in applied {
         let Some(limit) = a.rule.limit() else { continue };
         let mut bucket = format!("{}/{}/{}", a.policy.kind, a.policy.path(), a.index);
@@ -144,7 +218,7 @@ pub(super) fn per_route(applied: &[Applied], route_name: &str) -> Option<Any> {
         if a.rule.shadow_mode {
             actions.push(generic(SHADOW, "true"));
         }
-        actions.extend(selector_actions(&a.rule));
+        actions.extend(selector_actions(&a.rule.client_selectors));
         let cost = a.rule.cost.as_ref();
         rate_limits.push(RateLimit {
             actions: actions.clone(),
@@ -194,7 +268,7 @@ fn generic(key: &str, value: &str) -> Action {
 /// it does not); without it the rule does not apply to the request.
 fn matches(key: String, matcher: HeaderMatcher, invert: bool) -> Action {
     action(ActionSpecifier::HeaderValueMatch(HeaderValueMatch {
-        descriptor_key: key,
+        descriptor_key: format!("{CONDITION}{key}"),
         descriptor_value: "match".into(),
         expect_match: Some(BoolValue { value: !invert }),
         headers: vec![matcher],
@@ -218,9 +292,9 @@ fn regex(pattern: String) -> string_matcher::MatchPattern {
 
 /// The actions of every client selector, all of which must match (Envoy drops a descriptor
 /// one of whose actions produces nothing).
-fn selector_actions(rule: &RateLimitRule) -> Vec<Action> {
+fn selector_actions(selectors: &[RateLimitSelectCondition]) -> Vec<Action> {
     let mut out = Vec::new();
-    for (s, selector) in rule.client_selectors.iter().enumerate() {
+    for (s, selector) in selectors.iter().enumerate() {
         for (h, m) in selector.headers.iter().enumerate() {
             let key = format!("s{s}.h{h}:{}", m.name.to_ascii_lowercase());
             let value = m.value.clone().unwrap_or_default();

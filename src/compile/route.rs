@@ -202,6 +202,7 @@ fn compile_rules(
     let limits = ratelimit::applied(graph, key);
     for (i, rule) in spec.rules.iter().enumerate() {
         let Some((action, fallback, pools)) = route_action(graph, key, i, rule) else { continue };
+        let quotas = ratelimit::quota_limits(graph, key, rule);
         clusters.extend(fallback);
         let typed_per_filter_config = match pools {
             true => HashMap::from([(extproc::POOL_FILTER.to_string(), extproc::pool_phase_on())]),
@@ -215,7 +216,7 @@ fn compile_rules(
             let Some(headers) = m.headers.iter().map(header_matcher).collect() else { continue };
             let name = format!("{}/rule/{i}/match/{j}", key.path());
             let mut typed_per_filter_config = typed_per_filter_config.clone();
-            if let Some(limits) = ratelimit::per_route(&limits, &name) {
+            if let Some(limits) = ratelimit::per_route(&limits, &name, &quotas) {
                 typed_per_filter_config.insert(ratelimit::RATELIMIT_FILTER.into(), limits);
             }
             routes.push(Route {

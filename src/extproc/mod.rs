@@ -22,6 +22,7 @@
 //! leaves Envoy. Which backend an attempt goes to comes from the gRPC metadata the cluster's
 //! filter sends ([`BACKEND_METADATA`]).
 
+pub mod cost;
 pub mod credentials;
 pub mod metrics;
 mod pool;

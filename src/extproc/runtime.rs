@@ -21,8 +21,8 @@ use super::credentials::{CredentialOptions, Credentials, Rebuild, SigV4, TokenSo
 use super::translate::{Target, VertexLocation};
 use crate::api::{
     AIGATEWAY_GROUP, BackendSecurityPolicySpec, BodyMutation, HeaderMatchType, HeaderMutation,
-    Kind, LLMRequestCost, MODEL_HEADER, ObjectKey, RouteBackendRef, SecretData, SecurityPolicyType,
-    Spec, VersionedAPISchema, api_key, aws_keys, azure_client_secret, group_kind,
+    Kind, MODEL_HEADER, ObjectKey, RouteBackendRef, SecretData, SecurityPolicyType, Spec,
+    VersionedAPISchema, api_key, aws_keys, azure_client_secret, group_kind,
 };
 use crate::compile::{backend_cluster_name, pool_cluster_name, route_backend_id};
 use crate::graph::{Graph, Node, RefKind};
@@ -39,12 +39,22 @@ pub struct RuntimeConfig {
     pub backends: HashMap<String, BackendRuntime>,
     /// By route backendRef id (`{route namespace}/{route name}/{rule}/{backendRef}`).
     pub route_backends: HashMap<String, RouteBackendRuntime>,
+    /// By cluster name: the QuotaPolicies' costs to write for a response from the backend.
+    pub quota_costs: HashMap<String, Vec<QuotaCost>>,
     /// Every model an accepted route matches exactly, sorted, for `GET /v1/models`.
     pub models: Vec<String>,
     /// When this config was built (Unix seconds): the `created` of the models listed.
     pub created: u64,
     /// The token sources, handed from each config to the next.
     pub credentials: Credentials,
+}
+
+/// One quota's cost on a backend: written for responses to requests for `model` (any when
+/// `None`).
+#[derive(Debug, Clone)]
+pub struct QuotaCost {
+    pub model: Option<String>,
+    pub cost: crate::extproc::cost::RequestCost,
 }
 
 /// One accepted AIServiceBackend.
@@ -103,8 +113,8 @@ pub struct RouteBackendRuntime {
     pub model_name_override: Option<String>,
     pub header_mutation: Option<HeaderMutation>,
     pub body_mutation: Option<BodyMutation>,
-    /// The route's `llmRequestCosts`.
-    pub costs: Vec<LLMRequestCost>,
+    /// The route's `llmRequestCosts`, compiled once per route.
+    pub costs: std::sync::Arc<[crate::extproc::cost::RequestCost]>,
     /// The cluster of the AIServiceBackend it names (`None` for an InferencePool): a fallback
     /// cluster's attempt finds its backend through this.
     pub backend: Option<String>,
@@ -263,7 +273,22 @@ impl RuntimeConfig {
                         hostname: hostname(graph, &object.key),
                         ..policy_auth(graph, &object.key, &mut rebuild)
                     };
-                    config.backends.insert(backend_cluster_name(&object.key), backend);
+                    let cluster = backend_cluster_name(&object.key);
+                    let quotas: Vec<QuotaCost> =
+                        crate::ratelimit::quota::quotas(graph, &object.key)
+                            .into_iter()
+                            .filter_map(|q| {
+                                let key = q.metadata_key(&object.key);
+                                Some(QuotaCost {
+                                    model: q.model.map(str::to_string),
+                                    cost: crate::extproc::cost::quota_cost(key, q.cost_expression)?,
+                                })
+                            })
+                            .collect();
+                    if !quotas.is_empty() {
+                        config.quota_costs.insert(cluster.clone(), quotas);
+                    }
+                    config.backends.insert(cluster, backend);
                 }
                 // Named directly by a route, a pool is an OpenAI backend.
                 Spec::InferencePool(_) => {
@@ -271,6 +296,7 @@ impl RuntimeConfig {
                     config.backends.insert(pool_cluster_name(&object.key), backend);
                 }
                 Spec::AIGatewayRoute(spec) => {
+                    let costs = crate::extproc::cost::compile(&spec.llm_request_costs);
                     for (r, rule) in spec.rules.iter().enumerate() {
                         for (b, backend_ref) in rule.backend_refs.iter().enumerate() {
                             config.route_backends.insert(
@@ -279,7 +305,7 @@ impl RuntimeConfig {
                                     model_name_override: backend_ref.model_name_override.clone(),
                                     header_mutation: backend_ref.header_mutation.clone(),
                                     body_mutation: backend_ref.body_mutation.clone(),
-                                    costs: spec.llm_request_costs.clone(),
+                                    costs: costs.clone(),
                                     backend: names_backend(backend_ref).then(|| {
                                         let ns = backend_ref
                                             .namespace

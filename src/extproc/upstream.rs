@@ -24,6 +24,7 @@ use envoy_types::pb::google::protobuf::{Struct, Value, value};
 use serde_json::Map;
 use tonic::Status;
 
+use super::cost::RequestCost;
 use super::credentials::aws;
 use super::metrics::{GenAiMetrics, Observation};
 use super::response::ResponseTranslation;
@@ -40,10 +41,7 @@ use super::{
     ATTEMPT_METADATA_NAMESPACE, ENDPOINT_HEADER, INTERNAL_HEADER_PREFIX, METADATA_NAMESPACE,
     ROUTE_BACKEND_ATTRIBUTE, ROUTE_BACKEND_HEADER,
 };
-use crate::api::{
-    APISchema, BodyMutation, HeaderMutation as ApiHeaderMutation, LLMRequestCost,
-    LLMRequestCostType,
-};
+use crate::api::{APISchema, BodyMutation, HeaderMutation as ApiHeaderMutation};
 
 /// The key Envoy's ext_proc filter sends its `request_attributes` under.
 const EXT_PROC_ATTRIBUTES: &str = "envoy.filters.http.ext_proc";
@@ -101,7 +99,10 @@ struct ResponseState {
     /// retry that abandoned this attempt).
     observed: bool,
     translation: ResponseTranslation,
-    costs: Vec<LLMRequestCost>,
+    costs: Arc<[RequestCost]>,
+    /// What CEL costs see as `model` and `backend` (`{name}.{namespace}`).
+    cost_model: String,
+    cost_backend: String,
 }
 
 impl UpstreamPhase {
@@ -179,6 +180,15 @@ impl UpstreamPhase {
         let endpoint = self.endpoint.as_deref().and_then(Endpoint::from_path);
         let client = endpoint.map_or(ClientSchema::OpenAI, |e| e.client_schema());
         immediate(503, error_body(client, 503, &message), "aixds_backend_credential")
+    }
+
+    /// What to write to dynamic metadata when the response is done: the route's
+    /// `llmRequestCosts` and the costs of the backend's quotas for `model`.
+    fn costs(&self, route: Option<&RouteBackendRuntime>, model: &str) -> Arc<[RequestCost]> {
+        let route_costs = route.map(|r| r.costs.clone()).unwrap_or_else(|| Arc::from([]));
+        let Some(quotas) = self.runtime.quota_costs.get(&self.cluster) else { return route_costs };
+        let quotas = quotas.iter().filter(|q| q.model.as_deref().is_none_or(|m| m == model));
+        route_costs.iter().cloned().chain(quotas.map(|q| q.cost.clone())).collect()
     }
 
     fn route_backend(&self) -> Option<&RouteBackendRuntime> {
@@ -289,7 +299,9 @@ impl UpstreamPhase {
             stream: parsed.stream,
             observed: false,
             translation: ResponseTranslation::new(client, backend.schema.name, translator),
-            costs: route.map(|r| r.costs.clone()).unwrap_or_default(),
+            costs: self.costs(route, &translated.model),
+            cost_model: translated.model.clone(),
+            cost_backend: backend_label(&self.cluster),
         });
         let added = self.added(&header_mutation);
         let authority = self
@@ -456,8 +468,9 @@ impl UpstreamPhase {
             state.observation.time_to_first_token.get_or_insert_with(|| started.elapsed());
         }
         let usage = state.translation.usage();
-        let dynamic_metadata =
-            (end_of_stream && ok).then(|| usage_metadata(&state.costs, usage)).flatten();
+        let dynamic_metadata = (end_of_stream && ok)
+            .then(|| usage_metadata(&state.costs, usage, &state.cost_model, &state.cost_backend))
+            .flatten();
         if end_of_stream {
             let done = ok && state.translation.failed.is_none() && !state.translation.truncated();
             state.observation.tokens = done.then_some((usage.input, usage.output));
@@ -552,19 +565,15 @@ fn mutate_body<'a>(body: Vec<u8>, mutations: impl Iterator<Item = &'a BodyMutati
 }
 
 /// The route's request costs as `io.envoy.ai_gateway` dynamic metadata; `None` without costs.
-fn usage_metadata(costs: &[LLMRequestCost], usage: Usage) -> Option<Struct> {
+fn usage_metadata(
+    costs: &[RequestCost],
+    usage: Usage,
+    model: &str,
+    backend: &str,
+) -> Option<Struct> {
     let mut fields = std::collections::HashMap::new();
     for cost in costs {
-        let n = match cost.cost_type {
-            LLMRequestCostType::InputToken => usage.input,
-            LLMRequestCostType::CachedInputToken => usage.cached_input,
-            LLMRequestCostType::OutputToken => usage.output,
-            LLMRequestCostType::TotalToken => usage.total,
-            LLMRequestCostType::Cel => {
-                tracing::warn!(key = %cost.metadata_key, "CEL request costs are not supported yet");
-                continue;
-            }
-        };
+        let Some(n) = cost.evaluate(usage, model, backend) else { continue };
         fields.insert(
             cost.metadata_key.clone(),
             Value { kind: Some(value::Kind::NumberValue(n as f64)) },
@@ -577,10 +586,21 @@ fn usage_metadata(costs: &[LLMRequestCost], usage: Usage) -> Option<Struct> {
     Some(Struct { fields: [(METADATA_NAMESPACE.to_string(), namespace)].into() })
 }
 
+/// `{name}.{namespace}` of the backend a cluster `{prefix}/{namespace}/{name}` is for, as
+/// Envoy AI Gateway's CEL costs name it.
+fn backend_label(cluster: &str) -> String {
+    let mut parts = cluster.rsplitn(3, '/');
+    match (parts.next(), parts.next()) {
+        (Some(name), Some(namespace)) => format!("{name}.{namespace}"),
+        _ => cluster.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::api::BodyField;
+    use crate::api::{LLMRequestCost, LLMRequestCostType};
 
     #[test]
     fn body_mutations_apply_in_order_and_keep_non_json_values_as_text() {
@@ -604,8 +624,9 @@ mod tests {
 
     #[test]
     fn usage_metadata_only_for_configured_costs() {
-        let usage = Usage { input: 10, output: 5, cached_input: 2, total: 15 };
-        assert_eq!(usage_metadata(&[], usage), None);
+        let usage =
+            Usage { input: 10, output: 5, cached_input: 2, total: 15, ..Default::default() };
+        assert_eq!(usage_metadata(&[], usage, "m", "b.ns"), None);
         let cost = |key: &str, cost_type| LLMRequestCost {
             metadata_key: key.into(),
             cost_type,
@@ -615,7 +636,8 @@ mod tests {
             cost("cached", LLMRequestCostType::CachedInputToken),
             cost("total", LLMRequestCostType::TotalToken),
         ];
-        let metadata = usage_metadata(&costs, usage).unwrap();
+        let costs = crate::extproc::cost::compile(&costs);
+        let metadata = usage_metadata(&costs, usage, "m", "b.ns").unwrap();
         let Some(value::Kind::StructValue(s)) = &metadata.fields[METADATA_NAMESPACE].kind else {
             panic!("{metadata:?}")
         };

@@ -24,7 +24,9 @@ pub enum RefKind {
     /// AIGatewayRoute → AIServiceBackend or InferencePool; AIServiceBackend → Backend or
     /// InferencePool; HTTPRoute → Service, InferencePool or Backend (its mirrors' too).
     BackendRef,
-    /// BackendSecurityPolicy → AIServiceBackend or InferencePool; BackendTLSPolicy → Backend.
+    /// BackendSecurityPolicy → AIServiceBackend or InferencePool; BackendTLSPolicy → Backend;
+    /// BackendTrafficPolicy → Gateway, HTTPRoute or AIGatewayRoute; QuotaPolicy →
+    /// AIServiceBackend.
     TargetRef,
     /// BackendSecurityPolicy → Secret.
     SecretRef,
@@ -73,6 +75,21 @@ pub(super) fn references(object: &Object) -> (Vec<(RefKind, ObjectKey)>, Vec<Iss
     match &object.spec {
         Spec::AIGatewayRoute(route) => {
             route_common(object, &mut refs, &mut issues);
+            for (c, cost) in route.llm_request_costs.iter().enumerate() {
+                if cost.cost_type != crate::api::LLMRequestCostType::Cel {
+                    continue;
+                }
+                let problem = match cost.cel.as_deref() {
+                    None | Some("") => Some("type CEL needs a cel expression".to_string()),
+                    Some(expression) => crate::extproc::cost::compile_cel(expression).err(),
+                };
+                if let Some(problem) = problem {
+                    issues.push(accepted_issue(
+                        Reason::Invalid,
+                        format!("llmRequestCosts[{c}]: {problem}"),
+                    ));
+                }
+            }
             for (r, rule) in route.rules.iter().enumerate() {
                 if rule.backend_refs.is_empty() {
                     issues.push(accepted_issue(
@@ -256,6 +273,27 @@ pub(super) fn references(object: &Object) -> (Vec<(RefKind, ObjectKey)>, Vec<Iss
                         Reason::InvalidKind,
                         format!(
                             "targetRefs[{i}]: {}.{} {:?} is not a gateway.envoyproxy.io Backend",
+                            t.kind, t.group, t.name
+                        ),
+                    ));
+                }
+            }
+        }
+        Spec::QuotaPolicy(policy) => {
+            for problem in policy.problems() {
+                issues.push(accepted_issue(Reason::UnsupportedValue, problem));
+            }
+            for (i, t) in policy.target_refs.iter().enumerate() {
+                if (t.group.as_str(), t.kind.as_str()) == (AIGATEWAY_GROUP, "AIServiceBackend") {
+                    refs.push((
+                        RefKind::TargetRef,
+                        ObjectKey::new(Kind::AIServiceBackend, ns, &t.name),
+                    ));
+                } else {
+                    issues.push(refs_issue(
+                        Reason::InvalidKind,
+                        format!(
+                            "targetRefs[{i}]: {}.{} {:?} is not an AIServiceBackend",
                             t.kind, t.group, t.name
                         ),
                     ));

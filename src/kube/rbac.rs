@@ -31,6 +31,7 @@ pub const WATCHED: &[Watched] = &[
     watched(Kind::GatewayClass, "gatewayclasses", true),
     watched(Kind::HTTPRoute, "httproutes", true),
     watched(Kind::InferencePool, "inferencepools", true),
+    watched(Kind::QuotaPolicy, "quotapolicies", false),
     watched(Kind::ReferenceGrant, "referencegrants", false),
     Watched {
         kind: Kind::Secret,

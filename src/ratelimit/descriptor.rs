@@ -22,6 +22,12 @@ pub const SHADOW: &str = "aixds.shadow";
 pub const RESPONSE: &str = "aixds.response";
 /// A `sourceCIDR` selector of type Exact: the range the masked client address must equal.
 pub const CIDR: &str = "aixds.cidr";
+/// The key prefix of conditions: entries present only when a header matches (Exact and
+/// RegularExpression selectors, a quota's model). They gate the rule; being constant, they
+/// are not part of the counter's identity, so that routes reaching one bucket by different
+/// conditions (a model quota matched by header on one route and by `modelNameOverride` on
+/// another) count together.
+pub const CONDITION: &str = "aixds.if.";
 /// The key Envoy gives the client address masked to a `sourceCIDR`'s prefix length.
 pub const REMOTE_ADDRESS: &str = "masked_remote_address";
 
@@ -124,6 +130,7 @@ pub fn read(descriptor: &RateLimitDescriptor) -> Option<Check> {
             SHADOW => check_flags.0 = true,
             RESPONSE => check_flags.1 = true,
             CIDR => cidr = Some(entry.value.clone()),
+            key if key.starts_with(CONDITION) => {}
             key => {
                 if key == REMOTE_ADDRESS {
                     address = Some(entry.value.clone());
@@ -180,6 +187,7 @@ mod tests {
             (BUCKET, "b"),
             (LIMIT, "20/Minute"),
             (SHADOW, "true"),
+            ("aixds.if.model", "match"),
             ("x-user-id", "alice"),
         ]))
         .unwrap();

@@ -25,6 +25,7 @@
 
 pub mod descriptor;
 mod metrics;
+pub mod quota;
 pub mod redis;
 pub mod store;
 

@@ -71,6 +71,7 @@ pub const BACKEND_SECURITY_POLICY: Resource =
     crd("aigateway.envoyproxy.io", "v1beta1", "BackendSecurityPolicy");
 pub const BACKEND: Resource = crd("gateway.envoyproxy.io", "v1alpha1", "Backend");
 pub const BACKEND_TLS_POLICY: Resource = crd("gateway.networking.k8s.io", "v1", "BackendTLSPolicy");
+pub const QUOTA_POLICY: Resource = crd("aigateway.envoyproxy.io", "v1alpha1", "QuotaPolicy");
 pub const BACKEND_TRAFFIC_POLICY: Resource =
     crd("gateway.envoyproxy.io", "v1alpha1", "BackendTrafficPolicy");
 pub const GATEWAY: Resource = crd("gateway.networking.k8s.io", "v1", "Gateway");
@@ -121,6 +122,7 @@ const fn crd(group: &'static str, version: &'static str, kind: &'static str) -> 
         b"Backend" => "backends",
         b"BackendTLSPolicy" => "backendtlspolicies",
         b"BackendTrafficPolicy" => "backendtrafficpolicies",
+        b"QuotaPolicy" => "quotapolicies",
         b"Gateway" => "gateways",
         b"HTTPRoute" => "httproutes",
         _ => "inferencepools",
@@ -141,6 +143,7 @@ pub fn all_resources() -> Vec<Resource> {
         BACKEND,
         BACKEND_TLS_POLICY,
         BACKEND_TRAFFIC_POLICY,
+        QUOTA_POLICY,
         GATEWAY,
         GATEWAY_CLASS,
         HTTP_ROUTE,

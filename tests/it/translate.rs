@@ -479,7 +479,17 @@ fn anthropic_message_response_to_openai_chat() {
             "usage": {"prompt_tokens": 160, "completion_tokens": 20, "total_tokens": 180, "prompt_tokens_details": {"cached_tokens": 50}}
         })
     );
-    assert_eq!(t.usage(), Usage { input: 160, output: 20, cached_input: 50, total: 180 });
+    assert_eq!(
+        t.usage(),
+        Usage {
+            input: 160,
+            output: 20,
+            cached_input: 50,
+            cache_creation_input: 10,
+            total: 180,
+            ..Default::default()
+        }
+    );
     assert_eq!(t.content_type(), "application/json");
 
     for (stop, finish) in [
@@ -525,7 +535,10 @@ fn openai_chat_response_to_anthropic_message() {
             "usage": {"input_tokens": 60, "output_tokens": 20, "cache_read_input_tokens": 40}
         })
     );
-    assert_eq!(t.usage(), Usage { input: 100, output: 20, cached_input: 40, total: 120 });
+    assert_eq!(
+        t.usage(),
+        Usage { input: 100, output: 20, cached_input: 40, total: 120, ..Default::default() }
+    );
     for (finish, stop) in
         [("stop", "end_turn"), ("length", "max_tokens"), ("tool_calls", "tool_use")]
     {
@@ -547,12 +560,18 @@ fn json_passthrough_streams_bytes_and_counts_usage() {
         body.as_bytes()
     );
     feed_whole(&mut t, body.as_bytes());
-    assert_eq!(t.usage(), Usage { input: 7, output: 0, cached_input: 0, total: 7 });
+    assert_eq!(
+        t.usage(),
+        Usage { input: 7, output: 0, cached_input: 0, total: 7, ..Default::default() }
+    );
 
     let body = json!({"id": "m", "content": [], "usage": {"input_tokens": 5, "cache_read_input_tokens": 3, "output_tokens": 2}}).to_string();
     let mut t = translator(Endpoint::Messages, APISchema::Anthropic, false);
     assert_eq!(feed_whole(&mut t, body.as_bytes()), body.as_bytes());
-    assert_eq!(t.usage(), Usage { input: 8, output: 2, cached_input: 3, total: 10 });
+    assert_eq!(
+        t.usage(),
+        Usage { input: 8, output: 2, cached_input: 3, total: 10, ..Default::default() }
+    );
 }
 
 #[test]
@@ -609,7 +628,10 @@ fn anthropic_stream_to_openai_chunks() {
             })
             .collect();
         assert_eq!(got, anthropic_stream_as_openai(include_usage));
-        assert_eq!(t.usage(), Usage { input: 35, output: 42, cached_input: 10, total: 77 });
+        assert_eq!(
+            t.usage(),
+            Usage { input: 35, output: 42, cached_input: 10, total: 77, ..Default::default() }
+        );
     }
 }
 
@@ -657,7 +679,10 @@ fn openai_stream_to_anthropic_events() {
         (Some("message_stop".to_string()), json!({"type": "message_stop"})),
     ];
     assert_eq!(sse(&out), want);
-    assert_eq!(t.usage(), Usage { input: 30, output: 20, cached_input: 8, total: 50 });
+    assert_eq!(
+        t.usage(),
+        Usage { input: 30, output: 20, cached_input: 8, total: 50, ..Default::default() }
+    );
 }
 
 #[test]
@@ -839,18 +864,27 @@ fn passthrough_streams_keep_bytes_and_count_usage() {
     // Anthropic → Anthropic: byte for byte.
     let mut t = translator(Endpoint::Messages, APISchema::Anthropic, true);
     assert_eq!(feed_whole(&mut t, ANTHROPIC_STREAM.as_bytes()), ANTHROPIC_STREAM.as_bytes());
-    assert_eq!(t.usage(), Usage { input: 35, output: 42, cached_input: 10, total: 77 });
+    assert_eq!(
+        t.usage(),
+        Usage { input: 35, output: 42, cached_input: 10, total: 77, ..Default::default() }
+    );
 
     // OpenAI → OpenAI: the usage chunk the gateway asked for reaches only clients that asked.
     let mut t = translator(Endpoint::ChatCompletions, APISchema::OpenAI, true).include_usage(true);
     assert_eq!(feed_whole(&mut t, OPENAI_STREAM.as_bytes()), OPENAI_STREAM.as_bytes());
-    assert_eq!(t.usage(), Usage { input: 30, output: 20, cached_input: 8, total: 50 });
+    assert_eq!(
+        t.usage(),
+        Usage { input: 30, output: 20, cached_input: 8, total: 50, ..Default::default() }
+    );
     let mut t = translator(Endpoint::ChatCompletions, APISchema::AzureOpenAI, true);
     let out = feed_whole(&mut t, OPENAI_STREAM.as_bytes());
     let without_usage: String =
         OPENAI_STREAM.split_inclusive("\n\n").filter(|e| !e.contains("\"usage\"")).collect();
     assert_eq!(String::from_utf8_lossy(&out), without_usage);
-    assert_eq!(t.usage(), Usage { input: 30, output: 20, cached_input: 8, total: 50 });
+    assert_eq!(
+        t.usage(),
+        Usage { input: 30, output: 20, cached_input: 8, total: 50, ..Default::default() }
+    );
 }
 
 /// Feeds `input` to translators from `make` whole, cut in two at every byte, and byte by byte:
@@ -1270,10 +1304,13 @@ fn responses_bodies_and_streams_pass_with_their_usage_counted() {
         "usage":{"input_tokens":9,"input_tokens_details":{"cached_tokens":2},"output_tokens":5,"total_tokens":14}}"#;
     let mut t = translator(Endpoint::Responses, APISchema::OpenAI, false);
     assert_eq!(feed_whole(&mut t, body), body);
-    assert_eq!(t.usage(), Usage { input: 9, output: 5, cached_input: 2, total: 14 });
+    assert_eq!(
+        t.usage(),
+        Usage { input: 9, output: 5, cached_input: 2, total: 14, ..Default::default() }
+    );
 
     let input = RESPONSES_STREAM.as_bytes();
-    let usage = Usage { input: 12, output: 3, cached_input: 4, total: 15 };
+    let usage = Usage { input: 12, output: 3, cached_input: 4, total: 15, ..Default::default() };
     let completed = stop_line_end(RESPONSES_STREAM, "event: response.completed");
     for at in 0..=input.len() {
         // Split anywhere, the stream passes byte for byte and counts its usage.

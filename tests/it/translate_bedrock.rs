@@ -463,7 +463,14 @@ fn anthropic_messages_to_converse_request() {
 
 #[test]
 fn converse_response_to_openai_and_anthropic() {
-    let usage = Usage { input: 1512, output: 58, cached_input: 1000, total: 1570 };
+    let usage = Usage {
+        input: 1512,
+        output: 58,
+        cached_input: 1000,
+        cache_creation_input: 100,
+        total: 1570,
+        ..Default::default()
+    };
     let mut t = translator(Endpoint::ChatCompletions, APISchema::AWSBedrock, false);
     assert_eq!(t.content_type(), "application/json");
     assert_eq!(t.feed(&CONVERSE.as_bytes()[..40], false).expect("a piece"), b"");
@@ -589,7 +596,14 @@ fn converse_stream_to_openai_at_every_split() {
             one_id(&mut got);
             assert_eq!(
                 t.usage(),
-                Usage { input: 1512, output: 58, cached_input: 1000, total: 1570 }
+                Usage {
+                    input: 1512,
+                    output: 58,
+                    cached_input: 1000,
+                    cache_creation_input: 100,
+                    total: 1570,
+                    ..Default::default()
+                }
             );
             got
         };
@@ -833,7 +847,10 @@ fn anthropic_on_bedrock_answers_pass_through_or_translate() {
     let bytes = message.to_string().into_bytes();
     let mut t = translator(Endpoint::Messages, APISchema::AWSAnthropic, false);
     assert_eq!(t.feed(&bytes, true).expect("ok"), bytes);
-    assert_eq!(t.usage(), Usage { input: 5, output: 2, cached_input: 0, total: 7 });
+    assert_eq!(
+        t.usage(),
+        Usage { input: 5, output: 2, cached_input: 0, total: 7, ..Default::default() }
+    );
     let mut t = translator(Endpoint::ChatCompletions, APISchema::AWSAnthropic, false);
     let got: Value = serde_json::from_slice(&t.feed(&bytes, true).expect("ok")).expect("JSON");
     assert_eq!(got["choices"][0]["message"]["content"], json!("Hi"));
@@ -843,7 +860,7 @@ fn anthropic_on_bedrock_answers_pass_through_or_translate() {
 fn anthropic_on_bedrock_streams_unwrap_at_every_split() {
     let input = invoke_stream();
     let events = sse(ANTHROPIC_STREAM.as_bytes());
-    let usage = Usage { input: 35, output: 42, cached_input: 10, total: 77 };
+    let usage = Usage { input: 35, output: 42, cached_input: 10, total: 77, ..Default::default() };
     for at in 0..=input.len() {
         // To an Anthropic client: Anthropic's events as they were.
         let mut t = translator(Endpoint::Messages, APISchema::AWSAnthropic, true);
@@ -985,6 +1002,8 @@ fn bedrock_provider_fixtures_translate_at_every_split() {
             input,
             output: n("outputTokens"),
             cached_input: n("cacheReadInputTokens"),
+            cache_creation_input: n("cacheWriteInputTokens"),
+            reasoning: 0,
             total: input + n("outputTokens"),
         }
     };

@@ -368,7 +368,10 @@ fn cohere_chat_answers_become_openai_completions() {
         })
     );
     // What Cohere bills, not the tokens of its own prompt template.
-    assert_eq!(t.usage(), Usage { input: 9, output: 8, cached_input: 0, total: 17 });
+    assert_eq!(
+        t.usage(),
+        Usage { input: 9, output: 8, cached_input: 0, total: 17, ..Default::default() }
+    );
 
     let mut t = translator(Endpoint::ChatCompletions, false);
     let got = json_of(&feed_whole(&mut t, CHAT_TOOL_CALL.as_bytes()));
@@ -381,7 +384,10 @@ fn cohere_chat_answers_become_openai_completions() {
                 "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\",\"unit\":\"celsius\"}"}}]
         }}])
     );
-    assert_eq!(t.usage(), Usage { input: 37, output: 21, cached_input: 0, total: 58 });
+    assert_eq!(
+        t.usage(),
+        Usage { input: 37, output: 21, cached_input: 0, total: 58, ..Default::default() }
+    );
 
     let mut t = translator(Endpoint::Messages, false);
     let got = json_of(&feed_whole(&mut t, CHAT_TOOL_CALL.as_bytes()));
@@ -476,7 +482,7 @@ fn cohere_streams_become_openai_chunks() {
     );
     assert_eq!(
         (t.usage(), t.truncated()),
-        (Usage { input: 9, output: 8, cached_input: 0, total: 17 }, false)
+        (Usage { input: 9, output: 8, cached_input: 0, total: 17, ..Default::default() }, false)
     );
 
     let mut t = translator(Endpoint::ChatCompletions, true);
@@ -675,7 +681,10 @@ fn cohere_embeddings_become_an_openai_list() {
             "usage": {"prompt_tokens": 2, "total_tokens": 2}
         })
     );
-    assert_eq!(t.usage(), Usage { input: 2, output: 0, cached_input: 0, total: 2 });
+    assert_eq!(
+        t.usage(),
+        Usage { input: 2, output: 0, cached_input: 0, total: 2, ..Default::default() }
+    );
     // Base64 is OpenAI's encoding too (little-endian float32s): it passes as it comes.
     let base64 = json!({"id": "x", "embeddings": {"base64": ["AACAPw==", "AAAAQA=="]},
                         "meta": {"billed_units": {"input_tokens": 3}}, "response_type": "embeddings_by_type"});
@@ -721,7 +730,10 @@ fn rerank_passes_to_cohere_with_the_model_overridden() {
 fn rerank_answers_pass_and_count_search_units() {
     let mut t = translator(Endpoint::Rerank, false);
     assert_eq!(feed_whole(&mut t, RERANK.as_bytes()), RERANK.as_bytes());
-    assert_eq!(t.usage(), Usage { input: 1, output: 0, cached_input: 0, total: 1 });
+    assert_eq!(
+        t.usage(),
+        Usage { input: 1, output: 0, cached_input: 0, total: 1, ..Default::default() }
+    );
     let failure = json_of(&t.failure("boom"));
     assert_eq!(failure, json!({"message": "boom"}));
 }

@@ -476,7 +476,10 @@ fn gemini_response_to_openai_chat() {
                       "prompt_tokens_details": {"cached_tokens": 40}}
         })
     );
-    assert_eq!(t.usage(), Usage { input: 100, output: 25, cached_input: 40, total: 125 });
+    assert_eq!(
+        t.usage(),
+        Usage { input: 100, output: 25, cached_input: 40, total: 125, ..Default::default() }
+    );
 }
 
 #[test]
@@ -541,7 +544,10 @@ fn gemini_finish_reasons_and_blocked_prompts() {
         got["choices"],
         json!([{"index": 0, "message": {"role": "assistant", "content": ""}, "finish_reason": "content_filter"}])
     );
-    assert_eq!(t.usage(), Usage { input: 6, output: 0, cached_input: 0, total: 6 });
+    assert_eq!(
+        t.usage(),
+        Usage { input: 6, output: 0, cached_input: 0, total: 6, ..Default::default() }
+    );
     let stream = format!("data: {blocked}\r\n\r\n");
     let mut t = translator(Endpoint::Messages, APISchema::GCPVertexAI, true);
     let got = sse(&feed_whole(&mut t, stream.as_bytes()));
@@ -577,7 +583,10 @@ fn gemini_stream_to_openai_chunks() {
         json!("[DONE]"),
     ];
     assert_eq!(got.into_iter().map(|(_, d)| d).collect::<Vec<_>>(), want);
-    assert_eq!(t.usage(), Usage { input: 30, output: 20, cached_input: 8, total: 50 });
+    assert_eq!(
+        t.usage(),
+        Usage { input: 30, output: 20, cached_input: 8, total: 50, ..Default::default() }
+    );
     assert!(!t.truncated());
 
     // Without include_usage the client gets no usage chunk; the gateway still counts.
@@ -695,11 +704,17 @@ fn gemini_stream_errors_reach_the_client() {
 fn anthropic_on_vertex_responses() {
     let mut t = translator(Endpoint::Messages, APISchema::GCPAnthropic, true);
     assert_eq!(feed_whole(&mut t, ANTHROPIC_STREAM.as_bytes()), ANTHROPIC_STREAM.as_bytes());
-    assert_eq!(t.usage(), Usage { input: 35, output: 42, cached_input: 10, total: 77 });
+    assert_eq!(
+        t.usage(),
+        Usage { input: 35, output: 42, cached_input: 10, total: 77, ..Default::default() }
+    );
     let mut t = translator(Endpoint::ChatCompletions, APISchema::GCPAnthropic, true);
     let got = sse(&feed_whole(&mut t, ANTHROPIC_STREAM.as_bytes()));
     assert_eq!(got.last(), Some(&(None, json!("[DONE]"))));
-    assert_eq!(t.usage(), Usage { input: 35, output: 42, cached_input: 10, total: 77 });
+    assert_eq!(
+        t.usage(),
+        Usage { input: 35, output: 42, cached_input: 10, total: 77, ..Default::default() }
+    );
 }
 
 #[test]
@@ -803,7 +818,10 @@ fn vertex_provider_fixtures_translate_for_both_clients() {
         json!({"role": "assistant", "content": "Paris is the capital of France."})
     );
     assert_eq!(chat["choices"][0]["finish_reason"], "stop");
-    assert_eq!(usage, Usage { input: 9, output: 8, cached_input: 0, total: 17 });
+    assert_eq!(
+        usage,
+        Usage { input: 9, output: 8, cached_input: 0, total: 17, ..Default::default() }
+    );
     let (message, _) = json(Endpoint::Messages, "gemini-generate.json");
     assert_eq!(
         message["content"],
@@ -828,7 +846,10 @@ fn vertex_provider_fixtures_translate_for_both_clients() {
     let (chat, usage) = json(Endpoint::ChatCompletions, "gemini-generate-safety.json");
     assert_eq!(chat["choices"][0]["message"], json!({"role": "assistant", "content": ""}));
     assert_eq!(chat["choices"][0]["finish_reason"], "content_filter");
-    assert_eq!(usage, Usage { input: 12, output: 0, cached_input: 0, total: 12 });
+    assert_eq!(
+        usage,
+        Usage { input: 12, output: 0, cached_input: 0, total: 12, ..Default::default() }
+    );
     let (message, _) = json(Endpoint::Messages, "gemini-generate-safety.json");
     assert_eq!(
         (message["stop_reason"].clone(), message["content"].clone()),
@@ -874,7 +895,10 @@ fn vertex_provider_fixtures_translate_for_both_clients() {
         .find(|(n, _)| n.as_deref() == Some("content_block_start"))
         .expect("a tool_use block");
     assert_eq!(tool.1["content_block"]["name"], "get_weather");
-    assert_eq!(t.usage(), Usage { input: 41, output: 11, cached_input: 0, total: 52 });
+    assert_eq!(
+        t.usage(),
+        Usage { input: 41, output: 11, cached_input: 0, total: 52, ..Default::default() }
+    );
 
     let error: Value =
         serde_json::from_slice(&provider_fixture("gemini-error.json")).expect("JSON");

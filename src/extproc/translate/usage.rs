@@ -14,6 +14,10 @@ pub struct Usage {
     pub output: u64,
     /// Prompt tokens served from the provider's cache.
     pub cached_input: u64,
+    /// Prompt tokens written to the provider's cache (Anthropic, Bedrock).
+    pub cache_creation_input: u64,
+    /// Output tokens spent on reasoning (OpenAI's `reasoning_tokens`), part of `output`.
+    pub reasoning: u64,
     pub total: u64,
 }
 
@@ -28,8 +32,17 @@ impl Usage {
         let output = count(u, "completion_tokens").unwrap_or(0);
         let cached_input =
             u.get("prompt_tokens_details").and_then(|d| count(d, "cached_tokens")).unwrap_or(0);
+        let reasoning =
+            u.get("completion_tokens_details").and_then(|d| count(d, "reasoning_tokens"));
         let total = count(u, "total_tokens").unwrap_or(input.saturating_add(output));
-        Usage { input, output, cached_input, total }
+        Usage {
+            input,
+            output,
+            cached_input,
+            reasoning: reasoning.unwrap_or(0),
+            total,
+            ..Default::default()
+        }
     }
 
     /// From counters that keep cache reads and writes out of `input`, as Anthropic and Bedrock
@@ -41,7 +54,14 @@ impl Usage {
         cache_write: u64,
     ) -> Usage {
         let input = input.saturating_add(cache_read).saturating_add(cache_write);
-        Usage { input, output, cached_input: cache_read, total: input.saturating_add(output) }
+        Usage {
+            input,
+            output,
+            cached_input: cache_read,
+            cache_creation_input: cache_write,
+            total: input.saturating_add(output),
+            reasoning: 0,
+        }
     }
 
     /// From a Responses API `usage` object.
@@ -50,8 +70,16 @@ impl Usage {
         let output = count(u, "output_tokens").unwrap_or(0);
         let cached_input =
             u.get("input_tokens_details").and_then(|d| count(d, "cached_tokens")).unwrap_or(0);
+        let reasoning = u.get("output_tokens_details").and_then(|d| count(d, "reasoning_tokens"));
         let total = count(u, "total_tokens").unwrap_or(input.saturating_add(output));
-        Usage { input, output, cached_input, total }
+        Usage {
+            input,
+            output,
+            cached_input,
+            reasoning: reasoning.unwrap_or(0),
+            total,
+            ..Default::default()
+        }
     }
 
     pub(super) fn to_openai(self) -> Value {

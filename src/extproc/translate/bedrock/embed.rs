@@ -50,6 +50,7 @@ pub fn to_openai(v: &Value, model: &str, base64: bool) -> Result<(Value, Usage),
         TranslateError::Upstream("the Titan response has no \"embedding\" of numbers".into())
     })?;
     let tokens = v.get("inputTextTokenCount").and_then(Value::as_u64).unwrap_or(0);
-    let usage = Usage { input: tokens, output: 0, cached_input: 0, total: tokens };
+    let usage =
+        Usage { input: tokens, output: 0, cached_input: 0, total: tokens, ..Default::default() };
     Ok((openai::embedding_list(vec![vector], model, base64, tokens), usage))
 }

@@ -47,13 +47,19 @@ fn billed_usage(u: &Value) -> Usage {
     };
     let input = billed("input_tokens").unwrap_or(0);
     let output = billed("output_tokens").unwrap_or(0);
-    Usage { input, output, cached_input: 0, total: input.saturating_add(output) }
+    Usage {
+        input,
+        output,
+        cached_input: 0,
+        total: input.saturating_add(output),
+        ..Default::default()
+    }
 }
 
 /// Usage of a rerank response: its search units, as input.
 pub fn read_rerank_usage(body: &Value) -> Usage {
     let units = count(body, "/meta/billed_units/search_units").unwrap_or(0);
-    Usage { input: units, output: 0, cached_input: 0, total: units }
+    Usage { input: units, output: 0, cached_input: 0, total: units, ..Default::default() }
 }
 
 /// A Cohere error body, `{"id": ..., "message": ...}`: its message.

@@ -53,6 +53,7 @@ pub fn to_openai(v: &Value, model: &str, base64: bool) -> Result<(Value, Usage),
         let count = embeddings.pointer("/statistics/token_count").and_then(Value::as_f64);
         tokens = tokens.saturating_add(count.unwrap_or(0.0) as u64);
     }
-    let usage = Usage { input: tokens, output: 0, cached_input: 0, total: tokens };
+    let usage =
+        Usage { input: tokens, output: 0, cached_input: 0, total: tokens, ..Default::default() };
     Ok((openai::embedding_list(vectors, model, base64, tokens), usage))
 }

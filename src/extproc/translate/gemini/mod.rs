@@ -28,7 +28,13 @@ pub fn usage(u: &Value) -> Usage {
     let output = count(u, "candidatesTokenCount").saturating_add(count(u, "thoughtsTokenCount"));
     let total =
         u.get("totalTokenCount").and_then(Value::as_u64).unwrap_or(input.saturating_add(output));
-    Usage { input, output, cached_input: count(u, "cachedContentTokenCount"), total }
+    Usage {
+        input,
+        output,
+        cached_input: count(u, "cachedContentTokenCount"),
+        total,
+        ..Default::default()
+    }
 }
 
 /// Gemini `finishReason` → OpenAI `finish_reason`; `called` says whether the candidate called a
