@@ -3,6 +3,7 @@ counters in memory or in a real Redis (Debian's redis-server on loopback), seen 
 official SDKs: a spent budget is a typed rate-limit error, other tenants and models go on, the
 window rolling over lets traffic in again, and the SDKs' retries honour `retry-after`."""
 
+import json
 import shutil
 import subprocess
 import time
@@ -13,7 +14,7 @@ import openai
 import pytest
 import requests
 
-from conftest import REPO, Gateway, free_port, openai_backend
+from conftest import REPO, Gateway, envoy_bin, free_port, openai_backend
 
 MESSAGES = [{"role": "user", "content": "say hi"}]  # 2 prompt tokens + 3 completion tokens
 
@@ -348,3 +349,87 @@ spec:
     chat(gw, tenant)
     with pytest.raises(openai.RateLimitError):
         chat(gw, tenant)
+
+
+def test_envoy_survives_checks_and_charges_when_the_service_is_unreachable(upstreams, tmp_path):
+    """Envoy with a route that has both a check before the request and a charge when the stream
+    is done (as aixds compiles a token budget), and a rate limit service nobody listens on:
+    every request is answered (fail open) and Envoy stays up. An Envoy advisory reports a crash
+    in this combination on some versions; this pins the one the project ships."""
+    upstream = upstreams("oa")
+    port, admin, closed = free_port(), free_port(), free_port()
+    entries = [{"generic_key": {"descriptor_key": "aixds.bucket", "descriptor_value": "b"}},
+               {"generic_key": {"descriptor_key": "aixds.limit", "descriptor_value": "10/Hour"}}]
+    per_route = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute",
+        "rate_limits": [
+            {"actions": entries, "hits_addend": {"number": 0}},
+            {"actions": entries, "apply_on_stream_done": True,
+             "hits_addend": {"format": "%BYTES_RECEIVED%"}},
+        ]}
+    config = {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "static_resources": {
+            "listeners": [{"name": "l", "address": {"socket_address": {
+                "address": "127.0.0.1", "port_value": port}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network."
+                                 "http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "l",
+                        "route_config": {"virtual_hosts": [{
+                            "name": "all", "domains": ["*"], "routes": [{
+                                "match": {"prefix": "/"}, "route": {"cluster": "up"},
+                                "typed_per_filter_config": {
+                                    "envoy.filters.http.ratelimit": per_route}}]}]},
+                        "http_filters": [
+                            {"name": "envoy.filters.http.ratelimit", "typed_config": {
+                                "@type": "type.googleapis.com/envoy.extensions.filters.http."
+                                         "ratelimit.v3.RateLimit",
+                                "domain": "aixds", "timeout": "0.2s",
+                                "rate_limit_service": {"transport_api_version": "V3",
+                                                       "grpc_service": {"envoy_grpc": {
+                                                           "cluster_name": "rls"}}}}},
+                            {"name": "envoy.filters.http.router", "typed_config": {
+                                "@type": "type.googleapis.com/envoy.extensions.filters.http."
+                                         "router.v3.Router"}}]}}]}]}],
+            "clusters": [
+                {"name": "up", "connect_timeout": "1s", "type": "STATIC",
+                 "load_assignment": {"cluster_name": "up", "endpoints": [{"lb_endpoints": [
+                     {"endpoint": {"address": {"socket_address": {
+                         "address": upstream.host, "port_value": upstream.port}}}}]}]}},
+                {"name": "rls", "connect_timeout": "0.2s", "type": "STATIC",
+                 "typed_extension_protocol_options": {
+                     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                         "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3."
+                                  "HttpProtocolOptions",
+                         "explicit_http_config": {"http2_protocol_options": {}}}},
+                 "load_assignment": {"cluster_name": "rls", "endpoints": [{"lb_endpoints": [
+                     {"endpoint": {"address": {"socket_address": {
+                         "address": "127.0.0.1", "port_value": closed}}}}]}]}}]}}
+    path = tmp_path / "envoy.json"
+    path.write_text(json.dumps(config))
+    envoy = subprocess.Popen([envoy_bin(), "-c", str(path), "--concurrency", "1",
+                              "--disable-hot-restart", "-l", "error"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                requests.get(f"http://127.0.0.1:{admin}/ready", timeout=1)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline, "Envoy did not start"
+                time.sleep(0.1)
+        body = {"model": "m", "messages": MESSAGES}
+        for _ in range(20):
+            r = requests.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=5)
+            assert r.status_code == 200, r.text
+        time.sleep(0.5)  # the charges' calls fail after their requests
+        assert envoy.poll() is None, "Envoy is still running"
+        stats = requests.get(f"http://127.0.0.1:{admin}/stats?filter=ratelimit", timeout=5).text
+        assert "failure_mode_allowed: 20" in stats, stats
+    finally:
+        envoy.kill()
+        envoy.wait(timeout=10)
