@@ -330,6 +330,44 @@ fn http_route() -> impl Strategy<Value = String> {
         })
 }
 
+/// A BackendTrafficPolicy on a Gateway, an HTTPRoute (which also names the AIGatewayRoute of
+/// that name) or an AIGatewayRoute, with one of several rule shapes (one not accepted).
+fn traffic_policy() -> impl Strategy<Value = String> {
+    let target = prop::sample::select(vec![
+        "group: gateway.networking.k8s.io, kind: Gateway",
+        "group: gateway.networking.k8s.io, kind: HTTPRoute",
+        "group: aigateway.envoyproxy.io, kind: AIGatewayRoute",
+    ]);
+    let rule = prop::sample::select(vec![
+        "{clientSelectors: [{headers: [{name: x-tenant-id, type: Distinct}]}], limit: {requests: 100, unit: Hour}, cost: {request: {from: Number, number: 0}, response: {from: Metadata, metadata: {namespace: io.envoy.ai_gateway, key: total}}}}",
+        "{clientSelectors: [{headers: [{name: x-ai-eg-model, value: m1}], sourceCIDR: {type: Distinct, value: 10.0.0.0/8}, methods: [{value: POST}], path: {value: /v1}}], limit: {requests: 5, unit: Second}, shared: true}",
+        "{limit: {requests: 1, unit: Minute}, shadowMode: true}",
+        "{limit: {requests: 1, unit: Fortnight}}",
+    ]);
+    (name(), target, name(), prop::collection::vec(rule, 1..3)).prop_map(|(n, target, t, rules)| {
+        format!(
+            "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: BackendTrafficPolicy\nmetadata: {{name: {n}}}\n\
+             spec: {{targetRefs: [{{{target}, name: {t}}}], rateLimit: {{type: Global, global: {{rules: [{}]}}}}}}\n",
+            rules.join(", ")
+        )
+    })
+}
+
+/// A QuotaPolicy on an AIServiceBackend: per model (m0 or m1), with a bucket per tenant.
+fn quota_policy() -> impl Strategy<Value = String> {
+    let model = prop::sample::select(vec!["m0", "m1"]);
+    let cost = prop::sample::select(vec!["", "costExpression: 'output_tokens * 2u', ", "costExpression: '((', "]);
+    (name(), name(), model, cost).prop_map(|(n, target, model, cost)| {
+        format!(
+            "apiVersion: aigateway.envoyproxy.io/v1alpha1\nkind: QuotaPolicy\nmetadata: {{name: {n}}}\n\
+             spec: {{targetRefs: [{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: {target}}}], \
+             serviceQuota: {{quota: {{limit: 1000, duration: 1h}}}}, \
+             perModelQuotas: [{{modelName: {model}, quota: {{{cost}defaultBucket: {{limit: 100, duration: 1m}}, \
+             bucketRules: [{{clientSelectors: [{{headers: [{{name: x-tenant-id, value: t}}]}}], quota: {{limit: 10, duration: 1m}}}}]}}}}]}}\n"
+        )
+    })
+}
+
 fn object() -> impl Strategy<Value = Object> {
     let yaml = prop_oneof![
         gateway(),
@@ -349,6 +387,8 @@ fn object() -> impl Strategy<Value = Object> {
         http_route(),
         http_route(),
         endpoint_slice(),
+        traffic_policy(),
+        quota_policy(),
     ];
     (yaml, namespace()).prop_map(|(yaml, ns)| {
         parse(&yaml.replacen(
@@ -359,7 +399,7 @@ fn object() -> impl Strategy<Value = Object> {
     })
 }
 
-const KINDS: [Kind; 13] = [
+const KINDS: [Kind; 15] = [
     Kind::Gateway,
     Kind::GatewayClass,
     Kind::ReferenceGrant,
@@ -373,6 +413,8 @@ const KINDS: [Kind; 13] = [
     Kind::Service,
     Kind::HTTPRoute,
     Kind::EndpointSlice,
+    Kind::BackendTrafficPolicy,
+    Kind::QuotaPolicy,
 ];
 
 fn edit() -> impl Strategy<Value = Edit> {
