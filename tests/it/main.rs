@@ -30,6 +30,7 @@ mod local_reply;
 mod manifests;
 mod picker;
 mod properties;
+mod ratelimit;
 mod sds;
 mod source;
 mod tls;

@@ -356,7 +356,11 @@ fn traffic_policy() -> impl Strategy<Value = String> {
 /// A QuotaPolicy on an AIServiceBackend: per model (m0 or m1), with a bucket per tenant.
 fn quota_policy() -> impl Strategy<Value = String> {
     let model = prop::sample::select(vec!["m0", "m1"]);
-    let cost = prop::sample::select(vec!["", "costExpression: 'output_tokens * 2u', ", "costExpression: '((', "]);
+    let cost = prop::sample::select(vec![
+        "",
+        "costExpression: 'output_tokens * 2u', ",
+        "costExpression: '((', ",
+    ]);
     (name(), name(), model, cost).prop_map(|(n, target, model, cost)| {
         format!(
             "apiVersion: aigateway.envoyproxy.io/v1alpha1\nkind: QuotaPolicy\nmetadata: {{name: {n}}}\n\
