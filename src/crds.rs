@@ -15,6 +15,8 @@ pub fn all() -> Vec<(String, CustomResourceDefinition)> {
         with_alpha(api::AIServiceBackend::crd()),
         with_alpha(api::BackendSecurityPolicy::crd()),
         api::Backend::crd(),
+        api::BackendTrafficPolicy::crd(),
+        api::QuotaPolicy::crd(),
         api::InferencePool::crd(),
     ];
     crds.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));

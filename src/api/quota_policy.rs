@@ -13,7 +13,16 @@ use serde::{Deserialize, Serialize};
 use super::{LocalPolicyTargetReference, RateLimitSelectCondition};
 use crate::ratelimit::descriptor::{Limit, Unit};
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    kube::CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema,
+)]
+#[kube(
+    group = "aigateway.envoyproxy.io",
+    version = "v1alpha1",
+    kind = "QuotaPolicy",
+    namespaced,
+    status = "super::ObjectStatus"
+)]
 #[serde(rename_all = "camelCase")]
 pub struct QuotaPolicySpec {
     #[serde(default)]

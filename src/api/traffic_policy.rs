@@ -16,7 +16,19 @@ use crate::ratelimit::descriptor::{Limit, Unit};
 /// The most rules one policy may have (Envoy Gateway's bound).
 pub const MAX_RATE_LIMIT_RULES: usize = 128;
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+// The CRD keeps unknown spec fields (`x-kubernetes-preserve-unknown-fields`): aixds must see the
+// traffic features it does not apply to refuse them, not have them pruned away.
+#[derive(
+    kube::CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema,
+)]
+#[kube(
+    group = "gateway.envoyproxy.io",
+    version = "v1alpha1",
+    kind = "BackendTrafficPolicy",
+    namespaced,
+    status = "PolicyStatus"
+)]
+#[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
 #[serde(rename_all = "camelCase")]
 pub struct BackendTrafficPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -32,6 +44,15 @@ pub struct BackendTrafficPolicySpec {
     #[serde(flatten)]
     #[schemars(skip)]
     pub other: BTreeMap<String, serde_json::Value>,
+}
+
+/// Gateway API's `PolicyStatus`: per target (ancestor), the controller and its conditions.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyStatus {
+    #[serde(default)]
+    #[schemars(with = "Vec<serde_json::Map<String, serde_json::Value>>")]
+    pub ancestors: Vec<serde_json::Value>,
 }
 
 /// Gateway API's `LocalPolicyTargetReferenceWithSectionName`.

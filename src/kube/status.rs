@@ -165,6 +165,23 @@ impl StatusWriter {
                     })
                     .collect();
                 json!({ "parents": parents })
+            } else if let Spec::BackendTrafficPolicy(policy) = &object.spec {
+                // Envoy Gateway's shape: Gateway API's PolicyStatus, one ancestor per target.
+                let controller = graph.controller().unwrap_or(crate::api::DEFAULT_CONTROLLER_NAME);
+                let ancestors: Vec<Value> = policy
+                    .targets()
+                    .map(|t| {
+                        json!({
+                            "ancestorRef": {
+                                "group": t.group, "kind": t.kind,
+                                "namespace": object.key.namespace, "name": t.name,
+                            },
+                            "controllerName": controller,
+                            "conditions": conditions,
+                        })
+                    })
+                    .collect();
+                json!({ "ancestors": ancestors })
             } else {
                 json!({ "conditions": conditions })
             };

@@ -200,7 +200,7 @@ fn graph_formats() {
 fn crds_print_every_definition() {
     let (code, yaml, _) = aixds(&["crds"]);
     assert_eq!(code, 0);
-    assert_eq!(yaml.matches("kind: CustomResourceDefinition").count(), 5);
+    assert_eq!(yaml.matches("kind: CustomResourceDefinition").count(), 7);
 }
 
 #[test]

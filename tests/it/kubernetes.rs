@@ -503,6 +503,8 @@ async fn rbac_rules_are_exactly_what_serve_uses() {
     for doc in [GATEWAY_CLASS, GATEWAY, ROUTE, POOL_ROUTE, POOL, EPP, POLICY, HTTP_ROUTE] {
         api.apply_yaml(doc);
     }
+    api.apply_yaml(TRAFFIC_POLICY);
+    api.apply_yaml(QUOTA_POLICY);
     api.apply_yaml(&backend_yaml("a", "127.0.0.1:9".parse().unwrap()));
     let running = start(&api, Some(lease("rbac"))).await;
     for path in [
@@ -513,6 +515,8 @@ async fn rbac_rules_are_exactly_what_serve_uses() {
         "/apis/gateway.networking.k8s.io/v1/namespaces/default/gateways/gw/status",
         "/apis/gateway.networking.k8s.io/v1/gatewayclasses/aixds/status",
         "/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes/web/status",
+        "/apis/gateway.envoyproxy.io/v1alpha1/namespaces/default/backendtrafficpolicies/tokens/status",
+        "/apis/aigateway.envoyproxy.io/v1alpha1/namespaces/default/quotapolicies/q/status",
     ] {
         status_patch(&api, path, |_| true).await;
     }
@@ -536,6 +540,16 @@ async fn rbac_rules_are_exactly_what_serve_uses() {
     }
     assert_eq!(api.verbs_used(), allowed);
 }
+
+const TRAFFIC_POLICY: &str = "apiVersion: gateway.envoyproxy.io/v1alpha1\n\
+    kind: BackendTrafficPolicy\nmetadata: {name: tokens, namespace: default}\n\
+    spec: {targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}], \
+    rateLimit: {type: Global, global: {rules: [{limit: {requests: 10, unit: Hour}}]}}}\n";
+
+const QUOTA_POLICY: &str = "apiVersion: aigateway.envoyproxy.io/v1alpha1\nkind: QuotaPolicy\n\
+    metadata: {name: q, namespace: default}\n\
+    spec: {targetRefs: [{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: a}], \
+    serviceQuota: {quota: {limit: 100, duration: 1h}}}\n";
 
 pub(crate) const SECOND_ROUTE: &str = r#"apiVersion: aigateway.envoyproxy.io/v1beta1
 kind: AIGatewayRoute
@@ -762,5 +776,63 @@ async fn endpoint_slices_from_the_api_server_are_a_service_s_endpoints() {
         (endpoints() == Some(vec!["10.1.0.1".into(), "10.1.0.2".into()])).then_some(())
     })
     .await;
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_policies_are_watched_and_their_status_written() {
+    let api = TestApi::new().await;
+    api.apply_yaml(GATEWAY);
+    api.apply_yaml(ROUTE);
+    api.apply_yaml(
+        "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: BackendTrafficPolicy\n\
+         metadata: {name: tokens, namespace: default}\n\
+         spec:\n  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]\n\
+         \x20 rateLimit: {type: Global, global: {rules: [{limit: {requests: 10, unit: Hour}}]}}\n\
+         \x20 retry: {numRetries: 3}\n",
+    );
+    api.apply_yaml(
+        "apiVersion: aigateway.envoyproxy.io/v1alpha1\nkind: QuotaPolicy\n\
+         metadata: {name: q, namespace: default}\n\
+         spec:\n  targetRefs: [{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: a}]\n\
+         \x20 serviceQuota: {quota: {limit: 100, duration: 1h}}\n",
+    );
+    let running = start(&api, Some(lease("only"))).await;
+
+    // Envoy Gateway's shape: an ancestor per target, with aixds's controllerName; the field
+    // aixds does not apply (kept by the CRD, not pruned) is named.
+    let policy_status = "/apis/gateway.envoyproxy.io/v1alpha1/namespaces/default/backendtrafficpolicies/tokens/status";
+    let body = status_patch(&api, policy_status, |_| true).await;
+    let ancestors = body["status"]["ancestors"].as_array().unwrap();
+    assert_eq!(ancestors.len(), 1);
+    assert_eq!(
+        ancestors[0]["ancestorRef"],
+        json!({"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "default", "name": "gw"})
+    );
+    assert_eq!(ancestors[0]["controllerName"], aixds::api::DEFAULT_CONTROLLER_NAME);
+    let accepted = condition(&ancestors[0]["conditions"], "Accepted");
+    assert_eq!(accepted["status"], "False");
+    assert!(accepted["message"].as_str().unwrap().contains("spec.retry"), "{accepted}");
+
+    // Fixed, it is accepted.
+    api.apply_yaml(
+        "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: BackendTrafficPolicy\n\
+         metadata: {name: tokens, namespace: default, generation: 2}\n\
+         spec:\n  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]\n\
+         \x20 rateLimit: {type: Global, global: {rules: [{limit: {requests: 10, unit: Hour}}]}}\n",
+    );
+    status_patch(&api, policy_status, |b| {
+        b["status"]["ancestors"][0]["conditions"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["type"] == "Accepted" && c["status"] == "True"))
+    })
+    .await;
+
+    // The QuotaPolicy's target does not exist: ResolvedRefs says so.
+    let quota_status =
+        "/apis/aigateway.envoyproxy.io/v1alpha1/namespaces/default/quotapolicies/q/status";
+    let body = status_patch(&api, quota_status, |_| true).await;
+    let refs = condition(&body["status"]["conditions"], "ResolvedRefs");
+    assert_eq!(refs["reason"], "TargetNotFound");
     running.shutdown().await;
 }
