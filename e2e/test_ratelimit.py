@@ -44,7 +44,7 @@ def tenant_rule(model, limit, unit="Hour"):
             "response: {from: Metadata, metadata: {namespace: io.envoy.ai_gateway, key: total}}}}")
 
 
-def manifests(upstream, rules):
+def manifests(upstream, rules=None):
     models = "".join(
         f"""  - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: {m}}}]}}]
     backendRefs: [{{name: oa}}]
@@ -56,7 +56,7 @@ metadata: {{name: budget, namespace: default}}
 spec:
   llmRequestCosts: [{{metadataKey: total, type: TotalToken}}]
   rules:
-{models}""" + openai_backend("oa", upstream) + policy(rules)
+{models}""" + openai_backend("oa", upstream) + (policy(rules) if rules else "")
 
 
 RULES = [tenant_rule("gpt-budget", 10), tenant_rule("gpt-large", 1000),
@@ -433,3 +433,35 @@ def test_envoy_survives_checks_and_charges_when_the_service_is_unreachable(upstr
     finally:
         envoy.kill()
         envoy.wait(timeout=10)
+
+
+def test_local_limits_count_in_each_envoy_per_tenant(upstreams, gateway):
+    """`type: Local`: a token bucket per tenant in the Envoy itself (no call to aixds), two
+    requests a minute; the third gets 429 in the client's format with retry-after."""
+    manifest = manifests(upstreams("oa")) + """---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {name: local, namespace: default}
+spec:
+  targetRefs: [{group: aigateway.envoyproxy.io, kind: AIGatewayRoute, name: budget}]
+  rateLimit:
+    type: Local
+    local:
+      rules:
+      - clientSelectors: [{headers: [{name: x-tenant-id, type: Distinct}]}]
+        limit: {requests: 2, unit: Minute}
+"""
+    gw = gateway(manifest)
+    gw.wait_serving("gpt-large")
+    ivan, judy = str(uuid.uuid4()), str(uuid.uuid4())
+    chat(gw, ivan, "gpt-large")
+    chat(gw, ivan, "gpt-large")
+    with pytest.raises(openai.RateLimitError) as refused:
+        chat(gw, ivan, "gpt-large")
+    assert refused.value.body["type"] == "rate_limit_error", refused.value.body
+    assert int(refused.value.response.headers["retry-after"]) >= 1
+    assert chat(gw, judy, "gpt-large").usage.total_tokens == 5, "another tenant's bucket"
+    claude = anthropic.Anthropic(base_url=gw.base_url, api_key="k", max_retries=0,
+                                 default_headers={"x-tenant-id": ivan})
+    with pytest.raises(anthropic.RateLimitError):
+        claude.messages.create(model="gpt-large", max_tokens=50, messages=MESSAGES)

@@ -295,6 +295,18 @@ impl BackendTrafficPolicySpec {
         }
     }
 
+    /// The local rules to apply (each Envoy counts on its own); empty without any.
+    pub fn local_rules(&self) -> &[RateLimitRule] {
+        match &self.rate_limit {
+            Some(RateLimitSpec { local: Some(l), type_, .. })
+                if type_.as_deref().is_none_or(|t| t == "Local") =>
+            {
+                &l.rules
+            }
+            _ => &[],
+        }
+    }
+
     /// What aixds cannot apply as written, each naming its field. A policy with problems is
     /// not accepted and applies nothing.
     pub fn problems(&self) -> Vec<String> {
@@ -318,29 +330,36 @@ impl BackendTrafficPolicySpec {
             return out;
         };
         match (rate_limit.type_.as_deref(), &rate_limit.global, &rate_limit.local) {
-            (Some("Local"), _, _) | (None, None, Some(_)) => {
-                out.push("spec.rateLimit.local is not supported yet; use type: Global".into())
-            }
-            (Some("Global") | None, Some(_), local) => {
-                if local.is_some() && rate_limit.type_.is_none() {
-                    out.push("spec.rateLimit.local is not supported yet; use type: Global".into());
-                }
-            }
-            (Some("Global") | None, None, _) => out.push("spec.rateLimit.global is missing".into()),
+            (Some("Global"), None, _) => out.push("spec.rateLimit.global is missing".into()),
+            (Some("Local"), _, None) => out.push("spec.rateLimit.local is missing".into()),
+            (None, None, None) => out.push("spec.rateLimit has neither global nor local".into()),
+            (Some("Global" | "Local") | None, _, _) => {}
             (Some(other), _, _) => {
                 out.push(format!("spec.rateLimit.type {other:?} is not Global or Local"))
             }
         }
-        let rules = self.global_rules();
-        if rules.len() > MAX_RATE_LIMIT_RULES {
-            out.push(format!(
-                "spec.rateLimit.global.rules has {} rules, more than {MAX_RATE_LIMIT_RULES}",
-                rules.len()
-            ));
-        }
-        for (r, rule) in rules.iter().enumerate() {
-            let at = format!("spec.rateLimit.global.rules[{r}]");
-            out.extend(rule_problems(&at, rule));
+        for (which, rules) in [("global", self.global_rules()), ("local", self.local_rules())] {
+            if rules.len() > MAX_RATE_LIMIT_RULES {
+                out.push(format!(
+                    "spec.rateLimit.{which}.rules has {} rules, more than {MAX_RATE_LIMIT_RULES}",
+                    rules.len()
+                ));
+            }
+            for (r, rule) in rules.iter().enumerate() {
+                let at = format!("spec.rateLimit.{which}.rules[{r}]");
+                out.extend(rule_problems(&at, rule));
+                if which == "local" {
+                    if rule.cost.is_some() {
+                        out.push(format!(
+                            "{at}.cost: local rate limits count requests only (Envoy Gateway \
+                             allows no cost there); use a Global rule for token budgets"
+                        ));
+                    }
+                    if rule.client_selectors.iter().any(|s| s.source_cidr.is_some()) {
+                        out.push(format!("{at}: sourceCIDR is not supported in local rate limits"));
+                    }
+                }
+            }
         }
         out
     }
@@ -554,13 +573,11 @@ rateLimit:
             assert!(problems.contains(needle), "{needle} in\n{problems}");
         }
         let local = policy(
-            "targetRefs: [{kind: Gateway, name: g}]\nrateLimit: {type: Local, local: {rules: []}}",
+            "targetRefs: [{kind: Gateway, name: g}]\nrateLimit: {type: Local, local: {rules: \
+             [{limit: {requests: 1, unit: Second}, cost: {request: {from: Number, number: 2}}}]}}",
         );
-        assert!(
-            local.problems()[0].contains("local is not supported yet"),
-            "{:?}",
-            local.problems()
-        );
+        let problems = local.problems();
+        assert!(problems[0].contains("local rate limits count requests only"), "{problems:?}");
     }
 
     #[test]

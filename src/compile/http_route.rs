@@ -79,6 +79,7 @@ pub(super) fn compile(
             // Envoy rejects a whole RouteConfiguration over one bad regex: leave the match out.
             let Some(route_match) = route_match(m) else { continue };
             let name = format!("httproute/{}/rule/{i}/match/{j}", key.path());
+            let local = ratelimit::local_per_route(&limits, &name);
             let limits = ratelimit::per_route(&limits, &name, &[]);
             let mut route = Route {
                 name,
@@ -87,7 +88,7 @@ pub(super) fn compile(
                 ..Default::default()
             };
             apply_filters(&mut route, &rule.filters);
-            out.push((precedence(key, i, j, m), encode(route, limits)));
+            out.push((precedence(key, i, j, m), encode(route, limits, local)));
         }
     }
     out
@@ -483,7 +484,7 @@ fn header_options(m: &HeaderModifier) -> Vec<HeaderValueOption> {
 /// would give the same route new bytes (and the RouteConfiguration a new version) on every
 /// compile: the route's and its weighted clusters' `typed_per_filter_config` are written here
 /// with their keys sorted (see `canonical`).
-fn encode(mut route: Route, limits: Option<Any>) -> Vec<u8> {
+fn encode(mut route: Route, limits: Option<Any>, local: Option<Any>) -> Vec<u8> {
     use super::canonical::{append_field, append_map};
     let encoded = |filters: HashMap<String, Any>| -> Vec<(String, Vec<u8>)> {
         filters.into_iter().map(|(k, v)| (k, v.encode_to_vec())).collect()
@@ -526,6 +527,9 @@ fn encode(mut route: Route, limits: Option<Any>) -> Vec<u8> {
     let mut filters = HashMap::from([(extproc::EXT_PROC_FILTER.to_string(), extproc::off())]);
     if let Some(limits) = limits {
         filters.insert(ratelimit::RATELIMIT_FILTER.into(), limits);
+    }
+    if let Some(local) = local {
+        filters.insert(ratelimit::LOCAL_RATELIMIT_FILTER.into(), local);
     }
     append_map(&mut bytes, 13, encoded(filters));
     let mut entry = Vec::new();

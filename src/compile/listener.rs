@@ -128,6 +128,7 @@ pub(super) fn compile(opts: &CompileOptions, port: u16, served: &[Served]) -> Re
         // picker, which comes next.
         http_filters: vec![
             extproc::router_filter(),
+            ratelimit::local_filter(),
             ratelimit::filter(opts.ratelimit_fail_closed),
             extproc::pool_filter(),
             picker::picker_filter(),

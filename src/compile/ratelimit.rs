@@ -15,6 +15,7 @@
 //! `typed_per_filter_config`, so that is where the entries go. Each route counts apart unless
 //! the rule is `shared`, as in Envoy Gateway.
 
+use envoy_types::pb::envoy::config::core::v3::RuntimeFractionalPercent;
 use envoy_types::pb::envoy::config::core::v3::{ApiVersion, GrpcService, grpc_service};
 use envoy_types::pb::envoy::config::ratelimit::v3::RateLimitServiceConfig;
 use envoy_types::pb::envoy::config::route::v3::rate_limit::action::{
@@ -23,6 +24,9 @@ use envoy_types::pb::envoy::config::route::v3::rate_limit::action::{
 };
 use envoy_types::pb::envoy::config::route::v3::rate_limit::{Action, HitsAddend};
 use envoy_types::pb::envoy::config::route::v3::{HeaderMatcher, RateLimit, header_matcher};
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::LocalRateLimitDescriptor;
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
+use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit;
 use envoy_types::pb::envoy::extensions::filters::http::ratelimit::v3::{
     RateLimit as RateLimitFilter, RateLimitPerRoute, rate_limit::XRateLimitHeadersRfcVersion,
 };
@@ -30,7 +34,9 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     HttpFilter, http_filter,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{RegexMatcher, StringMatcher, string_matcher};
-use envoy_types::pb::envoy::r#type::v3::{HttpStatus, StatusCode};
+use envoy_types::pb::envoy::r#type::v3::{
+    FractionalPercent, HttpStatus, StatusCode, TokenBucket, fractional_percent,
+};
 use envoy_types::pb::google::protobuf::{Any, BoolValue, Duration, UInt32Value, UInt64Value};
 use envoy_types::util::pack_any;
 
@@ -44,6 +50,10 @@ use crate::graph::{Graph, RefKind};
 use crate::ratelimit::descriptor::{BUCKET, CIDR, CONDITION, LIMIT, RESPONSE, SHADOW};
 
 pub(super) const RATELIMIT_FILTER: &str = "envoy.filters.http.ratelimit";
+pub(super) const LOCAL_RATELIMIT_FILTER: &str = "envoy.filters.http.local_ratelimit";
+/// The most buckets one route's local rules keep per Envoy (`Distinct` values beyond are
+/// evicted, least recently used first).
+const MAX_LOCAL_BUCKETS: u32 = 20_000;
 /// The domain of every descriptor aixds compiles.
 pub const DOMAIN: &str = "aixds";
 /// How long a request waits for the check; past it the filter fails open (or closed).
@@ -157,6 +167,8 @@ pub(super) struct Applied {
     policy: ObjectKey,
     index: usize,
     rule: RateLimitRule,
+    /// A `local` rule: each Envoy counts it on its own, with a token bucket.
+    local: bool,
 }
 
 /// The rules that apply to `route`: its own policies', else its Gateways'.
@@ -191,10 +203,13 @@ fn rules_targeting(graph: &Graph, target: &ObjectKey) -> Vec<Applied> {
     policies
         .into_iter()
         .flat_map(|(key, p)| {
-            p.global_rules().iter().enumerate().map(move |(index, rule)| Applied {
+            let global = p.global_rules().iter().map(|r| (r, false));
+            let local = p.local_rules().iter().map(|r| (r, true));
+            global.chain(local).enumerate().map(move |(index, (rule, local))| Applied {
                 policy: key.clone(),
                 index,
                 rule: rule.clone(),
+                local,
             })
         })
         .collect()
@@ -208,7 +223,7 @@ pub(super) fn per_route(
     quotas: &[RateLimit],
 ) -> Option<Any> {
     let mut rate_limits = quotas.to_vec();
-    for a in applied {
+    for a in applied.iter().filter(|a| !a.local) {
         let Some(limit) = a.rule.limit() else { continue };
         let mut bucket = format!("{}/{}/{}", a.policy.kind, a.policy.path(), a.index);
         if !a.rule.shared {
@@ -237,6 +252,89 @@ pub(super) fn per_route(
     }
     (!rate_limits.is_empty())
         .then(|| pack_any(RateLimitPerRoute { rate_limits, ..Default::default() }))
+}
+
+/// The local rate limit filter: off unless a route's config turns it on (see
+/// [`local_per_route`]).
+pub(super) fn local_filter() -> HttpFilter {
+    let config = LocalRateLimit { stat_prefix: "local_rate_limit".into(), ..Default::default() };
+    HttpFilter {
+        name: LOCAL_RATELIMIT_FILTER.into(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(config))),
+        ..Default::default()
+    }
+}
+
+/// The per-route config of the local rate limit filter: a token bucket per rule (per value,
+/// for `Distinct` headers) in each Envoy, refilled whole every window; `None` when no local rule
+/// applies. A descriptor's entries are the same actions the global rules use, matched exactly
+/// (a blank value matches any: one bucket per value).
+pub(super) fn local_per_route(applied: &[Applied], route_name: &str) -> Option<Any> {
+    let mut descriptors = Vec::new();
+    let mut rate_limits = Vec::new();
+    for a in applied.iter().filter(|a| a.local) {
+        let Some(limit) = a.rule.limit() else { continue };
+        let bucket = format!("{}/{}/{}/{route_name}", a.policy.kind, a.policy.path(), a.index);
+        let mut actions = vec![generic(BUCKET, &bucket)];
+        actions.extend(selector_actions(&a.rule.client_selectors));
+        let entries = actions.iter().filter_map(local_entry).collect();
+        let requests = u32::try_from(limit.requests).unwrap_or(u32::MAX);
+        let seconds = i64::try_from(limit.unit.seconds()).unwrap_or(i64::MAX);
+        descriptors.push(LocalRateLimitDescriptor {
+            entries,
+            token_bucket: Some(TokenBucket {
+                max_tokens: requests,
+                tokens_per_fill: Some(UInt32Value { value: requests }),
+                fill_interval: Some(Duration { seconds, nanos: 0 }),
+            }),
+            shadow_mode: a.rule.shadow_mode,
+        });
+        rate_limits.push(RateLimit { actions, ..Default::default() });
+    }
+    if descriptors.is_empty() {
+        return None;
+    }
+    let all = || {
+        Some(RuntimeFractionalPercent {
+            default_value: Some(FractionalPercent {
+                numerator: 100,
+                denominator: fractional_percent::DenominatorType::Hundred as i32,
+            }),
+            runtime_key: String::new(),
+        })
+    };
+    Some(pack_any(LocalRateLimit {
+        stat_prefix: "local_rate_limit".into(),
+        // Envoy wants a route's default bucket; requests no rule matches are not limited.
+        token_bucket: Some(TokenBucket {
+            max_tokens: u32::MAX,
+            tokens_per_fill: Some(UInt32Value { value: u32::MAX }),
+            fill_interval: Some(Duration { seconds: 1, nanos: 0 }),
+        }),
+        filter_enabled: all(),
+        filter_enforced: all(),
+        descriptors,
+        rate_limits,
+        always_consume_default_token_bucket: Some(BoolValue { value: false }),
+        enable_x_ratelimit_headers: XRateLimitHeadersRfcVersion::DraftVersion03 as i32,
+        enable_retry_after_header: true,
+        max_dynamic_descriptors: Some(UInt32Value { value: MAX_LOCAL_BUCKETS }),
+        ..Default::default()
+    }))
+}
+
+/// The entry an action gives, as a local descriptor matches it: constant values as they are,
+/// a request header's value blank (any value, each its own bucket).
+fn local_entry(action: &Action) -> Option<Entry> {
+    let (key, value) = match action.action_specifier.as_ref()? {
+        ActionSpecifier::GenericKey(g) => (g.descriptor_key.clone(), g.descriptor_value.clone()),
+        ActionSpecifier::HeaderValueMatch(m) => {
+            (m.descriptor_key.clone(), m.descriptor_value.clone())
+        }
+        ActionSpecifier::RequestHeaders(h) => (h.descriptor_key.clone(), String::new()),
+        _ => return None,
+    };
+    Some(Entry { key, value })
 }
 
 fn hits(cost: &RateLimitCostSpecifier) -> HitsAddend {

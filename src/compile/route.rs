@@ -219,6 +219,9 @@ fn compile_rules(
             if let Some(limits) = ratelimit::per_route(&limits, &name, &quotas) {
                 typed_per_filter_config.insert(ratelimit::RATELIMIT_FILTER.into(), limits);
             }
+            if let Some(local) = ratelimit::local_per_route(&limits, &name) {
+                typed_per_filter_config.insert(ratelimit::LOCAL_RATELIMIT_FILTER.into(), local);
+            }
             routes.push(Route {
                 name,
                 r#match: Some(RouteMatch {

@@ -157,7 +157,8 @@ mod tests {
             [
                 "aigatewayroutes/status",
                 "aiservicebackends/status",
-                "backendsecuritypolicies/status"
+                "backendsecuritypolicies/status",
+                "quotapolicies/status"
             ]
         );
         assert!(rules.iter().all(|r| !r.verbs.contains(&"delete")));

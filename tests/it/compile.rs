@@ -27,6 +27,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 };
 use envoy_types::pb::envoy::extensions::access_loggers::filters::cel::v3::ExpressionFilter;
 use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::ExternalProcessor;
+use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit;
 use envoy_types::pb::envoy::extensions::filters::http::ratelimit::v3::RateLimit as RateLimitFilter;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::http::upstream_codec::v3::UpstreamCodec;
@@ -286,6 +287,7 @@ fn dump_filters(mut filters: Vec<HttpFilter>) -> (Vec<HttpFilter>, String) {
             "Router" => debug_dump(&Router::decode(bytes).unwrap()),
             "UpstreamCodec" => debug_dump(&UpstreamCodec::decode(bytes).unwrap()),
             "RateLimit" => debug_dump(&RateLimitFilter::decode(bytes).unwrap()),
+            "LocalRateLimit" => debug_dump(&LocalRateLimit::decode(bytes).unwrap()),
             other => panic!("no dump for filter config {other}"),
         };
         out.push_str(&format!("filter {}: {decoded}", f.name));

@@ -8,6 +8,7 @@ use aixds::compile::{CompileOptions, Compiler};
 use aixds::graph::Graph;
 use aixds::xds::TypeUrl;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit;
 use envoy_types::pb::envoy::extensions::filters::http::ratelimit::v3::RateLimitPerRoute;
 use prost::Message;
 
@@ -147,6 +148,41 @@ fn every_selector_cost_and_quota_compiles_to_entries_envoy_takes() {
             ("ns/chat/rule/1/match/0".to_string(), (5, 4)),
         ])
     );
+    if let Err(output) = envoy_validate(&updates) {
+        panic!("envoy rejected the config:\n{output}");
+    }
+}
+
+#[test]
+fn local_rules_give_each_route_token_buckets_envoy_takes() {
+    let graph = graph(
+        "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: BackendTrafficPolicy\n\
+         metadata: {name: local, namespace: ns}\nspec:\n  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: chat}]\n\
+         \x20 rateLimit:\n    type: Local\n    local:\n      rules:\n\
+         \x20     - {limit: {requests: 100, unit: Second}}\n\
+         \x20     - {clientSelectors: [{headers: [{name: x-tenant-id, type: Distinct}, {name: x-team, value: red}], methods: [{value: POST}]}], limit: {requests: 5, unit: Minute}, shadowMode: true}\n",
+    );
+    let updates = Compiler::new(CompileOptions::default()).full(&graph);
+    let routes: BTreeMap<String, RouteConfiguration> =
+        decoded(&updates, TypeUrl::RouteConfiguration);
+    let route = routes
+        .values()
+        .flat_map(|c| &c.virtual_hosts)
+        .flat_map(|v| &v.routes)
+        .find(|r| r.name == "ns/chat/rule/0/match/0")
+        .unwrap();
+    let any = &route.typed_per_filter_config["envoy.filters.http.local_ratelimit"];
+    let local = LocalRateLimit::decode(any.value.as_slice()).unwrap();
+    assert_eq!(local.descriptors.len(), 2);
+    assert_eq!(local.rate_limits.len(), 2);
+    let tenant = &local.descriptors[1].entries[1];
+    assert_eq!(
+        (tenant.key.as_str(), tenant.value.as_str()),
+        ("s0.h0:x-tenant-id", ""),
+        "a bucket per value"
+    );
+    assert!(local.descriptors[1].shadow_mode);
+    assert!(!route.typed_per_filter_config.contains_key("envoy.filters.http.ratelimit"));
     if let Err(output) = envoy_validate(&updates) {
         panic!("envoy rejected the config:\n{output}");
     }
