@@ -190,6 +190,14 @@ def test_the_window_rolling_over_lets_traffic_in_and_sdks_retry_after(upstreams,
     limited = ('aixds_ratelimit_checks_total{bucket="BackendTrafficPolicy/default/tokens/2/'
                'default/budget/rule/2/match/0",result="limited"}')
     assert gw.metrics().get(limited, 0) > before.get(limited, 0), "some attempts were refused"
+    # The Anthropic SDK likewise.
+    before = gw.metrics()
+    claude = anthropic.Anthropic(base_url=gw.base_url, api_key="k", max_retries=3,
+                                 default_headers={"x-tenant-id": str(uuid.uuid4())})
+    for _ in range(4):
+        m = claude.messages.create(model="gpt-second", max_tokens=50, messages=MESSAGES)
+        assert m.usage.output_tokens == 3
+    assert gw.metrics().get(limited, 0) > before.get(limited, 0), "some attempts were refused"
 
 
 def test_two_replicas_on_one_redis_share_the_budget(upstreams, gateway, redis, tmp_path):
@@ -267,6 +275,12 @@ def test_the_token_ratelimit_manifest_runs_as_written(upstreams, gateway):
     with pytest.raises(openai.RateLimitError):
         chat(gw, tenant, "budgeted-model")
     assert chat(gw, str(uuid.uuid4()), "budgeted-model").usage.prompt_tokens == 2
+    # The CEL cost: a prompt of 3 tokens costs 100,000,000, past the 1,000 an hour at once.
+    pricey = client(gw, str(uuid.uuid4()))
+    three = [{"role": "user", "content": "one two three"}]
+    assert pricey.chat.completions.create(model="budgeted-model", messages=three).usage.prompt_tokens == 3
+    with pytest.raises(openai.RateLimitError):
+        pricey.chat.completions.create(model="budgeted-model", messages=MESSAGES)
 
 
 QUOTAS = """---

@@ -24,9 +24,15 @@
 //!   of its Gateways or of a ReferenceGrant redoes. A rotated Secret that stays usable changes
 //!   its SDS resource alone: the listeners name it, they do not hold it.
 //!
+//! - rate limits (`ratelimit.rs`): the BackendTrafficPolicies targeting a route (or its
+//!   Gateways) and the QuotaPolicies on its backends are in the route's fragment, as per-route
+//!   configs of the rate limit filters; a policy's change reaches its routes through the
+//!   graph's `targetRef` walk (a Gateway's change reaches its routes).
+//!
 //! Every listener runs the translation ext_proc's router phase before the router (HTTPRoutes'
-//! routes turn it off), and every AIServiceBackend cluster its upstream phase (`extproc.rs`);
-//! both call aixds over the bootstrap's `aixds-xds` cluster.
+//! routes turn it off), then the local and global rate limit filters, and every
+//! AIServiceBackend cluster its upstream phase (`extproc.rs`); the ext_proc and the global rate
+//! limit filter call aixds over the bootstrap's `aixds-xds` cluster.
 //!
 //! Objects that are not accepted, or whose references do not resolve, produce nothing; whatever
 //! referred to them leaves them out, and everything else compiles as usual. A backend whose
