@@ -120,6 +120,7 @@ async fn run(objects: usize, edits: usize) {
             access_log: None,
             picker_client_cert: None,
             ratelimit_fail_closed: false,
+            xff_trusted_hops: 0,
             controller_name: None,
         },
         picker: None,

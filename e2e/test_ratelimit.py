@@ -479,3 +479,20 @@ spec:
                                  default_headers={"x-tenant-id": ivan})
     with pytest.raises(anthropic.RateLimitError):
         claude.messages.create(model="gpt-large", max_tokens=50, messages=MESSAGES)
+
+
+def test_a_client_cannot_pick_its_address_bucket_with_x_forwarded_for(upstreams, gateway):
+    """A `sourceCIDR` Distinct budget counts per client address: the connection's, not what a
+    client writes in X-Forwarded-For (Envoy is the edge; --xff-trusted-hops says otherwise)."""
+    manifest = manifests(upstreams("oa"), [
+        "{clientSelectors: [{sourceCIDR: {type: Distinct, value: 127.0.0.0/8}}], "
+        "limit: {requests: 2, unit: Minute}}"])
+    gw = gateway(manifest)
+    gw.wait_serving("gpt-large")
+    # The readiness probe spent one of the two: one more, then refused however it is forged.
+    body = {"model": "gpt-large", "messages": MESSAGES}
+    url = f"{gw.base_url}/v1/chat/completions"
+    assert requests.post(url, json=body, headers={"x-forwarded-for": "10.0.0.1"}, timeout=5).status_code == 200
+    for forged in ("10.0.0.2", "192.0.2.7", "127.0.0.9"):
+        r = requests.post(url, json=body, headers={"x-forwarded-for": forged}, timeout=5)
+        assert r.status_code == 429, (forged, r.status_code, r.text)

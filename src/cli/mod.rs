@@ -440,6 +440,11 @@ pub struct RateLimitArgs {
     /// or aixds unreachable), instead of letting them through.
     #[arg(long)]
     pub ratelimit_fail_closed: bool,
+    /// How many proxies in front of Envoy append to X-Forwarded-For (a cloud load balancer: 1):
+    /// the client address rate limits select on is that many hops from the right. 0 (the
+    /// default) takes the connection's address.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub xff_trusted_hops: u32,
 }
 
 impl RateLimitArgs {
@@ -632,6 +637,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     access_log,
                     picker_client_cert,
                     ratelimit_fail_closed: ratelimit.ratelimit_fail_closed,
+                    xff_trusted_hops: ratelimit.xff_trusted_hops,
                     controller_name,
                 },
                 envoy,
@@ -710,6 +716,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     access_log,
                     picker_client_cert,
                     ratelimit_fail_closed: ratelimit.ratelimit_fail_closed,
+                    xff_trusted_hops: ratelimit.xff_trusted_hops,
                     controller_name: Some(controller_name),
                 },
                 envoy,

@@ -23,7 +23,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CommonTlsContext, DownstreamTlsContext, SdsSecretConfig,
 };
-use envoy_types::pb::google::protobuf::{Any, UInt32Value};
+use envoy_types::pb::google::protobuf::{Any, BoolValue, UInt32Value};
 use envoy_types::util::pack_any;
 use prost::{Message, Name};
 
@@ -141,6 +141,11 @@ pub(super) fn compile(opts: &CompileOptions, port: u16, served: &[Served]) -> Re
             },
         ],
         access_log: opts.access_log.iter().map(|path| access_log::file(path)).collect(),
+        // Envoy is the edge: the client address is the connection's (or that many trusted
+        // proxies back in x-forwarded-for), never what a client writes in the header, which
+        // would let it pick its own rate limit bucket.
+        use_remote_address: Some(BoolValue { value: true }),
+        xff_num_trusted_hops: opts.xff_trusted_hops,
         ..Default::default()
     };
     // HttpConnectionManager.local_reply_config is field 38, encoded apart (see `local_reply.rs`).

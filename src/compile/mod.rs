@@ -89,6 +89,10 @@ pub struct CompileOptions {
     /// Refuse requests (503) when the rate limit service cannot answer, instead of letting
     /// them through.
     pub ratelimit_fail_closed: bool,
+    /// How many proxies in front of Envoy append to `x-forwarded-for`: the client address
+    /// (rate limits' `sourceCIDR`, the access log) is the one that many hops from the right.
+    /// 0: the address of the connection, which a client cannot forge.
+    pub xff_trusted_hops: u32,
     /// The GatewayClass `controllerName` whose Gateways aixds programs (see
     /// [`Graph::with_controller`]); `None` programs every Gateway.
     pub controller_name: Option<String>,
@@ -102,6 +106,7 @@ impl Default for CompileOptions {
             access_log: None,
             picker_client_cert: None,
             ratelimit_fail_closed: false,
+            xff_trusted_hops: 0,
             controller_name: None,
         }
     }

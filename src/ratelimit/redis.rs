@@ -49,7 +49,8 @@ impl RedisConfig {
             Some(("rediss", _)) => {
                 return Err("rediss:// (TLS to Redis) is not supported; use redis://".into());
             }
-            _ => return Err(format!("{url:?} is not a redis:// URL")),
+            // Not echoed: the URL may hold a password.
+            _ => return Err("the Redis URL must start with redis://".into()),
         };
         let (auth, rest) = match rest.rsplit_once('@') {
             Some((auth, rest)) => (Some(auth), rest),

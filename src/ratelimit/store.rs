@@ -49,11 +49,22 @@ impl Store {
     }
 }
 
+/// The most counters kept in memory. Past it (a flood of distinct client values within one
+/// window), a new counter is not kept: its request is judged as the first of its window, and
+/// that is logged. Memory stays bounded (about 100 MB at this size) whatever clients send.
+const MAX_COUNTERS: usize = 1_000_000;
+
 /// Counters in this process. Expired windows are swept at most once a second, so the map holds
 /// the windows of the last second's traffic plus those still open.
-#[derive(Default)]
 pub struct Memory {
     counters: Mutex<Counters>,
+    max: usize,
+}
+
+impl Default for Memory {
+    fn default() -> Self {
+        Memory { counters: Mutex::default(), max: MAX_COUNTERS }
+    }
 }
 
 #[derive(Default)]
@@ -61,6 +72,8 @@ struct Counters {
     /// Key → (expiry in Unix seconds, count).
     values: HashMap<String, (u64, u64)>,
     swept: u64,
+    /// When being full was last logged (Unix seconds).
+    full_logged: u64,
 }
 
 impl Memory {
@@ -73,6 +86,16 @@ impl Memory {
         bumps
             .iter()
             .map(|b| {
+                if counters.values.len() >= self.max && !counters.values.contains_key(&b.key) {
+                    if counters.full_logged != now {
+                        counters.full_logged = now;
+                        tracing::warn!(
+                            max = self.max,
+                            "rate limit counters full: new ones are not kept until windows expire"
+                        );
+                    }
+                    return b.hits;
+                }
                 let entry =
                     counters.values.entry(b.key.clone()).or_insert((now + b.ttl_seconds, 0));
                 if entry.0 <= now {
@@ -106,5 +129,16 @@ mod tests {
         assert_eq!(memory.bump(&[bump("a", 1, 60)], 160), [1], "expired at 160: counts afresh");
         assert_eq!(memory.len(), 1, "b swept");
         assert_eq!(memory.bump(&[bump("a", u64::MAX, 60)], 161), [u64::MAX], "saturates");
+    }
+
+    #[test]
+    fn memory_stays_bounded_when_clients_flood_it_with_new_keys() {
+        let memory = Memory { max: 2, ..Memory::default() };
+        assert_eq!(memory.bump(&[bump("a", 1, 60), bump("b", 1, 60)], 100), [1, 1]);
+        assert_eq!(memory.bump(&[bump("c", 5, 60), bump("c", 5, 60)], 100), [5, 5], "not kept");
+        assert_eq!(memory.bump(&[bump("a", 1, 60)], 101), [2], "kept ones still count");
+        assert_eq!(memory.len(), 2);
+        assert_eq!(memory.bump(&[bump("c", 5, 60)], 160), [5], "kept once windows expired");
+        assert_eq!(memory.len(), 1);
     }
 }

@@ -119,6 +119,7 @@ async fn start_plain(dir: &Path) -> Running {
             access_log: None,
             picker_client_cert: None,
             ratelimit_fail_closed: false,
+            xff_trusted_hops: 0,
             controller_name: None,
         },
         envoy: None,

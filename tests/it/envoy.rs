@@ -86,6 +86,7 @@ pub(crate) async fn start_gateway_with(
             access_log: None,
             picker_client_cert: None,
             ratelimit_fail_closed: false,
+            xff_trusted_hops: 0,
             controller_name: None,
         },
         envoy: Some(EnvoyOptions {

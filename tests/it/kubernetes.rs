@@ -56,6 +56,7 @@ pub(crate) fn run_options(
             access_log: None,
             picker_client_cert: None,
             ratelimit_fail_closed: false,
+            xff_trusted_hops: 0,
             controller_name: None,
         },
         picker: None,

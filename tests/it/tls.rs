@@ -134,6 +134,7 @@ async fn start(
             access_log: None,
             picker_client_cert: None,
             ratelimit_fail_closed: false,
+            xff_trusted_hops: 0,
             controller_name: None,
         },
         envoy: None,
