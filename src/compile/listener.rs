@@ -146,6 +146,9 @@ pub(super) fn compile(opts: &CompileOptions, port: u16, served: &[Served]) -> Re
         // would let it pick its own rate limit bucket.
         use_remote_address: Some(BoolValue { value: true }),
         xff_num_trusted_hops: opts.xff_trusted_hops,
+        // Clients are external now; their x-request-id is kept (for tracing and the access
+        // log) rather than replaced, while the x-envoy-* headers they send are dropped.
+        preserve_external_request_id: true,
         ..Default::default()
     };
     // HttpConnectionManager.local_reply_config is field 38, encoded apart (see `local_reply.rs`).
