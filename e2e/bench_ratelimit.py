@@ -29,26 +29,14 @@ import sys
 import tempfile
 import time
 
-from bench_extproc import (ENVOY, Procs, chat_body, free_port, request, upstream_envoy_config,
-                           wait_port, wait_synced, wrk)
+from bench_extproc import (ENVOY, WRK_SCRIPT, Procs, chat_body, free_port, request,
+                           upstream_envoy_config, wait_port, wait_synced, wrk)
 
-WRK_SCRIPT = """
-wrk.method = "POST"
-wrk.path = "/v1/chat/completions"
-wrk.headers["content-type"] = "application/json"
-wrk.headers["x-ai-eg-model"] = "{model}"
-wrk.headers["x-tenant-id"] = "bench-tenant"
-local f = assert(io.open("{body}", "rb"))
-wrk.body = f:read("*a")
-f:close()
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format('WRK {{"requests":%d,"duration_us":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,' ..
-    '"mean_us":%.1f,"socket_errors":%d,"non_2xx":%d}}\\n', summary.requests, summary.duration,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.mean,
-    e.connect + e.read + e.write + e.timeout, e.status))
-end
-"""
+# bench_extproc's wrk script, each request from one tenant (the budget's Distinct selector).
+WRK_SCRIPT = WRK_SCRIPT.replace(
+    'wrk.headers["x-ai-eg-model"] = "{model}"\n',
+    'wrk.headers["x-ai-eg-model"] = "{model}"\nwrk.headers["x-tenant-id"] = "bench-tenant"\n')
+assert "x-tenant-id" in WRK_SCRIPT
 
 
 def manifests(upstream_port):
@@ -154,7 +142,7 @@ def main():
             os.replace(body_path, body_model)
             script = os.path.join(workdir, f"wrk-{model}.lua")
             with open(script, "w") as f:
-                f.write(WRK_SCRIPT.format(model=model, body=body_model))
+                f.write(WRK_SCRIPT.format(path="/v1/chat/completions", model=model, body=body_model))
             scripts[model] = script
         scenarios = {
             "no policy (memory gateway)": (memory[0], scripts["bench"]),

@@ -7,7 +7,7 @@ use aixds::api::{Kind, ObjectKey};
 use aixds::compile::{CompileOptions, Compiler};
 use aixds::graph::Graph;
 use aixds::xds::TypeUrl;
-use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::config::route::v3::{Route, RouteConfiguration};
 use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit;
 use envoy_types::pb::envoy::extensions::filters::http::ratelimit::v3::RateLimitPerRoute;
 use prost::Message;
@@ -108,14 +108,21 @@ fn graph(extra: &str) -> Graph {
     graph
 }
 
+/// Everything compiled, and every Envoy route in it.
+fn compiled(graph: &Graph) -> (Vec<aixds::xds::Update>, Vec<Route>) {
+    let updates = Compiler::new(CompileOptions::default()).full(graph);
+    let configs: BTreeMap<String, RouteConfiguration> =
+        decoded(&updates, TypeUrl::RouteConfiguration);
+    let routes = configs.into_values().flat_map(|c| c.virtual_hosts).flat_map(|v| v.routes);
+    (updates, routes.collect())
+}
+
 /// Per Envoy route name, how many rate limit entries it has (those charged when the stream is
 /// done apart).
 fn entries(graph: &Graph) -> (BTreeMap<String, (usize, usize)>, Vec<aixds::xds::Update>) {
-    let updates = Compiler::new(CompileOptions::default()).full(graph);
-    let routes: BTreeMap<String, RouteConfiguration> =
-        decoded(&updates, TypeUrl::RouteConfiguration);
+    let (updates, routes) = compiled(graph);
     let mut out = BTreeMap::new();
-    for route in routes.values().flat_map(|c| &c.virtual_hosts).flat_map(|v| &v.routes) {
+    for route in &routes {
         let Some(any) = route.typed_per_filter_config.get("envoy.filters.http.ratelimit") else {
             continue;
         };
@@ -162,15 +169,8 @@ fn local_rules_give_each_route_token_buckets_envoy_takes() {
          \x20     - {limit: {requests: 100, unit: Second}}\n\
          \x20     - {clientSelectors: [{headers: [{name: x-tenant-id, type: Distinct}, {name: x-team, value: red}], methods: [{value: POST}]}], limit: {requests: 5, unit: Minute}, shadowMode: true}\n",
     );
-    let updates = Compiler::new(CompileOptions::default()).full(&graph);
-    let routes: BTreeMap<String, RouteConfiguration> =
-        decoded(&updates, TypeUrl::RouteConfiguration);
-    let route = routes
-        .values()
-        .flat_map(|c| &c.virtual_hosts)
-        .flat_map(|v| &v.routes)
-        .find(|r| r.name == "ns/chat/rule/0/match/0")
-        .unwrap();
+    let (updates, routes) = compiled(&graph);
+    let route = routes.iter().find(|r| r.name == "ns/chat/rule/0/match/0").unwrap();
     let any = &route.typed_per_filter_config["envoy.filters.http.local_ratelimit"];
     let local = LocalRateLimit::decode(any.value.as_slice()).unwrap();
     assert_eq!(local.descriptors.len(), 2);

@@ -28,20 +28,43 @@ fn count(v: &Value, key: &str) -> Option<u64> {
 impl Usage {
     /// From an OpenAI `usage` object (chat, completions or embeddings).
     pub(super) fn from_openai(u: &Value) -> Usage {
-        let input = count(u, "prompt_tokens").unwrap_or(0);
-        let output = count(u, "completion_tokens").unwrap_or(0);
-        let cached_input =
-            u.get("prompt_tokens_details").and_then(|d| count(d, "cached_tokens")).unwrap_or(0);
-        let reasoning =
-            u.get("completion_tokens_details").and_then(|d| count(d, "reasoning_tokens"));
-        let total = count(u, "total_tokens").unwrap_or(input.saturating_add(output));
+        Usage::from_names(
+            u,
+            ["prompt_tokens", "completion_tokens"],
+            "prompt_tokens_details",
+            "completion_tokens_details",
+        )
+    }
+
+    /// From a Responses API `usage` object.
+    pub(super) fn from_responses(u: &Value) -> Usage {
+        Usage::from_names(
+            u,
+            ["input_tokens", "output_tokens"],
+            "input_tokens_details",
+            "output_tokens_details",
+        )
+    }
+
+    /// The OpenAI shape under either API's names: the counts, cached tokens in the input's
+    /// details, reasoning tokens in the output's.
+    fn from_names(
+        u: &Value,
+        [input, output]: [&str; 2],
+        input_details: &str,
+        output_details: &str,
+    ) -> Usage {
+        let input = count(u, input).unwrap_or(0);
+        let output = count(u, output).unwrap_or(0);
+        let detail =
+            |details: &str, key: &str| u.get(details).and_then(|d| count(d, key)).unwrap_or(0);
         Usage {
             input,
             output,
-            cached_input,
-            reasoning: reasoning.unwrap_or(0),
-            total,
-            ..Default::default()
+            cached_input: detail(input_details, "cached_tokens"),
+            cache_creation_input: 0,
+            reasoning: detail(output_details, "reasoning_tokens"),
+            total: count(u, "total_tokens").unwrap_or(input.saturating_add(output)),
         }
     }
 
@@ -61,24 +84,6 @@ impl Usage {
             cache_creation_input: cache_write,
             total: input.saturating_add(output),
             reasoning: 0,
-        }
-    }
-
-    /// From a Responses API `usage` object.
-    pub(super) fn from_responses(u: &Value) -> Usage {
-        let input = count(u, "input_tokens").unwrap_or(0);
-        let output = count(u, "output_tokens").unwrap_or(0);
-        let cached_input =
-            u.get("input_tokens_details").and_then(|d| count(d, "cached_tokens")).unwrap_or(0);
-        let reasoning = u.get("output_tokens_details").and_then(|d| count(d, "reasoning_tokens"));
-        let total = count(u, "total_tokens").unwrap_or(input.saturating_add(output));
-        Usage {
-            input,
-            output,
-            cached_input,
-            reasoning: reasoning.unwrap_or(0),
-            total,
-            ..Default::default()
         }
     }
 
