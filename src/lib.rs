@@ -15,4 +15,5 @@ pub mod ratelimit;
 pub mod run;
 pub mod source;
 pub mod status;
+pub mod wire;
 pub mod xds;

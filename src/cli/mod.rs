@@ -426,7 +426,7 @@ impl CredentialArgs {
 /// Where the rate limit service keeps its counters.
 #[derive(clap::Args, Debug, Clone)]
 pub struct RateLimitArgs {
-    /// Keep rate limit counters in this Redis (redis://[[user]:password@]host[:port][/db]), so
+    /// Keep rate limit counters in this Redis (`redis://[[user]:password@]host[:port][/db]`), so
     /// that every replica and every Envoy share one budget; without it they are kept in this
     /// process, which is right for one replica only.
     #[arg(long, env = "AIXDS_RATELIMIT_REDIS", value_name = "URL",

@@ -14,7 +14,7 @@ use envoy_types::pb::google::protobuf::{Any, Value, value};
 use prost::{Message, Name};
 
 use super::canonical;
-use crate::extproc::METADATA_NAMESPACE;
+use crate::wire::METADATA_NAMESPACE;
 
 /// The JSON fields: Envoy substitutes each command, typed (numbers stay numbers, the metadata
 /// namespace is an object, a missing value is `null`).

@@ -47,6 +47,7 @@ use crate::api::{
     Spec,
 };
 use crate::graph::{Graph, Node, RefKind};
+use crate::wire::{backend_cluster_name, pool_cluster_name};
 use crate::xds::Resource;
 
 /// The filter metadata namespace the AI gateway's ext_proc reads a cluster's backend from.
@@ -64,19 +65,9 @@ pub(super) struct Compiled {
     pub load_assignment: Option<Resource>,
 }
 
-/// The cluster of an AIServiceBackend: `aisb/{namespace}/{name}`.
-pub fn backend_cluster_name(key: &ObjectKey) -> String {
-    format!("aisb/{}", key.path())
-}
-
 /// The fallback cluster of a route's rule: `rule/{namespace}/{route}/{rule index}`.
 pub(super) fn fallback_cluster_name(route: &ObjectKey, rule: usize) -> String {
     format!("rule/{}/{rule}", route.path())
-}
-
-/// The cluster of an InferencePool a route names directly: `pool/{namespace}/{name}`.
-pub fn pool_cluster_name(key: &ObjectKey) -> String {
-    format!("pool/{}", key.path())
 }
 
 /// The cluster a route's backendRef to `target` uses, if that target compiles to one.
@@ -228,7 +219,7 @@ pub(super) fn backend(graph: &Graph, key: &ObjectKey) -> Option<Compiled> {
 
 /// One backendRef of a rule with fallback.
 pub(super) struct Member {
-    /// Its id, as [`crate::compile::route_backend_id`] makes it.
+    /// Its id, as [`crate::wire::route_backend_id`] makes it.
     pub route_backend: String,
     /// The AIServiceBackend it names.
     pub backend: ObjectKey,
@@ -244,7 +235,7 @@ pub(super) struct Member {
 /// Each endpoint carries its member's id under the `envoy.transport_socket_match` metadata
 /// namespace, key `route_backend`. That one key does two jobs: it picks the member's TLS
 /// settings among the cluster's transport socket matches, and the upstream phase reads it
-/// (the [`ROUTE_BACKEND_ATTRIBUTE`](crate::extproc::ROUTE_BACKEND_ATTRIBUTE) attribute) to learn
+/// (the [`ROUTE_BACKEND_ATTRIBUTE`](crate::wire::ROUTE_BACKEND_ATTRIBUTE) attribute) to learn
 /// which backend Envoy picked for an attempt. A single namespace with a single key also keeps
 /// the encoding deterministic: prost writes protobuf maps in random order.
 ///

@@ -25,7 +25,7 @@ use envoy_types::pb::google::protobuf::{Any, BoolValue, Duration};
 use envoy_types::util::pack_any;
 
 use crate::bootstrap::XDS_CLUSTER;
-use crate::extproc::{
+use crate::wire::{
     ATTEMPT_METADATA_NAMESPACE, BACKEND_METADATA, METADATA_NAMESPACE, PHASE_METADATA,
     POOL_HTTP_PHASE, POOL_PHASE, ROUTE_BACKEND_ATTRIBUTE,
 };

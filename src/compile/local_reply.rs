@@ -40,7 +40,7 @@ use prost::Message;
 use super::canonical;
 
 use crate::extproc::translate::{ClientSchema, error_body};
-use crate::extproc::{ATTEMPT_METADATA_NAMESPACE, CLIENT_METADATA_KEY};
+use crate::wire::{ATTEMPT_METADATA_NAMESPACE, CLIENT_METADATA_KEY};
 
 /// Seconds a client is asked to wait after a 503: about how long a failed replica or backend
 /// takes to leave Envoy's rotation (health checks every second) or come back.

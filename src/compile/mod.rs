@@ -63,11 +63,7 @@ use crate::api::{Kind, ObjectKey};
 use crate::graph::Graph;
 use crate::xds::{Resource, TYPE_COUNT, TypeUrl, Update};
 
-pub use cluster::{backend_cluster_name, pool_cluster_name};
 pub use listener::name as listener_name;
-pub use route::{
-    NOT_FOUND_ANTHROPIC_BODY, NOT_FOUND_BODY, NOT_FOUND_COHERE_BODY, route_backend_id,
-};
 
 /// How much of one request or response Envoy holds per connection. The ext_proc phases buffer
 /// whole request bodies, and AI request bodies (long prompts, images) are large.
@@ -366,7 +362,7 @@ impl Compiler {
 
     /// The Cluster and, for EDS, the ClusterLoadAssignment of one AIServiceBackend.
     fn compile_backend(&mut self, graph: &Graph, key: &ObjectKey, out: &mut Vec<Update>) {
-        let name = cluster::backend_cluster_name(key);
+        let name = crate::wire::backend_cluster_name(key);
         match cluster::backend(graph, key) {
             Some(compiled) => self.put_cluster(out, name, compiled),
             None => self.remove_cluster(out, name),
@@ -376,7 +372,7 @@ impl Compiler {
     /// The Cluster and ClusterLoadAssignment of an InferencePool that a route names directly,
     /// and the cluster of its endpoint picker.
     fn compile_pool(&mut self, graph: &Graph, key: &ObjectKey, out: &mut Vec<Update>) {
-        let name = cluster::pool_cluster_name(key);
+        let name = crate::wire::pool_cluster_name(key);
         match cluster::pool(graph, key) {
             Some(compiled) => self.put_cluster(out, name, compiled),
             None => self.remove_cluster(out, name),

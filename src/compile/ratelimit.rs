@@ -45,9 +45,9 @@ use crate::api::{
     RateLimitSelectCondition, RouteRule, SelectorMatch, Spec, group_kind,
 };
 use crate::bootstrap::XDS_CLUSTER;
-use crate::extproc::METADATA_NAMESPACE;
 use crate::graph::{Graph, RefKind};
 use crate::ratelimit::descriptor::{BUCKET, CIDR, CONDITION, LIMIT, RESPONSE, SHADOW};
+use crate::wire::METADATA_NAMESPACE;
 
 pub(super) const RATELIMIT_FILTER: &str = "envoy.filters.http.ratelimit";
 pub(super) const LOCAL_RATELIMIT_FILTER: &str = "envoy.filters.http.local_ratelimit";

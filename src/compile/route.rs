@@ -25,21 +25,14 @@ use crate::api::{
     AIGATEWAY_GROUP, AIGatewayRouteSpec, HeaderMatchType, INFERENCE_GROUP, Kind, ObjectKey,
     RouteMatch as AIRouteMatch, RouteRule, Spec, group_kind,
 };
-use crate::extproc::ROUTE_BACKEND_HEADER;
 use crate::graph::Graph;
 use crate::graph::listeners;
+use crate::wire::{
+    NOT_FOUND_ANTHROPIC_BODY, NOT_FOUND_BODY, NOT_FOUND_COHERE_BODY, ROUTE_BACKEND_HEADER,
+    route_backend_id,
+};
 use crate::xds::Resource;
 use prost::{Message, Name};
-
-/// The body of the catch-all's 404: what OpenAI answers for an unknown model, so that clients
-/// show their usual error.
-pub const NOT_FOUND_BODY: &str = r#"{"error":{"message":"No route matches the requested model.","type":"invalid_request_error","param":"model","code":"model_not_found"}}"#;
-
-/// [`NOT_FOUND_BODY`] for Anthropic clients, in the shape Anthropic's API answers errors.
-pub const NOT_FOUND_ANTHROPIC_BODY: &str = r#"{"type":"error","error":{"type":"not_found_error","message":"No route matches the requested model."}}"#;
-
-/// [`NOT_FOUND_BODY`] for Cohere clients, in the shape Cohere's API answers errors.
-pub const NOT_FOUND_COHERE_BODY: &str = r#"{"message":"No route matches the requested model."}"#;
 
 /// How long a rule without `timeouts.request` (or with one that does not parse) gives a
 /// response, a stream included, to complete: Envoy's own default, 15 s, cuts long answers.
@@ -398,13 +391,6 @@ fn fallback_retries(lower_levels: u32) -> RetryPolicy {
         }),
         ..Default::default()
     }
-}
-
-/// The id of one backendRef, as [`ROUTE_BACKEND_HEADER`] carries it and the runtime config keys
-/// it: `{route namespace}/{route name}/{rule index}/{backendRef index}`, the names escaped as
-/// [`ObjectKey::path`] does.
-pub fn route_backend_id(route: &ObjectKey, rule: usize, backend_ref: usize) -> String {
-    format!("{}/{rule}/{backend_ref}", route.path())
 }
 
 /// A Gateway API duration (`1h`, `90s`, `1m30s`, `500ms`): one to four number-unit pairs.

@@ -24,14 +24,15 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 };
 use tonic::Status;
 
+use super::endpoint_path;
 use super::response::ResponseTranslation;
 use super::service::{describe, find, header_pairs, immediate, mutation};
 use super::translate::{
     ClientSchema, Endpoint, Target, error_body, parse_request, response_translator,
     translate_request,
 };
-use super::{ENDPOINT_HEADER, endpoint_path};
 use crate::api::{APISchema, VersionedAPISchema};
+use crate::wire::ENDPOINT_HEADER;
 
 #[derive(Default)]
 pub(super) struct PoolPhase {

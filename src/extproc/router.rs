@@ -19,11 +19,13 @@ use envoy_types::pb::google::protobuf::{Struct, Value, value};
 use serde_json::json;
 use tonic::Status;
 
+use super::endpoint_path;
 use super::runtime::RuntimeConfig;
 use super::service::{describe, find, header_pairs, immediate, mutation};
 use super::translate::{ClientSchema, Endpoint, error_body, parse_request};
-use super::{
-    ATTEMPT_METADATA_NAMESPACE, CLIENT_METADATA_KEY, ENDPOINT_HEADER, STREAM_HEADER, endpoint_path,
+use crate::wire::{
+    ATTEMPT_METADATA_NAMESPACE, CLIENT_METADATA_KEY, ENDPOINT_HEADER, NOT_FOUND_ANTHROPIC_BODY,
+    NOT_FOUND_BODY, NOT_FOUND_COHERE_BODY, STREAM_HEADER,
 };
 use k8s_openapi::jiff::Timestamp;
 
@@ -211,9 +213,9 @@ impl RouterPhase {
             return immediate(200, body, "aixds_models");
         }
         let body = match client {
-            ClientSchema::OpenAI => crate::compile::NOT_FOUND_BODY.as_bytes().to_vec(),
-            ClientSchema::Anthropic => crate::compile::NOT_FOUND_ANTHROPIC_BODY.as_bytes().to_vec(),
-            ClientSchema::Cohere => crate::compile::NOT_FOUND_COHERE_BODY.as_bytes().to_vec(),
+            ClientSchema::OpenAI => NOT_FOUND_BODY.as_bytes().to_vec(),
+            ClientSchema::Anthropic => NOT_FOUND_ANTHROPIC_BODY.as_bytes().to_vec(),
+            ClientSchema::Cohere => NOT_FOUND_COHERE_BODY.as_bytes().to_vec(),
         };
         immediate(404, body, "aixds_no_model")
     }

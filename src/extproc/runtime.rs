@@ -24,8 +24,8 @@ use crate::api::{
     Kind, MODEL_HEADER, ObjectKey, RouteBackendRef, SecretData, SecurityPolicyType, Spec,
     VersionedAPISchema, api_key, aws_keys, azure_client_secret, group_kind,
 };
-use crate::compile::{backend_cluster_name, pool_cluster_name, route_backend_id};
 use crate::graph::{Graph, Node, RefKind};
+use crate::wire::{backend_cluster_name, pool_cluster_name, route_backend_id};
 
 /// The runtime config as the service reads it; [`RuntimeConfig::publish`] replaces it.
 pub type SharedRuntime = Arc<ArcSwap<RuntimeConfig>>;

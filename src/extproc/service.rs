@@ -30,7 +30,7 @@ use super::pool::PoolPhase;
 use super::router::RouterPhase;
 use super::runtime::SharedRuntime;
 use super::upstream::UpstreamPhase;
-use super::{BACKEND_METADATA, PHASE_METADATA, POOL_HTTP_PHASE, POOL_PHASE};
+use crate::wire::{BACKEND_METADATA, PHASE_METADATA, POOL_HTTP_PHASE, POOL_PHASE};
 
 /// Settings of the service that are not in any object.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -37,11 +37,11 @@ use super::translate::{
     ClientSchema, Endpoint, Usage, error_body, parse_request, response_translator,
     translate_request,
 };
-use super::{
+use crate::api::{APISchema, BodyMutation, HeaderMutation as ApiHeaderMutation};
+use crate::wire::{
     ATTEMPT_METADATA_NAMESPACE, ENDPOINT_HEADER, INTERNAL_HEADER_PREFIX, METADATA_NAMESPACE,
     ROUTE_BACKEND_ATTRIBUTE, ROUTE_BACKEND_HEADER,
 };
-use crate::api::{APISchema, BodyMutation, HeaderMutation as ApiHeaderMutation};
 
 /// The key Envoy's ext_proc filter sends its `request_attributes` under.
 const EXT_PROC_ATTRIBUTES: &str = "envoy.filters.http.ext_proc";

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use aixds::api::{Kind, ObjectKey};
-use aixds::compile::{CompileOptions, Compiler, NOT_FOUND_BODY};
+use aixds::compile::{CompileOptions, Compiler};
 use aixds::graph::Graph;
+use aixds::wire::NOT_FOUND_BODY;
 use aixds::xds::{SnapshotStore, TypeUrl, Update};
 use envoy_types::pb::envoy::config::accesslog::v3::{
     AccessLogFilter, access_log_filter, comparison_filter, extension_filter,
