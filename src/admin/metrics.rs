@@ -230,7 +230,7 @@ pub fn render(i: &Inputs) -> String {
     out
 }
 
-fn header(w: &mut String, name: &str, kind: &str, help: &str) {
+pub(crate) fn header(w: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(w, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
@@ -242,7 +242,7 @@ fn per_type(w: &mut String, name: &str, kind: &str, help: &str, value: impl Fn(T
 }
 
 /// The samples of one histogram; `labels` is empty or ends with a comma.
-fn histogram(w: &mut String, name: &str, labels: &str, v: &HistogramValues) {
+pub(crate) fn histogram(w: &mut String, name: &str, labels: &str, v: &HistogramValues) {
     for (bound, count) in &v.buckets {
         let le = if bound.is_infinite() { "+Inf".to_string() } else { bound.to_string() };
         let _ = writeln!(w, "{name}_bucket{{{labels}le=\"{le}\"}} {count}");

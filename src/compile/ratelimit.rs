@@ -42,7 +42,7 @@ use envoy_types::util::pack_any;
 
 use crate::api::{
     Cidr, Kind, MODEL_HEADER, ObjectKey, RateLimitCostSpecifier, RateLimitRule,
-    RateLimitSelectCondition, RouteRule, SelectorMatch, Spec, group_kind,
+    RateLimitSelectCondition, RouteRule, SelectorMatch, Spec,
 };
 use crate::bootstrap::XDS_CLUSTER;
 use crate::graph::{Graph, RefKind};
@@ -101,17 +101,11 @@ pub(super) fn filter(fail_closed: bool) -> HttpFilter {
 pub(super) fn quota_limits(graph: &Graph, route: &ObjectKey, rule: &RouteRule) -> Vec<RateLimit> {
     let mut out = Vec::new();
     for backend_ref in &rule.backend_refs {
-        let (group, kind) = group_kind(
-            &backend_ref.group,
-            &backend_ref.kind,
-            crate::api::AIGATEWAY_GROUP,
-            "AIServiceBackend",
-        );
-        if (group, kind) != (crate::api::AIGATEWAY_GROUP, "AIServiceBackend") {
+        let Some(backend) = super::route::backend_key(route, backend_ref)
+            .filter(|k| k.kind == Kind::AIServiceBackend)
+        else {
             continue;
-        }
-        let ns = backend_ref.namespace.as_deref().unwrap_or(&route.namespace);
-        let backend = ObjectKey::new(Kind::AIServiceBackend, ns, &backend_ref.name);
+        };
         for quota in crate::ratelimit::quota::quotas(graph, &backend) {
             let model_match = match (quota.model, backend_ref.model_name_override.as_deref()) {
                 (None, _) => None,

@@ -175,7 +175,7 @@ pub(super) fn attachments(
 }
 
 /// The AIServiceBackend or InferencePool a backendRef names, as the graph keys it.
-fn backend_key(route: &ObjectKey, b: &crate::api::RouteBackendRef) -> Option<ObjectKey> {
+pub(super) fn backend_key(route: &ObjectKey, b: &crate::api::RouteBackendRef) -> Option<ObjectKey> {
     let kind = match group_kind(&b.group, &b.kind, AIGATEWAY_GROUP, "AIServiceBackend") {
         (AIGATEWAY_GROUP, "AIServiceBackend") => Kind::AIServiceBackend,
         (INFERENCE_GROUP, "InferencePool") => Kind::InferencePool,

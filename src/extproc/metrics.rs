@@ -187,7 +187,7 @@ fn header(w: &mut String, name: &str, help: &str) {
 }
 
 /// A label value as the exposition format wants it.
-fn escape(value: &str) -> String {
+pub(crate) fn escape(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 

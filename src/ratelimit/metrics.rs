@@ -12,6 +12,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::admin::metrics::{header, histogram};
+use crate::extproc::metrics::escape;
 use crate::xds::Histogram;
 
 const MAX_SERIES: usize = 10_000;
@@ -87,10 +89,12 @@ impl RateLimitMetrics {
     pub fn render(&self, w: &mut String) {
         let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         let name = "aixds_ratelimit_checks_total";
-        let _ = writeln!(
+        header(
             w,
-            "# HELP {name} Rate limit checks per bucket, by result (allowed, limited, or \
-             shadow_limited: over the limit in shadow mode, let through).\n# TYPE {name} counter"
+            name,
+            "counter",
+            "Rate limit checks per bucket, by result (allowed, limited, or shadow_limited: over \
+             the limit in shadow mode, let through).",
         );
         for (bucket, c) in buckets.iter() {
             for (result, n) in [
@@ -103,54 +107,38 @@ impl RateLimitMetrics {
             }
         }
         let name = "aixds_ratelimit_charged_total";
-        let _ = writeln!(
+        header(
             w,
-            "# HELP {name} Hits charged to each bucket when a response is done (its cost, e.g. \
-             tokens).\n# TYPE {name} counter"
+            name,
+            "counter",
+            "Hits charged to each bucket when a response is done (its cost, e.g. tokens).",
         );
         for (bucket, c) in buckets.iter() {
             let _ = writeln!(w, "{name}{{bucket=\"{}\"}} {}", escape(bucket), c.charged);
         }
         drop(buckets);
-        let counter = |w: &mut String, name: &str, help: &str, value: &AtomicU64| {
-            let _ = writeln!(
-                w,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                value.load(Ordering::Relaxed)
-            );
-        };
-        counter(
-            w,
-            "aixds_ratelimit_store_errors_total",
-            "Calls to the counter store (Redis) that failed or timed out.",
-            &self.store_errors,
-        );
-        counter(
-            w,
-            "aixds_ratelimit_failed_open_total",
-            "Checks let through because the counter store failed.",
-            &self.failed_open,
-        );
-        counter(
-            w,
-            "aixds_ratelimit_failed_closed_total",
-            "Checks refused because the counter store failed and a policy fails closed.",
-            &self.failed_closed,
-        );
-        let name = "aixds_ratelimit_store_duration_seconds";
-        let _ = writeln!(
-            w,
-            "# HELP {name} Time of successful calls to the counter store.\n# TYPE {name} histogram"
-        );
-        let values = self.latency.values();
-        for (le, n) in &values.buckets {
-            let le = if le.is_infinite() { "+Inf".to_string() } else { le.to_string() };
-            let _ = writeln!(w, "{name}_bucket{{le=\"{le}\"}} {n}");
+        for (name, help, value) in [
+            (
+                "aixds_ratelimit_store_errors_total",
+                "Calls to the counter store (Redis) that failed or timed out.",
+                &self.store_errors,
+            ),
+            (
+                "aixds_ratelimit_failed_open_total",
+                "Checks let through because the counter store failed.",
+                &self.failed_open,
+            ),
+            (
+                "aixds_ratelimit_failed_closed_total",
+                "Checks refused because the counter store failed (--ratelimit-fail-closed).",
+                &self.failed_closed,
+            ),
+        ] {
+            header(w, name, "counter", help);
+            let _ = writeln!(w, "{name} {}", value.load(Ordering::Relaxed));
         }
-        let _ = writeln!(w, "{name}_sum {}\n{name}_count {}", values.sum_seconds, values.count);
+        let name = "aixds_ratelimit_store_duration_seconds";
+        header(w, name, "histogram", "Time of successful calls to the counter store.");
+        histogram(w, name, "", &self.latency.values());
     }
-}
-
-fn escape(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }

@@ -16,6 +16,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
+use super::store::Bump;
+
 /// Connections per client: calls spread over them round robin.
 const CONNECTIONS: usize = 4;
 /// The longest reply line read (Redis's integer and error replies are short).
@@ -120,9 +122,9 @@ impl Redis {
         &self.config.addr
     }
 
-    /// `INCRBY key hits` then `EXPIRE key ttl` for each item, in one round trip; the counts
+    /// `INCRBY key hits` then `EXPIRE key ttl` for each bump, in one round trip; the counts
     /// after each increment.
-    pub async fn incr(&self, items: &[(String, u64, u64)]) -> Result<Vec<u64>, RedisError> {
+    pub async fn incr(&self, items: &[Bump]) -> Result<Vec<u64>, RedisError> {
         let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
         let call = async {
             let mut guard = slot.lock().await;
@@ -201,11 +203,11 @@ impl Connection {
         Ok(conn)
     }
 
-    async fn incr(&mut self, items: &[(String, u64, u64)]) -> Result<Vec<u64>, Failure> {
+    async fn incr(&mut self, items: &[Bump]) -> Result<Vec<u64>, Failure> {
         let mut out = Vec::with_capacity(items.len() * 64);
-        for (key, hits, ttl) in items {
-            command(&mut out, &[b"INCRBY", key.as_bytes(), hits.to_string().as_bytes()]);
-            command(&mut out, &[b"EXPIRE", key.as_bytes(), ttl.to_string().as_bytes()]);
+        for b in items {
+            command(&mut out, &[b"INCRBY", b.key.as_bytes(), b.hits.to_string().as_bytes()]);
+            command(&mut out, &[b"EXPIRE", b.key.as_bytes(), b.ttl_seconds.to_string().as_bytes()]);
         }
         self.stream.get_mut().write_all(&out).await?;
         // On any error the caller drops the connection, so an unread reply never matters.
@@ -309,7 +311,8 @@ mod tests {
             ..Redis::new(config, Duration::from_millis(50))
         };
         for _ in 0..2 {
-            let err = redis.incr(&[("k".into(), 1, 60)]).await.unwrap_err();
+            let bump = Bump { key: "k".into(), hits: 1, ttl_seconds: 60 };
+            let err = redis.incr(&[bump]).await.unwrap_err();
             assert!(matches!(err, RedisError::Timeout { .. }), "{err}");
         }
         assert_eq!(accepted.await.unwrap().len(), 2, "a fresh connection for the second call");

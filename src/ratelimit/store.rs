@@ -33,11 +33,7 @@ impl Store {
     pub async fn bump(&self, bumps: &[Bump], now: u64) -> Result<Vec<u64>, RedisError> {
         match self {
             Store::Memory(memory) => Ok(memory.bump(bumps, now)),
-            Store::Redis(redis) => {
-                let items: Vec<(String, u64, u64)> =
-                    bumps.iter().map(|b| (b.key.clone(), b.hits, b.ttl_seconds)).collect();
-                redis.incr(&items).await
-            }
+            Store::Redis(redis) => redis.incr(bumps).await,
         }
     }
 
