@@ -166,6 +166,35 @@ async fn ext_proc_as_stranger(port: u16) -> String {
     }
 }
 
+/// What a stranger gets back from a rate limit check on `port`, or the error that refused it.
+async fn ratelimit_as_stranger(port: u16) -> String {
+    use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+    use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
+    use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
+    use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
+    let call = async {
+        let mut client = RateLimitServiceClient::connect(format!("http://127.0.0.1:{port}"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let entry = |key: &str, value: &str| Entry { key: key.into(), value: value.into() };
+        let request = RateLimitRequest {
+            domain: "aixds".into(),
+            descriptors: vec![RateLimitDescriptor {
+                entries: vec![entry("aixds.bucket", "b"), entry("aixds.limit", "1/Hour")],
+                ..Default::default()
+            }],
+            hits_addend: 1000,
+        };
+        let answer = client.should_rate_limit(request).await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(format!("{:?}", answer.into_inner()))
+    };
+    match tokio::time::timeout(Duration::from_secs(5), call).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(e)) => format!("refused: {e}"),
+        Err(_) => "refused: timed out".into(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_port_of_aixds_run_hands_a_credential_to_a_stranger() {
     let dir = tempfile::tempdir().unwrap();
@@ -195,6 +224,10 @@ async fn no_port_of_aixds_run_hands_a_credential_to_a_stranger() {
     for port in &ports {
         let seen = ext_proc_as_stranger(*port).await;
         assert!(!seen.contains(CANARY), "port {port} handed out the key: {seen}");
+        // Nor does any of them count rate limits for a stranger, who could spend (or learn)
+        // another tenant's budget.
+        let counted = ratelimit_as_stranger(*port).await;
+        assert!(counted.starts_with("refused"), "port {port} counted for a stranger: {counted}");
     }
 
     // The private socket exists, and another user's process is cut off at once.
