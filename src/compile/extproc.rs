@@ -141,7 +141,9 @@ pub(super) enum UpstreamHttp {
 }
 
 /// `protocol` to the backend, through the upstream-phase ext_proc: the request headers and
-/// whole body (translated per attempt), the response headers and the body as it streams.
+/// whole body (translated per attempt), the response headers and the body as it streams. A
+/// request the backend takes as sent skips its body: the service says so in its answer to the
+/// headers (`mode_override`), as only it knows the request's model and the backend's schema.
 ///
 /// A fallback cluster (`fallback`) has several backends: its filter also sends the picked
 /// endpoint's backendRef id ([`ROUTE_BACKEND_ATTRIBUTE`]) with the request headers.
@@ -164,6 +166,7 @@ pub(super) fn upstream_protocol_options(
             response_body_mode: processing_mode::BodySendMode::Streamed as i32,
             ..Default::default()
         }),
+        allow_mode_override: true,
         message_timeout: Some(message_timeout()),
         failure_mode_allow: false,
         status_on_error: Some(unavailable()),

@@ -18,10 +18,16 @@
 //!
 //! Model names come from requests; past [`MAX_SERIES`] label sets, new models are counted under
 //! `other` so that clients cannot grow the page without bound.
+//!
+//! Beside them, `aixds_extproc_messages_total{phase,message}` counts the ext_proc messages Envoy
+//! sends, by phase (`router`, `pool`, `upstream`) and kind (`request_headers`, `request_body`,
+//! ...): each costs a gRPC round trip on the request's path, so how many a request takes is what
+//! the data path's cost follows (see BENCHMARKS.md, issue 16).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::api::APISchema;
@@ -108,7 +114,20 @@ impl Histogram {
 #[derive(Debug, Default)]
 pub struct GenAiMetrics {
     series: Mutex<BTreeMap<Labels, Series>>,
+    messages: [[AtomicU64; MESSAGES.len()]; PHASES.len()],
 }
+
+/// The phases of [`GenAiMetrics::message`], by index.
+pub const PHASES: [&str; 3] = ["router", "pool", "upstream"];
+/// The ext_proc message kinds, by index.
+pub const MESSAGES: [&str; 6] = [
+    "request_headers",
+    "request_body",
+    "request_trailers",
+    "response_headers",
+    "response_body",
+    "response_trailers",
+];
 
 impl GenAiMetrics {
     pub fn observe(&self, o: &Observation) {
@@ -135,8 +154,23 @@ impl GenAiMetrics {
         }
     }
 
-    /// The three metrics, with their HELP and TYPE lines.
+    /// Counts one ext_proc message of kind `message` (an index into [`MESSAGES`]) in `phase` (an
+    /// index into [`PHASES`]).
+    pub fn message(&self, phase: usize, message: usize) {
+        self.messages[phase][message].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The three metrics and the message counts, with their HELP and TYPE lines.
     pub fn render(&self, w: &mut String) {
+        let name = "aixds_extproc_messages_total";
+        let _ = writeln!(w, "# HELP {name} ext_proc messages received from Envoy.");
+        let _ = writeln!(w, "# TYPE {name} counter");
+        for (phase, counts) in PHASES.iter().zip(&self.messages) {
+            for (message, count) in MESSAGES.iter().zip(counts) {
+                let count = count.load(Ordering::Relaxed);
+                let _ = writeln!(w, "{name}{{phase=\"{phase}\",message=\"{message}\"}} {count}");
+            }
+        }
         let series = self.series.lock().unwrap_or_else(|e| e.into_inner());
         let labels = |l: &Labels| {
             format!(

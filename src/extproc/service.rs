@@ -90,6 +90,15 @@ pub(super) enum Phase {
 }
 
 impl Phase {
+    /// The index of this phase in [`super::metrics::PHASES`].
+    fn index(&self) -> usize {
+        match self {
+            Phase::Router(_) => 0,
+            Phase::Pool(_) => 1,
+            Phase::Upstream(_) => 2,
+        }
+    }
+
     fn on_message(&mut self, request: ProcessingRequest) -> Result<ProcessingResponse, Status> {
         match self {
             Phase::Router(p) => p.on_message(request),
@@ -131,7 +140,8 @@ impl ExternalProcessor for ExtProcService {
             }
             None => Phase::Router(RouterPhase::new(runtime, self.options.max_body_bytes)),
         };
-        let stream = PhaseStream { inbound: request.into_inner(), phase, done: false };
+        let metrics = self.metrics.clone();
+        let stream = PhaseStream { inbound: request.into_inner(), phase, metrics, done: false };
         Ok(Response::new(Box::pin(stream)))
     }
 }
@@ -141,6 +151,7 @@ impl ExternalProcessor for ExtProcService {
 struct PhaseStream {
     inbound: Streaming<ProcessingRequest>,
     phase: Phase,
+    metrics: Arc<GenAiMetrics>,
     /// The phase failed or Envoy's side ended: nothing more is read.
     done: bool,
 }
@@ -166,6 +177,9 @@ impl Stream for PhaseStream {
                 return Poll::Ready(None);
             }
         };
+        if let Some(kind) = kind(&message) {
+            this.metrics.message(this.phase.index(), kind);
+        }
         let response = this.phase.on_message(message);
         if let Err(status) = &response {
             tracing::warn!("ext_proc: {}", status.message());
@@ -236,6 +250,19 @@ pub(super) fn immediate(status: u16, body: Vec<u8>, details: &str) -> Processing
         })),
         ..Default::default()
     }
+}
+
+/// The index of a message's kind in [`super::metrics::MESSAGES`].
+fn kind(request: &ProcessingRequest) -> Option<usize> {
+    use envoy_types::pb::envoy::service::ext_proc::v3::processing_request::Request as R;
+    Some(match request.request.as_ref()? {
+        R::RequestHeaders(_) => 0,
+        R::RequestBody(_) => 1,
+        R::RequestTrailers(_) => 2,
+        R::ResponseHeaders(_) => 3,
+        R::ResponseBody(_) => 4,
+        R::ResponseTrailers(_) => 5,
+    })
 }
 
 /// The message Envoy sent, for errors about unexpected ones.

@@ -13,6 +13,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::{
+    ProcessingMode, processing_mode,
+};
 use envoy_types::pb::envoy::service::ext_proc::v3::processing_request::Request as In;
 use envoy_types::pb::envoy::service::ext_proc::v3::processing_response::Response as Out;
 use envoy_types::pb::envoy::service::ext_proc::v3::{
@@ -34,13 +37,14 @@ use super::runtime::{
 };
 use super::service::{describe, find, header_pairs, immediate, mutation};
 use super::translate::{
-    ClientSchema, Endpoint, Usage, error_body, parse_request, response_translator,
-    translate_request,
+    ClientSchema, Endpoint, ResponseTranslator, Usage, error_body, parse_request, passthrough_path,
+    response_translator, translate_request,
 };
+use crate::api::MODEL_HEADER;
 use crate::api::{APISchema, BodyMutation, HeaderMutation as ApiHeaderMutation};
 use crate::wire::{
     ATTEMPT_METADATA_NAMESPACE, ENDPOINT_HEADER, INTERNAL_HEADER_PREFIX, METADATA_NAMESPACE,
-    ROUTE_BACKEND_ATTRIBUTE, ROUTE_BACKEND_HEADER,
+    ROUTE_BACKEND_ATTRIBUTE, ROUTE_BACKEND_HEADER, STREAM_HEADER,
 };
 
 /// The key Envoy's ext_proc filter sends its `request_attributes` under.
@@ -215,6 +219,11 @@ impl UpstreamPhase {
         if let Some(refusal) = self.refusal() {
             return refusal;
         }
+        if !message.end_of_stream
+            && let Some(response) = self.pass_through()
+        {
+            return response;
+        }
         let mut response = HeadersResponse::default();
         if message.end_of_stream {
             // No body to translate (the router phase lets none through to a known endpoint):
@@ -285,25 +294,110 @@ impl UpstreamPhase {
             stream = translated.stream,
             "translated a request"
         );
-        self.response = Some(ResponseState {
+        let state = self.response_state(
+            (endpoint, backend, route),
+            translator,
+            &translated.model,
+            parsed.stream,
+        );
+        self.response = Some(state);
+        let attempt = self.attempt_metadata(&header_mutation);
+        ProcessingResponse {
+            response: Some(Out::RequestBody(BodyResponse {
+                response: Some(CommonResponse {
+                    header_mutation,
+                    body_mutation: Some(EnvoyBodyMutation {
+                        mutation: Some(body_mutation::Mutation::Body(body)),
+                    }),
+                    ..Default::default()
+                }),
+            })),
+            dynamic_metadata: Some(attempt),
+            ..Default::default()
+        }
+    }
+
+    /// For a request whose body the backend takes as the client sent it (same API, no model
+    /// override, no body mutation, no signature over the body): the answer to its headers that
+    /// sends it on without the body ever coming here, the request body message skipped
+    /// (`mode_override`; the response is still read, to translate errors and count tokens).
+    /// `None` when the body has to come.
+    fn pass_through(&mut self) -> Option<ProcessingResponse> {
+        let endpoint = self.endpoint.as_deref().and_then(Endpoint::from_path)?;
+        let backend = self.backend()?;
+        let route = self.route_backend();
+        let model = find(&self.headers, MODEL_HEADER)?.to_string();
+        let stream = find(&self.headers, STREAM_HEADER)? == "true";
+        let overridden =
+            route.and_then(|r| r.model_name_override.as_deref()).is_some_and(|m| m != model);
+        let body_mutation =
+            backend.body_mutation.is_some() || route.is_some_and(|r| r.body_mutation.is_some());
+        let signs_body = matches!(backend.auth, Auth::Inject(Credential::SigV4(_)));
+        if overridden || body_mutation || signs_body {
+            return None;
+        }
+        let path = passthrough_path(endpoint, backend.target(), &model, stream)?;
+        let ops =
+            match self.header_ops(Some(backend), route, vec![(":path".into(), Some(path))], &[]) {
+                Ok(ops) => ops,
+                Err(why) => return Some(self.refuse(&why)),
+            };
+        let header_mutation = self.header_mutation(ops);
+        let translator = response_translator(endpoint, backend.schema.name, stream).model(&model);
+        tracing::debug!(backend = %self.cluster, %model, stream, "passed a request through");
+        let state = self.response_state((endpoint, backend, route), translator, &model, stream);
+        self.response = Some(state);
+        let attempt = self.attempt_metadata(&header_mutation);
+        Some(ProcessingResponse {
+            response: Some(Out::RequestHeaders(HeadersResponse {
+                response: Some(CommonResponse { header_mutation, ..Default::default() }),
+            })),
+            dynamic_metadata: Some(attempt),
+            mode_override: Some(ProcessingMode {
+                request_body_mode: processing_mode::BodySendMode::None as i32,
+                response_header_mode: processing_mode::HeaderSendMode::Send as i32,
+                response_body_mode: processing_mode::BodySendMode::Streamed as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    /// How the response to a request for `endpoint`, `backend` and `route` is to be read:
+    /// translated by `translator`, observed for the GenAI metrics and charged for the route's
+    /// costs and the backend's quotas of `model`.
+    fn response_state(
+        &self,
+        (endpoint, backend, route): (Endpoint, &BackendRuntime, Option<&RouteBackendRuntime>),
+        translator: ResponseTranslator,
+        model: &str,
+        stream: bool,
+    ) -> ResponseState {
+        let client = endpoint.client_schema();
+        ResponseState {
             observation: Observation {
                 endpoint,
                 backend: backend.schema.name,
-                model: translated.model.clone(),
+                model: model.to_string(),
                 duration: Duration::ZERO,
                 time_to_first_token: None,
                 tokens: None,
                 error: None,
             },
             started: Instant::now(),
-            stream: parsed.stream,
+            stream,
             observed: false,
             translation: ResponseTranslation::new(client, backend.schema.name, translator),
-            costs: self.costs(route, &translated.model),
-            cost_model: translated.model.clone(),
+            costs: self.costs(route, model),
+            cost_model: model.to_string(),
             cost_backend: backend_label(&self.cluster),
-        });
-        let added = self.added(&header_mutation);
+        }
+    }
+
+    /// What a retry of this request needs from this attempt, which sends `header_mutation`: it
+    /// will find the internal headers gone.
+    fn attempt_metadata(&self, header_mutation: &Option<HeaderMutation>) -> Struct {
+        let added = self.added(header_mutation);
         let authority = self
             .earlier
             .authority
@@ -319,22 +413,7 @@ impl UpstreamPhase {
         .filter_map(|(k, v)| Some((k.to_string(), text_value(v?))))
         .collect();
         let kept = Value { kind: Some(value::Kind::StructValue(Struct { fields: kept })) };
-        ProcessingResponse {
-            response: Some(Out::RequestBody(BodyResponse {
-                response: Some(CommonResponse {
-                    header_mutation,
-                    body_mutation: Some(EnvoyBodyMutation {
-                        mutation: Some(body_mutation::Mutation::Body(body)),
-                    }),
-                    ..Default::default()
-                }),
-            })),
-            // For a retry of this request, which will find the internal headers gone.
-            dynamic_metadata: Some(Struct {
-                fields: [(ATTEMPT_METADATA_NAMESPACE.to_string(), kept)].into(),
-            }),
-            ..Default::default()
-        }
+        Struct { fields: [(ATTEMPT_METADATA_NAMESPACE.to_string(), kept)].into() }
     }
 
     /// Header operations in order, later ones winning: `base`, the backend's mutation, the

@@ -4,8 +4,8 @@
 use aixds::api::{APISchema, VersionedAPISchema};
 use aixds::extproc::translate::{
     ClientSchema, Endpoint, ParsedRequest, ResponseTranslator, Target, TranslateError, Usage,
-    VertexLocation, error_body, parse_request, response_translator, translate_error,
-    translate_request,
+    VertexLocation, error_body, parse_request, passthrough_path, response_translator,
+    translate_error, translate_request,
 };
 use serde_json::{Value, json};
 
@@ -167,6 +167,62 @@ fn openai_chat_to_openai_passes_through_with_model_override_and_usage() {
         serde_json::from_slice::<Value>(&t.body).expect("JSON"),
         json!({"model": "m", "messages": []})
     );
+}
+
+/// The upstream phase leaves a body with Envoy exactly where `passthrough_path` says so: there,
+/// translating gives that path and the body as sent; everywhere else it changes the body (or the
+/// answer depends on it), so `passthrough_path` must say no.
+#[test]
+fn passthrough_is_exactly_where_translation_leaves_the_body_alone() {
+    let schemas = [
+        APISchema::OpenAI,
+        APISchema::Anthropic,
+        APISchema::AzureOpenAI,
+        APISchema::AWSBedrock,
+        APISchema::AWSAnthropic,
+        APISchema::GCPVertexAI,
+        APISchema::GCPAnthropic,
+        APISchema::Cohere,
+    ];
+    let vertex = VertexLocation { project: "p", region: "us-east5" };
+    let mut passed = 0;
+    for schema in schemas {
+        let versioned =
+            VersionedAPISchema { name: schema, version: None, prefix: Some("/v2/".into()) };
+        let target = Target::new(&versioned).in_vertex(vertex);
+        for endpoint in Endpoint::ALL {
+            for stream in [false, true] {
+                let body = json!({
+                    "model": "m", "stream": stream, "max_tokens": 5, "prompt": "p",
+                    "input": "i", "query": "q", "documents": ["d"],
+                    "messages": [{"role": "user", "content": "hi"}],
+                });
+                let Ok(parsed) = parse_request(endpoint, body.to_string().as_bytes()) else {
+                    assert_eq!(passthrough_path(endpoint, target, "m", stream), None);
+                    continue;
+                };
+                let translated = translate_request(&parsed, target, None);
+                let case = format!("{endpoint:?} to {schema:?}, stream {stream}");
+                match passthrough_path(endpoint, target, "m", stream) {
+                    Some(path) => {
+                        let t = translated.unwrap_or_else(|e| panic!("{case}: {e}"));
+                        assert_eq!(t.path, path, "{case}");
+                        let sent: Value = serde_json::from_slice(&t.body).expect("JSON");
+                        assert_eq!(sent, body, "{case}");
+                        passed += 1;
+                    }
+                    None => {
+                        let same = translated.as_ref().is_ok_and(|t| {
+                            serde_json::from_slice::<Value>(&t.body).ok() == Some(body.clone())
+                        });
+                        let reads_body = endpoint == Endpoint::Embeddings;
+                        assert!(!same || reads_body, "{case}: could pass through");
+                    }
+                }
+            }
+        }
+    }
+    assert!(passed >= 10, "only {passed} cases pass through");
 }
 
 #[test]
@@ -1102,15 +1158,6 @@ impl Rng {
 fn nothing_panics_on_random_input() {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     // Every endpoint to every schema: the pairs a family refuses must refuse, not panic.
-    let endpoints = [
-        Endpoint::ChatCompletions,
-        Endpoint::Completions,
-        Endpoint::Embeddings,
-        Endpoint::Messages,
-        Endpoint::Responses,
-        Endpoint::CountTokens,
-        Endpoint::Rerank,
-    ];
     let backends = [
         APISchema::OpenAI,
         APISchema::Anthropic,
@@ -1147,7 +1194,7 @@ fn nothing_panics_on_random_input() {
             }
             v
         };
-        let endpoint = endpoints[rng.below(endpoints.len())];
+        let endpoint = Endpoint::ALL[rng.below(Endpoint::ALL.len())];
         let backend_schema = backends[rng.below(backends.len())];
         if let Ok(req) = parse_request(endpoint, &input) {
             let schema = backend(backend_schema);
@@ -1190,13 +1237,13 @@ fn nothing_panics_on_random_input() {
             "delta",
         ] {
             let body = json!({"model": "m", key: v, "messages": [{"role": "user", "content": v}, {"role": "assistant", "content": v, "tool_calls": v}, {"role": "tool", "tool_call_id": "x", "content": v}]});
-            for endpoint in endpoints {
+            for endpoint in Endpoint::ALL {
                 let req = parse(endpoint, &body);
                 for b in backends {
                     let _ = translate_request(&req, Target::new(&backend(b)), None);
                 }
             }
-            for endpoint in endpoints {
+            for endpoint in Endpoint::ALL {
                 for b in backends {
                     for stream in [false, true] {
                         let mut t = translator(endpoint, b, stream);

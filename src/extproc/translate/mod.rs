@@ -84,6 +84,16 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    pub const ALL: [Endpoint; 7] = [
+        Endpoint::ChatCompletions,
+        Endpoint::Completions,
+        Endpoint::Embeddings,
+        Endpoint::Messages,
+        Endpoint::Responses,
+        Endpoint::CountTokens,
+        Endpoint::Rerank,
+    ];
+
     /// The endpoint served at `path` (a query string is ignored), if any.
     pub fn from_path(path: &str) -> Option<Endpoint> {
         Endpoint::parse(path).ok()
@@ -429,6 +439,37 @@ pub fn translate_request(
         TranslateError::InvalidRequest(format!("cannot encode the translated request: {e}"))
     })?;
     Ok(TranslatedRequest { path, body, model, stream: req.stream })
+}
+
+/// The upstream path of a request whose body `target` takes exactly as the client sent it, for
+/// `model` (the body's, with no override): what [`translate_request`] would give with the body
+/// unchanged. `None` when the body has to change (another family, a cloud's envelope, a stream
+/// the gateway asks usage of) or when the answer depends on the body (embeddings' encoding), so
+/// that the upstream phase can leave the body with Envoy for the rest.
+pub fn passthrough_path(
+    endpoint: Endpoint,
+    target: Target<'_>,
+    model: &str,
+    stream: bool,
+) -> Option<String> {
+    let backend = target.schema;
+    match (endpoint, Wire::of(backend.name)) {
+        (Endpoint::ChatCompletions, Wire::OpenAI) if !stream => {
+            Some(openai::path("chat/completions", backend, model))
+        }
+        (Endpoint::Completions, Wire::OpenAI) if !stream => {
+            Some(openai::path("completions", backend, model))
+        }
+        (Endpoint::Responses, Wire::OpenAI) => Some(openai::responses_path(backend)),
+        (Endpoint::Messages, Wire::Anthropic(AnthropicHost::Anthropic)) => {
+            Some(anthropic::path("messages", backend))
+        }
+        (Endpoint::CountTokens, Wire::Anthropic(AnthropicHost::Anthropic)) => {
+            Some(anthropic::path("messages/count_tokens", backend))
+        }
+        (Endpoint::Rerank, Wire::Cohere) => Some(cohere::path("rerank", backend)),
+        _ => None,
+    }
 }
 
 /// A client's chat completions or messages request as a hub request.
