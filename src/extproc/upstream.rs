@@ -557,14 +557,13 @@ impl UpstreamPhase {
             tracing::debug!(backend = %self.cluster, status, ?usage, "response done");
             self.observe();
         }
+        // A chunk that stays as it is (a passthrough) is not sent back: Envoy keeps its own.
+        let body_mutation = (out != chunk).then(|| EnvoyBodyMutation {
+            mutation: Some(body_mutation::Mutation::Body(out)),
+        });
         ProcessingResponse {
             response: Some(Out::ResponseBody(BodyResponse {
-                response: Some(CommonResponse {
-                    body_mutation: Some(EnvoyBodyMutation {
-                        mutation: Some(body_mutation::Mutation::Body(out)),
-                    }),
-                    ..Default::default()
-                }),
+                response: Some(CommonResponse { body_mutation, ..Default::default() }),
             })),
             dynamic_metadata,
             ..Default::default()

@@ -1,0 +1,126 @@
+"""How many ext_proc messages each kind of request costs (issue 16), read from aixds's own
+`aixds_extproc_messages_total` counters, with the answer each SDK gets checked too: a change that
+adds a message to a scenario fails here, not only in a benchmark."""
+
+import base64
+import json
+
+import anthropic
+import openai
+import pytest
+import requests
+
+from conftest import openai_backend, route
+from test_translation import ANTHROPIC_KEY, OPENAI_KEY, credential
+
+MESSAGES = [{"role": "user", "content": "what is the weather like"}]
+
+
+@pytest.fixture
+def gw(upstreams, gateway):
+    """`gpt` on an OpenAI backend, `claude` on an Anthropic one, `gpt-alias` on the OpenAI
+    backend under another name (modelNameOverride), each with an API key policy."""
+    oa, an = upstreams("openai-up"), upstreams("anthropic-up")
+    alias = """  - matches: [{headers: [{type: Exact, name: x-ai-eg-model, value: gpt-alias}]}]
+    backendRefs: [{name: oa, modelNameOverride: gpt}]
+"""
+    g = gateway(route([("gpt", "oa"), ("claude", "an")]) + alias
+                + openai_backend("oa", oa) + credential("oa", "APIKey", OPENAI_KEY)
+                + openai_backend("an", an, schema="Anthropic")
+                + credential("an", "AnthropicAPIKey", ANTHROPIC_KEY))
+    g.wait_serving("gpt")
+    return g, oa, an
+
+
+def messages_of(gw, call):
+    """The ext_proc messages `call` made Envoy send, as {(phase, message): count}."""
+    def counts():
+        prefix = "aixds_extproc_messages_total{"
+        return {tuple(v.split('"')[1] for v in k[len(prefix):-1].split(",")): n
+                for k, n in gw.metrics().items() if k.startswith(prefix)}
+    before = counts()
+    result = call()
+    after = counts()
+    return result, {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+
+
+def request_side(counts):
+    """The request messages, which do not depend on how the upstream chunks its answer."""
+    return {k: n for k, n in counts.items() if k[1].startswith("request_")}
+
+
+ROUTER = {("router", "request_headers"): 1, ("router", "request_body"): 1}
+PASSTHROUGH = {**ROUTER, ("upstream", "request_headers"): 1}
+TRANSLATED = {**PASSTHROUGH, ("upstream", "request_body"): 1}
+
+
+def answered(counts):
+    """The response was read: its headers once, its body in one message or more."""
+    return counts.get(("upstream", "response_headers")) == 1 \
+        and counts.get(("upstream", "response_body"), 0) >= 1
+
+
+def test_a_passthrough_request_never_sends_its_body_to_aixds(gw):
+    g, oa, _ = gw
+    client = openai.OpenAI(base_url=f"{g.base_url}/v1", api_key="client-key")
+    answer, counts = messages_of(g, lambda: client.chat.completions.create(
+        model="gpt", messages=MESSAGES))
+    assert answer.choices[0].message.content
+    assert answer.usage.total_tokens > 0
+    assert request_side(counts) == PASSTHROUGH, counts
+    assert answered(counts), counts
+
+    # The bytes the client sent are the bytes the backend got, with the backend's key.
+    body = json.dumps({"model": "gpt", "messages": MESSAGES}, separators=(", ", ": ")).encode()
+    (r, counts) = messages_of(g, lambda: requests.post(
+        f"{g.base_url}/v1/chat/completions?trace=1", data=body,
+        headers={"content-type": "application/json", "authorization": "Bearer client-key"},
+        timeout=10))
+    assert r.status_code == 200, r.text
+    assert request_side(counts) == PASSTHROUGH, counts
+    last = oa.recorded()[-1]
+    assert base64.b64decode(last["raw"]) == body
+    assert last["path"] == "/v1/chat/completions"
+    assert last["headers"]["authorization"] == f"Bearer {OPENAI_KEY}"
+    assert not any(h.startswith("x-aixds-") for h in last["headers"])
+
+
+def test_anthropic_to_anthropic_passes_through_streamed_or_not(gw):
+    g, _, an = gw
+    client = anthropic.Anthropic(base_url=g.base_url, api_key="client-key")
+    answer, counts = messages_of(g, lambda: client.messages.create(
+        model="claude", max_tokens=20, messages=MESSAGES))
+    assert answer.content[0].text
+    assert request_side(counts) == PASSTHROUGH, counts
+    assert answered(counts), counts
+
+    def stream():
+        with client.messages.stream(model="claude", max_tokens=20, messages=MESSAGES) as s:
+            return s.get_final_message()
+    final, counts = messages_of(g, stream)
+    assert final.content[0].text and final.usage.output_tokens > 0
+    assert request_side(counts) == PASSTHROUGH, counts
+    assert answered(counts), counts
+    assert an.recorded()[-1]["headers"]["x-api-key"] == ANTHROPIC_KEY
+
+
+def test_requests_whose_body_changes_still_send_it(gw):
+    g, oa, _ = gw
+    client = openai.OpenAI(base_url=f"{g.base_url}/v1", api_key="client-key")
+    # Another schema: translated.
+    answer, counts = messages_of(g, lambda: client.chat.completions.create(
+        model="claude", messages=MESSAGES))
+    assert answer.choices[0].message.content
+    assert request_side(counts) == TRANSLATED, counts
+    # A stream: the gateway asks the backend for usage.
+    chunks, counts = messages_of(g, lambda: list(client.chat.completions.create(
+        model="gpt", messages=MESSAGES, stream=True)))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert request_side(counts) == TRANSLATED, counts
+    assert oa.recorded()[-1]["body"]["stream_options"] == {"include_usage": True}
+    # A model override: the body names another model.
+    answer, counts = messages_of(g, lambda: client.chat.completions.create(
+        model="gpt-alias", messages=MESSAGES))
+    assert answer.choices[0].message.content
+    assert request_side(counts) == TRANSLATED, counts
+    assert oa.recorded()[-1]["body"]["model"] == "gpt"
