@@ -33,6 +33,12 @@ to receiving the first text delta ("Hello"), at the client.
 Each wrk run also reads the CPU time (/proc/PID/stat) the gateway's processes used, per request:
 aixds + its Envoy with the ext_proc, the other Envoy without. On a shared machine this moves
 much less with other load than wall-clock latency does. The processes' idle CPU is printed first.
+It reads the ext_proc messages per request from Envoy's own stats too (`stream_msgs_sent` of
+every ext_proc filter, the listener's and the clusters').
+
+With `--baseline-aixds OLD`, a third side ("before") runs the same manifests through another
+aixds binary and its own Envoy, in the same rounds and order rotation: a change's before and
+after, each against the same Envoy without the ext_proc, measured in one run.
 
 Prints one JSON line per scenario and round, then a summary table. Every run is bounded in
 time; every wait has a timeout.
@@ -275,6 +281,37 @@ class Procs:
                 proc.wait(timeout=10)
 
 
+def start_gateway(procs, name, aixds, mdir, workdir):
+    """`aixds run --no-envoy` on `mdir` and an Envoy bootstrapped by it, both called `name`;
+    returns (listener port, Envoy admin port, Envoy's config dump once synced)."""
+    xds_port, port, admin = free_port(), free_port(), free_port()
+    procs.start(f"{name}-aixds", [aixds, "run", "--no-envoy", "--insecure-grpc", mdir,
+                                  "--xds-address", f"127.0.0.1:{xds_port}",
+                                  "--admin-address", f"127.0.0.1:{free_port()}",
+                                  "--listener-address", "127.0.0.1", "--default-port", str(port)])
+    wait_port(xds_port)
+    boot = subprocess.run([aixds, "bootstrap", "--xds-address", f"127.0.0.1:{xds_port}",
+                           "--envoy-admin-port", str(admin)],
+                          capture_output=True, text=True, check=True, timeout=30).stdout
+    boot_path = os.path.join(workdir, f"{name}-envoy.yaml")
+    with open(boot_path, "w") as f:
+        f.write(boot)
+    procs.start(f"{name}-envoy", [ENVOY, "-c", boot_path, "--concurrency", "1",
+                                  "--disable-hot-restart", "-l", "warning"])
+    clusters = {f"aisb/default/{n}" for n in ("direct-openai", "direct-anthropic",
+                                                "stream-openai", "stream-anthropic")}
+    dump = wait_synced(admin, clusters)
+    wait_port(port)
+    return port, admin, dump
+
+
+def ext_proc_messages(admin_port):
+    """The ext_proc messages an Envoy has sent, over all its ext_proc filters."""
+    status, body = request(admin_port, "GET", "/stats?filter=ext_proc.*stream_msgs_sent")
+    assert status == 200, status
+    return sum(int(line.rsplit(": ", 1)[1]) for line in body.decode().splitlines() if ": " in line)
+
+
 def config_dump(admin_port):
     status, body = request(admin_port, "GET", "/config_dump?include_eds")
     assert status == 200, status
@@ -412,6 +449,7 @@ def loadavg():
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--aixds", required=True, help="the aixds binary (a release build)")
+    parser.add_argument("--baseline-aixds", help="another aixds binary, measured side by side as \"before\"")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=4, help="length of one wrk run")
     parser.add_argument("--connections", default="1,8", help="wrk connections, comma-separated")
@@ -437,28 +475,16 @@ def main():
         stream_port = int(line.rsplit(":", 1)[1])
         wait_port(direct_port)
 
-        # With the ext_proc: aixds + its Envoy.
+        # With the ext_proc: aixds + its Envoy (and the baseline binary's, when given).
         mdir = os.path.join(workdir, "manifests")
         os.mkdir(mdir)
         with open(os.path.join(mdir, "bench.yaml"), "w") as f:
             f.write(manifests(direct_port, stream_port))
-        xds_port, with_port, with_admin = free_port(), free_port(), free_port()
-        procs.start("aixds", [args.aixds, "run", "--no-envoy", "--insecure-grpc", mdir, "--xds-address", f"127.0.0.1:{xds_port}",
-                              "--admin-address", f"127.0.0.1:{free_port()}",
-                              "--listener-address", "127.0.0.1", "--default-port", str(with_port)])
-        wait_port(xds_port)
-        boot = subprocess.run([args.aixds, "bootstrap", "--xds-address", f"127.0.0.1:{xds_port}",
-                               "--envoy-admin-port", str(with_admin)],
-                              capture_output=True, text=True, check=True, timeout=30).stdout
-        boot_path = os.path.join(workdir, "with-envoy.yaml")
-        with open(boot_path, "w") as f:
-            f.write(boot)
-        procs.start("with-envoy", [ENVOY, "-c", boot_path, "--concurrency", "1", "--disable-hot-restart",
-                                   "-l", "warning"])
-        clusters = {f"aisb/default/{n}" for n in ("direct-openai", "direct-anthropic",
-                                                    "stream-openai", "stream-anthropic")}
-        dump = wait_synced(with_admin, clusters)
-        wait_port(with_port)
+        with_port, with_admin, dump = start_gateway(procs, "with", args.aixds, mdir, workdir)
+        gateways = {"with": with_admin}
+        if args.baseline_aixds:
+            before_port, before_admin, _ = start_gateway(procs, "before", args.baseline_aixds, mdir, workdir)
+            gateways["before"] = before_admin
 
         # Without: the same resources, statically, minus the ext_proc.
         without_port, without_admin = free_port(), free_port()
@@ -468,9 +494,13 @@ def main():
         sides = {"with": with_port, "without": without_port}
         named = dict((name, p) for name, p in procs.procs)
         # Whose CPU time each side's requests cost: the gateway's processes and the upstream.
-        cpu = {"with": {"aixds": named["aixds"], "envoy": named["with-envoy"],
+        cpu = {"with": {"aixds": named["with-aixds"], "envoy": named["with-envoy"],
                         "upstream": named["upstream-envoy"]},
                "without": {"envoy": named["without-envoy"], "upstream": named["upstream-envoy"]}}
+        if args.baseline_aixds:
+            sides["before"] = before_port
+            cpu["before"] = {"aixds": named["before-aixds"], "envoy": named["before-envoy"],
+                             "upstream": named["upstream-envoy"]}
         # Bodies and per-side requests: (path, model, body file) per scenario.
         scenarios = []
         for size in [int(s) for s in args.sizes.split(",")]:
@@ -482,7 +512,8 @@ def main():
                     (f"openai→anthropic {size // 1024} KB", ("/v1/chat/completions", "bench-anthropic", tr),
                      ("/v1/messages", "bench-anthropic", anthropic_body(tr)))):
                 files = {}
-                for side, (path, model, body) in (("with", with_req), ("without", without_req)):
+                requests = [("without", without_req)] + [(side, with_req) for side in gateways]
+                for side, (path, model, body) in requests:
                     body_path = os.path.join(workdir, f"body-{len(scenarios)}-{side}.json")
                     raw = json.dumps(body).encode()
                     with open(body_path, "wb") as f:
@@ -511,16 +542,20 @@ def main():
             for side, port in sides.items():  # warm-up, not recorded
                 wrk(port, scenarios[0][2][side], conns[-1], 2)
             for rnd in range(args.rounds):
-                order = ["with", "without"] if rnd % 2 == 0 else ["without", "with"]
+                order = list(sides)[rnd % len(sides):] + list(sides)[:rnd % len(sides)]
                 for name, size, files in scenarios:
                     for c in conns:
                         for side in order:
                             load = loadavg()
                             before = {k: cpu_seconds(p.pid) for k, p in cpu[side].items()}
+                            sent = ext_proc_messages(gateways[side]) if side in gateways else 0
                             r = wrk(sides[side], files[side], c, args.seconds)
                             for k, p in cpu[side].items():
                                 used = cpu_seconds(p.pid) - before[k]
                                 r[f"{k}_cpu_us_per_req"] = used * 1e6 / r["requests"]
+                            if side in gateways:
+                                sent = ext_proc_messages(gateways[side]) - sent
+                                r["ext_proc_msgs_per_req"] = sent / r["requests"]
                             r["gateway_cpu_us_per_req"] = sum(
                                 r[f"{k}_cpu_us_per_req"] for k in cpu[side] if k != "upstream")
                             r.update(round=rnd, scenario=name, connections=c, side=side, load=load)
@@ -532,25 +567,26 @@ def main():
             clients = {side: StreamClient(port) for side, port in sides.items()}
             stream_scenarios = [
                 ("stream openai→openai 1 KB",
-                 {"with": ("/v1/chat/completions", "bench-stream", chat_body(1024, "bench-stream", True)),
-                  "without": ("/v1/chat/completions", "bench-stream", chat_body(1024, "bench-stream", True))}),
+                 ("/v1/chat/completions", "bench-stream", chat_body(1024, "bench-stream", True)),
+                 ("/v1/chat/completions", "bench-stream", chat_body(1024, "bench-stream", True))),
                 ("stream openai→anthropic 1 KB",
-                 {"with": ("/v1/chat/completions", "bench-stream-anthropic",
-                           chat_body(1024, "bench-stream-anthropic", True)),
-                  "without": ("/v1/messages", "bench-stream-anthropic",
-                              anthropic_body(chat_body(1024, "bench-stream-anthropic", True)))}),
+                 ("/v1/chat/completions", "bench-stream-anthropic",
+                  chat_body(1024, "bench-stream-anthropic", True)),
+                 ("/v1/messages", "bench-stream-anthropic",
+                  anthropic_body(chat_body(1024, "bench-stream-anthropic", True)))),
             ]
-            for name, reqs in stream_scenarios:
+            for name, with_req, without_req in stream_scenarios:
+                reqs = {side: with_req if side in gateways else without_req for side in sides}
                 raw = {side: json.dumps(body).encode() for side, (_, _, body) in reqs.items()}
                 for side in sides:  # warm-up
                     for _ in range(20):
                         clients[side].request(reqs[side][0], reqs[side][1], raw[side])
                 for rnd in range(args.rounds):
-                    per_round = {"with": [], "without": []}
-                    failed = {"with": 0, "without": 0}
+                    per_round = {side: [] for side in sides}
+                    failed = {side: 0 for side in sides}
                     load = loadavg()
                     for i in range(args.stream_requests):
-                        order = ["with", "without"] if i % 2 == 0 else ["without", "with"]
+                        order = list(sides)[i % len(sides):] + list(sides)[:i % len(sides)]
                         for side in order:
                             sample = clients[side].request(reqs[side][0], reqs[side][1], raw[side])
                             if sample is None:
@@ -569,31 +605,39 @@ def main():
             for c in clients.values():
                 c.close()
 
-        print("\nMedians over rounds (µs; req/s):")
-        print("| scenario | conns | p50 with / without / added | p99 with / without / added | req/s with / without "
-              "| gateway CPU per request with (aixds + Envoy) / without / added |")
-        print("|---|---|---|---|---|---|")
+        m = lambda rs, k: median([r[k] for r in rs])
+        print("\nMedians over rounds (µs; req/s); × is against Envoy without the ext_proc:")
+        print("| scenario | conns | side | p50 (×) | p99 | req/s (×) "
+              "| gateway CPU per request (aixds + Envoy), added | ext_proc messages per request |")
+        print("|---|---|---|---|---|---|---|---|")
         for name, _, _ in scenarios:
             for c in conns:
-                w, wo = results.get((name, c, "with")), results.get((name, c, "without"))
-                if not w or not wo:
-                    continue
-                m = lambda rs, k: median([r[k] for r in rs])
-                print(f"| {name} | {c} | {m(w, 'p50_us'):.0f} / {m(wo, 'p50_us'):.0f} / "
-                      f"**{m(w, 'p50_us') - m(wo, 'p50_us'):+.0f}** | {m(w, 'p99_us'):.0f} / {m(wo, 'p99_us'):.0f} / "
-                      f"{m(w, 'p99_us') - m(wo, 'p99_us'):+.0f} | {m(w, 'rps'):.0f} / {m(wo, 'rps'):.0f} | "
-                      f"{m(w, 'gateway_cpu_us_per_req'):.0f} ({m(w, 'aixds_cpu_us_per_req'):.0f} + "
-                      f"{m(w, 'envoy_cpu_us_per_req'):.0f}) / {m(wo, 'gateway_cpu_us_per_req'):.0f} / "
-                      f"**{m(w, 'gateway_cpu_us_per_req') - m(wo, 'gateway_cpu_us_per_req'):+.0f}** |")
+                wo = results.get((name, c, "without"))
+                for side in gateways:
+                    w = results.get((name, c, side))
+                    if not w or not wo:
+                        continue
+                    print(f"| {name} | {c} | {side} | {m(w, 'p50_us'):.0f} "
+                          f"(**{m(w, 'p50_us') / m(wo, 'p50_us'):.2f}×**) | {m(w, 'p99_us'):.0f} | "
+                          f"{m(w, 'rps'):.0f} (**{m(w, 'rps') / m(wo, 'rps'):.2f}×**) | "
+                          f"{m(w, 'gateway_cpu_us_per_req'):.0f} ({m(w, 'aixds_cpu_us_per_req'):.0f} + "
+                          f"{m(w, 'envoy_cpu_us_per_req'):.0f}), "
+                          f"+{m(w, 'gateway_cpu_us_per_req') - m(wo, 'gateway_cpu_us_per_req'):.0f} | "
+                          f"{m(w, 'ext_proc_msgs_per_req'):.2f} |")
+                if wo:
+                    print(f"| {name} | {c} | without | {m(wo, 'p50_us'):.0f} | {m(wo, 'p99_us'):.0f} | "
+                          f"{m(wo, 'rps'):.0f} | {m(wo, 'gateway_cpu_us_per_req'):.0f} (Envoy) | 0 |")
         if streams:
-            print("\n| streaming scenario | TTFT p50 with / without / added | TTFT p99 with / without | whole stream p50 with / without |")
-            print("|---|---|---|---|")
+            print("\n| streaming scenario | side | TTFT p50 / added | TTFT p99 | whole stream p50 |")
+            print("|---|---|---|---|---|")
             for name in dict.fromkeys(k[0] for k in streams):
-                w, wo = streams[(name, "with")], streams[(name, "without")]
-                m = lambda rs, k: median([r[k] for r in rs])
-                print(f"| {name} | {m(w, 'ttft_p50_us'):.0f} / {m(wo, 'ttft_p50_us'):.0f} / "
-                      f"**{m(w, 'ttft_p50_us') - m(wo, 'ttft_p50_us'):+.0f}** | {m(w, 'ttft_p99_us'):.0f} / "
-                      f"{m(wo, 'ttft_p99_us'):.0f} | {m(w, 'total_p50_us'):.0f} / {m(wo, 'total_p50_us'):.0f} |")
+                wo = streams[(name, "without")]
+                for side in sides:
+                    w = streams[(name, side)]
+                    added = "" if side == "without" else \
+                        f" / **{m(w, 'ttft_p50_us') - m(wo, 'ttft_p50_us'):+.0f}**"
+                    print(f"| {name} | {side} | {m(w, 'ttft_p50_us'):.0f}{added} | "
+                          f"{m(w, 'ttft_p99_us'):.0f} | {m(w, 'total_p50_us'):.0f} |")
     finally:
         procs.stop()
         if args.keep:

@@ -124,3 +124,23 @@ def test_requests_whose_body_changes_still_send_it(gw):
     assert answer.choices[0].message.content
     assert request_side(counts) == TRANSLATED, counts
     assert oa.recorded()[-1]["body"]["model"] == "gpt"
+
+
+def test_a_body_naming_its_model_twice_is_refused_in_the_clients_format(gw):
+    """Parsers disagree on which of two `model` fields counts; a body passed through reaches the
+    backend as sent, so the gateway must not route on one while the backend serves the other."""
+    g, oa, _ = gw
+    sent = len(oa.recorded())
+    body = b'{"model": "gpt", "messages": [], "model": "gpt-4o-secret"}'
+    r = requests.post(f"{g.base_url}/v1/chat/completions", data=body,
+                      headers={"content-type": "application/json"}, timeout=10)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["type"] == "invalid_request_error"
+    assert "model" in r.json()["error"]["message"]
+    # An escaped name is the same name.
+    body = b'{"model": "claude", "max_tokens": 5, "messages": [], "stream": false, "str\\u0065am": true}'
+    r = requests.post(f"{g.base_url}/v1/messages", data=body,
+                      headers={"content-type": "application/json"}, timeout=10)
+    assert r.status_code == 400, r.text
+    assert r.json()["type"] == "error" and r.json()["error"]["type"] == "invalid_request_error"
+    assert len(oa.recorded()) == sent

@@ -5,7 +5,8 @@
 //! streams. Gives: header and body mutations, immediate responses and token-usage metadata.
 //!
 //! - **Router phase** (an HCM filter before the router): recognises the endpoint by `:path`,
-//!   answers `GET /v1/models` and unknown paths itself, parses the buffered body, sets
+//!   answers `GET /v1/models` and unknown paths itself, reads `model` and `stream` from the
+//!   buffered body (and nothing else of it, see [`translate::read_head`]), sets
 //!   [`MODEL_HEADER`](crate::api::MODEL_HEADER) from it and clears the route cache so the route
 //!   matches on the model.
 //! - **Pool phase** (an HCM filter after the router phase, on routes to InferencePools only):
@@ -14,7 +15,10 @@
 //! - **Upstream phase** (an upstream HTTP filter of each AIServiceBackend cluster, so once per
 //!   attempt): translates the request for the backend's schema, injects the credential (an
 //!   API key, a cloud access token, or a SigV4 signature of the final request: see
-//!   [`credentials`]), and translates the response back, chunk by chunk.
+//!   [`credentials`]), and translates the response back, chunk by chunk. A request whose
+//!   backend takes the body as sent ([`translate::passthrough_path`]) is answered at its headers
+//!   with the body message turned off (`mode_override`): its body never comes here, and the
+//!   response chunks that stay as they are are not sent back.
 //!
 //! The two phases of one request may reach different aixds replicas, so nothing is kept between
 //! them: the router phase and the route pass what the upstream phase needs as request headers

@@ -22,7 +22,7 @@ use tonic::Status;
 use super::endpoint_path;
 use super::runtime::RuntimeConfig;
 use super::service::{describe, find, header_pairs, immediate, mutation};
-use super::translate::{ClientSchema, Endpoint, error_body, parse_request};
+use super::translate::{ClientSchema, Endpoint, error_body, read_head};
 use crate::wire::{
     ATTEMPT_METADATA_NAMESPACE, CLIENT_METADATA_KEY, ENDPOINT_HEADER, NOT_FOUND_ANTHROPIC_BODY,
     NOT_FOUND_BODY, NOT_FOUND_COHERE_BODY, STREAM_HEADER,
@@ -143,7 +143,7 @@ impl RouterPhase {
             );
             return immediate(413, error_body(client, 413, &message), "aixds_body_too_large");
         }
-        let parsed = match parse_request(endpoint, body) {
+        let parsed = match read_head(endpoint, body) {
             Ok(parsed) => parsed,
             Err(e) => {
                 let status = e.status();

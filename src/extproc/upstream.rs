@@ -558,9 +558,9 @@ impl UpstreamPhase {
             self.observe();
         }
         // A chunk that stays as it is (a passthrough) is not sent back: Envoy keeps its own.
-        let body_mutation = (out != chunk).then(|| EnvoyBodyMutation {
-            mutation: Some(body_mutation::Mutation::Body(out)),
-        });
+        let changed = out != chunk;
+        let body_mutation = changed
+            .then_some(EnvoyBodyMutation { mutation: Some(body_mutation::Mutation::Body(out)) });
         ProcessingResponse {
             response: Some(Out::ResponseBody(BodyResponse {
                 response: Some(CommonResponse { body_mutation, ..Default::default() }),

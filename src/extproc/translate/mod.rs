@@ -235,6 +235,113 @@ pub fn parse_request(endpoint: Endpoint, body: &[u8]) -> Result<ParsedRequest, T
     Ok(ParsedRequest { endpoint, model, stream, include_usage, body })
 }
 
+/// What routing needs of a request body: its model and whether it asks for a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub model: String,
+    pub stream: bool,
+}
+
+/// Reads a request body's [`Head`] with the checks of [`parse_request`], without building the
+/// rest of the body (its other fields are scanned, not kept). A body that names `model` or
+/// `stream` twice is refused: parsers disagree on which one counts, and a body passed through
+/// reaches its backend as sent, so the gateway would route and count one model while the
+/// backend serves the other.
+pub fn read_head(endpoint: Endpoint, body: &[u8]) -> Result<Head, TranslateError> {
+    let invalid = |e: serde_json::Error| TranslateError::InvalidJson(e.to_string());
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let fields = serde::Deserializer::deserialize_any(&mut de, HeadVisitor).map_err(invalid)?;
+    de.end().map_err(invalid)?;
+    let fields = fields.ok_or(TranslateError::NotAnObject)?;
+    for (name, count) in [("model", fields.models), ("stream", fields.streams)] {
+        if count > 1 {
+            return Err(TranslateError::InvalidRequest(format!("{name:?} appears {count} times")));
+        }
+    }
+    let model = match fields.model {
+        Some(Value::String(model)) => model,
+        _ => return Err(TranslateError::MissingModel),
+    };
+    let stream = match fields.stream {
+        _ if !endpoint.streams() => false,
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => b,
+        Some(_) => {
+            return Err(TranslateError::InvalidRequest("\"stream\" must be true or false".into()));
+        }
+    };
+    Ok(Head { model, stream })
+}
+
+/// The top-level `model` and `stream` of an object, and how often each appeared.
+#[derive(Default)]
+struct HeadFields {
+    model: Option<Value>,
+    stream: Option<Value>,
+    models: usize,
+    streams: usize,
+}
+
+/// Visits a request body: `Some` fields for an object, `None` for any other JSON value.
+struct HeadVisitor;
+
+impl<'de> serde::de::Visitor<'de> for HeadVisitor {
+    type Value = Option<HeadFields>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = HeadFields::default();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match key.as_ref() {
+                "model" => {
+                    fields.models += 1;
+                    fields.model = Some(map.next_value()?);
+                }
+                "stream" => {
+                    fields.streams += 1;
+                    fields.stream = Some(map.next_value()?);
+                }
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Some(fields))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
 /// The wire family a backend speaks: what its request, response, stream and error bodies look
 /// like. Several schemas share one (OpenAI and Azure OpenAI differ only in paths and
 /// credentials); a family served by a cloud as well as by its maker says which ([`AnthropicHost`]).

@@ -5,7 +5,8 @@
 
 use aixds::api::{APISchema, VersionedAPISchema};
 use aixds::extproc::translate::{
-    Endpoint, Target, TranslateError, Usage, parse_request, response_translator, translate_request,
+    Endpoint, Target, TranslateError, Usage, parse_request, read_head, response_translator,
+    translate_request,
 };
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
@@ -980,4 +981,90 @@ fn the_openai_shape_rejects_what_openai_rejects() {
         {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
         {"role": "user", "content": "no result"},
     ])).contains("not answered"));
+}
+
+/// A top-level member of a generated body: `model` and `stream` of every JSON type (and with an
+/// escaped key), or another field.
+fn member() -> impl Strategy<Value = String> {
+    let value = prop_oneof![
+        text().prop_map(|t| Value::from(t).to_string()),
+        any::<bool>().prop_map(|b| b.to_string()),
+        Just("null".to_string()),
+        (0i64..100).prop_map(|n| n.to_string()),
+        arguments().prop_map(|v| v.to_string()),
+        Just("[1, [\"model\"]]".to_string()),
+    ];
+    let key = prop_oneof![
+        Just("\"model\"".to_string()),
+        Just("\"mod\\u0065l\"".to_string()),
+        Just("\"stream\"".to_string()),
+        ident().prop_map(|k| format!("{k:?}")),
+    ];
+    (key, value).prop_map(|(k, v)| format!("{k}: {v}"))
+}
+
+/// An object of such members.
+fn object() -> impl Strategy<Value = String> {
+    prop::collection::vec(member(), 0..5).prop_map(|m| format!("{{{}}}", m.join(", ")))
+}
+
+/// Generated bodies: objects of such members, sometimes cut short or not an object at all.
+fn body() -> impl Strategy<Value = String> {
+    let cut = (object(), any::<prop::sample::Index>()).prop_map(|(o, at)| {
+        let at = at.index(o.len() + 1);
+        let at = (0..=at).rev().find(|i| o.is_char_boundary(*i)).unwrap_or(0);
+        o[..at].to_string()
+    });
+    let other = prop::sample::select(vec!["[]", "\"model\"", "7", "{} {}", "null", ""]);
+    prop_oneof![4 => object(), 1 => cut, 1 => other.prop_map(str::to_string)]
+}
+
+proptest! {
+    #![proptest_config(super::config(500))]
+
+    /// The router phase's reader agrees with the full parser on every body that names `model`
+    /// and `stream` at most once: the same model and stream flag, or the same error; a body
+    /// naming either twice is refused, whatever the full parser would take.
+    #[test]
+    fn reading_the_head_agrees_with_parsing_the_body(body in body(), endpoint in prop::sample::select(Endpoint::ALL.to_vec())) {
+        let head = read_head(endpoint, body.as_bytes());
+        let parsed = parse_request(endpoint, body.as_bytes());
+        let twice = |key| count_key(&mut serde_json::Deserializer::from_str(&body), key).is_some_and(|n| n > 1);
+        let twice = twice("model") || twice("stream");
+        if twice {
+            prop_assert!(matches!(head, Err(TranslateError::InvalidRequest(_))), "{body}: {head:?}");
+        } else {
+            match (&head, &parsed) {
+                (Ok(h), Ok(p)) => prop_assert_eq!((&h.model, h.stream), (&p.model, p.stream), "{}", body),
+                (Err(h), Err(p)) => prop_assert_eq!(std::mem::discriminant(h), std::mem::discriminant(p), "{}: {:?} / {:?}", body, h, p),
+                _ => prop_assert!(false, "{body}: {head:?} / {:?}", parsed.map(|p| p.model)),
+            }
+        }
+    }
+}
+
+/// How often the top-level object `de` reads names `key` (`None` when it is no object).
+fn count_key<'de>(
+    de: &mut serde_json::Deserializer<serde_json::de::StrRead<'de>>,
+    key: &str,
+) -> Option<usize> {
+    struct Count<'k>(&'k str);
+    impl<'de> serde::de::Visitor<'de> for Count<'_> {
+        type Value = Option<usize>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut n = 0;
+            while let Some(k) = map.next_key::<String>()? {
+                n += usize::from(k == self.0);
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+            Ok(Some(n))
+        }
+    }
+    serde::Deserializer::deserialize_map(de, Count(key)).ok().flatten()
 }
