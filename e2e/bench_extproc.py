@@ -288,6 +288,7 @@ def start_gateway(procs, name, aixds, mdir, workdir):
     procs.start(f"{name}-aixds", [aixds, "run", "--no-envoy", "--insecure-grpc", mdir,
                                   "--xds-address", f"127.0.0.1:{xds_port}",
                                   "--admin-address", f"127.0.0.1:{free_port()}",
+                                  "--picker-address", "127.0.0.1:0",
                                   "--listener-address", "127.0.0.1", "--default-port", str(port)])
     wait_port(xds_port)
     boot = subprocess.run([aixds, "bootstrap", "--xds-address", f"127.0.0.1:{xds_port}",
