@@ -24,7 +24,7 @@ def gw(upstreams, gateway):
     alias = """  - matches: [{headers: [{type: Exact, name: x-ai-eg-model, value: gpt-alias}]}]
     backendRefs: [{name: oa, modelNameOverride: gpt}]
 """
-    g = gateway(route([("gpt", "oa"), ("claude", "an")]) + alias
+    g = gateway(route([("gpt", "oa"), ("claude", "an"), ("gpt-fail-429", "oa")]) + alias
                 + openai_backend("oa", oa) + credential("oa", "APIKey", OPENAI_KEY)
                 + openai_backend("an", an, schema="Anthropic")
                 + credential("an", "AnthropicAPIKey", ANTHROPIC_KEY))
@@ -54,21 +54,45 @@ PASSTHROUGH = {**ROUTER, ("upstream", "request_headers"): 1}
 TRANSLATED = {**PASSTHROUGH, ("upstream", "request_body"): 1}
 
 
-def answered(counts):
-    """The response was read: its headers once, its body in one message or more."""
-    return counts.get(("upstream", "response_headers")) == 1 \
+def answered(counts, headers):
+    """The response was read: its headers `headers` times (a passthrough skips them), its body
+    in one message or more."""
+    return counts.get(("upstream", "response_headers"), 0) == headers \
         and counts.get(("upstream", "response_body"), 0) >= 1
+
+
+def observed(gw, model, error=None):
+    """How many attempts for `model` the GenAI duration metric has counted (with `error`)."""
+    suffix = f',error_type="{error}"' if error else ""
+    return sum(v for k, v in gw.metrics().items()
+               if k.startswith("gen_ai_server_request_duration_seconds_count{")
+               and f'gen_ai_request_model="{model}"' in k and k.endswith(suffix + "}")
+               and (error or "error_type" not in k))
 
 
 def test_a_passthrough_request_never_sends_its_body_to_aixds(gw):
     g, oa, _ = gw
     client = openai.OpenAI(base_url=f"{g.base_url}/v1", api_key="client-key")
+    tokens = lambda: sum(v for k, v in g.metrics().items()
+                         if k.startswith("gen_ai_client_token_usage_sum{") and '"gpt"' in k)
+    before = (observed(g, "gpt"), tokens())
     answer, counts = messages_of(g, lambda: client.chat.completions.create(
         model="gpt", messages=MESSAGES))
     assert answer.choices[0].message.content
     assert answer.usage.total_tokens > 0
     assert request_side(counts) == PASSTHROUGH, counts
-    assert answered(counts), counts
+    assert answered(counts, headers=0), counts
+    # Usage was still read from the body, and the attempt counted as a success.
+    assert (observed(g, "gpt"), tokens()) == (before[0] + 1, before[1] + answer.usage.total_tokens)
+
+    # An error passed through reaches the SDK as its typed error; its status came with the body.
+    failed = observed(g, "gpt-fail-429", "429")
+    client_no_retry = client.with_options(max_retries=0)
+    with pytest.raises(openai.RateLimitError) as e:
+        messages_of(g, lambda: client_no_retry.chat.completions.create(
+            model="gpt-fail-429", messages=MESSAGES))
+    assert e.value.status_code == 429 and e.value.body
+    assert observed(g, "gpt-fail-429", "429") == failed + 1
 
     # The bytes the client sent are the bytes the backend got, with the backend's key.
     body = json.dumps({"model": "gpt", "messages": MESSAGES}, separators=(", ", ": ")).encode()
@@ -92,7 +116,7 @@ def test_anthropic_to_anthropic_passes_through_streamed_or_not(gw):
         model="claude", max_tokens=20, messages=MESSAGES))
     assert answer.content[0].text
     assert request_side(counts) == PASSTHROUGH, counts
-    assert answered(counts), counts
+    assert answered(counts, headers=0), counts
 
     def stream():
         with client.messages.stream(model="claude", max_tokens=20, messages=MESSAGES) as s:
@@ -100,7 +124,7 @@ def test_anthropic_to_anthropic_passes_through_streamed_or_not(gw):
     final, counts = messages_of(g, stream)
     assert final.content[0].text and final.usage.output_tokens > 0
     assert request_side(counts) == PASSTHROUGH, counts
-    assert answered(counts), counts
+    assert answered(counts, headers=0), counts
     assert an.recorded()[-1]["headers"]["x-api-key"] == ANTHROPIC_KEY
 
 
@@ -112,6 +136,7 @@ def test_requests_whose_body_changes_still_send_it(gw):
         model="claude", messages=MESSAGES))
     assert answer.choices[0].message.content
     assert request_side(counts) == TRANSLATED, counts
+    assert answered(counts, headers=1), counts
     # A stream: the gateway asks the backend for usage.
     chunks, counts = messages_of(g, lambda: list(client.chat.completions.create(
         model="gpt", messages=MESSAGES, stream=True)))

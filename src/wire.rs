@@ -13,6 +13,9 @@ pub const ROUTE_BACKEND_HEADER: &str = "x-aixds-route-backend";
 /// [`ROUTE_BACKEND_HEADER`], which a fallback route does not set.
 pub const ROUTE_BACKEND_ATTRIBUTE: &str =
     "xds.upstream_host_metadata.filter_metadata['envoy.transport_socket_match']['route_backend']";
+/// The ext_proc attribute the upstream-phase filter sends with the first response message: the
+/// response's HTTP status, for a response whose headers message is skipped.
+pub const RESPONSE_CODE_ATTRIBUTE: &str = "response.code";
 /// Set by the router phase: the endpoint the client called (`chat_completions`, ...).
 pub const ENDPOINT_HEADER: &str = "x-aixds-endpoint";
 /// Set by the router phase: `true` when the client asked for a stream.

@@ -27,7 +27,7 @@ use envoy_types::util::pack_any;
 use crate::bootstrap::XDS_CLUSTER;
 use crate::wire::{
     ATTEMPT_METADATA_NAMESPACE, BACKEND_METADATA, METADATA_NAMESPACE, PHASE_METADATA,
-    POOL_HTTP_PHASE, POOL_PHASE, ROUTE_BACKEND_ATTRIBUTE,
+    POOL_HTTP_PHASE, POOL_PHASE, RESPONSE_CODE_ATTRIBUTE, ROUTE_BACKEND_ATTRIBUTE,
 };
 
 pub(super) const EXT_PROC_FILTER: &str = "envoy.filters.http.ext_proc";
@@ -142,8 +142,10 @@ pub(super) enum UpstreamHttp {
 
 /// `protocol` to the backend, through the upstream-phase ext_proc: the request headers and
 /// whole body (translated per attempt), the response headers and the body as it streams. A
-/// request the backend takes as sent skips its body: the service says so in its answer to the
-/// headers (`mode_override`), as only it knows the request's model and the backend's schema.
+/// request the backend takes as sent skips its body and its response's headers: the service says
+/// so in its answer to the headers (`mode_override`), as only it knows the request's model and
+/// the backend's schema; the response's status then comes with its first body message
+/// ([`RESPONSE_CODE_ATTRIBUTE`]).
 ///
 /// A fallback cluster (`fallback`) has several backends: its filter also sends the picked
 /// endpoint's backendRef id ([`ROUTE_BACKEND_ATTRIBUTE`]) with the request headers.
@@ -175,6 +177,9 @@ pub(super) fn upstream_protocol_options(
         } else {
             Vec::new()
         },
+        // With the first response message, headers or body: the status of a response whose
+        // headers the service skips (a passthrough's).
+        response_attributes: vec![RESPONSE_CODE_ATTRIBUTE.into()],
         // The request goes to the backend's host, which Envoy guards by default.
         mutation_rules: Some(HeaderMutationRules {
             allow_all_routing: Some(BoolValue { value: true }),

@@ -45,6 +45,15 @@ impl ResponseTranslation {
         self.translator.usage()
     }
 
+    /// Records the response's status where its headers are not seen (a passthrough's, whose
+    /// headers pass unchanged: Envoy drops their `content-length` itself). Only the first
+    /// status counts.
+    pub fn on_status(&mut self, status: u16) {
+        if self.status == 0 {
+            self.status = status;
+        }
+    }
+
     /// The content type of what the client will get, and no `content-length`: the body
     /// changes length as it is translated, and Envoy frames it anew.
     pub fn on_headers(&mut self, message: &HttpHeaders) -> Option<HeaderMutation> {

@@ -44,7 +44,7 @@ use crate::api::MODEL_HEADER;
 use crate::api::{APISchema, BodyMutation, HeaderMutation as ApiHeaderMutation};
 use crate::wire::{
     ATTEMPT_METADATA_NAMESPACE, ENDPOINT_HEADER, INTERNAL_HEADER_PREFIX, METADATA_NAMESPACE,
-    ROUTE_BACKEND_ATTRIBUTE, ROUTE_BACKEND_HEADER, STREAM_HEADER,
+    RESPONSE_CODE_ATTRIBUTE, ROUTE_BACKEND_ATTRIBUTE, ROUTE_BACKEND_HEADER, STREAM_HEADER,
 };
 
 /// The key Envoy's ext_proc filter sends its `request_attributes` under.
@@ -149,6 +149,18 @@ impl UpstreamPhase {
                 Out::ResponseHeaders(self.on_response_headers(&headers))
             }
             Some(In::ResponseBody(body)) => {
+                let status = request
+                    .attributes
+                    .get(EXT_PROC_ATTRIBUTES)
+                    .and_then(|a| a.fields.get(RESPONSE_CODE_ATTRIBUTE))
+                    .and_then(|v| match &v.kind {
+                        Some(value::Kind::NumberValue(n)) => u16::try_from(*n as i64).ok(),
+                        Some(value::Kind::StringValue(s)) => s.parse().ok(),
+                        _ => None,
+                    });
+                if let (Some(state), Some(status)) = (&mut self.response, status) {
+                    state.translation.on_status(status);
+                }
                 return Ok(self.on_response_body(&body.body, body.end_of_stream));
             }
             Some(In::RequestTrailers(_)) => Out::RequestTrailers(TrailersResponse::default()),
@@ -319,8 +331,11 @@ impl UpstreamPhase {
 
     /// For a request whose body the backend takes as the client sent it (same API, no model
     /// override, no body mutation, no signature over the body): the answer to its headers that
-    /// sends it on without the body ever coming here, the request body message skipped
-    /// (`mode_override`; the response is still read, to translate errors and count tokens).
+    /// sends it on without the body ever coming here: the request body and response headers
+    /// messages skipped (`mode_override`). The response body is still read, to count tokens
+    /// and bring errors to the client's format; its status comes with it
+    /// ([`RESPONSE_CODE_ATTRIBUTE`]), and Envoy drops its `content-length`, as the body may
+    /// change.
     /// `None` when the body has to come.
     fn pass_through(&mut self) -> Option<ProcessingResponse> {
         let endpoint = self.endpoint.as_deref().and_then(Endpoint::from_path)?;
@@ -355,7 +370,7 @@ impl UpstreamPhase {
             dynamic_metadata: Some(attempt),
             mode_override: Some(ProcessingMode {
                 request_body_mode: processing_mode::BodySendMode::None as i32,
-                response_header_mode: processing_mode::HeaderSendMode::Send as i32,
+                response_header_mode: processing_mode::HeaderSendMode::Skip as i32,
                 response_body_mode: processing_mode::BodySendMode::Streamed as i32,
                 ..Default::default()
             }),
@@ -540,6 +555,16 @@ impl UpstreamPhase {
                 ..Default::default()
             };
         };
+        if state.translation.status == 0 {
+            // Neither headers nor a status came: nothing to read the body by; it passes as is.
+            if end_of_stream {
+                self.observe();
+            }
+            return ProcessingResponse {
+                response: Some(Out::ResponseBody(BodyResponse::default())),
+                ..Default::default()
+            };
+        }
         let out = state.translation.on_body(chunk, end_of_stream, &self.cluster);
         let ok = state.translation.ok();
         if ok && state.stream && !chunk.is_empty() {
