@@ -67,6 +67,9 @@ pub(super) struct UpstreamPhase {
     /// What an earlier attempt of this request left in the header map, which Envoy shares
     /// between attempts: the headers it added, and the client's `:authority`.
     earlier: Earlier,
+    /// The attempt is on a fallback cluster, whose failed attempts Envoy retries on the next
+    /// priority without passing their bodies on: only their headers tell their status.
+    fallback: bool,
 }
 
 /// What one attempt keeps in [`ATTEMPT_METADATA_NAMESPACE`] for the next one.
@@ -124,6 +127,7 @@ impl UpstreamPhase {
             route_backend: None,
             response: None,
             earlier: Earlier::default(),
+            fallback: false,
         }
     }
 
@@ -223,6 +227,7 @@ impl UpstreamPhase {
         self.endpoint = header(ENDPOINT_HEADER).or(self.earlier.endpoint.take());
         self.route_backend =
             picked.clone().or(header(ROUTE_BACKEND_HEADER)).or(self.earlier.route_backend.take());
+        self.fallback = picked.is_some();
         if picked.is_some()
             && let Some(cluster) = self.route_backend().and_then(|r| r.backend.clone())
         {
@@ -335,7 +340,9 @@ impl UpstreamPhase {
     /// messages skipped (`mode_override`). The response body is still read, to count tokens
     /// and bring errors to the client's format; its status comes with it
     /// ([`RESPONSE_CODE_ATTRIBUTE`]), and Envoy drops its `content-length`, as the body may
-    /// change.
+    /// change. On a fallback cluster the response headers still come: a failed attempt that
+    /// Envoy retries elsewhere sends no body, and the metrics count it by its status. A response
+    /// that ends with its headers (no body) is counted as `no_response`.
     /// `None` when the body has to come.
     fn pass_through(&mut self) -> Option<ProcessingResponse> {
         let endpoint = self.endpoint.as_deref().and_then(Endpoint::from_path)?;
@@ -370,7 +377,10 @@ impl UpstreamPhase {
             dynamic_metadata: Some(attempt),
             mode_override: Some(ProcessingMode {
                 request_body_mode: processing_mode::BodySendMode::None as i32,
-                response_header_mode: processing_mode::HeaderSendMode::Skip as i32,
+                response_header_mode: match self.fallback {
+                    true => processing_mode::HeaderSendMode::Send,
+                    false => processing_mode::HeaderSendMode::Skip,
+                } as i32,
                 response_body_mode: processing_mode::BodySendMode::Streamed as i32,
                 ..Default::default()
             }),
