@@ -338,7 +338,7 @@ impl UpstreamPhase {
     /// override, no body mutation, no signature over the body): the answer to its headers that
     /// sends it on without the body ever coming here: the request body and response headers
     /// messages skipped (`mode_override`). The response body is still read, to count tokens
-    /// and bring errors to the client's format; its status comes with it
+    /// and bring errors to the client's format; it comes whole unless streamed, with its status
     /// ([`RESPONSE_CODE_ATTRIBUTE`]), and Envoy drops its `content-length`, as the body may
     /// change. On a fallback cluster the response headers still come: a failed attempt that
     /// Envoy retries elsewhere sends no body, and the metrics count it by its status. A response
@@ -381,7 +381,12 @@ impl UpstreamPhase {
                     true => processing_mode::HeaderSendMode::Send,
                     false => processing_mode::HeaderSendMode::Skip,
                 } as i32,
-                response_body_mode: processing_mode::BodySendMode::Streamed as i32,
+                // Whole, in one message: streamed, the body's last bytes and its end may come
+                // as two.
+                response_body_mode: match stream {
+                    true => processing_mode::BodySendMode::Streamed,
+                    false => processing_mode::BodySendMode::Buffered,
+                } as i32,
                 ..Default::default()
             }),
             ..Default::default()
