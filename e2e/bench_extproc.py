@@ -281,15 +281,16 @@ class Procs:
                 proc.wait(timeout=10)
 
 
-def start_gateway(procs, name, aixds, mdir, workdir):
-    """`aixds run --no-envoy` on `mdir` and an Envoy bootstrapped by it, both called `name`;
-    returns (listener port, Envoy admin port, Envoy's config dump once synced)."""
-    xds_port, port, admin = free_port(), free_port(), free_port()
-    procs.start(f"{name}-aixds", [aixds, "run", "--no-envoy", "--insecure-grpc", mdir,
+def start_gateway(procs, name, aixds, mdir, workdir, clusters, extra=()):
+    """`aixds run --no-envoy` on `mdir` (with `extra` arguments) and an Envoy bootstrapped by
+    it, both called `name`, once Envoy has an endpoint for each of `clusters`; returns (listener
+    port, Envoy admin port, aixds admin port, Envoy's config dump)."""
+    xds_port, port, admin, aixds_admin = free_port(), free_port(), free_port(), free_port()
+    procs.start(f"{name}-aixds", [aixds, "run", "--no-envoy", "--insecure-grpc", "--no-picker", mdir,
                                   "--xds-address", f"127.0.0.1:{xds_port}",
-                                  "--admin-address", f"127.0.0.1:{free_port()}",
-                                  "--picker-address", "127.0.0.1:0",
-                                  "--listener-address", "127.0.0.1", "--default-port", str(port)])
+                                  "--admin-address", f"127.0.0.1:{aixds_admin}",
+                                  "--listener-address", "127.0.0.1", "--default-port", str(port),
+                                  *extra])
     wait_port(xds_port)
     boot = subprocess.run([aixds, "bootstrap", "--xds-address", f"127.0.0.1:{xds_port}",
                            "--envoy-admin-port", str(admin)],
@@ -299,11 +300,9 @@ def start_gateway(procs, name, aixds, mdir, workdir):
         f.write(boot)
     procs.start(f"{name}-envoy", [ENVOY, "-c", boot_path, "--concurrency", "1",
                                   "--disable-hot-restart", "-l", "warning"])
-    clusters = {f"aisb/default/{n}" for n in ("direct-openai", "direct-anthropic",
-                                                "stream-openai", "stream-anthropic")}
     dump = wait_synced(admin, clusters)
     wait_port(port)
-    return port, admin, dump
+    return port, admin, aixds_admin, dump
 
 
 def ext_proc_messages(admin_port):
@@ -481,10 +480,13 @@ def main():
         os.mkdir(mdir)
         with open(os.path.join(mdir, "bench.yaml"), "w") as f:
             f.write(manifests(direct_port, stream_port))
-        with_port, with_admin, dump = start_gateway(procs, "with", args.aixds, mdir, workdir)
+        clusters = {f"aisb/default/{n}" for n in ("direct-openai", "direct-anthropic",
+                                                    "stream-openai", "stream-anthropic")}
+        with_port, with_admin, _, dump = start_gateway(procs, "with", args.aixds, mdir, workdir, clusters)
         gateways = {"with": with_admin}
         if args.baseline_aixds:
-            before_port, before_admin, _ = start_gateway(procs, "before", args.baseline_aixds, mdir, workdir)
+            before_port, before_admin, _, _ = start_gateway(procs, "before", args.baseline_aixds, mdir,
+                                                            workdir, clusters)
             gateways["before"] = before_admin
 
         # Without: the same resources, statically, minus the ext_proc.

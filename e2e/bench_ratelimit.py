@@ -24,13 +24,12 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
-from bench_extproc import (ENVOY, WRK_SCRIPT, Procs, chat_body, free_port, request,
-                           upstream_envoy_config, wait_port, wait_synced, wrk)
+from bench_extproc import (WRK_SCRIPT, Procs, chat_body, free_port, request, start_gateway,
+                           upstream_envoy_config, wait_port, wrk)
 
 # bench_extproc's wrk script, each request from one tenant (the budget's Distinct selector).
 WRK_SCRIPT = WRK_SCRIPT.replace(
@@ -86,23 +85,8 @@ def gateway(procs, workdir, name, aixds, upstream_port, extra):
     os.mkdir(mdir)
     with open(os.path.join(mdir, "bench.yaml"), "w") as f:
         f.write(manifests(upstream_port))
-    xds_port, port, admin, aixds_admin = free_port(), free_port(), free_port(), free_port()
-    procs.start(f"aixds-{name}", [aixds, "run", "--no-envoy", "--insecure-grpc", "--no-picker", mdir,
-                                  "--xds-address", f"127.0.0.1:{xds_port}",
-                                  "--admin-address", f"127.0.0.1:{aixds_admin}",
-                                  "--listener-address", "127.0.0.1", "--default-port", str(port),
-                                  *extra])
-    wait_port(xds_port)
-    boot = subprocess.run([aixds, "bootstrap", "--xds-address", f"127.0.0.1:{xds_port}",
-                           "--envoy-admin-port", str(admin)],
-                          capture_output=True, text=True, check=True, timeout=30).stdout
-    path = os.path.join(workdir, f"envoy-{name}.yaml")
-    with open(path, "w") as f:
-        f.write(boot)
-    procs.start(f"envoy-{name}", [ENVOY, "-c", path, "--concurrency", "1", "--disable-hot-restart",
-                                  "-l", "warning"])
-    wait_synced(admin, {"aisb/default/upstream"})
-    wait_port(port)
+    port, _, aixds_admin, _ = start_gateway(procs, name, aixds, mdir, workdir,
+                                            {"aisb/default/upstream"}, extra)
     return port, aixds_admin
 
 

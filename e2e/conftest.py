@@ -3,6 +3,7 @@
 
 import json
 import os
+import random
 import select
 import socket
 import subprocess
@@ -24,10 +25,29 @@ PROVIDERS = E2E / "providers"
 sys.path.append(str(PROVIDERS))
 
 
+# Ports handed out in this session: each test's servers get ports no earlier test had.
+_given_ports = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now, below the kernel's ephemeral range: a port the kernel picked (bind to 0)
+    can be taken by any process's outgoing connection before the test's server binds it, and a
+    server then fails to listen (seen as an Envoy listener NACKed with "address in use")."""
+    low, _ = (int(p) for p in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    for _ in range(200):
+        # Below 11000 there is no room: the kernel's choice, as before.
+        port = random.randrange(10000, low) if low > 11000 else 0
+        if port in _given_ports:
+            continue
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port))
+                port = s.getsockname()[1]
+        except OSError:
+            continue
+        _given_ports.add(port)
+        return port
+    raise AssertionError("no free port below the ephemeral range")
 
 
 def write_atomic(path, text):

@@ -84,3 +84,16 @@ pub enum APISchema {
     GCPAnthropic,
     Cohere,
 }
+
+impl APISchema {
+    pub const ALL: [APISchema; 8] = [
+        APISchema::OpenAI,
+        APISchema::Anthropic,
+        APISchema::AzureOpenAI,
+        APISchema::AWSBedrock,
+        APISchema::AWSAnthropic,
+        APISchema::GCPVertexAI,
+        APISchema::GCPAnthropic,
+        APISchema::Cohere,
+    ];
+}

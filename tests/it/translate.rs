@@ -174,19 +174,9 @@ fn openai_chat_to_openai_passes_through_with_model_override_and_usage() {
 /// answer depends on it), so `passthrough_path` must say no.
 #[test]
 fn passthrough_is_exactly_where_translation_leaves_the_body_alone() {
-    let schemas = [
-        APISchema::OpenAI,
-        APISchema::Anthropic,
-        APISchema::AzureOpenAI,
-        APISchema::AWSBedrock,
-        APISchema::AWSAnthropic,
-        APISchema::GCPVertexAI,
-        APISchema::GCPAnthropic,
-        APISchema::Cohere,
-    ];
     let vertex = VertexLocation { project: "p", region: "us-east5" };
     let mut passed = 0;
-    for schema in schemas {
+    for schema in APISchema::ALL {
         let versioned =
             VersionedAPISchema { name: schema, version: None, prefix: Some("/v2/".into()) };
         let target = Target::new(&versioned).in_vertex(vertex);
@@ -1158,16 +1148,7 @@ impl Rng {
 fn nothing_panics_on_random_input() {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     // Every endpoint to every schema: the pairs a family refuses must refuse, not panic.
-    let backends = [
-        APISchema::OpenAI,
-        APISchema::Anthropic,
-        APISchema::AzureOpenAI,
-        APISchema::AWSBedrock,
-        APISchema::AWSAnthropic,
-        APISchema::GCPVertexAI,
-        APISchema::GCPAnthropic,
-        APISchema::Cohere,
-    ];
+    let backends = APISchema::ALL;
     let location = VertexLocation { project: "p", region: "us-central1" };
     let seeds: Vec<&[u8]> = vec![
         include_bytes!("../fixtures/translate/bedrock_converse_stream.bin"),
