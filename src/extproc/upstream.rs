@@ -135,6 +135,7 @@ impl UpstreamPhase {
         &mut self,
         request: ProcessingRequest,
     ) -> Result<ProcessingResponse, Status> {
+        let status = response_code(&request);
         let response = match request.request {
             Some(In::RequestHeaders(headers)) => {
                 let earlier = request
@@ -153,15 +154,6 @@ impl UpstreamPhase {
                 Out::ResponseHeaders(self.on_response_headers(&headers))
             }
             Some(In::ResponseBody(body)) => {
-                let status = request
-                    .attributes
-                    .get(EXT_PROC_ATTRIBUTES)
-                    .and_then(|a| a.fields.get(RESPONSE_CODE_ATTRIBUTE))
-                    .and_then(|v| match &v.kind {
-                        Some(value::Kind::NumberValue(n)) => u16::try_from(*n as i64).ok(),
-                        Some(value::Kind::StringValue(s)) => s.parse().ok(),
-                        _ => None,
-                    });
                 if let (Some(state), Some(status)) = (&mut self.response, status) {
                     state.translation.on_status(status);
                 }
@@ -636,6 +628,16 @@ impl UpstreamPhase {
 impl Drop for UpstreamPhase {
     fn drop(&mut self) {
         self.observe();
+    }
+}
+
+/// The response status a message carries as [`RESPONSE_CODE_ATTRIBUTE`].
+fn response_code(request: &ProcessingRequest) -> Option<u16> {
+    let attributes = request.attributes.get(EXT_PROC_ATTRIBUTES)?;
+    match &attributes.fields.get(RESPONSE_CODE_ATTRIBUTE)?.kind {
+        Some(value::Kind::NumberValue(n)) => u16::try_from(*n as i64).ok(),
+        Some(value::Kind::StringValue(s)) => s.parse().ok(),
+        _ => None,
     }
 }
 

@@ -217,16 +217,7 @@ pub fn parse_request(endpoint: Endpoint, body: &[u8]) -> Result<ParsedRequest, T
     let Value::Object(body) = value else {
         return Err(TranslateError::NotAnObject);
     };
-    let model =
-        body.get("model").and_then(Value::as_str).ok_or(TranslateError::MissingModel)?.to_string();
-    let stream = match body.get("stream") {
-        _ if !endpoint.streams() => false,
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => {
-            return Err(TranslateError::InvalidRequest("\"stream\" must be true or false".into()));
-        }
-    };
+    let Head { model, stream } = head(endpoint, body.get("model"), body.get("stream"))?;
     let include_usage = body
         .get("stream_options")
         .and_then(|o| o.get("include_usage"))
@@ -258,14 +249,21 @@ pub fn read_head(endpoint: Endpoint, body: &[u8]) -> Result<Head, TranslateError
             return Err(TranslateError::InvalidRequest(format!("{name:?} appears {count} times")));
         }
     }
-    let model = match fields.model {
-        Some(Value::String(model)) => model,
-        _ => return Err(TranslateError::MissingModel),
-    };
-    let stream = match fields.stream {
+    head(endpoint, fields.model.as_ref(), fields.stream.as_ref())
+}
+
+/// The checks [`parse_request`] and [`read_head`] share: `model` a string, `stream` a boolean
+/// or null (and false on endpoints that do not stream).
+fn head(
+    endpoint: Endpoint,
+    model: Option<&Value>,
+    stream: Option<&Value>,
+) -> Result<Head, TranslateError> {
+    let model = model.and_then(Value::as_str).ok_or(TranslateError::MissingModel)?.to_string();
+    let stream = match stream {
         _ if !endpoint.streams() => false,
         None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => b,
+        Some(Value::Bool(b)) => *b,
         Some(_) => {
             return Err(TranslateError::InvalidRequest("\"stream\" must be true or false".into()));
         }
