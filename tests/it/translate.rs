@@ -4,7 +4,7 @@
 use aixds::api::{APISchema, VersionedAPISchema};
 use aixds::extproc::translate::{
     ClientSchema, Endpoint, ParsedRequest, ResponseTranslator, Target, TranslateError, Usage,
-    VertexLocation, error_body, parse_request, passthrough_path, response_translator,
+    VertexLocation, error_body, parse_request, passthrough_path, read_head, response_translator,
     translate_error, translate_request,
 };
 use serde_json::{Value, json};
@@ -109,6 +109,40 @@ fn any_path_belongs_to_one_api() {
         let endpoint = Endpoint::from_path(path).expect("served");
         assert_eq!(ClientSchema::of_path(path), endpoint.client_schema(), "{path}");
     }
+}
+
+/// The router phase's reader on hostile bodies: nesting a million deep in a field it skips, or
+/// past the parser's depth limit in `model`, a hundred thousand fields: an answer, no crash.
+#[test]
+fn reading_the_head_survives_deep_and_wide_bodies() {
+    let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+    let skipped = format!(r#"{{"model": "m", "x": {}}}"#, deep(1_000_000));
+    let head = read_head(Endpoint::ChatCompletions, skipped.as_bytes());
+    assert!(matches!(head, Err(TranslateError::InvalidJson(_))), "{head:?}");
+    // Exactly as deep as the full parser takes, a skipped field or `model` itself.
+    for depth in 120..135 {
+        for body in [
+            format!(r#"{{"model": "m", "x": {}}}"#, deep(depth - 1)),
+            format!(r#"{{"model": {}}}"#, deep(depth - 1)),
+        ] {
+            let full = parse_request(Endpoint::ChatCompletions, body.as_bytes()).map(|p| p.model);
+            let head = read_head(Endpoint::ChatCompletions, body.as_bytes()).map(|h| h.model);
+            assert_eq!(
+                std::mem::discriminant(&full),
+                std::mem::discriminant(&head),
+                "depth {depth}: {full:?} / {head:?}"
+            );
+        }
+    }
+    let in_model = format!(r#"{{"model": {}}}"#, deep(100_000));
+    assert!(matches!(
+        read_head(Endpoint::ChatCompletions, in_model.as_bytes()),
+        Err(TranslateError::InvalidJson(_))
+    ));
+    let wide: Vec<String> = (0..100_000).map(|i| format!(r#""f{i}": {i}"#)).collect();
+    let wide = format!(r#"{{{}, "model": "m", "stream": true}}"#, wide.join(", "));
+    let head = read_head(Endpoint::ChatCompletions, wide.as_bytes()).expect("reads");
+    assert_eq!((head.model.as_str(), head.stream), ("m", true));
 }
 
 #[test]

@@ -239,6 +239,12 @@ pub struct Head {
 /// reaches its backend as sent, so the gateway would route and count one model while the
 /// backend serves the other.
 pub fn read_head(endpoint: Endpoint, body: &[u8]) -> Result<Head, TranslateError> {
+    // The fields skipped below are not depth-limited as a parsed body is: a body nested deeper
+    // than parse_request takes would pass to the backend.
+    if nesting(body) > MAX_NESTING {
+        let message = format!("nested deeper than {MAX_NESTING} arrays and objects");
+        return Err(TranslateError::InvalidJson(message));
+    }
     let invalid = |e: serde_json::Error| TranslateError::InvalidJson(e.to_string());
     let mut de = serde_json::Deserializer::from_slice(body);
     let fields = serde::Deserializer::deserialize_any(&mut de, HeadVisitor).map_err(invalid)?;
@@ -269,6 +275,30 @@ fn head(
         }
     };
     Ok(Head { model, stream })
+}
+
+/// The deepest nesting of arrays and objects [`parse_request`] takes (serde_json's limit).
+const MAX_NESTING: usize = 127;
+
+/// How deep arrays and objects nest in `body` (outside strings), read byte by byte.
+fn nesting(body: &[u8]) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in body {
+        match (in_string, escaped, b) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') => in_string = false,
+            (true, false, _) => {}
+            (false, _, b'"') => in_string = true,
+            (false, _, b'[' | b'{') => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            (false, _, b']' | b'}') => depth = depth.saturating_sub(1),
+            (false, _, _) => {}
+        }
+    }
+    deepest
 }
 
 /// The top-level `model` and `stream` of an object, and how often each appeared.
