@@ -234,18 +234,15 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
                 wake = feed.next_wake() => if wake.is_none() { return },
                 _ = loop_stopped.wait_for(|s| *s) => return,
             }
-            {
-                let mut graph = loop_graph.write().unwrap_or_else(|e| e.into_inner());
-                apply_batch(
-                    &mut feed,
-                    &mut graph,
-                    &mut compiler,
-                    &loop_store,
-                    &loop_metrics,
-                    &runtime,
-                    loop_picker.as_deref(),
-                );
-            }
+            apply_batch(
+                &mut feed,
+                &loop_graph,
+                &mut compiler,
+                &loop_store,
+                &loop_metrics,
+                &runtime,
+                loop_picker.as_deref(),
+            );
             batch_tx.send_modify(|n| *n += 1);
         }
     });
@@ -299,11 +296,13 @@ async fn start_admin(
 }
 
 /// One batch: reload → apply to the graph → compile the affected outputs → publish (the streams
-/// then push). A `batch` span carries the counts; `apply`, `compile` and `publish` spans inside
-/// it time the stages.
+/// then push). The graph's write lock is held only to apply the changes: compiling and
+/// publishing read it, so the admin endpoints and the status writer are not held up by them
+/// (this loop is the graph's only writer, so nothing changes it in between). A `batch` span
+/// carries the counts; `apply`, `compile` and `publish` spans inside it time the stages.
 fn apply_batch(
     source: &mut Feed,
-    graph: &mut Graph,
+    graph: &RwLock<Graph>,
     compiler: &mut Compiler,
     store: &SnapshotStore,
     metrics: &RunMetrics,
@@ -324,21 +323,23 @@ fn apply_batch(
     span.record("changes", changes.len());
     let mut affected = Vec::new();
     tracing::info_span!("apply").in_scope(|| {
+        let mut graph = graph.write().unwrap_or_else(|e| e.into_inner());
         for change in changes {
-            affected.extend(change.apply_to(graph).keys);
+            affected.extend(change.apply_to(&mut graph).keys);
         }
         affected.sort();
         affected.dedup();
     });
     span.record("affected", affected.len());
+    let graph = graph.read().unwrap_or_else(|e| e.into_inner());
     let compile_started = Instant::now();
-    let updates = tracing::info_span!("compile").in_scope(|| compiler.update(graph, &affected));
+    let updates = tracing::info_span!("compile").in_scope(|| compiler.update(&graph, &affected));
     metrics.compiled(compile_started.elapsed());
     // Before Envoy hears of a new backend or endpoint, the ext_proc and the picker know it.
     let changed = tracing::info_span!("publish").in_scope(|| {
-        RuntimeConfig::publish(runtime, graph);
+        RuntimeConfig::publish(runtime, &graph);
         if let Some(picker) = picker {
-            picker.publish(graph);
+            picker.publish(&graph);
         }
         store.publish(updates)
     });

@@ -2,12 +2,15 @@
 //!
 //! [`ManifestSet`] holds what each file last gave and merges the files into one view: an object
 //! defined identically in several files is one object; defined differently, it is a conflict
-//! that names every file, and the first file's definition is the one used. An object whose name
+//! that names every file, and the first file's definition is the one used. It indexes which
+//! files define each object and remembers which objects a read touched, so that a reader merges
+//! only those ([`ManifestSet::take_touched`], [`ManifestSet::merged`]): an edit costs what the
+//! edited file holds, not what every file holds. An object whose name
 //! or namespace the API server would refuse is left out and reported with file and line, the
 //! file's other objects kept. A file that fails to parse keeps the objects of its last good read;
 //! the error is reported with file and line.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -85,8 +88,9 @@ enum Parsed {
 
 /// One object as the files define it.
 #[derive(Debug, Clone)]
-pub struct Merged {
-    pub object: Object,
+pub struct Merged<'a> {
+    /// The first file's definition.
+    pub object: &'a Object,
     pub locations: Vec<Location>,
     /// Set when the files disagree about the object.
     pub conflict: Option<String>,
@@ -95,6 +99,12 @@ pub struct Merged {
 #[derive(Debug, Default)]
 pub struct ManifestSet {
     files: BTreeMap<PathBuf, FileState>,
+    /// Where each object is defined: file (in path order, the order definitions merge in) →
+    /// indexes into that file's objects.
+    by_key: HashMap<ObjectKey, BTreeMap<PathBuf, Vec<usize>>>,
+    /// Objects whose definitions or locations may have changed since the last
+    /// [`ManifestSet::take_touched`].
+    touched: HashSet<ObjectKey>,
 }
 
 impl ManifestSet {
@@ -117,9 +127,29 @@ impl ManifestSet {
         state.rejected = parsed.rejected;
         // A broken edit keeps the last good objects; a first read keeps what did parse.
         if state.errors.is_empty() || state.objects.is_empty() {
-            state.objects = parsed.objects;
+            self.replace_objects(path, parsed.objects);
         }
         true
+    }
+
+    /// Makes `objects` what `path` defines, keeping the index and the touched set true.
+    fn replace_objects(&mut self, path: &Path, objects: Vec<(Object, Location)>) {
+        let Some(state) = self.files.get_mut(path) else { return };
+        let old = std::mem::replace(&mut state.objects, objects);
+        for (object, _) in &old {
+            if let Some(files) = self.by_key.get_mut(&object.key) {
+                files.remove(path);
+                if files.is_empty() {
+                    self.by_key.remove(&object.key);
+                }
+            }
+            self.touched.insert(object.key.clone());
+        }
+        for (i, (object, _)) in state.objects.iter().enumerate() {
+            let files = self.by_key.entry(object.key.clone()).or_default();
+            files.entry(path.to_path_buf()).or_default().push(i);
+            self.touched.insert(object.key.clone());
+        }
     }
 
     /// Records that `path` could not be read; its last objects stay.
@@ -132,7 +162,17 @@ impl ManifestSet {
 
     /// Forgets a file that was removed.
     pub fn remove(&mut self, path: &Path) -> bool {
+        self.replace_objects(path, Vec::new());
         self.files.remove(path).is_some()
+    }
+
+    /// Forgets every file under the directory `dir` (removed or moved away).
+    pub fn remove_under(&mut self, dir: &Path) {
+        let under: Vec<PathBuf> =
+            self.files.keys().filter(|p| p.starts_with(dir)).cloned().collect();
+        for path in under {
+            self.remove(&path);
+        }
     }
 
     pub fn paths(&self) -> impl Iterator<Item = &Path> {
@@ -148,39 +188,46 @@ impl ManifestSet {
         self.files.values().flat_map(|f| &f.skipped)
     }
 
-    /// Every object across the files, merged by key.
-    pub fn merged(&self) -> BTreeMap<ObjectKey, Merged> {
-        let mut out: BTreeMap<ObjectKey, Merged> = BTreeMap::new();
-        for (object, location) in self.files.values().flat_map(|f| &f.objects) {
-            match out.get_mut(&object.key) {
-                None => {
-                    out.insert(
-                        object.key.clone(),
-                        Merged {
-                            object: object.clone(),
+    /// The objects whose definitions or locations may have changed since the last call (every
+    /// object the files read or forgotten since then defined or define).
+    pub fn take_touched(&mut self) -> HashSet<ObjectKey> {
+        std::mem::take(&mut self.touched)
+    }
+
+    /// Every object the files define.
+    pub fn keys(&self) -> impl Iterator<Item = &ObjectKey> {
+        self.by_key.keys()
+    }
+
+    /// The object `key` as the files define it, `None` when none does.
+    pub fn merged(&self, key: &ObjectKey) -> Option<Merged<'_>> {
+        let mut merged: Option<Merged> = None;
+        let mut differ = false;
+        for (path, indexes) in self.by_key.get(key)? {
+            let Some(file) = self.files.get(path) else { continue };
+            for (object, location) in indexes.iter().filter_map(|&i| file.objects.get(i)) {
+                match &mut merged {
+                    None => {
+                        merged = Some(Merged {
+                            object,
                             locations: vec![location.clone()],
                             conflict: None,
-                        },
-                    );
-                }
-                Some(merged) => {
-                    if merged.object.content_hash != object.content_hash {
-                        merged.conflict = Some(String::new());
+                        })
                     }
-                    merged.locations.push(location.clone());
+                    Some(m) => {
+                        differ |= m.object.content_hash != object.content_hash;
+                        m.locations.push(location.clone());
+                    }
                 }
             }
         }
-        for merged in out.values_mut() {
-            if merged.conflict.is_some() {
-                let places: Vec<String> = merged.locations.iter().map(|l| l.to_string()).collect();
-                merged.conflict = Some(format!(
-                    "defined differently in {}; using the first",
-                    places.join(" and ")
-                ));
-            }
+        let mut merged = merged?;
+        if differ {
+            let places: Vec<String> = merged.locations.iter().map(|l| l.to_string()).collect();
+            merged.conflict =
+                Some(format!("defined differently in {}; using the first", places.join(" and ")));
         }
-        out
+        Some(merged)
     }
 }
 
@@ -307,8 +354,8 @@ mod tests {
         set.update(path, &format!("# moved down\n\n---\n{doc}"));
         let after = &set.files[path].documents;
         assert!(before.keys().all(|k| after.contains_key(k)), "the document was reused");
-        let merged = set.merged();
-        assert_eq!(merged.values().next().unwrap().locations[0].line, 4);
+        let key = set.keys().next().unwrap().clone();
+        assert_eq!(set.merged(&key).unwrap().locations[0].line, 4);
     }
 
     #[test]

@@ -7,7 +7,7 @@ mod manifest;
 mod watch;
 
 pub use manifest::{FileError, Location, ManifestSet, Merged, Skipped};
-pub use watch::{Event, SETTLED_QUIET, debounce, watch};
+pub use watch::{Changed, Event, SETTLED_QUIET, Watching, debounce, watch};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::mpsc;
 
 use crate::admin::RunMetrics;
 use crate::kube::{KubeOptions, KubeSource};
@@ -65,9 +64,7 @@ pub enum Feed {
         source: ManifestSource,
         /// The first read, until [`Feed::initial`] takes it.
         initial: Option<Vec<Change>>,
-        /// Lives as long as the feed.
-        _watcher: notify::RecommendedWatcher,
-        wakeups: mpsc::Receiver<()>,
+        watching: Watching,
     },
     Kubernetes(KubeSource),
 }
@@ -88,9 +85,9 @@ impl Feed {
                 let mut source = ManifestSource::new(paths.clone());
                 let initial = source.reload()?;
                 report_files(&source);
-                let (watcher, wakeups) =
+                let watching =
                     watch(paths, quiet, max_delay).context("watching the manifest paths")?;
-                Ok(Feed::Files { source, initial: Some(initial), _watcher: watcher, wakeups })
+                Ok(Feed::Files { source, initial: Some(initial), watching })
             }
             SourceOptions::Kubernetes(kube) => {
                 let source = KubeSource::start(kube, metrics, quiet, max_delay)
@@ -115,7 +112,7 @@ impl Feed {
     /// Waits for the next burst of events; `None` when the source is gone.
     pub async fn next_wake(&mut self) -> Option<()> {
         match self {
-            Feed::Files { wakeups, .. } => wakeups.recv().await,
+            Feed::Files { watching, .. } => watching.wakeups.recv().await,
             Feed::Kubernetes(source) => source.next_wake().await,
         }
     }
@@ -124,8 +121,10 @@ impl Feed {
     /// last good config.
     pub fn changes(&mut self) -> Result<Vec<Change>, String> {
         match self {
-            Feed::Files { source, .. } => {
-                let changes = source.reload().map_err(|e| e.to_string())?;
+            Feed::Files { source, watching, .. } => {
+                let mut changed = watching.changed.lock().unwrap_or_else(|e| e.into_inner());
+                let changed = std::mem::take(&mut *changed);
+                let changes = source.reload_changed(changed).map_err(|e| e.to_string())?;
                 report_files(source);
                 Ok(changes)
             }
@@ -158,6 +157,8 @@ pub struct ManifestSource {
     /// What the last batch handed out: key → (content hash, conflict).
     applied: BTreeMap<ObjectKey, (u64, Option<String>)>,
     locations: BTreeMap<ObjectKey, Vec<Location>>,
+    /// The last read failed part way: the next reads everything.
+    reread_all: bool,
 }
 
 /// Why a root path could not be read at all.
@@ -176,6 +177,7 @@ impl ManifestSource {
             set: ManifestSet::new(),
             applied: BTreeMap::new(),
             locations: BTreeMap::new(),
+            reread_all: true,
         }
     }
 
@@ -207,36 +209,97 @@ impl ManifestSource {
             self.set.remove(&path);
         }
         for path in &files {
-            match std::fs::read_to_string(path) {
-                Ok(text) => {
-                    self.set.update(path, &text);
+            self.read(path);
+        }
+        self.reread_all = false;
+        Ok(self.diff())
+    }
+
+    /// Re-reads what the watcher saw change (see [`Changed`]) and returns the changes since the
+    /// last call. Gives the same changes as [`ManifestSource::reload`] would for that edit, at
+    /// the cost of the changed files only: a path under no root is not read (the source never
+    /// reads it), a removed file or directory forgets the files it held, a file is read again.
+    /// Whatever it cannot tell apart cheaply (a directory that appeared, an event without paths,
+    /// a path that cannot be examined, the call after an error) reads everything again.
+    pub fn reload_changed(&mut self, changed: Changed) -> Result<Vec<Change>, RootError> {
+        if changed.everything || self.reread_all {
+            return self.reload();
+        }
+        // A root that is gone is an error, as for a full read; the next call reads everything.
+        for root in &self.roots {
+            if let Err(source) = std::fs::metadata(root) {
+                self.reread_all = true;
+                return Err(RootError { path: root.clone(), source });
+            }
+        }
+        for path in &changed.paths {
+            let Some(path) = self.source_path(path) else { continue };
+            match std::fs::metadata(&path) {
+                Ok(meta) if meta.is_dir() => return self.reload(),
+                Ok(_) if is_manifest_name(&path) || self.roots.contains(&path) => {
+                    self.read(&path);
                 }
-                Err(e) => self.set.unreadable(path, format!("cannot read: {e}")),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    self.set.remove(&path);
+                    self.set.remove_under(&path);
+                }
+                Err(_) => return self.reload(),
             }
         }
         Ok(self.diff())
     }
 
+    /// `path` (as the watcher names it) as the source names it when it reads its roots, if the
+    /// source would read it: a file root itself, or a path under a directory root with no
+    /// hidden part (the walk skips those).
+    fn source_path(&self, path: &Path) -> Option<PathBuf> {
+        let path = std::path::absolute(path).ok()?;
+        self.roots.iter().find_map(|root| {
+            let rel = path.strip_prefix(std::path::absolute(root).ok()?).ok()?;
+            let hidden = rel
+                .components()
+                .any(|c| c.as_os_str().to_str().is_some_and(|c| c.starts_with('.')));
+            (!hidden)
+                .then(|| if rel.as_os_str().is_empty() { root.clone() } else { root.join(rel) })
+        })
+    }
+
+    fn read(&mut self, path: &Path) {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                self.set.update(path, &text);
+            }
+            Err(e) => self.set.unreadable(path, format!("cannot read: {e}")),
+        }
+    }
+
+    /// The changes for the objects the reads since the last call touched.
     fn diff(&mut self) -> Vec<Change> {
-        let merged = self.set.merged();
-        let mut changes = Vec::new();
-        for key in self.applied.keys() {
-            if !merged.contains_key(key) {
-                changes.push(Change::Delete(key.clone()));
+        let mut touched: Vec<ObjectKey> = self.set.take_touched().into_iter().collect();
+        touched.sort();
+        let (mut deletes, mut applies) = (Vec::new(), Vec::new());
+        for key in touched {
+            match self.set.merged(&key) {
+                None => {
+                    self.locations.remove(&key);
+                    if self.applied.remove(&key).is_some() {
+                        deletes.push(Change::Delete(key));
+                    }
+                }
+                Some(m) => {
+                    let state = (m.object.content_hash, m.conflict.clone());
+                    if self.applied.get(&key) != Some(&state) {
+                        let object = Box::new(m.object.clone());
+                        applies.push(Change::Apply { object, conflict: m.conflict });
+                        self.applied.insert(key.clone(), state);
+                    }
+                    self.locations.insert(key, m.locations);
+                }
             }
         }
-        let mut applied = BTreeMap::new();
-        self.locations.clear();
-        for (key, m) in merged {
-            let state = (m.object.content_hash, m.conflict.clone());
-            if self.applied.get(&key) != Some(&state) {
-                changes.push(Change::Apply { object: Box::new(m.object), conflict: m.conflict });
-            }
-            self.locations.insert(key.clone(), m.locations);
-            applied.insert(key, state);
-        }
-        self.applied = applied;
-        changes
+        deletes.extend(applies);
+        deletes
     }
 }
 
@@ -267,10 +330,14 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         }
         if path.is_dir() {
             walk(&path, out)?;
-        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
-        {
+        } else if is_manifest_name(&path) {
             out.push(path);
         }
     }
     Ok(())
+}
+
+/// Whether a file found in a directory root is read: `.yaml`, `.yml` or `.json`.
+fn is_manifest_name(path: &Path) -> bool {
+    matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
 }

@@ -8,8 +8,10 @@
 //! open, which a reader would see truncated) waits for `quiet` without events, as every change
 //! did before, unless the file's close comes first.
 
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
@@ -64,29 +66,54 @@ fn concerns_manifests(file_roots: &[OsString], paths: &[PathBuf]) -> bool {
         })
 }
 
+/// What the watcher saw change: the paths its events named, or everything (an event without
+/// paths, or the kernel's queue overflowed and events were lost).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changed {
+    pub paths: BTreeSet<PathBuf>,
+    pub everything: bool,
+}
+
+/// A started [`watch`].
+pub struct Watching {
+    pub watcher: notify::RecommendedWatcher,
+    pub wakeups: mpsc::Receiver<()>,
+    pub changed: Arc<Mutex<Changed>>,
+}
+
 /// Watches `roots` (directories recursively; for a file, its directory, so that editors that
 /// replace the file by renaming are seen). The returned receiver yields once per burst of
-/// events that concern the manifests (see [`debounce`]). Keep the watcher alive as long as the
-/// receiver is used.
-pub fn watch(
-    roots: &[PathBuf],
-    quiet: Duration,
-    max_delay: Duration,
-) -> notify::Result<(notify::RecommendedWatcher, mpsc::Receiver<()>)> {
+/// events that concern the manifests (see [`debounce`]); the paths they named gather in the
+/// returned [`Changed`] until the reader takes them, recorded before the event that wakes the
+/// reader is sent, so that a reader never wakes without them. Keep the watcher alive as long
+/// as the receiver is used.
+pub fn watch(roots: &[PathBuf], quiet: Duration, max_delay: Duration) -> notify::Result<Watching> {
     let (raw_tx, raw_rx) = mpsc::unbounded_channel::<Event>();
     let file_roots: Vec<OsString> = roots
         .iter()
         .filter(|r| !r.is_dir())
         .filter_map(|r| r.file_name().map(OsString::from))
         .collect();
+    let changed = Arc::new(Mutex::new(Changed::default()));
+    let seen = changed.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        let Ok(event) = event else { return };
+        let event = match event {
+            Ok(event) => event,
+            // The watcher lost track (its queue overflowed, a watch failed): read everything.
+            Err(_) => notify::Event::new(EventKind::Other),
+        };
         if !concerns_manifests(&file_roots, &event.paths) {
             return;
         }
-        if let Some(event) = Event::of(&event.kind) {
-            let _ = raw_tx.send(event);
+        let Some(kind) = Event::of(&event.kind) else { return };
+        {
+            let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+            if event.paths.is_empty() || event.need_rescan() {
+                seen.everything = true;
+            }
+            seen.paths.extend(event.paths);
         }
+        let _ = raw_tx.send(kind);
     })?;
     for root in roots {
         if root.is_dir() {
@@ -96,7 +123,7 @@ pub fn watch(
             watcher.watch(dir, RecursiveMode::NonRecursive)?;
         }
     }
-    Ok((watcher, debounce(raw_rx, quiet, max_delay)))
+    Ok(Watching { watcher, wakeups: debounce(raw_rx, quiet, max_delay), changed })
 }
 
 /// Turns a stream of raw events into one wake-up per burst: once the last event has been

@@ -172,15 +172,19 @@ async fn watcher_wakes_on_edit() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("a.yaml");
     write_atomic(&file, POOL);
-    let (_watcher, mut rx) = aixds::source::watch(
+    let mut watching = aixds::source::watch(
         std::slice::from_ref(&file),
         Duration::from_millis(20),
         Duration::from_millis(200),
     )
     .unwrap();
     write_atomic(&file, POOL.replace("8000", "8001"));
-    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+    tokio::time::timeout(Duration::from_secs(10), watching.wakeups.recv())
         .await
         .expect("a wake-up after the edit")
         .expect("channel open");
+    let changed = std::mem::take(&mut *watching.changed.lock().unwrap());
+    assert!(!changed.everything, "{changed:?}");
+    let seen: Vec<_> = changed.paths.iter().filter_map(|p| p.file_name()).collect();
+    assert!(seen.iter().any(|name| *name == "a.yaml"), "the edited file is named: {changed:?}");
 }

@@ -145,10 +145,10 @@ proptest! {
 
         let mut edited = ManifestSet::new();
         edited.update(path, "apiVersion: v1\nkind: Secret\nmetadata: {name: kept}\n");
-        let before = edited.merged().into_keys().collect::<Vec<_>>();
+        let before = sorted_keys(&edited);
         edited.update(path, &text);
         if edited.errors().next().is_some() {
-            prop_assert_eq!(edited.merged().into_keys().collect::<Vec<_>>(), before, "a broken edit keeps the last good objects");
+            prop_assert_eq!(sorted_keys(&edited), before, "a broken edit keeps the last good objects");
         }
     }
 
@@ -163,8 +163,16 @@ proptest! {
         for error in set.errors() {
             prop_assert!(error.location.line >= 1 && error.location.line <= lines, "{} in {} lines", error, lines);
         }
-        set.merged();
+        for key in set.keys() {
+            prop_assert!(set.merged(key).is_some());
+        }
     }
+}
+
+fn sorted_keys(set: &ManifestSet) -> Vec<aixds::api::ObjectKey> {
+    let mut keys: Vec<_> = set.keys().cloned().collect();
+    keys.sort();
+    keys
 }
 
 proptest! {
@@ -199,4 +207,122 @@ fn an_unclosed_document_is_reported_on_its_own_last_line() {
     let errors: Vec<String> = set.errors().map(ToString::to_string).collect();
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].starts_with("/m/gateway.yaml:4: "), "{errors:?}");
+}
+
+/// One step of a generated history of a manifest directory.
+#[derive(Debug, Clone)]
+enum Op {
+    /// Writes document set `docs` (indexes into [`DOCS`]) to file `file` of [`FILES`].
+    Write {
+        file: usize,
+        docs: Vec<usize>,
+    },
+    Remove {
+        file: usize,
+    },
+    /// Removes the subdirectory and everything in it.
+    RemoveDir,
+}
+
+/// Where files go: plain, in a subdirectory, hidden, and of an extension the source skips.
+const FILES: [&str; 6] = ["a.yaml", "b.yml", "sub/c.yaml", "sub/d.json", ".hidden.yaml", "e.txt"];
+
+/// Documents that define overlapping objects differently (conflicts), identically, with a
+/// parse error and with an invalid name.
+const DOCS: [&str; 6] = [
+    "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {k: one}\n",
+    "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {k: two}\n",
+    "apiVersion: v1\nkind: Service\nmetadata: {name: svc}\nspec: {ports: [{port: 80}]}\n",
+    "apiVersion: v1\nkind: Service\nmetadata: {name: svc}\nspec: {ports: [{port: x}]}\n",
+    "apiVersion: v1\nkind: Secret\nmetadata: {name: Bad_Name}\n",
+    "\n# moved\n\napiVersion: v1\nkind: Secret\nmetadata: {name: t}\n",
+];
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0..FILES.len(), proptest::collection::vec(0..DOCS.len(), 0..4))
+            .prop_map(|(file, docs)| Op::Write { file, docs }),
+        2 => (0..FILES.len()).prop_map(|file| Op::Remove { file }),
+        1 => Just(Op::RemoveDir),
+    ]
+}
+
+/// What a source has handed out so far: key → (definition, conflict), and where each is.
+type Seen = std::collections::BTreeMap<String, (String, Option<String>, Vec<String>)>;
+
+fn take(source: &mut ManifestSource, changes: Vec<aixds::source::Change>, seen: &mut Seen) {
+    use aixds::source::Change;
+    for change in changes {
+        match change {
+            Change::Apply { object, conflict } => {
+                let key = object.key.to_string();
+                let at = source.locations(&object.key).iter().map(|l| l.to_string()).collect();
+                seen.insert(key, (format!("{:?}", object.spec), conflict, at));
+            }
+            Change::Delete(key) => {
+                seen.remove(&key.to_string());
+            }
+            Change::KindMissing { .. } => unreachable!("files have every kind"),
+        }
+    }
+    // Locations move without the object changing (lines above it edited): read them all.
+    for (key, entry) in seen.iter_mut() {
+        let key = source_key(source, key);
+        entry.2 = source.locations(&key).iter().map(|l| l.to_string()).collect();
+    }
+}
+
+fn source_key(source: &ManifestSource, key: &str) -> aixds::api::ObjectKey {
+    source.set().keys().find(|k| k.to_string() == key).cloned().expect("a handed-out key is held")
+}
+
+proptest! {
+    #![proptest_config(super::config(48))]
+
+    /// Reading only the paths the watcher names hands out exactly what reading every file does:
+    /// the same objects, conflicts and locations after every step.
+    #[test]
+    fn reading_changed_paths_equals_reading_everything(
+        ops in proptest::collection::vec(op(), 1..12),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("m");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        let mut partial = ManifestSource::new(vec![root.clone()]);
+        let mut full = ManifestSource::new(vec![root.clone()]);
+        let (mut seen_partial, mut seen_full) = (Seen::new(), Seen::new());
+        let changes = partial.reload().unwrap();
+        take(&mut partial, changes, &mut seen_partial);
+        for op in ops {
+            let changed = match &op {
+                Op::Write { file, docs } => {
+                    let path = root.join(FILES[*file]);
+                    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                    let text: Vec<&str> = docs.iter().map(|&d| DOCS[d]).collect();
+                    std::fs::write(&path, text.join("---\n")).unwrap();
+                    path
+                }
+                Op::Remove { file } => {
+                    let path = root.join(FILES[*file]);
+                    let _ = std::fs::remove_file(&path);
+                    path
+                }
+                Op::RemoveDir => {
+                    let _ = std::fs::remove_dir_all(root.join("sub"));
+                    root.join("sub")
+                }
+            };
+            let changed = aixds::source::Changed {
+                paths: [changed].into_iter().collect(),
+                everything: false,
+            };
+            let changes = partial.reload_changed(changed).unwrap();
+            take(&mut partial, changes, &mut seen_partial);
+            let changes = full.reload().unwrap();
+            take(&mut full, changes, &mut seen_full);
+            prop_assert_eq!(&seen_partial, &seen_full, "after {:?}", op);
+            let errors = |s: &ManifestSource| s.set().errors().map(|e| e.to_string()).collect::<Vec<_>>();
+            prop_assert_eq!(errors(&partial), errors(&full), "after {:?}", op);
+        }
+    }
 }
