@@ -108,7 +108,7 @@ fn focus_narrows_to_the_neighbourhood_both_ways() {
 }
 
 /// aixds without Envoy, admin on a free port.
-async fn start_plain(dir: &Path) -> Running {
+pub(crate) async fn start_plain(dir: &Path) -> Running {
     aixds::run::start(RunOptions {
         source: aixds::source::SourceOptions::Files(vec![dir.to_path_buf()]),
         grpc: Some(insecure_loopback()),

@@ -29,6 +29,7 @@ mod kubernetes;
 mod local_reply;
 mod manifests;
 mod picker;
+mod propagation;
 mod properties;
 mod ratelimit;
 mod sds;
