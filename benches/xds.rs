@@ -39,7 +39,9 @@ use aixds::api::{
     RouteBackendRef, RouteMatch, RouteRule, Spec, VersionedAPISchema, hash_bytes,
 };
 use aixds::compile::{CompileOptions, Compiler};
+use aixds::extproc::{RuntimeConfig, SharedRuntime};
 use aixds::graph::Graph;
+use aixds::picker::Picker;
 use aixds::xds::{AdsServer, DeltaState, SnapshotStore, TypeUrl, Update};
 use criterion::{BenchmarkId, Criterion, SamplingMode};
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -197,6 +199,10 @@ struct Server {
     graph: Graph,
     compiler: Compiler,
     store: SnapshotStore,
+    /// What the ext_proc and the endpoint picker read, published after every change as the run
+    /// loop does.
+    runtime: SharedRuntime,
+    picker: Arc<Picker>,
     state: DeltaState,
     /// The revision the stream's state was last brought up to.
     revision: u64,
@@ -207,6 +213,8 @@ struct Server {
 struct Stages {
     apply: Duration,
     update: Duration,
+    /// The ext_proc's runtime table and the picker's pool table.
+    tables: Duration,
     publish: Duration,
     responses: Duration,
     encode: Duration,
@@ -214,7 +222,7 @@ struct Stages {
 
 impl Stages {
     fn total(&self) -> Duration {
-        self.apply + self.update + self.publish + self.responses + self.encode
+        self.apply + self.update + self.tables + self.publish + self.responses + self.encode
     }
 }
 
@@ -229,7 +237,19 @@ impl Server {
         let mut compiler = Compiler::new(CompileOptions::default());
         let store = SnapshotStore::new();
         store.publish(compiler.full(&graph));
-        let mut server = Server { graph, compiler, store, state: DeltaState::new(), revision: 0 };
+        let (runtime, picker) = (RuntimeConfig::shared(), Picker::new());
+        let tables = compiler.tables(&graph, None, &runtime.load().credentials);
+        runtime.store(Arc::new(tables.runtime));
+        picker.set_pools(tables.pools);
+        let mut server = Server {
+            graph,
+            compiler,
+            store,
+            runtime,
+            picker,
+            state: DeltaState::new(),
+            revision: 0,
+        };
         let snapshot = server.store.load();
         let names = |t: TypeUrl| snapshot.resources(t).keys().cloned().collect::<Vec<_>>();
         let mut bytes = 0;
@@ -267,6 +287,13 @@ impl Server {
         let t = Instant::now();
         let updates: Vec<Update> = self.compiler.update(&self.graph, &affected.keys);
         st.update = t.elapsed();
+
+        let t = Instant::now();
+        let credentials = self.runtime.load().credentials.clone();
+        let tables = self.compiler.tables(&self.graph, Some(&affected.keys), &credentials);
+        self.runtime.store(Arc::new(tables.runtime));
+        self.picker.set_pools(tables.pools);
+        st.tables = t.elapsed();
 
         let t = Instant::now();
         self.store.publish(updates);
@@ -518,13 +545,14 @@ fn breakdown(args: &Args) {
             totals.sort();
             println!(
                 "  {} {:<11} ({n} changes, {} B pushed): apply {:.1} + update {:.1} + publish \
-                 {:.1} + responses {:.1} + encode {:.1} = {:.1} [p99 {:.1}]",
+                 {:.1} + tables {:.1} + responses {:.1} + encode {:.1} = {:.1} [p99 {:.1}]",
                 label(units),
                 scenario.name(),
                 bytes,
                 median(|s| s.apply),
                 median(|s| s.update),
                 median(|s| s.publish),
+                median(|s| s.tables),
                 median(|s| s.responses),
                 median(|s| s.encode),
                 micros(quantile(&totals, 0.5)),

@@ -578,12 +578,11 @@ fn service_cluster(
 
 /// The accepted BackendTLSPolicy that targets `backend`, with the hostname it asks for.
 fn tls_policy<'g>(graph: &'g Graph, backend: &ObjectKey) -> Option<(&'g ObjectKey, &'g str)> {
-    graph.referrers(backend).into_iter().find_map(|(kind, node)| {
+    graph.targeting(backend).into_iter().find_map(|node| {
         let Some(Spec::BackendTLSPolicy(policy)) = node.object.as_deref().map(|o| &o.spec) else {
             return None;
         };
-        (kind == RefKind::TargetRef && node.accepted())
-            .then_some((&node.key, policy.validation.hostname.as_str()))
+        node.accepted().then_some((&node.key, policy.validation.hostname.as_str()))
     })
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Takes: the [`Graph`], and after each change the [`Affected`](crate::graph::Affected) keys.
 //! Gives: [`Update`]s for Listeners, RouteConfigurations, Clusters, ClusterLoadAssignments and
-//! Secrets, removals included. Each resource type has its own file of pure functions; this
+//! Secrets, removals included; and the [`Tables`] the services the Envoy config calls read (the
+//! translation ext_proc's runtime config, the endpoint picker's pools), kept the same way. Each resource type has its own file of pure functions; this
 //! module only decides what to recompile and remembers what it has emitted.
 //!
 //! What depends on what:
@@ -60,7 +61,10 @@ use envoy_types::pb::envoy::config::core::v3::{
 use envoy_types::pb::google::protobuf::Any;
 
 use crate::api::{Kind, ObjectKey};
+use crate::extproc::credentials::Credentials;
+use crate::extproc::runtime::{RuntimeBuilder, RuntimeConfig};
 use crate::graph::Graph;
+use crate::picker::PoolTable;
 use crate::xds::{Resource, TYPE_COUNT, TypeUrl, Update};
 
 pub use listener::name as listener_name;
@@ -125,11 +129,43 @@ pub struct Compiler {
     /// Names of the resources last emitted, per type, so that removals are sent only for what
     /// Envoy was given.
     emitted: [BTreeSet<String>; TYPE_COUNT],
+    /// What the translation ext_proc reads, kept object by object.
+    runtime: RuntimeBuilder,
+    /// What the endpoint picker reads.
+    pools: PoolTable,
+}
+
+/// The compiler's outputs besides the Envoy resources: what the services the Envoy config
+/// calls read, published before Envoy hears of a change.
+#[derive(Debug)]
+pub struct Tables {
+    pub runtime: RuntimeConfig,
+    pub pools: PoolTable,
 }
 
 impl Compiler {
     pub fn new(opts: CompileOptions) -> Self {
         Compiler { opts, ..Default::default() }
+    }
+
+    /// The translation ext_proc's runtime config and the endpoint picker's pools after a batch
+    /// that affected `affected` (`None`: every object, as at startup), updated from those
+    /// objects alone like the Envoy resources. `credentials` are the token sources the runtime
+    /// config hands from each config to the next.
+    pub fn tables(
+        &mut self,
+        graph: &Graph,
+        affected: Option<&[ObjectKey]>,
+        credentials: &Credentials,
+    ) -> Tables {
+        let (runtime, pools) = match affected {
+            None => (self.runtime.full(graph, credentials), PoolTable::from_graph(graph)),
+            Some(keys) => {
+                (self.runtime.update(graph, keys, credentials), self.pools.update(graph, keys))
+            }
+        };
+        self.pools = pools.clone();
+        Tables { runtime, pools }
     }
 
     /// Everything, for startup. Called again, it also removes what is no longer produced.

@@ -183,17 +183,15 @@ pub(super) fn applied(graph: &Graph, route: &ObjectKey) -> Vec<Applied> {
 }
 
 fn rules_targeting(graph: &Graph, target: &ObjectKey) -> Vec<Applied> {
-    let mut policies: Vec<_> = graph
-        .referrers(target)
+    let policies: Vec<_> = graph
+        .targeting(target)
         .into_iter()
-        .filter(|(kind, node)| *kind == RefKind::TargetRef && node.accepted())
-        .filter_map(|(_, node)| match &node.object.as_deref()?.spec {
+        .filter(|node| node.accepted())
+        .filter_map(|node| match &node.object.as_deref()?.spec {
             Spec::BackendTrafficPolicy(p) => Some((node.key.clone(), p)),
             _ => None,
         })
         .collect();
-    policies.sort_by(|a, b| a.0.cmp(&b.0));
-    policies.dedup_by(|a, b| a.0 == b.0);
     policies
         .into_iter()
         .flat_map(|(key, p)| {

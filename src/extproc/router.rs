@@ -192,14 +192,14 @@ impl RouterPhase {
     /// Cohere's lists are pages: this one is the only page).
     fn models(&self, client: ClientSchema) -> Vec<u8> {
         let data: Vec<serde_json::Value> =
-            self.runtime.models.iter().map(|id| self.model_object(client, id)).collect();
+            self.runtime.models().map(|id| self.model_object(client, id)).collect();
         let list = match client {
             ClientSchema::OpenAI => json!({"object": "list", "data": data}),
             ClientSchema::Anthropic => json!({
                 "data": data,
                 "has_more": false,
-                "first_id": self.runtime.models.first(),
-                "last_id": self.runtime.models.last(),
+                "first_id": self.runtime.models().next(),
+                "last_id": self.runtime.models().next_back(),
             }),
             ClientSchema::Cohere => json!({"models": data}),
         };
@@ -208,7 +208,7 @@ impl RouterPhase {
 
     /// `GET /v1/models/{id}`: one model, or a 404 for a model no route serves.
     fn model(&self, client: ClientSchema, id: &str) -> ProcessingResponse {
-        if self.runtime.models.iter().any(|m| m == id) {
+        if self.runtime.has_model(id) {
             let body = self.model_object(client, id).to_string().into_bytes();
             return immediate(200, body, "aixds_models");
         }

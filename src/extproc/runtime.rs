@@ -1,5 +1,6 @@
-//! What the translation ext_proc needs to know about the objects, rebuilt from the graph after
-//! every batch and published with [`ArcSwap`] so that streams read it without locks.
+//! What the translation ext_proc needs to know about the objects, updated from the objects each
+//! batch affected ([`RuntimeBuilder`], owned by the compiler) and published with [`ArcSwap`] so
+//! that streams read it without locks.
 //!
 //! Takes: the [`Graph`]. Gives: a [`RuntimeConfig`] keyed the way requests arrive — by cluster
 //! name (what the upstream-phase filter sends in its gRPC metadata) and by route backendRef id
@@ -10,24 +11,25 @@
 //! token source that [`Credentials`] hands from each config to the next (see
 //! [`super::credentials`]).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
 use super::credentials::aws::BEDROCK_SERVICE;
-use super::credentials::{CredentialOptions, Credentials, Rebuild, SigV4, TokenSource};
+use super::credentials::{CredentialOptions, Credentials, Rebuild, SigV4, SourceKey, TokenSource};
 use super::translate::{Target, VertexLocation};
 use crate::api::{
     AIGATEWAY_GROUP, BackendSecurityPolicySpec, BodyMutation, HeaderMatchType, HeaderMutation,
-    Kind, MODEL_HEADER, ObjectKey, RouteBackendRef, SecretData, SecurityPolicyType, Spec,
+    Kind, MODEL_HEADER, Object, ObjectKey, RouteBackendRef, SecretData, SecurityPolicyType, Spec,
     VersionedAPISchema, api_key, aws_keys, azure_client_secret, group_kind,
 };
 use crate::graph::{Graph, Node, RefKind};
 use crate::wire::{backend_cluster_name, pool_cluster_name, route_backend_id};
 
-/// The runtime config as the service reads it; [`RuntimeConfig::publish`] replaces it.
+/// The runtime config as the service reads it; the run loop replaces it with the compiler's
+/// after every batch ([`crate::compile::Tables`]).
 pub type SharedRuntime = Arc<ArcSwap<RuntimeConfig>>;
 
 /// Anthropic's API requires a version header; this one is what its SDKs send.
@@ -36,13 +38,14 @@ pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 #[derive(Debug, Default)]
 pub struct RuntimeConfig {
     /// By cluster name (`aisb/{namespace}/{name}`).
-    pub backends: HashMap<String, BackendRuntime>,
+    pub backends: imbl::HashMap<String, BackendRuntime>,
     /// By route backendRef id (`{route namespace}/{route name}/{rule}/{backendRef}`).
-    pub route_backends: HashMap<String, RouteBackendRuntime>,
+    pub route_backends: imbl::HashMap<String, RouteBackendRuntime>,
     /// By cluster name: the QuotaPolicies' costs to write for a response from the backend.
-    pub quota_costs: HashMap<String, Vec<QuotaCost>>,
-    /// Every model an accepted route matches exactly, sorted, for `GET /v1/models`.
-    pub models: Vec<String>,
+    pub quota_costs: imbl::HashMap<String, Vec<QuotaCost>>,
+    /// Every model an accepted route matches exactly, with the number of rule matches naming
+    /// it (see [`RuntimeConfig::models`]).
+    models: imbl::OrdMap<String, usize>,
     /// When this config was built (Unix seconds): the `created` of the models listed.
     pub created: u64,
     /// The token sources, handed from each config to the next.
@@ -237,103 +240,207 @@ impl RuntimeConfig {
         Arc::new(ArcSwap::from_pointee(config))
     }
 
-    /// Builds the config from `graph` and makes it the one streams read from now on. Token
-    /// sources carry over from the config it replaces.
+    /// Builds the config from every object of `graph` and makes it the one streams read from now
+    /// on. Token sources carry over from the config it replaces.
     pub fn publish(shared: &SharedRuntime, graph: &Graph) {
         let credentials = shared.load().credentials.clone();
-        shared.store(Arc::new(RuntimeConfig::build(graph, credentials)));
+        shared.store(Arc::new(RuntimeBuilder::default().full(graph, &credentials)));
     }
 
     /// A config of its own (token sources included), for a look at what `graph` gives.
     pub fn from_graph(graph: &Graph) -> RuntimeConfig {
-        RuntimeConfig::build(graph, Credentials::default())
+        RuntimeBuilder::default().full(graph, &Credentials::default())
     }
 
-    fn build(graph: &Graph, credentials: Credentials) -> RuntimeConfig {
-        let mut config = RuntimeConfig {
+    /// Every model an accepted route matches exactly, sorted, for `GET /v1/models`.
+    pub fn models(&self) -> impl DoubleEndedIterator<Item = &str> {
+        self.models.keys().map(String::as_str)
+    }
+
+    pub fn has_model(&self, model: &str) -> bool {
+        self.models.contains_key(model)
+    }
+
+    fn add(&mut self, part: &Part) {
+        match part {
+            Part::Backend { cluster, runtime, quotas } => {
+                if !quotas.is_empty() {
+                    self.quota_costs.insert(cluster.clone(), quotas.clone());
+                }
+                self.backends.insert(cluster.clone(), runtime.clone());
+            }
+            Part::Pool { cluster, runtime } => {
+                self.backends.insert(cluster.clone(), runtime.clone());
+            }
+            Part::Route { backends, models } => {
+                for (id, runtime) in backends {
+                    self.route_backends.insert(id.clone(), runtime.clone());
+                }
+                for model in models {
+                    *self.models.entry(model.clone()).or_default() += 1;
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, part: &Part) {
+        match part {
+            Part::Backend { cluster, .. } => {
+                self.quota_costs.remove(cluster);
+                self.backends.remove(cluster);
+            }
+            Part::Pool { cluster, .. } => {
+                self.backends.remove(cluster);
+            }
+            Part::Route { backends, models } => {
+                for (id, _) in backends {
+                    self.route_backends.remove(id);
+                }
+                for model in models {
+                    match self.models.get_mut(model) {
+                        Some(n) if *n > 1 => *n -= 1,
+                        _ => {
+                            self.models.remove(model);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What one accepted object gives the runtime config.
+#[derive(Debug, Clone)]
+enum Part {
+    /// An AIServiceBackend: its cluster's runtime and the QuotaPolicies' costs on it.
+    Backend { cluster: String, runtime: BackendRuntime, quotas: Vec<QuotaCost> },
+    /// An InferencePool named directly by a route, which is an OpenAI backend.
+    Pool { cluster: String, runtime: BackendRuntime },
+    /// An AIGatewayRoute: its backendRefs, and the models its rules match exactly (once per
+    /// rule match, so that a model stays listed while any route still names it).
+    Route { backends: Vec<(String, RouteBackendRuntime)>, models: Vec<String> },
+}
+
+/// Keeps the runtime config up to date object by object: after a batch, only the objects it
+/// affected are looked at again (the graph's affected set holds every object whose part may
+/// have changed: a backend's policies, Secrets, Backend and BackendTLSPolicy are its
+/// dependencies, and acceptance is recomputed for the same set), and the config's maps are
+/// persistent, so that handing out a new config costs what changed, not every object.
+#[derive(Debug, Default)]
+pub struct RuntimeBuilder {
+    parts: HashMap<ObjectKey, Part>,
+    /// The token sources each object's part uses, for the objects that use any.
+    sources: HashMap<ObjectKey, HashSet<SourceKey>>,
+    config: RuntimeConfig,
+}
+
+impl RuntimeBuilder {
+    /// The config of every object of `graph`, forgetting what was built before.
+    pub fn full(&mut self, graph: &Graph, credentials: &Credentials) -> RuntimeConfig {
+        *self = RuntimeBuilder::default();
+        let keys: Vec<ObjectKey> = graph.objects().map(|o| o.key.clone()).collect();
+        self.update(graph, &keys, credentials)
+    }
+
+    /// The config after a batch that affected `affected`. Token sources that no object uses
+    /// any more are stopped.
+    pub fn update(
+        &mut self,
+        graph: &Graph,
+        affected: &[ObjectKey],
+        credentials: &Credentials,
+    ) -> RuntimeConfig {
+        let mut rebuild = credentials.rebuild();
+        for key in affected {
+            let part = graph
+                .object(key)
+                .filter(|_| graph.node(key).is_some_and(Node::accepted))
+                .and_then(|object| part(graph, object, &mut rebuild));
+            let used = rebuild.take_used();
+            if used.is_empty() {
+                self.sources.remove(key);
+            } else {
+                self.sources.insert(key.clone(), used);
+            }
+            if let Some(old) = self.parts.remove(key) {
+                self.config.remove(&old);
+            }
+            if let Some(part) = part {
+                self.config.add(&part);
+                self.parts.insert(key.clone(), part);
+            }
+        }
+        rebuild.finish_keeping(self.sources.values().flatten());
+        RuntimeConfig {
+            backends: self.config.backends.clone(),
+            route_backends: self.config.route_backends.clone(),
+            quota_costs: self.config.quota_costs.clone(),
+            models: self.config.models.clone(),
             created: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or_default(),
             credentials: credentials.clone(),
-            ..Default::default()
-        };
-        let mut rebuild = credentials.rebuild();
-        let mut models = BTreeSet::new();
-        for object in graph.objects() {
-            if !graph.node(&object.key).is_some_and(Node::accepted) {
-                continue;
-            }
-            match &object.spec {
-                Spec::AIServiceBackend(spec) => {
-                    let backend = BackendRuntime {
-                        schema: spec.schema.clone(),
-                        header_mutation: spec.header_mutation.clone(),
-                        body_mutation: spec.body_mutation.clone(),
-                        hostname: hostname(graph, &object.key),
-                        ..policy_auth(graph, &object.key, &mut rebuild)
-                    };
-                    let cluster = backend_cluster_name(&object.key);
-                    let quotas: Vec<QuotaCost> =
-                        crate::ratelimit::quota::quotas(graph, &object.key)
-                            .into_iter()
-                            .filter_map(|q| {
-                                let key = q.metadata_key(&object.key);
-                                Some(QuotaCost {
-                                    model: q.model.map(str::to_string),
-                                    cost: crate::extproc::cost::quota_cost(key, q.cost_expression)?,
-                                })
-                            })
-                            .collect();
-                    if !quotas.is_empty() {
-                        config.quota_costs.insert(cluster.clone(), quotas);
-                    }
-                    config.backends.insert(cluster, backend);
-                }
-                // Named directly by a route, a pool is an OpenAI backend.
-                Spec::InferencePool(_) => {
-                    let backend = policy_auth(graph, &object.key, &mut rebuild);
-                    config.backends.insert(pool_cluster_name(&object.key), backend);
-                }
-                Spec::AIGatewayRoute(spec) => {
-                    let costs = crate::extproc::cost::compile(&spec.llm_request_costs);
-                    for (r, rule) in spec.rules.iter().enumerate() {
-                        for (b, backend_ref) in rule.backend_refs.iter().enumerate() {
-                            config.route_backends.insert(
-                                route_backend_id(&object.key, r, b),
-                                RouteBackendRuntime {
-                                    model_name_override: backend_ref.model_name_override.clone(),
-                                    header_mutation: backend_ref.header_mutation.clone(),
-                                    body_mutation: backend_ref.body_mutation.clone(),
-                                    costs: costs.clone(),
-                                    backend: names_backend(backend_ref).then(|| {
-                                        let ns = backend_ref
-                                            .namespace
-                                            .as_deref()
-                                            .unwrap_or(&object.key.namespace);
-                                        backend_cluster_name(&ObjectKey::new(
-                                            Kind::AIServiceBackend,
-                                            ns,
-                                            &backend_ref.name,
-                                        ))
-                                    }),
-                                },
-                            );
-                        }
-                        let exact_models =
-                            rule.matches.iter().flat_map(|m| &m.headers).filter(|h| {
-                                h.match_type == HeaderMatchType::Exact
-                                    && h.name.eq_ignore_ascii_case(MODEL_HEADER)
-                            });
-                        models.extend(exact_models.map(|h| h.value.clone()));
-                    }
-                }
-                _ => {}
-            }
         }
-        config.models = models.into_iter().collect();
-        rebuild.finish();
-        config
+    }
+}
+
+/// What `object` (accepted) gives the runtime config, if anything.
+fn part(graph: &Graph, object: &Object, rebuild: &mut Rebuild) -> Option<Part> {
+    match &object.spec {
+        Spec::AIServiceBackend(spec) => {
+            let runtime = BackendRuntime {
+                schema: spec.schema.clone(),
+                header_mutation: spec.header_mutation.clone(),
+                body_mutation: spec.body_mutation.clone(),
+                hostname: hostname(graph, &object.key),
+                ..policy_auth(graph, &object.key, rebuild)
+            };
+            let quotas = crate::ratelimit::quota::quotas(graph, &object.key)
+                .into_iter()
+                .filter_map(|q| {
+                    let key = q.metadata_key(&object.key);
+                    Some(QuotaCost {
+                        model: q.model.map(str::to_string),
+                        cost: crate::extproc::cost::quota_cost(key, q.cost_expression)?,
+                    })
+                })
+                .collect();
+            Some(Part::Backend { cluster: backend_cluster_name(&object.key), runtime, quotas })
+        }
+        Spec::InferencePool(_) => Some(Part::Pool {
+            cluster: pool_cluster_name(&object.key),
+            runtime: policy_auth(graph, &object.key, rebuild),
+        }),
+        Spec::AIGatewayRoute(spec) => {
+            let costs = crate::extproc::cost::compile(&spec.llm_request_costs);
+            let mut backends = Vec::new();
+            let mut models = Vec::new();
+            for (r, rule) in spec.rules.iter().enumerate() {
+                for (b, backend_ref) in rule.backend_refs.iter().enumerate() {
+                    let backend = names_backend(backend_ref).then(|| {
+                        let ns = backend_ref.namespace.as_deref().unwrap_or(&object.key.namespace);
+                        let key = ObjectKey::new(Kind::AIServiceBackend, ns, &backend_ref.name);
+                        backend_cluster_name(&key)
+                    });
+                    let runtime = RouteBackendRuntime {
+                        model_name_override: backend_ref.model_name_override.clone(),
+                        header_mutation: backend_ref.header_mutation.clone(),
+                        body_mutation: backend_ref.body_mutation.clone(),
+                        costs: costs.clone(),
+                        backend,
+                    };
+                    backends.push((route_backend_id(&object.key, r, b), runtime));
+                }
+                let exact_models = rule.matches.iter().flat_map(|m| &m.headers).filter(|h| {
+                    h.match_type == HeaderMatchType::Exact
+                        && h.name.eq_ignore_ascii_case(MODEL_HEADER)
+                });
+                models.extend(exact_models.map(|h| h.value.clone()));
+            }
+            Some(Part::Route { backends, models })
+        }
+        _ => None,
     }
 }
 
@@ -354,9 +461,9 @@ fn hostname(graph: &Graph, backend: &ObjectKey) -> Option<String> {
     if let Some(fqdn) = spec.endpoints.iter().find_map(|e| e.fqdn.as_ref()) {
         return Some(fqdn.hostname.clone());
     }
-    graph.referrers(&target.key).into_iter().find_map(|(kind, node)| {
+    graph.targeting(&target.key).into_iter().find_map(|node| {
         let Spec::BackendTLSPolicy(policy) = &node.object.as_deref()?.spec else { return None };
-        (kind == RefKind::TargetRef && node.accepted() && !policy.validation.hostname.is_empty())
+        (node.accepted() && !policy.validation.hostname.is_empty())
             .then(|| policy.validation.hostname.clone())
     })
 }
@@ -367,14 +474,11 @@ fn hostname(graph: &Graph, backend: &ObjectKey) -> Option<String> {
 /// one.
 fn policy_auth(graph: &Graph, backend: &ObjectKey, rebuild: &mut Rebuild) -> BackendRuntime {
     let mut found = None;
-    for (kind, node) in graph.referrers(backend) {
+    for node in graph.targeting(backend) {
         let Some(Spec::BackendSecurityPolicy(policy)) = node.object.as_deref().map(|o| &o.spec)
         else {
             continue;
         };
-        if kind != RefKind::TargetRef {
-            continue;
-        }
         let named = |why: String| {
             let refused = Auth::Refuse(format!(
                 "{} {}/{}: {why}",

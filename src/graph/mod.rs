@@ -109,6 +109,10 @@ impl Affected {
 pub struct Graph {
     g: StableDiGraph<Node, RefKind>,
     index: HashMap<ObjectKey, NodeIndex>,
+    /// The policies targeting each node (the sources of its `TargetRef` edges). A Gateway's
+    /// incoming edges hold every route attached to it: finding its few policies by walking
+    /// them made compiling N routes O(N²).
+    targeted_by: HashMap<NodeIndex, Vec<NodeIndex>>,
     /// (namespace, label key, label value) → pods carrying that label.
     pods_by_label: HashMap<(String, String, String), HashSet<NodeIndex>>,
     /// (namespace, label key, label value) → InferencePools whose selector's first label it is.
@@ -390,6 +394,17 @@ impl Graph {
         self.neighbours(key, Direction::Incoming)
     }
 
+    /// The policies targeting `key` (its `TargetRef` referrers), by key. Costs what they are,
+    /// not what refers to `key`.
+    pub fn targeting(&self, key: &ObjectKey) -> Vec<&Node> {
+        let Some(policies) = self.index.get(key).and_then(|idx| self.targeted_by.get(idx)) else {
+            return Vec::new();
+        };
+        let mut out: Vec<&Node> = policies.iter().map(|p| &self.g[*p]).collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out
+    }
+
     /// Every edge as (from, kind, to), in order.
     pub fn edges(&self) -> Vec<(&ObjectKey, RefKind, &ObjectKey)> {
         let mut edges: Vec<_> = self
@@ -455,7 +470,15 @@ impl Graph {
             .filter(|e| !wanted.contains(&(*e.weight(), e.target())))
             .map(|e| (e.id(), e.target()))
             .collect();
-        for (edge, _) in &stale {
+        for (edge, target) in &stale {
+            if self.g.edge_weight(*edge) == Some(&RefKind::TargetRef)
+                && let Some(policies) = self.targeted_by.get_mut(target)
+            {
+                policies.retain(|p| *p != idx);
+                if policies.is_empty() {
+                    self.targeted_by.remove(target);
+                }
+            }
             self.g.remove_edge(*edge);
         }
         for (kind, target) in wanted {
@@ -465,6 +488,9 @@ impl Graph {
                 .any(|e| *e.weight() == kind && e.target() == target);
             if !exists {
                 self.g.add_edge(idx, target, kind);
+                if kind == RefKind::TargetRef {
+                    self.targeted_by.entry(target).or_default().push(idx);
+                }
             }
         }
         for (_, target) in stale {

@@ -139,6 +139,11 @@ impl Picker {
         PoolTable::publish(&self.pools, graph);
     }
 
+    /// Makes `pools` (the compiler's) the ones streams that start afterwards use.
+    pub fn set_pools(&self, pools: PoolTable) {
+        self.pools.store(Arc::new(pools));
+    }
+
     pub fn pools(&self) -> Arc<PoolTable> {
         self.pools.load_full()
     }

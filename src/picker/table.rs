@@ -1,10 +1,11 @@
-//! The pools the picker picks from, rebuilt from the graph after every batch.
+//! The pools the picker picks from, updated after every batch from the pools it affected (the
+//! compiler keeps it with its other outputs; a pod's pools are in its affected set).
 //!
 //! Takes: the [`Graph`]. Gives: a [`PoolTable`]: each accepted InferencePool (`namespace/name`)
 //! with its endpoints, `podIP:targetPort` for every ready pod it selects and every target port —
 //! the same set the compiler sends Envoy as the pool's ClusterLoadAssignment.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -13,12 +14,14 @@ use arc_swap::ArcSwap;
 use crate::api::{Kind, ObjectKey, Spec};
 use crate::graph::{Graph, Node, RefKind};
 
-/// The table as streams read it; [`PoolTable::publish`] replaces it.
+/// The table as streams read it; the run loop replaces it with the compiler's after every batch
+/// ([`crate::compile::Tables`]).
 pub type SharedPools = Arc<ArcSwap<PoolTable>>;
 
+/// Persistent: a copy costs nothing and an update what it changes.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PoolTable {
-    pools: BTreeMap<String, Pool>,
+    pools: imbl::OrdMap<String, Pool>,
 }
 
 /// One accepted InferencePool.
@@ -40,31 +43,19 @@ impl PoolTable {
     }
 
     pub fn from_graph(graph: &Graph) -> PoolTable {
-        let pools = graph
-            .objects()
-            .filter(|o| o.key.kind == Kind::InferencePool)
-            .filter(|o| graph.node(&o.key).is_some_and(Node::accepted))
-            .filter_map(|o| {
-                let Spec::InferencePool(spec) = &o.spec else { return None };
-                let mut endpoints = Vec::new();
-                for (kind, node) in graph.references(&o.key) {
-                    let Some(Spec::Pod(pod)) = node.object.as_deref().map(|p| &p.spec) else {
-                        continue;
-                    };
-                    let Some(ip) = pod.ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok())
-                    else {
-                        continue;
-                    };
-                    if kind != RefKind::Selects || !pod.ready {
-                        continue;
-                    }
-                    endpoints
-                        .extend(spec.target_ports.iter().map(|p| SocketAddr::new(ip, p.number)));
-                }
-                let pool = Pool { key: o.key.clone(), endpoints };
-                Some((pool_name(&o.key), pool))
-            })
-            .collect();
+        let keys: Vec<ObjectKey> = graph.objects().map(|o| o.key.clone()).collect();
+        PoolTable::default().update(graph, &keys)
+    }
+
+    /// The table after a batch that affected `affected`.
+    pub fn update(&self, graph: &Graph, affected: &[ObjectKey]) -> PoolTable {
+        let mut pools = self.pools.clone();
+        for key in affected.iter().filter(|k| k.kind == Kind::InferencePool) {
+            match pool(graph, key) {
+                Some(pool) => pools.insert(pool_name(key), pool),
+                None => pools.remove(&pool_name(key)),
+            };
+        }
         PoolTable { pools }
     }
 
@@ -98,6 +89,28 @@ impl PoolTable {
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.pools.keys().map(String::as_str)
     }
+}
+
+/// The pool `key` when it is accepted: `podIP:targetPort` of each ready pod it selects.
+fn pool(graph: &Graph, key: &ObjectKey) -> Option<Pool> {
+    let Spec::InferencePool(spec) = &graph.object(key)?.spec else { return None };
+    if !graph.node(key).is_some_and(Node::accepted) {
+        return None;
+    }
+    let mut endpoints = Vec::new();
+    for (kind, node) in graph.references(key) {
+        let Some(Spec::Pod(pod)) = node.object.as_deref().map(|p| &p.spec) else {
+            continue;
+        };
+        let Some(ip) = pod.ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok()) else {
+            continue;
+        };
+        if kind != RefKind::Selects || !pod.ready {
+            continue;
+        }
+        endpoints.extend(spec.target_ports.iter().map(|p| SocketAddr::new(ip, p.number)));
+    }
+    Some(Pool { key: key.clone(), endpoints })
 }
 
 /// How streams name a pool: `namespace/name`, escaped as [`ObjectKey::path`] does so that two

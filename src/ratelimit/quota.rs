@@ -8,7 +8,7 @@
 //! charges only the backend that served (Envoy drops a descriptor whose metadata is missing).
 
 use crate::api::{Kind, ObjectKey, QuotaValue, RateLimitSelectCondition, Spec};
-use crate::graph::{Graph, RefKind};
+use crate::graph::Graph;
 use crate::ratelimit::descriptor::Limit;
 
 /// One quota on a backend.
@@ -37,17 +37,15 @@ pub struct Bucket<'g> {
 /// The quotas of the accepted QuotaPolicies targeting `backend` (an AIServiceBackend), by
 /// policy key.
 pub fn quotas<'g>(graph: &'g Graph, backend: &ObjectKey) -> Vec<Quota<'g>> {
-    let mut policies: Vec<_> = graph
-        .referrers(backend)
+    let policies: Vec<_> = graph
+        .targeting(backend)
         .into_iter()
-        .filter(|(kind, node)| *kind == RefKind::TargetRef && node.accepted())
-        .filter_map(|(_, node)| match &node.object.as_deref()?.spec {
+        .filter(|node| node.accepted())
+        .filter_map(|node| match &node.object.as_deref()?.spec {
             Spec::QuotaPolicy(p) => Some((&node.key, p)),
             _ => None,
         })
         .collect();
-    policies.sort_by(|a, b| a.0.cmp(b.0));
-    policies.dedup_by(|a, b| a.0 == b.0);
     let bucket = |name: String, value: &QuotaValue, selectors, shadow| {
         Some(Bucket { name, limit: value.limit()?, selectors, shadow })
     };

@@ -30,7 +30,7 @@ use tokio::sync::watch;
 
 use crate::admin::{AdminState, RunMetrics};
 use crate::api::ObjectKey;
-use crate::compile::{CompileOptions, Compiler};
+use crate::compile::{CompileOptions, Compiler, Tables};
 use crate::extproc::{ExtProcOptions, ExtProcService, RuntimeConfig, SharedRuntime};
 use crate::graph::Graph;
 use crate::picker::{Picker, PickerOptions};
@@ -151,11 +151,9 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
         for change in initial {
             change.apply_to(&mut graph);
         }
-        RuntimeConfig::publish(&runtime, &graph);
-        if let Some(picker) = &picker {
-            picker.publish(&graph);
-        }
         let started = Instant::now();
+        let tables = compiler.tables(&graph, None, &runtime.load().credentials);
+        publish_tables(tables, &runtime, picker.as_deref());
         let initial = compiler.full(&graph);
         metrics.compiled(started.elapsed());
         store.publish(initial);
@@ -299,7 +297,7 @@ async fn start_admin(
 /// then push). The graph's write lock is held only to apply the changes: compiling and
 /// publishing read it, so the admin endpoints and the status writer are not held up by them
 /// (this loop is the graph's only writer, so nothing changes it in between). A `batch` span
-/// carries the counts; `apply`, `compile` and `publish` spans inside it time the stages.
+/// carries the counts; `apply`, `compile`, `tables` and `publish` spans inside it time the stages.
 fn apply_batch(
     source: &mut Feed,
     graph: &RwLock<Graph>,
@@ -334,18 +332,25 @@ fn apply_batch(
     let graph = graph.read().unwrap_or_else(|e| e.into_inner());
     let compile_started = Instant::now();
     let updates = tracing::info_span!("compile").in_scope(|| compiler.update(&graph, &affected));
+    let tables = tracing::info_span!("tables")
+        .in_scope(|| compiler.tables(&graph, Some(&affected), &runtime.load().credentials));
     metrics.compiled(compile_started.elapsed());
     // Before Envoy hears of a new backend or endpoint, the ext_proc and the picker know it.
     let changed = tracing::info_span!("publish").in_scope(|| {
-        RuntimeConfig::publish(runtime, &graph);
-        if let Some(picker) = picker {
-            picker.publish(&graph);
-        }
+        publish_tables(tables, runtime, picker);
         store.publish(updates)
     });
     metrics.batch_applied();
     span.record("resources", changed.len());
     tracing::info!(micros = started.elapsed().as_micros() as u64, "applied source changes");
+}
+
+/// Hands the compiler's tables to the translation ext_proc and the endpoint picker.
+fn publish_tables(tables: Tables, runtime: &SharedRuntime, picker: Option<&Picker>) {
+    runtime.store(Arc::new(tables.runtime));
+    if let Some(picker) = picker {
+        picker.set_pools(tables.pools);
+    }
 }
 
 impl RunOptions {

@@ -39,7 +39,7 @@ impl Default for CredentialOptions {
 
 /// A token source's identity: its policy, and a digest of everything its tokens depend on
 /// (the Secret's content among them).
-type SourceKey = (ObjectKey, [u8; 32]);
+pub type SourceKey = (ObjectKey, [u8; 32]);
 
 /// The token sources of the current runtime config, shared by every config built after it.
 #[derive(Clone, Default)]
@@ -69,7 +69,7 @@ impl Credentials {
     }
 
     /// Starts building a runtime config's credentials: the sources it asks for are kept (or
-    /// started), and [`Rebuild::finish`] stops the others.
+    /// started), and [`Rebuild::finish_keeping`] stops the others.
     pub fn rebuild(&self) -> Rebuild<'_> {
         Rebuild { credentials: self, used: HashSet::new() }
     }
@@ -153,8 +153,15 @@ impl Rebuild<'_> {
         Ok(source)
     }
 
-    /// Stops and forgets the sources this rebuild did not ask for.
-    pub fn finish(self) {
+    /// The sources asked for since the last call.
+    pub fn take_used(&mut self) -> HashSet<SourceKey> {
+        std::mem::take(&mut self.used)
+    }
+
+    /// Stops and forgets every source but those in `keep` and those asked for since the last
+    /// [`Rebuild::take_used`].
+    pub fn finish_keeping<'k>(mut self, keep: impl IntoIterator<Item = &'k SourceKey>) {
+        self.used.extend(keep.into_iter().cloned());
         let mut sources = self.credentials.inner.sources.lock().unwrap_or_else(|e| e.into_inner());
         sources.retain(|key, source| {
             let keep = self.used.contains(key);

@@ -10,7 +10,8 @@
 use std::collections::BTreeMap;
 
 use aixds::api::{Kind, Object, ObjectKey};
-use aixds::compile::{CompileOptions, Compiler};
+use aixds::compile::{CompileOptions, Compiler, Tables};
+use aixds::extproc::credentials::Credentials;
 use aixds::graph::Graph;
 use aixds::source::Change;
 use aixds::xds::{SnapshotStore, TypeUrl};
@@ -440,9 +441,36 @@ pub struct Outcome {
     edges: Vec<String>,
     /// Type, name → (the resource's bytes, the objects it came from).
     resources: BTreeMap<(TypeUrl, String), (Vec<u8>, Vec<ObjectKey>)>,
+    /// The ext_proc's runtime config and the picker's pools, entry by entry.
+    tables: BTreeMap<String, String>,
 }
 
-fn outcome(graph: &Graph, store: &SnapshotStore) -> Outcome {
+/// Every entry of the tables, credentials by the headers they set (their `Debug` hides them).
+fn describe(tables: &Tables) -> BTreeMap<String, String> {
+    use aixds::extproc::runtime::Auth;
+    let mut out = BTreeMap::new();
+    let runtime = &tables.runtime;
+    for (cluster, b) in &runtime.backends {
+        let auth = match &b.auth {
+            Auth::None => "none".to_string(),
+            Auth::Inject(credential) => format!("{:?}", credential.headers(false)),
+            Auth::Refuse(why) => format!("refused: {why}"),
+        };
+        let about = (&b.schema, &b.header_mutation, &b.body_mutation, &b.hostname, &b.gcp);
+        out.insert(format!("backend {cluster}"), format!("{about:?} {:?} {auth}", b.aws_region));
+    }
+    for (id, r) in &runtime.route_backends {
+        out.insert(format!("route backend {id}"), format!("{r:?}"));
+    }
+    for (cluster, q) in &runtime.quota_costs {
+        out.insert(format!("quota {cluster}"), format!("{q:?}"));
+    }
+    out.insert("models".into(), runtime.models().collect::<Vec<_>>().join(","));
+    out.insert("pools".into(), format!("{:?}", tables.pools));
+    out
+}
+
+fn outcome(graph: &Graph, store: &SnapshotStore, tables: &Tables) -> Outcome {
     let nodes = graph
         .nodes()
         .into_iter()
@@ -459,7 +487,7 @@ fn outcome(graph: &Graph, store: &SnapshotStore) -> Outcome {
         .all()
         .map(|(t, r)| ((t, r.name.clone()), (r.body.value.clone(), r.sources.clone())))
         .collect();
-    Outcome { nodes, edges, resources }
+    Outcome { nodes, edges, resources, tables: describe(tables) }
 }
 
 /// Runs the edits as the run loop does: the first batch then a full compile, each later batch
@@ -469,6 +497,8 @@ pub fn incremental(batches: &[Vec<Edit>]) -> (Outcome, Vec<Object>) {
     let mut graph = Graph::with_controller(Some(CONTROLLER.into()));
     let mut compiler = Compiler::new(CompileOptions::default());
     let store = SnapshotStore::new();
+    let credentials = Credentials::default();
+    let mut tables = None;
     let change = |edit: &Edit| match edit {
         Edit::Apply(object) => Change::Apply { object: object.clone(), conflict: None },
         Edit::Delete(key) => Change::Delete(key.clone()),
@@ -480,12 +510,20 @@ pub fn incremental(batches: &[Vec<Edit>]) -> (Outcome, Vec<Object>) {
         }
         affected.sort();
         affected.dedup();
-        let updates =
-            if i == 0 { compiler.full(&graph) } else { compiler.update(&graph, &affected) };
+        let (updates, batch_tables) = if i == 0 {
+            (compiler.full(&graph), compiler.tables(&graph, None, &credentials))
+        } else {
+            (
+                compiler.update(&graph, &affected),
+                compiler.tables(&graph, Some(&affected), &credentials),
+            )
+        };
         store.publish(updates);
+        tables = Some(batch_tables);
     }
     let objects = graph.objects().map(|o| (**o).clone()).collect();
-    (outcome(&graph, &store), objects)
+    let tables = tables.unwrap_or_else(|| Compiler::default().tables(&graph, None, &credentials));
+    (outcome(&graph, &store, &tables), objects)
 }
 
 /// A graph built from `objects` in the order given, compiled in full.
@@ -502,7 +540,8 @@ fn fresh_outcome(objects: impl IntoIterator<Item = Object>) -> Outcome {
     let (graph, updates) = fresh(objects);
     let store = SnapshotStore::new();
     store.publish(updates);
-    outcome(&graph, &store)
+    let tables = Compiler::default().tables(&graph, None, &Credentials::default());
+    outcome(&graph, &store, &tables)
 }
 
 fn assert_incremental_matches_fresh(batches: &[Vec<Edit>]) {
@@ -536,13 +575,16 @@ fn assert_same(a_name: &str, a: &Outcome, b_name: &str, b: &Outcome) {
         .collect();
     panic!(
         "{a_name} and {b_name} differ\nnodes only or different in {a_name}: {:#?}\nin {b_name}: {:#?}\n\
-         edges {a_name}: {:#?}\nedges {b_name}: {:#?}\nresources only in {a_name}: {:#?}\nonly in {b_name}: {:#?}\nsame name, different bytes: {changed:#?}",
+         edges {a_name}: {:#?}\nedges {b_name}: {:#?}\nresources only in {a_name}: {:#?}\nonly in {b_name}: {:#?}\nsame name, different bytes: {changed:#?}\n\
+         tables only or different in {a_name}: {:#?}\nin {b_name}: {:#?}",
         diff(&a.nodes, &b.nodes),
         diff(&b.nodes, &a.nodes),
         a.edges.iter().filter(|e| !b.edges.contains(e)).collect::<Vec<_>>(),
         b.edges.iter().filter(|e| !a.edges.contains(e)).collect::<Vec<_>>(),
         diff(&names(a), &names(b)),
         diff(&names(b), &names(a)),
+        diff(&a.tables, &b.tables),
+        diff(&b.tables, &a.tables),
     );
 }
 
