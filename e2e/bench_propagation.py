@@ -13,7 +13,11 @@ Backend, UNITS_PER_FILE units per file) and an Envoy bootstrapped by `aixds boot
 - edits: each rewrites one file (temp file + rename) so that one route matches a fresh model
   name, and polls that model over one keep-alive connection until the first 200. Time is from
   just before the write to the 200. Edits are spaced so that each is its own batch;
-- aixds' own batch time per edit, from its log ("applied source changes ... micros=").
+- aixds' own batch time per edit, from its log ("applied source changes ... micros=");
+- Envoy's own time applying RouteConfiguration updates (its RDS `update_duration` histogram).
+
+`--load-only` stops after aixds has loaded: time to serve xDS and peak RSS per object, for sizes
+at which Envoy would take minutes to take the config.
 
 Loopback only; every wait is bounded.
 """
@@ -243,6 +247,18 @@ def run_size(args, units):
             raise SystemExit(f"aixds exited: see {log_path}")
         load_s = time.monotonic() - t
         rss_loaded = proc_status(aixds.pid)
+        if args.load_only:
+            size = sum(os.path.getsize(os.path.join(manifests_dir, f)) for f in os.listdir(manifests_dir))
+            return {
+                "units": units,
+                "objects": 3 * units + 1,
+                "files": -(-units // args.units_per_file),
+                "manifest_mib": round(size / 2**20, 1),
+                "loadavg_at_end": open("/proc/loadavg").read().split()[:3],
+                "aixds_load_s": round(load_s, 2),
+                "rss_mib": {"loaded": rss_loaded},
+                "rss_bytes_per_object": round(rss_loaded["VmHWM"] * 2**20 / (3 * units + 1)),
+            }
 
         bootstrap = subprocess.run(
             [args.aixds, "bootstrap", "--xds-address", f"127.0.0.1:{xds_port}",
@@ -328,6 +344,7 @@ def run_size(args, units):
         rejected = sum(
             int(v) for v in re.findall(r"update_rejected: (\d+)", admin_get(admin_port, "/stats?filter=update_rejected"))
         )
+        envoy_rds = rds_update_ms(admin_port)
         return {
             "units": units,
             "loadavg_at_end": open("/proc/loadavg").read().split()[:3],
@@ -347,6 +364,7 @@ def run_size(args, units):
             "aixds_batch_ms": summary(batch_ms) if batch_ms else None,
             "split": split,
             "envoy_update_rejected": rejected,
+            "envoy_rds_update_ms": envoy_rds,
         }
     finally:
         for p in reversed(procs):
@@ -355,6 +373,20 @@ def run_size(args, units):
             print(f"kept {work}", file=sys.stderr)
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def rds_update_ms(admin_port):
+    """Envoy's own time applying RouteConfiguration updates (its `rds.*.update_duration`
+    histogram, cumulative over the run: the first full config and every edit), p50 and p99."""
+    text = admin_get(admin_port, "/stats?filter=update_duration")
+    for line in text.splitlines():
+        name, _, values = line.partition(": ")
+        if ".rds." not in name:
+            continue
+        cumulative = dict(re.findall(r"P([0-9.]+)\([^,]*,([^)]*)\)", values))
+        as_float = lambda v: None if v in (None, "nan") else round(float(v), 2)
+        return {"name": name, "p50": as_float(cumulative.get("50")), "p99": as_float(cumulative.get("99"))}
+    return None
 
 
 def summary(values):
@@ -393,6 +425,10 @@ def main():
         help="run e2e/upstream.py as is (before 2026-11-26 it left Nagle on: ~44 ms per request)",
     )
     p.add_argument("--keep", action="store_true", help="keep the work directory and logs")
+    p.add_argument(
+        "--load-only", action="store_true",
+        help="only start aixds over the manifests: time to serve xDS and peak RSS, no Envoy",
+    )
     args = p.parse_args()
     for units in args.routes:
         result = run_size(args, units)

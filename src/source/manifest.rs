@@ -10,9 +10,10 @@
 //! file's other objects kept. A file that fails to parse keeps the objects of its last good read;
 //! the error is reported with file and line.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::api::{self, Object, ObjectKey, ParseOutcome};
 
@@ -66,8 +67,11 @@ impl fmt::Display for Skipped {
 #[derive(Debug, Default)]
 struct FileState {
     content_hash: u64,
-    /// Objects of the last read without errors.
-    objects: Vec<(Object, Location)>,
+    /// Objects of the last read without errors (shared with the parse cache: a document that
+    /// did not change is not copied).
+    objects: Vec<(Arc<Object>, Location)>,
+    /// Where each object is in `objects`.
+    index: HashMap<ObjectKey, Vec<usize>>,
     skipped: Vec<Skipped>,
     errors: Vec<FileError>,
     /// Objects left out for an invalid name or namespace. Unlike a parse error, one does not
@@ -81,7 +85,7 @@ struct FileState {
 /// A document that parsed, without its location (which moves when lines above it change).
 #[derive(Debug, Clone)]
 enum Parsed {
-    Object(Box<Object>),
+    Object(Arc<Object>),
     Skipped { api_version: String, kind: String, name: String },
     Empty,
 }
@@ -99,9 +103,8 @@ pub struct Merged<'a> {
 #[derive(Debug, Default)]
 pub struct ManifestSet {
     files: BTreeMap<PathBuf, FileState>,
-    /// Where each object is defined: file (in path order, the order definitions merge in) →
-    /// indexes into that file's objects.
-    by_key: HashMap<ObjectKey, BTreeMap<PathBuf, Vec<usize>>>,
+    /// The files defining each object, in path order (the order definitions merge in).
+    by_key: HashMap<ObjectKey, BTreeSet<PathBuf>>,
     /// Objects whose definitions or locations may have changed since the last
     /// [`ManifestSet::take_touched`].
     touched: HashSet<ObjectKey>,
@@ -132,23 +135,43 @@ impl ManifestSet {
         true
     }
 
-    /// Makes `objects` what `path` defines, keeping the index and the touched set true.
-    fn replace_objects(&mut self, path: &Path, objects: Vec<(Object, Location)>) {
+    /// Makes `objects` what `path` defines, keeping the indexes and the touched set true: an
+    /// object is touched when its definitions in the file or their lines changed, so that an
+    /// edit of one object in a large file touches that object alone (unless it moves the lines
+    /// of the others).
+    fn replace_objects(&mut self, path: &Path, objects: Vec<(Arc<Object>, Location)>) {
         let Some(state) = self.files.get_mut(path) else { return };
-        let old = std::mem::replace(&mut state.objects, objects);
-        for (object, _) in &old {
-            if let Some(files) = self.by_key.get_mut(&object.key) {
-                files.remove(path);
-                if files.is_empty() {
-                    self.by_key.remove(&object.key);
+        let mut index: HashMap<ObjectKey, Vec<usize>> = HashMap::new();
+        for (i, (object, _)) in objects.iter().enumerate() {
+            index.entry(object.key.clone()).or_default().push(i);
+        }
+        let old_objects = std::mem::replace(&mut state.objects, objects);
+        let old_index = std::mem::replace(&mut state.index, index);
+        let definitions =
+            |objects: &[(Arc<Object>, Location)], at: &[usize]| -> Vec<(u64, usize)> {
+                at.iter().map(|&i| (objects[i].0.content_hash, objects[i].1.line)).collect()
+            };
+        for (key, at) in &old_index {
+            match state.index.get(key) {
+                Some(now) => {
+                    if definitions(&old_objects, at) != definitions(&state.objects, now) {
+                        self.touched.insert(key.clone());
+                    }
+                }
+                None => {
+                    self.touched.insert(key.clone());
+                    if let Some(files) = self.by_key.get_mut(key) {
+                        files.remove(path);
+                        if files.is_empty() {
+                            self.by_key.remove(key);
+                        }
+                    }
                 }
             }
-            self.touched.insert(object.key.clone());
         }
-        for (i, (object, _)) in state.objects.iter().enumerate() {
-            let files = self.by_key.entry(object.key.clone()).or_default();
-            files.entry(path.to_path_buf()).or_default().push(i);
-            self.touched.insert(object.key.clone());
+        for key in state.index.keys().filter(|k| !old_index.contains_key(*k)) {
+            self.touched.insert(key.clone());
+            self.by_key.entry(key.clone()).or_default().insert(path.to_path_buf());
         }
     }
 
@@ -203,9 +226,10 @@ impl ManifestSet {
     pub fn merged(&self, key: &ObjectKey) -> Option<Merged<'_>> {
         let mut merged: Option<Merged> = None;
         let mut differ = false;
-        for (path, indexes) in self.by_key.get(key)? {
+        for path in self.by_key.get(key)? {
             let Some(file) = self.files.get(path) else { continue };
-            for (object, location) in indexes.iter().filter_map(|&i| file.objects.get(i)) {
+            let at = file.index.get(key).map(Vec::as_slice).unwrap_or_default();
+            for (object, location) in at.iter().filter_map(|&i| file.objects.get(i)) {
                 match &mut merged {
                     None => {
                         merged = Some(Merged {
@@ -232,7 +256,7 @@ impl ManifestSet {
 }
 
 struct ParsedFile {
-    objects: Vec<(Object, Location)>,
+    objects: Vec<(Arc<Object>, Location)>,
     skipped: Vec<Skipped>,
     errors: Vec<FileError>,
     rejected: Vec<FileError>,
@@ -259,7 +283,7 @@ fn parse_file(path: &Path, text: &str, cache: &HashMap<u64, Parsed>) -> ParsedFi
         let outcome = match cache.get(&doc_hash) {
             Some(known) => known.clone(),
             None => match api::parse_document(&doc) {
-                Ok(ParseOutcome::Object(object)) => Parsed::Object(object),
+                Ok(ParseOutcome::Object(object)) => Parsed::Object(Arc::from(object)),
                 Ok(ParseOutcome::Skipped { api_version, kind, name }) => {
                     Parsed::Skipped { api_version, kind, name }
                 }
@@ -281,7 +305,7 @@ fn parse_file(path: &Path, text: &str, cache: &HashMap<u64, Parsed>) -> ParsedFi
             // The API server would refuse the name; left out, it cannot reach another
             // object's Envoy names or references.
             Parsed::Object(object) => match object.key.validate() {
-                Ok(()) => parsed.objects.push(((**object).clone(), at(first))),
+                Ok(()) => parsed.objects.push((object.clone(), at(first))),
                 Err(message) => parsed.rejected.push(FileError {
                     location: at(first),
                     message: format!("{} left out: {message}", object.key.kind),
