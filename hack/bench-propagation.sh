@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Propagation benchmark (issue 3): manifest edit -> first 200 through a real Envoy, at 100 and
-# 10k routes, plus aixds' peak RSS. Builds the release binary, then runs e2e/bench_propagation.py
-# (one JSON line per size). Extra arguments go to the script, e.g. `--routes 100 --edits 100`.
+# 10k routes, plus aixds' peak RSS and Envoy's own RDS update time. Builds the release binary,
+# then runs e2e/bench_propagation.py (one JSON line per size). Extra arguments go to the script,
+# e.g. `--routes 100 --edits 100`, or `--routes 33334 --units-per-file 33334 --load-only` for the
+# load time and memory at 100k objects.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
