@@ -16,7 +16,8 @@
 //!   Envoy and the rejections that stand) and `/debug/xds?type=Cluster&name=X` (one resource).
 //!
 //! **Sharing the graph.** The run loop owns the graph inside an `Arc<RwLock<Graph>>`: it applies
-//! a batch under the write lock and these handlers take the read lock only while they render.
+//! a batch's changes under the write lock (and compiles under the read lock, beside readers);
+//! these handlers take the read lock only while they render.
 //! Publishing an immutable copy with `ArcSwap` after each batch would make every change cost a
 //! copy of the whole graph (the graph is updated in place, in time proportional to what a change
 //! affects) to serve rare debug reads; a read holds the lock for one render, a few milliseconds
