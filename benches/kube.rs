@@ -8,7 +8,10 @@
 //! Envoy applies and ACKs. Prints the median, p90 and max per size.
 //!
 //! `cargo bench --bench kube` (sizes from `AIXDS_BENCH_OBJECTS`, default `1000,10000`; edits per
-//! size from `AIXDS_BENCH_EDITS`, default 30).
+//! size from `AIXDS_BENCH_EDITS`, default 30; `AIXDS_BENCH_GAP_MS`, default 0, waits that long
+//! after each ACK before the next edit: with no gap every edit comes within the debounce's quiet
+//! time of the last batch, which then waits the quiet time as for a writer that never stops; a
+//! gap longer than it measures an edit on its own).
 
 #[allow(dead_code)]
 #[path = "../tests/it/kubeapi.rs"]
@@ -95,7 +98,7 @@ async fn wait_acked(running: &Running, name: &str, not: Option<&str>) -> Duratio
     }
 }
 
-async fn run(objects: usize, edits: usize) {
+async fn run(objects: usize, edits: usize, gap: Duration) {
     let units = objects / 3;
     let api = kubeapi::TestApi::new().await;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -156,12 +159,13 @@ async fn run(objects: usize, edits: usize) {
         let before = acked(&running, &name);
         api.apply(backend(i, 10_001 + e as u16));
         took.push(wait_acked(&running, &name, before.as_deref()).await);
+        tokio::time::sleep(gap).await;
     }
     took.sort();
     let pct = |p: usize| took[(took.len() - 1) * p / 100];
     println!(
         "{objects} objects: Backend change at the API server → ACKed by Envoy over {edits} edits: \
-         median {:?}, p90 {:?}, max {:?} (debounce 20 ms)",
+         median {:?}, p90 {:?}, max {:?} (debounce 20 ms, {gap:?} between edits)",
         pct(50),
         pct(90),
         took[took.len() - 1]
@@ -172,7 +176,8 @@ async fn run(objects: usize, edits: usize) {
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let edits = env_list("AIXDS_BENCH_EDITS", &[30])[0].max(1);
+    let gap = Duration::from_millis(env_list("AIXDS_BENCH_GAP_MS", &[0])[0] as u64);
     for objects in env_list("AIXDS_BENCH_OBJECTS", &[1000, 10_000]) {
-        runtime.block_on(run(objects.max(3), edits));
+        runtime.block_on(run(objects.max(3), edits, gap));
     }
 }
