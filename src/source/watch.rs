@@ -46,8 +46,14 @@ impl Event {
     }
 }
 
+/// The symlink Kubernetes swaps (by renaming a new one over it) to update every file of a
+/// mounted ConfigMap or Secret at once; the visible files are links through it. Hidden, but an
+/// event on it changes what every file of the mount reads.
+const CONFIGMAP_SWAP: &str = "..data";
+
 /// Whether an event on `paths` may change what the source reads: one on a file given as a root
-/// (by name: its directory is watched), or on a path under a directory root that is neither
+/// (by name: its directory is watched), or on a mounted ConfigMap's swapped symlink (see
+/// [`CONFIGMAP_SWAP`]), or on a path under a directory root that is neither
 /// hidden nor a file of another extension than the manifests' (`.yaml`, `.yml`, `.json`), as
 /// [`super::manifest_files`] skips those. Only what the source surely skips is left out
 /// (editors' swap files, temp files renamed into place): an event without paths counts.
@@ -55,7 +61,7 @@ fn concerns_manifests(file_roots: &[OsString], paths: &[PathBuf]) -> bool {
     paths.is_empty()
         || paths.iter().any(|path| {
             let Some(name) = path.file_name() else { return true };
-            if file_roots.iter().any(|root| root == name) {
+            if file_roots.iter().any(|root| root == name) || name == CONFIGMAP_SWAP {
                 return true;
             }
             let hidden = name.to_str().is_some_and(|n| n.starts_with('.'));
@@ -108,7 +114,9 @@ pub fn watch(roots: &[PathBuf], quiet: Duration, max_delay: Duration) -> notify:
         let Some(kind) = Event::of(&event.kind) else { return };
         {
             let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
-            if event.paths.is_empty() || event.need_rescan() {
+            let swapped =
+                event.paths.iter().any(|p| p.file_name() == Some(CONFIGMAP_SWAP.as_ref()));
+            if event.paths.is_empty() || event.need_rescan() || swapped {
                 seen.everything = true;
             }
             seen.paths.extend(event.paths);

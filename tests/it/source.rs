@@ -188,3 +188,51 @@ async fn watcher_wakes_on_edit() {
     let seen: Vec<_> = changed.paths.iter().filter_map(|p| p.file_name()).collect();
     assert!(seen.iter().any(|name| *name == "a.yaml"), "the edited file is named: {changed:?}");
 }
+
+/// A ConfigMap mounted by Kubernetes: each visible file is a link through the hidden `..data`,
+/// which the kubelet swaps to a new hidden directory by renaming a new link over it. The swap
+/// wakes the watcher and the changed files are read.
+#[tokio::test]
+async fn a_configmap_mount_update_is_read() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let version = |n: u32, text: &str| {
+        let data = root.join(format!("..2026_12_04_0{n}"));
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("pool.yaml"), text).unwrap();
+        data
+    };
+    let first = version(1, POOL);
+    symlink(&first, root.join("..data")).unwrap();
+    symlink("..data/pool.yaml", root.join("pool.yaml")).unwrap();
+    let mut source = ManifestSource::new(vec![root.to_path_buf()]);
+    let mut graph = Graph::new();
+    sync(&mut source, &mut graph);
+    let mut watching = aixds::source::watch(
+        &[root.to_path_buf()],
+        Duration::from_millis(20),
+        Duration::from_millis(200),
+    )
+    .unwrap();
+
+    let second = version(2, &POOL.replace("8000", "8001"));
+    symlink(&second, root.join("..data_tmp")).unwrap();
+    std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), watching.wakeups.recv())
+        .await
+        .expect("a wake-up after the swap")
+        .expect("channel open");
+    let changed = std::mem::take(&mut *watching.changed.lock().unwrap());
+    assert!(changed.everything, "{changed:?}");
+    let changes = source.reload_changed(changed).unwrap();
+    let ports: Vec<String> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Apply { object, .. } => Some(format!("{:?}", object.spec)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ports.len(), 1, "{changes:?}");
+    assert!(ports[0].contains("8001"), "{}", ports[0]);
+}
