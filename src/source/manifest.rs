@@ -189,12 +189,13 @@ impl ManifestSet {
         self.files.remove(path).is_some()
     }
 
-    /// Forgets every file under the directory `dir` (removed or moved away).
-    pub fn remove_under(&mut self, dir: &Path) {
+    /// Forgets the file `path`, or every file under the directory `path` (removed or moved
+    /// away).
+    pub fn remove_under(&mut self, path: &Path) {
         let under: Vec<PathBuf> =
-            self.files.keys().filter(|p| p.starts_with(dir)).cloned().collect();
-        for path in under {
-            self.remove(&path);
+            self.files.keys().filter(|p| p.starts_with(path)).cloned().collect();
+        for file in under {
+            self.remove(&file);
         }
     }
 

@@ -202,7 +202,7 @@ impl ManifestSource {
         let gone: Vec<PathBuf> = self
             .set
             .paths()
-            .filter(|p| !files.contains(&p.to_path_buf()))
+            .filter(|p| files.binary_search_by(|f| f.as_path().cmp(p)).is_err())
             .map(Path::to_path_buf)
             .collect();
         for path in gone {
@@ -240,10 +240,7 @@ impl ManifestSource {
                     self.read(&path);
                 }
                 Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    self.set.remove(&path);
-                    self.set.remove_under(&path);
-                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.set.remove_under(&path),
                 Err(_) => return self.reload(),
             }
         }
