@@ -14,8 +14,10 @@ Processes, all on loopback, each Envoy with one worker (`--concurrency 1`):
   `aixds bootstrap`: router-phase ext_proc, route, upstream-phase ext_proc, as users run it;
 - "without": a second Envoy whose static bootstrap is the first Envoy's own `/config_dump`
   (listeners, routes, clusters, endpoints) with the ext_proc HTTP filter and the clusters'
-  upstream ext_proc filter removed and RDS/EDS inlined. Its routes are identical; the client
-  sends the `x-ai-eg-model` header itself (it does on both sides; the router phase overwrites it).
+  upstream ext_proc filter removed and RDS/EDS inlined. Its routes are identical, every model's
+  scope merged into one RouteConfiguration (nothing would move a request to its model's scope);
+  the client sends the `x-ai-eg-model` header itself (it does on both sides; with the ext_proc
+  the listener drops it and the router phase sets it from the body).
 
 Models: `bench` (OpenAI backend: passthrough) and `bench-anthropic` (Anthropic backend: the
 ext_proc translates OpenAI chat to Anthropic messages and back) on the direct-response upstream;
@@ -215,8 +217,18 @@ def without_ext_proc(dump, port, admin_port):
             for f in chain["filters"]:
                 hcm = f["typed_config"]
                 hcm["http_filters"] = no_ext_proc(hcm["http_filters"])
-                rds = hcm.pop("rds")
-                hcm["route_config"] = strip_type(routes[rds["route_config_name"]])
+                # Without the router phase nothing moves a request to its model's scope: one
+                # RouteConfiguration with every model's routes, matched on the client's own
+                # x-ai-eg-model (which the listener would otherwise drop).
+                hcm.pop("early_header_mutation_extensions", None)
+                default = hcm.pop("scoped_routes")["name"]
+                config = strip_type(routes[default])
+                own = [r for name, c in sorted(routes.items())
+                       if name.startswith(default + "/model/")
+                       for r in c["virtual_hosts"][0]["routes"]
+                       if not r["name"].startswith(("not-found", "api-"))]
+                config["virtual_hosts"][0]["routes"] = own + config["virtual_hosts"][0]["routes"]
+                hcm["route_config"] = config
         listeners.append(listener)
     assert len(listeners) == 1, "the bench gateway has one listener"
 

@@ -14,7 +14,7 @@ Backend, UNITS_PER_FILE units per file) and an Envoy bootstrapped by `aixds boot
   name, and polls that model over one keep-alive connection until the first 200. Time is from
   just before the write to the 200. Edits are spaced so that each is its own batch;
 - aixds' own batch time per edit, from its log ("applied source changes ... micros=");
-- Envoy's own time applying RouteConfiguration updates (its RDS `update_duration` histogram).
+- Envoy's own time applying RouteConfiguration updates (its RDS `update_duration` histograms).
 
 `--load-only` stops after aixds has loaded: time to serve xDS and peak RSS per object, for sizes
 at which Envoy would take minutes to take the config.
@@ -376,17 +376,25 @@ def run_size(args, units):
 
 
 def rds_update_ms(admin_port):
-    """Envoy's own time applying RouteConfiguration updates (its `rds.*.update_duration`
-    histogram, cumulative over the run: the first full config and every edit), p50 and p99."""
+    """Envoy's own time applying RouteConfiguration updates: its `rds.*.update_duration`
+    histograms (one per RouteConfiguration: the default scope's and one per model's, each
+    cumulative over the run), the largest p50 and p99 among them and how many there are."""
     text = admin_get(admin_port, "/stats?filter=update_duration")
+    as_float = lambda v: None if v in (None, "nan") else round(float(v), 2)
+    p50s, p99s = [], []
     for line in text.splitlines():
         name, _, values = line.partition(": ")
         if ".rds." not in name:
             continue
         cumulative = dict(re.findall(r"P([0-9.]+)\([^,]*,([^)]*)\)", values))
-        as_float = lambda v: None if v in (None, "nan") else round(float(v), 2)
-        return {"name": name, "p50": as_float(cumulative.get("50")), "p99": as_float(cumulative.get("99"))}
-    return None
+        p50, p99 = as_float(cumulative.get("50")), as_float(cumulative.get("99"))
+        if p50 is not None:
+            p50s.append(p50)
+        if p99 is not None:
+            p99s.append(p99)
+    if not p50s:
+        return None
+    return {"configs": len(p50s), "max_p50": max(p50s), "max_p99": max(p99s, default=None)}
 
 
 def summary(values):

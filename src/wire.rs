@@ -20,6 +20,21 @@ pub const RESPONSE_CODE_ATTRIBUTE: &str = "response.code";
 pub const ENDPOINT_HEADER: &str = "x-aixds-endpoint";
 /// Set by the router phase: `true` when the client asked for a stream.
 pub const STREAM_HEADER: &str = "x-aixds-stream";
+/// Set by each listener before Envoy picks a route: its port, the first part of the key of the
+/// routing scope (see `compile::route`), so that one listener never uses another's scopes.
+pub const SCOPE_PORT_HEADER: &str = "x-aixds-port";
+/// The second part of the key of the routing scope: [`DEFAULT_SCOPE`] as each listener sets it,
+/// then [`model_scope`] once the router phase has read a model some route names exactly.
+pub const SCOPE_HEADER: &str = "x-aixds-scope";
+/// [`SCOPE_HEADER`] of the default scope: requests whose model no route names exactly.
+pub const DEFAULT_SCOPE: &str = "*";
+
+/// [`SCOPE_HEADER`] of the scope of the routes that name `model` exactly; distinct from
+/// [`DEFAULT_SCOPE`] whatever the model is called.
+pub fn model_scope(model: &str) -> String {
+    format!("={model}")
+}
+
 /// Every internal header starts with this; none leaves Envoy.
 pub const INTERNAL_HEADER_PREFIX: &str = "x-aixds-";
 /// gRPC metadata the upstream-phase filter of a cluster sends: the cluster name. Its presence

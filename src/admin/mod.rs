@@ -212,7 +212,7 @@ async fn debug_xds(State(s): State<AdminState>, Query(q): Query<XdsQuery>) -> Re
             Some(t) => vec![t],
             None => {
                 return bad_request(format!(
-                    "unknown type {t:?}: use Cluster, ClusterLoadAssignment, Listener, RouteConfiguration or Secret"
+                    "unknown type {t:?}: use Cluster, ClusterLoadAssignment, Listener, ScopedRouteConfiguration, RouteConfiguration or Secret"
                 ));
             }
         },

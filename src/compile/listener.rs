@@ -2,15 +2,19 @@
 //!
 //! Takes: the Gateways in the graph, their listeners judged by `graph::listeners`. Gives: per
 //! port the listeners served there, and an Envoy Listener whose HTTP connection manager fetches
-//! RouteConfiguration `route-{port}` over ADS and runs the translation ext_proc's router phase
-//! before the router, writes the access log when one is asked for, and turns Envoy's own replies
+//! the port's routing scopes over ADS (scoped routes, see `route.rs`: the key is the port and
+//! the scope header, which the listener sets to the default scope before any route is picked
+//! and the router phase to the model's), runs the translation ext_proc's router phase before the
+//! router, writes the access log when one is asked for, and turns Envoy's own replies
 //! into the client's error format (`local_reply.rs`). An HTTPS port terminates TLS with a filter
 //! chain per listener, chosen by SNI, its certificates fetched over SDS (`secret.rs`).
 
 use std::collections::BTreeMap;
 
+use envoy_types::pb::envoy::config::common::mutation_rules::v3::{HeaderMutation, header_mutation};
 use envoy_types::pb::envoy::config::core::v3::{
-    Address, SocketAddress, TransportSocket, address, socket_address, transport_socket,
+    Address, HeaderValue, HeaderValueOption, SocketAddress, TransportSocket, TypedExtensionConfig,
+    address, header_value_option, socket_address, transport_socket,
 };
 use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter, listener_filter,
@@ -18,8 +22,10 @@ use envoy_types::pb::envoy::config::listener::v3::{
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
+    HttpConnectionManager, HttpFilter, ScopedRds, ScopedRoutes, http_connection_manager,
+    http_filter, scoped_routes,
 };
+use envoy_types::pb::envoy::extensions::http::early_header_mutation::header_mutation::v3::HeaderMutation as EarlyHeaderMutation;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CommonTlsContext, DownstreamTlsContext, SdsSecretConfig,
 };
@@ -31,8 +37,9 @@ use super::{
     BODY_BUFFER_LIMIT, CompileOptions, access_log, ads_config_source, canonical, extproc,
     local_reply, picker, ratelimit, route, secret,
 };
-use crate::api::{Kind, ObjectKey};
+use crate::api::{Kind, MODEL_HEADER, ObjectKey};
 use crate::graph::{Graph, listeners};
+use crate::wire::{DEFAULT_SCOPE, SCOPE_HEADER, SCOPE_PORT_HEADER};
 use crate::xds::Resource;
 
 /// The name of the Listener on `port`.
@@ -119,10 +126,10 @@ pub(super) fn compile(opts: &CompileOptions, port: u16, served: &[Served]) -> Re
     let hcm = HttpConnectionManager {
         stat_prefix: name.clone(),
         codec_type: http_connection_manager::CodecType::Auto as i32,
-        route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
-            config_source: Some(ads_config_source()),
-            route_config_name: route::config_name(port),
-        })),
+        route_specifier: Some(http_connection_manager::RouteSpecifier::ScopedRoutes(
+            scoped_routes_config(port),
+        )),
+        early_header_mutation_extensions: vec![scope_headers(port)],
         // The router phase sets the model header the routes match on, so it runs first; the pool
         // phase (on routes to pools only) readies Anthropic requests for the pool's endpoint
         // picker, which comes next.
@@ -209,6 +216,56 @@ pub(super) fn compile(opts: &CompileOptions, port: u16, served: &[Served]) -> Re
     let mut sources: Vec<ObjectKey> = served.iter().filter_map(|s| s.gateway.clone()).collect();
     sources.dedup();
     Resource::new(name, &listener, sources)
+}
+
+/// Routing by scope: the key is the port's [`SCOPE_PORT_HEADER`] then [`SCOPE_HEADER`], each
+/// read whole. Every listener gets every ScopedRouteConfiguration over ADS (scoped routes
+/// subscribe to all of them); the port in the key keeps each listener to its own.
+fn scoped_routes_config(port: u16) -> ScopedRoutes {
+    use scoped_routes::scope_key_builder::{FragmentBuilder, fragment_builder};
+    let header = |name: &str| FragmentBuilder {
+        r#type: Some(fragment_builder::Type::HeaderValueExtractor(
+            fragment_builder::HeaderValueExtractor {
+                name: name.into(),
+                extract_type: Some(fragment_builder::header_value_extractor::ExtractType::Index(0)),
+                ..Default::default()
+            },
+        )),
+    };
+    ScopedRoutes {
+        name: route::config_name(port),
+        scope_key_builder: Some(scoped_routes::ScopeKeyBuilder {
+            fragments: vec![header(SCOPE_PORT_HEADER), header(SCOPE_HEADER)],
+        }),
+        rds_config_source: Some(ads_config_source()),
+        config_specifier: Some(scoped_routes::ConfigSpecifier::ScopedRds(ScopedRds {
+            scoped_rds_config_source: Some(ads_config_source()),
+            ..Default::default()
+        })),
+    }
+}
+
+/// Before a route is picked: the port and the default scope, replacing whatever a client sent
+/// (a client's scope header could only lose it its own routes, but it is not the client's), and
+/// no model header.
+fn scope_headers(port: u16) -> TypedExtensionConfig {
+    let set = |key: &str, value: String| HeaderMutation {
+        action: Some(header_mutation::Action::Append(HeaderValueOption {
+            header: Some(HeaderValue { key: key.into(), value, ..Default::default() }),
+            append_action: header_value_option::HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+            ..Default::default()
+        })),
+    };
+    let mutation = EarlyHeaderMutation {
+        mutations: vec![
+            // The router phase sets it from the body; a client's own would pick a route (and a
+            // rate limit) before the body is read.
+            HeaderMutation { action: Some(header_mutation::Action::Remove(MODEL_HEADER.into())) },
+            set(SCOPE_PORT_HEADER, port.to_string()),
+            set(SCOPE_HEADER, DEFAULT_SCOPE.into()),
+        ],
+    };
+    TypedExtensionConfig { name: "aixds.scope".into(), typed_config: Some(pack_any(mutation)) }
 }
 
 /// TLS termination with the certificates of `secrets`, by SDS name over the ADS stream; HTTP/2

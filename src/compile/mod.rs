@@ -1,17 +1,23 @@
 //! The compiler: from the graph's objects to the Envoy resources served over ADS.
 //!
 //! Takes: the [`Graph`], and after each change the [`Affected`](crate::graph::Affected) keys.
-//! Gives: [`Update`]s for Listeners, RouteConfigurations, Clusters, ClusterLoadAssignments and
-//! Secrets, removals included; and the [`Tables`] the services the Envoy config calls read (the
+//! Gives: [`Update`]s for Listeners, ScopedRouteConfigurations, RouteConfigurations, Clusters,
+//! ClusterLoadAssignments and Secrets, removals included; and the [`Tables`] the services the Envoy config calls read (the
 //! translation ext_proc's runtime config, the endpoint picker's pools), kept the same way. Each
 //! resource type has its own file of pure functions; this module only decides what to
 //! recompile and remembers what it has emitted.
 //!
 //! What depends on what:
 //! - a Listener per port of the accepted Gateways (or one default listener when there is no
-//!   Gateway at all), each with a RouteConfiguration `route-{port}`;
+//!   Gateway at all), each with routing scopes (`route.rs`): the default scope `route-{port}`
+//!   and one per model some route names exactly, `route-{port}/model/{model}`, each with a
+//!   RouteConfiguration of the same name;
 //! - a RouteConfiguration is assembled from cached per-route fragments, so a route change
-//!   recompiles that route and re-assembles only the ports it was or is attached to;
+//!   recompiles that route and re-assembles only what it touches: the scopes of the models
+//!   whose routes it changed, on the ports it was or is attached to, or every scope of those
+//!   ports when its routes that name no model exactly (or its hostnames, or where it attaches)
+//!   changed. The indexes of which fragments name which model, and which have general routes,
+//!   keep a scope's assembly to those fragments;
 //! - a Cluster (and, when it uses EDS, a ClusterLoadAssignment of the same name) per usable
 //!   AIServiceBackend, and per InferencePool that a route names directly;
 //! - for HTTPRoutes (`http_route.rs`): their routes, ranked among each other in the
@@ -123,8 +129,14 @@ pub struct Compiler {
     /// Listener port → the listeners served there (the default listener alone when there is no
     /// Gateway).
     ports: BTreeMap<u16, Vec<listener::Served>>,
-    /// One entry per AIGatewayRoute present in the graph, accepted or not.
+    /// One entry per AIGatewayRoute and HTTPRoute present in the graph, accepted or not.
     fragments: BTreeMap<ObjectKey, route::Fragment>,
+    /// The fragments with routes in every scope ([`route::Fragment::general`]).
+    general: BTreeSet<ObjectKey>,
+    /// Model → the fragments with routes naming it exactly.
+    by_model: BTreeMap<String, BTreeSet<ObjectKey>>,
+    /// Model → how many fragments' rules name it exactly: each has a scope on every port.
+    models: BTreeMap<String, usize>,
     /// The Secrets the served HTTPS listeners name: each has its SDS resource.
     certificates: BTreeSet<ObjectKey>,
     /// Names of the resources last emitted, per type, so that removals are sent only for what
@@ -173,6 +185,9 @@ impl Compiler {
     pub fn full(&mut self, graph: &Graph) -> Vec<Update> {
         let stale = std::mem::take(&mut self.emitted);
         self.fragments.clear();
+        self.general.clear();
+        self.by_model.clear();
+        self.models.clear();
         let mut out = Vec::new();
 
         self.gateways = graph
@@ -191,6 +206,7 @@ impl Compiler {
                         self.put(&mut out, TypeUrl::Cluster, cluster.clone());
                     }
                     targets.extend(fragment.targets.iter().cloned());
+                    self.index(&object.key, &fragment, true);
                     self.fragments.insert(object.key.clone(), fragment);
                 }
                 Kind::AIServiceBackend => self.compile_backend(graph, &object.key, &mut out),
@@ -236,6 +252,9 @@ impl Compiler {
         let mut secrets: BTreeSet<ObjectKey> = BTreeSet::new();
         // Likewise the Services, pools and Backends HTTPRoutes name.
         let mut targets: BTreeSet<ObjectKey> = BTreeSet::new();
+        // (port, model): scopes whose routes may have changed while the rest of the port's did
+        // not.
+        let mut dirty_scopes: BTreeSet<(u16, String)> = BTreeSet::new();
 
         // The graph lists a route's Gateways among what the route affects, so a Gateway here
         // has not necessarily changed: compare what it contributes before redoing listeners.
@@ -288,10 +307,21 @@ impl Compiler {
                         .object(key)
                         .is_some()
                         .then(|| route::fragment(graph, key, &self.ports));
-                    let old = match new {
-                        Some(new) => self.fragments.insert(key.clone(), new),
-                        None => self.fragments.remove(key),
-                    };
+                    let old = self.fragments.remove(key);
+                    // The models either names, and whether some route named each before.
+                    let models: Vec<(String, bool)> = old
+                        .iter()
+                        .chain(&new)
+                        .flat_map(|f| &f.models)
+                        .map(|m| (m.clone(), self.models.contains_key(m)))
+                        .collect();
+                    if let Some(old) = &old {
+                        self.index(key, old, false);
+                    }
+                    if let Some(new) = new {
+                        self.index(key, &new, true);
+                        self.fragments.insert(key.clone(), new);
+                    }
                     let new = self.fragments.get(key);
                     let kept: BTreeSet<&str> =
                         new.iter().flat_map(|f| &f.clusters).map(|c| c.name.as_str()).collect();
@@ -309,9 +339,34 @@ impl Compiler {
                         pools.extend(fragment.pools.iter().cloned());
                         targets.extend(fragment.targets.iter().cloned());
                     }
-                    if old.as_ref() != new {
-                        for fragment in old.iter().chain(new) {
-                            dirty_ports.extend(fragment.attachments.keys());
+                    // What changed decides what is re-sent: the general routes (or where the
+                    // route attaches) are in every scope of its ports; a model's routes are in
+                    // that model's scope alone.
+                    let ports = old.iter().chain(new).flat_map(|f| f.attachments.keys());
+                    let same = match (old.as_ref(), new) {
+                        (Some(old), Some(new)) => old.same_general(new),
+                        (None, None) => true,
+                        _ => false,
+                    };
+                    if !same {
+                        dirty_ports.extend(ports);
+                    } else {
+                        let none = BTreeMap::new();
+                        let was = old.as_ref().map_or(&none, |f| &f.scoped);
+                        let is = new.map_or(&none, |f| &f.scoped);
+                        let changed: Vec<&String> = was
+                            .keys()
+                            .chain(is.keys())
+                            .filter(|m| was.get(*m) != is.get(*m))
+                            .collect();
+                        for port in ports {
+                            dirty_scopes.extend(changed.iter().map(|m| (*port, (*m).clone())));
+                        }
+                    }
+                    for (model, was) in models {
+                        // A model that gained or lost its scope, on every port.
+                        if self.models.contains_key(&model) != was {
+                            dirty_scopes.extend(self.ports.keys().map(|p| (*p, model.clone())));
                         }
                     }
                     for name in gone {
@@ -334,7 +389,42 @@ impl Compiler {
             self.compile_secret(graph, key, &mut out);
         }
         self.assemble_routes(&dirty_ports, &mut out);
+        for (port, model) in &dirty_scopes {
+            if self.ports.contains_key(port) && !dirty_ports.contains(port) {
+                self.assemble_scope(*port, model, &mut out);
+            }
+        }
         out
+    }
+
+    /// Adds `fragment` of `key` to the scope indexes, or takes it out.
+    fn index(&mut self, key: &ObjectKey, fragment: &route::Fragment, add: bool) {
+        if fragment.general() {
+            match add {
+                true => self.general.insert(key.clone()),
+                false => self.general.remove(key),
+            };
+        }
+        for model in fragment.scoped.keys() {
+            let keys = self.by_model.entry(model.clone()).or_default();
+            match add {
+                true => keys.insert(key.clone()),
+                false => keys.remove(key),
+            };
+            if keys.is_empty() {
+                self.by_model.remove(model);
+            }
+        }
+        for model in &fragment.models {
+            let count = self.models.entry(model.clone()).or_default();
+            match add {
+                true => *count += 1,
+                false => *count -= 1,
+            }
+            if *count == 0 {
+                self.models.remove(model);
+            }
+        }
     }
 
     /// The clusters HTTPRoutes use of a Service (one per port named), an InferencePool or a
@@ -384,16 +474,69 @@ impl Compiler {
         }
     }
 
-    /// Re-assembles the RouteConfigurations of `ports`, removing those of ports no longer
-    /// listened on.
+    /// Re-assembles every scope of `ports` and their RouteConfigurations, removing those of
+    /// ports no longer listened on and of models no longer named.
     fn assemble_routes(&mut self, ports: &BTreeSet<u16>, out: &mut Vec<Update>) {
         for port in ports {
-            if self.ports.contains_key(port) {
-                let resource = route::assemble(*port, &self.fragments);
-                self.put(out, TypeUrl::RouteConfiguration, resource);
-            } else {
-                self.remove(out, TypeUrl::RouteConfiguration, route::config_name(*port));
+            let prefix = route::model_scope_prefix(*port);
+            let listened = self.ports.contains_key(port);
+            for type_url in [TypeUrl::ScopedRouteConfiguration, TypeUrl::RouteConfiguration] {
+                let stale: Vec<String> = self.emitted[type_url.index()]
+                    .range(prefix.clone()..)
+                    .take_while(|name| name.starts_with(&prefix))
+                    .filter(|name| {
+                        let model = &name[prefix.len()..];
+                        !listened || !self.models.contains_key(model)
+                    })
+                    .cloned()
+                    .collect();
+                for name in stale {
+                    self.remove(out, type_url, name);
+                }
             }
+            if !listened {
+                self.remove(out, TypeUrl::ScopedRouteConfiguration, route::config_name(*port));
+                self.remove(out, TypeUrl::RouteConfiguration, route::config_name(*port));
+                continue;
+            }
+            let default = route::assemble(*port, route::Scope::Default, self.fragments.iter());
+            self.put(out, TypeUrl::RouteConfiguration, default);
+            let scope = route::scope_resource(*port, route::Scope::Default, true);
+            self.put(out, TypeUrl::ScopedRouteConfiguration, scope);
+            let models: Vec<String> = self.models.keys().cloned().collect();
+            for model in models {
+                self.assemble_scope(*port, &model, out);
+            }
+        }
+    }
+
+    /// The scope of `model` on `port` and its RouteConfiguration: the fragments naming the model
+    /// and those with general routes, in key order. Without routes naming the model on the port
+    /// the scope uses the port's default RouteConfiguration; without a route naming the model at
+    /// all there is no scope.
+    fn assemble_scope(&mut self, port: u16, model: &str, out: &mut Vec<Update>) {
+        let scope = route::Scope::Model(model);
+        let name = route::scope_name(port, scope);
+        let naming = self.by_model.get(model);
+        let own = naming
+            .into_iter()
+            .flatten()
+            .any(|k| self.fragments.get(k).is_some_and(|f| f.attachments.contains_key(&port)));
+        if own {
+            let keys: BTreeSet<&ObjectKey> =
+                naming.into_iter().flatten().chain(&self.general).collect();
+            let members = keys.into_iter().filter_map(|k| Some((k, self.fragments.get(k)?)));
+            let resource = route::assemble(port, scope, members);
+            self.put(out, TypeUrl::RouteConfiguration, resource);
+        } else {
+            self.remove(out, TypeUrl::RouteConfiguration, name.clone());
+        }
+        match self.models.contains_key(model) {
+            true => {
+                let resource = route::scope_resource(port, scope, own);
+                self.put(out, TypeUrl::ScopedRouteConfiguration, resource);
+            }
+            false => self.remove(out, TypeUrl::ScopedRouteConfiguration, name),
         }
     }
 

@@ -1,9 +1,25 @@
-//! RouteConfigurations: the model routing of the AIGatewayRoutes attached to one port.
+//! RouteConfigurations: the model routing of the AIGatewayRoutes attached to one port, split
+//! into routing scopes so that a change to one model's routes sends that model's routes alone.
 //!
 //! Takes: one AIGatewayRoute and the graph's view of its backends. Gives: a [`Fragment`] with its
-//! Envoy routes, and per port a RouteConfiguration `route-{port}` assembled from the fragments
-//! attached there, in route key order, ending in catch-alls that answer 404 in the client's error
-//! format (Anthropic's on its endpoints, OpenAI's elsewhere).
+//! Envoy routes, and per port the RouteConfigurations assembled from the fragments attached
+//! there, in route key order, ending in catch-alls that answer 404 in the client's error format
+//! (Anthropic's on its endpoints, OpenAI's elsewhere).
+//!
+//! Scopes (Envoy's scoped routes; the listener builds the key from the port and the scope
+//! header, see `listener.rs`):
+//! - every model some accepted route names exactly (`x-ai-eg-model`, type `Exact`: the models
+//!   the router phase lists) has a scope on every port, `route-{port}/model/{model}`, whose key
+//!   is the port and [`model_scope`]. Its RouteConfiguration of the same name holds the routes
+//!   that name that model and the routes that name no model exactly, in their usual order; a
+//!   port where no route names the model points the scope at the default RouteConfiguration;
+//! - the default scope, `route-{port}` (key: the port and [`DEFAULT_SCOPE`]), holds the routes
+//!   that name no model exactly, HTTPRoutes' included. Every request starts there; the router
+//!   phase moves it to its model's scope when a route names the model exactly.
+//!
+//! A route that names no model exactly is in every scope, since it may match any model: a
+//! change to one of those re-sends every scope of the port. A rule naming two models (two exact
+//! matches) is in both scopes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -22,16 +38,19 @@ use envoy_types::util::pack_any;
 
 use super::{cluster, extproc, http_route, listener, picker, ratelimit};
 use crate::api::{
-    AIGATEWAY_GROUP, AIGatewayRouteSpec, HeaderMatchType, INFERENCE_GROUP, Kind, ObjectKey,
-    RouteMatch as AIRouteMatch, RouteRule, Spec, group_kind,
+    AIGATEWAY_GROUP, AIGatewayRouteSpec, HeaderMatchType, INFERENCE_GROUP, Kind, MODEL_HEADER,
+    ObjectKey, RouteMatch as AIRouteMatch, RouteRule, Spec, group_kind,
 };
 use crate::graph::Graph;
 use crate::graph::listeners;
 use crate::wire::{
-    NOT_FOUND_ANTHROPIC_BODY, NOT_FOUND_BODY, NOT_FOUND_COHERE_BODY, ROUTE_BACKEND_HEADER,
-    route_backend_id,
+    DEFAULT_SCOPE, NOT_FOUND_ANTHROPIC_BODY, NOT_FOUND_BODY, NOT_FOUND_COHERE_BODY,
+    ROUTE_BACKEND_HEADER, SCOPE_HEADER, SCOPE_PORT_HEADER, model_scope, route_backend_id,
 };
 use crate::xds::Resource;
+use envoy_types::pb::envoy::config::route::v3::{
+    ScopedRouteConfiguration, scoped_route_configuration,
+};
 use prost::{Message, Name};
 
 /// How long a rule without `timeouts.request` (or with one that does not parse) gives a
@@ -49,10 +68,15 @@ pub(super) struct Fragment {
     pub attachments: BTreeMap<u16, BTreeSet<String>>,
     /// Empty when the route is not accepted or none of its rules has a usable backend.
     pub routes: Vec<Route>,
-    /// `routes` encoded as entries of a VirtualHost's `routes` field, so that assembling a
-    /// RouteConfiguration of many routes concatenates bytes instead of cloning and re-encoding
-    /// every route.
-    pub encoded: Vec<u8>,
+    /// The models its rules name exactly (accepted routes only): each has a scope.
+    pub models: BTreeSet<String>,
+    /// Its routes that name no model exactly, encoded as entries of a VirtualHost's `routes`
+    /// field, so that assembling a RouteConfiguration of many routes concatenates bytes instead
+    /// of cloning and re-encoding every route.
+    pub general: Vec<u8>,
+    /// Per model with routes here: those routes and the general ones, in their order, encoded
+    /// the same way. A model without an entry gets `general` alone.
+    pub scoped: BTreeMap<String, Vec<u8>>,
     /// Every InferencePool its backendRefs name, usable or not: their clusters exist because of
     /// routes like this one.
     pub pools: BTreeSet<ObjectKey>,
@@ -66,13 +90,81 @@ pub(super) struct Fragment {
 }
 
 impl Fragment {
-    fn serves(&self) -> bool {
+    pub fn serves(&self) -> bool {
         !self.routes.is_empty() || !self.ranked.is_empty()
+    }
+
+    /// Whether it has routes in every scope: routes that name no model exactly, or HTTPRoutes'.
+    pub fn general(&self) -> bool {
+        !self.general.is_empty() || !self.ranked.is_empty()
+    }
+
+    /// Whether the default scope and every scope of its ports take the same from `other` as
+    /// from it: whether it serves, where, and its general routes.
+    pub fn same_general(&self, other: &Fragment) -> bool {
+        (self.serves(), &self.general, &self.attachments, &self.ranked)
+            == (other.serves(), &other.general, &other.attachments, &other.ranked)
+    }
+
+    /// Its routes in `scope`, encoded.
+    fn bytes(&self, scope: Scope<'_>) -> &[u8] {
+        match scope {
+            Scope::Default => &self.general,
+            Scope::Model(model) => self.scoped.get(model).unwrap_or(&self.general),
+        }
     }
 }
 
+/// Which routes of a port a RouteConfiguration holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Scope<'a> {
+    /// Those that name no model exactly.
+    Default,
+    /// Those that name this model, and those that name no model exactly.
+    Model(&'a str),
+}
+
+/// The name of the default scope of `port` and of its RouteConfiguration (the port's routes
+/// when no model is named exactly anywhere).
 pub(super) fn config_name(port: u16) -> String {
     format!("route-{port}")
+}
+
+/// The name of `scope` on `port`, and of the RouteConfiguration of that scope's own.
+pub(super) fn scope_name(port: u16, scope: Scope<'_>) -> String {
+    match scope {
+        Scope::Default => config_name(port),
+        Scope::Model(model) => format!("route-{port}/model/{model}"),
+    }
+}
+
+/// The prefix of the names of the model scopes of `port`.
+pub(super) fn model_scope_prefix(port: u16) -> String {
+    format!("route-{port}/model/")
+}
+
+/// The ScopedRouteConfiguration of `scope` on `port`, using the RouteConfiguration of its own
+/// (`own`) or the port's default one.
+pub(super) fn scope_resource(port: u16, scope: Scope<'_>, own: bool) -> Resource {
+    use scoped_route_configuration::key::{Fragment as KeyFragment, fragment};
+    let name = scope_name(port, scope);
+    let value = match scope {
+        Scope::Default => DEFAULT_SCOPE.to_string(),
+        Scope::Model(model) => model_scope(model),
+    };
+    let string = |s: String| KeyFragment { r#type: Some(fragment::Type::StringKey(s)) };
+    let config = ScopedRouteConfiguration {
+        name: name.clone(),
+        route_configuration_name: match own {
+            true => name.clone(),
+            false => config_name(port),
+        },
+        key: Some(scoped_route_configuration::Key {
+            fragments: vec![string(port.to_string()), string(value)],
+        }),
+        ..Default::default()
+    };
+    Resource::new(name, &config, Vec::new())
 }
 
 pub(super) fn fragment(
@@ -94,6 +186,10 @@ pub(super) fn fragment(
         }
         _ => return Fragment::default(),
     };
+    let models = match accepted {
+        true => spec.rules.iter().flat_map(|r| &r.matches).flat_map(exact_models).collect(),
+        false => BTreeSet::new(),
+    };
     let pools = spec
         .rules
         .iter()
@@ -103,37 +199,63 @@ pub(super) fn fragment(
             _ => None,
         })
         .collect();
-    let (routes, clusters) =
+    let (compiled, clusters) =
         if accepted { compile_rules(graph, key, spec) } else { Default::default() };
-    let encoded = encode_routes(&routes);
+    let mut general = Vec::new();
+    let mut scoped: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for (route, named) in &compiled {
+        let bytes = encode_route(route);
+        if named.is_empty() {
+            general.extend_from_slice(&bytes);
+            for encoded in scoped.values_mut() {
+                encoded.extend_from_slice(&bytes);
+            }
+            continue;
+        }
+        for model in named {
+            // A model's scope starts with the general routes before its first route.
+            let encoded = scoped.entry(model.clone()).or_insert_with(|| general.clone());
+            encoded.extend_from_slice(&bytes);
+        }
+    }
     Fragment {
         attachments: attachments(graph, key, ports),
-        routes,
-        encoded,
+        routes: compiled.into_iter().map(|(route, _)| route).collect(),
+        models,
+        general,
+        scoped,
         pools,
         clusters,
         ..Default::default()
     }
 }
 
-/// `routes` as entries of a VirtualHost's `routes` field, each route's `typed_per_filter_config`
-/// written with its keys sorted: prost writes a map in random order, which would give the same
-/// route new bytes (and the RouteConfiguration a new version) on every compile.
-fn encode_routes(routes: &[Route]) -> Vec<u8> {
+/// The models a match names exactly: the request's model header must equal each.
+fn exact_models(m: &AIRouteMatch) -> impl Iterator<Item = String> + '_ {
+    m.headers
+        .iter()
+        .filter(|h| {
+            h.match_type == HeaderMatchType::Exact && h.name.eq_ignore_ascii_case(MODEL_HEADER)
+        })
+        .map(|h| h.value.clone())
+}
+
+/// `route` as an entry of a VirtualHost's `routes` field, its `typed_per_filter_config` written
+/// with its keys sorted: prost writes a map in random order, which would give the same route new
+/// bytes (and the RouteConfiguration a new version) on every compile.
+fn encode_route(route: &Route) -> Vec<u8> {
+    let mut route = route.clone();
+    let filters = std::mem::take(&mut route.typed_per_filter_config);
+    let mut bytes = route.encode_to_vec();
+    // Route.typed_per_filter_config is field 13.
+    super::canonical::append_map(
+        &mut bytes,
+        13,
+        filters.into_iter().map(|(k, v)| (k, v.encode_to_vec())),
+    );
     let mut out = Vec::new();
-    for route in routes {
-        let mut route = route.clone();
-        let filters = std::mem::take(&mut route.typed_per_filter_config);
-        let mut bytes = route.encode_to_vec();
-        // Route.typed_per_filter_config is field 13.
-        super::canonical::append_map(
-            &mut bytes,
-            13,
-            filters.into_iter().map(|(k, v)| (k, v.encode_to_vec())),
-        );
-        // VirtualHost.routes is field 3.
-        super::canonical::append_field(&mut out, 3, &bytes);
-    }
+    // VirtualHost.routes is field 3.
+    super::canonical::append_field(&mut out, 3, &bytes);
     out
 }
 
@@ -185,11 +307,13 @@ pub(super) fn backend_key(route: &ObjectKey, b: &crate::api::RouteBackendRef) ->
     Some(ObjectKey::new(kind, ns, &b.name))
 }
 
+/// The routes of the rules, each with the models it names exactly, and the rules' fallback
+/// clusters.
 fn compile_rules(
     graph: &Graph,
     key: &ObjectKey,
     spec: &AIGatewayRouteSpec,
-) -> (Vec<Route>, Vec<Resource>) {
+) -> (Vec<(Route, BTreeSet<String>)>, Vec<Resource>) {
     let mut routes = Vec::new();
     let mut clusters = Vec::new();
     let limits = ratelimit::applied(graph, key);
@@ -215,7 +339,7 @@ fn compile_rules(
             if let Some(local) = ratelimit::local_per_route(&limits, &name) {
                 typed_per_filter_config.insert(ratelimit::LOCAL_RATELIMIT_FILTER.into(), local);
             }
-            routes.push(Route {
+            let route = Route {
                 name,
                 r#match: Some(RouteMatch {
                     path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
@@ -225,7 +349,8 @@ fn compile_rules(
                 action: Some(route::Action::Route(action.clone())),
                 typed_per_filter_config,
                 ..Default::default()
-            });
+            };
+            routes.push((route, exact_models(m).collect()));
         }
     }
     (routes, clusters)
@@ -430,12 +555,17 @@ pub(super) fn parse_duration(s: &str) -> Option<Duration> {
     })
 }
 
-/// The RouteConfiguration of `port`: a virtual host per hostname the routes attached there
-/// serve, and `*` for the rest. Each holds the routes of the fragments whose hostnames cover its
-/// own, the most specific hostname first (as Gateway API gives precedence), then the 404s.
-pub(super) fn assemble(port: u16, fragments: &BTreeMap<ObjectKey, Fragment>) -> Resource {
+/// The RouteConfiguration of `scope` on `port`, from `fragments` (in key order; those not
+/// attached there are skipped): a virtual host per hostname the routes attached there serve, and
+/// `*` for the rest. Each holds the fragments' routes in that scope, of the fragments whose
+/// hostnames cover its own, the most specific hostname first (as Gateway API gives precedence),
+/// then the 404s.
+pub(super) fn assemble<'a>(
+    port: u16,
+    scope: Scope<'_>,
+    fragments: impl Iterator<Item = (&'a ObjectKey, &'a Fragment)>,
+) -> Resource {
     let attached: Vec<(&ObjectKey, &Fragment, &BTreeSet<String>)> = fragments
-        .iter()
         .filter(|(_, f)| f.serves())
         .filter_map(|(k, f)| Some((k, f, f.attachments.get(&port)?)))
         .collect();
@@ -457,7 +587,7 @@ pub(super) fn assemble(port: u16, fragments: &BTreeMap<ObjectKey, Fragment>) -> 
     }
     let mut hosts: BTreeSet<&str> = exact.keys().chain(wildcards.keys()).copied().collect();
     hosts.insert("*");
-    let name = config_name(port);
+    let name = scope_name(port, scope);
     let head = RouteConfiguration {
         name: name.clone(),
         // Clients send `Host: name:port`; the domains are names.
@@ -486,8 +616,13 @@ pub(super) fn assemble(port: u16, fragments: &BTreeMap<ObjectKey, Fragment>) -> 
         // Repeated fields may arrive in pieces: the virtual host's name and domains, then each
         // fragment's routes, then the 404s, decode as one virtual host with the routes in that
         // order.
-        let head =
-            VirtualHost { name: host.into(), domains: vec![host.into()], ..Default::default() };
+        let head = VirtualHost {
+            name: host.into(),
+            domains: vec![host.into()],
+            // They picked the scope; the backend has no use for them.
+            request_headers_to_remove: vec![SCOPE_PORT_HEADER.into(), SCOPE_HEADER.into()],
+            ..Default::default()
+        };
         let mut vhost = head.encode_to_vec();
         // The pool phase and the picker are off unless a route to a pool turns them on (field
         // 15, `typed_per_filter_config`, a map: see `canonical`).
@@ -498,7 +633,7 @@ pub(super) fn assemble(port: u16, fragments: &BTreeMap<ObjectKey, Fragment>) -> 
         // LLM API paths while the model is unknown (so that the router phase reads it and the
         // request is routed again), then the HTTPRoutes' routes in Gateway API's order.
         for (_, f) in &members {
-            vhost.extend_from_slice(&f.encoded);
+            vhost.extend_from_slice(f.bytes(scope));
         }
         let mut ranked: Vec<(usize, &http_route::Precedence, &Vec<u8>)> = members
             .iter()

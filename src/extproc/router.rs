@@ -2,8 +2,9 @@
 //!
 //! Takes: the request headers and the whole request body. Gives: `GET /v1/models` (and
 //! Anthropic's and Cohere's model lists) and errors answered directly, in the client's own format (for a path where no API is served, the format
-//! of the API the path belongs to); otherwise the model header the routes match on, the internal
-//! headers the upstream phase reads, the client's API as dynamic metadata for Envoy's own
+//! of the API the path belongs to); otherwise the model header the routes match on, the routing
+//! scope of the model (its own when a route names it exactly), the internal headers the upstream
+//! phase reads, the client's API as dynamic metadata for Envoy's own
 //! replies, and a cleared route cache; a client's own `x-gateway-destination-endpoint` is
 //! removed, as only a pool's endpoint picker may choose.
 
@@ -24,8 +25,9 @@ use super::runtime::RuntimeConfig;
 use super::service::{describe, find, header_pairs, immediate, mutation};
 use super::translate::{ClientSchema, Endpoint, error_body, read_head};
 use crate::wire::{
-    ATTEMPT_METADATA_NAMESPACE, CLIENT_METADATA_KEY, ENDPOINT_HEADER, NOT_FOUND_ANTHROPIC_BODY,
-    NOT_FOUND_BODY, NOT_FOUND_COHERE_BODY, STREAM_HEADER,
+    ATTEMPT_METADATA_NAMESPACE, CLIENT_METADATA_KEY, DEFAULT_SCOPE, ENDPOINT_HEADER,
+    NOT_FOUND_ANTHROPIC_BODY, NOT_FOUND_BODY, NOT_FOUND_COHERE_BODY, SCOPE_HEADER, STREAM_HEADER,
+    model_scope,
 };
 use k8s_openapi::jiff::Timestamp;
 
@@ -169,7 +171,14 @@ impl RouterPhase {
             true => vec![DESTINATION_ENDPOINT.to_string()],
             false => Vec::new(),
         };
+        // The routes naming the model exactly are in its scope (see `compile::route`); the
+        // rest in every scope, the default one included.
+        let scope = match self.runtime.has_model(&parsed.model) {
+            true => model_scope(&parsed.model),
+            false => DEFAULT_SCOPE.to_string(),
+        };
         let set = vec![
+            (SCOPE_HEADER.to_string(), scope),
             (MODEL_HEADER.to_string(), parsed.model),
             (ENDPOINT_HEADER.to_string(), endpoint_path(endpoint).to_string()),
             (STREAM_HEADER.to_string(), parsed.stream.to_string()),

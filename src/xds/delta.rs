@@ -335,7 +335,7 @@ mod tests {
     use std::collections::HashMap;
 
     use envoy_types::pb::envoy::config::listener::v3::Listener;
-    use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+    use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, ScopedRouteConfiguration};
     use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
     use envoy_types::pb::google::rpc::Status;
 
@@ -642,11 +642,13 @@ mod tests {
     fn responses_follow_type_order() {
         let listener = Listener { name: "l".into(), ..Default::default() };
         let routes = RouteConfiguration { name: "r".into(), ..Default::default() };
+        let scope = ScopedRouteConfiguration { name: "r".into(), ..Default::default() };
         let secret = Secret { name: "s".into(), ..Default::default() };
         let store = store(vec![
             cluster("a", ""),
             cla("a", 0),
             put(LDS, Resource::new("l".into(), &listener, vec![])),
+            put(TypeUrl::ScopedRouteConfiguration, Resource::new("r".into(), &scope, vec![])),
             put(TypeUrl::RouteConfiguration, Resource::new("r".into(), &routes, vec![])),
             put(TypeUrl::Secret, Resource::new("s".into(), &secret, vec![])),
         ]);
@@ -655,6 +657,7 @@ mod tests {
         for req in [
             sub(TypeUrl::Secret, &["s"]),
             sub(TypeUrl::RouteConfiguration, &["r"]),
+            sub(TypeUrl::ScopedRouteConfiguration, &[]),
             sub(LDS, &[]),
             sub(EDS, &["a"]),
             sub(CDS, &[]),

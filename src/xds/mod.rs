@@ -37,6 +37,7 @@ pub enum TypeUrl {
     Cluster,
     ClusterLoadAssignment,
     Listener,
+    ScopedRouteConfiguration,
     RouteConfiguration,
     Secret,
 }
@@ -45,10 +46,11 @@ pub enum TypeUrl {
 pub const TYPE_COUNT: usize = TypeUrl::ALL.len();
 
 impl TypeUrl {
-    pub const ALL: [TypeUrl; 5] = [
+    pub const ALL: [TypeUrl; 6] = [
         TypeUrl::Cluster,
         TypeUrl::ClusterLoadAssignment,
         TypeUrl::Listener,
+        TypeUrl::ScopedRouteConfiguration,
         TypeUrl::RouteConfiguration,
         TypeUrl::Secret,
     ];
@@ -60,6 +62,9 @@ impl TypeUrl {
                 "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
             }
             TypeUrl::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
+            TypeUrl::ScopedRouteConfiguration => {
+                "type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration"
+            }
             TypeUrl::RouteConfiguration => {
                 "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
             }
@@ -84,7 +89,7 @@ impl TypeUrl {
 
     /// Whether Envoy subscribes to every resource of this type (wildcard) rather than by name.
     pub fn wildcard_by_default(self) -> bool {
-        matches!(self, TypeUrl::Cluster | TypeUrl::Listener)
+        matches!(self, TypeUrl::Cluster | TypeUrl::Listener | TypeUrl::ScopedRouteConfiguration)
     }
 }
 
@@ -94,6 +99,7 @@ impl fmt::Display for TypeUrl {
             TypeUrl::Cluster => "Cluster",
             TypeUrl::ClusterLoadAssignment => "ClusterLoadAssignment",
             TypeUrl::Listener => "Listener",
+            TypeUrl::ScopedRouteConfiguration => "ScopedRouteConfiguration",
             TypeUrl::RouteConfiguration => "RouteConfiguration",
             TypeUrl::Secret => "Secret",
         };

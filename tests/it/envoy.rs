@@ -239,20 +239,57 @@ async fn delta_pushes_only_what_changed() {
         pushes.iter().map(|p| (p.type_url, p.names.clone())).collect();
     assert_eq!(pushed, [(TypeUrl::ClusterLoadAssignment, vec!["aisb/default/a".to_string()])]);
 
-    // A route change: only the RouteConfiguration.
+    // A change to one model's routes: only that model's RouteConfiguration.
+    let mark = gw.running.push_log.records().len();
+    let moved = manifests(
+        port,
+        &[("model-a", vec![("b", b.addr, 1)]), ("model-b", vec![("b", b.addr, 1)])],
+    );
+    edit(&mut gw, &file, &moved).await;
+    eventually(10, "model-a served by B", || async {
+        (served_by(gw.port, "model-a").await == Ok("B".into())).then_some(())
+    })
+    .await;
+    // The edit also drops backend a (its cluster goes); of the routes, model-a's alone.
+    let pushed: Vec<(TypeUrl, Vec<String>)> = gw
+        .running
+        .push_log
+        .records()
+        .split_off(mark)
+        .iter()
+        .filter(|p| !matches!(p.type_url, TypeUrl::Cluster | TypeUrl::ClusterLoadAssignment))
+        .map(|p| (p.type_url, p.names.clone()))
+        .collect();
+    let own = format!("route-{port}/model/model-a");
+    assert_eq!(pushed, [(TypeUrl::RouteConfiguration, vec![own])]);
+
+    // A model renamed: its scope and its routes.
     let mark = gw.running.push_log.records().len();
     let swapped = manifests(
         port,
-        &[("model-a", vec![("a", a2.addr, 1)]), ("model-c", vec![("b", b.addr, 1)])],
+        &[("model-a", vec![("b", b.addr, 1)]), ("model-c", vec![("b", b.addr, 1)])],
     );
     edit(&mut gw, &file, &swapped).await;
     eventually(10, "model-c served", || async {
         (served_by(gw.port, "model-c").await == Ok("B".into())).then_some(())
     })
     .await;
-    let pushed: Vec<TypeUrl> =
-        gw.running.push_log.records().split_off(mark).iter().map(|p| p.type_url).collect();
-    assert_eq!(pushed, [TypeUrl::RouteConfiguration]);
+    let pushed = gw.running.push_log.records().split_off(mark);
+    // The scope and the routes of model-b go (removals name nothing here), model-c's come.
+    let named: Vec<(TypeUrl, &str)> =
+        pushed.iter().flat_map(|p| p.names.iter().map(|n| (p.type_url, n.as_str()))).collect();
+    let own = format!("route-{port}/model/model-c");
+    assert_eq!(
+        named,
+        [(TypeUrl::ScopedRouteConfiguration, own.as_str()), (TypeUrl::RouteConfiguration, &own)]
+    );
+    assert!(
+        pushed.iter().all(|p| matches!(
+            p.type_url,
+            TypeUrl::ScopedRouteConfiguration | TypeUrl::RouteConfiguration
+        )),
+        "{pushed:?}"
+    );
     assert_eq!(rejected_updates(gw.admin).await, 0);
     gw.running.shutdown().await;
 }

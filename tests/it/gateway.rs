@@ -15,7 +15,7 @@ use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use prost::Message;
 
 use crate::builders::parse;
-use crate::compile::decoded;
+use crate::compile::{decoded, scope_config};
 use crate::envoy::{edit, start_gateway};
 use crate::harness::*;
 
@@ -155,7 +155,8 @@ fn route_hostnames_become_virtual_hosts_most_specific_first() {
         ],
     );
     let out = Compiler::new(CompileOptions::default()).full(&graph);
-    let config = &decoded::<RouteConfiguration>(&out, TypeUrl::RouteConfiguration)["route-8080"];
+    // Every route names model m: its scope holds them all.
+    let config = &scope_config(&out, 8080, Some("m"));
     assert!(config.ignore_port_in_host_matching, "Host headers carry the port");
     let hosts = virtual_hosts(config);
     let names = |prefixes: &[&str]| -> Vec<String> {
@@ -193,7 +194,7 @@ fn a_listener_hostname_narrows_routes_and_refuses_those_it_does_not_cover() {
     assert!(condition(&graph, &key(Kind::AIGatewayRoute, "inside"), ConditionType::Accepted).0);
 
     let out = Compiler::new(CompileOptions::default()).full(&graph);
-    let hosts = virtual_hosts(&decoded(&out, TypeUrl::RouteConfiguration)["route-8080"]);
+    let hosts = virtual_hosts(&scope_config(&out, 8080, Some("m")));
     let inside = "default/inside/rule/0/match/0".to_string();
     let open = "default/open/rule/0/match/0".to_string();
     assert_eq!(hosts["a.example.com"].1, vec![inside, open.clone()]);
@@ -219,9 +220,11 @@ fn section_name_picks_a_listener_and_a_wrong_one_is_reported() {
         ],
     );
     let out = Compiler::new(CompileOptions::default()).full(&graph);
-    let configs = decoded::<RouteConfiguration>(&out, TypeUrl::RouteConfiguration);
-    assert!(virtual_hosts(&configs["route-8081"])["*"].1.is_empty());
-    assert_eq!(virtual_hosts(&configs["route-8082"])["*"].1, vec!["default/r2/rule/0/match/0"]);
+    assert!(virtual_hosts(&scope_config(&out, 8081, Some("m")))["*"].1.is_empty());
+    assert_eq!(
+        virtual_hosts(&scope_config(&out, 8082, Some("m")))["*"].1,
+        vec!["default/r2/rule/0/match/0"]
+    );
     let (ok, reason, message) =
         condition(&graph, &key(Kind::AIGatewayRoute, "nowhere"), ConditionType::Accepted);
     assert_eq!((ok, reason), (false, Reason::NoMatchingParent));
@@ -386,10 +389,7 @@ fn deleting_one_listeners_certificate_leaves_its_neighbour_serving() {
     let secrets: Vec<String> =
         live.store.load().resources(TypeUrl::Secret).keys().cloned().collect();
     assert_eq!(secrets, ["secret/default/cert-b"]);
-    let routes = live.store.load();
-    let config = routes.get(TypeUrl::RouteConfiguration, "route-8443").unwrap();
-    let config = RouteConfiguration::decode(config.body.value.as_slice()).unwrap();
-    let hosts = virtual_hosts(&config);
+    let hosts = virtual_hosts(&scope_config(&live.updates(), 8443, Some("m")));
     assert_eq!(hosts["b.example.com"].1, ["default/r/rule/0/match/0"], "the route stays on b");
     assert!(!hosts.contains_key("a.example.com"), "{hosts:?}");
     let a = listeners(&live.graph, &key_of("gw"));
@@ -467,8 +467,7 @@ fn only_gateways_of_its_own_classes_are_programmed_and_reported_on() {
     let out = compiler.update(&graph, &affected.keys);
     let served = decoded::<Listener>(&out, TypeUrl::Listener);
     assert!(served.contains_key("listener-8081"), "{:?}", served.keys());
-    let configs = decoded::<RouteConfiguration>(&out, TypeUrl::RouteConfiguration);
-    let routes = &virtual_hosts(&configs["route-8081"])["*"].1;
+    let routes = &virtual_hosts(&scope_config(&out, 8081, Some("m")))["*"].1;
     assert_eq!(routes.len(), 2, "both of its routes: {routes:?}");
     assert!(!graph.foreign_objects().contains(&key(Kind::AIGatewayRoute, "r-theirs")));
     assert_eq!(
