@@ -4,7 +4,7 @@
 //! A unit is one AIGatewayRoute with one rule (matching `x-ai-eg-model: model-N`, backendRef to
 //! its AIServiceBackend), that AIServiceBackend, and the Backend with one IP endpoint it points
 //! at (so the cluster uses EDS). One Gateway (port 8080) in the same namespace holds every
-//! route, so all routes share one RouteConfiguration. Objects are built as Rust values, not
+//! route; each model has its routing scope and RouteConfiguration. Objects are built as Rust values, not
 //! parsed, so only the graph, the compiler and the xDS layer are measured.
 //!
 //! Sections, selected by the usual filter argument (`cargo bench --bench xds -- FILTER`; a
@@ -12,10 +12,12 @@
 //!
 //! - `xds/breakdown`: printed table of where a change's time goes, stage by stage, per size;
 //! - `xds/compile_full/{1k,10k,50k}`: `Compiler::full` on a prebuilt graph (criterion);
-//! - `xds/change/{backend_ip,route_model}/{1k,10k,50k}`: one changed object → `Graph::apply` →
-//!   `Compiler::update` → `SnapshotStore::publish` → `changed_since` → `DeltaState::responses` for
-//!   one stream subscribed as Envoy subscribes (CDS and LDS wildcard, EDS and RDS by name) →
-//!   responses encoded to bytes as tonic would (criterion, `iter_custom`, the ACK untimed);
+//! - `xds/change/{backend_ip,route_timeout,route_model}/{1k,10k,50k}`: one changed object →
+//!   `Graph::apply` → `Compiler::update` → `SnapshotStore::publish` → `changed_since` →
+//!   `DeltaState::responses` for one stream subscribed as Envoy subscribes (CDS, LDS and scopes
+//!   wildcard, EDS and RDS by name; the RouteConfiguration of a new scope subscribed when the
+//!   scope arrives, as Envoy does, its response included) → responses encoded to bytes as tonic
+//!   would (criterion, `iter_custom`, the ACK untimed);
 //! - `xds/fanout`: an in-process `AdsServer` on 127.0.0.1:0 and N tonic delta clients (one
 //!   HTTP/2 connection each by default), subscribed to clusters (wildcard) and endpoints (`*`);
 //!   one Backend IP change is published per round and each client's time from publish to
@@ -27,7 +29,7 @@
 //! `--bench` argument, or `--test`), everything runs once at 1k units and the fan-out with 20
 //! clients, as a smoke test.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,7 +38,7 @@ use aixds::api::{
     AIGatewayRouteSpec, AIServiceBackendSpec, APISchema, BackendEndpoint, BackendSpec,
     ENVOY_GATEWAY_GROUP, GatewayClassSpec, GatewaySpec, HeaderMatch, HeaderMatchType, IPEndpoint,
     Kind, Listener, MODEL_HEADER, Object, ObjectKey, ObjectReference, ParentReference,
-    RouteBackendRef, RouteMatch, RouteRule, Spec, VersionedAPISchema, hash_bytes,
+    RouteBackendRef, RouteMatch, RouteRule, RouteTimeouts, Spec, VersionedAPISchema, hash_bytes,
 };
 use aixds::compile::{CompileOptions, Compiler};
 use aixds::extproc::{RuntimeConfig, SharedRuntime};
@@ -45,6 +47,7 @@ use aixds::picker::Picker;
 use aixds::xds::{AdsServer, DeltaState, SnapshotStore, TypeUrl, Update};
 use criterion::{BenchmarkId, Criterion, SamplingMode};
 use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::config::route::v3::ScopedRouteConfiguration;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse,
@@ -95,6 +98,11 @@ fn gateway() -> Object {
 
 /// Route `unit`, matching `model`.
 fn route(unit: usize, model: &str) -> Object {
+    route_with_timeout(unit, model, None)
+}
+
+/// Route `unit`, matching `model`, with a request timeout.
+fn route_with_timeout(unit: usize, model: &str, timeout: Option<String>) -> Object {
     let spec = AIGatewayRouteSpec {
         parent_refs: vec![ParentReference { name: GATEWAY.into(), ..Default::default() }],
         hostnames: Vec::new(),
@@ -111,7 +119,7 @@ fn route(unit: usize, model: &str) -> Object {
                 name: format!("asb-{unit}"),
                 ..Default::default()
             }],
-            timeouts: None,
+            timeouts: timeout.map(|t| RouteTimeouts { request: Some(t), backend_request: None }),
         }],
         llm_request_costs: Vec::new(),
     };
@@ -206,6 +214,8 @@ struct Server {
     state: DeltaState,
     /// The revision the stream's state was last brought up to.
     revision: u64,
+    /// The RouteConfigurations the stream subscribed to: those its scopes name.
+    routes: BTreeSet<String>,
 }
 
 /// Time spent in each stage of one change.
@@ -249,14 +259,20 @@ impl Server {
             picker,
             state: DeltaState::new(),
             revision: 0,
+            routes: BTreeSet::new(),
         };
         let snapshot = server.store.load();
         let names = |t: TypeUrl| snapshot.resources(t).keys().cloned().collect::<Vec<_>>();
         let mut bytes = 0;
-        // Envoy: clusters and listeners as a (legacy) wildcard; then the endpoints of the EDS
-        // clusters and the RouteConfigurations its listeners name, by name.
+        // Envoy: clusters, listeners and scopes as a (legacy) wildcard; then the endpoints of
+        // the EDS clusters and the RouteConfigurations the scopes name, by name.
+        server.routes = names(TypeUrl::RouteConfiguration).into_iter().collect();
         let rounds = [
-            vec![request(TypeUrl::Cluster, vec![]), request(TypeUrl::Listener, vec![])],
+            vec![
+                request(TypeUrl::Cluster, vec![]),
+                request(TypeUrl::Listener, vec![]),
+                request(TypeUrl::ScopedRouteConfiguration, vec![]),
+            ],
             vec![
                 request(TypeUrl::ClusterLoadAssignment, names(TypeUrl::ClusterLoadAssignment)),
                 request(TypeUrl::RouteConfiguration, names(TypeUrl::RouteConfiguration)),
@@ -302,8 +318,32 @@ impl Server {
         let t = Instant::now();
         let snapshot = self.store.load();
         let changed = self.store.changed_since(self.revision);
-        let responses = self.state.responses(&snapshot, changed.as_deref());
+        let mut responses = self.state.responses(&snapshot, changed.as_deref());
         self.revision = snapshot.revision;
+        // As Envoy: a scope naming a RouteConfiguration not yet subscribed to subscribes to it.
+        let named: BTreeSet<String> = responses
+            .iter()
+            .filter(|r| r.type_url == TypeUrl::ScopedRouteConfiguration.as_str())
+            .flat_map(|r| &r.resources)
+            .filter_map(|r| {
+                let any = r.resource.as_ref()?;
+                Some(
+                    ScopedRouteConfiguration::decode(any.value.as_slice())
+                        .ok()?
+                        .route_configuration_name,
+                )
+            })
+            .filter(|name| !self.routes.contains(name))
+            .collect();
+        if !named.is_empty() {
+            for resp in &responses {
+                self.state.on_request(&ack(resp)).expect("known type");
+            }
+            let req = request(TypeUrl::RouteConfiguration, named.iter().cloned().collect());
+            self.routes.extend(named);
+            self.state.on_request(&req).expect("known type");
+            responses.extend(self.state.responses(&snapshot, Some(&[])));
+        }
         st.responses = t.elapsed();
 
         let t = Instant::now();
@@ -333,7 +373,10 @@ impl Server {
 enum Scenario {
     /// The Backend moves to another IP: the unit's ClusterLoadAssignment is pushed.
     BackendIp,
-    /// The route matches a fresh model name: the RouteConfiguration of all routes is pushed.
+    /// The route's request timeout changes: its model's RouteConfiguration is pushed.
+    RouteTimeout,
+    /// The route matches a fresh model name: the new model's scope and RouteConfiguration are
+    /// pushed, and the old one's removed.
     RouteModel,
 }
 
@@ -341,6 +384,7 @@ impl Scenario {
     fn name(self) -> &'static str {
         match self {
             Scenario::BackendIp => "backend_ip",
+            Scenario::RouteTimeout => "route_timeout",
             Scenario::RouteModel => "route_model",
         }
     }
@@ -349,25 +393,40 @@ impl Scenario {
         let (unit, pass) = (k % units, k / units);
         match self {
             Scenario::BackendIp => backend(unit, pass % 2 == 0),
+            Scenario::RouteTimeout => {
+                route_with_timeout(unit, &format!("model-{unit}"), Some(format!("{}s", 61 + k)))
+            }
             Scenario::RouteModel => route(unit, &format!("model-{unit}-edit-{k}")),
         }
     }
 
-    /// What the change must push, and nothing else.
-    fn expected(self) -> (TypeUrl, &'static str) {
+    /// What the change must push, and nothing else: a resource of each of these types, named
+    /// with this prefix.
+    fn expected(self) -> &'static [(TypeUrl, &'static str)] {
         match self {
-            Scenario::BackendIp => (TypeUrl::ClusterLoadAssignment, "aisb/default/asb-"),
-            Scenario::RouteModel => (TypeUrl::RouteConfiguration, "route-8080"),
+            Scenario::BackendIp => &[(TypeUrl::ClusterLoadAssignment, "aisb/default/asb-")],
+            Scenario::RouteTimeout => &[(TypeUrl::RouteConfiguration, "route-8080/model/")],
+            Scenario::RouteModel => &[
+                (TypeUrl::ScopedRouteConfiguration, "route-8080/model/"),
+                (TypeUrl::RouteConfiguration, "route-8080/model/"),
+            ],
         }
     }
 }
 
+/// The change sent one resource of each expected type, by name, and nothing more (removals are
+/// not named here).
 fn check_sent(scenario: Scenario, sent: &Sent) {
-    let (type_url, name) = scenario.expected();
-    assert_eq!(sent.len(), 1, "{}: one response, got {:?}", scenario.name(), sent);
-    assert_eq!(sent[0].0, type_url.as_str());
-    assert_eq!(sent[0].1.len(), 1);
-    assert!(sent[0].1[0].starts_with(name), "{:?}", sent[0].1);
+    let named: Vec<(&str, &str)> = sent
+        .iter()
+        .flat_map(|(t, names, _)| names.iter().map(move |n| (t.as_str(), n.as_str())))
+        .collect();
+    let expected = scenario.expected();
+    assert_eq!(named.len(), expected.len(), "{}: {sent:?}", scenario.name());
+    for ((t, name), (want_type, prefix)) in named.iter().zip(expected) {
+        assert_eq!(*t, want_type.as_str(), "{sent:?}");
+        assert!(name.starts_with(prefix), "{sent:?}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -498,7 +557,7 @@ fn breakdown(args: &Args) {
             .sum();
         println!(
             "  {}: graph build {:.0} ms, Compiler::full {:.0} ms, first publish {:.0} ms; \
-             {} clusters, {} endpoints, {} listeners, {} RouteConfiguration of {:.2} MiB",
+             {} clusters, {} endpoints, {} listeners, {} RouteConfigurations of {:.2} MiB",
             label(units),
             build_time.as_secs_f64() * 1e3,
             full_time.as_secs_f64() * 1e3,
@@ -519,12 +578,14 @@ fn breakdown(args: &Args) {
             initial_bytes as f64 / (1024.0 * 1024.0),
             t.elapsed().as_secs_f64() * 1e3
         );
-        for scenario in [Scenario::BackendIp, Scenario::RouteModel] {
+        for scenario in [Scenario::BackendIp, Scenario::RouteTimeout, Scenario::RouteModel] {
             let n = if args.test {
                 2
             } else {
                 match scenario {
-                    Scenario::BackendIp => (5_000_000 / units).clamp(20, 500),
+                    Scenario::BackendIp | Scenario::RouteTimeout => {
+                        (5_000_000 / units).clamp(20, 500)
+                    }
                     Scenario::RouteModel => (200_000 / units).clamp(10, 100),
                 }
             };
@@ -533,7 +594,7 @@ fn breakdown(args: &Args) {
             for k in 0..n {
                 let (st, sent) = server.change(scenario.object(units, k));
                 check_sent(scenario, &sent);
-                bytes = sent[0].2;
+                bytes = sent.iter().map(|s| s.2).sum();
                 all.push(st);
             }
             let median = |f: fn(&Stages) -> Duration| {
@@ -591,7 +652,7 @@ fn bench_change(c: &mut Criterion, args: &Args, scenario: Scenario) {
     let mut group = c.benchmark_group(format!("xds/change/{}", scenario.name()));
     group.sampling_mode(SamplingMode::Flat);
     match scenario {
-        Scenario::BackendIp => {
+        Scenario::BackendIp | Scenario::RouteTimeout => {
             group.sample_size(30);
             group.measurement_time(Duration::from_secs(3));
         }
@@ -620,7 +681,7 @@ fn bench_change(c: &mut Criterion, args: &Args, scenario: Scenario) {
                     // The ACK inside `change` is cheap next to the rest; the stage timings of the
                     // breakdown leave it out.
                     total += t.elapsed();
-                    debug_assert_eq!(sent.len(), 1);
+                    check_sent(scenario, &sent);
                 }
                 total
             })
@@ -821,7 +882,7 @@ fn main() {
     {
         bench_compile_full(&mut c, &args);
     }
-    for scenario in [Scenario::BackendIp, Scenario::RouteModel] {
+    for scenario in [Scenario::BackendIp, Scenario::RouteTimeout, Scenario::RouteModel] {
         bench_change(&mut c, &args, scenario);
     }
     if !listing && args.runs("xds/fanout") {
