@@ -4,8 +4,8 @@
 //! A unit is one AIGatewayRoute with one rule (matching `x-ai-eg-model: model-N`, backendRef to
 //! its AIServiceBackend), that AIServiceBackend, and the Backend with one IP endpoint it points
 //! at (so the cluster uses EDS). One Gateway (port 8080) in the same namespace holds every
-//! route; each model has its routing scope and RouteConfiguration. Objects are built as Rust values, not
-//! parsed, so only the graph, the compiler and the xDS layer are measured.
+//! route; each model has its routing scope, which holds its routes. Objects are built as Rust
+//! values, not parsed, so only the graph, the compiler and the xDS layer are measured.
 //!
 //! Sections, selected by the usual filter argument (`cargo bench --bench xds -- FILTER`; a
 //! section runs when its name contains FILTER, criterion benchmarks when their id matches it):
@@ -15,9 +15,8 @@
 //! - `xds/change/{backend_ip,route_timeout,route_model}/{1k,10k,50k}`: one changed object →
 //!   `Graph::apply` → `Compiler::update` → `SnapshotStore::publish` → `changed_since` →
 //!   `DeltaState::responses` for one stream subscribed as Envoy subscribes (CDS, LDS and scopes
-//!   wildcard, EDS and RDS by name; the RouteConfiguration of a new scope subscribed when the
-//!   scope arrives, as Envoy does, its response included) → responses encoded to bytes as tonic
-//!   would (criterion, `iter_custom`, the ACK untimed);
+//!   wildcard, EDS by name) → responses encoded to bytes as tonic would (criterion,
+//!   `iter_custom`, the ACK untimed);
 //! - `xds/fanout`: an in-process `AdsServer` on 127.0.0.1:0 and N tonic delta clients (one
 //!   HTTP/2 connection each by default), subscribed to clusters (wildcard) and endpoints (`*`);
 //!   one Backend IP change is published per round and each client's time from publish to
@@ -29,7 +28,7 @@
 //! `--bench` argument, or `--test`), everything runs once at 1k units and the fan-out with 20
 //! clients, as a smoke test.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,7 +46,6 @@ use aixds::picker::Picker;
 use aixds::xds::{AdsServer, DeltaState, SnapshotStore, TypeUrl, Update};
 use criterion::{BenchmarkId, Criterion, SamplingMode};
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::config::route::v3::ScopedRouteConfiguration;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse,
@@ -214,8 +212,6 @@ struct Server {
     state: DeltaState,
     /// The revision the stream's state was last brought up to.
     revision: u64,
-    /// The RouteConfigurations the stream subscribed to: those its scopes name.
-    routes: BTreeSet<String>,
 }
 
 /// Time spent in each stage of one change.
@@ -259,24 +255,19 @@ impl Server {
             picker,
             state: DeltaState::new(),
             revision: 0,
-            routes: BTreeSet::new(),
         };
         let snapshot = server.store.load();
         let names = |t: TypeUrl| snapshot.resources(t).keys().cloned().collect::<Vec<_>>();
         let mut bytes = 0;
-        // Envoy: clusters, listeners and scopes as a (legacy) wildcard; then the endpoints of
-        // the EDS clusters and the RouteConfigurations the scopes name, by name.
-        server.routes = names(TypeUrl::RouteConfiguration).into_iter().collect();
+        // Envoy: clusters, listeners and scopes (which hold their routes) as a (legacy)
+        // wildcard; then the endpoints of the EDS clusters, by name.
         let rounds = [
             vec![
                 request(TypeUrl::Cluster, vec![]),
                 request(TypeUrl::Listener, vec![]),
                 request(TypeUrl::ScopedRouteConfiguration, vec![]),
             ],
-            vec![
-                request(TypeUrl::ClusterLoadAssignment, names(TypeUrl::ClusterLoadAssignment)),
-                request(TypeUrl::RouteConfiguration, names(TypeUrl::RouteConfiguration)),
-            ],
+            vec![request(TypeUrl::ClusterLoadAssignment, names(TypeUrl::ClusterLoadAssignment))],
         ];
         for round in rounds {
             for req in &round {
@@ -318,32 +309,8 @@ impl Server {
         let t = Instant::now();
         let snapshot = self.store.load();
         let changed = self.store.changed_since(self.revision);
-        let mut responses = self.state.responses(&snapshot, changed.as_deref());
+        let responses = self.state.responses(&snapshot, changed.as_deref());
         self.revision = snapshot.revision;
-        // As Envoy: a scope naming a RouteConfiguration not yet subscribed to subscribes to it.
-        let named: BTreeSet<String> = responses
-            .iter()
-            .filter(|r| r.type_url == TypeUrl::ScopedRouteConfiguration.as_str())
-            .flat_map(|r| &r.resources)
-            .filter_map(|r| {
-                let any = r.resource.as_ref()?;
-                Some(
-                    ScopedRouteConfiguration::decode(any.value.as_slice())
-                        .ok()?
-                        .route_configuration_name,
-                )
-            })
-            .filter(|name| !self.routes.contains(name))
-            .collect();
-        if !named.is_empty() {
-            for resp in &responses {
-                self.state.on_request(&ack(resp)).expect("known type");
-            }
-            let req = request(TypeUrl::RouteConfiguration, named.iter().cloned().collect());
-            self.routes.extend(named);
-            self.state.on_request(&req).expect("known type");
-            responses.extend(self.state.responses(&snapshot, Some(&[])));
-        }
         st.responses = t.elapsed();
 
         let t = Instant::now();
@@ -373,10 +340,10 @@ impl Server {
 enum Scenario {
     /// The Backend moves to another IP: the unit's ClusterLoadAssignment is pushed.
     BackendIp,
-    /// The route's request timeout changes: its model's RouteConfiguration is pushed.
+    /// The route's request timeout changes: its model's scope is pushed.
     RouteTimeout,
-    /// The route matches a fresh model name: the new model's scope and RouteConfiguration are
-    /// pushed, and the old one's removed.
+    /// The route matches a fresh model name: the new model's scope is pushed, and the old one's
+    /// removed.
     RouteModel,
 }
 
@@ -405,11 +372,9 @@ impl Scenario {
     fn expected(self) -> &'static [(TypeUrl, &'static str)] {
         match self {
             Scenario::BackendIp => &[(TypeUrl::ClusterLoadAssignment, "aisb/default/asb-")],
-            Scenario::RouteTimeout => &[(TypeUrl::RouteConfiguration, "route-8080/model/")],
-            Scenario::RouteModel => &[
-                (TypeUrl::ScopedRouteConfiguration, "route-8080/model/"),
-                (TypeUrl::RouteConfiguration, "route-8080/model/"),
-            ],
+            Scenario::RouteTimeout | Scenario::RouteModel => {
+                &[(TypeUrl::ScopedRouteConfiguration, "route-8080/model/")]
+            }
         }
     }
 }
@@ -551,13 +516,13 @@ fn breakdown(args: &Args) {
         let snapshot = store.load();
         let count = |t: TypeUrl| snapshot.resources(t).len();
         let rds_bytes: usize = snapshot
-            .resources(TypeUrl::RouteConfiguration)
+            .resources(TypeUrl::ScopedRouteConfiguration)
             .values()
             .map(|r| r.body.value.len())
             .sum();
         println!(
             "  {}: graph build {:.0} ms, Compiler::full {:.0} ms, first publish {:.0} ms; \
-             {} clusters, {} endpoints, {} listeners, {} RouteConfigurations of {:.2} MiB",
+             {} clusters, {} endpoints, {} listeners, {} scopes (with their routes) of {:.2} MiB",
             label(units),
             build_time.as_secs_f64() * 1e3,
             full_time.as_secs_f64() * 1e3,
@@ -565,7 +530,7 @@ fn breakdown(args: &Args) {
             count(TypeUrl::Cluster),
             count(TypeUrl::ClusterLoadAssignment),
             count(TypeUrl::Listener),
-            count(TypeUrl::RouteConfiguration),
+            count(TypeUrl::ScopedRouteConfiguration),
             rds_bytes as f64 / (1024.0 * 1024.0),
         );
         drop((graph, snapshot, store));

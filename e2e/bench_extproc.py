@@ -196,8 +196,10 @@ def without_ext_proc(dump, port, admin_port):
     """A static bootstrap of the resources in `dump` (Envoy's /config_dump?include_eds), minus
     the translation ext_proc, listening on `port`."""
     configs = {c["@type"].rsplit(".", 1)[-1]: c for c in dump["configs"]}
-    routes = {r["route_config"]["name"]: r["route_config"]
-              for r in configs["RoutesConfigDump"].get("dynamic_route_configs", [])}
+    # Each scope holds its RouteConfiguration; the default scope's is named as the scopes are.
+    scopes = {s["name"]: s
+              for d in configs["ScopedRoutesConfigDump"].get("dynamic_scoped_route_configs", [])
+              for s in d["scoped_route_configs"]}
     endpoints = {e["endpoint_config"]["cluster_name"]: e["endpoint_config"]
                  for e in configs["EndpointsConfigDump"].get("dynamic_endpoint_configs", [])}
 
@@ -222,10 +224,10 @@ def without_ext_proc(dump, port, admin_port):
                 # x-ai-eg-model (which the listener would otherwise drop).
                 hcm.pop("early_header_mutation_extensions", None)
                 default = hcm.pop("scoped_routes")["name"]
-                config = strip_type(routes[default])
-                own = [r for name, c in sorted(routes.items())
+                config = strip_type(scopes[default]["route_configuration"])
+                own = [r for name, scope in sorted(scopes.items())
                        if name.startswith(default + "/model/")
-                       for r in c["virtual_hosts"][0]["routes"]
+                       for r in scope["route_configuration"]["virtual_hosts"][0]["routes"]
                        if not r["name"].startswith(("not-found", "api-"))]
                 config["virtual_hosts"][0]["routes"] = own + config["virtual_hosts"][0]["routes"]
                 hcm["route_config"] = config

@@ -14,7 +14,7 @@ Backend, UNITS_PER_FILE units per file) and an Envoy bootstrapped by `aixds boot
   name, and polls that model over one keep-alive connection until the first 200. Time is from
   just before the write to the 200. Edits are spaced so that each is its own batch;
 - aixds' own batch time per edit, from its log ("applied source changes ... micros=");
-- Envoy's own time applying RouteConfiguration updates (its RDS `update_duration` histograms).
+- Envoy's own time applying route updates (its scoped RDS and RDS `update_duration` histograms).
 
 `--load-only` stops after aixds has loaded: time to serve xDS and peak RSS per object, for sizes
 at which Envoy would take minutes to take the config.
@@ -376,15 +376,16 @@ def run_size(args, units):
 
 
 def rds_update_ms(admin_port):
-    """Envoy's own time applying RouteConfiguration updates: its `rds.*.update_duration`
-    histograms (one per RouteConfiguration: the default scope's and one per model's, each
-    cumulative over the run), the largest p50 and p99 among them and how many there are."""
+    """Envoy's own time applying route updates: its `scoped_rds.*.update_duration` histograms
+    (per listener: the scopes, which hold their routes) and `rds.*.update_duration` ones (a
+    RouteConfiguration fetched by name), each cumulative over the run; the largest p50 and p99
+    among them and how many there are."""
     text = admin_get(admin_port, "/stats?filter=update_duration")
     as_float = lambda v: None if v in (None, "nan") else round(float(v), 2)
     p50s, p99s = [], []
     for line in text.splitlines():
         name, _, values = line.partition(": ")
-        if ".rds." not in name:
+        if ".rds." not in name and ".scoped_rds." not in name:
             continue
         cumulative = dict(re.findall(r"P([0-9.]+)\([^,]*,([^)]*)\)", values))
         p50, p99 = as_float(cumulative.get("50")), as_float(cumulative.get("99"))

@@ -1,8 +1,8 @@
 //! The compiler: from the graph's objects to the Envoy resources served over ADS.
 //!
 //! Takes: the [`Graph`], and after each change the [`Affected`](crate::graph::Affected) keys.
-//! Gives: [`Update`]s for Listeners, ScopedRouteConfigurations, RouteConfigurations, Clusters,
-//! ClusterLoadAssignments and Secrets, removals included; and the [`Tables`] the services the Envoy config calls read (the
+//! Gives: [`Update`]s for Listeners, ScopedRouteConfigurations (each holding its
+//! RouteConfiguration), Clusters, ClusterLoadAssignments and Secrets, removals included; and the [`Tables`] the services the Envoy config calls read (the
 //! translation ext_proc's runtime config, the endpoint picker's pools), kept the same way. Each
 //! resource type has its own file of pure functions; this module only decides what to
 //! recompile and remembers what it has emitted.
@@ -10,8 +10,8 @@
 //! What depends on what:
 //! - a Listener per port of the accepted Gateways (or one default listener when there is no
 //!   Gateway at all), each with routing scopes (`route.rs`): the default scope `route-{port}`
-//!   and one per model some route names exactly, `route-{port}/model/{model}`, each with a
-//!   RouteConfiguration of the same name;
+//!   and one per model some route names exactly, `route-{port}/model/{model}`, each holding its
+//!   RouteConfiguration;
 //! - a RouteConfiguration is assembled from cached per-route fragments, so a route change
 //!   recompiles that route and re-assembles only what it touches: the scopes of the models
 //!   whose routes it changed, on the ports it was or is attached to, or every scope of those
@@ -137,6 +137,8 @@ pub struct Compiler {
     by_model: BTreeMap<String, BTreeSet<ObjectKey>>,
     /// Model → how many fragments' rules name it exactly: each has a scope on every port.
     models: BTreeMap<String, usize>,
+    /// Port → its default scope's routes, which also serve the models without routes there.
+    defaults: BTreeMap<u16, route::Assembled>,
     /// The Secrets the served HTTPS listeners name: each has its SDS resource.
     certificates: BTreeSet<ObjectKey>,
     /// Names of the resources last emitted, per type, so that removals are sent only for what
@@ -188,6 +190,7 @@ impl Compiler {
         self.general.clear();
         self.by_model.clear();
         self.models.clear();
+        self.defaults.clear();
         let mut out = Vec::new();
 
         self.gateways = graph
@@ -474,35 +477,30 @@ impl Compiler {
         }
     }
 
-    /// Re-assembles every scope of `ports` and their RouteConfigurations, removing those of
-    /// ports no longer listened on and of models no longer named.
+    /// Re-assembles every scope of `ports`, removing those of ports no longer listened on and
+    /// of models no longer named.
     fn assemble_routes(&mut self, ports: &BTreeSet<u16>, out: &mut Vec<Update>) {
+        let scopes = TypeUrl::ScopedRouteConfiguration;
         for port in ports {
             let prefix = route::model_scope_prefix(*port);
             let listened = self.ports.contains_key(port);
-            for type_url in [TypeUrl::ScopedRouteConfiguration, TypeUrl::RouteConfiguration] {
-                let stale: Vec<String> = self.emitted[type_url.index()]
-                    .range(prefix.clone()..)
-                    .take_while(|name| name.starts_with(&prefix))
-                    .filter(|name| {
-                        let model = &name[prefix.len()..];
-                        !listened || !self.models.contains_key(model)
-                    })
-                    .cloned()
-                    .collect();
-                for name in stale {
-                    self.remove(out, type_url, name);
-                }
+            let stale: Vec<String> = self.emitted[scopes.index()]
+                .range(prefix.clone()..)
+                .take_while(|name| name.starts_with(&prefix))
+                .filter(|name| !listened || !self.models.contains_key(&name[prefix.len()..]))
+                .cloned()
+                .collect();
+            for name in stale {
+                self.remove(out, scopes, name);
             }
             if !listened {
-                self.remove(out, TypeUrl::ScopedRouteConfiguration, route::config_name(*port));
-                self.remove(out, TypeUrl::RouteConfiguration, route::config_name(*port));
+                self.defaults.remove(port);
+                self.remove(out, scopes, route::config_name(*port));
                 continue;
             }
             let default = route::assemble(*port, route::Scope::Default, self.fragments.iter());
-            self.put(out, TypeUrl::RouteConfiguration, default);
-            let scope = route::scope_resource(*port, route::Scope::Default, true);
-            self.put(out, TypeUrl::ScopedRouteConfiguration, scope);
+            self.put(out, scopes, route::scope_resource(*port, route::Scope::Default, &default));
+            self.defaults.insert(*port, default);
             let models: Vec<String> = self.models.keys().cloned().collect();
             for model in models {
                 self.assemble_scope(*port, &model, out);
@@ -510,34 +508,30 @@ impl Compiler {
         }
     }
 
-    /// The scope of `model` on `port` and its RouteConfiguration: the fragments naming the model
-    /// and those with general routes, in key order. Without routes naming the model on the port
-    /// the scope uses the port's default RouteConfiguration; without a route naming the model at
-    /// all there is no scope.
+    /// The scope of `model` on `port`: the routes of the fragments naming the model and of those
+    /// with general routes, in key order; without routes naming the model on the port, the
+    /// port's default routes. Without a route naming the model at all there is no scope.
     fn assemble_scope(&mut self, port: u16, model: &str, out: &mut Vec<Update>) {
         let scope = route::Scope::Model(model);
-        let name = route::scope_name(port, scope);
+        if !self.models.contains_key(model) {
+            self.remove(out, TypeUrl::ScopedRouteConfiguration, route::scope_name(port, scope));
+            return;
+        }
         let naming = self.by_model.get(model);
         let own = naming
             .into_iter()
             .flatten()
             .any(|k| self.fragments.get(k).is_some_and(|f| f.attachments.contains_key(&port)));
-        if own {
+        let resource = if own {
             let keys: BTreeSet<&ObjectKey> =
                 naming.into_iter().flatten().chain(&self.general).collect();
             let members = keys.into_iter().filter_map(|k| Some((k, self.fragments.get(k)?)));
-            let resource = route::assemble(port, scope, members);
-            self.put(out, TypeUrl::RouteConfiguration, resource);
+            route::scope_resource(port, scope, &route::assemble(port, scope, members))
         } else {
-            self.remove(out, TypeUrl::RouteConfiguration, name.clone());
-        }
-        match self.models.contains_key(model) {
-            true => {
-                let resource = route::scope_resource(port, scope, own);
-                self.put(out, TypeUrl::ScopedRouteConfiguration, resource);
-            }
-            false => self.remove(out, TypeUrl::ScopedRouteConfiguration, name),
-        }
+            let Some(default) = self.defaults.get(&port) else { return };
+            route::scope_resource(port, scope, default)
+        };
+        self.put(out, TypeUrl::ScopedRouteConfiguration, resource);
     }
 
     /// The Cluster and, for EDS, the ClusterLoadAssignment of one AIServiceBackend.

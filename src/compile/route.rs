@@ -10,9 +10,9 @@
 //! header, see `listener.rs`):
 //! - every model some accepted route names exactly (`x-ai-eg-model`, type `Exact`: the models
 //!   the router phase lists) has a scope on every port, `route-{port}/model/{model}`, whose key
-//!   is the port and [`model_scope`]. Its RouteConfiguration of the same name holds the routes
-//!   that name that model and the routes that name no model exactly, in their usual order; a
-//!   port where no route names the model points the scope at the default RouteConfiguration;
+//!   is the port and [`model_scope`]. Its RouteConfiguration (inline) holds the routes that name
+//!   that model and the routes that name no model exactly, in their usual order; on a port where
+//!   no route names the model, the default scope's routes;
 //! - the default scope, `route-{port}` (key: the port and [`DEFAULT_SCOPE`]), holds the routes
 //!   that name no model exactly, HTTPRoutes' included. Every request starts there; the router
 //!   phase moves it to its model's scope when a route names the model exactly.
@@ -28,12 +28,12 @@ use envoy_types::pb::envoy::config::core::v3::{
 };
 use envoy_types::pb::envoy::config::route::v3::{
     DirectResponseAction, HeaderMatcher, RetryPolicy, Route, RouteAction, RouteConfiguration,
-    RouteMatch, VirtualHost, WeightedCluster, header_matcher, retry_policy, route, route_action,
-    route_match, weighted_cluster,
+    RouteMatch, ScopedRouteConfiguration, VirtualHost, WeightedCluster, header_matcher,
+    retry_policy, route, route_action, route_match, scoped_route_configuration, weighted_cluster,
 };
 use envoy_types::pb::envoy::extensions::retry::priority::previous_priorities::v3::PreviousPrioritiesConfig;
 use envoy_types::pb::envoy::r#type::matcher::v3::{RegexMatcher, StringMatcher, string_matcher};
-use envoy_types::pb::google::protobuf::{Any, Duration, UInt32Value};
+use envoy_types::pb::google::protobuf::{Any, BoolValue, Duration, UInt32Value};
 use envoy_types::util::pack_any;
 
 use super::{cluster, extproc, http_route, listener, picker, ratelimit};
@@ -48,9 +48,6 @@ use crate::wire::{
     ROUTE_BACKEND_HEADER, SCOPE_HEADER, SCOPE_PORT_HEADER, model_scope, route_backend_id,
 };
 use crate::xds::Resource;
-use envoy_types::pb::envoy::config::route::v3::{
-    ScopedRouteConfiguration, scoped_route_configuration,
-};
 use prost::{Message, Name};
 
 /// How long a rule without `timeouts.request` (or with one that does not parse) gives a
@@ -143,9 +140,17 @@ pub(super) fn model_scope_prefix(port: u16) -> String {
     format!("route-{port}/model/")
 }
 
-/// The ScopedRouteConfiguration of `scope` on `port`, using the RouteConfiguration of its own
-/// (`own`) or the port's default one.
-pub(super) fn scope_resource(port: u16, scope: Scope<'_>, own: bool) -> Resource {
+/// A RouteConfiguration, encoded, and the routes it holds routes of.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Assembled {
+    config: Vec<u8>,
+    sources: Vec<ObjectKey>,
+}
+
+/// The ScopedRouteConfiguration of `scope` on `port`, holding `routes` inline: one resource,
+/// so that a new scope is routable as soon as Envoy has it (a RouteConfiguration fetched by
+/// name would take Envoy another request, and aixds another response).
+pub(super) fn scope_resource(port: u16, scope: Scope<'_>, routes: &Assembled) -> Resource {
     use scoped_route_configuration::key::{Fragment as KeyFragment, fragment};
     let name = scope_name(port, scope);
     let value = match scope {
@@ -153,18 +158,18 @@ pub(super) fn scope_resource(port: u16, scope: Scope<'_>, own: bool) -> Resource
         Scope::Model(model) => model_scope(model),
     };
     let string = |s: String| KeyFragment { r#type: Some(fragment::Type::StringKey(s)) };
-    let config = ScopedRouteConfiguration {
+    let head = ScopedRouteConfiguration {
         name: name.clone(),
-        route_configuration_name: match own {
-            true => name.clone(),
-            false => config_name(port),
-        },
         key: Some(scoped_route_configuration::Key {
             fragments: vec![string(port.to_string()), string(value)],
         }),
         ..Default::default()
     };
-    Resource::new(name, &config, Vec::new())
+    let mut scoped = head.encode_to_vec();
+    // ScopedRouteConfiguration.route_configuration is field 5.
+    super::canonical::append_field(&mut scoped, 5, &routes.config);
+    let type_url = ScopedRouteConfiguration::type_url();
+    super::resource_from_bytes(name, type_url, scoped, routes.sources.clone())
 }
 
 pub(super) fn fragment(
@@ -555,8 +560,8 @@ pub(super) fn parse_duration(s: &str) -> Option<Duration> {
     })
 }
 
-/// The RouteConfiguration of `scope` on `port`, from `fragments` (in key order; those not
-/// attached there are skipped): a virtual host per hostname the routes attached there serve, and
+/// The RouteConfiguration of `scope` on `port` (named as the scope), from `fragments` (in key
+/// order; those not attached there are skipped): a virtual host per hostname the routes attached there serve, and
 /// `*` for the rest. Each holds the fragments' routes in that scope, of the fragments whose
 /// hostnames cover its own, the most specific hostname first (as Gateway API gives precedence),
 /// then the 404s.
@@ -564,7 +569,7 @@ pub(super) fn assemble<'a>(
     port: u16,
     scope: Scope<'_>,
     fragments: impl Iterator<Item = (&'a ObjectKey, &'a Fragment)>,
-) -> Resource {
+) -> Assembled {
     let attached: Vec<(&ObjectKey, &Fragment, &BTreeSet<String>)> = fragments
         .filter(|(_, f)| f.serves())
         .filter_map(|(k, f)| Some((k, f, f.attachments.get(&port)?)))
@@ -592,6 +597,10 @@ pub(super) fn assemble<'a>(
         name: name.clone(),
         // Clients send `Host: name:port`; the domains are names.
         ignore_port_in_host_matching: hosts.len() > 1,
+        // Held inline by its scope, Envoy would refuse every route of the scope over one
+        // route to a cluster it lacks (an HTTPRoute backendRef that does not resolve answers
+        // 500 instead, see `http_route.rs`), as it does for a RouteConfiguration in a listener.
+        validate_clusters: Some(BoolValue { value: false }),
         ..Default::default()
     };
     let mut config = head.encode_to_vec();
@@ -656,7 +665,7 @@ pub(super) fn assemble<'a>(
         config.extend_from_slice(&vhost);
     }
     let sources = attached.into_iter().map(|(k, _, _)| k.clone()).collect();
-    super::resource_from_bytes(name, RouteConfiguration::type_url(), config, sources)
+    Assembled { config, sources }
 }
 
 /// Whether a route serving `hostname` (`*`: any) serves requests for the virtual host `host`.

@@ -94,7 +94,7 @@ pub(crate) fn decoded<M: Message + Default>(
 
 /// The RouteConfiguration a request for `model` (`None`: before the router phase, or a model
 /// no route names exactly) is routed by on `port`, found as Envoy finds it: the scope whose key
-/// is the port and the scope header the router phase sets, then the configuration it names.
+/// is the port and the scope header the router phase sets.
 pub(crate) fn scope_config(
     updates: &[Update],
     port: u16,
@@ -111,8 +111,7 @@ pub(crate) fn scope_config(
         key.collect::<Vec<_>>() == want
     });
     let Some(found) = found else { panic!("no scope {want:?} among {:?}", scopes.keys()) };
-    let mut routes = decoded::<RouteConfiguration>(updates, TypeUrl::RouteConfiguration);
-    routes.remove(&found.route_configuration_name).expect("the scope's RouteConfiguration")
+    found.route_configuration.clone().expect("the scope's routes inline")
 }
 
 /// The names of the routes of the first virtual host of [`scope_config`].
@@ -149,6 +148,26 @@ fn debug_dump(value: &impl std::fmt::Debug) -> String {
         })
         .map(|line| format!("{line}\n"))
         .collect()
+}
+
+/// A RouteConfiguration, its virtual hosts' per-filter configs (a HashMap) printed sorted,
+/// apart.
+fn dump_routes(mut config: RouteConfiguration) -> String {
+    let per_filter: Vec<BTreeMap<String, Any>> = config
+        .virtual_hosts
+        .iter_mut()
+        .map(|vh| std::mem::take(&mut vh.typed_per_filter_config).into_iter().collect())
+        .collect();
+    let mut out = debug_dump(&config);
+    for (vh, configs) in config.virtual_hosts.iter().zip(per_filter) {
+        for (filter, any) in configs {
+            out.push_str(&format!(
+                "virtual host {} filter {filter}: {} {:?}\n",
+                vh.name, any.type_url, any.value
+            ));
+        }
+    }
+    out
 }
 
 /// An `Any` with its bytes dropped: the decoded message is dumped next to it instead.
@@ -193,28 +212,17 @@ pub(crate) fn dump(updates: &[Update]) -> String {
                 out.push_str(&dump_local_reply(local_reply.unwrap_or_default()));
             }
             TypeUrl::RouteConfiguration => {
-                let mut config = RouteConfiguration::decode(bytes).unwrap();
-                // Per-filter configs are a HashMap: printed sorted, apart.
-                let per_filter: Vec<BTreeMap<String, Any>> = config
-                    .virtual_hosts
-                    .iter_mut()
-                    .map(|vh| std::mem::take(&mut vh.typed_per_filter_config).into_iter().collect())
-                    .collect();
-                out.push_str(&debug_dump(&config));
-                for (vh, configs) in config.virtual_hosts.iter().zip(per_filter) {
-                    for (filter, any) in configs {
-                        out.push_str(&format!(
-                            "virtual host {} filter {filter}: {} {:?}\n",
-                            vh.name, any.type_url, any.value
-                        ));
-                    }
-                }
+                out.push_str(&dump_routes(RouteConfiguration::decode(bytes).unwrap()))
             }
             TypeUrl::ClusterLoadAssignment => {
                 out.push_str(&debug_dump(&ClusterLoadAssignment::decode(bytes).unwrap()))
             }
             TypeUrl::ScopedRouteConfiguration => {
-                out.push_str(&debug_dump(&ScopedRouteConfiguration::decode(bytes).unwrap()))
+                let mut scope = ScopedRouteConfiguration::decode(bytes).unwrap();
+                let routes = scope.route_configuration.take();
+                out.push_str(&debug_dump(&scope));
+                out.push_str("route_configuration: ");
+                out.push_str(&dump_routes(routes.expect("the scope's routes inline")));
             }
             // A private key is never written into a golden file.
             TypeUrl::Secret => out.push_str("(certificate and key not shown)\n"),
@@ -382,12 +390,12 @@ fn envoy_bin() -> PathBuf {
 /// A static bootstrap holding the compiled resources as Envoy would assemble them from ADS:
 /// route configurations inline in their listeners, load assignments inline in their clusters.
 fn static_bootstrap(updates: &[Update]) -> Bootstrap {
-    let routes: BTreeMap<String, RouteConfiguration> =
-        decoded(updates, TypeUrl::RouteConfiguration);
     let mut assignments: BTreeMap<String, ClusterLoadAssignment> =
         decoded(updates, TypeUrl::ClusterLoadAssignment);
     let scopes: Vec<ScopedRouteConfiguration> =
         decoded(updates, TypeUrl::ScopedRouteConfiguration).into_values().collect();
+    let routes: Vec<RouteConfiguration> =
+        scopes.iter().filter_map(|s| s.route_configuration.clone()).collect();
     let listeners = decoded::<Listener>(updates, TypeUrl::Listener)
         .into_values()
         .map(|mut listener| {
@@ -397,13 +405,16 @@ fn static_bootstrap(updates: &[Update]) -> Bootstrap {
             else {
                 panic!("{} does not use scoped routes", listener.name)
             };
-            // Every listener gets every scope over ADS, as here.
+            // Every listener gets every scope over ADS, as here; with its clusters checked, so
+            // that a route to a missing one fails the check (aixds turns that off, see below).
             let list = scopes
                 .iter()
-                .map(|scope| ScopedRouteConfiguration {
-                    route_configuration: Some(routes[&scope.route_configuration_name].clone()),
-                    route_configuration_name: String::new(),
-                    ..scope.clone()
+                .cloned()
+                .map(|mut scope| {
+                    if let Some(routes) = scope.route_configuration.as_mut() {
+                        routes.validate_clusters = None;
+                    }
+                    scope
                 })
                 .collect();
             scoped.config_specifier =
@@ -420,7 +431,7 @@ fn static_bootstrap(updates: &[Update]) -> Bootstrap {
     // `cluster_not_found_response_code`, 500. Inline, Envoy would refuse the route for it, so
     // such a name gets an empty cluster here; every other name must be a compiled cluster.
     let invalid: Vec<Cluster> = routes
-        .values()
+        .iter()
         .flat_map(|r| &r.virtual_hosts)
         .flat_map(|v| &v.routes)
         .filter_map(|r| match &r.action {
@@ -629,10 +640,9 @@ fn envoy_accepts_every_kind_of_backend_and_match() {
         names(&updates, TypeUrl::Cluster),
         ["aisb/ns/dns", "aisb/ns/ip", "aisb/ns/unix", "picker/ns/pool", "pool/ns/pool"]
     );
-    let routes: BTreeMap<String, RouteConfiguration> =
-        decoded(&updates, TypeUrl::RouteConfiguration);
     // Model `a`'s scope: the match naming it, between those naming no model exactly.
-    let vh = &routes["route-1975/model/a"].virtual_hosts[0];
+    let config = scope_config(&updates, 1975, Some("a"));
+    let vh = &config.virtual_hosts[0];
     let route_names: Vec<&str> = vh.routes.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(
         route_names,
@@ -671,9 +681,7 @@ fn envoy_accepts_every_kind_of_backend_and_match() {
 #[test]
 fn catch_all_answers_404_in_openai_error_format() {
     let updates = full(&quickstart());
-    let routes: BTreeMap<String, RouteConfiguration> =
-        decoded(&updates, TypeUrl::RouteConfiguration);
-    let last = routes["route-1975"].virtual_hosts[0].routes.last().unwrap().clone();
+    let last = scope_config(&updates, 1975, None).virtual_hosts[0].routes.last().unwrap().clone();
     let Some(route::Action::DirectResponse(response)) = last.action else {
         panic!("last route is not a direct response: {last:?}")
     };
@@ -697,7 +705,8 @@ fn catch_all_answers_404_in_openai_error_format() {
     assert_eq!((header.key.as_str(), header.value.as_str()), ("content-type", "application/json"));
 
     // Anthropic clients get Anthropic's error shape.
-    let routes = &routes["route-1975"].virtual_hosts[0].routes;
+    let config = scope_config(&updates, 1975, None);
+    let routes = &config.virtual_hosts[0].routes;
     let anthropic = &routes[routes.len() - 3];
     assert_eq!(anthropic.name, "not-found-anthropic");
     let Some(route::Action::DirectResponse(response)) = &anthropic.action else { panic!() };
@@ -875,39 +884,20 @@ fn route_change_updates_only_its_route_configuration() {
     let scope = |port: u16, model: &str| {
         (TypeUrl::ScopedRouteConfiguration, format!("route-{port}/model/{model}"))
     };
-    let routes = |port: u16, model: &str| {
-        (TypeUrl::RouteConfiguration, format!("route-{port}/model/{model}"))
-    };
-    assert_eq!(
-        emitted,
-        [
-            scope(80, "m1"),
-            scope(80, "other-model"),
-            scope(81, "other-model"),
-            routes(80, "m1"),
-            routes(80, "other-model"),
-        ]
-    );
+    assert_eq!(emitted, [scope(80, "m1"), scope(80, "other-model"), scope(81, "other-model")]);
     h.assert_matches_full();
 
     // Moving the route to the other Gateway moves the model's routes to the other port.
     let changed = h.apply(attached_route("r1", "g2", "other-model"));
-    assert_eq!(
-        changed,
-        [
-            scope(80, "other-model"),
-            scope(81, "other-model"),
-            routes(80, "other-model"),
-            routes(81, "other-model"),
-        ]
-    );
+    assert_eq!(changed, [scope(80, "other-model"), scope(81, "other-model")]);
     h.assert_matches_full();
 
-    // A Gateway going away takes its listener and route configuration with it.
+    // A Gateway going away takes its listener and scopes with it.
     let changed = h.delete(&key(Kind::Gateway, "ns", "g1"));
     assert!(changed.contains(&(TypeUrl::Listener, "listener-80".to_string())), "{changed:?}");
+    assert!(changed.contains(&scope(80, "m1")), "{changed:?}");
     assert!(
-        changed.contains(&(TypeUrl::RouteConfiguration, "route-80".to_string())),
+        changed.contains(&(TypeUrl::ScopedRouteConfiguration, "route-80".to_string())),
         "{changed:?}"
     );
     assert_eq!(h.names(TypeUrl::Listener), ["listener-81"]);
@@ -921,7 +911,6 @@ fn the_default_listener_gives_way_to_gateways_and_returns() {
     h.apply(gateway("g1", 80));
     assert_eq!(h.names(TypeUrl::Listener), ["listener-80"]);
     let port_80 = ["route-80", "route-80/model/m0", "route-80/model/m1"];
-    assert_eq!(h.names(TypeUrl::RouteConfiguration), port_80);
     assert_eq!(h.names(TypeUrl::ScopedRouteConfiguration), port_80);
     h.assert_matches_full();
 
@@ -930,13 +919,13 @@ fn the_default_listener_gives_way_to_gateways_and_returns() {
         "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g1, namespace: ns}\nspec:\n  listeners: [{name: udp, protocol: UDP, port: 80}]\n",
     ));
     assert_eq!(h.names(TypeUrl::Listener), Vec::<String>::new());
-    assert_eq!(h.names(TypeUrl::RouteConfiguration), Vec::<String>::new());
+    assert_eq!(h.names(TypeUrl::ScopedRouteConfiguration), Vec::<String>::new());
     h.assert_matches_full();
 
     h.delete(&key(Kind::Gateway, "ns", "g1"));
     assert_eq!(h.names(TypeUrl::Listener), ["listener-1975"]);
     let port_1975 = ["route-1975", "route-1975/model/m0", "route-1975/model/m1"];
-    assert_eq!(h.names(TypeUrl::RouteConfiguration), port_1975);
+    assert_eq!(h.names(TypeUrl::ScopedRouteConfiguration), port_1975);
     h.assert_matches_full();
 }
 
@@ -949,9 +938,8 @@ fn deleting_a_backend_removes_its_cluster_and_load_assignment() {
         [
             (TypeUrl::Cluster, "aisb/ns/b".to_string()),
             (TypeUrl::ClusterLoadAssignment, "aisb/ns/b".to_string()),
-            // Model m0's rule loses its only backend: its scope uses the default routes.
+            // Model m0's rule loses its only backend: its scope takes the default routes.
             (TypeUrl::ScopedRouteConfiguration, "route-1975/model/m0".to_string()),
-            (TypeUrl::RouteConfiguration, "route-1975/model/m0".to_string()),
         ]
     );
     assert_eq!(h.names(TypeUrl::Cluster), ["aisb/ns/c"]);
@@ -1004,7 +992,6 @@ fn route_to_missing_pool_omits_that_rule_until_the_pool_appears() {
             (TypeUrl::Cluster, "pool/ns/llama".to_string()),
             (TypeUrl::ClusterLoadAssignment, "pool/ns/llama".to_string()),
             (TypeUrl::ScopedRouteConfiguration, "route-1975/model/m0".to_string()),
-            (TypeUrl::RouteConfiguration, "route-1975/model/m0".to_string()),
         ]
     );
     assert_eq!(route_names(&h, "m0"), [&["ns/r/rule/0/match/0"][..], &not_found].concat());
@@ -1396,8 +1383,8 @@ fn one_route_change(routes: usize) -> Vec<(TypeUrl, String, usize)> {
     let mut compiler = Compiler::new(CompileOptions::default());
     let store = SnapshotStore::new();
     store.publish(compiler.full(&graph));
-    let configs = store.load().resources(TypeUrl::RouteConfiguration).len();
-    assert_eq!(configs, routes + 1, "a RouteConfiguration per model and the default one");
+    let scopes = store.load().resources(TypeUrl::ScopedRouteConfiguration).len();
+    assert_eq!(scopes, routes + 1, "a scope per model and the default one");
     let affected = graph.apply(numbered_route(42, "c"));
     let changed = store.publish(compiler.update(&graph, &affected.keys));
     let snapshot = store.load();
@@ -1410,8 +1397,8 @@ fn one_route_change(routes: usize) -> Vec<(TypeUrl, String, usize)> {
         .collect()
 }
 
-/// A one-route change at 10k routes sends what it sends at 100: that model's RouteConfiguration
-/// alone, byte for byte the same size. One RouteConfiguration holding every route sent 1.6 MB
+/// A one-route change at 10k routes sends what it sends at 100: that model's scope alone, byte
+/// for byte the same size. One RouteConfiguration holding every route sent 1.6 MB
 /// at 10k.
 #[test]
 fn a_one_route_change_pushes_the_same_bytes_at_100_and_10k_routes() {
@@ -1419,7 +1406,7 @@ fn a_one_route_change_pushes_the_same_bytes_at_100_and_10k_routes() {
     let large = one_route_change(10_000);
     assert_eq!(
         small,
-        [(TypeUrl::RouteConfiguration, "route-1975/model/m00042".to_string(), small[0].2)]
+        [(TypeUrl::ScopedRouteConfiguration, "route-1975/model/m00042".to_string(), small[0].2)]
     );
     assert_eq!(large, small);
     assert!(small[0].2 < 2_000, "{} bytes for one route", small[0].2);

@@ -228,70 +228,50 @@ async fn delta_pushes_only_what_changed() {
     .await;
 
     // A new address for backend a: only its endpoints are pushed.
+    let pushed = edit_and_push(&mut gw, &file, &rules(a2.addr), ("model-a", "A2")).await;
+    assert_eq!(pushed, [(TypeUrl::ClusterLoadAssignment, vec!["aisb/default/a".to_string()])]);
+
+    // A change to one model's routes: only that model's scope. The edit also drops backend a
+    // (its cluster goes).
+    let moved = [("model-a", vec![("b", b.addr, 1)]), ("model-b", vec![("b", b.addr, 1)])];
+    let pushed = edit_and_push(&mut gw, &file, &manifests(port, &moved), ("model-a", "B")).await;
+    let routes: Vec<&(TypeUrl, Vec<String>)> = pushed
+        .iter()
+        .filter(|p| !matches!(p.0, TypeUrl::Cluster | TypeUrl::ClusterLoadAssignment))
+        .collect();
+    let own = format!("route-{port}/model/model-a");
+    assert_eq!(routes, [&(TypeUrl::ScopedRouteConfiguration, vec![own])]);
+
+    // A model renamed: model-b's scope goes (removals name nothing here), model-c's comes.
+    let swapped = [("model-a", vec![("b", b.addr, 1)]), ("model-c", vec![("b", b.addr, 1)])];
+    let pushed = edit_and_push(&mut gw, &file, &manifests(port, &swapped), ("model-c", "B")).await;
+    let named: Vec<(TypeUrl, &str)> =
+        pushed.iter().flat_map(|(t, names)| names.iter().map(|n| (*t, n.as_str()))).collect();
+    let own = format!("route-{port}/model/model-c");
+    assert_eq!(named, [(TypeUrl::ScopedRouteConfiguration, own.as_str())]);
+    let scopes = TypeUrl::ScopedRouteConfiguration;
+    assert!(pushed.iter().all(|p| p.0 == scopes), "{pushed:?}");
+    assert_eq!(rejected_updates(gw.admin).await, 0);
+    gw.running.shutdown().await;
+}
+
+/// Writes `text` to `path`, waits until `model` is served by the upstream named `upstream`, and
+/// returns what aixds pushed meanwhile: each push's type and the names it sent.
+async fn edit_and_push(
+    gw: &mut Gateway,
+    path: &Path,
+    text: &str,
+    (model, upstream): (&str, &str),
+) -> Vec<(TypeUrl, Vec<String>)> {
     let mark = gw.running.push_log.records().len();
-    edit(&mut gw, &file, &rules(a2.addr)).await;
-    eventually(10, "model-a served by A2", || async {
-        (served_by(gw.port, "model-a").await == Ok("A2".into())).then_some(())
+    edit(gw, path, text).await;
+    let port = gw.port;
+    eventually(10, &format!("{model} served by {upstream}"), || async {
+        (served_by(port, model).await == Ok(upstream.into())).then_some(())
     })
     .await;
     let pushes = gw.running.push_log.records().split_off(mark);
-    let pushed: Vec<(TypeUrl, Vec<String>)> =
-        pushes.iter().map(|p| (p.type_url, p.names.clone())).collect();
-    assert_eq!(pushed, [(TypeUrl::ClusterLoadAssignment, vec!["aisb/default/a".to_string()])]);
-
-    // A change to one model's routes: only that model's RouteConfiguration.
-    let mark = gw.running.push_log.records().len();
-    let moved = manifests(
-        port,
-        &[("model-a", vec![("b", b.addr, 1)]), ("model-b", vec![("b", b.addr, 1)])],
-    );
-    edit(&mut gw, &file, &moved).await;
-    eventually(10, "model-a served by B", || async {
-        (served_by(gw.port, "model-a").await == Ok("B".into())).then_some(())
-    })
-    .await;
-    // The edit also drops backend a (its cluster goes); of the routes, model-a's alone.
-    let pushed: Vec<(TypeUrl, Vec<String>)> = gw
-        .running
-        .push_log
-        .records()
-        .split_off(mark)
-        .iter()
-        .filter(|p| !matches!(p.type_url, TypeUrl::Cluster | TypeUrl::ClusterLoadAssignment))
-        .map(|p| (p.type_url, p.names.clone()))
-        .collect();
-    let own = format!("route-{port}/model/model-a");
-    assert_eq!(pushed, [(TypeUrl::RouteConfiguration, vec![own])]);
-
-    // A model renamed: its scope and its routes.
-    let mark = gw.running.push_log.records().len();
-    let swapped = manifests(
-        port,
-        &[("model-a", vec![("b", b.addr, 1)]), ("model-c", vec![("b", b.addr, 1)])],
-    );
-    edit(&mut gw, &file, &swapped).await;
-    eventually(10, "model-c served", || async {
-        (served_by(gw.port, "model-c").await == Ok("B".into())).then_some(())
-    })
-    .await;
-    let pushed = gw.running.push_log.records().split_off(mark);
-    // The scope and the routes of model-b go (removals name nothing here), model-c's come.
-    let named: Vec<(TypeUrl, &str)> =
-        pushed.iter().flat_map(|p| p.names.iter().map(|n| (p.type_url, n.as_str()))).collect();
-    let own = format!("route-{port}/model/model-c");
-    assert_eq!(
-        named,
-        [(TypeUrl::ScopedRouteConfiguration, own.as_str()), (TypeUrl::RouteConfiguration, &own)]
-    );
-    assert!(
-        pushed.iter().all(|p| matches!(
-            p.type_url,
-            TypeUrl::ScopedRouteConfiguration | TypeUrl::RouteConfiguration
-        )),
-        "{pushed:?}"
-    );
-    assert_eq!(rejected_updates(gw.admin).await, 0);
-    gw.running.shutdown().await;
+    pushes.into_iter().map(|p| (p.type_url, p.names)).collect()
 }
 
 /// The pods of an InferencePool come, go and change labels: each change moves traffic within one
