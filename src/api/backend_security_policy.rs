@@ -355,7 +355,7 @@ mod tests {
     use super::*;
 
     fn spec(yaml: &str) -> BackendSecurityPolicySpec {
-        serde_yaml::from_str(yaml).unwrap()
+        serde_norway::from_str(yaml).unwrap()
     }
 
     #[test]

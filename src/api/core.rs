@@ -168,39 +168,42 @@ pub enum ServiceIngress {
     Hostname(String),
 }
 
-impl ServiceSpec {
-    /// Parses a whole Service document: its spec, and the load balancer's addresses from its
-    /// status.
-    pub(super) fn from_document(doc: &str) -> Result<ServiceSpec, serde_yaml::Error> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Raw {
-            #[serde(default)]
-            spec: Option<ServiceSpec>,
-            #[serde(default)]
-            status: Option<RawStatus>,
-        }
-        #[derive(Deserialize, Default)]
-        #[serde(rename_all = "camelCase")]
-        struct RawStatus {
-            #[serde(default)]
-            load_balancer: Option<RawLoadBalancer>,
-        }
-        #[derive(Deserialize, Default)]
-        struct RawLoadBalancer {
-            #[serde(default)]
-            ingress: Vec<RawIngress>,
-        }
-        #[derive(Deserialize)]
-        struct RawIngress {
-            #[serde(default)]
-            ip: Option<String>,
-            #[serde(default)]
-            hostname: Option<String>,
-        }
-        let raw: Raw = serde_yaml::from_str(doc)?;
-        let mut spec = raw.spec.unwrap_or_default();
-        let ingress = raw.status.and_then(|s| s.load_balancer).map(|lb| lb.ingress);
+/// A whole Service document, as far as aixds reads it: its spec, and the load balancer's
+/// addresses from its status.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ServiceDocument {
+    #[serde(default)]
+    spec: Option<ServiceSpec>,
+    #[serde(default)]
+    status: Option<RawStatus>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RawStatus {
+    #[serde(default)]
+    load_balancer: Option<RawLoadBalancer>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawLoadBalancer {
+    #[serde(default)]
+    ingress: Vec<RawIngress>,
+}
+
+#[derive(Deserialize)]
+struct RawIngress {
+    #[serde(default)]
+    ip: Option<String>,
+    #[serde(default)]
+    hostname: Option<String>,
+}
+
+impl ServiceDocument {
+    pub(super) fn into_spec(self) -> ServiceSpec {
+        let mut spec = self.spec.unwrap_or_default();
+        let ingress = self.status.and_then(|s| s.load_balancer).map(|lb| lb.ingress);
         spec.ingress = ingress
             .into_iter()
             .flatten()
@@ -210,7 +213,7 @@ impl ServiceSpec {
                 _ => None,
             })
             .collect();
-        Ok(spec)
+        spec
     }
 }
 
@@ -338,25 +341,26 @@ mod tests {
     fn a_service_keeps_its_load_balancer_addresses() {
         let doc = "spec: {clusterIP: 10.0.0.1, ports: [{port: 80}]}\n\
                    status: {loadBalancer: {ingress: [{ip: 192.0.2.1}, {hostname: lb.test}, {}]}}\n";
-        let spec = ServiceSpec::from_document(doc).unwrap();
+        let read = |doc| serde_norway::from_str::<ServiceDocument>(doc).unwrap().into_spec();
+        let spec = read(doc);
         assert_eq!(spec.cluster_ip.as_deref(), Some("10.0.0.1"));
         assert_eq!(
             spec.ingress,
             [ServiceIngress::Ip("192.0.2.1".into()), ServiceIngress::Hostname("lb.test".into())]
         );
-        assert!(ServiceSpec::from_document("spec: {}\n").unwrap().ingress.is_empty());
+        assert!(read("spec: {}\n").ingress.is_empty());
     }
 
     #[test]
     fn base64_roundtrip_and_redaction() {
         let s: SecretData =
-            serde_yaml::from_str("data: {apiKey: c2stc2VjcmV0}\nstringData: {b: x}").unwrap();
+            serde_norway::from_str("data: {apiKey: c2stc2VjcmV0}\nstringData: {b: x}").unwrap();
         assert_eq!(s.values["apiKey"], b"sk-secret");
         assert_eq!(s.type_, "Opaque");
-        let tls: SecretData = serde_yaml::from_str("type: kubernetes.io/tls").unwrap();
+        let tls: SecretData = serde_norway::from_str("type: kubernetes.io/tls").unwrap();
         assert_eq!(tls.type_, TLS_SECRET_TYPE);
         let dbg = format!("{s:?}");
         assert!(!dbg.contains("sk-secret") && dbg.contains("<redacted>"), "{dbg}");
-        assert!(serde_yaml::from_str::<SecretData>("data: {a: '*'}").is_err());
+        assert!(serde_norway::from_str::<SecretData>("data: {a: '*'}").is_err());
     }
 }

@@ -42,6 +42,7 @@ use std::fmt;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 /// The kinds aixds reads. Group and kind together identify one; versions are accepted as listed in
 /// [`Kind::from_api_version`].
@@ -376,11 +377,11 @@ impl ParseError {
     }
 }
 
-impl From<serde_yaml::Error> for ParseError {
-    fn from(e: serde_yaml::Error) -> Self {
+impl From<serde_norway::Error> for ParseError {
+    fn from(e: serde_norway::Error) -> Self {
         let line = e.location().map(|l| l.line());
         let message = e.to_string();
-        // serde_yaml appends " at line L column C"; the caller reports the line itself.
+        // serde_norway appends " at line L column C"; the caller reports the line itself.
         let message = match message.find(" at line ") {
             Some(i) => message[..i].to_string(),
             None => message,
@@ -401,13 +402,14 @@ struct TypeMeta {
 /// The namespace an object gets when its manifest names none, as `kubectl apply` would do.
 pub const DEFAULT_NAMESPACE: &str = "default";
 
-/// Parses one YAML document.
+/// Parses one YAML document: the text once, into a value, which the object's parts are read
+/// from.
 pub fn parse_document(doc: &str) -> Result<ParseOutcome, ParseError> {
-    let value: serde_yaml::Value = serde_yaml::from_str(doc)?;
+    let value: serde_norway::Value = serde_norway::from_str(doc)?;
     if value.is_null() {
         return Ok(ParseOutcome::Empty);
     }
-    let meta: TypeMeta = serde_yaml::from_str(doc)?;
+    let meta: TypeMeta = typed(doc, &value)?;
     let (Some(api_version), Some(kind_name)) = (meta.api_version, meta.kind) else {
         return Err(ParseError::Invalid {
             message: "document has no apiVersion and kind".into(),
@@ -429,7 +431,7 @@ pub fn parse_document(doc: &str) -> Result<ParseOutcome, ParseError> {
         });
     };
     let namespace = metadata.namespace.unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
-    let spec = parse_spec(kind, doc)?;
+    let spec = parse_spec(kind, doc, &value)?;
     let json = serde_json::to_vec(&value).unwrap_or_default();
     Ok(ParseOutcome::Object(Box::new(Object {
         key: ObjectKey::new(kind, namespace, name),
@@ -441,33 +443,46 @@ pub fn parse_document(doc: &str) -> Result<ParseOutcome, ParseError> {
     })))
 }
 
-fn parse_spec(kind: Kind, doc: &str) -> Result<Spec, ParseError> {
+/// `T` from a document's parsed `value`. A value carries no positions: on an error the text is
+/// read again, for the error's line.
+fn typed<T: DeserializeOwned>(doc: &str, value: &serde_norway::Value) -> Result<T, ParseError> {
+    match T::deserialize(value) {
+        Ok(t) => Ok(t),
+        Err(_) => Ok(serde_norway::from_str(doc)?),
+    }
+}
+
+fn parse_spec(kind: Kind, doc: &str, value: &serde_norway::Value) -> Result<Spec, ParseError> {
     #[derive(Deserialize)]
     struct WithSpec<T> {
         #[serde(default = "Option::default")]
         spec: Option<T>,
     }
-    fn spec<T: for<'de> Deserialize<'de> + Default>(doc: &str) -> Result<T, ParseError> {
-        let w: WithSpec<T> = serde_yaml::from_str(doc)?;
+    fn spec_of<T: DeserializeOwned + Default>(
+        doc: &str,
+        value: &serde_norway::Value,
+    ) -> Result<T, ParseError> {
+        let w: WithSpec<T> = typed(doc, value)?;
         Ok(w.spec.unwrap_or_default())
     }
+    let (d, v) = (doc, value);
     Ok(match kind {
-        Kind::AIGatewayRoute => Spec::AIGatewayRoute(spec(doc)?),
-        Kind::AIServiceBackend => Spec::AIServiceBackend(spec(doc)?),
-        Kind::BackendSecurityPolicy => Spec::BackendSecurityPolicy(spec(doc)?),
-        Kind::Backend => Spec::Backend(spec(doc)?),
-        Kind::BackendTLSPolicy => Spec::BackendTLSPolicy(spec(doc)?),
-        Kind::BackendTrafficPolicy => Spec::BackendTrafficPolicy(spec(doc)?),
-        Kind::InferencePool => Spec::InferencePool(spec(doc)?),
-        Kind::Gateway => Spec::Gateway(spec(doc)?),
-        Kind::GatewayClass => Spec::GatewayClass(spec(doc)?),
-        Kind::HTTPRoute => Spec::HTTPRoute(spec(doc)?),
-        Kind::QuotaPolicy => Spec::QuotaPolicy(spec(doc)?),
-        Kind::ReferenceGrant => Spec::ReferenceGrant(spec(doc)?),
-        Kind::Service => Spec::Service(ServiceSpec::from_document(doc)?),
-        Kind::Secret => Spec::Secret(serde_yaml::from_str(doc)?),
-        Kind::Pod => Spec::Pod(serde_yaml::from_str(doc)?),
-        Kind::EndpointSlice => Spec::EndpointSlice(serde_yaml::from_str(doc)?),
+        Kind::AIGatewayRoute => Spec::AIGatewayRoute(spec_of(d, v)?),
+        Kind::AIServiceBackend => Spec::AIServiceBackend(spec_of(d, v)?),
+        Kind::BackendSecurityPolicy => Spec::BackendSecurityPolicy(spec_of(d, v)?),
+        Kind::Backend => Spec::Backend(spec_of(d, v)?),
+        Kind::BackendTLSPolicy => Spec::BackendTLSPolicy(spec_of(d, v)?),
+        Kind::BackendTrafficPolicy => Spec::BackendTrafficPolicy(spec_of(d, v)?),
+        Kind::InferencePool => Spec::InferencePool(spec_of(d, v)?),
+        Kind::Gateway => Spec::Gateway(spec_of(d, v)?),
+        Kind::GatewayClass => Spec::GatewayClass(spec_of(d, v)?),
+        Kind::HTTPRoute => Spec::HTTPRoute(spec_of(d, v)?),
+        Kind::QuotaPolicy => Spec::QuotaPolicy(spec_of(d, v)?),
+        Kind::ReferenceGrant => Spec::ReferenceGrant(spec_of(d, v)?),
+        Kind::Service => Spec::Service(typed::<core::ServiceDocument>(d, v)?.into_spec()),
+        Kind::Secret => Spec::Secret(typed(d, v)?),
+        Kind::Pod => Spec::Pod(typed(d, v)?),
+        Kind::EndpointSlice => Spec::EndpointSlice(typed(d, v)?),
     })
 }
 

@@ -60,7 +60,7 @@ mod tests {
 
     #[test]
     fn a_grant_permits_what_both_lists_name() {
-        let grant: ReferenceGrantSpec = serde_yaml::from_str(
+        let grant: ReferenceGrantSpec = serde_norway::from_str(
             "from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: a}]\n\
              to: [{group: '', kind: Secret, name: cert}, {kind: Service}]",
         )

@@ -514,7 +514,7 @@ mod tests {
     use super::*;
 
     fn policy(yaml: &str) -> BackendTrafficPolicySpec {
-        serde_yaml::from_str(yaml).unwrap()
+        serde_norway::from_str(yaml).unwrap()
     }
 
     #[test]

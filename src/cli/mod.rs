@@ -738,7 +738,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Bootstrap { xds_address, envoy_node } => {
             let b = crate::bootstrap::bootstrap(&envoy_node.bootstrap(xds_address))?;
-            print!("{}", serde_yaml::to_string(&b)?);
+            print!("{}", serde_norway::to_string(&b)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Crds { out_dir } => {

@@ -94,7 +94,7 @@ async fn only_running_pods_are_read_and_a_pod_that_stops_running_is_dropped() {
 
 /// Applies every document of `yaml` in `namespace`.
 fn apply_in(api: &TestApi, namespace: &str, yaml: &str) {
-    for doc in serde_yaml::Deserializer::from_str(yaml) {
+    for doc in serde_norway::Deserializer::from_str(yaml) {
         let mut value: Value = serde::Deserialize::deserialize(doc).unwrap();
         value["metadata"]["namespace"] = json!(namespace);
         api.apply(value);

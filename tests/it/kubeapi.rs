@@ -392,7 +392,7 @@ impl TestApi {
 
     /// Applies every document of a multi-document YAML manifest.
     pub fn apply_yaml(&self, yaml: &str) {
-        for doc in serde_yaml::Deserializer::from_str(yaml) {
+        for doc in serde_norway::Deserializer::from_str(yaml) {
             let value: Value = serde::Deserialize::deserialize(doc).unwrap();
             if !value.is_null() {
                 self.apply(value);
@@ -968,7 +968,7 @@ fn target(
                         return status_error(StatusCode::BAD_REQUEST, "BadRequest", e.to_string());
                     }
                 },
-                "application/apply-patch+yaml" => match serde_yaml::from_slice(&body) {
+                "application/apply-patch+yaml" => match serde_norway::from_slice(&body) {
                     Ok(v) => v,
                     Err(e) => {
                         return status_error(StatusCode::BAD_REQUEST, "BadRequest", e.to_string());

@@ -226,10 +226,10 @@ fn a_gateway_policy_applies_to_its_routes_unless_a_route_has_its_own() {
             .clone();
         match &mut route.spec {
             aixds::api::Spec::AIGatewayRoute(r) => {
-                r.parent_refs = vec![serde_yaml::from_str("{name: gw}").unwrap()]
+                r.parent_refs = vec![serde_norway::from_str("{name: gw}").unwrap()]
             }
             aixds::api::Spec::HTTPRoute(r) => {
-                r.parent_refs = vec![serde_yaml::from_str("{name: gw}").unwrap()]
+                r.parent_refs = vec![serde_norway::from_str("{name: gw}").unwrap()]
             }
             _ => unreachable!(),
         }
