@@ -1,17 +1,18 @@
 //! The compiler: from the graph's objects to the Envoy resources served over ADS.
 //!
 //! Takes: the [`Graph`], and after each change the [`Affected`](crate::graph::Affected) keys.
-//! Gives: [`Update`]s for Listeners, ScopedRouteConfigurations (each holding its
-//! RouteConfiguration), Clusters, ClusterLoadAssignments and Secrets, removals included; and the [`Tables`] the services the Envoy config calls read (the
+//! Gives: [`Update`]s for Listeners, ScopedRouteConfigurations, RouteConfigurations, Clusters,
+//! ClusterLoadAssignments and Secrets, removals included; and the [`Tables`] the services the Envoy config calls read (the
 //! translation ext_proc's runtime config, the endpoint picker's pools), kept the same way. Each
 //! resource type has its own file of pure functions; this module only decides what to
 //! recompile and remembers what it has emitted.
 //!
 //! What depends on what:
 //! - a Listener per port of the accepted Gateways (or one default listener when there is no
-//!   Gateway at all), each with routing scopes (`route.rs`): the default scope `route-{port}`
-//!   and one per model some route names exactly, `route-{port}/model/{model}`, each holding its
-//!   RouteConfiguration;
+//!   Gateway at all), each with routing scopes (`route.rs`): the default scope `route-{port}`,
+//!   whose RouteConfiguration of the same name Envoy fetches by name, and one per model some
+//!   route names exactly, `route-{port}/model/{model}`, holding its own routes (or, on a port
+//!   where no route names the model, naming the default RouteConfiguration);
 //! - a RouteConfiguration is assembled from cached per-route fragments, so a route change
 //!   recompiles that route and re-assembles only what it touches: the scopes of the models
 //!   whose routes it changed, on the ports it was or is attached to, or every scope of those
@@ -137,8 +138,6 @@ pub struct Compiler {
     by_model: BTreeMap<String, BTreeSet<ObjectKey>>,
     /// Model → how many fragments' rules name it exactly: each has a scope on every port.
     models: BTreeMap<String, usize>,
-    /// Port → its default scope's routes, which also serve the models without routes there.
-    defaults: BTreeMap<u16, route::Assembled>,
     /// The Secrets the served HTTPS listeners name: each has its SDS resource.
     certificates: BTreeSet<ObjectKey>,
     /// Names of the resources last emitted, per type, so that removals are sent only for what
@@ -190,7 +189,6 @@ impl Compiler {
         self.general.clear();
         self.by_model.clear();
         self.models.clear();
-        self.defaults.clear();
         let mut out = Vec::new();
 
         self.gateways = graph
@@ -493,14 +491,16 @@ impl Compiler {
             for name in stale {
                 self.remove(out, scopes, name);
             }
+            let name = route::config_name(*port);
             if !listened {
-                self.defaults.remove(port);
-                self.remove(out, scopes, route::config_name(*port));
+                self.remove(out, scopes, name.clone());
+                self.remove(out, TypeUrl::RouteConfiguration, name);
                 continue;
             }
             let default = route::assemble(*port, route::Scope::Default, self.fragments.iter());
-            self.put(out, scopes, route::scope_resource(*port, route::Scope::Default, &default));
-            self.defaults.insert(*port, default);
+            self.put(out, TypeUrl::RouteConfiguration, default.resource(name));
+            let scope = route::Scope::Default;
+            self.put(out, scopes, route::scope_resource(*port, scope, route::ScopeRoutes::Default));
             let models: Vec<String> = self.models.keys().cloned().collect();
             for model in models {
                 self.assemble_scope(*port, &model, out);
@@ -509,8 +509,9 @@ impl Compiler {
     }
 
     /// The scope of `model` on `port`: the routes of the fragments naming the model and of those
-    /// with general routes, in key order; without routes naming the model on the port, the
-    /// port's default routes. Without a route naming the model at all there is no scope.
+    /// with general routes, in key order, inline; without routes naming the model on the port,
+    /// the port's default RouteConfiguration, by name. Without a route naming the model at all
+    /// there is no scope.
     fn assemble_scope(&mut self, port: u16, model: &str, out: &mut Vec<Update>) {
         let scope = route::Scope::Model(model);
         if !self.models.contains_key(model) {
@@ -526,10 +527,10 @@ impl Compiler {
             let keys: BTreeSet<&ObjectKey> =
                 naming.into_iter().flatten().chain(&self.general).collect();
             let members = keys.into_iter().filter_map(|k| Some((k, self.fragments.get(k)?)));
-            route::scope_resource(port, scope, &route::assemble(port, scope, members))
+            let routes = route::assemble(port, scope, members);
+            route::scope_resource(port, scope, route::ScopeRoutes::Inline(&routes))
         } else {
-            let Some(default) = self.defaults.get(&port) else { return };
-            route::scope_resource(port, scope, default)
+            route::scope_resource(port, scope, route::ScopeRoutes::Default)
         };
         self.put(out, TypeUrl::ScopedRouteConfiguration, resource);
     }

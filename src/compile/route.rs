@@ -10,16 +10,19 @@
 //! header, see `listener.rs`):
 //! - every model some accepted route names exactly (`x-ai-eg-model`, type `Exact`: the models
 //!   the router phase lists) has a scope on every port, `route-{port}/model/{model}`, whose key
-//!   is the port and [`model_scope`]. Its RouteConfiguration (inline) holds the routes that name
-//!   that model and the routes that name no model exactly, in their usual order; on a port where
-//!   no route names the model, the default scope's routes;
-//! - the default scope, `route-{port}` (key: the port and [`DEFAULT_SCOPE`]), holds the routes
-//!   that name no model exactly, HTTPRoutes' included. Every request starts there; the router
-//!   phase moves it to its model's scope when a route names the model exactly.
+//!   is the port and [`model_scope`]. Its RouteConfiguration, inline, holds the routes that name
+//!   that model and the routes that name no model exactly, in their usual order, up to the first
+//!   route that matches on the model alone (nothing after it is reachable in the scope: in the
+//!   usual configuration, a rule per model, the scope holds that rule alone). On a port where no
+//!   route names the model, the scope names the default RouteConfiguration instead;
+//! - the default scope, `route-{port}` (key: the port and [`DEFAULT_SCOPE`]), routes by the
+//!   RouteConfiguration `route-{port}`, fetched by name: the routes that name no model exactly,
+//!   HTTPRoutes' included. Every request starts there; the router phase moves it to its model's
+//!   scope when a route names the model exactly.
 //!
-//! A route that names no model exactly is in every scope, since it may match any model: a
-//! change to one of those re-sends every scope of the port. A rule naming two models (two exact
-//! matches) is in both scopes.
+//! A route that names no model exactly is in every scope where it comes before the model's own
+//! routes, since it may match any model: a change to one of those re-sends every scope of the
+//! port. A rule naming two models (two exact matches) is in both scopes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -72,8 +75,13 @@ pub(super) struct Fragment {
     /// of cloning and re-encoding every route.
     pub general: Vec<u8>,
     /// Per model with routes here: those routes and the general ones, in their order, encoded
-    /// the same way. A model without an entry gets `general` alone.
+    /// the same way, up to the first route that takes every request for the model (one that
+    /// matches on the model alone): none after it can match in that model's scope. A model
+    /// without an entry gets `general` alone.
     pub scoped: BTreeMap<String, Vec<u8>>,
+    /// The models `scoped` has such a route for: in their scopes nothing after this route's
+    /// routes is reachable, other routes' and the 404s included.
+    pub terminal: BTreeSet<String>,
     /// Every InferencePool its backendRefs name, usable or not: their clusters exist because of
     /// routes like this one.
     pub pools: BTreeSet<ObjectKey>,
@@ -147,10 +155,26 @@ pub(super) struct Assembled {
     sources: Vec<ObjectKey>,
 }
 
-/// The ScopedRouteConfiguration of `scope` on `port`, holding `routes` inline: one resource,
-/// so that a new scope is routable as soon as Envoy has it (a RouteConfiguration fetched by
-/// name would take Envoy another request, and aixds another response).
-pub(super) fn scope_resource(port: u16, scope: Scope<'_>, routes: &Assembled) -> Resource {
+impl Assembled {
+    /// As a resource of its own, fetched by name (the default scope's).
+    pub(super) fn resource(&self, name: String) -> Resource {
+        let type_url = RouteConfiguration::type_url();
+        super::resource_from_bytes(name, type_url, self.config.clone(), self.sources.clone())
+    }
+}
+
+/// What a scope routes by.
+pub(super) enum ScopeRoutes<'a> {
+    /// Its own routes, inline: one resource, so that a new model's scope is routable as soon as
+    /// Envoy has it (a RouteConfiguration fetched by name would take Envoy another request).
+    Inline(&'a Assembled),
+    /// The port's default RouteConfiguration, by name: shared by the default scope and by every
+    /// model without routes on the port, which Envoy then holds once.
+    Default,
+}
+
+/// The ScopedRouteConfiguration of `scope` on `port`.
+pub(super) fn scope_resource(port: u16, scope: Scope<'_>, routes: ScopeRoutes<'_>) -> Resource {
     use scoped_route_configuration::key::{Fragment as KeyFragment, fragment};
     let name = scope_name(port, scope);
     let value = match scope {
@@ -163,13 +187,22 @@ pub(super) fn scope_resource(port: u16, scope: Scope<'_>, routes: &Assembled) ->
         key: Some(scoped_route_configuration::Key {
             fragments: vec![string(port.to_string()), string(value)],
         }),
+        route_configuration_name: match routes {
+            ScopeRoutes::Inline(_) => String::new(),
+            ScopeRoutes::Default => config_name(port),
+        },
         ..Default::default()
     };
     let mut scoped = head.encode_to_vec();
-    // ScopedRouteConfiguration.route_configuration is field 5.
-    super::canonical::append_field(&mut scoped, 5, &routes.config);
     let type_url = ScopedRouteConfiguration::type_url();
-    super::resource_from_bytes(name, type_url, scoped, routes.sources.clone())
+    match routes {
+        ScopeRoutes::Inline(routes) => {
+            // ScopedRouteConfiguration.route_configuration is field 5.
+            super::canonical::append_field(&mut scoped, 5, &routes.config);
+            super::resource_from_bytes(name, type_url, scoped, routes.sources.clone())
+        }
+        ScopeRoutes::Default => super::resource_from_bytes(name, type_url, scoped, Vec::new()),
+    }
 }
 
 pub(super) fn fragment(
@@ -208,19 +241,28 @@ pub(super) fn fragment(
         if accepted { compile_rules(graph, key, spec) } else { Default::default() };
     let mut general = Vec::new();
     let mut scoped: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut terminal: BTreeSet<String> = BTreeSet::new();
     for (route, named) in &compiled {
         let bytes = encode_route(route);
         if named.is_empty() {
             general.extend_from_slice(&bytes);
-            for encoded in scoped.values_mut() {
-                encoded.extend_from_slice(&bytes);
+            for (model, encoded) in scoped.iter_mut() {
+                if !terminal.contains(model) {
+                    encoded.extend_from_slice(&bytes);
+                }
             }
             continue;
         }
         for model in named {
+            if terminal.contains(model) {
+                continue;
+            }
             // A model's scope starts with the general routes before its first route.
             let encoded = scoped.entry(model.clone()).or_insert_with(|| general.clone());
             encoded.extend_from_slice(&bytes);
+            if takes_every_request(route, model) {
+                terminal.insert(model.clone());
+            }
         }
     }
     Fragment {
@@ -229,10 +271,38 @@ pub(super) fn fragment(
         models,
         general,
         scoped,
+        terminal,
         pools,
         clusters,
         ..Default::default()
     }
+}
+
+/// Whether `route` matches every request whose model header is `model`: its only conditions are
+/// that header, exactly (the path is always a prefix `/`).
+fn takes_every_request(route: &Route, model: &str) -> bool {
+    let Some(m) = &route.r#match else { return false };
+    let path_any =
+        matches!(&m.path_specifier, Some(route_match::PathSpecifier::Prefix(p)) if p == "/");
+    let only_model = m.headers.iter().all(|h| {
+        h.name.eq_ignore_ascii_case(MODEL_HEADER)
+            && !h.invert_match
+            && matches!(
+                &h.header_match_specifier,
+                Some(header_matcher::HeaderMatchSpecifier::StringMatch(StringMatcher {
+                    match_pattern: Some(string_matcher::MatchPattern::Exact(v)),
+                    ignore_case: false,
+                    ..
+                })) if v == model
+            )
+    });
+    path_any
+        && only_model
+        && m.query_parameters.is_empty()
+        && m.dynamic_metadata.is_empty()
+        && m.runtime_fraction.is_none()
+        && m.grpc.is_none()
+        && m.tls_context.is_none()
 }
 
 /// The models a match names exactly: the request's model header must equal each.
@@ -641,25 +711,36 @@ pub(super) fn assemble<'a>(
         // The AIGatewayRoutes' model routes first; then, when HTTPRoutes share the host, the
         // LLM API paths while the model is unknown (so that the router phase reads it and the
         // request is routed again), then the HTTPRoutes' routes in Gateway API's order.
+        // In a model's scope, nothing after a route that takes every request for the model is
+        // reachable: the rest of the virtual host is left out (HTTPRoutes' routes, the 404s).
+        let mut cut = false;
         for (_, f) in &members {
             vhost.extend_from_slice(f.bytes(scope));
-        }
-        let mut ranked: Vec<(usize, &http_route::Precedence, &Vec<u8>)> = members
-            .iter()
-            .flat_map(|(rank, f)| f.ranked.iter().map(move |(p, bytes)| (*rank, p, bytes)))
-            .collect();
-        if !ranked.is_empty() {
-            if members.iter().any(|(_, f)| !f.routes.is_empty()) {
-                let entry = VirtualHost { routes: api_entry().to_vec(), ..Default::default() };
-                vhost.extend_from_slice(&entry.encode_to_vec());
-            }
-            ranked.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-            for (_, _, bytes) in ranked {
-                vhost.extend_from_slice(bytes);
+            if let Scope::Model(model) = scope
+                && f.terminal.contains(model)
+            {
+                cut = true;
+                break;
             }
         }
-        let tail = VirtualHost { routes: not_found().to_vec(), ..Default::default() };
-        vhost.extend_from_slice(&tail.encode_to_vec());
+        if !cut {
+            let mut ranked: Vec<(usize, &http_route::Precedence, &Vec<u8>)> = members
+                .iter()
+                .flat_map(|(rank, f)| f.ranked.iter().map(move |(p, bytes)| (*rank, p, bytes)))
+                .collect();
+            if !ranked.is_empty() {
+                if members.iter().any(|(_, f)| !f.routes.is_empty()) {
+                    let entry = VirtualHost { routes: api_entry().to_vec(), ..Default::default() };
+                    vhost.extend_from_slice(&entry.encode_to_vec());
+                }
+                ranked.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+                for (_, _, bytes) in ranked {
+                    vhost.extend_from_slice(bytes);
+                }
+            }
+            let tail = VirtualHost { routes: not_found().to_vec(), ..Default::default() };
+            vhost.extend_from_slice(&tail.encode_to_vec());
+        }
         prost::encoding::encode_key(2, prost::encoding::WireType::LengthDelimited, &mut config);
         prost::encoding::encode_varint(vhost.len() as u64, &mut config);
         config.extend_from_slice(&vhost);

@@ -559,10 +559,7 @@ async fn html_page_works_in_headless_chromium() {
         dom.contains("<td>BackendNotFound</td><td>InferencePool default/gone not found</td>"),
         "conditions shown"
     );
-    assert!(
-        dom.contains("<td>ScopedRouteConfiguration</td><td>route-1975</td>"),
-        "resources shown"
-    );
+    assert!(dom.contains("<td>RouteConfiguration</td><td>route-1975</td>"), "resources shown");
     assert!(dom.contains("class=\"node ok\" id=\"node-AIServiceBackend/default/b\""));
 
     let artifacts = repo().join("e2e/artifacts");

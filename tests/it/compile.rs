@@ -94,7 +94,8 @@ pub(crate) fn decoded<M: Message + Default>(
 
 /// The RouteConfiguration a request for `model` (`None`: before the router phase, or a model
 /// no route names exactly) is routed by on `port`, found as Envoy finds it: the scope whose key
-/// is the port and the scope header the router phase sets.
+/// is the port and the scope header the router phase sets, then its routes: inline, or the
+/// RouteConfiguration it names.
 pub(crate) fn scope_config(
     updates: &[Update],
     port: u16,
@@ -111,7 +112,12 @@ pub(crate) fn scope_config(
         key.collect::<Vec<_>>() == want
     });
     let Some(found) = found else { panic!("no scope {want:?} among {:?}", scopes.keys()) };
-    found.route_configuration.clone().expect("the scope's routes inline")
+    match &found.route_configuration {
+        Some(inline) => inline.clone(),
+        None => decoded::<RouteConfiguration>(updates, TypeUrl::RouteConfiguration)
+            .remove(&found.route_configuration_name)
+            .expect("the RouteConfiguration the scope names"),
+    }
 }
 
 /// The names of the routes of the first virtual host of [`scope_config`].
@@ -221,8 +227,10 @@ pub(crate) fn dump(updates: &[Update]) -> String {
                 let mut scope = ScopedRouteConfiguration::decode(bytes).unwrap();
                 let routes = scope.route_configuration.take();
                 out.push_str(&debug_dump(&scope));
-                out.push_str("route_configuration: ");
-                out.push_str(&dump_routes(routes.expect("the scope's routes inline")));
+                if let Some(routes) = routes {
+                    out.push_str("route_configuration: ");
+                    out.push_str(&dump_routes(routes));
+                }
             }
             // A private key is never written into a golden file.
             TypeUrl::Secret => out.push_str("(certificate and key not shown)\n"),
@@ -392,8 +400,19 @@ fn envoy_bin() -> PathBuf {
 fn static_bootstrap(updates: &[Update]) -> Bootstrap {
     let mut assignments: BTreeMap<String, ClusterLoadAssignment> =
         decoded(updates, TypeUrl::ClusterLoadAssignment);
+    let named: BTreeMap<String, RouteConfiguration> = decoded(updates, TypeUrl::RouteConfiguration);
+    // Each scope with its routes inline, as Envoy assembles them.
     let scopes: Vec<ScopedRouteConfiguration> =
-        decoded(updates, TypeUrl::ScopedRouteConfiguration).into_values().collect();
+        decoded::<ScopedRouteConfiguration>(updates, TypeUrl::ScopedRouteConfiguration)
+            .into_values()
+            .map(|mut scope| {
+                if scope.route_configuration.is_none() {
+                    let name = std::mem::take(&mut scope.route_configuration_name);
+                    scope.route_configuration = Some(named[&name].clone());
+                }
+                scope
+            })
+            .collect();
     let routes: Vec<RouteConfiguration> =
         scopes.iter().filter_map(|s| s.route_configuration.clone()).collect();
     let listeners = decoded::<Listener>(updates, TypeUrl::Listener)
@@ -959,15 +978,10 @@ fn invalid_backend_compiles_nothing_and_the_rest_compiles() {
     let updates = full(&Harness::new(objects).graph);
     assert_eq!(names(&updates, TypeUrl::Cluster), ["aisb/ns/b", "aisb/ns/c"]);
     // bad-route's rule 0 (model m0) names the bad backend alone: gone; its rule 1 (m1) stays.
+    // Each rule matches on its model alone, so a model's scope ends at its first rule.
+    assert_eq!(scope_routes(&updates, 1975, Some("m0")), ["ns/r/rule/0/match/0"]);
+    assert_eq!(scope_routes(&updates, 1975, Some("m1")), ["ns/bad-route/rule/1/match/0"]);
     let not_found = ["not-found-anthropic", "not-found-cohere", "not-found"];
-    assert_eq!(
-        scope_routes(&updates, 1975, Some("m0")),
-        [&["ns/r/rule/0/match/0"][..], &not_found].concat()
-    );
-    assert_eq!(
-        scope_routes(&updates, 1975, Some("m1")),
-        [&["ns/bad-route/rule/1/match/0", "ns/r/rule/1/match/0"][..], &not_found].concat()
-    );
     assert_eq!(scope_routes(&updates, 1975, None), not_found);
 }
 
@@ -982,7 +996,7 @@ fn route_to_missing_pool_omits_that_rule_until_the_pool_appears() {
     let route_names = |h: &Harness, model| scope_routes(&h.updates(), 1975, Some(model));
     let not_found = ["not-found-anthropic", "not-found-cohere", "not-found"];
     assert_eq!(route_names(&h, "m0"), not_found);
-    assert_eq!(route_names(&h, "m1"), [&["ns/r/rule/1/match/0"][..], &not_found].concat());
+    assert_eq!(route_names(&h, "m1"), ["ns/r/rule/1/match/0"]);
     assert_eq!(h.names(TypeUrl::Cluster), ["aisb/ns/b"]);
 
     let changed = h.apply(pool("ns", "llama", "llama"));
@@ -994,8 +1008,8 @@ fn route_to_missing_pool_omits_that_rule_until_the_pool_appears() {
             (TypeUrl::ScopedRouteConfiguration, "route-1975/model/m0".to_string()),
         ]
     );
-    assert_eq!(route_names(&h, "m0"), [&["ns/r/rule/0/match/0"][..], &not_found].concat());
-    assert_eq!(route_names(&h, "m1"), [&["ns/r/rule/1/match/0"][..], &not_found].concat());
+    assert_eq!(route_names(&h, "m0"), ["ns/r/rule/0/match/0"]);
+    assert_eq!(route_names(&h, "m1"), ["ns/r/rule/1/match/0"]);
 
     // A pod joining the pool changes its load assignment alone.
     let changed = h.apply(pod("ns", "llama-0", "llama", "10.0.1.1"));

@@ -7,7 +7,9 @@ use aixds::api::{Kind, ObjectKey};
 use aixds::compile::{CompileOptions, Compiler};
 use aixds::graph::Graph;
 use aixds::xds::TypeUrl;
-use envoy_types::pb::envoy::config::route::v3::{Route, ScopedRouteConfiguration};
+use envoy_types::pb::envoy::config::route::v3::{
+    Route, RouteConfiguration, ScopedRouteConfiguration,
+};
 use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit;
 use envoy_types::pb::envoy::extensions::filters::http::ratelimit::v3::RateLimitPerRoute;
 use prost::Message;
@@ -111,10 +113,14 @@ fn graph(extra: &str) -> Graph {
 /// Everything compiled, and every Envoy route in it.
 fn compiled(graph: &Graph) -> (Vec<aixds::xds::Update>, Vec<Route>) {
     let updates = Compiler::new(CompileOptions::default()).full(graph);
-    // Every scope's routes: a route is in its model's scope, or in every scope.
+    // Every scope's routes, inline or in the RouteConfiguration the default scope names: a
+    // route is in its model's scope, or in the default one.
     let scopes: BTreeMap<String, ScopedRouteConfiguration> =
         decoded(&updates, TypeUrl::ScopedRouteConfiguration);
-    let configs = scopes.into_values().filter_map(|s| s.route_configuration);
+    let named: BTreeMap<String, RouteConfiguration> =
+        decoded(&updates, TypeUrl::RouteConfiguration);
+    let configs =
+        scopes.into_values().filter_map(|s| s.route_configuration).chain(named.into_values());
     let routes = configs.flat_map(|c| c.virtual_hosts).flat_map(|v| v.routes);
     (updates, routes.collect())
 }

@@ -114,6 +114,7 @@ fn with_listener() -> Vec<(TypeUrl, String)> {
     vec![
         (TypeUrl::Listener, "listener-8443".into()),
         (TypeUrl::ScopedRouteConfiguration, "route-8443".into()),
+        (TypeUrl::RouteConfiguration, "route-8443".into()),
         (TypeUrl::Secret, SDS_NAME.into()),
     ]
 }
