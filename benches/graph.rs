@@ -14,8 +14,9 @@
 //! `k % count`, flipping it to its other variant on every pass), so they touch cold objects and
 //! every position in the graph's edge lists, not one hot object.
 //!
-//! Run: `cargo bench --bench graph`. Before criterion runs, the live heap held by each graph is
-//! printed, measured by the counting allocator below.
+//! Run: `cargo bench --bench graph` (`AIXDS_BENCH_SIZES=100000` for other sizes). Before
+//! criterion runs, the live heap held by each graph is printed, measured by the counting
+//! allocator below, and what compiling it adds.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
@@ -36,7 +37,10 @@ use aixds::api::{
     SecretObjectReference, SecurityPolicyType, ServicePort, ServiceSpec, Spec, VersionedAPISchema,
     hash_bytes,
 };
+use aixds::compile::{CompileOptions, Compiler};
+use aixds::extproc::credentials::Credentials;
 use aixds::graph::Graph;
+use aixds::xds::{SnapshotStore, TypeUrl};
 use criterion::{BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput};
 
 // ---------------------------------------------------------------------------------------------
@@ -99,7 +103,19 @@ fn live_bytes() -> usize {
 /// Units per shared InferencePool / BackendSecurityPolicy.
 const GROUP: usize = 10;
 const GATEWAY: &str = "ai-gateway";
-const SIZES: [usize; 2] = [1_000, 10_000];
+
+/// Units per graph: 1k and 10k, or `AIXDS_BENCH_SIZES` (comma-separated, e.g. `100000`).
+fn sizes() -> Vec<usize> {
+    static SIZES: OnceLock<Vec<usize>> = OnceLock::new();
+    SIZES
+        .get_or_init(|| {
+            let given = std::env::var("AIXDS_BENCH_SIZES").ok();
+            let parsed =
+                given.map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect());
+            parsed.filter(|v: &Vec<usize>| !v.is_empty()).unwrap_or(vec![1_000, 10_000])
+        })
+        .clone()
+}
 
 /// Namespaces the groups are spread over (one Gateway each); `AIXDS_BENCH_NAMESPACES` overrides
 /// it, to tell costs that grow with the objects per namespace from costs that grow with the graph.
@@ -440,7 +456,7 @@ fn mib(bytes: usize) -> f64 {
 
 fn memory_report() {
     let mut parts = Vec::new();
-    for units in SIZES {
+    for units in sizes() {
         let before = live_bytes();
         let objs = objects(units);
         let count = objs.len();
@@ -467,14 +483,41 @@ fn memory_report() {
             (total - objects_only) as f64 / count as f64,
         );
         parts.push(format!("{}k units = {:.2} MiB ({nodes} nodes)", units / 1000, mib(total)));
-        drop(graph);
+        // What compiling it adds: the compiler's kept state (fragments, indexes, the ext_proc's
+        // runtime parts, the pools) and the published snapshot of Envoy resources.
+        let before = live_bytes();
+        let mut compiler = Compiler::new(CompileOptions::default());
+        let store = SnapshotStore::new();
+        store.publish(compiler.full(&graph));
+        let published = live_bytes();
+        let tables = compiler.tables(&graph, None, &Credentials::default());
+        let compiled = live_bytes() - before;
+        let snapshot = store.load();
+        let encoded: Vec<String> = TypeUrl::ALL
+            .iter()
+            .map(|t| {
+                let resources = snapshot.resources(*t);
+                let bytes: usize = resources.values().map(|r| r.body.value.len()).sum();
+                format!("{t:?} {} ({:.2} MiB)", resources.len(), mib(bytes))
+            })
+            .collect();
+        println!(
+            "compiled memory: {units} units = {:.2} MiB live heap ({:.0} B/object): compiler \
+             state and snapshot {:.2} MiB, tables {:.2} MiB; resources, encoded: {}",
+            mib(compiled),
+            compiled as f64 / count as f64,
+            mib(published - before),
+            mib(compiled - (published - before)),
+            encoded.join(", "),
+        );
+        drop((snapshot, tables, store, compiler, graph));
     }
     println!("graph memory: {}", parts.join(", "));
 }
 
 /// Affected-set size of each update scenario, printed once so the timings can be read per key.
 fn affected_report() {
-    let units = SIZES[0];
+    let units = sizes()[0];
     let mut graph = build(objects(units));
     let scenarios: [(&str, Object, Object); 5] = [
         ("AIServiceBackend", ai_service_backend(1, true), ai_service_backend(1, false)),
@@ -499,7 +542,7 @@ fn bench_build(c: &mut Criterion) {
     group.sample_size(10);
     group.warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(4));
-    for units in SIZES {
+    for units in sizes() {
         let objs = objects(units);
         group.throughput(Throughput::Elements(objs.len() as u64));
         group.bench_function(BenchmarkId::from_parameter(format!("{}k", units / 1000)), |b| {
@@ -521,7 +564,7 @@ fn bench_update(
     group.sample_size(30);
     group.warm_up_time(Duration::from_millis(500));
     group.measurement_time(Duration::from_secs(2));
-    for units in SIZES {
+    for units in sizes() {
         let mut graph = build(objects(units));
         // `AIXDS_BENCH_CYCLE=1` keeps flipping one object instead (hot caches), to tell costs that
         // grow with the graph from cache misses on a graph larger than the CPU caches.
@@ -592,7 +635,7 @@ fn median_summary(since: SystemTime) {
         .into_iter()
         .chain(["update/pod_relabel", "update/ai_gateway_route", "update/http_route"])
     {
-        for units in SIZES {
+        for units in sizes() {
             let id = format!("graph/{group}/{}k", units / 1000);
             let dir = root.join(format!("graph_{}", group.replace('/', "_")));
             let file = dir.join(format!("{}k", units / 1000)).join("new/estimates.json");

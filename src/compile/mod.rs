@@ -134,6 +134,9 @@ pub struct Compiler {
     fragments: BTreeMap<ObjectKey, route::Fragment>,
     /// The fragments with routes in every scope ([`route::Fragment::general`]).
     general: BTreeSet<ObjectKey>,
+    /// The HTTPRoutes' fragments ([`route::Fragment::ranked`]): their routes come after every
+    /// AIGatewayRoute's, so a model's scope needs them only where its routes can fall through.
+    ranked: BTreeSet<ObjectKey>,
     /// Model → the fragments with routes naming it exactly.
     by_model: BTreeMap<String, BTreeSet<ObjectKey>>,
     /// Model → how many fragments' rules name it exactly: each has a scope on every port.
@@ -187,6 +190,7 @@ impl Compiler {
         let stale = std::mem::take(&mut self.emitted);
         self.fragments.clear();
         self.general.clear();
+        self.ranked.clear();
         self.by_model.clear();
         self.models.clear();
         let mut out = Vec::new();
@@ -400,10 +404,14 @@ impl Compiler {
 
     /// Adds `fragment` of `key` to the scope indexes, or takes it out.
     fn index(&mut self, key: &ObjectKey, fragment: &route::Fragment, add: bool) {
-        if fragment.general() {
-            match add {
-                true => self.general.insert(key.clone()),
-                false => self.general.remove(key),
+        for (index, member) in [
+            (&mut self.general, !fragment.general.is_empty()),
+            (&mut self.ranked, !fragment.ranked.is_empty()),
+        ] {
+            match (member, add) {
+                (false, _) => false,
+                (true, true) => index.insert(key.clone()),
+                (true, false) => index.remove(key),
             };
         }
         for model in fragment.scoped.keys() {
@@ -509,9 +517,10 @@ impl Compiler {
     }
 
     /// The scope of `model` on `port`: the routes of the fragments naming the model and of those
-    /// with general routes, in key order, inline; without routes naming the model on the port,
-    /// the port's default RouteConfiguration, by name. Without a route naming the model at all
-    /// there is no scope.
+    /// with general routes, in key order, and the HTTPRoutes' unless a route on every host of the
+    /// port takes every request for the model first; inline. Without routes naming the model on
+    /// the port, the port's default RouteConfiguration, by name. Without a route naming the model
+    /// at all there is no scope.
     fn assemble_scope(&mut self, port: u16, model: &str, out: &mut Vec<Update>) {
         let scope = route::Scope::Model(model);
         if !self.models.contains_key(model) {
@@ -519,13 +528,24 @@ impl Compiler {
             return;
         }
         let naming = self.by_model.get(model);
-        let own = naming
-            .into_iter()
-            .flatten()
-            .any(|k| self.fragments.get(k).is_some_and(|f| f.attachments.contains_key(&port)));
-        let resource = if own {
-            let keys: BTreeSet<&ObjectKey> =
-                naming.into_iter().flatten().chain(&self.general).collect();
+        let attached = |k: &ObjectKey| {
+            let fragment = self.fragments.get(k)?;
+            Some((fragment, fragment.attachments.get(&port)?))
+        };
+        let own: Vec<_> = naming.into_iter().flatten().filter_map(attached).collect();
+        let resource = if !own.is_empty() {
+            // HTTPRoutes' routes follow every AIGatewayRoute's on each host, and a host's
+            // virtual host holds the routes on any host too: after such a route taking every
+            // request for the model, none is reachable, whatever hosts they add.
+            let covered =
+                own.iter().any(|(f, hosts)| f.terminal.contains(model) && hosts.contains("*"));
+            let ranked = if covered { None } else { Some(&self.ranked) };
+            let keys: BTreeSet<&ObjectKey> = naming
+                .into_iter()
+                .flatten()
+                .chain(&self.general)
+                .chain(ranked.into_iter().flatten())
+                .collect();
             let members = keys.into_iter().filter_map(|k| Some((k, self.fragments.get(k)?)));
             let routes = route::assemble(port, scope, members);
             route::scope_resource(port, scope, route::ScopeRoutes::Inline(&routes))

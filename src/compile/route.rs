@@ -99,11 +99,6 @@ impl Fragment {
         !self.routes.is_empty() || !self.ranked.is_empty()
     }
 
-    /// Whether it has routes in every scope: routes that name no model exactly, or HTTPRoutes'.
-    pub fn general(&self) -> bool {
-        !self.general.is_empty() || !self.ranked.is_empty()
-    }
-
     /// Whether the default scope and every scope of its ports take the same from `other` as
     /// from it: whether it serves, where, and its general routes.
     pub fn same_general(&self, other: &Fragment) -> bool {
@@ -674,6 +669,7 @@ pub(super) fn assemble<'a>(
         ..Default::default()
     };
     let mut config = head.encode_to_vec();
+    let mut contributing: BTreeSet<&ObjectKey> = BTreeSet::new();
     for host in hosts {
         // The fragments serving `host`: under its own name, then under the wildcards covering
         // it, the most specific first; each once, under its most specific hostname.
@@ -685,12 +681,11 @@ pub(super) fn assemble<'a>(
         // A fragment under several of the hostnames counts once; with one group (the usual
         // case: only `*`) there is nothing to check.
         let mut seen: HashSet<&ObjectKey> = HashSet::new();
-        let members: Vec<(usize, &Fragment)> = groups
+        let members: Vec<(usize, &ObjectKey, &Fragment)> = groups
             .iter()
             .enumerate()
             .flat_map(|(rank, group)| group.iter().map(move |(k, f)| (rank, *k, *f)))
             .filter(|(_, k, _)| groups.len() == 1 || seen.insert(*k))
-            .map(|(rank, _, f)| (rank, f))
             .collect();
         // Repeated fields may arrive in pieces: the virtual host's name and domains, then each
         // fragment's routes, then the 404s, decode as one virtual host with the routes in that
@@ -714,8 +709,12 @@ pub(super) fn assemble<'a>(
         // In a model's scope, nothing after a route that takes every request for the model is
         // reachable: the rest of the virtual host is left out (HTTPRoutes' routes, the 404s).
         let mut cut = false;
-        for (_, f) in &members {
-            vhost.extend_from_slice(f.bytes(scope));
+        for (_, k, f) in &members {
+            let bytes = f.bytes(scope);
+            if !bytes.is_empty() {
+                contributing.insert(*k);
+            }
+            vhost.extend_from_slice(bytes);
             if let Scope::Model(model) = scope
                 && f.terminal.contains(model)
             {
@@ -724,12 +723,13 @@ pub(super) fn assemble<'a>(
             }
         }
         if !cut {
+            contributing.extend(members.iter().filter(|m| !m.2.ranked.is_empty()).map(|m| m.1));
             let mut ranked: Vec<(usize, &http_route::Precedence, &Vec<u8>)> = members
                 .iter()
-                .flat_map(|(rank, f)| f.ranked.iter().map(move |(p, bytes)| (*rank, p, bytes)))
+                .flat_map(|(rank, _, f)| f.ranked.iter().map(move |(p, bytes)| (*rank, p, bytes)))
                 .collect();
             if !ranked.is_empty() {
-                if members.iter().any(|(_, f)| !f.routes.is_empty()) {
+                if members.iter().any(|(_, _, f)| !f.routes.is_empty()) {
                     let entry = VirtualHost { routes: api_entry().to_vec(), ..Default::default() };
                     vhost.extend_from_slice(&entry.encode_to_vec());
                 }
@@ -745,7 +745,11 @@ pub(super) fn assemble<'a>(
         prost::encoding::encode_varint(vhost.len() as u64, &mut config);
         config.extend_from_slice(&vhost);
     }
-    let sources = attached.into_iter().map(|(k, _, _)| k.clone()).collect();
+    // The default scope is every attached route's; a model's scope, the routes it holds.
+    let sources = match scope {
+        Scope::Default => attached.into_iter().map(|(k, _, _)| k.clone()).collect(),
+        Scope::Model(_) => contributing.into_iter().cloned().collect(),
+    };
     Assembled { config, sources }
 }
 
