@@ -408,10 +408,12 @@ impl Compiler {
             (&mut self.general, !fragment.general.is_empty()),
             (&mut self.ranked, !fragment.ranked.is_empty()),
         ] {
-            match (member, add) {
-                (false, _) => false,
-                (true, true) => index.insert(key.clone()),
-                (true, false) => index.remove(key),
+            if !member {
+                continue;
+            }
+            match add {
+                true => index.insert(key.clone()),
+                false => index.remove(key),
             };
         }
         for model in fragment.scoped.keys() {
