@@ -14,7 +14,8 @@ Backend, UNITS_PER_FILE units per file) and an Envoy bootstrapped by `aixds boot
   name, and polls that model over one keep-alive connection until the first 200. Time is from
   just before the write to the 200. Edits are spaced so that each is its own batch;
 - aixds' own batch time per edit, from its log ("applied source changes ... micros=");
-- Envoy's own time applying route updates (its scoped RDS and RDS `update_duration` histograms).
+- Envoy's own time applying route updates (its scoped RDS and RDS `update_duration` histograms);
+- Envoy's resident memory once it serves every model (`envoy_rss_mib_synced`).
 
 `--load-only` stops after aixds has loaded: time to serve xDS and peak RSS per object, for sizes
 at which Envoy would take minutes to take the config.
@@ -280,6 +281,7 @@ def run_size(args, units):
         wait_until(150, "Envoy to serve every model", lambda: client.status(last) == 200, 0.05)
         envoy_ready_s = time.monotonic() - t
         rss_envoy = proc_status(aixds.pid)
+        envoy_rss = proc_status(envoy.pid)
 
         # Baseline: a model whose route is already there, same connection, same Envoy.
         baseline_model = m.models[units // 2]
@@ -357,6 +359,7 @@ def run_size(args, units):
                 "after_envoy_synced": rss_envoy,
                 "after_edits": rss_edits,
             },
+            "envoy_rss_mib_synced": envoy_rss,
             "baseline_ms": summary(baseline),
             "edit_to_200_ms": summary(latencies),
             "polls_per_edit_p50": percentile(polls, 0.5),
