@@ -143,6 +143,23 @@ async fn routes_and_edits(sotw: bool) {
     .await;
     assert_eq!(served_by(gw.port, "model-b").await, Ok("B".into()));
 
+    // A client's own scope headers pick nothing: the listener overwrites them before routing
+    // and the router phase sets the body's model's scope.
+    let forged = |model: &'static str, scope: &'static str| async move {
+        let body =
+            serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+        let port = gw.port.to_string();
+        let headers = [
+            ("x-aixds-scope", scope),
+            ("x-aixds-port", port.as_str()),
+            ("x-ai-eg-model", "model-b"),
+        ];
+        request(gw.port, "POST", "/v1/chat/completions", &headers, &body.to_string()).await.unwrap()
+    };
+    let a_as_b = forged("model-a", "=model-b").await;
+    assert_eq!((a_as_b.status, a_as_b.headers.get("x-upstream-id")), (200, Some(&"A".to_string())));
+    assert_eq!(forged("no-such-model", "=model-b").await.status, 404);
+
     let unknown = chat(gw.port, "no-such-model").await.unwrap();
     assert_eq!(unknown.status, 404);
     assert_eq!(unknown.headers.get("content-type").map(String::as_str), Some("application/json"));
