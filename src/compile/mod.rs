@@ -2,8 +2,9 @@
 //!
 //! Takes: the [`Graph`], and after each change the [`Affected`](crate::graph::Affected) keys.
 //! Gives: [`Update`]s for Listeners, ScopedRouteConfigurations, RouteConfigurations, Clusters,
-//! ClusterLoadAssignments and Secrets, removals included; and the [`Tables`] the services the Envoy config calls read (the
-//! translation ext_proc's runtime config, the endpoint picker's pools), kept the same way. Each
+//! ClusterLoadAssignments and Secrets, removals included; and the [`Tables`] the services the
+//! Envoy config calls read (the translation ext_proc's runtime config, the endpoint picker's
+//! pools), kept the same way. Each
 //! resource type has its own file of pure functions; this module only decides what to
 //! recompile and remembers what it has emitted.
 //!

@@ -124,8 +124,8 @@ pub(super) enum Scope<'a> {
     Model(&'a str),
 }
 
-/// The name of the default scope of `port` and of its RouteConfiguration (the port's routes
-/// when no model is named exactly anywhere).
+/// The name of the default scope of `port` and of the RouteConfiguration it names, which the
+/// scopes of models without routes on the port name too.
 pub(super) fn config_name(port: u16) -> String {
     format!("route-{port}")
 }
@@ -134,7 +134,7 @@ pub(super) fn config_name(port: u16) -> String {
 pub(super) fn scope_name(port: u16, scope: Scope<'_>) -> String {
     match scope {
         Scope::Default => config_name(port),
-        Scope::Model(model) => format!("route-{port}/model/{model}"),
+        Scope::Model(model) => format!("{}{model}", model_scope_prefix(port)),
     }
 }
 
@@ -626,10 +626,10 @@ pub(super) fn parse_duration(s: &str) -> Option<Duration> {
 }
 
 /// The RouteConfiguration of `scope` on `port` (named as the scope), from `fragments` (in key
-/// order; those not attached there are skipped): a virtual host per hostname the routes attached there serve, and
-/// `*` for the rest. Each holds the fragments' routes in that scope, of the fragments whose
-/// hostnames cover its own, the most specific hostname first (as Gateway API gives precedence),
-/// then the 404s.
+/// order; those not attached there are skipped): a virtual host per hostname the routes
+/// attached there serve, and `*` for the rest. Each holds the fragments' routes in that scope,
+/// of the fragments whose hostnames cover its own, the most specific hostname first (as Gateway
+/// API gives precedence), then the 404s.
 pub(super) fn assemble<'a>(
     port: u16,
     scope: Scope<'_>,
